@@ -1,0 +1,176 @@
+package core
+
+import (
+	"bytes"
+	"encoding/gob"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Codec turns a session's values into bytes and back. Its ID is written into
+// every envelope, so a session written with one codec stays readable after
+// the configured codec changes, as long as the old codec is still listed in
+// ManagerConfig.Codecs (the three built-in codecs always are).
+//
+// Implementations must be safe for concurrent use. Decode must not keep a
+// reference to data after it returns, and must return an error, never panic,
+// on malformed input.
+type Codec interface {
+	// ID is the codec's stable id, written into the envelope. Ids 1 to 63
+	// are reserved for hybridsession's codecs; use 64 to 255 for your own.
+	ID() uint8
+	// Encode encodes the values of one session.
+	Encode(values map[string]any) ([]byte, error)
+	// Decode decodes what Encode produced.
+	Decode(data []byte) (map[string]any, error)
+}
+
+// Ids of the built-in codecs.
+const (
+	JSONCodecID    uint8 = 1
+	GobCodecID     uint8 = 2
+	MsgpackCodecID uint8 = 3
+)
+
+// JSON is the encoding/json codec. It is the most portable (any language can
+// read a session), but JSON has one number type: integers come back as
+// float64 (GetInt and friends convert them back when they are whole), []byte
+// comes back as a base64 string, and structs come back as map[string]any.
+var JSON Codec = jsonCodec{}
+
+// Gob is the encoding/gob codec. It round-trips Go types exactly, including
+// structs, but every concrete type stored in a session other than the basic
+// types must be registered with gob.Register before it is encoded or decoded,
+// in every process that reads the session; an unregistered type makes Encode
+// fail with ErrEncode.
+var Gob Codec = gobCodec{}
+
+// Msgpack is the MessagePack codec (github.com/vmihailenco/msgpack/v5), the
+// compact default. Integers come back as int64 or uint64, floats as float64,
+// []byte stays []byte; structs come back as map[string]any.
+var Msgpack Codec = msgpackCodec{}
+
+type jsonCodec struct{}
+
+func (jsonCodec) ID() uint8 { return JSONCodecID }
+
+func (jsonCodec) Encode(values map[string]any) ([]byte, error) {
+	return json.Marshal(values)
+}
+
+func (jsonCodec) Decode(data []byte) (map[string]any, error) {
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = map[string]any{}
+	}
+	return m, nil
+}
+
+type gobCodec struct{}
+
+func (gobCodec) ID() uint8 { return GobCodecID }
+
+func (gobCodec) Encode(values map[string]any) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(values); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func (gobCodec) Decode(data []byte) (m map[string]any, err error) {
+	// encoding/gob documents that it may panic on some corrupt input in
+	// older releases; a session decoder must never take the process down.
+	defer func() {
+		if r := recover(); r != nil {
+			m, err = nil, fmt.Errorf("gob: %v", r)
+		}
+	}()
+	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = map[string]any{}
+	}
+	return m, nil
+}
+
+type msgpackCodec struct{}
+
+func (msgpackCodec) ID() uint8 { return MsgpackCodecID }
+
+var msgpackEncoders = sync.Pool{New: func() any {
+	enc := msgpack.NewEncoder(nil)
+	enc.SetSortMapKeys(true)
+	return &msgpackEncoder{enc: enc}
+}}
+
+type msgpackEncoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+func (msgpackCodec) Encode(values map[string]any) ([]byte, error) {
+	e := msgpackEncoders.Get().(*msgpackEncoder)
+	defer msgpackEncoders.Put(e)
+	e.buf.Reset()
+	e.enc.Reset(&e.buf)
+	if err := e.enc.Encode(values); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(e.buf.Bytes()), nil
+}
+
+var msgpackDecoders = sync.Pool{New: func() any { return msgpack.NewDecoder(nil) }}
+
+func (msgpackCodec) Decode(data []byte) (map[string]any, error) {
+	dec := msgpackDecoders.Get().(*msgpack.Decoder)
+	defer msgpackDecoders.Put(dec)
+	dec.Reset(bytes.NewReader(data))
+	m, err := dec.DecodeMap()
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return map[string]any{}, nil
+	}
+	for k, v := range m {
+		m[k] = widenInts(v)
+	}
+	return m, nil
+}
+
+// widenInts turns the sized integers msgpack decodes (int8, uint16, ...)
+// into int64 and uint64, in nested slices and maps too. (The library's
+// loose mode would do this, but it also turns []byte into string.)
+func widenInts(v any) any {
+	switch n := v.(type) {
+	case int8:
+		return int64(n)
+	case int16:
+		return int64(n)
+	case int32:
+		return int64(n)
+	case uint8:
+		return uint64(n)
+	case uint16:
+		return uint64(n)
+	case uint32:
+		return uint64(n)
+	case []any:
+		for i := range n {
+			n[i] = widenInts(n[i])
+		}
+	case map[string]any:
+		for k, e := range n {
+			n[k] = widenInts(e)
+		}
+	}
+	return v
+}

@@ -1,0 +1,469 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// Store holds the sessions. Required.
+	Store *Store
+
+	// IdleTimeout is how long a session lives without activity: it is also
+	// memcached's TTL for the entry. Optional. Default 30m. Activity is
+	// recorded on every write and, for read-only requests, at most once per
+	// TouchInterval, so a session expires between IdleTimeout−TouchInterval
+	// and IdleTimeout after the last request (OWASP suggests 15–30 minutes
+	// for ordinary applications).
+	IdleTimeout time.Duration
+
+	// Lifetime is the absolute lifetime of a session from its creation; it
+	// is never extended, not even by RenewToken. Optional. Default 24h.
+	Lifetime time.Duration
+
+	// TouchInterval is how often a session that is only read refreshes its
+	// activity (and memcached TTL) — one extra memcached write at most per
+	// interval instead of one per request. Optional. Default 1m; must be
+	// less than IdleTimeout.
+	TouchInterval time.Duration
+
+	// Codec encodes new and changed sessions. Optional. Default Msgpack.
+	Codec Codec
+
+	// Codecs lists further codecs that may have written stored sessions,
+	// so that changing Codec keeps old sessions readable (they are rewritten
+	// with Codec on their next change). The built-in JSON, Gob and Msgpack
+	// are always readable. Optional.
+	Codecs []Codec
+
+	// DurableKeys lists session keys whose changes are written to the
+	// database at once rather than at the next sync (for example a user id
+	// or a cart). Optional.
+	DurableKeys []string
+
+	// Cookie configures the session cookie.
+	Cookie CookieConfig
+
+	// MaxRetries bounds how often Save re-reads and re-applies its changes
+	// when concurrent requests keep changing the same session. Optional.
+	// Default 16.
+	MaxRetries int
+
+	// ErrorHandler answers a request whose session could not be loaded or
+	// saved, in the net/http middleware (Manager.Handler). Optional. Default
+	// DefaultErrorHandler: 503 for ErrUnavailable, 500 otherwise.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+
+	// Logger receives problems that do not fail a request. Optional.
+	// Default slog.Default().
+	Logger *slog.Logger
+}
+
+// CookieConfig configures the session cookie. The zero value is safe: a
+// cookie named "session" on path "/", HttpOnly, Secure, SameSite=Lax,
+// persistent until the session's absolute deadline.
+type CookieConfig struct {
+	// Name is the cookie's name. Optional. Default "session". Every app
+	// server that shares sessions must use the same name.
+	Name string
+	// Path is the cookie's path. Optional. Default "/".
+	Path string
+	// Domain is the cookie's domain. Optional. Default: none (host-only).
+	Domain string
+	// Insecure drops the Secure attribute, so browsers send the cookie over
+	// plain HTTP. Optional. Default false. Set it only for local development
+	// without TLS.
+	Insecure bool
+	// SameSite is the cookie's SameSite attribute. Optional. Default
+	// http.SameSiteLaxMode.
+	SameSite http.SameSite
+	// SessionOnly makes the cookie a browser-session cookie (no Expires),
+	// forgotten when the browser closes. Optional. Default false: the cookie
+	// expires at the session's absolute deadline.
+	SessionOnly bool
+}
+
+const (
+	defaultIdleTimeout   = 30 * time.Minute
+	defaultLifetime      = 24 * time.Hour
+	defaultTouchInterval = time.Minute
+	defaultMaxRetries    = 16
+	defaultCookieName    = "session"
+)
+
+// Manager loads and saves sessions for HTTP requests: tokens and cookies,
+// typed values, timeouts, renewal and destruction, and the merging of
+// concurrent changes. Framework adapters and Manager.Handler are thin
+// wrappers around LoadRequest, Save and WriteCookie.
+//
+// A Manager is safe for concurrent use.
+type Manager struct {
+	store      *Store
+	cfg        Config
+	codecs     [256]Codec
+	durableKey map[string]bool
+	log        *slog.Logger
+}
+
+// New validates cfg, fills its defaults and returns a Manager.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("core: Config.Store is required")
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = defaultIdleTimeout
+	}
+	if cfg.Lifetime == 0 {
+		cfg.Lifetime = defaultLifetime
+	}
+	if cfg.TouchInterval == 0 {
+		cfg.TouchInterval = min(defaultTouchInterval, cfg.IdleTimeout/2)
+	}
+	if cfg.MaxRetries == 0 {
+		cfg.MaxRetries = defaultMaxRetries
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = Msgpack
+	}
+	if cfg.Cookie.Name == "" {
+		cfg.Cookie.Name = defaultCookieName
+	}
+	if cfg.Cookie.Path == "" {
+		cfg.Cookie.Path = "/"
+	}
+	if cfg.Cookie.SameSite == 0 {
+		cfg.Cookie.SameSite = http.SameSiteLaxMode
+	}
+	if cfg.ErrorHandler == nil {
+		cfg.ErrorHandler = DefaultErrorHandler
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	switch {
+	case cfg.IdleTimeout < 0 || cfg.Lifetime < 0 || cfg.TouchInterval < 0:
+		return nil, errors.New("core: IdleTimeout, Lifetime and TouchInterval must not be negative")
+	case cfg.TouchInterval >= cfg.IdleTimeout:
+		return nil, errors.New("core: TouchInterval must be less than IdleTimeout")
+	case cfg.MaxRetries < 0:
+		return nil, errors.New("core: MaxRetries must not be negative")
+	case !validCookieName(cfg.Cookie.Name):
+		return nil, fmt.Errorf("core: invalid cookie name %q", cfg.Cookie.Name)
+	}
+	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, durableKey: map[string]bool{}}
+	for _, c := range append([]Codec{JSON, Gob, Msgpack}, cfg.Codecs...) {
+		m.codecs[c.ID()] = c
+	}
+	m.codecs[cfg.Codec.ID()] = cfg.Codec
+	for _, k := range cfg.DurableKeys {
+		m.durableKey[k] = true
+	}
+	return m, nil
+}
+
+func validCookieName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '=' || c == ';' || c == ',' || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// Store returns the Manager's Store.
+func (m *Manager) Store() *Store { return m.store }
+
+// CookieName returns the configured cookie name.
+func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
+
+// Load returns the session for a cookie value. A value that is not shaped
+// like a token, or a token the store does not know (expired, destroyed,
+// forged), yields a new empty session: client-supplied tokens are never
+// adopted. The error wraps ErrUnavailable when the store could not answer.
+func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error) {
+	s := &Session{m: m}
+	if !ValidToken(cookieValue) {
+		return s, nil
+	}
+	e, err := m.store.Get(ctx, cookieValue)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		return s, nil
+	}
+	if m.codecs[e.Codec] == nil {
+		m.log.Warn("hybridsession: session written with an unknown codec; starting a new session",
+			"codec", e.Codec, "error", ErrUnknownCodec)
+		return s, nil
+	}
+	s.token, s.entry = cookieValue, e
+	return s, nil
+}
+
+// LoadRequest is Load with the value of r's session cookie.
+func (m *Manager) LoadRequest(r *http.Request) (*Session, error) {
+	return m.Load(r.Context(), m.cookieValue(r))
+}
+
+// cookieValue returns the first cookie named like ours, without parsing
+// every cookie of the request.
+func (m *Manager) cookieValue(r *http.Request) string {
+	c, err := r.Cookie(m.cfg.Cookie.Name)
+	if err != nil {
+		return ""
+	}
+	return c.Value
+}
+
+// Save writes the session's changes, if any, before the response headers
+// are sent. Unchanged sessions are not written, except for a throttled
+// activity refresh (at most once per TouchInterval). When another request
+// changed the session meanwhile, Save re-reads it, re-applies this request's
+// own Put, Delete and Clear calls key by key, and retries, so concurrent
+// requests that change different keys keep each other's changes.
+//
+// It returns ErrTooLarge or an error wrapping ErrEncode (nothing written,
+// the stored copy intact), ErrConflict after MaxRetries lost races, and
+// errors wrapping ErrUnavailable when the store could not take the write.
+func (m *Manager) Save(ctx context.Context, s *Session) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.saved {
+		return nil
+	}
+	err := m.save(ctx, s)
+	if err == nil {
+		s.saved = true
+	}
+	return err
+}
+
+func (m *Manager) save(ctx context.Context, s *Session) error {
+	switch {
+	case s.entry == nil && len(s.ops) == 0 && !s.subjectSet:
+		return nil // a new session nobody wrote to: no store, no cookie
+	case s.entry == nil:
+		return m.insert(ctx, s, NewToken())
+	case s.renew:
+		return m.renew(ctx, s)
+	case len(s.ops) == 0 && !s.subjectSet:
+		return m.touch(ctx, s)
+	}
+	return m.update(ctx, s)
+}
+
+// insert stores s as a new session under token.
+func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
+	now := m.store.Now()
+	e := &Entry{
+		Codec:       m.cfg.Codec.ID(),
+		Created:     now,
+		Deadline:    now.Add(m.cfg.Lifetime),
+		IdleTimeout: m.cfg.IdleTimeout,
+	}
+	if s.entry != nil { // renewal keeps the creation time and deadline
+		e.Created, e.Deadline, e.Subject = s.entry.Created, s.entry.Deadline, s.entry.Subject
+	}
+	if s.subjectSet {
+		e.Subject = s.subject
+	}
+	values, err := s.currentValues()
+	if err != nil {
+		return err
+	}
+	if e.Payload, err = m.encode(values); err != nil {
+		return err
+	}
+	for {
+		err = m.store.Insert(ctx, token, e)
+		if !errors.Is(err, ErrExists) {
+			break
+		}
+		token = NewToken() // 2^-256: only a broken random source gets here
+	}
+	if err != nil {
+		return err
+	}
+	s.token, s.entry, s.values, s.decoded = token, e, values, true
+	s.ops, s.subjectSet, s.setCookie = nil, false, true
+	return nil
+}
+
+// renew moves the session to a fresh token: the new entry is inserted (and
+// synced) first, then the old one is deleted from both tiers.
+func (m *Manager) renew(ctx context.Context, s *Session) error {
+	old := s.token
+	if err := m.insert(ctx, s, NewToken()); err != nil {
+		return err
+	}
+	s.renew = false
+	return m.store.Delete(ctx, old)
+}
+
+// touch refreshes the activity of an unchanged session when the last
+// refresh is TouchInterval old. Failures do not fail the request: the
+// session was served, and the next request tries again.
+func (m *Manager) touch(ctx context.Context, s *Session) error {
+	if m.store.Now().Sub(s.entry.ActiveAt) < m.cfg.TouchInterval {
+		return nil
+	}
+	err := m.store.Update(ctx, s.token, s.entry, 0)
+	if err != nil && !errors.Is(err, ErrConflict) {
+		// A conflict means another request wrote, which refreshed it.
+		m.log.Warn("hybridsession: could not refresh session activity", "error", err)
+	}
+	return nil
+}
+
+// update writes this request's changes with compare-and-swap, merging with
+// concurrent writers on conflict.
+func (m *Manager) update(ctx context.Context, s *Session) error {
+	flags := WriteChanged
+	if s.durable || s.subjectSet {
+		flags |= WriteDurable
+	}
+	values, err := s.currentValues()
+	if err != nil {
+		return err
+	}
+	e := s.entry
+	for attempt := 0; ; attempt++ {
+		e.Codec = m.cfg.Codec.ID()
+		if s.subjectSet {
+			e.Subject = s.subject
+		}
+		if e.Payload, err = m.encode(values); err != nil {
+			return err
+		}
+		err = m.store.Update(ctx, s.token, e, flags)
+		if !errors.Is(err, ErrConflict) {
+			break
+		}
+		if attempt >= m.cfg.MaxRetries {
+			return fmt.Errorf("core: gave up after %d concurrent changes: %w", attempt+1, ErrConflict)
+		}
+		fresh, err := m.store.Get(ctx, s.token)
+		if err != nil {
+			return err
+		}
+		if fresh == nil {
+			// Destroyed (or expired) by another request meanwhile: the
+			// destruction wins; this request's changes are dropped.
+			s.entry, s.token, s.values, s.decoded = nil, "", nil, false
+			s.ops, s.subjectSet = nil, false
+			s.setCookie = true
+			return nil
+		}
+		m.store.stats.merges.Add(1)
+		base, err := m.decode(fresh)
+		if err != nil {
+			base = map[string]any{} // corrupt payload: our changes on an empty map
+		}
+		values = s.replay(base)
+		e = fresh
+	}
+	if err != nil {
+		return err
+	}
+	s.entry, s.values, s.decoded = e, values, true
+	s.ops, s.subjectSet, s.durable = nil, false, false
+	return nil
+}
+
+func (m *Manager) encode(values map[string]any) ([]byte, error) {
+	b, err := m.cfg.Codec.Encode(values)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEncode, err)
+	}
+	return b, nil
+}
+
+func (m *Manager) decode(e *Entry) (map[string]any, error) {
+	c := m.codecs[e.Codec]
+	if c == nil {
+		return nil, fmt.Errorf("%w: id %d", ErrUnknownCodec, e.Codec)
+	}
+	if len(e.Payload) == 0 {
+		return map[string]any{}, nil
+	}
+	return c.Decode(e.Payload)
+}
+
+// Cookie returns the Set-Cookie this response needs after Save, or nil when
+// the browser's cookie is already right: a cookie carrying the token when
+// the session was created or renewed, an expired cookie when it was
+// destroyed and not replaced.
+func (m *Manager) Cookie(s *Session) *http.Cookie {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.setCookie {
+		return nil
+	}
+	c := &http.Cookie{
+		Name:     m.cfg.Cookie.Name,
+		Path:     m.cfg.Cookie.Path,
+		Domain:   m.cfg.Cookie.Domain,
+		Secure:   !m.cfg.Cookie.Insecure,
+		HttpOnly: true,
+		SameSite: m.cfg.Cookie.SameSite,
+	}
+	if s.token == "" || s.entry == nil {
+		c.MaxAge = -1
+		c.Expires = time.Unix(1, 0)
+		return c
+	}
+	c.Value = s.token
+	if !m.cfg.Cookie.SessionOnly {
+		c.Expires = s.entry.Deadline.UTC()
+		c.MaxAge = max(int(s.entry.Deadline.Sub(m.store.Now()).Round(time.Second)/time.Second), 1)
+	}
+	return c
+}
+
+// WriteCookie adds the Set-Cookie that Cookie returns, if any, to h, with
+// "Vary: Cookie" and `Cache-Control: no-cache="Set-Cookie"` so shared caches
+// never hand one user's cookie to another.
+func (m *Manager) WriteCookie(h http.Header, s *Session) {
+	c := m.Cookie(s)
+	if c == nil {
+		return
+	}
+	if v := c.String(); v != "" {
+		h.Add("Set-Cookie", v)
+	}
+	h.Add("Vary", "Cookie")
+	h.Add("Cache-Control", `no-cache="Set-Cookie"`)
+}
+
+// DestroySubject destroys every session of subject (see Session.SetSubject)
+// in both tiers — "log out everywhere", for example after a password
+// change — and returns how many it destroyed.
+func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, error) {
+	return m.store.DeleteSubject(ctx, subject)
+}
+
+// StatusCode maps a Load or Save error to an HTTP status: 503 Service
+// Unavailable for ErrUnavailable, 500 Internal Server Error otherwise.
+func StatusCode(err error) int {
+	if errors.Is(err, ErrUnavailable) {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// DefaultErrorHandler writes StatusCode(err) with its status text. It does
+// not reveal err to the client.
+func DefaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
+	code := StatusCode(err)
+	http.Error(w, http.StatusText(code), code)
+}

@@ -1,0 +1,447 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// MemcachedConfig configures the memcached tier. The zero value means no
+// memcached: every read and write goes to the durable tier.
+type MemcachedConfig struct {
+	// Servers lists the memcached nodes as "host:port" or, for a unix
+	// socket, a path containing a slash. Optional. Empty: no memcached tier.
+	// With more than one server, keys are spread with consistent hashing, so
+	// adding or removing a node moves about 1/N of the sessions; their next
+	// read is served from the database.
+	Servers []string
+
+	// KeyPrefix is put in front of every storage key, so several
+	// applications can share one memcached. Optional. Default "hs:".
+	// At most 200 bytes, with no spaces or control bytes (memcached keys are
+	// at most 250 bytes; the storage key itself takes 43).
+	KeyPrefix string
+
+	// Timeout is the socket read/write timeout of each memcached operation,
+	// and the dial timeout unless DialTimeout is set. Optional. Default 100ms.
+	Timeout time.Duration
+
+	// DialTimeout bounds connecting to a node. Optional. Default: Timeout.
+	DialTimeout time.Duration
+
+	// MaxIdleConns is the number of idle connections kept per node.
+	// Optional. Default 64. Keep it above your peak of parallel requests per
+	// app server, or requests pay for new connections.
+	MaxIdleConns int
+
+	// MaxItemSize is the largest envelope, in bytes, the Store writes.
+	// Larger sessions fail with ErrTooLarge before anything is sent.
+	// Optional. Default 1 MiB minus 1 KiB, memcached's default item size
+	// limit (-I 1m) less room for the item header and key. Raise it only
+	// together with memcached's -I.
+	MaxItemSize int
+
+	// BreakerThreshold is how many consecutive failures (network errors,
+	// timeouts) open a node's circuit breaker. While it is open, that node's
+	// keys are served from the database without waiting on the node.
+	// Optional. Default 3.
+	BreakerThreshold int
+
+	// BreakerCooldown is how long an open breaker waits before probing the
+	// node again (in the background: no request waits on the probe).
+	// Optional. Default 2s.
+	BreakerCooldown time.Duration
+}
+
+const (
+	defaultKeyPrefix        = "hs:"
+	defaultMemcacheTimeout  = 100 * time.Millisecond
+	defaultMaxIdleConns     = 64
+	defaultMaxItemSize      = 1<<20 - 1<<10
+	defaultBreakerThreshold = 3
+	defaultBreakerCooldown  = 2 * time.Second
+	maxKeyPrefixLen         = 200
+	// memcached takes relative expirations up to 30 days; larger numbers are
+	// read as a Unix time.
+	maxRelativeExpiration = 30 * 24 * 60 * 60
+)
+
+func (c *MemcachedConfig) setDefaults() error {
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = defaultKeyPrefix
+	}
+	if len(c.KeyPrefix) > maxKeyPrefixLen {
+		return fmt.Errorf("core: MemcachedConfig.KeyPrefix longer than %d bytes", maxKeyPrefixLen)
+	}
+	for i := 0; i < len(c.KeyPrefix); i++ {
+		if b := c.KeyPrefix[i]; b <= ' ' || b == 0x7f {
+			return errors.New("core: MemcachedConfig.KeyPrefix contains a space or control byte")
+		}
+	}
+	if c.Timeout == 0 {
+		c.Timeout = defaultMemcacheTimeout
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = c.Timeout
+	}
+	if c.MaxIdleConns == 0 {
+		c.MaxIdleConns = defaultMaxIdleConns
+	}
+	if c.MaxItemSize == 0 {
+		c.MaxItemSize = defaultMaxItemSize
+	}
+	if c.BreakerThreshold == 0 {
+		c.BreakerThreshold = defaultBreakerThreshold
+	}
+	if c.BreakerCooldown == 0 {
+		c.BreakerCooldown = defaultBreakerCooldown
+	}
+	switch {
+	case c.Timeout < 0, c.DialTimeout < 0, c.BreakerCooldown < 0:
+		return errors.New("core: MemcachedConfig durations must not be negative")
+	case c.MaxIdleConns < 0, c.MaxItemSize < 0, c.BreakerThreshold < 0:
+		return errors.New("core: MemcachedConfig counts must not be negative")
+	}
+	return nil
+}
+
+// memcachedTier wraps a gomemcache client with key prefixing, expiry
+// arithmetic, error classification and a circuit breaker per node.
+type memcachedTier struct {
+	client   *memcache.Client
+	selector *Ketama
+	prefix   string
+	maxItem  int
+	cfg      MemcachedConfig
+	log      *slog.Logger
+	stats    *counters
+
+	mu    sync.RWMutex
+	nodes map[net.Addr]*node // by the selector's stable addresses
+
+	stop     chan struct{}
+	probes   sync.WaitGroup
+	stopOnce sync.Once
+}
+
+func newMemcachedTier(cfg MemcachedConfig, log *slog.Logger, stats *counters) (*memcachedTier, error) {
+	servers := make([]WeightedServer, len(cfg.Servers))
+	for i, s := range cfg.Servers {
+		servers[i] = WeightedServer{Addr: s}
+	}
+	sel, err := NewKetama(servers...)
+	if err != nil {
+		return nil, fmt.Errorf("core: memcached servers: %w", err)
+	}
+	t := &memcachedTier{
+		selector: sel,
+		prefix:   cfg.KeyPrefix,
+		maxItem:  cfg.MaxItemSize,
+		cfg:      cfg,
+		log:      log,
+		stats:    stats,
+		nodes:    map[net.Addr]*node{},
+		stop:     make(chan struct{}),
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout}
+	t.client = memcache.NewFromSelector(sel)
+	t.client.Timeout = cfg.Timeout
+	t.client.MaxIdleConns = cfg.MaxIdleConns
+	t.client.DialContext = dialer.DialContext
+	t.syncNodes()
+	return t, nil
+}
+
+// syncNodes makes t.nodes match the selector's servers.
+func (t *memcachedTier) syncNodes() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	seen := map[net.Addr]bool{}
+	_ = t.selector.Each(func(a net.Addr) error {
+		seen[a] = true
+		if t.nodes[a] == nil {
+			t.nodes[a] = &node{addr: a}
+		}
+		return nil
+	})
+	for a := range t.nodes {
+		if !seen[a] {
+			delete(t.nodes, a)
+		}
+	}
+}
+
+// AddServer adds a memcached node at run time. About 1/N of the sessions
+// move to it; their next read misses memcached and is served from the
+// database, so nobody is logged out.
+func (t *memcachedTier) addServer(addr string, weight int) error {
+	if err := t.selector.Add(WeightedServer{Addr: addr, Weight: weight}); err != nil {
+		return err
+	}
+	t.syncNodes()
+	return nil
+}
+
+func (t *memcachedTier) removeServer(addr string) error {
+	if err := t.selector.Remove(addr); err != nil {
+		return err
+	}
+	t.syncNodes()
+	return nil
+}
+
+func (t *memcachedTier) close() {
+	t.stopOnce.Do(func() { close(t.stop) })
+	t.probes.Wait()
+	_ = t.client.Close()
+}
+
+func (t *memcachedTier) key(storageKey string) string { return t.prefix + storageKey }
+
+// pick returns the node for a memcached key, or ErrCacheUnavailable when its
+// breaker is open.
+func (t *memcachedTier) pick(mkey string) (*node, error) {
+	addr, err := t.selector.PickServer(mkey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCacheUnavailable, err)
+	}
+	t.mu.RLock()
+	n := t.nodes[addr]
+	t.mu.RUnlock()
+	if n == nil { // a server was added a moment ago
+		t.syncNodes()
+		t.mu.RLock()
+		n = t.nodes[addr]
+		t.mu.RUnlock()
+		if n == nil {
+			return nil, fmt.Errorf("%w: node %s removed", ErrCacheUnavailable, addr)
+		}
+	}
+	if n.state.Load() != breakerClosed {
+		t.stats.cacheShortCircuits.Add(1)
+		return nil, fmt.Errorf("%w: %s: circuit breaker open", ErrCacheUnavailable, addr)
+	}
+	return n, nil
+}
+
+// done classifies err from an operation on n: protocol answers (miss, not
+// stored, CAS conflict, server error) prove the node alive; anything else is
+// a failure that counts toward opening its breaker. It returns err, wrapped
+// in ErrCacheUnavailable when it was a failure.
+func (t *memcachedTier) done(n *node, err error) error {
+	if err == nil || isProtocolAnswer(err) {
+		if n.failures.Load() != 0 {
+			n.failures.Store(0)
+		}
+		return err
+	}
+	t.stats.cacheErrors.Add(1)
+	if int(n.failures.Add(1)) >= t.cfg.BreakerThreshold && n.state.CompareAndSwap(breakerClosed, breakerOpen) {
+		t.stats.breakerOpens.Add(1)
+		t.log.Warn("hybridsession: memcached node unreachable; its sessions are served from the database",
+			"node", n.addr.String(), "error", err)
+		t.probes.Add(1)
+		go t.probe(n)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrCacheUnavailable, n.addr, err)
+}
+
+func isProtocolAnswer(err error) bool {
+	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrCASConflict) ||
+		errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrMalformedKey) ||
+		errors.Is(err, memcache.ErrServerError)
+}
+
+// probe runs while n's breaker is open: every BreakerCooldown it checks the
+// node with a version command and closes the breaker when it answers.
+func (t *memcachedTier) probe(n *node) {
+	defer t.probes.Done()
+	timer := time.NewTimer(t.cfg.BreakerCooldown)
+	defer timer.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-timer.C:
+		}
+		if t.ping(n.addr) == nil {
+			n.failures.Store(0)
+			n.state.Store(breakerClosed)
+			t.stats.breakerCloses.Add(1)
+			t.log.Info("hybridsession: memcached node reachable again", "node", n.addr.String())
+			return
+		}
+		timer.Reset(t.cfg.BreakerCooldown)
+	}
+}
+
+// ping sends "version" to addr on a fresh connection and waits for the answer.
+func (t *memcachedTier) ping(addr net.Addr) error {
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.DialTimeout+t.cfg.Timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, addr.Network(), addr.String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(t.cfg.Timeout))
+	if _, err := c.Write([]byte("version\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 64)
+	nr, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if nr < 8 || string(buf[:8]) != "VERSION " {
+		return fmt.Errorf("unexpected answer %q", buf[:nr])
+	}
+	return nil
+}
+
+// get returns the item, nil on a miss.
+func (t *memcachedTier) get(mkey string) (*memcache.Item, error) {
+	n, err := t.pick(mkey)
+	if err != nil {
+		return nil, err
+	}
+	it, err := t.client.Get(mkey)
+	if err = t.done(n, err); err != nil {
+		if errors.Is(err, memcache.ErrCacheMiss) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return it, nil
+}
+
+// getMulti fetches keys in one round trip per node. Keys on a node that
+// failed are listed in failed, so the caller can tell "absent" from "unknown".
+func (t *memcachedTier) getMulti(mkeys []string) (items map[string]*memcache.Item, failed map[string]bool) {
+	byNode := map[*node][]string{}
+	failed = map[string]bool{}
+	for _, k := range mkeys {
+		n, err := t.pick(k)
+		if err != nil {
+			failed[k] = true
+			continue
+		}
+		byNode[n] = append(byNode[n], k)
+	}
+	items = make(map[string]*memcache.Item, len(mkeys))
+	for n, keys := range byNode {
+		got, err := t.client.GetMulti(keys)
+		if err = t.done(n, err); err != nil {
+			for _, k := range keys {
+				failed[k] = true
+			}
+			continue
+		}
+		for k, it := range got {
+			items[k] = it
+		}
+	}
+	return items, failed
+}
+
+// add stores value unless the key exists (memcache.ErrNotStored then).
+func (t *memcachedTier) add(mkey string, value []byte, exp int32) error {
+	n, err := t.pick(mkey)
+	if err != nil {
+		return err
+	}
+	return t.done(n, t.client.Add(&memcache.Item{Key: mkey, Value: value, Expiration: exp}))
+}
+
+// set stores value unconditionally.
+func (t *memcachedTier) set(mkey string, value []byte, exp int32) error {
+	n, err := t.pick(mkey)
+	if err != nil {
+		return err
+	}
+	return t.done(n, t.client.Set(&memcache.Item{Key: mkey, Value: value, Expiration: exp}))
+}
+
+// cas stores value if the item still has casID. It returns
+// memcache.ErrCASConflict when it changed and memcache.ErrCacheMiss when it
+// is gone.
+func (t *memcachedTier) cas(mkey string, value []byte, exp int32, casID uint64) error {
+	n, err := t.pick(mkey)
+	if err != nil {
+		return err
+	}
+	return t.done(n, t.client.CompareAndSwap(&memcache.Item{Key: mkey, Value: value, Expiration: exp, CasID: casID}))
+}
+
+// delete removes the key; a missing key is not an error.
+func (t *memcachedTier) delete(mkey string) error {
+	n, err := t.pick(mkey)
+	if err != nil {
+		return err
+	}
+	err = t.done(n, t.client.Delete(mkey))
+	if errors.Is(err, memcache.ErrCacheMiss) {
+		return nil
+	}
+	return err
+}
+
+// expiration converts an absolute expiry to memcached's expiration field:
+// relative seconds (rounded up, at least 1) up to 30 days, a Unix time beyond.
+func expiration(now, expires time.Time) int32 {
+	d := expires.Sub(now)
+	secs := int64((d + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	if secs > maxRelativeExpiration {
+		return int32(min(expires.Unix()+1, 1<<31-1))
+	}
+	return int32(secs)
+}
+
+// Breaker states of a node.
+const (
+	breakerClosed int32 = iota // requests flow
+	breakerOpen                // requests skip the node; a probe runs in the background
+)
+
+// node is one memcached server and its circuit breaker.
+type node struct {
+	addr     net.Addr
+	state    atomic.Int32
+	failures atomic.Int32
+}
+
+// NodeStats describes one memcached node for Stats.
+type NodeStats struct {
+	// Addr is the node's address as configured.
+	Addr string
+	// Open is true while the node's circuit breaker is open: its sessions are
+	// read from and written to the database until a probe succeeds.
+	Open bool
+	// ConsecutiveFailures counts failures since the last success.
+	ConsecutiveFailures int
+}
+
+func (t *memcachedTier) nodeStats() []NodeStats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]NodeStats, 0, len(t.nodes))
+	for _, n := range t.nodes {
+		out = append(out, NodeStats{
+			Addr:                n.addr.String(),
+			Open:                n.state.Load() != breakerClosed,
+			ConsecutiveFailures: int(n.failures.Load()),
+		})
+	}
+	return out
+}

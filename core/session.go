@@ -1,0 +1,305 @@
+package core
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Session is one user's session during one request: its values, and the
+// changes this request made to them. Get it from the Manager (or from an
+// adapter's accessor), use it in the handler, and let the middleware Save it.
+//
+// Values are decoded on first use. A Session is safe for concurrent use by
+// the goroutines of one request.
+type Session struct {
+	m     *Manager
+	mu    sync.Mutex
+	token string // "" until stored
+	entry *Entry // nil: new, not stored
+
+	values  map[string]any // decoded lazily from entry.Payload
+	decoded bool
+	ops     []op // this request's changes, replayed on a CAS conflict
+
+	subject    string
+	subjectSet bool
+	durable    bool // write to the database on Save
+	renew      bool // move to a new token on Save
+	setCookie  bool // Set-Cookie needed
+	saved      bool
+}
+
+type opKind uint8
+
+const (
+	opPut opKind = iota
+	opDelete
+	opClear
+)
+
+type op struct {
+	kind  opKind
+	key   string
+	value any
+}
+
+// valuesLocked returns the decoded values. A payload that cannot be decoded
+// is logged and counted, and the session continues with no values; the next
+// change overwrites it. s.mu is held.
+func (s *Session) valuesLocked() map[string]any {
+	if s.decoded {
+		return s.values
+	}
+	s.decoded = true
+	s.values = map[string]any{}
+	if s.entry == nil {
+		return s.values
+	}
+	v, err := s.m.decode(s.entry)
+	if err != nil {
+		s.m.store.stats.cacheCorrupt.Add(1)
+		s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
+		return s.values
+	}
+	s.values = v
+	return v
+}
+
+func (s *Session) currentValues() (map[string]any, error) {
+	return s.valuesLocked(), nil
+}
+
+// replay applies this request's ops to base (a fresh copy read after a
+// conflict) and returns it.
+func (s *Session) replay(base map[string]any) map[string]any {
+	for _, o := range s.ops {
+		switch o.kind {
+		case opPut:
+			base[o.key] = o.value
+		case opDelete:
+			delete(base, o.key)
+		case opClear:
+			clear(base)
+		}
+	}
+	return base
+}
+
+func (s *Session) record(o op) {
+	s.saved = false
+	s.ops = append(s.ops, o)
+	if o.kind != opClear && s.m.durableKey[o.key] {
+		s.durable = true
+	}
+}
+
+// Token returns the session's token, "" for a new session that was not
+// saved yet. It is a secret: never log it.
+func (s *Session) Token() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.token
+}
+
+// IsNew reports whether the session was not in the store when the request
+// arrived (or was destroyed and not saved again).
+func (s *Session) IsNew() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.entry == nil
+}
+
+// Get returns the value stored under key, nil when absent. The dynamic type
+// depends on the codec (see JSON, Gob, Msgpack); the typed getters convert
+// where it is exact.
+func (s *Session) Get(key string) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.valuesLocked()[key]
+}
+
+// Exists reports whether key is present.
+func (s *Session) Exists(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.valuesLocked()[key]
+	return ok
+}
+
+// Keys returns the session's keys in sorted order.
+func (s *Session) Keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.valuesLocked()
+	keys := make([]string, 0, len(v))
+	for k := range v {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// GetString returns the string under key, "" when absent or not a string.
+func (s *Session) GetString(key string) string {
+	v, _ := s.Get(key).(string)
+	return v
+}
+
+// GetBool returns the bool under key, false when absent or not a bool.
+func (s *Session) GetBool(key string) bool {
+	v, _ := s.Get(key).(bool)
+	return v
+}
+
+// GetInt64 returns the integer under key, 0 when absent or not a whole
+// number. Whatever integer type the codec returned (JSON: float64; msgpack:
+// int64 or uint64; gob: the type stored) is converted when it fits exactly.
+func (s *Session) GetInt64(key string) int64 {
+	v, _ := toInt64(s.Get(key))
+	return v
+}
+
+// GetInt is GetInt64 converted to int.
+func (s *Session) GetInt(key string) int { return int(s.GetInt64(key)) }
+
+// GetFloat64 returns the number under key as a float64, 0 when absent or
+// not a number.
+func (s *Session) GetFloat64(key string) float64 {
+	v, _ := toFloat64(s.Get(key))
+	return v
+}
+
+// GetBytes returns the []byte under key, nil when absent. With the JSON
+// codec, which stores []byte as base64 text, the text is decoded.
+func (s *Session) GetBytes(key string) []byte {
+	v, _ := toBytes(s.Get(key))
+	return v
+}
+
+// GetTime returns the time under key, the zero time when absent. Times
+// stored with JSON come back as RFC 3339 strings and are parsed.
+func (s *Session) GetTime(key string) time.Time {
+	switch v := s.Get(key).(type) {
+	case time.Time:
+		return v
+	case string:
+		t, _ := time.Parse(time.RFC3339Nano, v)
+		return t
+	}
+	return time.Time{}
+}
+
+// Put stores value under key. The value must be encodable by the Manager's
+// codec; Save reports ErrEncode otherwise. Keys listed in
+// Config.DurableKeys make the change durable (written to the database on
+// Save).
+func (s *Session) Put(key string, value any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.valuesLocked()[key] = value
+	s.record(op{kind: opPut, key: key, value: value})
+}
+
+// Pop returns the value under key and deletes it — for one-time flash
+// messages.
+func (s *Session) Pop(key string) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.valuesLocked()[key]
+	if !ok {
+		return nil
+	}
+	delete(s.values, key)
+	s.record(op{kind: opDelete, key: key})
+	return v
+}
+
+// Delete removes key. Deleting a missing key is not a change.
+func (s *Session) Delete(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.valuesLocked()[key]; !ok {
+		return
+	}
+	delete(s.values, key)
+	s.record(op{kind: opDelete, key: key})
+}
+
+// Clear removes every value but keeps the session and its token.
+func (s *Session) Clear() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.valuesLocked())
+	s.record(op{kind: opClear})
+}
+
+// MarkDurable makes this request's Save write the session to the database
+// at once instead of at the next sync — for changes that must survive even
+// the loss of memcached within the next SyncInterval.
+func (s *Session) MarkDurable() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.durable = true
+	s.saved = false
+}
+
+// Subject returns the user id set with SetSubject, "" when none.
+func (s *Session) Subject() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subjectSet {
+		return s.subject
+	}
+	if s.entry != nil {
+		return s.entry.Subject
+	}
+	return ""
+}
+
+// SetSubject records which user the session belongs to (at most 255 bytes;
+// "" clears it), so Manager.DestroySubject can end all of that user's
+// sessions. The change is durable. Call RenewToken too when this is a login.
+func (s *Session) SetSubject(subject string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(subject) > maxSubjectLen {
+		subject = subject[:maxSubjectLen]
+	}
+	s.subject, s.subjectSet, s.saved = subject, true, false
+}
+
+// RenewToken moves the session to a new token on Save, keeping its values,
+// creation time and absolute deadline, and deletes the old token from both
+// tiers. Call it whenever the privilege level changes — at login and logout —
+// so a token planted or seen before cannot ride the new privileges (OWASP
+// session fixation). For a new session it is a no-op: it gets a fresh token
+// anyway.
+func (s *Session) RenewToken() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entry != nil {
+		s.renew, s.saved = true, false
+	}
+}
+
+// Destroy deletes the session from both tiers now and leaves an empty new
+// session in its place: the response expires the cookie, unless the
+// handler puts new values, which then start a new session with a new token.
+// It returns an error wrapping ErrUnavailable when a tier could not be
+// reached; the session may then still exist.
+func (s *Session) Destroy(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entry != nil {
+		if err := s.m.store.Delete(ctx, s.token); err != nil {
+			return err
+		}
+	}
+	s.token, s.entry = "", nil
+	s.values, s.decoded = map[string]any{}, true
+	s.ops, s.subject, s.subjectSet, s.durable, s.renew = nil, "", false, false, false
+	s.setCookie, s.saved = true, false
+	return nil
+}

@@ -1,0 +1,102 @@
+package core
+
+import (
+	"sort"
+	"sync/atomic"
+)
+
+// Stats is a snapshot of a Store's counters since it was created. Every
+// field counts events; none is reset by reading. The figure operators watch
+// is CacheHitRatio.
+type Stats struct {
+	// CacheHits and CacheMisses count memcached reads that found, or did not
+	// find, a live session. Corrupt entries count as misses and in CacheCorrupt.
+	CacheHits, CacheMisses, CacheCorrupt uint64
+	// CacheErrors counts memcached operations that failed (network errors,
+	// timeouts). CacheShortCircuits counts operations skipped because the
+	// node's circuit breaker was open.
+	CacheErrors, CacheShortCircuits uint64
+	// BreakerOpens and BreakerCloses count circuit breaker transitions over
+	// all nodes.
+	BreakerOpens, BreakerCloses uint64
+
+	// DBReads counts durable-tier loads (memcached misses and fallbacks);
+	// DBReadErrors those that failed. DBCorrupt counts rows that could not be
+	// decoded (treated as absent).
+	DBReads, DBReadErrors, DBCorrupt uint64
+	// DBWrites counts rows written to the durable tier, on the request path
+	// or by the background writer; DBWriteErrors the attempts that failed.
+	// DBWritesSkipped counts session writes that went to memcached only
+	// because the session had been synced less than SyncInterval ago.
+	DBWrites, DBWriteErrors, DBWritesSkipped uint64
+	// SyncQueued counts syncs handed to the background writer; SyncCoalesced
+	// those that replaced a pending sync of the same session; SyncDropped
+	// those given up after retrying for longer than SyncInterval (the session
+	// is still in memcached, and its next write syncs it again).
+	SyncQueued, SyncCoalesced, SyncDropped uint64
+	// SyncPending is the number of syncs waiting in the background writer now.
+	SyncPending int
+
+	// Fallbacks counts reads and writes served by the database because
+	// memcached was unavailable for the key.
+	Fallbacks uint64
+	// Touches counts writes that only refreshed a session's activity
+	// (read-only requests, at most once per TouchInterval).
+	Touches uint64
+	// CASConflicts counts writes that found the session changed by another
+	// request; Merges counts the re-applications that followed.
+	CASConflicts, Merges uint64
+
+	// ReapExamined, ReapExtended, ReapArchived, ReapDeleted and ReapErrors
+	// count the reaper's work: rows looked at, rows rescued with memcached's
+	// newer copy, rows handed to the archive hook, rows deleted, and failures.
+	ReapExamined, ReapExtended, ReapArchived, ReapDeleted, ReapErrors uint64
+	// ReapSkipped counts expired-looking rows left alone because memcached
+	// could not be asked about them.
+	ReapSkipped uint64
+
+	// Nodes describes each memcached node and its circuit breaker, in
+	// address order.
+	Nodes []NodeStats
+}
+
+// CacheHitRatio returns CacheHits / (CacheHits + CacheMisses), or 0 before
+// the first read.
+func (s Stats) CacheHitRatio() float64 {
+	total := s.CacheHits + s.CacheMisses
+	if total == 0 {
+		return 0
+	}
+	return float64(s.CacheHits) / float64(total)
+}
+
+type counters struct {
+	cacheHits, cacheMisses, cacheCorrupt       atomic.Uint64
+	cacheErrors, cacheShortCircuits            atomic.Uint64
+	breakerOpens, breakerCloses                atomic.Uint64
+	dbReads, dbReadErrors, dbCorrupt           atomic.Uint64
+	dbWrites, dbWriteErrors, dbWritesSkipped   atomic.Uint64
+	syncQueued, syncCoalesced, syncDropped     atomic.Uint64
+	fallbacks, touches, casConflicts, merges   atomic.Uint64
+	reapExamined, reapExtended, reapArchived   atomic.Uint64
+	reapDeleted, reapErrors, reapSkipped       atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(), CacheCorrupt: c.cacheCorrupt.Load(),
+		CacheErrors: c.cacheErrors.Load(), CacheShortCircuits: c.cacheShortCircuits.Load(),
+		BreakerOpens: c.breakerOpens.Load(), BreakerCloses: c.breakerCloses.Load(),
+		DBReads: c.dbReads.Load(), DBReadErrors: c.dbReadErrors.Load(), DBCorrupt: c.dbCorrupt.Load(),
+		DBWrites: c.dbWrites.Load(), DBWriteErrors: c.dbWriteErrors.Load(), DBWritesSkipped: c.dbWritesSkipped.Load(),
+		SyncQueued: c.syncQueued.Load(), SyncCoalesced: c.syncCoalesced.Load(), SyncDropped: c.syncDropped.Load(),
+		Fallbacks: c.fallbacks.Load(), Touches: c.touches.Load(),
+		CASConflicts: c.casConflicts.Load(), Merges: c.merges.Load(),
+		ReapExamined: c.reapExamined.Load(), ReapExtended: c.reapExtended.Load(), ReapArchived: c.reapArchived.Load(),
+		ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(), ReapSkipped: c.reapSkipped.Load(),
+	}
+}
+
+func sortNodes(n []NodeStats) {
+	sort.Slice(n, func(i, j int) bool { return n[i].Addr < n[j].Addr })
+}

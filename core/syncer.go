@@ -1,0 +1,245 @@
+package core
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// syncer is the write-behind half of the sync rule: a bounded queue of rows
+// bound for the durable tier, coalesced per session (a newer copy replaces a
+// pending older one), drained by a few workers, retried with backoff while
+// the database is down. It keeps the periodic sync off the request path.
+//
+// Syncs that are still failing after maxAge are dropped: the session is in
+// memcached, its envelope says when it was last synced, and its next write
+// after SyncInterval queues it again; the reaper rescues the rest.
+type syncer struct {
+	durable Durable
+	stats   *counters
+	log     *slog.Logger
+	limit   int
+	maxAge  time.Duration
+	timeout time.Duration
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled when work arrives, a save ends, or on close
+	pending  map[string]*pendingSync
+	queue    []string // keys in arrival order; each key at most once
+	inflight map[string]bool
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+type pendingSync struct {
+	rec      Record
+	queuedAt time.Time
+	notAfter time.Time // retry backoff: not before this time
+	attempts int
+}
+
+func newSyncer(d Durable, workers, limit int, maxAge, timeout time.Duration, stats *counters, log *slog.Logger) *syncer {
+	s := &syncer{
+		durable:  d,
+		stats:    stats,
+		log:      log,
+		limit:    limit,
+		maxAge:   maxAge,
+		timeout:  timeout,
+		pending:  map[string]*pendingSync{},
+		inflight: map[string]bool{},
+	}
+	s.cond = sync.NewCond(&s.mu)
+	for i := 0; i < workers; i++ {
+		s.wg.Add(1)
+		go s.work()
+	}
+	return s
+}
+
+// enqueue queues rec. It reports false when the queue is full or closed: the
+// caller then writes synchronously, so back-pressure never loses a sync.
+func (s *syncer) enqueue(rec Record, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if p, ok := s.pending[rec.Key]; ok {
+		if newer(rec, p.rec) {
+			p.rec = rec
+		}
+		s.stats.syncCoalesced.Add(1)
+		return true
+	}
+	if len(s.pending) >= s.limit {
+		return false
+	}
+	s.pending[rec.Key] = &pendingSync{rec: rec, queuedAt: now}
+	s.queue = append(s.queue, rec.Key)
+	s.stats.syncQueued.Add(1)
+	s.cond.Signal()
+	return true
+}
+
+// newer reports whether a should replace b under the durable tier's rule.
+func newer(a, b Record) bool {
+	return a.Version > b.Version || (a.Version == b.Version && !a.ExpiresAt.Before(b.ExpiresAt))
+}
+
+// forget drops any pending sync of key and waits for one in flight to end,
+// so a Delete that follows cannot be undone by a late sync.
+func (s *syncer) forget(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.pending, key) // its queue slot is skipped by the worker
+	for s.inflight[key] {
+		s.cond.Wait()
+	}
+}
+
+func (s *syncer) pendingCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+func (s *syncer) work() {
+	defer s.wg.Done()
+	for {
+		s.mu.Lock()
+		key, p := s.next()
+		if p == nil { // closed and drained
+			s.mu.Unlock()
+			return
+		}
+		s.inflight[key] = true
+		s.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		_, err := s.durable.Save(ctx, p.rec)
+		cancel()
+
+		s.mu.Lock()
+		delete(s.inflight, key)
+		if err != nil {
+			s.stats.dbWriteErrors.Add(1)
+			s.retry(key, p, err)
+		} else {
+			s.stats.dbWrites.Add(1)
+		}
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	}
+}
+
+// next waits for a ready pending sync and removes it from the queue. It
+// returns nil when the syncer is closed and nothing is left. s.mu is held.
+func (s *syncer) next() (string, *pendingSync) {
+	for {
+		now := time.Now()
+		var wait time.Duration
+		for i, key := range s.queue {
+			p, ok := s.pending[key]
+			if !ok || s.inflight[key] {
+				continue // forgotten, or a retry of it is running
+			}
+			if !s.closed && now.Before(p.notAfter) {
+				if d := p.notAfter.Sub(now); wait == 0 || d < wait {
+					wait = d
+				}
+				continue
+			}
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			delete(s.pending, key)
+			return key, p
+		}
+		// Drop queue slots whose pending entry was forgotten.
+		kept := s.queue[:0]
+		for _, key := range s.queue {
+			if _, ok := s.pending[key]; ok {
+				kept = append(kept, key)
+			}
+		}
+		s.queue = kept
+		if s.closed && len(s.pending) == 0 {
+			return "", nil
+		}
+		if wait > 0 {
+			t := time.AfterFunc(wait, func() {
+				s.mu.Lock()
+				s.cond.Broadcast()
+				s.mu.Unlock()
+			})
+			s.cond.Wait()
+			t.Stop()
+		} else {
+			s.cond.Wait()
+		}
+	}
+}
+
+// retry puts a failed sync back with exponential backoff, unless a newer
+// copy is pending, it is too old, or the syncer is closing. s.mu is held.
+func (s *syncer) retry(key string, p *pendingSync, err error) {
+	if _, ok := s.pending[key]; ok {
+		return // a newer copy arrived meanwhile and will be written
+	}
+	now := time.Now()
+	if s.closed || now.Sub(p.queuedAt) > s.maxAge {
+		s.stats.syncDropped.Add(1)
+		s.log.Warn("hybridsession: giving up a database sync; the session stays in memcached and syncs again on its next write",
+			"attempts", p.attempts+1, "error", err)
+		return
+	}
+	p.attempts++
+	backoff := min(50*time.Millisecond<<min(p.attempts, 7), 5*time.Second)
+	p.notAfter = now.Add(backoff)
+	s.pending[key] = p
+	s.queue = append(s.queue, key)
+	if p.attempts == 1 {
+		s.log.Warn("hybridsession: database sync failed; retrying in the background", "error", err)
+	}
+}
+
+// flush waits until no sync is pending or in flight, or ctx ends. Syncs
+// waiting for a retry are attempted at once.
+func (s *syncer) flush(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.pending {
+		p.notAfter = time.Time{}
+	}
+	s.cond.Broadcast()
+	for len(s.pending) > 0 || len(s.inflight) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s.cond.Wait()
+	}
+	return nil
+}
+
+// close stops accepting work and waits until every pending sync is written
+// (one attempt each) or ctx ends.
+func (s *syncer) close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
