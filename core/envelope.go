@@ -86,6 +86,10 @@ func (e *Entry) Alive(now time.Time) bool {
 	return now.Before(e.ExpiresAt())
 }
 
+// Destroyed reports whether e is the tombstone Store.Delete leaves in the
+// database in place of a destroyed session. Get never returns one.
+func (e *Entry) Destroyed() bool { return isTombstone(e) }
+
 // AppendEnvelope appends the encoded envelope of e to dst and returns the
 // extended slice.
 func AppendEnvelope(dst []byte, e *Entry) []byte {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -307,14 +309,40 @@ func (t *memcachedTier) ping(addr net.Addr) error {
 	return nil
 }
 
+// do runs op against n. When op fails on a connection the node closed —
+// reset or EOF on an idle pooled connection, as after a memcached restart —
+// the idle pool is dropped and op runs once more on a fresh connection.
+// Timeouts are not retried: a blackholed node must not cost two timeouts.
+func (t *memcachedTier) do(n *node, op func() error) error {
+	err := op()
+	if staleConn(err) {
+		_ = t.client.Close() // drops idle connections; the client stays usable
+		err = op()
+	}
+	return t.done(n, err)
+}
+
+func staleConn(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}
+
 // get returns the item, nil on a miss.
 func (t *memcachedTier) get(mkey string) (*memcache.Item, error) {
 	n, err := t.pick(mkey)
 	if err != nil {
 		return nil, err
 	}
-	it, err := t.client.Get(mkey)
-	if err = t.done(n, err); err != nil {
+	var it *memcache.Item
+	err = t.do(n, func() (err error) { it, err = t.client.Get(mkey); return err })
+	if err != nil {
 		if errors.Is(err, memcache.ErrCacheMiss) {
 			return nil, nil
 		}
@@ -338,8 +366,9 @@ func (t *memcachedTier) getMulti(mkeys []string) (items map[string]*memcache.Ite
 	}
 	items = make(map[string]*memcache.Item, len(mkeys))
 	for n, keys := range byNode {
-		got, err := t.client.GetMulti(keys)
-		if err = t.done(n, err); err != nil {
+		var got map[string]*memcache.Item
+		err := t.do(n, func() (err error) { got, err = t.client.GetMulti(keys); return err })
+		if err != nil {
 			for _, k := range keys {
 				failed[k] = true
 			}
@@ -358,7 +387,8 @@ func (t *memcachedTier) add(mkey string, value []byte, exp int32) error {
 	if err != nil {
 		return err
 	}
-	return t.done(n, t.client.Add(&memcache.Item{Key: mkey, Value: value, Expiration: exp}))
+	it := &memcache.Item{Key: mkey, Value: value, Expiration: exp}
+	return t.do(n, func() error { return t.client.Add(it) })
 }
 
 // set stores value unconditionally.
@@ -367,7 +397,8 @@ func (t *memcachedTier) set(mkey string, value []byte, exp int32) error {
 	if err != nil {
 		return err
 	}
-	return t.done(n, t.client.Set(&memcache.Item{Key: mkey, Value: value, Expiration: exp}))
+	it := &memcache.Item{Key: mkey, Value: value, Expiration: exp}
+	return t.do(n, func() error { return t.client.Set(it) })
 }
 
 // cas stores value if the item still has casID. It returns
@@ -378,7 +409,8 @@ func (t *memcachedTier) cas(mkey string, value []byte, exp int32, casID uint64) 
 	if err != nil {
 		return err
 	}
-	return t.done(n, t.client.CompareAndSwap(&memcache.Item{Key: mkey, Value: value, Expiration: exp, CasID: casID}))
+	it := &memcache.Item{Key: mkey, Value: value, Expiration: exp, CasID: casID}
+	return t.do(n, func() error { return t.client.CompareAndSwap(it) })
 }
 
 // delete removes the key; a missing key is not an error.
@@ -387,7 +419,7 @@ func (t *memcachedTier) delete(mkey string) error {
 	if err != nil {
 		return err
 	}
-	err = t.done(n, t.client.Delete(mkey))
+	err = t.do(n, func() error { return t.client.Delete(mkey) })
 	if errors.Is(err, memcache.ErrCacheMiss) {
 		return nil
 	}

@@ -71,15 +71,15 @@ func (s Stats) CacheHitRatio() float64 {
 }
 
 type counters struct {
-	cacheHits, cacheMisses, cacheCorrupt       atomic.Uint64
-	cacheErrors, cacheShortCircuits            atomic.Uint64
-	breakerOpens, breakerCloses                atomic.Uint64
-	dbReads, dbReadErrors, dbCorrupt           atomic.Uint64
-	dbWrites, dbWriteErrors, dbWritesSkipped   atomic.Uint64
-	syncQueued, syncCoalesced, syncDropped     atomic.Uint64
-	fallbacks, touches, casConflicts, merges   atomic.Uint64
-	reapExamined, reapExtended, reapArchived   atomic.Uint64
-	reapDeleted, reapErrors, reapSkipped       atomic.Uint64
+	cacheHits, cacheMisses, cacheCorrupt     atomic.Uint64
+	cacheErrors, cacheShortCircuits          atomic.Uint64
+	breakerOpens, breakerCloses              atomic.Uint64
+	dbReads, dbReadErrors, dbCorrupt         atomic.Uint64
+	dbWrites, dbWriteErrors, dbWritesSkipped atomic.Uint64
+	syncQueued, syncCoalesced, syncDropped   atomic.Uint64
+	fallbacks, touches, casConflicts, merges atomic.Uint64
+	reapExamined, reapExtended, reapArchived atomic.Uint64
+	reapDeleted, reapErrors, reapSkipped     atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {

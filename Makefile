@@ -1,0 +1,40 @@
+# hybridsession — the two commands a newcomer needs:
+#   make demo   start the cluster sample (gin + echo + fiber behind one load balancer)
+#   make test   run every module's tests against real memcached processes
+#
+# PostgreSQL and MariaDB/MySQL tests run when HYBRIDSESSION_POSTGRES_DSN and
+# HYBRIDSESSION_MYSQL_DSN are set (.ci/run sets them); SQLite always runs.
+
+GO        ?= go
+PKGS      := github.com/hybridsession/hybridsession/...
+TESTFLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: test demo bench vet fmt fuzz check-memcached
+
+test: check-memcached
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+demo:
+	./scripts/demo.sh
+
+bench:
+	./scripts/bench.sh
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -l -w .
+
+# A short run of every fuzz target (FUZZTIME per target).
+FUZZTIME ?= 20s
+fuzz:
+	@for f in $$($(GO) test -list '^Fuzz' ./core | grep ^Fuzz); do \
+		echo "fuzzing $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./core || exit 1; \
+	done
+
+check-memcached:
+	@command -v memcached >/dev/null 2>&1 || [ -x /usr/bin/memcached ] || { \
+		echo "make test needs memcached in PATH: the tests start their own memcached processes."; \
+		echo "Install it: apt-get install memcached (Debian/Ubuntu) or brew install memcached (macOS)."; \
+		exit 1; }

@@ -1,0 +1,357 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hybridsession/hybridsession/core"
+)
+
+// Two app servers behind a load balancer share sessions.
+func TestTwoAppServersShareSessions(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		a := st.manager(t, nil, nil)
+		bm := st.manager(t, nil, nil)
+
+		token := put(t, a, "", "user", "ada")
+		if !core.ValidToken(token) {
+			t.Fatalf("token %q is not a valid token", token)
+		}
+		if got := load(t, bm, token).GetString("user"); got != "ada" {
+			t.Fatalf("server B reads user %q, want ada", got)
+		}
+		put(t, bm, token, "cart", 3)
+		s := load(t, a, token)
+		if s.GetString("user") != "ada" || s.GetInt("cart") != 3 {
+			t.Fatalf("server A reads %v, want user=ada cart=3", s.Keys())
+		}
+	})
+}
+
+// With SyncInterval 2m, 100 writes within a minute reach the database once
+// (the insert); the first write after the interval syncs again.
+func TestSyncIntervalBoundsDatabaseWrites(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = 2 * time.Minute }, nil)
+		store := m.Store()
+
+		token := put(t, m, "", "n", 0)
+		for i := 1; i <= 100; i++ {
+			st.clock.Advance(500 * time.Millisecond) // 100 writes in 50 s
+			put(t, m, token, "n", i)
+		}
+		flush(t, store)
+		stats := store.Stats()
+		if stats.DBWrites != 1 {
+			t.Fatalf("DB writes after 101 writes in 50s = %d, want 1 (the insert)", stats.DBWrites)
+		}
+		if stats.DBWritesSkipped != 100 {
+			t.Fatalf("skipped DB writes = %d, want 100", stats.DBWritesSkipped)
+		}
+		_, e, _ := st.row(t, token)
+		if e.Version != 1 {
+			t.Fatalf("database holds version %d, want 1", e.Version)
+		}
+
+		st.clock.Advance(2 * time.Minute)
+		put(t, m, token, "n", 101)
+		flush(t, store)
+		if got := store.Stats().DBWrites; got != 2 {
+			t.Fatalf("DB writes after the interval = %d, want 2", got)
+		}
+		_, e, _ = st.row(t, token)
+		if e.Version != 102 {
+			t.Fatalf("database holds version %d, want 102", e.Version)
+		}
+	})
+}
+
+// After memcached restarts empty, users stay logged in and see data at most
+// SyncInterval old; durable keys are never lost.
+func TestMemcachedRestartKeepsUsersLoggedIn(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, nil, func(c *core.Config) { c.DurableKeys = []string{"cart"} })
+
+		token := put(t, m, "", "user", "ada")
+		st.clock.Advance(30 * time.Second)
+		put(t, m, token, "theme", "dark") // cosmetic: memcached only for now
+		put(t, m, token, "cart", "book")  // durable: database at once
+		flush(t, m.Store())
+
+		st.mc.Restart()
+
+		s := load(t, m, token)
+		if s.IsNew() {
+			t.Fatal("user logged out by a memcached restart")
+		}
+		if s.GetString("user") != "ada" || s.GetString("cart") != "book" {
+			t.Fatalf("after restart: user=%q cart=%q, want ada and book", s.GetString("user"), s.GetString("cart"))
+		}
+		// "theme" was written within SyncInterval before the durable write,
+		// which carried it along: the durable write syncs the whole session.
+		if s.GetString("theme") != "dark" {
+			t.Fatalf("theme %q lost although a later durable write synced the session", s.GetString("theme"))
+		}
+
+		// Changes after the last sync and younger than SyncInterval may be
+		// lost; nothing older.
+		st.clock.Advance(10 * time.Second)
+		put(t, m, token, "theme", "light")
+		st.mc.Restart()
+		s = load(t, m, token)
+		if s.IsNew() || s.GetString("user") != "ada" {
+			t.Fatal("user logged out by the second restart")
+		}
+		if got := s.GetString("theme"); got != "dark" && got != "light" {
+			t.Fatalf("theme = %q", got)
+		}
+		// The database read refilled memcached: the next read is a hit.
+		hits := m.Store().Stats().CacheHits
+		load(t, m, token)
+		if m.Store().Stats().CacheHits != hits+1 {
+			t.Fatal("memcached was not refilled from the database")
+		}
+	})
+}
+
+// 16 concurrent requests, each putting a different key into one session,
+// all keep their key.
+func TestConcurrentRequestsKeepEveryKey(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, nil, nil)
+		mux := http.NewServeMux()
+		mux.HandleFunc("/put/{k}", func(w http.ResponseWriter, r *http.Request) {
+			core.FromContext(r.Context()).Put(r.PathValue("k"), true)
+		})
+		mux.HandleFunc("/keys", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, strings.Join(core.FromContext(r.Context()).Keys(), ","))
+		})
+		srv := serve(t, m.Handler(mux))
+		c := client(t)
+		if code, _ := get(t, c, srv.URL+"/put/start"); code != 200 {
+			t.Fatalf("status %d", code)
+		}
+		for round := 0; round < 3; round++ {
+			var wg sync.WaitGroup
+			for i := 0; i < 16; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := c.Get(fmt.Sprintf("%s/put/r%dk%02d", srv.URL, round, i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						t.Errorf("status %d", resp.StatusCode)
+					}
+				}()
+			}
+			wg.Wait()
+			_, body := get(t, c, srv.URL+"/keys")
+			keys := strings.Split(body, ",")
+			want := 1 + 16*(round+1)
+			if len(keys) != want {
+				t.Fatalf("round %d: %d keys survive, want %d: %v", round, len(keys), want, keys)
+			}
+		}
+		if m.Store().Stats().Merges == 0 {
+			t.Log("no CAS conflict happened; the merge path was not exercised in this run")
+		}
+	})
+}
+
+// Idle timeout and absolute lifetime are enforced on the server.
+func TestTimeoutsEnforced(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, nil, func(c *core.Config) {
+			c.IdleTimeout = 10 * time.Minute
+			c.Lifetime = time.Hour
+			c.TouchInterval = time.Minute
+		})
+		token := put(t, m, "", "k", "v")
+
+		// Reading every 5 minutes slides the idle expiry, even read-only.
+		for i := 0; i < 4; i++ {
+			st.clock.Advance(5 * time.Minute)
+			if load(t, m, token).IsNew() {
+				t.Fatalf("session idle-expired after %d read-only visits 5 minutes apart", i)
+			}
+			s := load(t, m, token)
+			if err := m.Save(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Idle for longer than the timeout: gone.
+		st.clock.Advance(11 * time.Minute)
+		if !load(t, m, token).IsNew() {
+			t.Fatal("session alive after 11 idle minutes with a 10-minute idle timeout")
+		}
+
+		// Absolute lifetime: active every 5 minutes, still gone after an hour.
+		token = put(t, m, "", "k", "v")
+		for elapsed := 5 * time.Minute; elapsed < time.Hour; elapsed += 5 * time.Minute {
+			st.clock.Advance(5 * time.Minute)
+			put(t, m, token, "k", elapsed.String())
+		}
+		st.clock.Advance(5 * time.Minute)
+		if !load(t, m, token).IsNew() {
+			t.Fatal("session alive past its absolute lifetime")
+		}
+	})
+}
+
+// Read-only requests refresh activity at most once per TouchInterval.
+func TestTouchThrottled(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	m := st.manager(t, nil, func(c *core.Config) { c.TouchInterval = time.Minute })
+	token := put(t, m, "", "k", "v")
+	for i := 0; i < 24; i++ { // 2 minutes of clicks every 5 s
+		st.clock.Advance(5 * time.Second)
+		s := load(t, m, token)
+		_ = s.GetString("k")
+		if err := m.Save(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Store().Stats().Touches; got != 2 {
+		t.Fatalf("touches in 2 minutes of read-only clicks = %d, want 2", got)
+	}
+}
+
+func TestRenewTokenAndDestroy(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, nil, nil)
+		ctx := context.Background()
+		old := put(t, m, "", "cart", "book")
+
+		s := load(t, m, old)
+		s.Put("user", "ada")
+		s.RenewToken()
+		if err := m.Save(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		renewed := s.Token()
+		if renewed == old || !core.ValidToken(renewed) {
+			t.Fatalf("token not renewed: %q", renewed)
+		}
+		if c := m.Cookie(s); c == nil || c.Value != renewed || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode {
+			t.Fatalf("renewal cookie %v", c)
+		}
+		if !load(t, m, old).IsNew() {
+			t.Fatal("old token still valid after RenewToken")
+		}
+		if _, e, found := st.row(t, old); found && !e.Destroyed() {
+			t.Fatal("old token's row still live in the database")
+		}
+		if s := load(t, m, renewed); s.GetString("cart") != "book" || s.GetString("user") != "ada" {
+			t.Fatal("values lost by RenewToken")
+		}
+
+		s = load(t, m, renewed)
+		if err := s.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Save(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if c := m.Cookie(s); c == nil || c.MaxAge >= 0 {
+			t.Fatalf("destroy must expire the cookie, got %v", c)
+		}
+		st.mc.Restart() // nothing may come back from the database
+		if !load(t, m, renewed).IsNew() {
+			t.Fatal("destroyed session came back from the database")
+		}
+	})
+}
+
+// Bad input gets a fresh session or a named error, never a panic, and
+// never loses what is stored.
+func TestBadInput(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	m := st.manager(t, nil, nil)
+	ctx := context.Background()
+	token := put(t, m, "", "user", "ada")
+
+	t.Run("garbage cookies", func(t *testing.T) {
+		for _, v := range []string{"", "x", strings.Repeat("a", 42), strings.Repeat("a", 44),
+			strings.Repeat("a", 4096), token[:42] + "=", token[:42] + "\x00", "../../etc/passwd",
+			strings.Repeat("é", 22), core.NewToken()} {
+			s, err := m.Load(ctx, v)
+			if err != nil || !s.IsNew() || s.Token() != "" {
+				t.Fatalf("cookie %q: err=%v new=%v token=%q", v, err, s.IsNew(), s.Token())
+			}
+		}
+	})
+	t.Run("oversized session", func(t *testing.T) {
+		s := load(t, m, token)
+		s.Put("blob", strings.Repeat("x", 2<<20))
+		if err := m.Save(ctx, s); !errors.Is(err, core.ErrTooLarge) {
+			t.Fatalf("Save of a 2 MiB session: %v, want ErrTooLarge", err)
+		}
+		if s := load(t, m, token); s.GetString("user") != "ada" || s.Exists("blob") {
+			t.Fatal("stored session changed by a refused write")
+		}
+	})
+	t.Run("unencodable value", func(t *testing.T) {
+		s := load(t, m, token)
+		s.Put("ch", make(chan int))
+		if err := m.Save(ctx, s); !errors.Is(err, core.ErrEncode) {
+			t.Fatalf("Save of a channel: %v, want ErrEncode", err)
+		}
+		if s := load(t, m, token); s.GetString("user") != "ada" {
+			t.Fatal("stored session lost")
+		}
+	})
+	t.Run("corrupt memcached entry", func(t *testing.T) {
+		st.mc.Restart()
+		mc := newRawMemcached(t, st.mc.Addr)
+		mc.set(t, "hs:"+core.StorageKey(token), []byte("\xff\x00garbage"))
+		s := load(t, m, token)
+		if s.GetString("user") != "ada" {
+			t.Fatal("corrupt cache entry not replaced by the database copy")
+		}
+		if m.Store().Stats().CacheCorrupt == 0 {
+			t.Fatal("corrupt entry not counted")
+		}
+		if s := load(t, m, token); s.GetString("user") != "ada" {
+			t.Fatal("cache not repaired")
+		}
+	})
+}
+
+// A session written with one codec stays readable after the codec changes,
+// and is rewritten with the new codec on its next change.
+func TestCodecChange(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	for _, from := range []core.Codec{core.JSON, core.Gob, core.Msgpack} {
+		for _, to := range []core.Codec{core.JSON, core.Gob, core.Msgpack} {
+			t.Run(fmt.Sprintf("%d-to-%d", from.ID(), to.ID()), func(t *testing.T) {
+				a := st.manager(t, nil, func(c *core.Config) { c.Codec = from })
+				b := st.manager(t, nil, func(c *core.Config) { c.Codec = to })
+				token := put(t, a, "", "n", 42)
+				s := load(t, b, token)
+				if s.GetInt("n") != 42 {
+					t.Fatalf("n = %v after codec change", s.Get("n"))
+				}
+				put(t, b, token, "m", "x")
+				if got := load(t, a, token); got.GetInt("n") != 42 || got.GetString("m") != "x" {
+					t.Fatal("session unreadable after being rewritten with the new codec")
+				}
+			})
+		}
+	}
+}
