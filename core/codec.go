@@ -127,13 +127,19 @@ func (msgpackCodec) Encode(values map[string]any) ([]byte, error) {
 	return bytes.Clone(e.buf.Bytes()), nil
 }
 
-var msgpackDecoders = sync.Pool{New: func() any { return msgpack.NewDecoder(nil) }}
+type msgpackDecoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var msgpackDecoders = sync.Pool{New: func() any { return &msgpackDecoder{dec: msgpack.NewDecoder(nil)} }}
 
 func (msgpackCodec) Decode(data []byte) (map[string]any, error) {
-	dec := msgpackDecoders.Get().(*msgpack.Decoder)
-	defer msgpackDecoders.Put(dec)
-	dec.Reset(bytes.NewReader(data))
-	m, err := dec.DecodeMap()
+	d := msgpackDecoders.Get().(*msgpackDecoder)
+	defer msgpackDecoders.Put(d)
+	d.r.Reset(data)
+	d.dec.Reset(&d.r)
+	m, err := d.dec.DecodeMap()
 	if err != nil {
 		return nil, err
 	}

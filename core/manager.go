@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -215,14 +216,35 @@ func (m *Manager) LoadRequest(r *http.Request) (*Session, error) {
 	return m.Load(r.Context(), m.cookieValue(r))
 }
 
-// cookieValue returns the first cookie named like ours, without parsing
-// every cookie of the request.
+// cookieValue returns the value of the first cookie named like ours. It
+// scans the Cookie headers in place instead of parsing every cookie of the
+// request (http.Request.Cookie allocates for each); values that are not
+// token-shaped are rejected by Load anyway.
 func (m *Manager) cookieValue(r *http.Request) string {
-	c, err := r.Cookie(m.cfg.Cookie.Name)
-	if err != nil {
-		return ""
+	return CookieValue(r.Header["Cookie"], m.cfg.Cookie.Name)
+}
+
+// CookieValue returns the value of the first cookie called name in the
+// given Cookie header lines, "" when there is none. Surrounding double
+// quotes are removed. Adapters whose frameworks keep headers in their own
+// types use it with those lines.
+func CookieValue(lines []string, name string) string {
+	for _, line := range lines {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			k, v, ok := strings.Cut(part, "=")
+			if !ok || k != name {
+				continue
+			}
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v
+		}
 	}
-	return c.Value
+	return ""
 }
 
 // Save writes the session's changes, if any, before the response headers

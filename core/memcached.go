@@ -36,6 +36,8 @@ type MemcachedConfig struct {
 	Timeout time.Duration
 
 	// DialTimeout bounds connecting to a node. Optional. Default: Timeout.
+	// A value above Timeout has no effect: gomemcache bounds every dial by
+	// Timeout as well.
 	DialTimeout time.Duration
 
 	// MaxIdleConns is the number of idle connections kept per node.
@@ -55,6 +57,12 @@ type MemcachedConfig struct {
 	// keys are served from the database without waiting on the node.
 	// Optional. Default 3.
 	BreakerThreshold int
+
+	// DialContext, when set, opens connections to memcached nodes instead
+	// of a net.Dialer with DialTimeout — for TLS (memcached's
+	// --enable-ssl, with a tls.Dialer) or to instrument connections.
+	// Optional.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// BreakerCooldown is how long an open breaker waits before probing the
 	// node again (in the background: no request waits on the probe).
@@ -152,11 +160,13 @@ func newMemcachedTier(cfg MemcachedConfig, log *slog.Logger, stats *counters) (*
 		nodes:    map[net.Addr]*node{},
 		stop:     make(chan struct{}),
 	}
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout}
 	t.client = memcache.NewFromSelector(sel)
 	t.client.Timeout = cfg.Timeout
 	t.client.MaxIdleConns = cfg.MaxIdleConns
-	t.client.DialContext = dialer.DialContext
+	t.client.DialContext = cfg.DialContext
+	if t.client.DialContext == nil {
+		t.client.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
+	}
 	t.syncNodes()
 	return t, nil
 }
@@ -206,6 +216,13 @@ func (t *memcachedTier) close() {
 }
 
 func (t *memcachedTier) key(storageKey string) string { return t.prefix + storageKey }
+
+// tokenKey returns the memcached key of token in one allocation.
+func (t *memcachedTier) tokenKey(token string) string {
+	var buf [maxKeyPrefixLen + storageKeyLen]byte
+	b := append(buf[:0], t.prefix...)
+	return string(appendStorageKey(b, token))
+}
 
 // pick returns the node for a memcached key, or ErrCacheUnavailable when its
 // breaker is open.
@@ -288,8 +305,7 @@ func (t *memcachedTier) probe(n *node) {
 func (t *memcachedTier) ping(addr net.Addr) error {
 	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.DialTimeout+t.cfg.Timeout)
 	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, addr.Network(), addr.String())
+	c, err := t.client.DialContext(ctx, addr.Network(), addr.String())
 	if err != nil {
 		return err
 	}

@@ -217,8 +217,16 @@ func (s *Store) RemoveServer(addr string) error {
 // StorageKey returns the key under which token is stored: the unpadded
 // base64url SHA-256 digest of the token, 43 bytes.
 func StorageKey(token string) string {
+	var buf [storageKeyLen]byte
+	return string(appendStorageKey(buf[:0], token))
+}
+
+// storageKeyLen is the length of a storage key: base64 of 32 bytes, unpadded.
+const storageKeyLen = 43
+
+func appendStorageKey(dst []byte, token string) []byte {
 	sum := sha256.Sum256([]byte(token))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	return base64.RawURLEncoding.AppendEncode(dst, sum[:])
 }
 
 // Get returns the live entry for token, or nil with a nil error when there
@@ -230,15 +238,26 @@ func StorageKey(token string) string {
 // clobbered). The error wraps ErrUnavailable when the tiers that had to be
 // asked could not answer.
 func (s *Store) Get(ctx context.Context, token string) (*Entry, error) {
-	return s.get(ctx, StorageKey(token))
+	key, mkey := s.keys(token)
+	return s.get(ctx, key, mkey)
 }
 
-func (s *Store) get(ctx context.Context, key string) (*Entry, error) {
+// keys returns token's storage key and memcached key, in one allocation
+// (the storage key is a suffix of the memcached key).
+func (s *Store) keys(token string) (key, mkey string) {
+	if s.mc == nil {
+		return StorageKey(token), ""
+	}
+	mkey = s.mc.tokenKey(token)
+	return mkey[len(s.mc.prefix):], mkey
+}
+
+func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	now := s.now()
 	var cacheErr error
 	corrupt := false
 	if s.mc != nil {
-		it, err := s.mc.get(s.mc.key(key))
+		it, err := s.mc.get(mkey)
 		switch {
 		case err != nil:
 			cacheErr = err
@@ -297,7 +316,6 @@ func (s *Store) get(ctx context.Context, key string) (*Entry, error) {
 	if s.mc != nil && cacheErr == nil {
 		buf := AppendEnvelope(nil, e)
 		exp := expiration(now, e.ExpiresAt())
-		mkey := s.mc.key(key)
 		if corrupt {
 			_ = s.mc.set(mkey, buf, exp)
 		} else {
@@ -338,13 +356,13 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
 	next.Version = 1
 	next.ActiveAt = now
 	next.SyncedAt, next.SyncedVersion = now, 1
-	key := StorageKey(token)
+	key, mkey := s.keys(token)
 	buf := s.encode(&next)
 	defer s.putBuf(buf)
 
 	var cacheErr error
 	if s.mc != nil {
-		err := s.mc.add(s.mc.key(key), *buf, expiration(now, next.ExpiresAt()))
+		err := s.mc.add(mkey, *buf, expiration(now, next.ExpiresAt()))
 		switch {
 		case errors.Is(err, memcache.ErrNotStored):
 			return ErrExists
@@ -393,13 +411,13 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	if due && s.durable != nil {
 		next.SyncedAt, next.SyncedVersion = now, next.Version
 	}
-	key := StorageKey(token)
+	key, mkey := s.keys(token)
 	buf := s.encode(&next)
 	defer s.putBuf(buf)
 
 	var cacheErr error
 	if s.mc != nil {
-		cacheErr = s.casWrite(key, e, *buf, expiration(now, next.ExpiresAt()))
+		cacheErr = s.casWrite(mkey, e, *buf, expiration(now, next.ExpiresAt()))
 		if errors.Is(cacheErr, ErrConflict) {
 			s.stats.casConflicts.Add(1)
 			return cacheErr
@@ -438,8 +456,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 // casWrite writes buf over the memcached copy that base was read from. It
 // returns ErrConflict when that copy changed or vanished meanwhile, and an
 // ErrCacheUnavailable error when memcached could not be asked.
-func (s *Store) casWrite(key string, base *Entry, buf []byte, exp int32) error {
-	mkey := s.mc.key(key)
+func (s *Store) casWrite(mkey string, base *Entry, buf []byte, exp int32) error {
 	if base.cached {
 		err := s.mc.cas(mkey, buf, exp, base.casID)
 		switch {

@@ -42,3 +42,23 @@ func FuzzValidToken(f *testing.F) {
 		}
 	})
 }
+
+func TestCookieValue(t *testing.T) {
+	cases := []struct {
+		lines []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"a=1; session=tok; b=2"}, "tok"},
+		{[]string{"sessionx=no; session=yes"}, "yes"},
+		{[]string{"a=1", "session=\"quoted\""}, "quoted"},
+		{[]string{"session=first; session=second"}, "first"},
+		{[]string{"session"}, ""},
+		{[]string{";;; session=v ;"}, "v"},
+	}
+	for _, c := range cases {
+		if got := CookieValue(c.lines, "session"); got != c.want {
+			t.Errorf("CookieValue(%q) = %q, want %q", c.lines, got, c.want)
+		}
+	}
+}
