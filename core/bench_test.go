@@ -90,4 +90,3 @@ func BenchmarkHandlerReadOnly(b *testing.B) { benchRequests(b, false) }
 
 // BenchmarkHandlerModify is a modifying request: load and compare-and-swap.
 func BenchmarkHandlerModify(b *testing.B) { benchRequests(b, true) }
-

@@ -1,12 +1,14 @@
 package core
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -290,15 +292,120 @@ func (t *memcachedTier) probe(n *node) {
 			return
 		case <-timer.C:
 		}
-		if t.ping(n.addr) == nil {
-			n.failures.Store(0)
-			n.state.Store(breakerClosed)
+		if t.ping(n.addr) == nil && t.reopen(n) == nil {
 			t.stats.breakerCloses.Add(1)
 			t.log.Info("hybridsession: memcached node reachable again", "node", n.addr.String())
 			return
 		}
 		timer.Reset(t.cfg.BreakerCooldown)
 	}
+}
+
+// maxDirty bounds the keys remembered per unavailable node; past it the
+// node is flushed whole when it returns.
+const maxDirty = 100000
+
+// markDirty records that mkey was written to the database while its node
+// could not be reached: the node may still hold an older copy (it was
+// unreachable, not necessarily restarted), which must be deleted before the
+// node serves again. If the node's breaker is closed by now, the key is
+// deleted at once.
+func (t *memcachedTier) markDirty(mkey string) {
+	addr, err := t.selector.PickServer(mkey)
+	if err != nil {
+		return
+	}
+	t.mu.RLock()
+	n := t.nodes[addr]
+	t.mu.RUnlock()
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	if n.state.Load() != breakerClosed {
+		if len(n.dirty) >= maxDirty {
+			n.flush = true
+		} else {
+			if n.dirty == nil {
+				n.dirty = map[string]struct{}{}
+			}
+			n.dirty[mkey] = struct{}{}
+		}
+		n.mu.Unlock()
+		return
+	}
+	n.mu.Unlock()
+	_ = t.delete(mkey) // best effort: the node is back
+}
+
+// reopen deletes the keys written around n while it was unavailable (or
+// flushes n when there were too many), then closes its breaker.
+func (t *memcachedTier) reopen(n *node) error {
+	for {
+		n.mu.Lock()
+		dirty, flush := n.dirty, n.flush
+		if len(dirty) == 0 && !flush {
+			n.failures.Store(0)
+			n.state.Store(breakerClosed) // under n.mu: markDirty sees it
+			n.mu.Unlock()
+			return nil
+		}
+		n.dirty, n.flush = nil, false
+		n.mu.Unlock()
+		if err := t.purge(n.addr, dirty, flush); err != nil {
+			n.mu.Lock()
+			n.flush = n.flush || flush
+			for k := range dirty {
+				if len(n.dirty) >= maxDirty {
+					n.flush = true
+					break
+				}
+				if n.dirty == nil {
+					n.dirty = map[string]struct{}{}
+				}
+				n.dirty[k] = struct{}{}
+			}
+			n.mu.Unlock()
+			return err
+		}
+	}
+}
+
+// purge deletes keys from the node at addr on one connection, pipelined
+// with noreply, or flushes it whole.
+func (t *memcachedTier) purge(addr net.Addr, keys map[string]struct{}, flush bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.DialTimeout+t.cfg.Timeout)
+	defer cancel()
+	c, err := t.client.DialContext(ctx, addr.Network(), addr.String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	w := bufio.NewWriter(c)
+	if flush {
+		w.WriteString("flush_all noreply\r\n")
+	} else {
+		for k := range keys {
+			w.WriteString("delete ")
+			w.WriteString(k)
+			w.WriteString(" noreply\r\n")
+		}
+	}
+	w.WriteString("version\r\n")
+	_ = c.SetDeadline(time.Now().Add(t.cfg.Timeout + time.Duration(len(keys))*time.Microsecond*10))
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "VERSION ") {
+		return fmt.Errorf("unexpected answer %q", line)
+	}
+	t.log.Info("hybridsession: removed copies that went stale while a memcached node was unavailable",
+		"node", addr.String(), "keys", len(keys), "flushed", flush)
+	return nil
 }
 
 // ping sends "version" to addr on a fresh connection and waits for the answer.
@@ -467,6 +574,10 @@ type node struct {
 	addr     net.Addr
 	state    atomic.Int32
 	failures atomic.Int32
+
+	mu    sync.Mutex          // guards dirty and flush, and closing the breaker
+	dirty map[string]struct{} // keys written to the database while unavailable
+	flush bool                // too many dirty keys: flush the node on return
 }
 
 // NodeStats describes one memcached node for Stats.

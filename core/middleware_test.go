@@ -129,7 +129,7 @@ func TestHandlerErrorsGoToErrorHandlerNotAfterBody(t *testing.T) {
 	if r := do(t, c, srv.URL+"/inc"); r.StatusCode != 200 {
 		t.Fatalf("status %d", r.StatusCode)
 	}
-	mc.Stop() // no durable tier: the store is unavailable
+	mc.Stop()                // no durable tier: the store is unavailable
 	for i := 0; i < 5; i++ { // through the breaker opening and after
 		r := do(t, c, srv.URL+"/inc")
 		b := body(t, r)

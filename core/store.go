@@ -374,6 +374,9 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
 	if err := s.syncNow(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil); err != nil {
 		return err
 	}
+	if cacheErr != nil {
+		s.mc.markDirty(mkey)
+	}
 	if s.mc == nil && s.durable == nil {
 		return nil
 	}
@@ -425,6 +428,9 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 		if cacheErr != nil {
 			s.stats.fallbacks.Add(1)
 		}
+	}
+	if cacheErr != nil && s.durable != nil {
+		defer s.mc.markDirty(mkey) // after the database write below
 	}
 	switch {
 	case s.durable == nil:
@@ -609,10 +615,9 @@ func isTombstone(e *Entry) bool { return e.Version >= tombstoneVersion }
 
 func (s *Store) deleteKey(ctx context.Context, key string) error {
 	var errs []error
+	var cacheErr error
 	if s.mc != nil {
-		if err := s.mc.delete(s.mc.key(key)); err != nil {
-			errs = append(errs, err)
-		}
+		cacheErr = s.mc.delete(s.mc.key(key))
 	}
 	if s.durable != nil {
 		s.syncer.forget(key)
@@ -630,7 +635,16 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 			errs = append(errs, fmt.Errorf("database: %w", err))
 		} else {
 			s.stats.dbWrites.Add(1)
+			if cacheErr != nil {
+				// The tombstone holds; the node's copy is deleted before
+				// the node serves again.
+				s.mc.markDirty(s.mc.key(key))
+				cacheErr = nil
+			}
 		}
+	}
+	if cacheErr != nil {
+		errs = append(errs, cacheErr)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: delete: %w", ErrUnavailable, errors.Join(errs...))

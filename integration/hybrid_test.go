@@ -355,3 +355,46 @@ func TestCodecChange(t *testing.T) {
 		}
 	}
 }
+
+// A node that was unreachable without losing its items (a partition, not a
+// restart) must not serve the copies that went stale while writes went to
+// the database; nor may it revive a session destroyed meanwhile.
+func TestNodeBackFromPartitionServesNoStaleCopies(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	m := st.manager(t, func(c *core.StoreConfig) {
+		c.Memcached.Timeout = 50 * time.Millisecond
+		c.Memcached.BreakerThreshold = 1
+		c.Memcached.BreakerCooldown = 20 * time.Millisecond
+	}, nil)
+	token := put(t, m, "", "n", 1)
+	doomed := put(t, m, "", "user", "ada")
+
+	st.mc.Pause()
+	// The first request pays the timeout and opens the breaker; it may fail.
+	if s, err := m.Load(context.Background(), token); err == nil {
+		s.Put("n", 2)
+		_ = m.Save(context.Background(), s)
+	}
+	put(t, m, token, "n", 3) // write-through to the database
+	s := load(t, m, doomed)
+	if err := s.Destroy(context.Background()); err != nil {
+		t.Fatalf("Destroy while a node is unreachable: %v", err)
+	}
+	if m.Store().Stats().Nodes[0].Open != true {
+		t.Fatal("breaker not open")
+	}
+	st.mc.Resume()
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Store().Stats().Nodes[0].Open {
+		if time.Now().After(deadline) {
+			t.Fatal("breaker did not close after the node came back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := load(t, m, token).GetInt("n"); got != 3 {
+		t.Fatalf("after the partition the session reads n=%d, want 3 (the stale copy said 1)", got)
+	}
+	if !load(t, m, doomed).IsNew() {
+		t.Fatal("a session destroyed during the partition came back with the node")
+	}
+}

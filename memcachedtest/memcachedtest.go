@@ -175,12 +175,29 @@ func (s *Server) signal(sig os.Signal) {
 	if cmd == nil {
 		return
 	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot handle SIGTERM
 	_ = cmd.Process.Signal(sig)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		_ = cmd.Process.Kill()
 		<-done
+	}
+}
+
+// Pause freezes the process (SIGSTOP): connections and data stay, but
+// nothing is answered — a node that is unreachable without losing its
+// items, like one behind a network partition or a blackhole. Resume undoes it.
+func (s *Server) Pause() { s.raw(syscall.SIGSTOP) }
+
+// Resume continues a paused process (SIGCONT).
+func (s *Server) Resume() { s.raw(syscall.SIGCONT) }
+
+func (s *Server) raw(sig os.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
 	}
 }
 
