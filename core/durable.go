@@ -9,8 +9,9 @@ import (
 //
 // The durable tier treats Payload as opaque bytes; it is the same versioned
 // envelope that memcached holds (see Entry), so a row read back can refill
-// memcached as it is. Times are kept to the millisecond: implementations must
-// round-trip them exactly (gormstore stores them as Unix milliseconds).
+// memcached as it is. Times are kept to the millisecond, rounded down:
+// implementations must round-trip them exactly at that precision (gormstore
+// stores them as Unix milliseconds). Versions fit in an int64.
 type Record struct {
 	// Key is the storage key: the base64url SHA-256 of the session token,
 	// 43 bytes. The raw token is never stored.
@@ -72,17 +73,23 @@ type Durable interface {
 	// An empty subject deletes nothing.
 	DeleteSubject(ctx context.Context, subject string) (keys []string, err error)
 
-	// List returns up to limit live rows (ExpiresAt and Deadline after now)
+	// List returns up to limit (at least 1) live rows (ExpiresAt and Deadline after now)
 	// with Key greater than after, in Key order. An empty result means the
 	// end. It serves iteration (scs's All), not the request path.
 	List(ctx context.Context, now time.Time, after string, limit int) ([]Record, error)
 
 	// Reap claims up to limit rows whose ExpiresAt is not after now, oldest
 	// ExpiresAt first, calls judge once with them and applies its verdicts:
-	// kept rows are replaced by the verdict's Record, the others are deleted
-	// unless they changed since they were read (a different Version or
-	// ExpiresAt: a sync raced in, so the session lives). It returns how many
-	// rows it examined; 0 means no expired row was left to claim.
+	// kept rows are replaced by the verdict's Record and the others deleted
+	// — both only if the row did not change since it was claimed (a
+	// different Version or ExpiresAt means a sync raced in, and the newer
+	// copy stays). It returns how many rows it examined; 0 means no expired
+	// row was left to claim (or every one left is claimed by another reaper).
+	//
+	// An error from judge aborts the batch with no row changed and is
+	// returned wrapped (errors.Is finds it). So does a judge that returns a
+	// different number of verdicts than rows, or a kept Record with another
+	// Key. A limit below 1 is an error.
 	//
 	// Several reapers may run at once, in one process or many: no row may be
 	// handed to two judges at the same time (row locks with SKIP LOCKED where

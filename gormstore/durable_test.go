@@ -1,0 +1,70 @@
+package gormstore_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durabletest"
+	"github.com/hybridsession/hybridsession/gormstore"
+)
+
+// The conformance suite, once per database and connection setting.
+
+func TestDurableSQLite(t *testing.T) {
+	durabletest.Run(t, func(t *testing.T) core.Durable {
+		s, _ := newStore(t, openSQLite(t))
+		return s
+	})
+}
+
+// TestDurableSQLitePool runs the suite with several connections to one
+// SQLite file, where writers meet SQLITE_BUSY and wait for each other.
+func TestDurableSQLitePool(t *testing.T) {
+	durabletest.Run(t, func(t *testing.T) core.Durable {
+		db := openSQLite(t)
+		sqlDB, err := db.DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sqlDB.SetMaxOpenConns(4)
+		s, _ := newStore(t, db)
+		return s
+	})
+}
+
+func TestDurablePostgres(t *testing.T) {
+	db := openServer(t, postgresEnv)
+	durabletest.Run(t, func(t *testing.T) core.Durable {
+		s, _ := newStore(t, db)
+		return s
+	})
+}
+
+func TestDurableMySQL(t *testing.T) {
+	db := openServer(t, mysqlEnv)
+	durabletest.Run(t, func(t *testing.T) core.Durable {
+		s, _ := newStore(t, db)
+		return s
+	})
+}
+
+// TestDurableMySQLClientFoundRows runs the suite with go-sql-driver's
+// clientFoundRows=true, which changes the affected-rows count Save reads.
+func TestDurableMySQLClientFoundRows(t *testing.T) {
+	dsn := serverDSN(t, mysqlEnv)
+	if strings.Contains(dsn, "?") {
+		dsn += "&clientFoundRows=true"
+	} else {
+		dsn += "?clientFoundRows=true"
+	}
+	db, err := gormstore.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeDB(t, db) })
+	durabletest.Run(t, func(t *testing.T) core.Durable {
+		s, _ := newStore(t, db)
+		return s
+	})
+}
