@@ -35,6 +35,16 @@ const (
 	MsgpackCodecID uint8 = 3
 )
 
+// Ids reserved for stores that keep another library's opaque session
+// blobs in the envelope: the Manager cannot decode those entries.
+const (
+	// SCSCodecID marks entries written by scsstore (scs's own encoding).
+	SCSCodecID uint8 = 60
+	// FiberCodecID marks entries written through fibersession's
+	// fiber.Storage (fiber's own encoding).
+	FiberCodecID uint8 = 61
+)
+
 // JSON is the encoding/json codec. It is the most portable (any language can
 // read a session), but JSON has one number type: integers come back as
 // float64 (GetInt and friends convert them back when they are whole), []byte

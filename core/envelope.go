@@ -12,7 +12,7 @@ import (
 //	magic        2 bytes  "hs"
 //	format       1 byte   1
 //	codec        1 byte   codec id (see Codec)
-//	flags        1 byte   reserved, 0
+//	flags        1 byte   bit 0: restored from the durable tier; others 0
 //	created      uvarint  creation time
 //	deadline     uvarint  end of the absolute lifetime
 //	idle         uvarint  idle timeout
@@ -30,6 +30,7 @@ const (
 	envelopeMagic1   = 's'
 	envelopeFormat   = 1
 	envelopeFixedLen = 5
+	flagRestored     = 1 << 0
 	// maxSubjectLen bounds the subject so a corrupt length cannot make the
 	// decoder allocate; gormstore's column is varchar(255).
 	maxSubjectLen = 255
@@ -65,6 +66,10 @@ type Entry struct {
 	SyncedAt time.Time
 	// SyncedVersion is Version at SyncedAt.
 	SyncedVersion uint64
+	// Restored is true when the entry was read back from the durable tier
+	// (memcached had lost it) and not written since: its data may lag what
+	// memcached held by up to SyncInterval. Insert and Update clear it.
+	Restored bool
 
 	casID  uint64 // memcached CAS id from the read; 0 when not read from memcached
 	cached bool   // read from memcached (casID is meaningful)
@@ -93,7 +98,11 @@ func (e *Entry) Destroyed() bool { return isTombstone(e) }
 // AppendEnvelope appends the encoded envelope of e to dst and returns the
 // extended slice.
 func AppendEnvelope(dst []byte, e *Entry) []byte {
-	dst = append(dst, envelopeMagic0, envelopeMagic1, envelopeFormat, e.Codec, 0)
+	var flags byte
+	if e.Restored {
+		flags |= flagRestored
+	}
+	dst = append(dst, envelopeMagic0, envelopeMagic1, envelopeFormat, e.Codec, flags)
 	dst = binary.AppendUvarint(dst, unixMilli(e.Created))
 	dst = binary.AppendUvarint(dst, unixMilli(e.Deadline))
 	dst = binary.AppendUvarint(dst, uint64(max(e.IdleTimeout, 0)/time.Millisecond))
@@ -131,6 +140,7 @@ func DecodeEnvelope(b []byte, e *Entry) error {
 		return fmt.Errorf("%w: format %d", ErrCorrupt, b[2])
 	}
 	e.Codec = b[3]
+	e.Restored = b[4]&flagRestored != 0
 	d := envelopeDecoder{b: b[envelopeFixedLen:]}
 	e.Created = fromUnixMilli(d.uvarint())
 	e.Deadline = fromUnixMilli(d.uvarint())

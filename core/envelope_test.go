@@ -114,3 +114,16 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		_ = e.Alive(time.Now())
 	})
 }
+
+func TestEnvelopeRestoredFlag(t *testing.T) {
+	e := sampleEntry()
+	e.Restored = true
+	var got Entry
+	if err := DecodeEnvelope(AppendEnvelope(nil, e), &got); err != nil || !got.Restored {
+		t.Fatalf("Restored lost: %v %v", got.Restored, err)
+	}
+	e.Restored = false
+	if err := DecodeEnvelope(AppendEnvelope(nil, e), &got); err != nil || got.Restored {
+		t.Fatal("Restored set from nothing")
+	}
+}

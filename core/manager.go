@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"time"
@@ -373,6 +374,10 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 		}
 		if attempt >= m.cfg.MaxRetries {
 			return fmt.Errorf("core: gave up after %d concurrent changes: %w", attempt+1, ErrConflict)
+		}
+		if attempt > 0 {
+			// Lost twice in a row: spread out from the other writers.
+			time.Sleep(rand.N(time.Duration(min(attempt, 8)) * 200 * time.Microsecond))
 		}
 		fresh, err := m.store.Get(ctx, s.token)
 		if err != nil {

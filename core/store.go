@@ -179,6 +179,73 @@ func (s *Store) Flush(ctx context.Context) error {
 	return s.syncer.flush(ctx)
 }
 
+// SyncInterval returns the configured SyncInterval after defaults: how far
+// the database copy of a session may lag memcached. EveryWrite (-1) means
+// every write is synced.
+func (s *Store) SyncInterval() time.Duration { return s.syncInterval }
+
+// ListedEntry is one session returned by Store.List.
+type ListedEntry struct {
+	// Key is the session's storage key (a hash of its token).
+	Key string
+	// Entry is the freshest live copy: memcached's when it holds a newer
+	// one, the database row's otherwise.
+	Entry *Entry
+}
+
+// List returns up to limit live sessions whose storage key is greater than
+// after, in key order, for iteration and administration (scs's All) — not
+// for the request path. memcached cannot list its keys, so List pages
+// through the durable tier's live rows and overlays memcached's newer
+// copies (one GetMulti per page), without refilling memcached. Sessions
+// that never reached the database are not listed; every session does when
+// it is created. An empty result means the end. It returns an error when
+// the Store has no durable tier, and one wrapping ErrUnavailable when the
+// database could not answer.
+func (s *Store) List(ctx context.Context, after string, limit int) ([]ListedEntry, error) {
+	if s.durable == nil {
+		return nil, errors.New("core: List: the Store has no durable tier")
+	}
+	now := s.now()
+	recs, err := s.durable.List(ctx, now, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+	}
+	var cached map[string][]byte
+	if s.mc != nil && len(recs) > 0 {
+		mkeys := make([]string, len(recs))
+		for i := range recs {
+			mkeys[i] = s.mc.key(recs[i].Key)
+		}
+		items, _ := s.mc.getMulti(mkeys) // unreachable nodes: the rows stand
+		cached = make(map[string][]byte, len(items))
+		for k, it := range items {
+			cached[k[len(s.mc.prefix):]] = it.Value
+		}
+	}
+	out := make([]ListedEntry, 0, len(recs))
+	for _, rec := range recs {
+		e := new(Entry)
+		if DecodeEnvelope(rec.Payload, e) != nil {
+			continue
+		}
+		fromCache := false
+		if b, ok := cached[rec.Key]; ok {
+			var c Entry
+			if DecodeEnvelope(b, &c) == nil && c.Version >= e.Version {
+				*e, fromCache = c, true
+			}
+		}
+		// memcached's copy carries the exact idle expiry; the row is live
+		// by its ExpiresAt, which the durable tier checked.
+		if isTombstone(e) || !now.Before(e.Deadline) || (fromCache && !e.Alive(now)) {
+			continue
+		}
+		out = append(out, ListedEntry{Key: rec.Key, Entry: e})
+	}
+	return out, nil
+}
+
 // Now returns the Store's clock reading (StoreConfig.Clock).
 func (s *Store) Now() time.Time { return s.now() }
 
@@ -313,6 +380,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	// The row is live (its ExpiresAt covers any activity that memcached may
 	// have seen since the last sync), and this request is activity.
 	e.ActiveAt = now
+	e.Restored = true
 	if s.mc != nil && cacheErr == nil {
 		buf := AppendEnvelope(nil, e)
 		exp := expiration(now, e.ExpiresAt())
@@ -355,6 +423,7 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
 	next := *e
 	next.Version = 1
 	next.ActiveAt = now
+	next.Restored = false
 	next.SyncedAt, next.SyncedVersion = now, 1
 	key, mkey := s.keys(token)
 	buf := s.encode(&next)
@@ -409,6 +478,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 		next.Version++
 	}
 	next.ActiveAt = now
+	next.Restored = false
 	due := flags&WriteDurable != 0 || s.syncInterval < 0 || next.SyncedAt.IsZero() ||
 		now.Sub(next.SyncedAt) >= s.syncInterval
 	if due && s.durable != nil {

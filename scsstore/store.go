@@ -1,0 +1,279 @@
+package scsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/alexedwards/scs/v2"
+
+	"github.com/hybridsession/hybridsession/core"
+)
+
+// Store is an scs session store on a hybridsession core.Store: memcached
+// first, the database second, and a database write at most once per
+// SyncInterval per session. It implements scs.Store, scs.CtxStore,
+// scs.IterableStore and scs.IterableCtxStore; All works only with
+// Config.Iterable.
+//
+// Tokens: scs hands the store its token, or the token's SHA-256 when
+// HashTokenInStore is on; the core.Store hashes it again for its keys, so
+// neither memcached nor the database holds a live token under either
+// setting (see Config.Iterable for the one exception).
+//
+// Expiry: a session is found until the expiry scs gave its last Commit,
+// to the millisecond. Both tiers keep it Config.Grace longer, so that a
+// session whose last expiry had not reached the database yet survives the
+// loss of memcached; see Config.Grace for the overshoot this allows.
+//
+// Find and Commit: scs calls them separately in each request. Find
+// remembers the entry it read (bounded; see Config.RememberSize), and the
+// Commit of the same token writes over it with compare-and-swap, so a
+// request costs one memcached read and one compare-and-swap, and the
+// Store's sync rule applies: the database is written when the session is
+// new, or was last synced SyncInterval ago or more. When nothing is
+// remembered, Commit reads the session first.
+//
+// Concurrent requests on one session: scs hands over whole sessions, so
+// the last Commit wins; a Commit that meets a concurrent write reads the
+// session again and writes over it. (core.Manager merges key by key
+// instead.)
+//
+// A Store is safe for concurrent use. It never closes the core.Store.
+type Store struct {
+	store *core.Store
+	cfg   Config
+	memo  *memo
+}
+
+var (
+	_ scs.Store            = (*Store)(nil)
+	_ scs.CtxStore         = (*Store)(nil)
+	_ scs.IterableStore    = (*Store)(nil)
+	_ scs.IterableCtxStore = (*Store)(nil)
+)
+
+// commitAttempts bounds the reads and writes of one Commit that keeps
+// meeting concurrent writers.
+const commitAttempts = 16
+
+// pause backs off after a lost compare-and-swap, for a random time that
+// grows with the attempt (up to 1.6 ms), so that writers racing on one
+// session spread out instead of colliding again.
+func pause(attempt int) {
+	time.Sleep(rand.N(time.Duration(min(attempt+1, 8)) * 200 * time.Microsecond))
+}
+
+// listBatch is how many rows All asks the durable tier for at a time.
+const listBatch = 500
+
+// New returns a Store on s, which it does not close. It returns an error
+// when s is nil or cfg is invalid (a negative duration, or a Grace shorter
+// than the Store's SyncInterval).
+func New(s *core.Store, cfg Config) (*Store, error) {
+	if s == nil {
+		return nil, errors.New("scsstore: New needs a *core.Store")
+	}
+	if err := cfg.setDefaults(s.SyncInterval()); err != nil {
+		return nil, err
+	}
+	return &Store{store: s, cfg: cfg, memo: newMemo(cfg.RememberSize, cfg.RememberFor)}, nil
+}
+
+// Find returns the session data stored under token. It is FindCtx with
+// context.Background.
+func (s *Store) Find(token string) ([]byte, bool, error) {
+	return s.FindCtx(context.Background(), token)
+}
+
+// FindCtx returns the session data that scs committed under token. found is
+// false, with a nil error, when there is no such session, it has expired,
+// or the token or the stored entry is malformed; err reports only that the
+// tiers could not answer (it wraps core.ErrUnavailable). The returned bytes
+// belong to the caller.
+func (s *Store) FindCtx(ctx context.Context, token string) ([]byte, bool, error) {
+	if !validToken(token) {
+		return nil, false, nil
+	}
+	e, err := s.store.Get(ctx, token)
+	if err != nil {
+		return nil, false, fmt.Errorf("scsstore: find: %w", err)
+	}
+	p, ok := s.open(e, s.store.Now())
+	if !ok || (p.token != "" && p.token != token) {
+		return nil, false, nil
+	}
+	s.memo.put(token, e)
+	return p.blob, true, nil
+}
+
+// open decodes e, read from the Store at now, and reports whether it is a
+// live scs session.
+func (s *Store) open(e *core.Entry, now time.Time) (payload, bool) {
+	if e == nil || e.Codec != CodecID {
+		return payload{}, false
+	}
+	p, err := parsePayload(e.Payload)
+	if err != nil {
+		return payload{}, false
+	}
+	if now.Before(p.expiry) {
+		return p, true
+	}
+	// Past the expiry scs gave. The Store found the entry alive, so we are
+	// within Grace of it. A copy written by Commit is exact: the session is
+	// over. A copy restored from the database holds the expiry of the last
+	// sync; later commits, lost with memcached, may have moved it by up to
+	// SyncInterval: accept it.
+	return p, e.Restored
+}
+
+// Commit stores the session data under token until expiry. It is CommitCtx
+// with context.Background.
+func (s *Store) Commit(token string, b []byte, expiry time.Time) error {
+	return s.CommitCtx(context.Background(), token, b, expiry)
+}
+
+// CommitCtx stores b, scs's encoded session, under token until expiry,
+// replacing the data and expiry stored before. An expiry that has already
+// passed deletes the session. b is copied.
+//
+// The session goes to memcached at once and to the database when it is new
+// or its last sync is SyncInterval old (core.Store.Update). It returns
+// ErrInvalidToken for an empty token or one over 255 bytes, an error
+// wrapping core.ErrTooLarge when the session exceeds memcached's item size
+// (nothing is written), and one wrapping core.ErrUnavailable when no tier
+// took the write.
+func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry time.Time) error {
+	if !validToken(token) {
+		return ErrInvalidToken
+	}
+	now := s.store.Now()
+	if expiry.UnixMilli() <= now.UnixMilli() {
+		return s.DeleteCtx(ctx, token)
+	}
+	kept := ""
+	if s.cfg.Iterable {
+		kept = token
+	}
+	// Deadline caps the Store's own idle check: the entry lives in both
+	// tiers until expiry + Grace, whatever activity the Store records.
+	deadline := expiry.Add(s.cfg.Grace)
+	p := make([]byte, 0, payloadSize(expiry, now, kept, b))
+
+	e := s.memo.take(token)
+	for attempt := range commitAttempts {
+		if e == nil {
+			var err error
+			if e, err = s.store.Get(ctx, token); err != nil {
+				return fmt.Errorf("scsstore: commit: %w", err)
+			}
+		}
+		// The commit time in the payload must be read just before the
+		// write, which records activity at its own clock reading: open
+		// tells the two apart from a copy read back from the database.
+		now = s.store.Now()
+		p = appendPayload(p[:0], expiry, now, kept, b)
+		idle := deadline.Sub(now)
+		if e == nil {
+			err := s.store.Insert(ctx, token, &core.Entry{
+				Payload:     p,
+				Codec:       CodecID,
+				Created:     now,
+				Deadline:    deadline,
+				IdleTimeout: idle,
+			})
+			if errors.Is(err, core.ErrExists) {
+				continue // a concurrent request created it: write over it
+			}
+			if err != nil {
+				return fmt.Errorf("scsstore: commit: %w", err)
+			}
+			return nil
+		}
+		if e.Codec != CodecID || e.Created.IsZero() {
+			e.Created = now
+		}
+		e.Payload, e.Codec, e.Subject = p, CodecID, ""
+		e.Deadline, e.IdleTimeout = deadline, idle
+		err := s.store.Update(ctx, token, e, core.WriteChanged)
+		if errors.Is(err, core.ErrConflict) {
+			e = nil // changed since it was read: read it again, then write over it
+			pause(attempt)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("scsstore: commit: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("scsstore: commit: %d concurrent writes in a row: %w", commitAttempts, core.ErrConflict)
+}
+
+// Delete removes the session stored under token. It is DeleteCtx with
+// context.Background.
+func (s *Store) Delete(token string) error {
+	return s.DeleteCtx(context.Background(), token)
+}
+
+// DeleteCtx removes the session stored under token from both tiers. A
+// missing session, or a malformed token, is not an error. An error wraps
+// core.ErrUnavailable: a tier that may hold the session could not be
+// reached, and the session may still exist.
+func (s *Store) DeleteCtx(ctx context.Context, token string) error {
+	if !validToken(token) {
+		return nil
+	}
+	s.memo.forget(token)
+	if err := s.store.Delete(ctx, token); err != nil {
+		return fmt.Errorf("scsstore: delete: %w", err)
+	}
+	return nil
+}
+
+// All returns every live session. It is AllCtx with context.Background.
+func (s *Store) All() (map[string][]byte, error) {
+	return s.AllCtx(context.Background())
+}
+
+// AllCtx returns every live session, keyed by the token scs committed it
+// under (the token's hash with HashTokenInStore), for scs's Iterate. With no
+// live session it returns an empty, non-nil map.
+//
+// memcached cannot list its keys, so AllCtx pages through core.Store.List:
+// the database's live rows with memcached's newer copies laid over them.
+// It sees the sessions that have reached the database: every session does
+// when it is created. It costs a database scan plus one memcached GetMulti
+// per page; it is meant for administration, not for the request path. It returns ErrNotIterable
+// unless Config.Iterable is set, and an error wrapping core.ErrUnavailable
+// when a tier could not answer.
+func (s *Store) AllCtx(ctx context.Context) (map[string][]byte, error) {
+	if !s.cfg.Iterable {
+		return nil, ErrNotIterable
+	}
+	all := make(map[string][]byte)
+	after := ""
+	for {
+		page, err := s.store.List(ctx, after, listBatch)
+		if err != nil {
+			return nil, fmt.Errorf("scsstore: all: %w", err)
+		}
+		if len(page) == 0 {
+			return all, nil
+		}
+		now := s.store.Now()
+		for _, le := range page {
+			after = le.Key
+			p, ok := s.open(le.Entry, now)
+			if ok && p.token != "" && core.StorageKey(p.token) == le.Key {
+				all[p.token] = p.blob
+			}
+		}
+	}
+}
+
+func validToken(token string) bool {
+	return token != "" && len(token) <= maxTokenLen
+}
