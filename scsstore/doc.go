@@ -56,6 +56,7 @@
 //
 // scs's Iterate needs All, which must return tokens; the tiers hold only
 // hashes of them. All therefore needs Config.Iterable, which keeps scs's
-// token inside the stored session, and Config.Durable, to list rows. Use it
-// only with HashTokenInStore on, so that the kept token is a hash.
+// token inside the stored session, and a Store with a durable tier (the
+// rows are listed with core.Store.List). Use it only with HashTokenInStore
+// on, so that the kept token is a hash.
 package scsstore
