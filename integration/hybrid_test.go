@@ -398,3 +398,51 @@ func TestNodeBackFromPartitionServesNoStaleCopies(t *testing.T) {
 		t.Fatal("a session destroyed during the partition came back with the node")
 	}
 }
+
+// Store.List pages through live sessions with memcached's newer copies laid
+// over the rows, and leaves destroyed ones out.
+func TestStoreList(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, nil, nil)
+		ctx := context.Background()
+		want := map[string]uint64{}
+		for i := 0; i < 7; i++ {
+			tok := put(t, m, "", "i", i)
+			want[core.StorageKey(tok)] = 1
+			if i == 0 { // changed in memcached only: List must see version 3
+				put(t, m, tok, "i", 100)
+				put(t, m, tok, "i", 101)
+				want[core.StorageKey(tok)] = 3
+			}
+			if i == 1 {
+				s := load(t, m, tok)
+				if err := s.Destroy(ctx); err != nil {
+					t.Fatal(err)
+				}
+				delete(want, core.StorageKey(tok))
+			}
+		}
+		got := map[string]uint64{}
+		after := ""
+		for {
+			page, err := m.Store().List(ctx, after, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, le := range page {
+				if le.Key <= after {
+					t.Fatalf("keys out of order: %q after %q", le.Key, after)
+				}
+				after = le.Key
+				got[le.Key] = le.Entry.Version
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("List = %v, want %v", got, want)
+		}
+	})
+}
