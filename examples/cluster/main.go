@@ -1,0 +1,48 @@
+// Command cluster is the demo of a load-balanced deployment: the gin, echo
+// and fiber samples run side by side on three loopback ports behind a
+// round-robin reverse proxy, and share their sessions through one
+// memcached and one database — so a user logs in on one framework, fills
+// the cart on the next and sees it all on the third. Every response names
+// the framework that served it, in the X-Served-By header and on the page.
+//
+//	go run ./examples/cluster -memcached 127.0.0.1:11211 -dsn sessions.db -listen 127.0.0.1:8080
+//
+// `make demo` runs it with a memcached it starts, or database-only when
+// memcached is not available (-memcached ""). Restart memcached while
+// logged in: the session is read back from the database.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gin-gonic/gin"
+	"github.com/hybridsession/hybridsession/examples/internal/setup"
+)
+
+func main() {
+	opts := setup.ParseFlags("cluster", "127.0.0.1:8080")
+	gin.SetMode(gin.ReleaseMode)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	c, err := start(opts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(c)
+	<-ctx.Done()
+	stop() // a second signal ends the process at once
+
+	c.log.Info("shutting down: finishing requests, then flushing pending database syncs")
+	sctx, cancel := context.WithTimeout(context.Background(), setup.ShutdownTimeout)
+	defer cancel()
+	if err := c.Close(sctx); err != nil {
+		log.Print(err)
+		os.Exit(1)
+	}
+}
