@@ -1,0 +1,81 @@
+package ginsession
+
+import (
+	"github.com/gin-gonic/gin"
+	"github.com/hybridsession/hybridsession/core"
+)
+
+// Config configures the middleware. The zero value is ready to use.
+type Config struct {
+	// ErrorHandler answers a request whose session could not be loaded or
+	// saved. It must write the response (a status at least). Optional.
+	// Default: c.AbortWithError(core.StatusCode(err), err) — 503 Service
+	// Unavailable for core.ErrUnavailable, 500 otherwise, with no body and
+	// err recorded in c.Errors for gin's logger, never sent to the client.
+	//
+	// When loading fails it is called instead of the handlers, and the
+	// chain is aborted. When saving fails on the handler's first write it
+	// is called in the middle of that write: it writes to the real
+	// response, and everything the handler writes afterwards is discarded.
+	ErrorHandler func(c *gin.Context, err error)
+}
+
+// New returns gin middleware that loads the request's session with m, makes
+// it available to the handlers through Get (and core.FromContext on
+// c.Request.Context()), and saves it when the response starts: on the
+// handler's first Write, WriteString, WriteHeaderNow, Flush or Hijack, or
+// after the handlers return when they wrote nothing. The Set-Cookie header,
+// when the session was created, renewed or destroyed, goes out with that
+// response.
+//
+// Register it once, before the handlers that use sessions:
+//
+//	r.Use(ginsession.New(m, ginsession.Config{}))
+//
+// If a handler panics the session is not saved, unless the handler had
+// already started its response. New panics if m is nil.
+func New(m *core.Manager, cfg Config) gin.HandlerFunc {
+	if m == nil {
+		panic("ginsession: New expects a non-nil *core.Manager")
+	}
+	if cfg.ErrorHandler == nil {
+		cfg.ErrorHandler = defaultErrorHandler
+	}
+	return func(c *gin.Context) {
+		s, err := m.LoadRequest(c.Request)
+		if err != nil {
+			cfg.ErrorHandler(c, err)
+			c.Abort()
+			return
+		}
+		// The request context is the session's only home: Get and
+		// core.FromContext both read it. Copying the request costs 2
+		// allocations (~370 B); keeping a second reference with c.Set
+		// would cost as much again (gin allocates c.Keys per request).
+		c.Request = c.Request.WithContext(core.NewContext(c.Request.Context(), s))
+
+		w := &writer{ResponseWriter: c.Writer, c: c, m: m, s: s, onError: cfg.ErrorHandler}
+		c.Writer = w
+		// Restore gin's writer even when a handler panics, so that a
+		// recovery middleware's error page does not save the session.
+		defer func() { c.Writer = w.ResponseWriter }()
+		c.Next()
+		w.commit()
+	}
+}
+
+// Get returns the session of the request, loaded by the middleware New, or
+// nil when the middleware did not run for this request. It is
+// core.FromContext(c.Request.Context()): code that has only the request's
+// context can get the session that way. Call it as often as needed; it is
+// a context lookup.
+func Get(c *gin.Context) *core.Session {
+	if c.Request == nil {
+		return nil
+	}
+	return core.FromContext(c.Request.Context())
+}
+
+func defaultErrorHandler(c *gin.Context, err error) {
+	_ = c.AbortWithError(core.StatusCode(err), err)
+}
