@@ -440,7 +440,7 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
 			s.stats.fallbacks.Add(1)
 		}
 	}
-	if err := s.syncNow(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil); err != nil {
+	if err := s.syncInsert(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil); err != nil {
 		return err
 	}
 	if cacheErr != nil {
@@ -616,6 +616,40 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 	}
 	rec := s.record(key, e, bytesClone(buf), now)
 	if _, err := s.durable.Save(ctx, rec); err != nil {
+		s.stats.dbWriteErrors.Add(1)
+		if cacheDown {
+			return fmt.Errorf("%w: memcached unavailable; database: %w", ErrUnavailable, err)
+		}
+		s.log.Warn("hybridsession: database write failed; memcached holds the session, retrying in the background", "error", err)
+		s.syncer.enqueue(rec, now)
+		return nil
+	}
+	s.stats.dbWrites.Add(1)
+	return nil
+}
+
+// syncInsert is syncNow for a new session. The key may still have a row: a
+// tombstone, or a dead session whose row was not reaped yet, when a caller
+// reuses keys (fiber.Storage users do; the Manager never does). Both carry
+// a higher version than the new session's 1, so the conditional save
+// refuses the insert; as Insert is only called when no live session exists
+// under the key, the old row is deleted and the insert retried.
+func (s *Store) syncInsert(ctx context.Context, key string, e *Entry, buf []byte, now time.Time, cacheDown bool) error {
+	if s.durable == nil {
+		return s.syncNow(ctx, key, e, buf, now, cacheDown)
+	}
+	rec := s.record(key, e, bytesClone(buf), now)
+	applied, err := s.durable.Save(ctx, rec)
+	if err == nil && !applied {
+		s.syncer.forget(key)
+		if err = s.durable.Delete(ctx, key); err == nil {
+			applied, err = s.durable.Save(ctx, rec)
+		}
+		if err == nil && !applied {
+			err = errors.New("a concurrent writer took the key")
+		}
+	}
+	if err != nil {
 		s.stats.dbWriteErrors.Add(1)
 		if cacheDown {
 			return fmt.Errorf("%w: memcached unavailable; database: %w", ErrUnavailable, err)

@@ -446,3 +446,32 @@ func TestStoreList(t *testing.T) {
 		}
 	})
 }
+
+// A key reused after Delete (fiber.Storage users do this) is stored again
+// in the database, not refused by the tombstone.
+func TestInsertReusesDeletedKey(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		store := st.store(t, nil)
+		ctx := context.Background()
+		now := st.clock.Now()
+		entry := func(payload string) *core.Entry {
+			return &core.Entry{Payload: []byte(payload), Codec: core.FiberCodecID, Created: now,
+				Deadline: now.Add(time.Hour), IdleTimeout: time.Hour}
+		}
+		if err := store.Insert(ctx, "limiter:1.2.3.4", entry("old")); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Delete(ctx, "limiter:1.2.3.4"); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Insert(ctx, "limiter:1.2.3.4", entry("new")); err != nil {
+			t.Fatal(err)
+		}
+		st.mc.Restart() // only the database can answer now
+		e, err := store.Get(ctx, "limiter:1.2.3.4")
+		if err != nil || e == nil || string(e.Payload) != "new" {
+			t.Fatalf("after a memcached loss: %v %v", e, err)
+		}
+	})
+}

@@ -15,7 +15,7 @@ import (
 // values of a core.Codec. A core.Manager does not read such entries: a
 // token that finds one loads as a new session. Storage in turn ignores
 // entries of any other codec.
-const RawCodecID uint8 = 0
+const RawCodecID = core.FiberCodecID
 
 // ErrResetNotSupported is returned by Storage.Reset.
 var ErrResetNotSupported = errors.New("fibersession: Storage.Reset is not supported: " +

@@ -5,19 +5,18 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sync"
-	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/hybridsession/hybridsession/adapters/ginsession"
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durabletest"
 )
 
 func Example() {
 	// A real application configures memcached servers and a database tier
 	// (gormstore); this example keeps sessions in memory so that it runs
 	// anywhere.
-	store, err := core.NewStore(core.StoreConfig{Durable: newMemoryDurable()})
+	store, err := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
 	if err != nil {
 		panic(err)
 	}
@@ -56,54 +55,4 @@ func Example() {
 	// 200 visit 2
 	// 200 visit 3
 	// session true true true
-}
-
-// memoryDurable is a minimal in-memory core.Durable for the example: one
-// process, no reaping.
-type memoryDurable struct {
-	mu   sync.Mutex
-	rows map[string]core.Record
-}
-
-func newMemoryDurable() *memoryDurable { return &memoryDurable{rows: map[string]core.Record{}} }
-
-func (d *memoryDurable) Load(_ context.Context, key string, now time.Time) (core.Record, bool, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	r, ok := d.rows[key]
-	if !ok || !r.ExpiresAt.After(now) || !r.Deadline.After(now) {
-		return core.Record{}, false, nil
-	}
-	r.Payload = append([]byte(nil), r.Payload...)
-	return r, true, nil
-}
-
-func (d *memoryDurable) Save(_ context.Context, rec core.Record) (bool, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if old, ok := d.rows[rec.Key]; ok && (old.Version > rec.Version || old.Version == rec.Version && old.ExpiresAt.After(rec.ExpiresAt)) {
-		return false, nil
-	}
-	rec.Payload = append([]byte(nil), rec.Payload...)
-	d.rows[rec.Key] = rec
-	return true, nil
-}
-
-func (d *memoryDurable) Delete(_ context.Context, keys ...string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, k := range keys {
-		delete(d.rows, k)
-	}
-	return nil
-}
-
-func (d *memoryDurable) DeleteSubject(context.Context, string) ([]string, error) { return nil, nil }
-
-func (d *memoryDurable) List(context.Context, time.Time, string, int) ([]core.Record, error) {
-	return nil, nil
-}
-
-func (d *memoryDurable) Reap(context.Context, time.Time, int, core.ReapJudge) (int, error) {
-	return 0, nil
 }
