@@ -1,0 +1,82 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durabletest"
+)
+
+// The net/http middleware: load the session, hand it to the handler through
+// the request context, save it before the response goes out.
+func ExampleManager_Handler() {
+	// A real application configures memcached servers and a database tier
+	// (gormstore); this example keeps sessions in memory so that it runs
+	// anywhere.
+	store, err := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close(context.Background())
+	m, err := core.New(core.Config{Store: store})
+	if err != nil {
+		panic(err)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s := core.FromContext(r.Context())
+		n := s.GetInt("visits") + 1
+		s.Put("visits", n)
+		fmt.Fprintf(w, "visit %d", n)
+	})
+	h := m.Handler(mux)
+
+	var cookie *http.Cookie
+	for range 3 {
+		req := httptest.NewRequest(http.MethodGet, "https://example.com/", nil)
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if cs := rec.Result().Cookies(); len(cs) > 0 {
+			cookie = cs[0]
+		}
+		fmt.Println(rec.Code, rec.Body.String())
+	}
+	fmt.Println(cookie.Name, cookie.HttpOnly, cookie.Secure)
+	// Output:
+	// 200 visit 1
+	// 200 visit 2
+	// 200 visit 3
+	// session true true
+}
+
+// Log in: a new token for the new privilege level, the user id as the
+// session's subject, and a durable write.
+func ExampleSession_RenewToken() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store})
+	ctx := context.Background()
+
+	s, _ := m.Load(ctx, "") // an anonymous visitor
+	s.Put("cart", "book")
+	_ = m.Save(ctx, s)
+	before := s.Token()
+
+	s, _ = m.Load(ctx, before) // the login request
+	s.RenewToken()
+	s.SetSubject("user-42")
+	s.Put("user", "ada")
+	_ = m.Save(ctx, s)
+
+	old, _ := m.Load(ctx, before)
+	now, _ := m.Load(ctx, s.Token())
+	fmt.Println(old.IsNew(), now.GetString("cart"), now.GetString("user"), now.Subject())
+	// Output: true book ada user-42
+}
