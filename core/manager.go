@@ -279,7 +279,7 @@ func (m *Manager) save(ctx context.Context, s *Session) error {
 		return m.insert(ctx, s, NewToken())
 	case s.renew:
 		return m.renew(ctx, s)
-	case len(s.ops) == 0 && !s.subjectSet:
+	case len(s.ops) == 0 && !s.subjectSet && !s.durable:
 		return m.touch(ctx, s)
 	}
 	return m.update(ctx, s)
@@ -386,9 +386,11 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 		if fresh == nil {
 			// Destroyed (or expired) by another request meanwhile: the
 			// destruction wins; this request's changes are dropped.
+			// No cookie change: the request that destroyed or renewed the
+			// session sent the right one, and an expiring cookie from this
+			// response could arrive after it and undo a fresh login.
 			s.entry, s.token, s.values, s.decoded = nil, "", nil, false
 			s.ops, s.subjectSet = nil, false
-			s.setCookie = true
 			return nil
 		}
 		m.store.stats.merges.Add(1)

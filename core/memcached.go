@@ -275,9 +275,15 @@ func (t *memcachedTier) done(n *node, err error) error {
 }
 
 func isProtocolAnswer(err error) bool {
+	// gomemcache reports SERVER_ERROR lines ("out of memory storing
+	// object", "object too large for cache") as an unexpected response
+	// line, not as ErrServerError: the node answered all the same.
+	if err == nil {
+		return false
+	}
 	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrCASConflict) ||
 		errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrMalformedKey) ||
-		errors.Is(err, memcache.ErrServerError)
+		errors.Is(err, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR")
 }
 
 // probe runs while n's breaker is open: every BreakerCooldown it checks the
@@ -291,6 +297,12 @@ func (t *memcachedTier) probe(n *node) {
 		case <-t.stop:
 			return
 		case <-timer.C:
+		}
+		t.mu.RLock()
+		removed := t.nodes[n.addr] != n
+		t.mu.RUnlock()
+		if removed { // RemoveServer took it out of the ring
+			return
 		}
 		if t.ping(n.addr) == nil && t.reopen(n) == nil {
 			t.stats.breakerCloses.Add(1)
@@ -322,20 +334,33 @@ func (t *memcachedTier) markDirty(mkey string) {
 		return
 	}
 	n.mu.Lock()
-	if n.state.Load() != breakerClosed {
-		if len(n.dirty) >= maxDirty {
-			n.flush = true
-		} else {
-			if n.dirty == nil {
-				n.dirty = map[string]struct{}{}
-			}
-			n.dirty[mkey] = struct{}{}
-		}
+	if n.state.Load() == breakerClosed {
+		// The node answers again (or a blip never opened the breaker):
+		// delete the copy now. If that fails too, open the breaker so the
+		// key is remembered and purged before the node serves again.
 		n.mu.Unlock()
+		err := t.delete(mkey)
+		if err == nil || !errors.Is(err, ErrCacheUnavailable) {
+			return
+		}
+		n.mu.Lock()
+		if n.state.CompareAndSwap(breakerClosed, breakerOpen) {
+			t.stats.breakerOpens.Add(1)
+			t.log.Warn("hybridsession: memcached node unreachable; its sessions are served from the database",
+				"node", n.addr.String(), "error", err)
+			t.probes.Add(1)
+			go t.probe(n)
+		}
+	}
+	defer n.mu.Unlock()
+	if len(n.dirty) >= maxDirty {
+		n.flush = true
 		return
 	}
-	n.mu.Unlock()
-	_ = t.delete(mkey) // best effort: the node is back
+	if n.dirty == nil {
+		n.dirty = map[string]struct{}{}
+	}
+	n.dirty[mkey] = struct{}{}
 }
 
 // reopen deletes the keys written around n while it was unavailable (or

@@ -63,6 +63,9 @@ func (w *sessionWriter) commit() bool {
 	w.committed = true
 	if err := w.m.Save(w.r.Context(), w.s); err != nil {
 		w.failed = true
+		// The handler's headers (Location, cookies, content type) belong
+		// to the response that is not sent.
+		clear(w.ResponseWriter.Header())
 		w.m.cfg.ErrorHandler(w.ResponseWriter, w.r, err)
 		return false
 	}
@@ -71,6 +74,14 @@ func (w *sessionWriter) commit() bool {
 }
 
 func (w *sessionWriter) WriteHeader(code int) {
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		// Informational (103 Early Hints): the real response is still to
+		// come, and the handler may change the session until then.
+		if !w.committed {
+			w.ResponseWriter.WriteHeader(code)
+		}
+		return
+	}
 	if w.commit() {
 		w.ResponseWriter.WriteHeader(code)
 	}

@@ -235,6 +235,14 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 			rep.Extended++
 			continue
 		}
+		if inCache && !isTombstone(&cached) && cached.Alive(now) && rowOK && cached.Version < row.Version {
+			// memcached holds an older copy than the row (a write went
+			// through to the database around an unreachable node): the
+			// session lives, with the row's newer data.
+			verdicts[i] = Verdict{Keep: true, Record: s.record(rec.Key, &row, rec.Payload, now)}
+			rep.Extended++
+			continue
+		}
 		// Dead: gone from memcached, idle too long, past its deadline, or
 		// destroyed. Archive the freshest copy, then delete.
 		if r.cfg.Archive != nil {

@@ -434,7 +434,14 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
 		err := s.mc.add(mkey, *buf, expiration(now, next.ExpiresAt()))
 		switch {
 		case errors.Is(err, memcache.ErrNotStored):
-			return ErrExists
+			// Taken — unless by a tombstone or a dead entry of a reused key.
+			if err := s.replaceDead(mkey, *buf, expiration(now, next.ExpiresAt()), now); err != nil {
+				if !errors.Is(err, ErrCacheUnavailable) {
+					return err
+				}
+				cacheErr = err
+				s.stats.fallbacks.Add(1)
+			}
 		case err != nil:
 			cacheErr = err
 			s.stats.fallbacks.Add(1)
@@ -541,9 +548,10 @@ func (s *Store) casWrite(mkey string, base *Entry, buf []byte, exp int32) error 
 		case errors.Is(err, memcache.ErrCASConflict):
 			return ErrConflict
 		case errors.Is(err, memcache.ErrCacheMiss):
-			// Evicted or expired since the read: add it back, unless
-			// someone else did first.
-			return s.addOrConflict(mkey, buf, exp)
+			// Gone since the read: evicted, expired — or destroyed and its
+			// tombstone expired. Adding our copy back could revive a
+			// destroyed session: let the caller re-read instead.
+			return ErrConflict
 		default:
 			return err
 		}
@@ -567,6 +575,36 @@ func (s *Store) casWrite(mkey string, base *Entry, buf []byte, exp int32) error 
 	err = s.mc.cas(mkey, buf, exp, it.CasID)
 	if errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrCacheMiss) {
 		return ErrConflict
+	}
+	return err
+}
+
+// replaceDead writes buf over the entry at mkey if that entry is a
+// tombstone, dead, or corrupt; it returns ErrExists when a live session
+// holds the key.
+func (s *Store) replaceDead(mkey string, buf []byte, exp int32, now time.Time) error {
+	it, err := s.mc.get(mkey)
+	if err != nil {
+		return err
+	}
+	if it == nil {
+		return s.addOrExists(mkey, buf, exp)
+	}
+	var cur Entry
+	if DecodeEnvelope(it.Value, &cur) == nil && !isTombstone(&cur) && cur.Alive(now) {
+		return ErrExists
+	}
+	err = s.mc.cas(mkey, buf, exp, it.CasID)
+	if isProtocolAnswer(err) {
+		return ErrExists // someone else wrote it first
+	}
+	return err
+}
+
+func (s *Store) addOrExists(mkey string, buf []byte, exp int32) error {
+	err := s.mc.add(mkey, buf, exp)
+	if errors.Is(err, memcache.ErrNotStored) {
+		return ErrExists
 	}
 	return err
 }
@@ -620,8 +658,7 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 		if cacheDown {
 			return fmt.Errorf("%w: memcached unavailable; database: %w", ErrUnavailable, err)
 		}
-		s.log.Warn("hybridsession: database write failed; memcached holds the session, retrying in the background", "error", err)
-		s.syncer.enqueue(rec, now)
+		s.retryLater(rec, err)
 		return nil
 	}
 	s.stats.dbWrites.Add(1)
@@ -654,8 +691,7 @@ func (s *Store) syncInsert(ctx context.Context, key string, e *Entry, buf []byte
 		if cacheDown {
 			return fmt.Errorf("%w: memcached unavailable; database: %w", ErrUnavailable, err)
 		}
-		s.log.Warn("hybridsession: database write failed; memcached holds the session, retrying in the background", "error", err)
-		s.syncer.enqueue(rec, now)
+		s.retryLater(rec, err)
 		return nil
 	}
 	s.stats.dbWrites.Add(1)
@@ -682,11 +718,30 @@ func (s *Store) saveConditional(ctx context.Context, key string, e *Entry, buf [
 	return nil
 }
 
-// syncLater hands a due periodic sync to the background writer, or writes it
-// now when the writer's queue is full.
+// retryLater hands a sync that failed on the request path to the
+// background writer. The session is in memcached; when the queue is full
+// too, the sync is dropped and counted, and the session's next write after
+// SyncInterval (or the reaper) syncs it.
+func (s *Store) retryLater(rec Record, err error) {
+	if s.syncer.enqueue(rec) {
+		s.log.Warn("hybridsession: database write failed; memcached holds the session, retrying in the background", "error", err)
+		return
+	}
+	s.stats.syncDropped.Add(1)
+	s.log.Warn("hybridsession: database write failed and the background queue is full; dropped (the session is in memcached)", "error", err)
+}
+
+// syncLater hands a due periodic sync to the background writer. When the
+// writer's queue is full it writes the sync now (back-pressure) — unless the
+// database is failing, where that would make every request wait for
+// DBTimeout: then the sync is dropped and counted, as in retryLater.
 func (s *Store) syncLater(key string, e *Entry, buf []byte, now time.Time) {
 	rec := s.record(key, e, bytesClone(buf), now)
-	if s.syncer.enqueue(rec, now) {
+	if s.syncer.enqueue(rec) {
+		return
+	}
+	if s.syncer.isFailing() {
+		s.stats.syncDropped.Add(1)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.dbTimeout)
@@ -720,13 +775,16 @@ func isTombstone(e *Entry) bool { return e.Version >= tombstoneVersion }
 func (s *Store) deleteKey(ctx context.Context, key string) error {
 	var errs []error
 	var cacheErr error
+	now := s.now()
+	tomb := Entry{Version: tombstoneVersion, Created: now, ActiveAt: now, Deadline: now.Add(s.tombstoneLife())}
 	if s.mc != nil {
-		cacheErr = s.mc.delete(s.mc.key(key))
+		// A tombstone, not a delete: a request that read the session before
+		// it was destroyed must find its compare-and-swap refused, not an
+		// empty slot to add its copy back into.
+		cacheErr = s.mc.set(s.mc.key(key), AppendEnvelope(nil, &tomb), expiration(now, tomb.Deadline))
 	}
 	if s.durable != nil {
 		s.syncer.forget(key)
-		now := s.now()
-		tomb := Entry{Version: tombstoneVersion, Created: now, ActiveAt: now, Deadline: now.Add(s.tombstoneLife())}
 		rec := Record{
 			Key:       key,
 			Payload:   AppendEnvelope(nil, &tomb),

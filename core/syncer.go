@@ -23,13 +23,15 @@ type syncer struct {
 	maxAge  time.Duration
 	timeout time.Duration
 
-	mu       sync.Mutex
-	cond     *sync.Cond // signalled when work arrives, a save ends, or on close
-	pending  map[string]*pendingSync
-	queue    []string // keys in arrival order; each key at most once
-	inflight map[string]bool
-	closed   bool
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	cond      *sync.Cond // signalled when work arrives, a save ends, or on close
+	pending   map[string]*pendingSync
+	queue     []string // keys in arrival order; each key at most once
+	inflight  map[string]bool
+	forgotten map[string]bool // forgotten while in flight: no retry
+	failing   bool            // the last background save failed
+	closed    bool
+	wg        sync.WaitGroup
 }
 
 type pendingSync struct {
@@ -41,14 +43,15 @@ type pendingSync struct {
 
 func newSyncer(d Durable, workers, limit int, maxAge, timeout time.Duration, stats *counters, log *slog.Logger) *syncer {
 	s := &syncer{
-		durable:  d,
-		stats:    stats,
-		log:      log,
-		limit:    limit,
-		maxAge:   maxAge,
-		timeout:  timeout,
-		pending:  map[string]*pendingSync{},
-		inflight: map[string]bool{},
+		durable:   d,
+		stats:     stats,
+		log:       log,
+		limit:     limit,
+		maxAge:    maxAge,
+		timeout:   timeout,
+		pending:   map[string]*pendingSync{},
+		inflight:  map[string]bool{},
+		forgotten: map[string]bool{},
 	}
 	s.cond = sync.NewCond(&s.mu)
 	for i := 0; i < workers; i++ {
@@ -58,9 +61,8 @@ func newSyncer(d Durable, workers, limit int, maxAge, timeout time.Duration, sta
 	return s
 }
 
-// enqueue queues rec. It reports false when the queue is full or closed: the
-// caller then writes synchronously, so back-pressure never loses a sync.
-func (s *syncer) enqueue(rec Record, now time.Time) bool {
+// enqueue queues rec. It reports false when the queue is full or closed.
+func (s *syncer) enqueue(rec Record) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -76,7 +78,8 @@ func (s *syncer) enqueue(rec Record, now time.Time) bool {
 	if len(s.pending) >= s.limit {
 		return false
 	}
-	s.pending[rec.Key] = &pendingSync{rec: rec, queuedAt: now}
+	// Real time, not the Store's clock: retries are paced in real time.
+	s.pending[rec.Key] = &pendingSync{rec: rec, queuedAt: time.Now()}
 	s.queue = append(s.queue, rec.Key)
 	s.stats.syncQueued.Add(1)
 	s.cond.Signal()
@@ -88,15 +91,27 @@ func newer(a, b Record) bool {
 	return a.Version > b.Version || (a.Version == b.Version && !a.ExpiresAt.Before(b.ExpiresAt))
 }
 
-// forget drops any pending sync of key and waits for one in flight to end,
-// so a Delete that follows cannot be undone by a late sync.
+// forget drops any pending sync of key and waits for one in flight to end
+// (which is then not retried), so a write or Delete that follows cannot be
+// undone by a late sync.
 func (s *syncer) forget(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.pending, key) // its queue slot is skipped by the worker
-	for s.inflight[key] {
-		s.cond.Wait()
+	if s.inflight[key] {
+		s.forgotten[key] = true
+		for s.inflight[key] {
+			s.cond.Wait()
+		}
 	}
+}
+
+// isFailing reports whether the last background save failed: the database
+// is likely down.
+func (s *syncer) isFailing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failing
 }
 
 func (s *syncer) pendingCount() int {
@@ -123,11 +138,17 @@ func (s *syncer) work() {
 
 		s.mu.Lock()
 		delete(s.inflight, key)
-		if err != nil {
+		forgotten := s.forgotten[key]
+		delete(s.forgotten, key)
+		s.failing = err != nil
+		switch {
+		case err == nil:
+			s.stats.dbWrites.Add(1)
+		case forgotten:
+			s.stats.dbWriteErrors.Add(1)
+		default:
 			s.stats.dbWriteErrors.Add(1)
 			s.retry(key, p, err)
-		} else {
-			s.stats.dbWrites.Add(1)
 		}
 		s.cond.Broadcast()
 		s.mu.Unlock()
@@ -203,8 +224,10 @@ func (s *syncer) retry(key string, p *pendingSync, err error) {
 	}
 }
 
-// flush waits until no sync is pending or in flight, or ctx ends. Syncs
-// waiting for a retry are attempted at once.
+// flush waits until every sync pending or in flight when it was called has
+// been attempted once more (those waiting to retry at once), or ctx ends.
+// It does not wait for syncs queued after the call, nor for retries of
+// those that fail again.
 func (s *syncer) flush(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
@@ -214,17 +237,38 @@ func (s *syncer) flush(ctx context.Context) error {
 	defer stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range s.pending {
+	type mark struct {
+		p        *pendingSync // nil: only in flight
+		attempts int
+	}
+	want := make(map[string]mark, len(s.pending)+len(s.inflight))
+	for k, p := range s.pending {
 		p.notAfter = time.Time{}
+		want[k] = mark{p, p.attempts}
+	}
+	for k := range s.inflight {
+		if _, ok := want[k]; !ok {
+			want[k] = mark{}
+		}
 	}
 	s.cond.Broadcast()
-	for len(s.pending) > 0 || len(s.inflight) > 0 {
+	for {
+		left := false
+		for k, w := range want {
+			if s.inflight[k] || (w.p != nil && s.pending[k] == w.p && w.p.attempts == w.attempts) {
+				left = true
+				break
+			}
+			delete(want, k)
+		}
+		if !left {
+			return nil
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		s.cond.Wait()
 	}
-	return nil
 }
 
 // close stops accepting work and waits until every pending sync is written
