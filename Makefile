@@ -7,7 +7,7 @@
 
 GO        ?= go
 PKGS      := github.com/hybridsession/hybridsession/...
-TESTFLAGS ?= -race -count=1 -timeout 20m
+TESTFLAGS ?= -race -count=1 -timeout 10m
 
 .PHONY: test demo bench vet fmt fuzz check-memcached
 

@@ -73,6 +73,10 @@ type Entry struct {
 
 	casID  uint64 // memcached CAS id from the read; 0 when not read from memcached
 	cached bool   // read from memcached (casID is meaningful)
+
+	// token, key and mkey are the token Get read the entry under and its
+	// storage and memcached keys, for Update.
+	token, key, mkey string
 }
 
 // ExpiresAt returns when the session dies if nothing more happens: the

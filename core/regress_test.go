@@ -360,3 +360,36 @@ func load(t *testing.T, m *core.Manager, tok string) *core.Session {
 	}
 	return s
 }
+
+// A read-only user of a database-only Store (or of one whose memcached is
+// down) stays logged in: reads must let the touch come due, so that the
+// row's expiry keeps moving.
+func TestReadOnlyUserStaysLoggedInWithoutMemcached(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	st, err := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory(), Logger: quiet, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	m, err := core.New(core.Config{Store: st, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tok := newSession(t, m, "user", "ada")
+	for i := 0; i < 720; i++ { // an hour of read-only clicks, 5 s apart
+		now.Add(int64(5 * time.Second))
+		s := load(t, m, tok)
+		if s.GetString("user") != "ada" {
+			t.Fatalf("logged out after %v of read-only use", time.Duration(i+1)*5*time.Second)
+		}
+		if err := m.Save(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := st.Stats().Touches; got < 55 || got > 65 {
+		t.Fatalf("touches in an hour = %d, want about one a minute", got)
+	}
+}

@@ -53,15 +53,15 @@ func (s *Session) valuesLocked() map[string]any {
 		return s.values
 	}
 	s.decoded = true
-	s.values = map[string]any{}
 	if s.entry == nil {
+		s.values = map[string]any{}
 		return s.values
 	}
 	v, err := s.m.decode(s.entry)
 	if err != nil {
 		s.m.store.stats.cacheCorrupt.Add(1)
 		s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
-		return s.values
+		v = map[string]any{}
 	}
 	s.values = v
 	return v

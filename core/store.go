@@ -292,7 +292,15 @@ func StorageKey(token string) string {
 const storageKeyLen = 43
 
 func appendStorageKey(dst []byte, token string) []byte {
-	sum := sha256.Sum256([]byte(token))
+	var sum [sha256.Size]byte
+	if len(token) <= 64 {
+		// Hash a copy on the stack: []byte(token) allocates for strings
+		// longer than 32 bytes, and tokens are 43.
+		var b [64]byte
+		sum = sha256.Sum256(b[:copy(b[:], token)])
+	} else {
+		sum = sha256.Sum256([]byte(token))
+	}
 	return base64.RawURLEncoding.AppendEncode(dst, sum[:])
 }
 
@@ -306,7 +314,20 @@ func appendStorageKey(dst []byte, token string) []byte {
 // asked could not answer.
 func (s *Store) Get(ctx context.Context, token string) (*Entry, error) {
 	key, mkey := s.keys(token)
-	return s.get(ctx, key, mkey)
+	e, err := s.get(ctx, key, mkey)
+	if e != nil {
+		e.token, e.key, e.mkey = token, key, mkey
+	}
+	return e, err
+}
+
+// entryKeys returns token's keys: e's when e was read under token, so that
+// Update does not hash the token a second time.
+func (s *Store) entryKeys(token string, e *Entry) (key, mkey string) {
+	if e.key != "" && e.token == token {
+		return e.key, e.mkey
+	}
+	return s.keys(token)
 }
 
 // keys returns token's storage key and memcached key, in one allocation
@@ -379,9 +400,13 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	}
 	// The row is live (its ExpiresAt covers any activity that memcached may
 	// have seen since the last sync), and this request is activity.
-	e.ActiveAt = now
 	e.Restored = true
 	if s.mc != nil && cacheErr == nil {
+		// memcached keeps this read as activity. Without it (no memcached,
+		// or memcached unavailable) the row's ActiveAt stays, so that the
+		// Manager's touch comes due and writes the row: otherwise a
+		// read-only user would expire at the row's expires_at.
+		e.ActiveAt = now
 		buf := AppendEnvelope(nil, e)
 		exp := expiration(now, e.ExpiresAt())
 		if corrupt {
@@ -491,7 +516,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	if due && s.durable != nil {
 		next.SyncedAt, next.SyncedVersion = now, next.Version
 	}
-	key, mkey := s.keys(token)
+	key, mkey := s.entryKeys(token, e)
 	buf := s.encode(&next)
 	defer s.putBuf(buf)
 

@@ -131,11 +131,11 @@ func newQueries(db *gorm.DB, d dialect, table string) *queries {
 	case dialectPostgres:
 		q.reapSelect += " FOR UPDATE SKIP LOCKED"
 		q.reapDelete = "DELETE FROM " + t +
-			" USING unnest(CAST( ? AS text[]), CAST( ? AS bigint[]), CAST( ? AS bigint[])) AS d(k, ov, oe)" +
+			" USING unnest(CAST(CAST( ? AS text) AS text[]), CAST(CAST( ? AS text) AS bigint[]), CAST(CAST( ? AS text) AS bigint[])) AS d(k, ov, oe)" +
 			" WHERE " + t + "." + q.key + " = d.k AND " + t + "." + q.version + " = d.ov AND " + t + "." + q.expires + " = d.oe"
 		q.reapUpdate = "UPDATE " + t + " SET " + q.keptAssignments() +
-			" FROM unnest(CAST( ? AS text[]), CAST( ? AS bytea[]), CAST( ? AS bigint[]), CAST( ? AS bigint[]), CAST( ? AS bigint[])," +
-			" CAST( ? AS text[]), CAST( ? AS bigint[]), CAST( ? AS bigint[])) AS d(k, p, v, e, dl, s, ov, oe)" +
+			" FROM unnest(CAST(CAST( ? AS text) AS text[]), CAST(CAST( ? AS text) AS bytea[]), CAST(CAST( ? AS text) AS bigint[]), CAST(CAST( ? AS text) AS bigint[]), CAST(CAST( ? AS text) AS bigint[])," +
+			" CAST(CAST( ? AS text) AS text[]), CAST(CAST( ? AS text) AS bigint[]), CAST(CAST( ? AS text) AS bigint[])) AS d(k, p, v, e, dl, s, ov, oe)" +
 			" WHERE " + t + "." + q.key + " = d.k AND " + t + "." + q.version + " = d.ov AND " + t + "." + q.expires + " = d.oe"
 	case dialectSQLite:
 		// A statement that writes takes SQLite's write lock even when it

@@ -1,6 +1,8 @@
 package ginsession
 
 import (
+	"sync"
+
 	"github.com/gin-gonic/gin"
 	"github.com/hybridsession/hybridsession/core"
 )
@@ -54,15 +56,25 @@ func New(m *core.Manager, cfg Config) gin.HandlerFunc {
 		// would cost as much again (gin allocates c.Keys per request).
 		c.Request = c.Request.WithContext(core.NewContext(c.Request.Context(), s))
 
-		w := &writer{ResponseWriter: c.Writer, c: c, m: m, s: s, onError: cfg.ErrorHandler}
+		w := writers.Get().(*writer)
+		*w = writer{ResponseWriter: c.Writer, c: c, m: m, s: s, onError: cfg.ErrorHandler}
 		c.Writer = w
 		// Restore gin's writer even when a handler panics, so that a
-		// recovery middleware's error page does not save the session.
-		defer func() { c.Writer = w.ResponseWriter }()
+		// recovery middleware's error page does not save the session;
+		// then recycle the writer.
+		defer func() {
+			c.Writer = w.ResponseWriter
+			*w = writer{}
+			writers.Put(w)
+		}()
 		c.Next()
 		w.commit()
 	}
 }
+
+// writers recycles the middleware's writers, as gin recycles its Context:
+// neither may be used after the request ends.
+var writers = sync.Pool{New: func() any { return new(writer) }}
 
 // Get returns the session of the request, loaded by the middleware New, or
 // nil when the middleware did not run for this request. It is

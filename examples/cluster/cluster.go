@@ -16,6 +16,7 @@ import (
 	"github.com/hybridsession/hybridsession/examples/fiber/fiberapp"
 	"github.com/hybridsession/hybridsession/examples/gin/ginapp"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
+	"github.com/hybridsession/hybridsession/examples/nethttp/nethttpapp"
 )
 
 // backends are the app servers of the cluster, in round-robin order. Each
@@ -33,6 +34,9 @@ var backends = []struct {
 	}},
 	{fiberapp.Name, func(m *core.Manager) setup.Server {
 		return fiberapp.Server{App: fiberapp.New(m)}
+	}},
+	{nethttpapp.Name, func(m *core.Manager) setup.Server {
+		return &http.Server{Handler: nethttpapp.New(m), ReadHeaderTimeout: setup.ReadHeaderTimeout}
 	}},
 }
 
