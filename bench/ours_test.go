@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/alexedwards/scs/v2"
+	"github.com/gin-gonic/gin"
+	"github.com/gofiber/fiber/v2"
+	"github.com/labstack/echo/v4"
+
+	"github.com/hybridsession/hybridsession/adapters/echosession"
+	"github.com/hybridsession/hybridsession/adapters/fibersession"
+	"github.com/hybridsession/hybridsession/adapters/ginsession"
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/scsstore"
+)
+
+func init() {
+	gin.SetMode(gin.ReleaseMode)
+	for _, wt := range []bool{false, true} {
+		suffix := ""
+		if wt {
+			suffix = "-wt"
+		}
+		builders["hybrid-gin"+suffix] = func(e *env, tb testing.TB) *target { return hybridGin(e, tb, "hybrid-gin"+suffix, wt) }
+		builders["hybrid-echo"+suffix] = func(e *env, tb testing.TB) *target { return hybridEcho(e, tb, "hybrid-echo"+suffix, wt) }
+		builders["hybrid-fiber"+suffix] = func(e *env, tb testing.TB) *target { return hybridFiber(e, tb, "hybrid-fiber"+suffix, wt) }
+		builders["hybrid-scs"+suffix] = func(e *env, tb testing.TB) *target { return hybridSCS(e, tb, "hybrid-scs"+suffix, wt) }
+	}
+}
+
+// ourTarget builds the Store and Manager of one of our targets (virtual
+// clock) and the target around them; app makes the framework's handler.
+func ourTarget(e *env, tb testing.TB, name string, writeThrough bool) (*target, *core.Manager) {
+	clock := newVClock()
+	st, trips, counter := e.hybridStore(tb, name, writeThrough, clock)
+	m := hybridManager(tb, st)
+	return &target{
+		name:       name,
+		ours:       true,
+		trips:      trips,
+		sql:        counter,
+		pathKnown:  true,
+		clock:      clock,
+		cookieName: m.CookieName(),
+		flush:      func() { _ = st.Flush(context.Background()) },
+		store:      st,
+	}, m
+}
+
+// countKeys counts the addKeys that exists reports present.
+func countKeys(exists func(string) bool) string {
+	n := 0
+	for _, k := range addKeys {
+		if exists(k) {
+			n++
+		}
+	}
+	return strconv.Itoa(n)
+}
+
+func hybridGin(e *env, tb testing.TB, name string, wt bool) *target {
+	t, m := ourTarget(e, tb, name, wt)
+	r := gin.New()
+	r.Use(ginsession.New(m, ginsession.Config{}))
+	r.GET("/new", func(c *gin.Context) {
+		s := ginsession.Get(c)
+		for _, v := range newValues {
+			s.Put(v.key, v.value)
+		}
+		c.String(http.StatusOK, "ok")
+	})
+	r.GET("/read", func(c *gin.Context) {
+		_ = ginsession.Get(c).GetString("user")
+		c.String(http.StatusOK, "ok")
+	})
+	r.GET("/modify", func(c *gin.Context) {
+		s := ginsession.Get(c)
+		s.Put("n", s.GetInt("n")+1)
+		c.String(http.StatusOK, "ok")
+	})
+	r.GET("/add/:k", func(c *gin.Context) {
+		ginsession.Get(c).Put(c.Param("k"), 1)
+		c.String(http.StatusOK, "ok")
+	})
+	r.GET("/count", func(c *gin.Context) {
+		c.String(http.StatusOK, countKeys(ginsession.Get(c).Exists))
+	})
+	t.newClient = func() client { return newHTTPClient(r, t.cookieName) }
+	return t
+}
+
+func hybridEcho(e *env, tb testing.TB, name string, wt bool) *target {
+	t, m := ourTarget(e, tb, name, wt)
+	app := echo.New()
+	app.HideBanner, app.HidePort = true, true
+	app.Use(echosession.New(m, echosession.Config{}))
+	app.GET("/new", func(c echo.Context) error {
+		s := echosession.Get(c)
+		for _, v := range newValues {
+			s.Put(v.key, v.value)
+		}
+		return c.String(http.StatusOK, "ok")
+	})
+	app.GET("/read", func(c echo.Context) error {
+		_ = echosession.Get(c).GetString("user")
+		return c.String(http.StatusOK, "ok")
+	})
+	app.GET("/modify", func(c echo.Context) error {
+		s := echosession.Get(c)
+		s.Put("n", s.GetInt("n")+1)
+		return c.String(http.StatusOK, "ok")
+	})
+	app.GET("/add/:k", func(c echo.Context) error {
+		echosession.Get(c).Put(c.Param("k"), 1)
+		return c.String(http.StatusOK, "ok")
+	})
+	app.GET("/count", func(c echo.Context) error {
+		return c.String(http.StatusOK, countKeys(echosession.Get(c).Exists))
+	})
+	t.newClient = func() client { return newHTTPClient(app, t.cookieName) }
+	return t
+}
+
+// markRequest gives fiber handlers the benchmark's request context (fiber's
+// user context is context.Background otherwise), so that statements run on
+// the request path are told from the background writer's. Every fiber
+// application in the benchmarks, ours and the peer, runs it.
+func markRequest(c *fiber.Ctx) error {
+	c.SetUserContext(requestContext)
+	return c.Next()
+}
+
+func newFiberApp() *fiber.App {
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(markRequest)
+	return app
+}
+
+func hybridFiber(e *env, tb testing.TB, name string, wt bool) *target {
+	t, m := ourTarget(e, tb, name, wt)
+	app := newFiberApp()
+	app.Use(fibersession.New(m, fibersession.Config{}))
+	app.Get("/new", func(c *fiber.Ctx) error {
+		s := fibersession.Get(c)
+		for _, v := range newValues {
+			s.Put(v.key, v.value)
+		}
+		return c.SendString("ok")
+	})
+	app.Get("/read", func(c *fiber.Ctx) error {
+		_ = fibersession.Get(c).GetString("user")
+		return c.SendString("ok")
+	})
+	app.Get("/modify", func(c *fiber.Ctx) error {
+		s := fibersession.Get(c)
+		s.Put("n", s.GetInt("n")+1)
+		return c.SendString("ok")
+	})
+	app.Get("/add/:k", func(c *fiber.Ctx) error {
+		fibersession.Get(c).Put(c.Params("k"), 1)
+		return c.SendString("ok")
+	})
+	app.Get("/count", func(c *fiber.Ctx) error {
+		return c.SendString(countKeys(fibersession.Get(c).Exists))
+	})
+	h := app.Handler()
+	t.newClient = func() client { return newFiberClient(h, t.cookieName) }
+	return t
+}
+
+// hybridSCS is scs v2 (its own tokens, codec and middleware) on scsstore.
+// scs computes expiries from the real clock, so this Store keeps the real
+// clock too: its periodic syncs come every SyncInterval of real time.
+func hybridSCS(e *env, tb testing.TB, name string, wt bool) *target {
+	st, trips, counter := e.hybridStore(tb, name, wt, nil)
+	store, err := scsstore.New(st, scsstore.Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sm := scs.New()
+	sm.Store = store
+	sm.Cookie.Secure = false
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /new", func(w http.ResponseWriter, r *http.Request) {
+		for _, v := range newValues {
+			sm.Put(r.Context(), v.key, v.value)
+		}
+		_, _ = w.Write(ok)
+	})
+	mux.HandleFunc("GET /read", func(w http.ResponseWriter, r *http.Request) {
+		_ = sm.GetString(r.Context(), "user")
+		_, _ = w.Write(ok)
+	})
+	mux.HandleFunc("GET /modify", func(w http.ResponseWriter, r *http.Request) {
+		sm.Put(r.Context(), "n", sm.GetInt(r.Context(), "n")+1)
+		_, _ = w.Write(ok)
+	})
+	mux.HandleFunc("GET /add/{k}", func(w http.ResponseWriter, r *http.Request) {
+		sm.Put(r.Context(), r.PathValue("k"), 1)
+		_, _ = w.Write(ok)
+	})
+	mux.HandleFunc("GET /count", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(countKeys(func(k string) bool { return sm.Exists(r.Context(), k) })))
+	})
+	h := sm.LoadAndSave(mux)
+	return &target{
+		name:       name,
+		ours:       true,
+		trips:      trips,
+		sql:        counter,
+		pathKnown:  true,
+		cookieName: sm.Cookie.Name,
+		newClient:  func() client { return newHTTPClient(h, sm.Cookie.Name) },
+		flush:      func() { _ = st.Flush(context.Background()) },
+		store:      st,
+	}
+}
+
+var ok = []byte("ok")
