@@ -1,5 +1,5 @@
 # hybridsession — the two commands a newcomer needs:
-#   make demo   start the cluster sample (gin + echo + fiber behind one load balancer)
+#   make demo   start the cluster sample (gin + echo + fiber + net/http behind one load balancer)
 #   make test   run every module's tests against real memcached processes
 #
 # PostgreSQL and MariaDB/MySQL tests run when HYBRIDSESSION_POSTGRES_DSN and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: the cluster sample — a gin, an echo and a fiber server behind one
+# make demo: the cluster sample — gin, echo, fiber and net/http servers behind one
 # round-robin load balancer, sharing sessions through memcached and an
 # embedded SQLite database. Uses memcached from PATH, installs it with the
 # system package manager where it can, and otherwise runs database-only.
