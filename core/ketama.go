@@ -209,6 +209,17 @@ func (k *Ketama) Remove(addr string) error {
 	return nil
 }
 
+// clone returns a new continuum of the same servers and weights.
+func (k *Ketama) clone() (*Ketama, error) {
+	var ws []WeightedServer
+	if c := k.cont.Load(); c != nil {
+		for _, s := range c.servers {
+			ws = append(ws, WeightedServer{Addr: s.name, Weight: s.weight})
+		}
+	}
+	return NewKetama(ws...)
+}
+
 // Servers returns the Addr strings of the servers, in the order they were
 // added.
 func (k *Ketama) Servers() []string {

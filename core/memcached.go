@@ -138,6 +138,8 @@ type memcachedTier struct {
 	mu    sync.RWMutex
 	nodes map[net.Addr]*node // by the selector's stable addresses
 
+	prior atomic.Pointer[priorRing] // nil until an AddServer
+
 	stop     chan struct{}
 	probes   sync.WaitGroup
 	stopOnce sync.Once
@@ -196,11 +198,74 @@ func (t *memcachedTier) syncNodes() {
 // move to it; their next read misses memcached and is served from the
 // database, so nobody is logged out.
 func (t *memcachedTier) addServer(addr string, weight int) error {
+	before, err := t.selector.clone()
+	if err != nil {
+		return err
+	}
 	if err := t.selector.Add(WeightedServer{Addr: addr, Weight: weight}); err != nil {
 		return err
 	}
 	t.syncNodes()
+	c := memcache.NewFromSelector(before)
+	c.Timeout, c.MaxIdleConns, c.DialContext = t.client.Timeout, t.client.MaxIdleConns, t.client.DialContext
+	if old := t.prior.Swap(&priorRing{sel: before, client: c}); old != nil {
+		_ = old.client.Close()
+	}
 	return nil
+}
+
+// priorRing is the ring as it was before the last AddServer. A key the new
+// node took over may still have a copy on its previous owner: on a miss,
+// that copy (the session's latest state) moves to the new owner and is
+// deleted where it was, so that it can never come back stale — as it would
+// when the new node is removed again and the key returns to its old owner.
+type priorRing struct {
+	sel    *Ketama
+	client *memcache.Client
+}
+
+// priorOwner returns the node that owned mkey before the last AddServer,
+// when that is another node than now and its breaker is closed.
+func (t *memcachedTier) priorOwner(mkey string) (*priorRing, *node) {
+	p := t.prior.Load()
+	if p == nil {
+		return nil, nil
+	}
+	was, err := p.sel.PickServer(mkey)
+	if err != nil {
+		return nil, nil
+	}
+	if cur, err := t.selector.PickServer(mkey); err != nil || cur.String() == was.String() {
+		return nil, nil
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for a, n := range t.nodes {
+		if a.String() == was.String() && n.state.Load() == breakerClosed {
+			return p, n
+		}
+	}
+	return nil, nil
+}
+
+// priorGet reads mkey from its previous owner; nil when there is none.
+func (t *memcachedTier) priorGet(mkey string) *memcache.Item {
+	p, n := t.priorOwner(mkey)
+	if n == nil {
+		return nil
+	}
+	var it *memcache.Item
+	if err := t.do(n, func() (err error) { it, err = p.client.Get(mkey); return err }); err != nil {
+		return nil
+	}
+	return it
+}
+
+// priorDelete deletes mkey from its previous owner.
+func (t *memcachedTier) priorDelete(mkey string) {
+	if p, n := t.priorOwner(mkey); n != nil {
+		_ = t.do(n, func() error { return p.client.Delete(mkey) })
+	}
 }
 
 func (t *memcachedTier) removeServer(addr string) error {
@@ -208,6 +273,9 @@ func (t *memcachedTier) removeServer(addr string) error {
 		return err
 	}
 	t.syncNodes()
+	if p := t.prior.Load(); p != nil {
+		_ = p.sel.Remove(addr) // its copies are gone with it
+	}
 	return nil
 }
 
@@ -215,6 +283,9 @@ func (t *memcachedTier) close() {
 	t.stopOnce.Do(func() { close(t.stop) })
 	t.probes.Wait()
 	_ = t.client.Close()
+	if p := t.prior.Swap(nil); p != nil {
+		_ = p.client.Close()
+	}
 }
 
 func (t *memcachedTier) key(storageKey string) string { return t.prefix + storageKey }
@@ -371,6 +442,10 @@ func (t *memcachedTier) reopen(n *node) error {
 		dirty, flush := n.dirty, n.flush
 		if len(dirty) == 0 && !flush {
 			n.failures.Store(0)
+			// Other app servers may still write this node's sessions through
+			// to the database until their own probes close their breakers:
+			// until then, reads double-check the database.
+			n.suspectUntil.Store(time.Now().Add(t.suspectWindow()).UnixNano())
 			n.state.Store(breakerClosed) // under n.mu: markDirty sees it
 			n.mu.Unlock()
 			return nil
@@ -603,6 +678,31 @@ type node struct {
 	mu    sync.Mutex          // guards dirty and flush, and closing the breaker
 	dirty map[string]struct{} // keys written to the database while unavailable
 	flush bool                // too many dirty keys: flush the node on return
+
+	// suspectUntil (Unix nanoseconds) ends the window after the breaker
+	// closed in which the node's copies may be older than the database's.
+	suspectUntil atomic.Int64
+}
+
+// suspectWindow is how long a node's copies stay suspect after its breaker
+// closes: long enough for every other app server's probe (one every
+// BreakerCooldown, each taking up to DialTimeout+Timeout) to close its own
+// breaker and purge the keys it wrote through meanwhile.
+func (t *memcachedTier) suspectWindow() time.Duration {
+	return 2 * (t.cfg.BreakerCooldown + t.cfg.DialTimeout + t.cfg.Timeout)
+}
+
+// suspect reports whether mkey lives on a node whose breaker closed less
+// than suspectWindow ago.
+func (t *memcachedTier) suspect(mkey string) bool {
+	addr, err := t.selector.PickServer(mkey)
+	if err != nil {
+		return false
+	}
+	t.mu.RLock()
+	n := t.nodes[addr]
+	t.mu.RUnlock()
+	return n != nil && time.Now().UnixNano() < n.suspectUntil.Load()
 }
 
 // NodeStats describes one memcached node for Stats.

@@ -351,6 +351,10 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 			cacheErr = err
 			s.stats.fallbacks.Add(1)
 		case it == nil:
+			if e := s.moveFromPriorOwner(mkey, now); e != nil {
+				s.stats.cacheHits.Add(1)
+				return e, nil
+			}
 			s.stats.cacheMisses.Add(1)
 		default:
 			e := new(Entry)
@@ -365,6 +369,11 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 				// memcached is never older than the database: the session is over.
 				s.stats.cacheMisses.Add(1)
 				return nil, nil
+			}
+			if s.durable != nil && s.mc.suspect(mkey) {
+				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, it.CasID, now); replaced {
+					return fresh, nil
+				}
 			}
 			s.stats.cacheHits.Add(1)
 			e.casID, e.cached = it.CasID, true
@@ -401,6 +410,13 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	// The row is live (its ExpiresAt covers any activity that memcached may
 	// have seen since the last sync), and this request is activity.
 	e.Restored = true
+	// The row starts a new branch of the session: memcached lost (or could
+	// not serve) the copy the row was synced from, and that copy may still
+	// surface — another app server's pending or retried sync, a node that
+	// was unreachable rather than empty. Every version that branch handed
+	// out is below restoredVersion, so the durable tier's version check
+	// refuses it from now on.
+	e.Version = restoredVersion(e.Version, now)
 	if s.mc != nil && cacheErr == nil {
 		// memcached keeps this read as activity. Without it (no memcached,
 		// or memcached unavailable) the row's ActiveAt stays, so that the
@@ -416,6 +432,54 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		}
 	}
 	return e, nil
+}
+
+// checkDurable compares a copy read from a suspect node (its breaker closed
+// moments ago) with the database row. When the row is newer — another app
+// server wrote the session through while the node was unreachable to it —
+// it repairs memcached with the row and returns it; a destroyed row removes
+// the copy. Database errors keep the cached copy.
+func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entry, casID uint64, now time.Time) (*Entry, bool) {
+	s.stats.dbReads.Add(1)
+	rec, found, err := s.durable.Load(ctx, key, now)
+	if err != nil {
+		s.stats.dbReadErrors.Add(1)
+		return nil, false
+	}
+	if !found || rec.Version <= cached.Version {
+		return nil, false
+	}
+	e := new(Entry)
+	if err := DecodeEnvelope(rec.Payload, e); err != nil {
+		return nil, false
+	}
+	if isTombstone(e) || !now.Before(e.Deadline) {
+		_ = s.mc.delete(mkey)
+		return nil, true
+	}
+	e.ActiveAt = now
+	_ = s.mc.cas(mkey, AppendEnvelope(nil, e), expiration(now, e.ExpiresAt()), casID)
+	return e, true
+}
+
+// moveFromPriorOwner moves mkey's copy from the node that held it before
+// the last AddServer to its current node and returns it; nil when there is
+// no live copy to move. The old copy is deleted in any case, so that it can
+// never come back stale.
+func (s *Store) moveFromPriorOwner(mkey string, now time.Time) *Entry {
+	it := s.mc.priorGet(mkey)
+	if it == nil {
+		return nil
+	}
+	defer s.mc.priorDelete(mkey)
+	e := new(Entry)
+	if DecodeEnvelope(it.Value, e) != nil || isTombstone(e) || !e.Alive(now) {
+		return nil
+	}
+	if s.mc.add(mkey, it.Value, expiration(now, e.ExpiresAt())) != nil {
+		return nil // refilled meanwhile (or unavailable): a miss
+	}
+	return e // not cached: Update compares it with the current copy
 }
 
 // WriteFlags modify Store.Update.
@@ -531,9 +595,6 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 			s.stats.fallbacks.Add(1)
 		}
 	}
-	if cacheErr != nil && s.durable != nil {
-		defer s.mc.markDirty(mkey) // after the database write below
-	}
 	switch {
 	case s.durable == nil:
 		if cacheErr != nil {
@@ -542,7 +603,10 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	case cacheErr != nil || s.mc == nil:
 		// Write-through while memcached cannot take the write.
 		if err := s.saveConditional(ctx, key, &next, *buf, now, cacheErr); err != nil {
-			return err
+			return err // no tier took the change: memcached's copy is still the latest
+		}
+		if cacheErr != nil {
+			s.mc.markDirty(mkey) // the database now holds a newer copy than the node may
 		}
 	case !due:
 		s.stats.dbWritesSkipped.Add(1)
@@ -794,6 +858,22 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 // tombstoneVersion outranks every real version, so the durable tier's
 // conditional save refuses any later sync of a destroyed session.
 const tombstoneVersion = 1 << 62
+
+// epochShift splits a version into an epoch (the high bits: the time in
+// milliseconds when the session was last restored from the durable tier)
+// and a count of changes since (the low 20 bits).
+const epochShift = 20
+
+// restoredVersion returns the version of a session restored from the
+// durable tier at now with version v: the start of a new epoch, above v and
+// above every version that a branch restored earlier (a millisecond or more
+// before) can have reached with fewer than 2^20 changes. App servers whose
+// clocks differ by d can still collide within d. Epochs stay below
+// tombstoneVersion until 2109.
+func restoredVersion(v uint64, now time.Time) uint64 {
+	epoch := uint64(max(now.UnixMilli(), 0)) << epochShift
+	return max(epoch, (v>>epochShift+1)<<epochShift)
+}
 
 func isTombstone(e *Entry) bool { return e.Version >= tombstoneVersion }
 
