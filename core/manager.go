@@ -300,10 +300,8 @@ func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
 	if s.subjectSet {
 		e.Subject = s.subject
 	}
-	values, err := s.currentValues()
-	if err != nil {
-		return err
-	}
+	values := s.valuesLocked()
+	var err error
 	if e.Payload, err = m.encode(values); err != nil {
 		return err
 	}
@@ -355,11 +353,9 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 	if s.durable || s.subjectSet {
 		flags |= WriteDurable
 	}
-	values, err := s.currentValues()
-	if err != nil {
-		return err
-	}
+	values := s.valuesLocked()
 	e := s.entry
+	var err error
 	for attempt := 0; ; attempt++ {
 		e.Codec = m.cfg.Codec.ID()
 		if s.subjectSet {

@@ -559,19 +559,26 @@ func staleConn(err error) bool {
 
 // get returns the item, nil on a miss.
 func (t *memcachedTier) get(mkey string) (*memcache.Item, error) {
+	it, _, err := t.getFrom(mkey)
+	return it, err
+}
+
+// getFrom is get that also returns the node that answered, so the caller
+// can ask about it (suspect) without hashing the key again.
+func (t *memcachedTier) getFrom(mkey string) (*memcache.Item, *node, error) {
 	n, err := t.pick(mkey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var it *memcache.Item
 	err = t.do(n, func() (err error) { it, err = t.client.Get(mkey); return err })
 	if err != nil {
 		if errors.Is(err, memcache.ErrCacheMiss) {
-			return nil, nil
+			return nil, n, nil
 		}
-		return nil, err
+		return nil, n, err
 	}
-	return it, nil
+	return it, n, nil
 }
 
 // getMulti fetches keys in one round trip per node. Keys on a node that
@@ -692,17 +699,10 @@ func (t *memcachedTier) suspectWindow() time.Duration {
 	return 2 * (t.cfg.BreakerCooldown + t.cfg.DialTimeout + t.cfg.Timeout)
 }
 
-// suspect reports whether mkey lives on a node whose breaker closed less
-// than suspectWindow ago.
-func (t *memcachedTier) suspect(mkey string) bool {
-	addr, err := t.selector.PickServer(mkey)
-	if err != nil {
-		return false
-	}
-	t.mu.RLock()
-	n := t.nodes[addr]
-	t.mu.RUnlock()
-	return n != nil && time.Now().UnixNano() < n.suspectUntil.Load()
+// suspect reports whether n's breaker closed less than suspectWindow ago.
+func (n *node) suspect() bool {
+	until := n.suspectUntil.Load()
+	return until != 0 && time.Now().UnixNano() < until
 }
 
 // NodeStats describes one memcached node for Stats.

@@ -67,10 +67,6 @@ func (s *Session) valuesLocked() map[string]any {
 	return v
 }
 
-func (s *Session) currentValues() (map[string]any, error) {
-	return s.valuesLocked(), nil
-}
-
 // replay applies this request's ops to base (a fresh copy read after a
 // conflict) and returns it.
 func (s *Session) replay(base map[string]any) map[string]any {

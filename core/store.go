@@ -345,7 +345,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	var cacheErr error
 	corrupt := false
 	if s.mc != nil {
-		it, err := s.mc.get(mkey)
+		it, n, err := s.mc.getFrom(mkey)
 		switch {
 		case err != nil:
 			cacheErr = err
@@ -370,7 +370,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 				s.stats.cacheMisses.Add(1)
 				return nil, nil
 			}
-			if s.durable != nil && s.mc.suspect(mkey) {
+			if s.durable != nil && n.suspect() {
 				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, it.CasID, now); replaced {
 					return fresh, nil
 				}
@@ -536,14 +536,11 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
 			s.stats.fallbacks.Add(1)
 		}
 	}
-	if err := s.syncInsert(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil); err != nil {
+	if err := s.syncNow(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil, true); err != nil {
 		return err
 	}
 	if cacheErr != nil {
 		s.mc.markDirty(mkey)
-	}
-	if s.mc == nil && s.durable == nil {
-		return nil
 	}
 	next.casID, next.cached = 0, false
 	*e = next
@@ -611,7 +608,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	case !due:
 		s.stats.dbWritesSkipped.Add(1)
 	case flags&WriteDurable != 0 || s.syncInterval < 0:
-		if err := s.syncNow(ctx, key, &next, *buf, now, false); err != nil {
+		if err := s.syncNow(ctx, key, &next, *buf, now, false, false); err != nil {
 			return err
 		}
 	default:
@@ -734,7 +731,14 @@ func (s *Store) record(key string, e *Entry, payload []byte, now time.Time) Reco
 // syncNow writes e to the durable tier on the request path. When memcached
 // holds the write (cacheDown false) a database failure is logged, counted and
 // retried in the background instead of failing the request.
-func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, now time.Time, cacheDown bool) error {
+//
+// With replace (a new session) a refused save deletes the old row and
+// saves again. The key may still have one: a tombstone, or a dead session
+// whose row was not reaped yet, when a caller reuses keys (fiber.Storage
+// users do; the Manager never does). Both carry a higher version than the
+// new session's 1; as Insert is only called when no live session exists
+// under the key, replacing the row is right.
+func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, now time.Time, cacheDown, replace bool) error {
 	if s.durable == nil {
 		if cacheDown {
 			return fmt.Errorf("%w: memcached unavailable and no durable tier", ErrUnavailable)
@@ -742,31 +746,8 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 		return nil
 	}
 	rec := s.record(key, e, bytesClone(buf), now)
-	if _, err := s.durable.Save(ctx, rec); err != nil {
-		s.stats.dbWriteErrors.Add(1)
-		if cacheDown {
-			return fmt.Errorf("%w: memcached unavailable; database: %w", ErrUnavailable, err)
-		}
-		s.retryLater(rec, err)
-		return nil
-	}
-	s.stats.dbWrites.Add(1)
-	return nil
-}
-
-// syncInsert is syncNow for a new session. The key may still have a row: a
-// tombstone, or a dead session whose row was not reaped yet, when a caller
-// reuses keys (fiber.Storage users do; the Manager never does). Both carry
-// a higher version than the new session's 1, so the conditional save
-// refuses the insert; as Insert is only called when no live session exists
-// under the key, the old row is deleted and the insert retried.
-func (s *Store) syncInsert(ctx context.Context, key string, e *Entry, buf []byte, now time.Time, cacheDown bool) error {
-	if s.durable == nil {
-		return s.syncNow(ctx, key, e, buf, now, cacheDown)
-	}
-	rec := s.record(key, e, bytesClone(buf), now)
 	applied, err := s.durable.Save(ctx, rec)
-	if err == nil && !applied {
+	if err == nil && !applied && replace {
 		s.syncer.forget(key)
 		if err = s.durable.Delete(ctx, key); err == nil {
 			applied, err = s.durable.Save(ctx, rec)
