@@ -7,6 +7,7 @@ import (
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 )
 
 // The conformance suite, once per database and connection setting.
@@ -52,7 +53,7 @@ func TestDurableMySQL(t *testing.T) {
 // TestDurableMySQLClientFoundRows runs the suite with go-sql-driver's
 // clientFoundRows=true, which changes the affected-rows count Save reads.
 func TestDurableMySQLClientFoundRows(t *testing.T) {
-	dsn := serverDSN(t, mysqlEnv)
+	dsn := gormtest.ServerDSN(t, mysqlEnv)
 	if strings.Contains(dsn, "?") {
 		dsn += "&clientFoundRows=true"
 	} else {

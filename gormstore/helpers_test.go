@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 )
 
 // The servers the tests use when these variables are set. On the
@@ -22,29 +23,15 @@ import (
 // Any form gormstore.Open accepts works. When one is unset the tests for that
 // database are skipped, or fail if CI is set.
 const (
-	postgresEnv = "HYBRIDSESSION_POSTGRES_DSN"
-	mysqlEnv    = "HYBRIDSESSION_MYSQL_DSN"
+	postgresEnv = gormtest.PostgresEnv
+	mysqlEnv    = gormtest.MySQLEnv
 )
-
-// serverDSN returns the DSN in env, or skips (fails under CI) when unset.
-func serverDSN(t testing.TB, env string) string {
-	t.Helper()
-	dsn := os.Getenv(env)
-	if dsn == "" {
-		msg := env + " is not set: set it to a DSN to run these tests against that server"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg + " (required when CI is set)")
-		}
-		t.Skip(msg)
-	}
-	return dsn
-}
 
 // openServer opens the database named by env for the whole test binary
 // (one pool per DSN) and returns it; it skips when env is unset.
 func openServer(t testing.TB, env string) *gorm.DB {
 	t.Helper()
-	dsn := serverDSN(t, env)
+	dsn := gormtest.ServerDSN(t, env)
 	serversMu.Lock()
 	defer serversMu.Unlock()
 	if db, ok := servers[dsn]; ok {

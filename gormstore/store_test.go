@@ -21,6 +21,7 @@ import (
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 )
 
 func TestNewConfig(t *testing.T) {
@@ -256,7 +257,7 @@ func TestInvalidArguments(t *testing.T) {
 // count affected rows: the default, clientFoundRows=true, and a connection
 // New cannot inspect (so it reads back on every ambiguous count).
 func TestSaveMySQLRowCounts(t *testing.T) {
-	dsn := serverDSN(t, mysqlEnv)
+	dsn := gormtest.ServerDSN(t, mysqlEnv)
 	base, err := gormstore.Open(dsn)
 	if err != nil {
 		t.Fatal(err)

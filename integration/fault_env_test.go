@@ -27,6 +27,7 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -52,7 +53,7 @@ type faultBackend struct {
 	dsn  string
 }
 
-const postgresDSNEnv = "HYBRIDSESSION_POSTGRES_DSN"
+const postgresDSNEnv = gormtest.PostgresEnv
 
 // faultBackends returns SQLite always and PostgreSQL when
 // HYBRIDSESSION_POSTGRES_DSN is set.
@@ -154,7 +155,7 @@ func newFaultEnv(t *testing.T, b faultBackend, rep *faultReport, opts faultEnvOp
 		sqlDB.SetMaxOpenConns(16) // the database is shared with other tests
 		sqlDB.SetMaxIdleConns(16)
 	}
-	env.table = uniqueTable()
+	env.table = gormtest.UniqueTable("it_")
 	admin, err := gormstore.New(adminDB, gormstore.Config{TableName: env.table})
 	if err != nil {
 		t.Fatal(err)

@@ -2,87 +2,35 @@ package integration
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
 // backend is one database the tests run against.
-type backend struct {
-	name string
-	open func(t *testing.T) *gorm.DB
-}
+type backend = gormtest.Backend
 
 // backends returns SQLite always, and PostgreSQL and MariaDB/MySQL when
-// their DSNs are set. In CI (CI set) a missing DSN fails the test.
-func backends(t *testing.T) []backend {
-	list := []backend{{name: "sqlite", open: func(t *testing.T) *gorm.DB {
-		db, err := gormstore.OpenSQLite(filepath.Join(t.TempDir(), "sessions.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if sqlDB, err := db.DB(); err == nil {
-				sqlDB.Close()
-			}
-		})
-		return db
-	}}}
-	for _, b := range []struct {
-		name, env string
-		dial      func(string) gorm.Dialector
-	}{
-		{"postgres", "HYBRIDSESSION_POSTGRES_DSN", postgres.Open},
-		{"mysql", "HYBRIDSESSION_MYSQL_DSN", mysql.Open},
-	} {
-		dsn := os.Getenv(b.env)
-		if dsn == "" {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not set: CI must test %s", b.env, b.name)
-			}
-			t.Logf("%s not set: %s not tested", b.env, b.name)
-			continue
-		}
-		dial := b.dial
-		list = append(list, backend{name: b.name, open: func(t *testing.T) *gorm.DB {
-			db, err := gorm.Open(dial(dsn), &gorm.Config{Logger: logger.Discard})
-			if err != nil {
-				t.Fatalf("open %s: %v", dsn, err)
-			}
-			t.Cleanup(func() {
-				if sqlDB, err := db.DB(); err == nil {
-					sqlDB.Close()
-				}
-			})
-			return db
-		}})
-	}
-	return list
-}
+// their DSNs are set (gormtest: under CI a missing DSN fails the test).
+func backends(t *testing.T) []backend { return gormtest.Backends(t) }
 
 // forEachBackend runs fn as a subtest per database.
 func forEachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
 	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) { fn(t, b) })
+		t.Run(b.Name, func(t *testing.T) { fn(t, b) })
 	}
 }
 
@@ -119,8 +67,8 @@ type stack struct {
 
 func newStack(t *testing.T, b backend) *stack {
 	t.Helper()
-	st := &stack{mc: memcachedtest.Start(t, memcachedtest.Options{}), db: b.open(t), clock: newClock()}
-	st.table = uniqueTable()
+	st := &stack{mc: memcachedtest.Start(t, memcachedtest.Options{}), db: b.Open(t), clock: newClock()}
+	st.table = gormtest.UniqueTable("it_")
 	d, err := gormstore.New(st.db, gormstore.Config{TableName: st.table})
 	if err != nil {
 		t.Fatal(err)
@@ -128,12 +76,6 @@ func newStack(t *testing.T, b backend) *stack {
 	st.durable = d
 	t.Cleanup(func() { st.db.Migrator().DropTable(st.table) })
 	return st
-}
-
-func uniqueTable() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return "it_" + hex.EncodeToString(b)
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

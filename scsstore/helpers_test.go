@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,64 +14,22 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 	"github.com/hybridsession/hybridsession/scsstore"
 )
 
 // backend is one database the tests run against.
-type backend struct {
-	name string
-	open func(t *testing.T) *gorm.DB
-}
+type backend = gormtest.Backend
 
 // backends returns SQLite always, and PostgreSQL and MariaDB/MySQL when
-// their DSNs are set. With CI set, a missing DSN fails the test.
-func backends(t *testing.T) []backend {
-	t.Helper()
-	list := []backend{{name: "sqlite", open: func(t *testing.T) *gorm.DB {
-		db, err := gormstore.OpenSQLite(filepath.Join(t.TempDir(), "sessions.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		closeAtEnd(t, db)
-		return db
-	}}}
-	for _, b := range []struct{ name, env string }{
-		{"postgres", "HYBRIDSESSION_POSTGRES_DSN"},
-		{"mysql", "HYBRIDSESSION_MYSQL_DSN"},
-	} {
-		dsn := os.Getenv(b.env)
-		if dsn == "" {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not set: CI must test %s", b.env, b.name)
-			}
-			t.Logf("%s not set: %s skipped", b.env, b.name)
-			continue
-		}
-		list = append(list, backend{name: b.name, open: func(t *testing.T) *gorm.DB {
-			db, err := gormstore.Open(dsn)
-			if err != nil {
-				t.Fatalf("open %s: %v", b.name, err)
-			}
-			closeAtEnd(t, db)
-			return db
-		}})
-	}
-	return list
-}
-
-func closeAtEnd(t *testing.T, db *gorm.DB) {
-	t.Cleanup(func() {
-		if sqlDB, err := db.DB(); err == nil {
-			sqlDB.Close()
-		}
-	})
-}
+// their DSNs are set (gormtest: under CI a missing DSN fails the test).
+func backends(t *testing.T) []backend { return gormtest.Backends(t) }
 
 // forEachBackend runs fn as a subtest per database.
 func forEachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
 	for _, b := range backends(t) {
-		t.Run(b.name, func(t *testing.T) { fn(t, b) })
+		t.Run(b.Name, func(t *testing.T) { fn(t, b) })
 	}
 }
 
@@ -111,7 +67,7 @@ type stack struct {
 
 func newStack(t *testing.T, b backend, virtualClock bool) *stack {
 	t.Helper()
-	st := &stack{mc: memcachedtest.Start(t, memcachedtest.Options{}), db: b.open(t), table: uniqueTable()}
+	st := &stack{mc: memcachedtest.Start(t, memcachedtest.Options{}), db: b.Open(t), table: gormtest.UniqueTable("scs_")}
 	if virtualClock {
 		st.clock = newClock()
 	}
@@ -126,12 +82,6 @@ func newStack(t *testing.T, b backend, virtualClock bool) *stack {
 		}
 	})
 	return st
-}
-
-func uniqueTable() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return "scs_" + hex.EncodeToString(b)
 }
 
 func (st *stack) now() time.Time {
