@@ -13,7 +13,7 @@ import (
 // Codec turns a session's values into bytes and back. Its ID is written into
 // every envelope, so a session written with one codec stays readable after
 // the configured codec changes, as long as the old codec is still listed in
-// ManagerConfig.Codecs (the three built-in codecs always are).
+// Config.Codecs (the three built-in codecs always are).
 //
 // Implementations must be safe for concurrent use. Decode must not keep a
 // reference to data after it returns, and must return an error, never panic,

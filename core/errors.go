@@ -43,8 +43,20 @@ var (
 	ErrEncode = errors.New("core: cannot encode session values")
 
 	// ErrDestroyed is returned when a destroyed session is changed or saved
-	// again.
+	// again, and by Store.Insert when the key still holds the tombstone of
+	// a destroyed session.
 	ErrDestroyed = errors.New("core: session destroyed")
+
+	// ErrNotSaved is returned, wrapped with a count, by Store.Close when
+	// durable writes that the database refused or could not be reached for
+	// were still waiting when Close ended: memcached alone holds them (see
+	// Stats.DurableLost).
+	ErrNotSaved = errors.New("core: writes not saved to the database")
+
+	// ErrInvalidSubject is returned by Store.Insert and Store.Update (and so
+	// by Manager.Save) when a session's subject is longer than 255 bytes or
+	// is not valid UTF-8. Nothing is written.
+	ErrInvalidSubject = errors.New("core: invalid session subject")
 
 	// ErrNoStore is returned by NewStore when neither memcached servers nor a
 	// durable tier are configured.

@@ -306,8 +306,8 @@ func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
 		return err
 	}
 	for {
-		err = m.store.Insert(ctx, token, e)
-		if !errors.Is(err, ErrExists) {
+		err = m.store.Insert(ctx, token, e, 0)
+		if !errors.Is(err, ErrExists) && !errors.Is(err, ErrDestroyed) {
 			break
 		}
 		token = NewToken() // 2^-256: only a broken random source gets here
@@ -450,7 +450,8 @@ func (m *Manager) Cookie(s *Session) *http.Cookie {
 	c.Value = s.token
 	if !m.cfg.Cookie.SessionOnly {
 		c.Expires = s.entry.Deadline.UTC()
-		c.MaxAge = max(int(s.entry.Deadline.Sub(m.store.Now()).Round(time.Second)/time.Second), 1)
+		// Rounded up: a browser must not drop the cookie before the deadline.
+		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.Now())+time.Second-1)/time.Second), 1)
 	}
 	return c
 }

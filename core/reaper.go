@@ -208,9 +208,15 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 	}
 
 	for i, rec := range batch {
+		// postpone keeps a row for the next pass without a verdict on the
+		// session. The row stays dead to readers: its Deadline column is
+		// moved to now (Load and List skip rows past it; the envelope keeps
+		// the real deadline), so waiting for the reaper never revives a
+		// session that looked expired.
 		postpone := func() {
 			verdicts[i] = Verdict{Keep: true, Record: rec}
 			verdicts[i].Record.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
+			verdicts[i].Record.Deadline = minTime(rec.Deadline, now).Truncate(time.Millisecond)
 		}
 		var row Entry
 		rowOK := DecodeEnvelope(rec.Payload, &row) == nil
@@ -227,7 +233,7 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 		if inCache && !isTombstone(&cached) && cached.Alive(now) && (!rowOK || cached.Version >= row.Version) {
 			envelope := cached.Payload
 			cached.Payload = nil
-			nr := s.record(rec.Key, &cached, envelope, now)
+			nr := s.record(rec.Key, &cached, envelope)
 			if !nr.ExpiresAt.After(now) { // cannot happen for a live entry; never loop on a row
 				nr.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
 			}
@@ -238,8 +244,10 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 		if inCache && !isTombstone(&cached) && cached.Alive(now) && rowOK && cached.Version < row.Version {
 			// memcached holds an older copy than the row (a write went
 			// through to the database around an unreachable node): the
-			// session lives, with the row's newer data.
-			verdicts[i] = Verdict{Keep: true, Record: s.record(rec.Key, &row, rec.Payload, now)}
+			// session lives, with the row's newer data and memcached's
+			// activity.
+			row.ActiveAt = maxTime(row.ActiveAt, cached.ActiveAt)
+			verdicts[i] = Verdict{Keep: true, Record: s.record(rec.Key, &row, rec.Payload)}
 			rep.Extended++
 			continue
 		}
@@ -342,4 +350,18 @@ func (r *Reaper) Stop() {
 		cancel()
 		<-done
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -393,3 +393,30 @@ func TestReadOnlyUserStaysLoggedInWithoutMemcached(t *testing.T) {
 		t.Fatalf("touches in an hour = %d, want about one a minute", got)
 	}
 }
+
+// The cookie's Max-Age after RenewToken is rounded up: a browser must not
+// drop the cookie before the session's absolute deadline.
+func TestCookieMaxAgeNotBeforeDeadline(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	_, m, _ := hybrid(t, mc.Addr, func(c *core.StoreConfig) { c.Clock = clock })
+	ctx := context.Background()
+	s, _ := m.Load(ctx, "")
+	s.Put("user", "alice")
+	if err := m.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	deadline := m.Cookie(s).Expires // the session's deadline
+	s, _ = m.Load(ctx, s.Token())
+	now.Add(int64(1600 * time.Millisecond))
+	s.RenewToken()
+	if err := m.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	c := m.Cookie(s)
+	if left := deadline.Sub(clock()); time.Duration(c.MaxAge)*time.Second < left {
+		t.Errorf("Max-Age %ds, but the session lives %v more", c.MaxAge, left)
+	}
+}

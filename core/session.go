@@ -254,15 +254,14 @@ func (s *Session) Subject() string {
 	return ""
 }
 
-// SetSubject records which user the session belongs to (at most 255 bytes;
-// "" clears it), so Manager.DestroySubject can end all of that user's
-// sessions. The change is durable. Call RenewToken too when this is a login.
+// SetSubject records which user the session belongs to ("" clears it), so
+// Manager.DestroySubject can end all of that user's sessions. The change is
+// durable. Call RenewToken too when this is a login. A subject must be
+// valid UTF-8 of at most 255 bytes (the durable tier's column): Save
+// returns ErrInvalidSubject for any other, and writes nothing.
 func (s *Session) SetSubject(subject string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(subject) > maxSubjectLen {
-		subject = subject[:maxSubjectLen]
-	}
 	s.subject, s.subjectSet, s.saved = subject, true, false
 }
 

@@ -31,9 +31,16 @@ type Stats struct {
 	DBWrites, DBWriteErrors, DBWritesSkipped uint64
 	// SyncQueued counts syncs handed to the background writer; SyncCoalesced
 	// those that replaced a pending sync of the same session; SyncDropped
-	// those given up after retrying for longer than SyncInterval (the session
-	// is still in memcached, and its next write syncs it again).
+	// periodic syncs given up: after retrying for longer than
+	// max(SyncInterval, 1m), to make room for a durable one, or at Close
+	// (the session is still in memcached, and its next write syncs it
+	// again).
 	SyncQueued, SyncCoalesced, SyncDropped uint64
+	// DurableLost counts durable writes (new and renewed sessions, writes
+	// marked durable, every write under EveryWrite) acknowledged while the
+	// database failed and never saved: Close ended before the database took
+	// them. Each is logged at error level. It should stay 0.
+	DurableLost uint64
 	// SyncPending is the number of syncs waiting in the background writer now.
 	SyncPending int
 
@@ -77,6 +84,7 @@ type counters struct {
 	dbReads, dbReadErrors, dbCorrupt         atomic.Uint64
 	dbWrites, dbWriteErrors, dbWritesSkipped atomic.Uint64
 	syncQueued, syncCoalesced, syncDropped   atomic.Uint64
+	durableLost                              atomic.Uint64
 	fallbacks, touches, casConflicts, merges atomic.Uint64
 	reapExamined, reapExtended, reapArchived atomic.Uint64
 	reapDeleted, reapErrors, reapSkipped     atomic.Uint64
@@ -90,7 +98,8 @@ func (c *counters) snapshot() Stats {
 		DBReads: c.dbReads.Load(), DBReadErrors: c.dbReadErrors.Load(), DBCorrupt: c.dbCorrupt.Load(),
 		DBWrites: c.dbWrites.Load(), DBWriteErrors: c.dbWriteErrors.Load(), DBWritesSkipped: c.dbWritesSkipped.Load(),
 		SyncQueued: c.syncQueued.Load(), SyncCoalesced: c.syncCoalesced.Load(), SyncDropped: c.syncDropped.Load(),
-		Fallbacks: c.fallbacks.Load(), Touches: c.touches.Load(),
+		DurableLost: c.durableLost.Load(),
+		Fallbacks:   c.fallbacks.Load(), Touches: c.touches.Load(),
 		CASConflicts: c.casConflicts.Load(), Merges: c.merges.Load(),
 		ReapExamined: c.reapExamined.Load(), ReapExtended: c.reapExtended.Load(), ReapArchived: c.reapArchived.Load(),
 		ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(), ReapSkipped: c.reapSkipped.Load(),

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bradfitz/gomemcache/memcache"
 )
@@ -37,8 +39,12 @@ type StoreConfig struct {
 	SyncInterval time.Duration
 
 	// SyncQueueSize bounds the background writer: how many sessions may wait
-	// for their periodic sync. When it is full, syncs are written on the
-	// request path instead (back-pressure, nothing is dropped).
+	// for a sync. When it is full, a periodic sync is written on the request
+	// path instead (back-pressure) — or, while the database is failing,
+	// dropped and counted in Stats.SyncDropped (the session is in memcached
+	// and syncs again on its next write). A durable write that failed takes
+	// the place of a waiting periodic sync; when only durable writes wait,
+	// the request fails with ErrUnavailable rather than drop one.
 	// Optional. Default 10000.
 	SyncQueueSize int
 
@@ -46,9 +52,12 @@ type StoreConfig struct {
 	// Optional. Default 2.
 	SyncWorkers int
 
-	// DBTimeout bounds each background write and each reaper batch.
-	// Request-path database calls use the request's context instead.
-	// Optional. Default 5s.
+	// DBTimeout bounds every call to the durable tier: each read and write
+	// on the request path (within the request's own context), each
+	// background write and each reaper batch. A database that hangs — accepts
+	// connections and never answers — then costs a request at most
+	// DBTimeout before it is treated like one that refuses connections.
+	// Optional. Default 3s.
 	DBTimeout time.Duration
 
 	// Logger receives breaker transitions and background failures.
@@ -65,7 +74,7 @@ const (
 	defaultSyncInterval  = 2 * time.Minute
 	defaultSyncQueueSize = 10000
 	defaultSyncWorkers   = 2
-	defaultDBTimeout     = 5 * time.Second
+	defaultDBTimeout     = 3 * time.Second
 )
 
 // Store is the tiered byte store: memcached first, the durable tier second,
@@ -92,6 +101,8 @@ type Store struct {
 	dbTimeout    time.Duration
 
 	bufs sync.Pool // *[]byte envelope buffers
+
+	maxIdle atomic.Int64 // longest IdleTimeout written, for tombstoneLife
 
 	closeOnce sync.Once
 	closeErr  error
@@ -149,14 +160,18 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	}
 	if s.durable != nil {
 		maxAge := max(cfg.SyncInterval, time.Minute)
-		s.syncer = newSyncer(s.durable, cfg.SyncWorkers, cfg.SyncQueueSize, maxAge, cfg.DBTimeout, &s.stats, s.log)
+		s.syncer = newSyncer(s.durable, s.now, cfg.SyncWorkers, cfg.SyncQueueSize, maxAge, cfg.DBTimeout, &s.stats, s.log)
 	}
 	return s, nil
 }
 
-// Close writes the pending background syncs (waiting at most until ctx
-// ends), stops the breaker probes and closes memcached connections. It does
-// not close the durable tier. Calls after the first return the first result.
+// Close writes the pending background syncs (one attempt each, waiting at
+// most until ctx ends), stops the breaker probes and closes memcached
+// connections. It does not close the durable tier. It returns an error
+// wrapping ErrNotSaved, with their count, when durable writes were left
+// unsaved (the database failed or ctx ended; each is counted in
+// Stats.DurableLost and logged), and ctx's error when ctx ended first.
+// Calls after the first return the first result.
 func (s *Store) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		if s.syncer != nil {
@@ -207,7 +222,9 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]ListedEntr
 		return nil, errors.New("core: List: the Store has no durable tier")
 	}
 	now := s.now()
-	recs, err := s.durable.List(ctx, now, after, limit)
+	dctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	recs, err := s.durable.List(dctx, now, after, limit)
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
 	}
@@ -387,7 +404,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		return nil, nil
 	}
 	s.stats.dbReads.Add(1)
-	rec, found, err := s.durable.Load(ctx, key, now)
+	rec, found, err := s.load(ctx, key, now)
 	if err != nil {
 		s.stats.dbReadErrors.Add(1)
 		if cacheErr != nil {
@@ -408,15 +425,10 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		return nil, nil
 	}
 	// The row is live (its ExpiresAt covers any activity that memcached may
-	// have seen since the last sync), and this request is activity.
-	e.Restored = true
-	// The row starts a new branch of the session: memcached lost (or could
-	// not serve) the copy the row was synced from, and that copy may still
-	// surface — another app server's pending or retried sync, a node that
-	// was unreachable rather than empty. Every version that branch handed
-	// out is below restoredVersion, so the durable tier's version check
-	// refuses it from now on.
-	e.Version = restoredVersion(e.Version, now)
+	// have seen since the last sync), and this request is activity. The row
+	// may lag what memcached held by up to SyncInterval of changes — unless
+	// there is no memcached, when every write goes through to the row.
+	e.Restored = s.mc != nil
 	if s.mc != nil && cacheErr == nil {
 		// memcached keeps this read as activity. Without it (no memcached,
 		// or memcached unavailable) the row's ActiveAt stays, so that the
@@ -424,7 +436,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		// read-only user would expire at the row's expires_at.
 		e.ActiveAt = now
 		buf := AppendEnvelope(nil, e)
-		exp := expiration(now, e.ExpiresAt())
+		exp := s.cacheExpiration(now, e)
 		if corrupt {
 			_ = s.mc.set(mkey, buf, exp)
 		} else {
@@ -441,7 +453,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 // the copy. Database errors keep the cached copy.
 func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entry, casID uint64, now time.Time) (*Entry, bool) {
 	s.stats.dbReads.Add(1)
-	rec, found, err := s.durable.Load(ctx, key, now)
+	rec, found, err := s.load(ctx, key, now)
 	if err != nil {
 		s.stats.dbReadErrors.Add(1)
 		return nil, false
@@ -458,7 +470,7 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entr
 		return nil, true
 	}
 	e.ActiveAt = now
-	_ = s.mc.cas(mkey, AppendEnvelope(nil, e), expiration(now, e.ExpiresAt()), casID)
+	_ = s.mc.cas(mkey, AppendEnvelope(nil, e), s.cacheExpiration(now, e), casID)
 	return e, true
 }
 
@@ -476,7 +488,7 @@ func (s *Store) moveFromPriorOwner(mkey string, now time.Time) *Entry {
 	if DecodeEnvelope(it.Value, e) != nil || isTombstone(e) || !e.Alive(now) {
 		return nil
 	}
-	if s.mc.add(mkey, it.Value, expiration(now, e.ExpiresAt())) != nil {
+	if s.mc.add(mkey, it.Value, s.cacheExpiration(now, e)) != nil {
 		return nil // refilled meanwhile (or unavailable): a miss
 	}
 	return e // not cached: Update compares it with the current copy
@@ -493,38 +505,50 @@ const (
 	// WriteDurable sends the write to the durable tier now, on the request
 	// path, whatever SyncInterval says.
 	WriteDurable
+	// WriteReuseKey lets Insert replace the tombstone of a destroyed
+	// session: for callers that reuse keys on purpose (fiber.Storage's
+	// Set after Delete), never for session tokens, where it would let a
+	// request that raced a logout bring the session back.
+	WriteReuseKey
+
+	writeInsert // internal: syncNow for Insert
 )
 
 // Insert stores a new session under token, in memcached (with add) and
-// synchronously in the durable tier. It sets e's Version to 1 and its
-// ActiveAt and SyncedAt to now; the caller sets Payload, Codec, Subject,
-// Created, Deadline and IdleTimeout.
+// synchronously in the durable tier. It sets e's Version, ActiveAt and
+// SyncedAt; the caller sets Payload, Codec, Subject, Created, Deadline and
+// IdleTimeout. Of flags only WriteReuseKey counts; the write is always
+// durable.
 //
-// It returns ErrExists when token is taken, ErrTooLarge when the envelope
-// exceeds MaxItemSize, and an error wrapping ErrUnavailable when no tier
-// stored it. When memcached stored it but the database did not, the sync is
-// retried in the background and Insert succeeds.
-func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
+// It returns ErrExists when a live session holds token, ErrDestroyed when a
+// destroyed one does (its tombstone stands until every copy of it has
+// expired) unless flags has WriteReuseKey, ErrTooLarge when the envelope
+// exceeds MaxItemSize, ErrInvalidSubject for a bad Subject, and an error
+// wrapping ErrUnavailable when no tier stored it. When memcached stored it
+// but the database did not, the background writer keeps the write until the
+// database takes it, and Insert succeeds.
+func (s *Store) Insert(ctx context.Context, token string, e *Entry, flags WriteFlags) error {
 	if err := s.checkSize(e); err != nil {
 		return err
 	}
 	now := s.now()
 	next := *e
-	next.Version = 1
+	next.Version = nextVersion(0, now)
 	next.ActiveAt = now
 	next.Restored = false
-	next.SyncedAt, next.SyncedVersion = now, 1
+	next.SyncedAt, next.SyncedVersion = now, next.Version
+	s.noteIdle(next.IdleTimeout)
 	key, mkey := s.keys(token)
 	buf := s.encode(&next)
 	defer s.putBuf(buf)
 
 	var cacheErr error
 	if s.mc != nil {
-		err := s.mc.add(mkey, *buf, expiration(now, next.ExpiresAt()))
+		err := s.mc.add(mkey, *buf, s.cacheExpiration(now, &next))
 		switch {
 		case errors.Is(err, memcache.ErrNotStored):
 			// Taken — unless by a tombstone or a dead entry of a reused key.
-			if err := s.replaceDead(mkey, *buf, expiration(now, next.ExpiresAt()), now); err != nil {
+			if err := s.replaceDead(mkey, *buf, s.cacheExpiration(now, &next), now, flags&WriteReuseKey != 0); err != nil {
 				if !errors.Is(err, ErrCacheUnavailable) {
 					return err
 				}
@@ -536,7 +560,10 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
 			s.stats.fallbacks.Add(1)
 		}
 	}
-	if err := s.syncNow(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil, true); err != nil {
+	if err := s.syncNow(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil, flags|writeInsert); err != nil {
+		if errors.Is(err, ErrDestroyed) && cacheErr == nil && s.mc != nil {
+			_ = s.mc.delete(mkey) // the database keeps the tombstone
+		}
 		return err
 	}
 	if cacheErr != nil {
@@ -568,8 +595,9 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	now := s.now()
 	next := *e
 	if flags&WriteChanged != 0 {
-		next.Version++
+		next.Version = nextVersion(next.Version, now)
 	}
+	s.noteIdle(next.IdleTimeout)
 	next.ActiveAt = now
 	next.Restored = false
 	due := flags&WriteDurable != 0 || s.syncInterval < 0 || next.SyncedAt.IsZero() ||
@@ -583,7 +611,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 
 	var cacheErr error
 	if s.mc != nil {
-		cacheErr = s.casWrite(mkey, e, *buf, expiration(now, next.ExpiresAt()))
+		cacheErr = s.casWrite(mkey, e, *buf, s.cacheExpiration(now, &next))
 		if errors.Is(cacheErr, ErrConflict) {
 			s.stats.casConflicts.Add(1)
 			return cacheErr
@@ -599,7 +627,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 		}
 	case cacheErr != nil || s.mc == nil:
 		// Write-through while memcached cannot take the write.
-		if err := s.saveConditional(ctx, key, &next, *buf, now, cacheErr); err != nil {
+		if err := s.saveConditional(ctx, key, &next, *buf, cacheErr); err != nil {
 			return err // no tier took the change: memcached's copy is still the latest
 		}
 		if cacheErr != nil {
@@ -608,7 +636,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	case !due:
 		s.stats.dbWritesSkipped.Add(1)
 	case flags&WriteDurable != 0 || s.syncInterval < 0:
-		if err := s.syncNow(ctx, key, &next, *buf, now, false, false); err != nil {
+		if err := s.syncNow(ctx, key, &next, *buf, now, false, flags); err != nil {
 			return err
 		}
 	default:
@@ -665,10 +693,11 @@ func (s *Store) casWrite(mkey string, base *Entry, buf []byte, exp int32) error 
 	return err
 }
 
-// replaceDead writes buf over the entry at mkey if that entry is a
-// tombstone, dead, or corrupt; it returns ErrExists when a live session
-// holds the key.
-func (s *Store) replaceDead(mkey string, buf []byte, exp int32, now time.Time) error {
+// replaceDead writes buf over the entry at mkey if that entry is dead or
+// corrupt, or a tombstone and reuse is set. It returns ErrExists when a live
+// session holds the key and ErrDestroyed when a tombstone does (without
+// reuse).
+func (s *Store) replaceDead(mkey string, buf []byte, exp int32, now time.Time, reuse bool) error {
 	it, err := s.mc.get(mkey)
 	if err != nil {
 		return err
@@ -677,8 +706,13 @@ func (s *Store) replaceDead(mkey string, buf []byte, exp int32, now time.Time) e
 		return s.addOrExists(mkey, buf, exp)
 	}
 	var cur Entry
-	if DecodeEnvelope(it.Value, &cur) == nil && !isTombstone(&cur) && cur.Alive(now) {
-		return ErrExists
+	if DecodeEnvelope(it.Value, &cur) == nil {
+		switch {
+		case isTombstone(&cur) && !reuse:
+			return ErrDestroyed
+		case !isTombstone(&cur) && cur.Alive(now):
+			return ErrExists
+		}
 	}
 	err = s.mc.cas(mkey, buf, exp, it.CasID)
 	if isProtocolAnswer(err) {
@@ -703,18 +737,16 @@ func (s *Store) addOrConflict(mkey string, buf []byte, exp int32) error {
 	return err
 }
 
-// record builds the durable row for e written at now. ExpiresAt is chosen so
-// that losing memcached can never log out a user who was active within the
-// idle timeout: until the next sync, activity can only be recorded in
-// memcached for less than SyncInterval, so last sync + IdleTimeout +
-// SyncInterval bounds the session's true expiry. The overshoot — a session
-// read back from the database after a memcached loss may outlive its idle
-// timeout by up to SyncInterval — is the documented price.
-func (s *Store) record(key string, e *Entry, payload []byte, now time.Time) Record {
-	exp := now.Add(e.IdleTimeout)
-	if s.syncInterval > 0 {
-		exp = exp.Add(s.syncInterval)
-	}
+// record builds the durable row for e. ExpiresAt is chosen so that losing
+// memcached can never log out a user who was active within the idle
+// timeout: after a sync, activity is recorded only in memcached for less
+// than SyncInterval (the next write after that syncs again), so
+// ActiveAt + IdleTimeout + SyncInterval bounds the session's true expiry
+// until the next sync. The overshoot — a session read back from the
+// database after a real memcached loss may outlive its idle timeout by up to
+// SyncInterval — is the documented price (docs/consistency.md, I3).
+func (s *Store) record(key string, e *Entry, payload []byte) Record {
+	exp := e.ActiveAt.Add(e.IdleTimeout + s.rowSlack())
 	if exp.After(e.Deadline) {
 		exp = e.Deadline
 	}
@@ -728,29 +760,56 @@ func (s *Store) record(key string, e *Entry, payload []byte, now time.Time) Reco
 	}
 }
 
-// syncNow writes e to the durable tier on the request path. When memcached
-// holds the write (cacheDown false) a database failure is logged, counted and
-// retried in the background instead of failing the request.
+// rowSlack is how far a row's ExpiresAt may run past the session's idle
+// expiry: SyncInterval, or nothing when every write is synced.
+func (s *Store) rowSlack() time.Duration { return max(s.syncInterval, 0) }
+
+// cacheExpiration is memcached's TTL for e written at now. The entry
+// outlives the session's idle expiry by rowSlack, capped at the deadline:
+// as long as the database row may still look alive, memcached keeps the
+// dead envelope, so a read finds it dead there instead of reading the row
+// back as a live session. Only a real cache loss (restart, eviction) falls
+// through to the row (docs/consistency.md, I3).
+func (s *Store) cacheExpiration(now time.Time, e *Entry) int32 {
+	until := e.ExpiresAt().Add(s.rowSlack())
+	if until.After(e.Deadline) {
+		until = e.Deadline
+	}
+	return expiration(now, until)
+}
+
+// syncNow writes e, a durable write, to the durable tier on the request
+// path. When memcached holds the write (cacheDown false) a database failure
+// hands it to the background writer, which keeps it until the database
+// takes it (retryLater); the request fails only when it cannot be held.
 //
-// With replace (a new session) a refused save deletes the old row and
-// saves again. The key may still have one: a tombstone, or a dead session
-// whose row was not reaped yet, when a caller reuses keys (fiber.Storage
-// users do; the Manager never does). Both carry a higher version than the
-// new session's 1; as Insert is only called when no live session exists
-// under the key, replacing the row is right.
-func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, now time.Time, cacheDown, replace bool) error {
+// For Insert (writeInsert in flags) a refused save means the key has a
+// row with a higher version: a tombstone, or the row of a dead session not
+// reaped yet (its clock ran ahead). A tombstone stands — ErrDestroyed —
+// unless WriteReuseKey says the caller reuses keys on purpose; anything
+// else is replaced, as Insert found no live session under the key.
+func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, now time.Time, cacheDown bool, flags WriteFlags) error {
 	if s.durable == nil {
 		if cacheDown {
 			return fmt.Errorf("%w: memcached unavailable and no durable tier", ErrUnavailable)
 		}
 		return nil
 	}
-	rec := s.record(key, e, bytesClone(buf), now)
-	applied, err := s.durable.Save(ctx, rec)
-	if err == nil && !applied && replace {
-		s.syncer.forget(key)
-		if err = s.durable.Delete(ctx, key); err == nil {
-			applied, err = s.durable.Save(ctx, rec)
+	rec := s.record(key, e, bytesClone(buf))
+	applied, err := s.save(ctx, rec)
+	if err == nil && !applied && flags&writeInsert != 0 {
+		var old Record
+		var found bool
+		if old, found, err = s.load(ctx, key, now); err == nil && found &&
+			old.Version >= tombstoneVersion && flags&WriteReuseKey == 0 {
+			return ErrDestroyed
+		}
+		if err == nil {
+			s.syncer.forget(key)
+			err = s.deleteRows(ctx, key)
+		}
+		if err == nil {
+			applied, err = s.save(ctx, rec)
 		}
 		if err == nil && !applied {
 			err = errors.New("a concurrent writer took the key")
@@ -758,11 +817,13 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 	}
 	if err != nil {
 		s.stats.dbWriteErrors.Add(1)
-		if cacheDown {
+		switch {
+		case s.mc == nil:
+			return fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+		case cacheDown:
 			return fmt.Errorf("%w: memcached unavailable; database: %w", ErrUnavailable, err)
 		}
-		s.retryLater(rec, err)
-		return nil
+		return s.retryLater(rec, err)
 	}
 	s.stats.dbWrites.Add(1)
 	return nil
@@ -770,9 +831,9 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 
 // saveConditional is the write-through path while memcached is unavailable:
 // the durable tier's version check stands in for CAS.
-func (s *Store) saveConditional(ctx context.Context, key string, e *Entry, buf []byte, now time.Time, cacheErr error) error {
+func (s *Store) saveConditional(ctx context.Context, key string, e *Entry, buf []byte, cacheErr error) error {
 	s.syncer.forget(key) // an older pending sync must not follow this write
-	applied, err := s.durable.Save(ctx, s.record(key, e, bytesClone(buf), now))
+	applied, err := s.save(ctx, s.record(key, e, bytesClone(buf)))
 	if err != nil {
 		s.stats.dbWriteErrors.Add(1)
 		if cacheErr != nil {
@@ -788,17 +849,18 @@ func (s *Store) saveConditional(ctx context.Context, key string, e *Entry, buf [
 	return nil
 }
 
-// retryLater hands a sync that failed on the request path to the
-// background writer. The session is in memcached; when the queue is full
-// too, the sync is dropped and counted, and the session's next write after
-// SyncInterval (or the reaper) syncs it.
-func (s *Store) retryLater(rec Record, err error) {
-	if s.syncer.enqueue(rec) {
+// retryLater hands a durable write that failed on the request path to the
+// background writer, which retries it until the database takes it. When
+// the writer cannot hold it (its queue is full of durable writes, or the
+// Store is closing) the request fails with an error wrapping
+// ErrUnavailable: acknowledging the write would promise what a memcached
+// loss could undo.
+func (s *Store) retryLater(rec Record, err error) error {
+	if s.syncer.enqueue(rec, true) {
 		s.log.Warn("hybridsession: database write failed; memcached holds the session, retrying in the background", "error", err)
-		return
+		return nil
 	}
-	s.stats.syncDropped.Add(1)
-	s.log.Warn("hybridsession: database write failed and the background queue is full; dropped (the session is in memcached)", "error", err)
+	return fmt.Errorf("%w: database: %w; the background writer is full", ErrUnavailable, err)
 }
 
 // syncLater hands a due periodic sync to the background writer. When the
@@ -806,8 +868,8 @@ func (s *Store) retryLater(rec Record, err error) {
 // database is failing, where that would make every request wait for
 // DBTimeout: then the sync is dropped and counted, as in retryLater.
 func (s *Store) syncLater(key string, e *Entry, buf []byte, now time.Time) {
-	rec := s.record(key, e, bytesClone(buf), now)
-	if s.syncer.enqueue(rec) {
+	rec := s.record(key, e, bytesClone(buf))
+	if s.syncer.enqueue(rec, false) {
 		return
 	}
 	if s.syncer.isFailing() {
@@ -840,20 +902,22 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 // conditional save refuses any later sync of a destroyed session.
 const tombstoneVersion = 1 << 62
 
-// epochShift splits a version into an epoch (the high bits: the time in
-// milliseconds when the session was last restored from the durable tier)
-// and a count of changes since (the low 20 bits).
-const epochShift = 20
+// versionShift splits a version into a time (the high bits: Unix
+// milliseconds) and a count of changes within that millisecond (the low 20
+// bits). See nextVersion.
+const versionShift = 20
 
-// restoredVersion returns the version of a session restored from the
-// durable tier at now with version v: the start of a new epoch, above v and
-// above every version that a branch restored earlier (a millisecond or more
-// before) can have reached with fewer than 2^20 changes. App servers whose
-// clocks differ by d can still collide within d. Epochs stay below
-// tombstoneVersion until 2109.
-func restoredVersion(v uint64, now time.Time) uint64 {
-	epoch := uint64(max(now.UnixMilli(), 0)) << epochShift
-	return max(epoch, (v>>epochShift+1)<<epochShift)
+// nextVersion returns the version of a change made at now to a session at
+// version v: above v, and at least now's millisecond shifted left by
+// versionShift. Versions are thus hybrid logical clocks: they grow with
+// every change, and a change made later (on any app server, in any branch
+// of the session) outranks one made earlier. So a delayed or retried sync
+// of a copy that memcached lost can never overwrite what was written after
+// it, and a read never bumps a version: only changes do. App servers whose
+// clocks differ by d may order two changes made within d of each other
+// either way. Versions stay below tombstoneVersion until the year 2109.
+func nextVersion(v uint64, now time.Time) uint64 {
+	return max(v+1, uint64(max(now.UnixMilli(), 0))<<versionShift)
 }
 
 func isTombstone(e *Entry) bool { return e.Version >= tombstoneVersion }
@@ -867,7 +931,12 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 		// A tombstone, not a delete: a request that read the session before
 		// it was destroyed must find its compare-and-swap refused, not an
 		// empty slot to add its copy back into.
-		cacheErr = s.mc.set(s.mc.key(key), AppendEnvelope(nil, &tomb), expiration(now, tomb.Deadline))
+		mkey := s.mc.key(key)
+		cacheErr = s.mc.set(mkey, AppendEnvelope(nil, &tomb), expiration(now, tomb.Deadline))
+		// After an AddServer the key's previous owner may still hold a
+		// copy that a later miss would move back (moveFromPriorOwner):
+		// it goes too, whether or not this request read the session.
+		s.mc.priorDelete(mkey)
 	}
 	if s.durable != nil {
 		s.syncer.forget(key)
@@ -878,7 +947,7 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 			ExpiresAt: tomb.Deadline.Truncate(time.Millisecond),
 			Deadline:  tomb.Deadline.Truncate(time.Millisecond),
 		}
-		if _, err := s.durable.Save(ctx, rec); err != nil {
+		if _, err := s.save(ctx, rec); err != nil {
 			s.stats.dbWriteErrors.Add(1)
 			errs = append(errs, fmt.Errorf("database: %w", err))
 		} else {
@@ -900,10 +969,30 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 	return nil
 }
 
-// tombstoneLife outlasts any sync still retrying in another process's
-// background writer (they give up after max(SyncInterval, 1m)).
+// tombstoneLife is how long a tombstone stands in both tiers: as long as
+// any copy of the session it replaces could still be served or synced — a
+// copy written just before the Delete lives IdleTimeout in memcached plus
+// rowSlack, and a sync of it still waiting in some app server's background
+// writer carries a row that expires no later — plus a minute for clock
+// skew and scheduling. Until the Store has seen a session it uses the
+// default idle timeout.
 func (s *Store) tombstoneLife() time.Duration {
-	return max(s.syncInterval, time.Minute) + time.Minute
+	idle := time.Duration(s.maxIdle.Load())
+	if idle <= 0 {
+		idle = defaultIdleTimeout
+	}
+	return idle + s.rowSlack() + time.Minute
+}
+
+// noteIdle records the longest idle timeout of the sessions this Store
+// writes, for tombstoneLife.
+func (s *Store) noteIdle(d time.Duration) {
+	for {
+		cur := s.maxIdle.Load()
+		if int64(d) <= cur || s.maxIdle.CompareAndSwap(cur, int64(d)) {
+			return
+		}
+	}
 }
 
 // DeleteSubject removes every session of subject from both tiers ("log out
@@ -914,7 +1003,9 @@ func (s *Store) DeleteSubject(ctx context.Context, subject string) (int, error) 
 	if subject == "" || s.durable == nil {
 		return 0, nil
 	}
-	keys, err := s.durable.DeleteSubject(ctx, subject)
+	dctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	keys, err := s.durable.DeleteSubject(dctx, subject)
+	cancel()
 	if err != nil {
 		return 0, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
 	}
@@ -928,6 +1019,9 @@ func (s *Store) DeleteSubject(ctx context.Context, subject string) (int, error) 
 }
 
 func (s *Store) checkSize(e *Entry) error {
+	if len(e.Subject) > maxSubjectLen || !utf8.ValidString(e.Subject) {
+		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8)", ErrInvalidSubject, len(e.Subject), maxSubjectLen)
+	}
 	if n := EnvelopeSize(e) + 12; n > s.maxItem { // +12: version and sync-time varints may grow
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
 	}
@@ -947,6 +1041,28 @@ func (s *Store) putBuf(bp *[]byte) {
 	if cap(*bp) <= 64<<10 { // do not pin huge buffers
 		s.bufs.Put(bp)
 	}
+}
+
+// load, save and deleteRows are the request path's calls to the durable
+// tier, each bounded by DBTimeout within the request's own context: a
+// database that accepts connections and never answers costs a request at
+// most DBTimeout, then counts as unavailable (docs/consistency.md, I7).
+func (s *Store) load(ctx context.Context, key string, now time.Time) (Record, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	defer cancel()
+	return s.durable.Load(ctx, key, now)
+}
+
+func (s *Store) save(ctx context.Context, rec Record) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	defer cancel()
+	return s.durable.Save(ctx, rec)
+}
+
+func (s *Store) deleteRows(ctx context.Context, keys ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	defer cancel()
+	return s.durable.Delete(ctx, keys...)
 }
 
 func bytesClone(b []byte) []byte { return append([]byte(nil), b...) }

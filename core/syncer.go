@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,11 +13,18 @@ import (
 // pending older one), drained by a few workers, retried with backoff while
 // the database is down. It keeps the periodic sync off the request path.
 //
-// Syncs that are still failing after maxAge are dropped: the session is in
-// memcached, its envelope says when it was last synced, and its next write
-// after SyncInterval queues it again; the reaper rescues the rest.
+// Two kinds of sync wait here. A periodic sync that is still failing after
+// maxAge is dropped (counted): the session is in memcached, its envelope
+// says when it was last synced, and its next write after SyncInterval
+// queues it again; the reaper rescues the rest. A durable sync — a new or
+// renewed session, a write marked durable, or any write under EveryWrite,
+// whose request already returned because memcached holds it — is never
+// dropped for age or for room: it is retried until the database takes it
+// (docs/consistency.md, I5). Either kind is dropped once the row it carries
+// has expired, since no reader would be served it any more.
 type syncer struct {
 	durable Durable
+	now     func() time.Time // the Store's clock, for row expiry
 	stats   *counters
 	log     *slog.Logger
 	limit   int
@@ -31,19 +39,22 @@ type syncer struct {
 	forgotten map[string]bool // forgotten while in flight: no retry
 	failing   bool            // the last background save failed
 	closed    bool
+	lost      int // durable syncs that close could not write
 	wg        sync.WaitGroup
 }
 
 type pendingSync struct {
 	rec      Record
+	durable  bool
 	queuedAt time.Time
 	notAfter time.Time // retry backoff: not before this time
 	attempts int
 }
 
-func newSyncer(d Durable, workers, limit int, maxAge, timeout time.Duration, stats *counters, log *slog.Logger) *syncer {
+func newSyncer(d Durable, now func() time.Time, workers, limit int, maxAge, timeout time.Duration, stats *counters, log *slog.Logger) *syncer {
 	s := &syncer{
 		durable:   d,
+		now:       now,
 		stats:     stats,
 		log:       log,
 		limit:     limit,
@@ -61,8 +72,10 @@ func newSyncer(d Durable, workers, limit int, maxAge, timeout time.Duration, sta
 	return s
 }
 
-// enqueue queues rec. It reports false when the queue is full or closed.
-func (s *syncer) enqueue(rec Record) bool {
+// enqueue queues rec; durable marks a sync that must not be dropped (see
+// syncer). It reports false when the queue is closed, or full — for a
+// durable sync, full of durable syncs: it takes the place of a periodic one.
+func (s *syncer) enqueue(rec Record, durable bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -72,18 +85,32 @@ func (s *syncer) enqueue(rec Record) bool {
 		if newer(rec, p.rec) {
 			p.rec = rec
 		}
+		p.durable = p.durable || durable
 		s.stats.syncCoalesced.Add(1)
 		return true
 	}
-	if len(s.pending) >= s.limit {
+	if len(s.pending) >= s.limit && !(durable && s.evictPeriodic()) {
 		return false
 	}
 	// Real time, not the Store's clock: retries are paced in real time.
-	s.pending[rec.Key] = &pendingSync{rec: rec, queuedAt: time.Now()}
+	s.pending[rec.Key] = &pendingSync{rec: rec, durable: durable, queuedAt: time.Now()}
 	s.queue = append(s.queue, rec.Key)
 	s.stats.syncQueued.Add(1)
 	s.cond.Signal()
 	return true
+}
+
+// evictPeriodic drops one pending periodic sync to make room for a durable
+// one, and reports whether there was one. s.mu is held.
+func (s *syncer) evictPeriodic() bool {
+	for key, p := range s.pending {
+		if !p.durable {
+			delete(s.pending, key) // its queue slot is skipped by the worker
+			s.stats.syncDropped.Add(1)
+			return true
+		}
+	}
+	return false
 }
 
 // newer reports whether a should replace b under the durable tier's rule.
@@ -208,7 +235,16 @@ func (s *syncer) retry(key string, p *pendingSync, err error) {
 		return // a newer copy arrived meanwhile and will be written
 	}
 	now := time.Now()
-	if s.closed || now.Sub(p.queuedAt) > s.maxAge {
+	switch {
+	case !s.now().Before(p.rec.ExpiresAt) || !s.now().Before(p.rec.Deadline):
+		return // the row would already be dead: nobody can be served it
+	case s.closed && p.durable:
+		s.lost++
+		s.stats.durableLost.Add(1)
+		s.log.Error("hybridsession: a durable write was never saved to the database; memcached alone holds it",
+			"attempts", p.attempts+1, "error", err)
+		return
+	case s.closed || (!p.durable && now.Sub(p.queuedAt) > s.maxAge):
 		s.stats.syncDropped.Add(1)
 		s.log.Warn("hybridsession: giving up a database sync; the session stays in memcached and syncs again on its next write",
 			"attempts", p.attempts+1, "error", err)
@@ -282,8 +318,26 @@ func (s *syncer) close(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		// The workers stop once their current save ends; what is left
+		// pending is not written.
+		s.mu.Lock()
+		for _, p := range s.pending {
+			if p.durable {
+				s.lost++
+				s.stats.durableLost.Add(1)
+			} else {
+				s.stats.syncDropped.Add(1)
+			}
+		}
+		clear(s.pending)
+		s.mu.Unlock()
 	}
+	s.mu.Lock()
+	lost := s.lost
+	s.mu.Unlock()
+	if lost > 0 {
+		return fmt.Errorf("%w: %d durable writes", ErrNotSaved, lost)
+	}
+	return ctx.Err()
 }

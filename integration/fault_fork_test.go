@@ -95,6 +95,8 @@ func TestFaultDelayedSyncAfterCacheLoss(t *testing.T) {
 	put(t, a, token, "n", 4) // version 4: due, queued behind version 2
 
 	st.mc.Restart() // memcached loses the session; the database holds version 1
+	// Time moves on while memcached restarts: B's change is made after A's.
+	st.clock.Advance(time.Second)
 	s := load(t, b, token)
 	if s.IsNew() || s.GetInt("n") != 1 {
 		t.Fatalf("after the restart B reads new=%v n=%d, want the database's n=1", s.IsNew(), s.GetInt("n"))

@@ -44,6 +44,7 @@ func TestSyncIntervalBoundsDatabaseWrites(t *testing.T) {
 		store := m.Store()
 
 		token := put(t, m, "", "n", 0)
+		_, inserted, _ := st.row(t, token)
 		for i := 1; i <= 100; i++ {
 			st.clock.Advance(500 * time.Millisecond) // 100 writes in 50 s
 			put(t, m, token, "n", i)
@@ -57,8 +58,8 @@ func TestSyncIntervalBoundsDatabaseWrites(t *testing.T) {
 			t.Fatalf("skipped DB writes = %d, want 100", stats.DBWritesSkipped)
 		}
 		_, e, _ := st.row(t, token)
-		if e.Version != 1 {
-			t.Fatalf("database holds version %d, want 1", e.Version)
+		if e.Version != inserted.Version {
+			t.Fatalf("database holds version %d, want the insert's %d", e.Version, inserted.Version)
 		}
 
 		st.clock.Advance(2 * time.Minute)
@@ -68,8 +69,8 @@ func TestSyncIntervalBoundsDatabaseWrites(t *testing.T) {
 			t.Fatalf("DB writes after the interval = %d, want 2", got)
 		}
 		_, e, _ = st.row(t, token)
-		if e.Version != 102 {
-			t.Fatalf("database holds version %d, want 102", e.Version)
+		if vals, err := core.Msgpack.Decode(e.Payload); err != nil || fmt.Sprint(vals["n"]) != "101" {
+			t.Fatalf("database holds n=%v (%v), want the latest 101", vals["n"], err)
 		}
 	})
 }
@@ -406,14 +407,14 @@ func TestStoreList(t *testing.T) {
 		st := newStack(t, b)
 		m := st.manager(t, nil, nil)
 		ctx := context.Background()
-		want := map[string]uint64{}
+		want := map[string]string{}
 		for i := 0; i < 7; i++ {
 			tok := put(t, m, "", "i", i)
-			want[core.StorageKey(tok)] = 1
-			if i == 0 { // changed in memcached only: List must see version 3
+			want[core.StorageKey(tok)] = fmt.Sprint(i)
+			if i == 0 { // changed in memcached only: List must see i=101
 				put(t, m, tok, "i", 100)
 				put(t, m, tok, "i", 101)
-				want[core.StorageKey(tok)] = 3
+				want[core.StorageKey(tok)] = "101"
 			}
 			if i == 1 {
 				s := load(t, m, tok)
@@ -423,7 +424,7 @@ func TestStoreList(t *testing.T) {
 				delete(want, core.StorageKey(tok))
 			}
 		}
-		got := map[string]uint64{}
+		got := map[string]string{}
 		after := ""
 		for {
 			page, err := m.Store().List(ctx, after, 2)
@@ -438,7 +439,11 @@ func TestStoreList(t *testing.T) {
 					t.Fatalf("keys out of order: %q after %q", le.Key, after)
 				}
 				after = le.Key
-				got[le.Key] = le.Entry.Version
+				vals, err := core.Msgpack.Decode(le.Entry.Payload)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[le.Key] = fmt.Sprint(vals["i"])
 			}
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -459,13 +464,13 @@ func TestInsertReusesDeletedKey(t *testing.T) {
 			return &core.Entry{Payload: []byte(payload), Codec: core.FiberCodecID, Created: now,
 				Deadline: now.Add(time.Hour), IdleTimeout: time.Hour}
 		}
-		if err := store.Insert(ctx, "limiter:1.2.3.4", entry("old")); err != nil {
+		if err := store.Insert(ctx, "limiter:1.2.3.4", entry("old"), core.WriteReuseKey); err != nil {
 			t.Fatal(err)
 		}
 		if err := store.Delete(ctx, "limiter:1.2.3.4"); err != nil {
 			t.Fatal(err)
 		}
-		if err := store.Insert(ctx, "limiter:1.2.3.4", entry("new")); err != nil {
+		if err := store.Insert(ctx, "limiter:1.2.3.4", entry("new"), core.WriteReuseKey); err != nil {
 			t.Fatal(err)
 		}
 		st.mc.Restart() // only the database can answer now

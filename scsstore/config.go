@@ -35,13 +35,16 @@ type Config struct {
 	// holds the expiry of the last sync, up to SyncInterval older. When
 	// memcached loses the session (restart, eviction, outage) the session is
 	// read back from the row, and Find accepts it until the synced expiry +
-	// Grace, so a user active within scs's idle timeout is never logged out.
-	// The price: a session read back from the database may outlive scs's
-	// expiry by up to Grace (the overshoot the core documents for its own
-	// sessions). scs's next Commit sets the expiry anew.
+	// SyncInterval, so a user active within scs's idle timeout is never
+	// logged out. The price: a session read back from the database after a
+	// memcached loss may outlive scs's expiry by up to SyncInterval (the
+	// overshoot the core documents for its own sessions). Without memcached
+	// every Commit reaches the database, and Find honours scs's expiry
+	// exactly. scs's next Commit sets the expiry anew.
 	//
 	// It must be at least the Store's SyncInterval (New refuses less); a
-	// larger value only lengthens that overshoot. Optional. Default: the
+	// larger value keeps rows longer but serves nothing past the bound
+	// above. Optional. Default: the
 	// Store's SyncInterval, and at least 2m.
 	Grace time.Duration
 

@@ -122,12 +122,13 @@ func (s *Store) open(e *core.Entry, now time.Time) (payload, bool) {
 	if now.Before(p.expiry) {
 		return p, true
 	}
-	// Past the expiry scs gave. The Store found the entry alive, so we are
-	// within Grace of it. A copy written by Commit is exact: the session is
-	// over. A copy restored from the database holds the expiry of the last
-	// sync; later commits, lost with memcached, may have moved it by up to
-	// SyncInterval: accept it.
-	return p, e.Restored
+	// Past the expiry scs gave. A copy written by Commit is exact: the
+	// session is over. A copy restored from the database holds the expiry
+	// of the last sync; later commits, lost with memcached, were made less
+	// than SyncInterval after it and moved the expiry by as much at most:
+	// accept it within that bound, and no further. (Without memcached the
+	// Store writes every commit through and never marks a copy restored.)
+	return p, e.Restored && now.Before(p.expiry.Add(max(s.store.SyncInterval(), 0)))
 }
 
 // Commit stores the session data under token until expiry. It is CommitCtx
@@ -164,12 +165,20 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 	p := make([]byte, 0, payloadSize(expiry, now, kept, b))
 
 	e := s.memo.take(token)
+	existed := e != nil
 	for attempt := range commitAttempts {
 		if e == nil {
 			var err error
 			if e, err = s.store.Get(ctx, token); err != nil {
 				return fmt.Errorf("scsstore: commit: %w", err)
 			}
+			if e == nil && existed {
+				// The session was there when this request read it and is
+				// gone now: another request destroyed it (a logout) or it
+				// expired. The destruction wins; this commit is dropped.
+				return nil
+			}
+			existed = existed || e != nil
 		}
 		// The commit time in the payload must be read just before the
 		// write, which records activity at its own clock reading: open
@@ -184,9 +193,14 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 				Created:     now,
 				Deadline:    deadline,
 				IdleTimeout: idle,
-			})
+			}, 0)
 			if errors.Is(err, core.ErrExists) {
 				continue // a concurrent request created it: write over it
+			}
+			if errors.Is(err, core.ErrDestroyed) {
+				// scs never reuses a token: this request loaded the session
+				// before another one destroyed it. The destruction wins.
+				return nil
 			}
 			if err != nil {
 				return fmt.Errorf("scsstore: commit: %w", err)

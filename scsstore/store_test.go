@@ -47,7 +47,7 @@ func TestContract(t *testing.T) {
 			} {
 				tok := newToken()
 				e.Created, e.Deadline, e.IdleTimeout = st.now(), st.now().Add(time.Hour), time.Hour
-				if err := cs.Insert(ctx, tok, e); err != nil {
+				if err := cs.Insert(ctx, tok, e, 0); err != nil {
 					t.Fatal(err)
 				}
 				if b, found := mustFind(t, s, tok); found {

@@ -149,7 +149,7 @@ func (st *Storage) Set(key string, val []byte, exp time.Duration) error {
 				Created:     now,
 				Deadline:    now.Add(exp),
 				IdleTimeout: exp,
-			})
+			}, core.WriteReuseKey) // fiber reuses keys: Set after Delete
 			if !errors.Is(err, core.ErrExists) {
 				return err
 			}

@@ -1,0 +1,294 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/gormtest"
+	"github.com/hybridsession/hybridsession/memcachedtest"
+)
+
+// Regression tests for the defects of the reliability issue (docs/consistency.md
+// names the invariant each one breaks). Each failed on the code before its fix.
+
+// failingDurable fails every Save while failing is set, as a database that
+// refuses connections would.
+type failingDurable struct {
+	core.Durable
+	failing atomic.Bool
+}
+
+var errRefused = errors.New("connection refused (test)")
+
+func (f *failingDurable) Save(ctx context.Context, rec core.Record) (bool, error) {
+	if f.failing.Load() {
+		return false, errRefused
+	}
+	return f.Durable.Save(ctx, rec)
+}
+
+// I3 (defect a): memcached drops an idle session's entry at its TTL; the
+// next request must not read the database row — alive until last sync +
+// IdleTimeout + SyncInterval — back as an active session. Real time: the
+// point is memcached's own expiry.
+func TestIdleSessionStaysDeadAfterCacheTTL(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	m := st.manager(t, func(c *core.StoreConfig) {
+		c.Clock = time.Now
+		c.SyncInterval = 2 * time.Second
+	}, func(c *core.Config) {
+		c.IdleTimeout = 3 * time.Second
+		c.TouchInterval = 500 * time.Millisecond
+	})
+	token := put(t, m, "", "user", "alice")
+	created := time.Now()
+	// Idle past IdleTimeout, but before the row's ExpiresAt (5 s): memcached
+	// rounds TTLs to whole seconds, so 3.4 s is past a 3 s TTL.
+	time.Sleep(time.Until(created.Add(3400 * time.Millisecond)))
+	if _, _, found := st.rowAt(t, token, time.Now()); !found {
+		t.Fatal("the row should still look alive: the test needs it to")
+	}
+	if s := load(t, m, token); !s.IsNew() {
+		t.Errorf("a session idle for %v (IdleTimeout 3s) was served again: user=%v", time.Since(created).Round(time.Millisecond), s.Get("user"))
+	}
+}
+
+// I3 (defect b): a row the reaper postpones (archive hook failed) must stay
+// dead to readers, also after memcached loses its dead envelope.
+func TestReaperPostponedRowStaysDead(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, nil)
+		token := put(t, m, "", "user", "alice")
+		st.clock.Advance(time.Hour) // idle 30m + sync 1m: dead in both tiers
+		r, err := m.Store().NewReaper(core.ReaperConfig{Archive: func(context.Context, core.ArchivedSession) error {
+			return errors.New("archive down")
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, _ := r.RunOnce(context.Background())
+		if rep.Errors != 1 {
+			t.Fatalf("reaper report %v: want the archive failure to postpone the row", rep)
+		}
+		st.mc.Restart() // memcached loses the dead envelope
+		if s := load(t, m, token); !s.IsNew() {
+			t.Errorf("a dead session came back from its postponed row: user=%v", s.Get("user"))
+		}
+	})
+}
+
+// I2 (defect c): after AddServer, DestroySubject writes its tombstone on the
+// key's new owner. When that tombstone is gone (evicted, expired), a miss
+// must not move the previous owner's copy back.
+func TestDestroySubjectAfterAddServerHolds(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	extra := memcachedtest.Start(t, memcachedtest.Options{})
+	m := st.manager(t, nil, nil)
+	nodes := []*faultNode{{name: "n0", proxy: &faultProxy{Addr: st.mc.Addr}}, {name: "n1", proxy: &faultProxy{Addr: extra.Addr}}}
+	ctx := context.Background()
+	var token string
+	for i := 0; token == "" && i < 1000; i++ {
+		s := load(t, m, "")
+		s.SetSubject("alice")
+		if err := m.Save(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if ownerOf(t, nodes, s.Token()) == 1 {
+			token = s.Token()
+		}
+	}
+	if token == "" {
+		t.Fatal("no session maps to the added node")
+	}
+	if err := m.Store().AddServer(extra.Addr, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.DestroySubject(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	// The tombstone on the new owner goes (eviction); the database's stays.
+	raw := memcache.New(extra.Addr)
+	if err := raw.Delete("hs:" + core.StorageKey(token)); err != nil {
+		t.Fatal(err)
+	}
+	if s := load(t, m, token); !s.IsNew() {
+		t.Errorf("log out everywhere was undone: the previous owner's copy came back (subject %q)", s.Subject())
+	}
+}
+
+// I4 (defect d): without memcached, a read-only request whose touch is due
+// must not write back what it read over a change saved meanwhile.
+func TestReadDoesNotRevertWriteWithoutMemcached(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, func(c *core.StoreConfig) { c.Memcached = core.MemcachedConfig{} }, nil)
+		ctx := context.Background()
+		token := put(t, m, "", "cart", "empty")
+		st.clock.Advance(2 * time.Minute) // the touch is due
+		writer := load(t, m, token)
+		st.clock.Advance(10 * time.Millisecond)
+		reader := load(t, m, token) // read after the writer's read
+		writer.Put("cart", "book")
+		if err := m.Save(ctx, writer); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Save(ctx, reader); err != nil { // read-only: a touch
+			t.Fatal(err)
+		}
+		if got := load(t, m, token).GetString("cart"); got != "book" {
+			t.Errorf("cart = %q after a read-only request, want the saved change %q", got, "book")
+		}
+	})
+}
+
+// I5 (defect e): a durable write that the database refused is kept, never
+// silently dropped: Close reports it, Stats counts it, and a full queue
+// fails the request instead of dropping one.
+func TestDurableWriteNeverDroppedSilently(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	var fd *failingDurable
+	store := st.store(t, func(c *core.StoreConfig) {
+		fd = &failingDurable{Durable: c.Durable}
+		c.Durable = fd
+		c.SyncQueueSize = 1
+	})
+	m, err := core.New(core.Config{Store: store, Logger: quiet, DurableKeys: []string{"cart"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a := put(t, m, "", "n", 1)
+	b := put(t, m, "", "n", 1)
+	fd.failing.Store(true)
+	put(t, m, a, "cart", "book") // held in the background writer
+	s := load(t, m, b)
+	s.Put("cart", "pen")
+	if err := m.Save(ctx, s); !errors.Is(err, core.ErrUnavailable) {
+		t.Errorf("a durable write that no queue slot can hold: Save = %v, want ErrUnavailable", err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err = store.Close(cctx)
+	if !errors.Is(err, core.ErrNotSaved) {
+		t.Errorf("Close = %v, want ErrNotSaved for the unsaved durable write", err)
+	}
+	if got := store.Stats().DurableLost; got != 1 {
+		t.Errorf("Stats.DurableLost = %d, want 1", got)
+	}
+}
+
+// I5: the write held while the database refused reaches it when it returns.
+func TestDurableWriteHeldUntilDatabaseReturns(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	var fd *failingDurable
+	store := st.store(t, func(c *core.StoreConfig) {
+		fd = &failingDurable{Durable: c.Durable}
+		c.Durable = fd
+	})
+	m, err := core.New(core.Config{Store: store, Logger: quiet, DurableKeys: []string{"cart"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := put(t, m, "", "n", 1)
+	fd.failing.Store(true)
+	put(t, m, token, "cart", "book")
+	fd.failing.Store(false)
+	flush(t, store)
+	st.mc.Restart()
+	if got := load(t, m, token).GetString("cart"); got != "book" {
+		t.Errorf("cart = %q after the database returned and memcached restarted, want %q", got, "book")
+	}
+}
+
+// I7 (defect f): a database that accepts connections and never answers
+// costs a login at most DBTimeout; memcached then holds the new session.
+func TestHungDatabaseDoesNotBlockLogin(t *testing.T) {
+	dsn := os.Getenv(postgresDSNEnv)
+	if dsn == "" {
+		requireNetworkedDB(t, faultBackend{name: "sqlite"})
+	}
+	upstream, rewrite, err := proxiedPostgresDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startProxy(t, newToxiproxy(), "pg-hang", upstream)
+	db := openPostgres(t, rewrite(proxy.Addr))
+	table := gormtest.UniqueTable("it_hang_")
+	d, err := gormstore.New(db, gormstore.Config{TableName: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Migrator().DropTable(table) })
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	store, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
+		Durable:   d, Logger: quiet, DBTimeout: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := core.New(core.Config{Store: store, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Blackhole()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	s := load(t, m, "")
+	s.Put("user", "alice")
+	err = m.Save(ctx, s)
+	took := time.Since(start)
+	proxy.Unblackhole()
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer closeCancel()
+	defer store.Close(closeCtx)
+	if err != nil {
+		t.Fatalf("login with the database hung: %v after %v", err, took)
+	}
+	if took > 5*time.Second {
+		t.Errorf("login took %v with DBTimeout 300ms: the hung database blocked it", took)
+	}
+	if got := load(t, m, s.Token()).GetString("user"); got != "alice" {
+		t.Errorf("user = %q, want the new session from memcached", got)
+	}
+}
+
+// Defect g: a subject over 255 bytes (here 200 two-byte characters) is
+// refused with a named error, not cut inside a character and reported as
+// an outage; the stored session is untouched.
+func TestLongSubjectRefused(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		for _, cache := range []bool{true, false} {
+			m := st.manager(t, func(c *core.StoreConfig) {
+				if !cache {
+					c.Memcached = core.MemcachedConfig{}
+				}
+			}, nil)
+			token := put(t, m, "", "user", "alice")
+			s := load(t, m, token)
+			s.SetSubject(strings.Repeat("é", 200))
+			err := m.Save(context.Background(), s)
+			if !errors.Is(err, core.ErrInvalidSubject) || errors.Is(err, core.ErrUnavailable) {
+				t.Errorf("memcached=%v: Save = %v, want ErrInvalidSubject and not ErrUnavailable", cache, err)
+			}
+			if core.StatusCode(err) == 503 {
+				t.Errorf("memcached=%v: a data error answered 503", cache)
+			}
+			if got := load(t, m, token); got.IsNew() || got.GetString("user") != "alice" || got.Subject() != "" {
+				t.Errorf("memcached=%v: the stored session changed: new=%v subject=%q", cache, got.IsNew(), got.Subject())
+			}
+		}
+	})
+}
