@@ -92,7 +92,7 @@ func runClickStream(b *testing.B, mc *memcachedtest.Server, mode string) {
 	}
 	durable := &countingDurable{Durable: gs}
 	var trips atomic.Int64
-	cfg := core.StoreConfig{Durable: durable, Clock: clock.Now, Logger: quiet}
+	cfg := core.StoreConfig{Durable: durable, Clock: clock.Now, Logger: quiet, ReapMode: core.ReapNone}
 	workers := 16
 	switch mode {
 	case "write-through":

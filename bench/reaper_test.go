@@ -36,6 +36,7 @@ func BenchmarkReaper(b *testing.B) {
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, Timeout: memcacheTimeout, DialContext: countingDialer(&trips)},
 		Durable:   durable,
 		Logger:    quiet,
+		ReapMode:  core.ReapExternal, // the benchmark runs the passes
 	})
 	if err != nil {
 		b.Fatal(err)

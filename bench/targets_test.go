@@ -231,6 +231,15 @@ func forTargets(b *testing.B, fn func(b *testing.B, t *target)) {
 // when PostgreSQL is unavailable), counting round trips and statements.
 // clock nil means real time.
 func (e *env) hybridStore(tb testing.TB, name string, writeThrough bool, clock *vclock) (*core.Store, *atomic.Int64, *sqlCounter) {
+	return e.hybridStoreWith(tb, name, clock, func(c *core.StoreConfig) {
+		if writeThrough {
+			c.SyncInterval = core.EveryWrite
+		}
+	})
+}
+
+// hybridStoreWith is hybridStore with mod applied to the configuration.
+func (e *env) hybridStoreWith(tb testing.TB, name string, clock *vclock, mod func(*core.StoreConfig)) (*core.Store, *atomic.Int64, *sqlCounter) {
 	trips := new(atomic.Int64)
 	counter := new(sqlCounter)
 	durable := openDurable(tb, tableName(name), counter)
@@ -242,10 +251,12 @@ func (e *env) hybridStore(tb testing.TB, name string, writeThrough bool, clock *
 		},
 		Durable: durable,
 		Logger:  quiet,
+		// The request benchmarks count the request's own statements; a
+		// reaper's passes are measured by BenchmarkReaper and
+		// BenchmarkDatabaseLoad.
+		ReapMode: core.ReapExternal,
 	}
-	if writeThrough {
-		cfg.SyncInterval = core.EveryWrite
-	}
+	mod(&cfg)
 	if clock != nil {
 		cfg.Clock = clock.Now
 	}

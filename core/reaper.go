@@ -4,18 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 )
 
-// ReaperConfig configures a Reaper.
+// ReaperConfig configures a Reaper, and the in-process reaper a Store
+// starts (StoreConfig.Reaper).
 type ReaperConfig struct {
-	// Interval is the time between passes of Run and Start.
-	// Optional. Default 1m.
+	// Interval is the time between passes of Run and Start; each pass
+	// waits Interval ± 10% (jitter, so that the reapers of many app servers
+	// do not run in step). A reaper running elsewhere (ReapExternal) must
+	// pass at least this often. Optional. Default 1m.
 	Interval time.Duration
 
-	// Batch is how many expired-looking rows one database transaction
-	// claims, and one memcached GetMulti asks about. Optional. Default 500.
+	// Lookahead is how far ahead of its expiry a pass claims a row: rows
+	// whose ExpiresAt falls within Lookahead are extended while memcached
+	// holds a live copy of their session, so the row of a session that is
+	// only read never expires under it. It must be at least twice Interval,
+	// so that one missed or failed pass loses nothing. Optional. Default
+	// 3 × Interval.
+	Lookahead time.Duration
+
+	// Batch is how many rows one database transaction claims, and one
+	// memcached GetMulti asks about. Optional. Default 500.
 	Batch int
 
 	// Archive, when set, receives every dead session before its row is
@@ -66,23 +78,40 @@ type ReapReport struct {
 	// not be asked about them: an unreachable memcached is never taken to
 	// mean "every session is dead".
 	Skipped int
+	// Waiting counts rows within the look-ahead, not expired yet, whose
+	// session memcached holds no live copy of (it lost it, or the session
+	// went idle): left as they are, to be judged when they expire.
+	Waiting int
 	// Errors counts archive hook failures and failed batches.
 	Errors int
 	// Duration is the wall time of the pass.
 	Duration time.Duration
+
+	again int // rows of a batch left within the look-ahead
 }
 
 func (r ReapReport) String() string {
-	return fmt.Sprintf("examined=%d extended=%d archived=%d deleted=%d skipped=%d errors=%d duration=%s",
-		r.Examined, r.Extended, r.Archived, r.Deleted, r.Skipped, r.Errors, r.Duration.Round(time.Millisecond))
+	return fmt.Sprintf("examined=%d extended=%d archived=%d deleted=%d skipped=%d waiting=%d errors=%d duration=%s",
+		r.Examined, r.Extended, r.Archived, r.Deleted, r.Skipped, r.Waiting, r.Errors, r.Duration.Round(time.Millisecond))
 }
 
-// Reaper is the batch half of the hybrid pattern. Because a session reaches
-// the database at most once per SyncInterval, its row can look expired while
-// the user is active in memcached. The reaper scans expired-looking rows,
-// asks memcached for each session's latest copy, rewrites the rows of
-// sessions that are still alive with that copy, and deletes (after the
-// optional archive hook) the rows of sessions that are really dead.
+// Reaper is the batch half of the hybrid pattern. A session reaches the
+// database at most once per SyncInterval when it changes, and not at all
+// when it is only read: its activity lives in memcached. Each pass claims
+// the rows that expire within Lookahead (oldest first), asks memcached for
+// each session's latest copy in one GetMulti per batch, and
+//
+//   - extends the rows of sessions memcached holds alive, writing
+//     memcached's copy when it is newer, in one statement per batch — so a
+//     live session's row stays ahead of now, and a memcached loss never
+//     logs out a user active within IdleTimeout (docs/consistency.md, I1);
+//   - deletes (after the optional archive hook) the rows of sessions that
+//     are dead: expired, and gone from memcached, idle there, past their
+//     deadline, or destroyed;
+//   - leaves the rest for a later pass: rows not expired yet whose session
+//     memcached has no live copy of, and expired rows it could not decide
+//     (memcached unreachable, archive hook failed), which stay dead to
+//     readers while they wait.
 //
 // Several reapers, in one process or many, may run against one database at
 // once: the durable tier hands each row to one of them at a time.
@@ -116,8 +145,14 @@ func (s *Store) NewReaper(cfg ReaperConfig) (*Reaper, error) {
 	if cfg.Batch == 0 {
 		cfg.Batch = defaultReapBatch
 	}
+	if cfg.Lookahead == 0 {
+		cfg.Lookahead = 3 * cfg.Interval
+	}
 	if cfg.Interval < 0 || cfg.Batch < 0 {
 		return nil, errors.New("core: ReaperConfig.Interval and Batch must not be negative")
+	}
+	if cfg.Lookahead < 2*cfg.Interval {
+		return nil, errors.New("core: ReaperConfig.Lookahead must be at least twice Interval")
 	}
 	r := &Reaper{store: s, cfg: cfg}
 	for _, c := range append([]Codec{JSON, Gob, Msgpack}, cfg.Codecs...) {
@@ -126,20 +161,23 @@ func (s *Store) NewReaper(cfg ReaperConfig) (*Reaper, error) {
 	return r, nil
 }
 
-// RunOnce makes one pass: it takes batches of rows that expired before the
-// pass began, oldest first, until none is left, and returns what it did.
-// It is the form for cron (see examples/reaper). The error reports a batch
-// that failed; the pass stops there and the rest waits for the next one.
+// RunOnce makes one pass: it takes batches of the rows that expire within
+// Lookahead of the pass's start, oldest first, until none is left, and
+// returns what it did. It is the form for cron (see the operations
+// command). The error reports a batch that failed; the pass stops there and
+// the rest waits for the next one.
 func (r *Reaper) RunOnce(ctx context.Context) (ReapReport, error) {
 	start := time.Now()
 	now := r.store.now()
+	cutoff := now.Add(r.cfg.Lookahead)
 	var rep ReapReport
+	limit := r.cfg.Batch
 	for ctx.Err() == nil {
 		bctx, cancel := context.WithTimeout(ctx, r.store.dbTimeout)
 		var b ReapReport
-		n, err := r.store.durable.Reap(bctx, now, r.cfg.Batch, func(ctx context.Context, batch []Record) ([]Verdict, error) {
+		n, err := r.store.durable.Reap(bctx, cutoff, limit, func(ctx context.Context, batch []Record) ([]Verdict, error) {
 			b = ReapReport{}
-			return r.judge(ctx, now, batch, &b)
+			return r.judge(ctx, now, cutoff, batch, &b)
 		})
 		cancel()
 		if errors.Is(err, errCacheDown) {
@@ -156,15 +194,27 @@ func (r *Reaper) RunOnce(ctx context.Context) (ReapReport, error) {
 			return rep, fmt.Errorf("core: reaper: %w", err)
 		}
 		rep.add(b)
-		if n < r.cfg.Batch || n == b.Skipped+b.Errors {
-			// The last batch, or one we could only postpone: stop, rather
-			// than spin on rows that stay expired.
-			break
+		if n < limit {
+			break // the last batch
+		}
+		// Rows left within the look-ahead (waiting, or extended by less
+		// than it) stay first in line: when they fill half a batch or
+		// more, the next batch is twice as large, so the rows behind them
+		// are reached within this pass, and the pass ends.
+		if b.again*2 >= n {
+			if limit >= maxReapBatchGrowth*r.cfg.Batch {
+				break
+			}
+			limit *= 2
 		}
 	}
 	rep.Duration = time.Since(start)
 	return rep, ctx.Err()
 }
+
+// maxReapBatchGrowth bounds how large a batch RunOnce grows to past waiting
+// rows, as a multiple of ReaperConfig.Batch.
+const maxReapBatchGrowth = 64
 
 func (r *ReapReport) add(b ReapReport) {
 	r.Examined += b.Examined
@@ -172,11 +222,12 @@ func (r *ReapReport) add(b ReapReport) {
 	r.Archived += b.Archived
 	r.Deleted += b.Deleted
 	r.Skipped += b.Skipped
+	r.Waiting += b.Waiting
 	r.Errors += b.Errors
 }
 
 // judge decides each row of a batch; see Reaper.
-func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *ReapReport) ([]Verdict, error) {
+func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Record, rep *ReapReport) ([]Verdict, error) {
 	s := r.store
 	verdicts := make([]Verdict, len(batch))
 	rep.Examined = len(batch)
@@ -208,77 +259,109 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 	}
 
 	for i, rec := range batch {
-		// postpone keeps a row for the next pass without a verdict on the
-		// session. The row stays dead to readers: its Deadline column is
-		// moved to now (Load and List skip rows past it; the envelope keeps
-		// the real deadline), so waiting for the reaper never revives a
-		// session that looked expired.
+		// Expired to readers: past its ExpiresAt, or its Deadline column
+		// (a postponed row's is the moment it was postponed).
+		expired := !rec.ExpiresAt.After(now) || !rec.Deadline.After(now)
+		// wait leaves a row as it is, for a later pass.
+		wait := func() { verdicts[i] = Verdict{Keep: true, Record: rec} }
+		// postpone keeps an expired row for the next pass without a verdict
+		// on the session. The row stays dead to readers: its Deadline column
+		// is moved to now (Load and List skip rows past it; the envelope
+		// keeps the real deadline), so waiting for the reaper never revives
+		// a session that looked expired.
 		postpone := func() {
 			verdicts[i] = Verdict{Keep: true, Record: rec}
-			verdicts[i].Record.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
+			verdicts[i].Record.ExpiresAt = cutoff.Add(r.cfg.Interval / 2).Truncate(time.Millisecond)
 			verdicts[i].Record.Deadline = minTime(rec.Deadline, now).Truncate(time.Millisecond)
 		}
 		var row Entry
 		rowOK := DecodeEnvelope(rec.Payload, &row) == nil
-		if rowOK && isTombstone(&row) {
+		cached, inCache := items[rec.Key]
+		live := inCache && !isTombstone(&cached) && cached.Alive(now)
+		switch {
+		case rowOK && isTombstone(&row) && expired:
 			rep.Deleted++ // verdict zero value: delete
-			continue
-		}
-		if failed[rec.Key] {
+		case rowOK && isTombstone(&row):
+			wait() // a tombstone stands until it expires
+			rep.Waiting++
+		case failed[rec.Key] && expired:
 			rep.Skipped++
 			postpone()
-			continue
-		}
-		cached, inCache := items[rec.Key]
-		if inCache && !isTombstone(&cached) && cached.Alive(now) && (!rowOK || cached.Version >= row.Version) {
-			envelope := cached.Payload
-			cached.Payload = nil
-			nr := s.record(rec.Key, &cached, envelope)
-			if !nr.ExpiresAt.After(now) { // cannot happen for a live entry; never loop on a row
-				nr.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
+		case failed[rec.Key]:
+			rep.Skipped++
+			wait()
+		case live:
+			var nr Record
+			if !rowOK || cached.Version >= row.Version {
+				envelope := cached.Payload
+				cached.Payload = nil
+				nr = s.record(rec.Key, &cached, envelope)
+			} else {
+				// memcached holds an older copy than the row (a write went
+				// through to the database around an unreachable node): the
+				// session lives, with the row's newer data and memcached's
+				// activity.
+				row.ActiveAt = maxTime(row.ActiveAt, cached.ActiveAt)
+				nr = s.record(rec.Key, &row, rec.Payload)
+			}
+			if nr.Version == rec.Version && !nr.ExpiresAt.After(rec.ExpiresAt) {
+				// Nothing newer than the row: the session was not active
+				// since the row was written. It waits for its expiry.
+				wait()
+				rep.Waiting++
+				break
 			}
 			verdicts[i] = Verdict{Keep: true, Record: nr}
 			rep.Extended++
-			continue
-		}
-		if inCache && !isTombstone(&cached) && cached.Alive(now) && rowOK && cached.Version < row.Version {
-			// memcached holds an older copy than the row (a write went
-			// through to the database around an unreachable node): the
-			// session lives, with the row's newer data and memcached's
-			// activity.
-			row.ActiveAt = maxTime(row.ActiveAt, cached.ActiveAt)
-			verdicts[i] = Verdict{Keep: true, Record: s.record(rec.Key, &row, rec.Payload)}
-			rep.Extended++
-			continue
-		}
-		// Dead: gone from memcached, idle too long, past its deadline, or
-		// destroyed. Archive the freshest copy, then delete.
-		if r.cfg.Archive != nil {
-			a := ArchivedSession{Key: rec.Key}
-			switch {
-			case inCache && !isTombstone(&cached):
-				r.fill(&a, &cached, true)
-			case rowOK:
-				r.fill(&a, &row, false)
-			default:
-				a.Payload = rec.Payload
-			}
-			if err := r.cfg.Archive(ctx, a); err != nil {
-				rep.Errors++
-				s.stats.reapErrors.Add(1)
-				s.log.Warn("hybridsession: archive hook failed; the row waits for the next pass", "error", err)
+		case !expired:
+			// Not expired, and memcached has no live copy: idle, or lost
+			// with the cache — then the row is the session until it
+			// expires, and a request may still read it back.
+			wait()
+			rep.Waiting++
+		default:
+			// Dead: expired, and gone from memcached, idle there, past its
+			// deadline, or destroyed. Archive the freshest copy, then delete.
+			if !r.archive(ctx, rec, &row, rowOK, &cached, inCache, rep) {
 				postpone()
-				continue
+				break
 			}
-			rep.Archived++
+			rep.Deleted++
 		}
-		rep.Deleted++
+		if v := verdicts[i]; v.Keep && !v.Record.ExpiresAt.After(cutoff) {
+			rep.again++ // claimed again by this pass's next batch
+		}
 	}
 	s.stats.reapExtended.Add(uint64(rep.Extended))
 	s.stats.reapArchived.Add(uint64(rep.Archived))
 	s.stats.reapDeleted.Add(uint64(rep.Deleted))
 	s.stats.reapSkipped.Add(uint64(rep.Skipped))
 	return verdicts, nil
+}
+
+// archive hands a dead session to the archive hook, if any, and reports
+// whether its row may be deleted.
+func (r *Reaper) archive(ctx context.Context, rec Record, row *Entry, rowOK bool, cached *Entry, inCache bool, rep *ReapReport) bool {
+	if r.cfg.Archive == nil {
+		return true
+	}
+	a := ArchivedSession{Key: rec.Key}
+	switch {
+	case inCache && !isTombstone(cached):
+		r.fill(&a, cached, true)
+	case rowOK:
+		r.fill(&a, row, false)
+	default:
+		a.Payload = rec.Payload
+	}
+	if err := r.cfg.Archive(ctx, a); err != nil {
+		rep.Errors++
+		r.store.stats.reapErrors.Add(1)
+		r.store.log.Warn("hybridsession: archive hook failed; the row waits for the next pass", "error", err)
+		return false
+	}
+	rep.Archived++
+	return true
 }
 
 // fill copies e's fields into a. When payloadIsEnvelope, e.Payload holds
@@ -300,10 +383,10 @@ func (r *Reaper) fill(a *ArchivedSession, e *Entry, payloadIsEnvelope bool) {
 	}
 }
 
-// Run makes a pass every Interval until ctx ends, logging each pass's
-// failures; it returns ctx's error. The first pass starts at once.
+// Run makes a pass every Interval (± 10%) until ctx ends, logging each
+// pass's failures; it returns ctx's error. The first pass starts at once.
 func (r *Reaper) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.Interval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		rep, err := r.RunOnce(ctx)
@@ -315,6 +398,9 @@ func (r *Reaper) Run(ctx context.Context) error {
 		} else if rep.Examined > 0 {
 			r.store.log.Debug("hybridsession: reaper pass", "report", rep.String())
 		}
+		// Interval ± 10%, so that the reapers of many app servers drift
+		// apart instead of claiming batches in step.
+		t.Reset(r.cfg.Interval + time.Duration(rand.Int64N(int64(r.cfg.Interval)/5+1)) - r.cfg.Interval/10)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

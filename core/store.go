@@ -15,6 +15,27 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 )
 
+// ReapMode, as StoreConfig.ReapMode, says where the reaper of a Store's
+// durable tier runs. Every mode is safe; they differ in database load.
+type ReapMode uint8
+
+const (
+	// ReapInProcess, the default, starts a reaper in every Store with a
+	// durable tier; the reapers of many app servers share the work (each
+	// row goes to one of them at a time). Close stops it.
+	ReapInProcess ReapMode = iota
+	// ReapExternal starts none: a reaper runs elsewhere, at least every
+	// StoreConfig.Reaper.Interval — the operations command's reap as a
+	// service or a cron job, or Store.NewReaper in another process. If it
+	// stops, the rows of sessions that are only read expire under them
+	// and a memcached loss then logs those users out: monitor it.
+	ReapExternal
+	// ReapNone assumes no reaper anywhere: a request that only reads
+	// writes its session's row once per SyncInterval (with its throttled
+	// touch), and rows of dead sessions stay until deleted by other means.
+	ReapNone
+)
+
 // EveryWrite, as StoreConfig.SyncInterval, sends every write to the durable
 // tier synchronously: write-through, the behaviour of Django's cached_db.
 const EveryWrite time.Duration = -1
@@ -60,6 +81,19 @@ type StoreConfig struct {
 	// Optional. Default 3s.
 	DBTimeout time.Duration
 
+	// ReapMode says where the reaper runs. The reaper extends the rows of
+	// live sessions ahead of their expiry (ReaperConfig.Lookahead), so a
+	// request that only reads refreshes memcached alone; without a reaper,
+	// such a request writes the session's row once per SyncInterval
+	// instead, so that a memcached loss cannot log its user out.
+	// Optional. Default ReapInProcess.
+	ReapMode ReapMode
+
+	// Reaper configures the in-process reaper (ReapInProcess), and tells
+	// the Store the Interval of the reaper that runs elsewhere
+	// (ReapExternal). Optional: see ReaperConfig for its defaults.
+	Reaper ReaperConfig
+
 	// Logger receives breaker transitions and background failures.
 	// Optional. Default slog.Default().
 	Logger *slog.Logger
@@ -97,6 +131,8 @@ type Store struct {
 	now     func() time.Time
 
 	syncInterval time.Duration // < 0: every write, synchronously
+	touchSyncs   bool          // no reaper runs: touches sync when due
+	reaper       *Reaper       // the in-process reaper, or nil
 	maxItem      int
 	dbTimeout    time.Duration
 
@@ -158,9 +194,25 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		}
 		s.mc = mc
 	}
+	if cfg.ReapMode > ReapNone {
+		return nil, errors.New("core: StoreConfig.ReapMode is not a ReapMode")
+	}
+	s.touchSyncs = cfg.ReapMode == ReapNone
+	if s.durable != nil {
+		r, err := s.NewReaper(cfg.Reaper)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.ReapMode == ReapInProcess {
+			s.reaper = r
+		}
+	}
 	if s.durable != nil {
 		maxAge := max(cfg.SyncInterval, time.Minute)
 		s.syncer = newSyncer(s.durable, s.now, cfg.SyncWorkers, cfg.SyncQueueSize, maxAge, cfg.DBTimeout, &s.stats, s.log)
+	}
+	if s.reaper != nil {
+		s.reaper.Start()
 	}
 	return s, nil
 }
@@ -174,6 +226,9 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 // Calls after the first return the first result.
 func (s *Store) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
+		if s.reaper != nil {
+			s.reaper.Stop()
+		}
 		if s.syncer != nil {
 			s.closeErr = s.syncer.close(ctx)
 		}
@@ -600,8 +655,11 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	s.noteIdle(next.IdleTimeout)
 	next.ActiveAt = now
 	next.Restored = false
+	// A change is due when SyncInterval has passed since the last sync. A
+	// touch only when no reaper runs: otherwise the reaper keeps the row
+	// ahead of the session's expiry (ReaperConfig.Lookahead).
 	due := flags&WriteDurable != 0 || s.syncInterval < 0 || next.SyncedAt.IsZero() ||
-		now.Sub(next.SyncedAt) >= s.syncInterval
+		(now.Sub(next.SyncedAt) >= s.syncInterval && (flags&WriteChanged != 0 || s.touchSyncs))
 	if due && s.durable != nil {
 		next.SyncedAt, next.SyncedVersion = now, next.Version
 	}

@@ -1,6 +1,7 @@
 package gormstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -55,7 +56,7 @@ type claim struct {
 // are those the SELECT read.
 //
 // Kept rows are replaced by their verdict's Record as it is (all columns but
-// created_at). If judge returns an error, or verdicts that do not match the
+// created_at); a Record equal to the row as claimed writes nothing. If judge returns an error, or verdicts that do not match the
 // batch (ErrBadVerdicts), or a kept Record that the table cannot hold
 // (ErrInvalidRecord), the transaction is rolled back, no row is changed and
 // Reap returns 0 and the error, wrapping the judge's.
@@ -115,6 +116,9 @@ func (s *Store) Reap(ctx context.Context, now time.Time, limit int, judge core.R
 			if err := checkRecord(&v.Record); err != nil {
 				return fmt.Errorf("gormstore: reap: verdict %d: %w", i, err)
 			}
+			if unchanged(v.Record, batch[i]) {
+				continue // kept as it is: nothing to write
+			}
 			keptClaims = append(keptClaims, claims[i])
 			kept = append(kept, v.Record)
 		}
@@ -131,6 +135,13 @@ func (s *Store) Reap(ctx context.Context, now time.Time, limit int, judge core.R
 		return 0, err
 	}
 	return examined, nil
+}
+
+// unchanged reports whether kept is the row as claimed.
+func unchanged(kept, claimed core.Record) bool {
+	return kept.Version == claimed.Version && millis(kept.ExpiresAt) == millis(claimed.ExpiresAt) &&
+		millis(kept.Deadline) == millis(claimed.Deadline) && kept.Subject == claimed.Subject &&
+		bytes.Equal(kept.Payload, claimed.Payload)
 }
 
 // deleteClaimed deletes the claimed rows that still have their claimed

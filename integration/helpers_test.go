@@ -92,6 +92,8 @@ func (st *stack) store(t *testing.T, mod func(*core.StoreConfig)) *core.Store {
 		Durable:   d,
 		Logger:    quiet,
 		Clock:     st.clock.Now,
+		// Tests run their reaper passes themselves, on the virtual clock.
+		ReapMode: core.ReapExternal,
 	}
 	if mod != nil {
 		mod(&cfg)
