@@ -222,7 +222,7 @@ func (e *Env) NewManager() (*core.Manager, error) {
 
 // StartReaper starts a reaper with cfg in this process, on its own Store; a
 // pass runs at once and then every cfg.Interval. Close stops it. An app
-// server usually runs one like this; examples/reaper is the standalone
+// server usually runs one like this; examples/hsctl (hsctl reap) is the standalone
 // form.
 func (e *Env) StartReaper(cfg core.ReaperConfig) error {
 	s, err := e.NewStore()
