@@ -84,7 +84,9 @@ func TestMetricsEndpoint(t *testing.T) {
 	demotest.Post(t, client, c.URL, "/login", url.Values{"name": {"ada"}})
 	demotest.Post(t, client, c.URL, "/cart/add", url.Values{"item": {"apple"}})
 	for range frameworks {
-		demotest.State(t, client, c.URL)
+		if st, r := demotest.State(t, client, c.URL); st.Source != "memcached" || st.Version == 0 || st.SyncedAt == nil {
+			t.Errorf("%s: state %+v, want read from memcached, with a version and a last sync", r.ServedBy, st)
+		}
 	}
 
 	mfs := scrape(t, c.URL)
@@ -124,8 +126,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	// serves the session from the database.
 	mc.Kill()
 	for range 4 * len(frameworks) {
-		if st, r := demotest.State(t, client, c.URL); st.User != "ada" {
-			t.Fatalf("with memcached dead, %s sees %+v", r.ServedBy, st)
+		if st, r := demotest.State(t, client, c.URL); st.User != "ada" || st.Source != "database" {
+			t.Fatalf("with memcached dead, %s sees %+v, want ada's session from the database", r.ServedBy, st)
 		}
 	}
 	mfs = scrape(t, c.URL)
