@@ -44,10 +44,14 @@ var (
 )
 
 // StartCacheOp starts the span of one memcached operation; see
-// core.CacheTracer.
+// core.CacheTracer. A span the sampler drops costs its Start and nothing
+// more.
 func (t *Tracer) StartCacheOp(ctx context.Context, op, addr string) func(error) {
-	_, span := t.tracer.Start(ctx, cacheSpanName(op), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attrMemcached, attribute.String("db.operation.name", op), attribute.String("server.address", addr)))
+	_, span := t.tracer.Start(ctx, cacheSpanName(op), clientKind)
+	if !span.IsRecording() {
+		return noEnd
+	}
+	span.SetAttributes(attrMemcached, attribute.String("db.operation.name", op), attribute.String("server.address", addr))
 	return func(err error) {
 		switch {
 		case err == nil:
@@ -60,6 +64,11 @@ func (t *Tracer) StartCacheOp(ctx context.Context, op, addr string) func(error) 
 		span.End()
 	}
 }
+
+var (
+	clientKind = trace.WithSpanKind(trace.SpanKindClient)
+	noEnd      = func(error) {}
+)
 
 // cacheSpanName returns "memcached "+op without allocating for the
 // operations core.CacheTracer lists.
@@ -140,12 +149,16 @@ func (d *Durable) LastReapPass() ReapPass {
 
 var attrDB = attribute.String("db.system.name", "hybridsession.durable")
 
-func (d *Durable) start(ctx context.Context, method string) (context.Context, trace.Span) {
+// start starts the span called name ("db <method>") of a call to method.
+func (d *Durable) start(ctx context.Context, name, method string) (context.Context, trace.Span) {
 	if d.tracer == nil {
 		return ctx, nil
 	}
-	return d.tracer.Start(ctx, "db "+method, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attrDB, attribute.String("db.operation.name", method)))
+	ctx, span := d.tracer.Start(ctx, name, clientKind)
+	if span.IsRecording() {
+		span.SetAttributes(attrDB, attribute.String("db.operation.name", method))
+	}
+	return ctx, span
 }
 
 func end(span trace.Span, err error) {
@@ -161,7 +174,7 @@ func end(span trace.Span, err error) {
 
 // Load calls the wrapped Load in a span.
 func (d *Durable) Load(ctx context.Context, key string, now time.Time) (core.Record, bool, error) {
-	ctx, span := d.start(ctx, "Load")
+	ctx, span := d.start(ctx, "db Load", "Load")
 	rec, found, err := d.next.Load(ctx, key, now)
 	if span != nil {
 		span.SetAttributes(attribute.Bool("hybridsession.found", found))
@@ -172,7 +185,7 @@ func (d *Durable) Load(ctx context.Context, key string, now time.Time) (core.Rec
 
 // Save calls the wrapped Save in a span.
 func (d *Durable) Save(ctx context.Context, rec core.Record) (bool, error) {
-	ctx, span := d.start(ctx, "Save")
+	ctx, span := d.start(ctx, "db Save", "Save")
 	applied, err := d.next.Save(ctx, rec)
 	if span != nil {
 		span.SetAttributes(attribute.Bool("hybridsession.applied", applied))
@@ -183,7 +196,7 @@ func (d *Durable) Save(ctx context.Context, rec core.Record) (bool, error) {
 
 // Delete calls the wrapped Delete in a span.
 func (d *Durable) Delete(ctx context.Context, keys ...string) error {
-	ctx, span := d.start(ctx, "Delete")
+	ctx, span := d.start(ctx, "db Delete", "Delete")
 	err := d.next.Delete(ctx, keys...)
 	end(span, err)
 	return err
@@ -191,7 +204,7 @@ func (d *Durable) Delete(ctx context.Context, keys ...string) error {
 
 // DeleteSubject calls the wrapped DeleteSubject in a span.
 func (d *Durable) DeleteSubject(ctx context.Context, subject string) ([]string, error) {
-	ctx, span := d.start(ctx, "DeleteSubject")
+	ctx, span := d.start(ctx, "db DeleteSubject", "DeleteSubject")
 	keys, err := d.next.DeleteSubject(ctx, subject)
 	end(span, err)
 	return keys, err
@@ -199,7 +212,7 @@ func (d *Durable) DeleteSubject(ctx context.Context, subject string) ([]string, 
 
 // List calls the wrapped List in a span.
 func (d *Durable) List(ctx context.Context, now time.Time, after string, limit int) ([]core.Record, error) {
-	ctx, span := d.start(ctx, "List")
+	ctx, span := d.start(ctx, "db List", "List")
 	recs, err := d.next.List(ctx, now, after, limit)
 	end(span, err)
 	return recs, err
@@ -208,7 +221,7 @@ func (d *Durable) List(ctx context.Context, now time.Time, after string, limit i
 // Reap calls the wrapped Reap in a span and keeps track of the reaper's
 // passes: the batches of one pass share its now.
 func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
-	ctx, span := d.start(ctx, "Reap")
+	ctx, span := d.start(ctx, "db Reap", "Reap")
 	d.mu.Lock()
 	if !now.Equal(d.passNow) || d.passStart.IsZero() {
 		d.passNow, d.passStart, d.passRows = now, time.Now(), 0
