@@ -305,6 +305,9 @@ func (p *opsPanel) node(action, addr string) error {
 		p.log.Info("operator panel", "action", action, "node", addr)
 		return nil
 	case "remove":
+		if len(p.snapshot().Nodes) < 2 {
+			return errors.New("the last memcached node stays: a Store cannot drop its memcached tier at run time")
+		}
 		for _, s := range p.env.Stores() {
 			if err := s.RemoveServer(addr); err != nil {
 				return err
