@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
@@ -254,5 +255,100 @@ func TestBrowserOperatorPanel(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("screenshot: %s", path)
+	}
+}
+
+// opsStats reads the panel's data.
+func opsStats(t *testing.T, base string) stats {
+	t.Helper()
+	resp, err := http.Get(base + "/ops/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s stats
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// press posts to a button's endpoint and returns the status code.
+func press(t *testing.T, base, path string) int {
+	t.Helper()
+	resp, err := http.Post(base+path, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestOpsButtons presses the panel's buttons over HTTP: add a node, cut
+// the database, kill a node, remove nodes — the visitor stays logged in.
+func TestOpsButtons(t *testing.T) {
+	if _, err := memcachedBinary(); err != nil {
+		t.Fatal(err)
+	}
+	c := startSpawned(t)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	defer tr.CloseIdleConnections()
+	client := demotest.NewClient(t, tr)
+	demotest.Post(t, client, c.URL, "/login", url.Values{"name": {"ada"}})
+	loggedIn := func(when string) {
+		t.Helper()
+		for range frameworks {
+			if st, r := demotest.State(t, client, c.URL); st.User != "ada" {
+				t.Fatalf("%s: %s sees %+v", when, r.ServedBy, st)
+			}
+		}
+	}
+
+	if code := press(t, c.URL, "/ops/nodes/add"); code != http.StatusNoContent {
+		t.Fatalf("add: %d", code)
+	}
+	s := opsStats(t, c.URL)
+	if len(s.Nodes) != 2 || !s.Nodes[0].Managed || !s.Nodes[1].Running {
+		t.Fatalf("after add: nodes %+v, want two running nodes of ours", s.Nodes)
+	}
+	loggedIn("after adding a node")
+
+	if code := press(t, c.URL, "/ops/db/cut?seconds=60"); code != http.StatusNoContent {
+		t.Fatalf("cut: %d", code)
+	}
+	if s := opsStats(t, c.URL); s.DBCutUntil == nil || time.Until(*s.DBCutUntil) < 30*time.Second {
+		t.Errorf("after the cut: db_cut_until %v, want a minute from now", s.DBCutUntil)
+	}
+	loggedIn("with the database cut") // memcached has the session
+	if code := press(t, c.URL, "/ops/db/cut?seconds=0"); code != http.StatusNoContent {
+		t.Fatalf("uncut: %d", code)
+	}
+	if code := press(t, c.URL, "/ops/db/cut?seconds=-1"); code != http.StatusBadRequest {
+		t.Errorf("cut -1 s: %d, want 400", code)
+	}
+
+	victim := s.Nodes[0].Addr
+	if code := press(t, c.URL, "/ops/nodes/kill?addr="+url.QueryEscape(victim)); code != http.StatusNoContent {
+		t.Fatalf("kill: %d", code)
+	}
+	loggedIn("with a node killed")
+	for _, n := range opsStats(t, c.URL).Nodes {
+		if n.Addr == victim && (n.Running || !strings.HasPrefix(n.State, "down")) {
+			t.Errorf("killed node: %+v, want down", n)
+		}
+	}
+	if code := press(t, c.URL, "/ops/nodes/remove?addr="+url.QueryEscape(victim)); code != http.StatusNoContent {
+		t.Fatalf("remove: %d", code)
+	}
+	s = opsStats(t, c.URL)
+	if len(s.Nodes) != 1 || s.Nodes[0].Addr == victim {
+		t.Fatalf("after remove: nodes %+v", s.Nodes)
+	}
+	loggedIn("after removing the killed node")
+	if code := press(t, c.URL, "/ops/nodes/remove?addr="+url.QueryEscape(s.Nodes[0].Addr)); code != http.StatusBadRequest {
+		t.Errorf("removing the last node: %d, want 400", code)
+	}
+	if code := press(t, c.URL, "/ops/nodes/kill?addr=192.0.2.1:1"); code != http.StatusBadRequest {
+		t.Errorf("killing a node not in the ring: %d, want 400", code)
 	}
 }
