@@ -62,13 +62,16 @@ const opsScript = `
       line(h.map(function (p) { return p.write_through_per_min; }), max, '#999') +
       line(h.map(function (p) { return p.db_per_min; }), max, '#e80');
   }
+  var timer;
   function refresh() {
-    return fetch('/ops/stats').then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (s) { if (s) { render(s); } }).catch(function () {});
+    return fetch('/ops/stats').then(function (r) {
+      if (r.status === 404) { clearInterval(timer); } // not the cluster: no panel
+      return r.ok ? r.json() : null;
+    }).then(function (s) { if (s) { render(s); } }).catch(function () {});
   }
   document.getElementById('node-add').onclick = function () { post('/ops/nodes/add'); };
   document.getElementById('db-cut').onclick = function () { post('/ops/db/cut?seconds=30'); };
+  timer = setInterval(refresh, 2000);
   refresh();
-  setInterval(refresh, 2000);
 })();
 `
