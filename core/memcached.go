@@ -70,6 +70,10 @@ type MemcachedConfig struct {
 	// node again (in the background: no request waits on the probe).
 	// Optional. Default 2s.
 	BreakerCooldown time.Duration
+
+	// Tracer, when set, is told about every memcached operation (see
+	// CacheTracer). Optional. Default nil: no tracing.
+	Tracer CacheTracer
 }
 
 const (
@@ -255,7 +259,7 @@ func (t *memcachedTier) priorGet(mkey string) *memcache.Item {
 		return nil
 	}
 	var it *memcache.Item
-	if err := t.do(n, func() (err error) { it, err = p.client.Get(mkey); return err }); err != nil {
+	if err := t.do(n, "get", func() (err error) { it, err = p.client.Get(mkey); return err }); err != nil {
 		return nil
 	}
 	return it
@@ -264,7 +268,7 @@ func (t *memcachedTier) priorGet(mkey string) *memcache.Item {
 // priorDelete deletes mkey from its previous owner.
 func (t *memcachedTier) priorDelete(mkey string) {
 	if p, n := t.priorOwner(mkey); n != nil {
-		_ = t.do(n, func() error { return p.client.Delete(mkey) })
+		_ = t.do(n, "delete", func() error { return p.client.Delete(mkey) })
 	}
 }
 
@@ -536,8 +540,12 @@ func (t *memcachedTier) ping(addr net.Addr) error {
 // reset or EOF on an idle pooled connection, as after a memcached restart —
 // the idle pool is dropped and op runs once more on a fresh connection.
 // Timeouts are not retried: a blackholed node must not cost two timeouts.
-func (t *memcachedTier) do(n *node, op func() error) error {
-	err := op()
+func (t *memcachedTier) do(n *node, name string, op func() error) (err error) {
+	if t.cfg.Tracer != nil {
+		end := t.cfg.Tracer.StartCacheOp(context.Background(), name, n.addr.String())
+		defer func() { end(err) }()
+	}
+	err = op()
 	if staleConn(err) {
 		_ = t.client.Close() // drops idle connections; the client stays usable
 		err = op()
@@ -571,7 +579,7 @@ func (t *memcachedTier) getFrom(mkey string) (*memcache.Item, *node, error) {
 		return nil, nil, err
 	}
 	var it *memcache.Item
-	err = t.do(n, func() (err error) { it, err = t.client.Get(mkey); return err })
+	err = t.do(n, "get", func() (err error) { it, err = t.client.Get(mkey); return err })
 	if err != nil {
 		if errors.Is(err, memcache.ErrCacheMiss) {
 			return nil, n, nil
@@ -597,7 +605,7 @@ func (t *memcachedTier) getMulti(mkeys []string) (items map[string]*memcache.Ite
 	items = make(map[string]*memcache.Item, len(mkeys))
 	for n, keys := range byNode {
 		var got map[string]*memcache.Item
-		err := t.do(n, func() (err error) { got, err = t.client.GetMulti(keys); return err })
+		err := t.do(n, "get_multi", func() (err error) { got, err = t.client.GetMulti(keys); return err })
 		if err != nil {
 			for _, k := range keys {
 				failed[k] = true
@@ -618,7 +626,7 @@ func (t *memcachedTier) add(mkey string, value []byte, exp int32) error {
 		return err
 	}
 	it := &memcache.Item{Key: mkey, Value: value, Expiration: exp}
-	return t.do(n, func() error { return t.client.Add(it) })
+	return t.do(n, "add", func() error { return t.client.Add(it) })
 }
 
 // set stores value unconditionally.
@@ -628,7 +636,7 @@ func (t *memcachedTier) set(mkey string, value []byte, exp int32) error {
 		return err
 	}
 	it := &memcache.Item{Key: mkey, Value: value, Expiration: exp}
-	return t.do(n, func() error { return t.client.Set(it) })
+	return t.do(n, "set", func() error { return t.client.Set(it) })
 }
 
 // cas stores value if the item still has casID. It returns
@@ -640,7 +648,7 @@ func (t *memcachedTier) cas(mkey string, value []byte, exp int32, casID uint64) 
 		return err
 	}
 	it := &memcache.Item{Key: mkey, Value: value, Expiration: exp, CasID: casID}
-	return t.do(n, func() error { return t.client.CompareAndSwap(it) })
+	return t.do(n, "cas", func() error { return t.client.CompareAndSwap(it) })
 }
 
 // delete removes the key; a missing key is not an error.
@@ -649,7 +657,7 @@ func (t *memcachedTier) delete(mkey string) error {
 	if err != nil {
 		return err
 	}
-	err = t.do(n, func() error { return t.client.Delete(mkey) })
+	err = t.do(n, "delete", func() error { return t.client.Delete(mkey) })
 	if errors.Is(err, memcache.ErrCacheMiss) {
 		return nil
 	}

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/examples/echo/echoapp"
@@ -58,6 +60,8 @@ type Cluster struct {
 	log   *slog.Logger
 	proxy *running
 	apps  []*running
+	ops   *opsPanel
+	nodes *nodes // nil: no memcached processes of our own
 }
 
 // running is a server being served.
@@ -66,23 +70,46 @@ type running struct {
 	done chan error // Serve's result
 }
 
-// start opens the tiers named by opts, starts an in-process reaper, the
-// gin, echo and fiber apps on free loopback ports and a round-robin
-// reverse proxy on opts.Listen. Close stops it all.
-func start(opts setup.Options) (_ *Cluster, err error) {
+// start opens the tiers named by opts — first starting spawn memcached
+// processes of its own in place of opts.Memcached when spawn > 0 —, starts
+// an in-process reaper, the apps on free loopback ports and a round-robin
+// reverse proxy on opts.Listen, which also serves the operator panel's
+// /ops/ endpoints and /metrics. Close stops it all.
+func start(opts setup.Options, spawn int) (_ *Cluster, err error) {
+	var procs *nodes
+	if spawn > 0 {
+		if procs, err = newNodes(); err != nil {
+			return nil, err
+		}
+		var addrs []string
+		for range spawn {
+			a, err := procs.spawn()
+			if err != nil {
+				procs.stop()
+				return nil, err
+			}
+			addrs = append(addrs, a)
+		}
+		opts.Memcached = strings.Join(addrs, ",")
+	}
 	env, err := setup.Open(opts)
 	if err != nil {
+		if procs != nil {
+			procs.stop()
+		}
 		return nil, err
 	}
-	c := &Cluster{env: env, log: env.Logger()}
+	c := &Cluster{env: env, log: env.Logger(), nodes: procs}
 	defer func() {
 		if err != nil {
 			_ = c.Close(context.Background())
 		}
 	}()
-	if err := env.StartReaper(core.ReaperConfig{}); err != nil {
+	// A pass every 15s, so that the operator panel shows the reaper at work.
+	if err := env.StartReaper(core.ReaperConfig{Interval: 15 * time.Second}); err != nil {
 		return nil, err
 	}
+	names := map[*core.Store]string{}
 
 	var targets []*url.URL
 	for _, b := range backends {
@@ -90,6 +117,7 @@ func start(opts setup.Options) (_ *Cluster, err error) {
 		if err != nil {
 			return nil, err
 		}
+		names[m.Store()] = b.name
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
@@ -105,7 +133,14 @@ func start(opts setup.Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.URL = "http://" + l.Addr().String()
-	proxy := &http.Server{Handler: roundRobin(targets, c.log), ReadHeaderTimeout: setup.ReadHeaderTimeout}
+	if c.ops, err = newOpsPanel(env, procs, names); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	c.ops.routes(mux)
+	mux.Handle("/", roundRobin(targets, c.log))
+	proxy := &http.Server{Handler: mux, ReadHeaderTimeout: setup.ReadHeaderTimeout}
 	c.proxy = c.serve("proxy", proxy, l)
 	return c, nil
 }
@@ -158,13 +193,20 @@ func (c *Cluster) Close(ctx context.Context) error {
 		errs = append(errs, a.stop(ctx))
 	}
 	c.proxy, c.apps = nil, nil
+	if c.ops != nil {
+		c.ops.close()
+		c.ops = nil
+	}
 	errs = append(errs, c.env.Close(ctx))
+	if c.nodes != nil {
+		c.nodes.stop()
+	}
 	return errors.Join(errs...)
 }
 
 // String lists the cluster's addresses, one per line.
 func (c *Cluster) String() string {
-	s := fmt.Sprintf("hybridsession cluster demo: open %s/\n", c.URL)
+	s := fmt.Sprintf("hybridsession cluster demo: open %s/ (Prometheus: %s/metrics)\n", c.URL, c.URL)
 	for _, b := range c.Backends {
 		s += fmt.Sprintf("  %-5s app server: %s/\n", b.Name, b.URL)
 	}

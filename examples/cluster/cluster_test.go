@@ -41,7 +41,7 @@ func startCluster(t *testing.T) (*Cluster, *memcachedtest.Server) {
 		Memcached: mc.Addr,
 		DSN:       filepath.Join(t.TempDir(), "sessions.db"),
 		Listen:    "127.0.0.1:0",
-	})
+	}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,20 @@
 //
 //	go run ./examples/cluster -memcached 127.0.0.1:11211 -dsn sessions.db -listen 127.0.0.1:8080
 //
-// `make demo` runs it with a memcached it starts, or database-only when
-// memcached is not available (-memcached ""). Restart memcached while
+// `make demo` runs it with -spawn 2: two memcached processes of its own,
+// which the page's operator panel can kill, restart, add and remove (or
+// database-only when memcached is not installed, -memcached ""). The page
+// shows, for the visitor's session, which app server served it and whether
+// it came from memcached or was restored from the database; the panel shows
+// each node's state, the hit ratio, database statements per minute against
+// what write-through would cost, and the reaper's last pass. /metrics
+// serves every app server's metrics for Prometheus. Restart a node while
 // logged in: the session is read back from the database.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log"
 	"os"
@@ -25,12 +32,13 @@ import (
 )
 
 func main() {
+	spawn := flag.Int("spawn", 0, "start this many memcached processes of the demo's own, which the operator panel can kill, restart, add and remove; replaces -memcached")
 	opts := setup.ParseFlags("cluster", "127.0.0.1:8080")
 	gin.SetMode(gin.ReleaseMode)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	c, err := start(opts)
+	c, err := start(opts, *spawn)
 	if err != nil {
 		log.Fatal(err)
 	}

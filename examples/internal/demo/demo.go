@@ -12,6 +12,7 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -67,6 +68,7 @@ func (c coreSession) Put(key string, value any) { c.s.Put(key, value) }
 func (c coreSession) RenewToken() error         { c.s.RenewToken(); return nil }
 func (c coreSession) SetSubject(user string)    { c.s.SetSubject(user) }
 func (c coreSession) Destroy() error            { return c.s.Destroy(c.ctx) }
+func (c coreSession) Info() core.SessionInfo    { return c.s.Info() }
 
 // State is what the page and /api/state show.
 type State struct {
@@ -78,16 +80,44 @@ type State struct {
 	Cart []string `json:"cart"`
 	// Visits counts the page views of this session.
 	Visits int `json:"visits"`
+
+	// Source tells where this request's copy of the session came from:
+	// "memcached", "database" (restored: memcached did not have it or
+	// could not be asked) or "none" (a new session). Empty when the
+	// session library cannot tell (the scs sample).
+	Source string `json:"source,omitempty"`
+	// Version is the session's version as read (it increases with every
+	// change); 0 for a new session.
+	Version uint64 `json:"version,omitempty"`
+	// SyncedAt is when the session last reached the database; nil when it
+	// never did or the library cannot tell.
+	SyncedAt *time.Time `json:"synced_at,omitempty"`
+}
+
+// Describer is implemented by Sessions that can tell where they stand in
+// the tiers (Core's do); Read fills State's Source, Version and SyncedAt
+// from it.
+type Describer interface {
+	Info() core.SessionInfo
 }
 
 // Read returns the session's state without changing it (GET /api/state).
 func Read(s Session, servedBy string) State {
-	return State{
+	st := State{
 		ServedBy: servedBy,
 		User:     str(s.Get(KeyUser)),
 		Cart:     strs(s.Get(KeyCart)),
 		Visits:   num(s.Get(KeyVisits)),
 	}
+	if d, ok := s.(Describer); ok {
+		info := d.Info()
+		st.Source, st.Version = info.Source.String(), info.Version
+		if !info.SyncedAt.IsZero() {
+			t := info.SyncedAt.UTC().Truncate(time.Millisecond)
+			st.SyncedAt = &t
+		}
+	}
+	return st
 }
 
 // Visit counts a page view and returns the state to show (GET /).
@@ -216,17 +246,37 @@ func Page(st State) ([]byte, error) {
 
 // The data: icon keeps browsers from asking for /favicon.ico, a request
 // that would otherwise take a turn of the cluster's round robin.
-var page = template.Must(template.New("page").Parse(`<!doctype html>
+//
+// The operator panel (#ops) stays hidden unless /ops/stats answers: only
+// the cluster demo serves it (examples/cluster).
+var page = template.Must(template.New("page").Funcs(template.FuncMap{
+	"since": func(t *time.Time) string {
+		if t == nil {
+			return "never"
+		}
+		return t.Format("15:04:05") + " UTC (" + time.Since(*t).Round(time.Second).String() + " ago)"
+	},
+}).Parse(`<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>hybridsession — {{.ServedBy}}</title>
 <link rel="icon" href="data:,">
-<style>body{font-family:sans-serif;max-width:36em;margin:2em auto}form{margin:.5em 0}</style>
+<style>
+body{font-family:sans-serif;max-width:64em;margin:2em auto;padding:0 1em}form{margin:.5em 0}
+.cols{display:flex;gap:2em;flex-wrap:wrap}.col{flex:1;min-width:20em}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em}dt{color:#555}dd{margin:0}
+.src-memcached{color:#070}.src-database{color:#a50;font-weight:bold}
+table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
+.up{color:#070}.open,.down{color:#b00;font-weight:bold}svg{background:#f8f8f8;border:1px solid #ddd}
+button.op{font-size:.85em}
+</style>
 </head>
 <body>
 <h1>hybridsession demo</h1>
 <p id="served-by">Served by {{.ServedBy}}</p>
+<div class="cols">
+<div class="col">
 {{if .User}}
 <p id="user">Logged in as {{.User}}</p>
 <form id="logout" method="post" action="/logout"><button type="submit">Log out</button></form>
@@ -245,6 +295,35 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 </form>
 <p id="visits">Visits: {{.Visits}}</p>
 <p><a href="/api/state">/api/state</a></p>
+{{if .Source}}
+<h2>Your session</h2>
+<dl id="session">
+<dt>App server</dt><dd id="app-server">{{.ServedBy}}</dd>
+<dt>This request read it from</dt><dd id="source" class="src-{{.Source}}">{{if eq .Source "memcached"}}memcached (a hit){{else if eq .Source "database"}}the database — restored: memcached did not have it{{else}}nowhere yet (a new session){{end}}</dd>
+<dt>Version</dt><dd id="version">{{.Version}}</dd>
+<dt>Last database sync</dt><dd id="synced">{{since .SyncedAt}}</dd>
+</dl>
+{{end}}
+</div>
+<div class="col" id="ops" hidden>
+<h2>Operator panel</h2>
+<p><small>All app servers together, refreshed every 2 s. <a href="/metrics">/metrics</a></small></p>
+<table id="nodes"><thead><tr><th>memcached node</th><th>state</th><th></th></tr></thead><tbody></tbody></table>
+<p><button class="op" id="node-add">Add a memcached node</button>
+<button class="op" id="db-cut">Cut the database for 30 s</button> <span id="db-state"></span></p>
+<dl>
+<dt>Cache hit ratio</dt><dd id="ops-hit-ratio">–</dd>
+<dt>DB statements / min</dt><dd id="ops-db-rate">–</dd>
+<dt>Write-through would cost</dt><dd id="ops-wt-rate">–</dd>
+<dt>DB reads (misses, fallbacks)</dt><dd id="ops-db-reads">–</dd>
+<dt>Served by the DB, memcached down</dt><dd id="ops-fallbacks">–</dd>
+<dt>Reaper last pass</dt><dd id="ops-reaper">–</dd>
+</dl>
+<p><small>Last minutes: hit ratio (green, 0–100 %); DB statements/min (orange) against write-through (grey)</small></p>
+<svg id="chart" width="360" height="120" viewBox="0 0 360 120"></svg>
+</div>
+</div>
+<script>` + opsScript + `</script>
 </body>
 </html>
 `))

@@ -34,6 +34,7 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/metrics"
 	"gorm.io/gorm"
 )
 
@@ -126,6 +127,12 @@ type Env struct {
 	DB *gorm.DB
 	// Durable is the database tier on DB.
 	Durable *gormstore.Store
+	// Outage wraps Durable so that the cluster demo can cut the database
+	// for a while; it passes every call through until Cut.
+	Outage *Outage
+	// Observed wraps Outage: the tier the Stores use. It remembers the
+	// reaper's last pass, for the metrics (see the metrics module).
+	Observed *metrics.Durable
 
 	log    *slog.Logger
 	mu     sync.Mutex
@@ -160,7 +167,9 @@ func Open(opts Options) (*Env, error) {
 	} else {
 		log.Info("tiers", "memcached", strings.Join(servers, ","), "database", db.Dialector.Name())
 	}
-	return &Env{Options: opts, DB: db, Durable: durable, log: log}, nil
+	outage := &Outage{Durable: durable}
+	return &Env{Options: opts, DB: db, Durable: durable, Outage: outage,
+		Observed: metrics.NewDurable(outage, nil), log: log}, nil
 }
 
 // Logger returns the logger for this process's log lines.
@@ -175,7 +184,7 @@ func (e *Env) NewStore() (*core.Store, error) {
 	}
 	s, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: SplitServers(e.Options.Memcached)},
-		Durable:   e.Durable,
+		Durable:   e.Observed,
 		Logger:    e.Options.Logger,
 	})
 	if err != nil {
@@ -183,6 +192,13 @@ func (e *Env) NewStore() (*core.Store, error) {
 	}
 	e.stores = append(e.stores, s)
 	return s, nil
+}
+
+// Stores returns the Stores made by NewStore (and StartReaper), oldest first.
+func (e *Env) Stores() []*core.Store {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]*core.Store(nil), e.stores...)
 }
 
 // NewManager returns a core.Manager, on a new Store, configured as every
@@ -206,7 +222,7 @@ func (e *Env) NewManager() (*core.Manager, error) {
 
 // StartReaper starts a reaper with cfg in this process, on its own Store; a
 // pass runs at once and then every cfg.Interval. Close stops it. An app
-// server usually runs one like this; examples/reaper is the standalone
+// server usually runs one like this; examples/hsctl (hsctl reap) is the standalone
 // form.
 func (e *Env) StartReaper(cfg core.ReaperConfig) error {
 	s, err := e.NewStore()

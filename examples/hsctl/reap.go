@@ -1,20 +1,3 @@
-// Command reaper runs hybridsession's reaper against the memcached servers
-// and the database of a deployment: it deletes the database rows of dead
-// sessions (optionally archiving them first) and extends the rows of
-// sessions still alive in memcached with memcached's latest copy.
-//
-// Run it as a daemon, one pass every -interval:
-//
-//	go run ./examples/reaper -memcached 10.0.0.1:11211,10.0.0.2:11211 -dsn 'postgres://...' -interval 1m
-//
-// or from cron with -once, one pass and exit (status 1 if the pass failed):
-//
-//	*/5 * * * * /usr/local/bin/reaper -once -memcached 10.0.0.1:11211 -dsn 'postgres://...'
-//
-// Every pass prints one summary line: examined, extended, archived,
-// deleted, skipped, errors and duration. With -archive FILE each archived
-// session is appended to FILE as a JSON line before its row is deleted.
-// Any number of reapers may run against one database at once.
 package main
 
 import (
@@ -26,29 +9,29 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 )
 
-func main() {
-	opts := setup.Options{Name: "reaper"}
-	opts.AddFlags(flag.CommandLine, "")
-	once := flag.Bool("once", false, "make one pass and exit (for cron)")
-	interval := flag.Duration("interval", time.Minute, "time between passes")
-	batch := flag.Int("batch", 500, "rows per database transaction and memcached GetMulti")
-	archive := flag.String("archive", "", "append each archived session to this file as a JSON line")
-	flag.Parse()
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, opts, config{once: *once, interval: *interval, batch: *batch, archive: *archive}, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "reaper:", err)
-		os.Exit(1)
+// reapCmd is "hsctl reap".
+func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("hsctl reap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	opts := setup.Options{Name: "hsctl"}
+	opts.AddFlags(fs, "")
+	once := fs.Bool("once", false, "make one pass and exit (for cron)")
+	interval := fs.Duration("interval", time.Minute, "time between passes")
+	batch := fs.Int("batch", 500, "rows per database transaction and memcached GetMulti")
+	archive := fs.String("archive", "", "append each archived session to this file as a JSON line")
+	progress := fs.Duration("progress", 2*time.Second, "during a long pass, print the rows examined so far this often (0: never)")
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
+	cfg := config{once: *once, interval: *interval, batch: *batch, archive: *archive, progress: *progress, progressOut: stderr}
+	return run(ctx, opts, cfg, stdout)
 }
 
 type config struct {
@@ -56,6 +39,10 @@ type config struct {
 	interval time.Duration
 	batch    int
 	archive  string
+	// progress is how often a pass in progress reports its rows to
+	// progressOut; 0 or a nil progressOut: never.
+	progress    time.Duration
+	progressOut io.Writer
 }
 
 // run makes one pass (cfg.once) or a pass every cfg.interval until ctx
@@ -75,10 +62,19 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 		defer cancel()
 		_ = env.Close(cctx)
 	}()
-	store, err := env.NewStore()
+	store, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: setup.SplitServers(opts.Memcached)},
+		Durable:   &progressDurable{Durable: env.Durable, every: cfg.progress, out: cfg.progressOut},
+		Logger:    env.Options.Logger,
+	})
 	if err != nil {
 		return err
 	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), setup.ShutdownTimeout)
+		defer cancel()
+		_ = store.Close(cctx)
+	}()
 	rcfg := core.ReaperConfig{Interval: cfg.interval, Batch: cfg.batch}
 	if cfg.archive != "" {
 		f, err := os.OpenFile(cfg.archive, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
@@ -156,4 +152,39 @@ func archiveTo(f *os.File) func(context.Context, core.ArchivedSession) error {
 		_, err = f.Write(append(b, '\n'))
 		return err
 	}
+}
+
+// progressDurable reports a long reaper pass as it goes: the batches of one
+// pass share its now; every `every` it prints the rows examined so far.
+type progressDurable struct {
+	core.Durable
+	every time.Duration
+	out   io.Writer
+
+	mu       sync.Mutex
+	passNow  time.Time
+	start    time.Time
+	rows     int
+	reported time.Time
+}
+
+// Reap runs the batch and reports the pass's progress when due.
+func (p *progressDurable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+	n, err := p.Durable.Reap(ctx, now, limit, judge)
+	if p.every <= 0 || p.out == nil {
+		return n, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := time.Now()
+	if !now.Equal(p.passNow) {
+		p.passNow, p.start, p.rows, p.reported = now, t, 0, t
+	}
+	p.rows += n
+	if n == limit && t.Sub(p.reported) >= p.every {
+		p.reported = t
+		rate := float64(p.rows) / t.Sub(p.start).Seconds()
+		fmt.Fprintf(p.out, "%s pass in progress: %d rows examined (%.0f rows/s)\n", t.Format(time.RFC3339), p.rows, rate)
+	}
+	return n, err
 }

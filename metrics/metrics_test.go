@@ -1,0 +1,243 @@
+package metrics_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durabletest"
+	"github.com/hybridsession/hybridsession/memcachedtest"
+	"github.com/hybridsession/hybridsession/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// fixture is a Store on a real memcached and an in-memory durable tier
+// wrapped by metrics.Durable, with a Manager on it.
+type fixture struct {
+	mc      *memcachedtest.Server
+	durable *metrics.Durable
+	store   *core.Store
+	m       *core.Manager
+}
+
+func newFixture(t *testing.T, mcfg core.MemcachedConfig) *fixture {
+	t.Helper()
+	f := &fixture{mc: memcachedtest.Start(t, memcachedtest.Options{})}
+	f.durable = metrics.NewDurable(durabletest.NewMemory(), nil)
+	mcfg.Servers = []string{f.mc.Addr}
+	store, err := core.NewStore(core.StoreConfig{Memcached: mcfg, Durable: f.durable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	f.store = store
+	if f.m, err = core.New(core.Config{Store: store}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// traffic creates a session and reads it back twice (two memcached hits),
+// then reads a token nobody has (a miss and a database read).
+func (f *fixture) traffic(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	s, err := f.m.Load(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Put("cart", []string{"tea"})
+	if err := f.m.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		got, err := f.m.Load(ctx, s.Token())
+		if err != nil || got.IsNew() {
+			t.Fatalf("Load = %v, %v; want the stored session", got, err)
+		}
+	}
+	if _, err := f.m.Load(ctx, core.NewToken()); err != nil {
+		t.Fatal(err)
+	}
+	return s.Token()
+}
+
+func TestCollector(t *testing.T) {
+	f := newFixture(t, core.MemcachedConfig{})
+	f.traffic(t)
+	reaper, err := f.store.NewReaper(core.ReaperConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reaper.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := metrics.NewCollector(metrics.Config{Store: f.store, Reaper: f.durable, Labels: map[string]string{"app": "shop"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %+v", err, problems)
+	}
+
+	want := `
+# HELP hybridsession_cache_hits_total memcached reads that found a live session.
+# TYPE hybridsession_cache_hits_total counter
+hybridsession_cache_hits_total{app="shop"} 2
+# HELP hybridsession_cache_misses_total memcached reads that found no live session (corrupt entries included).
+# TYPE hybridsession_cache_misses_total counter
+hybridsession_cache_misses_total{app="shop"} 1
+# HELP hybridsession_cache_hit_ratio Cache hits / (hits + misses) since the Store started; alert on rate() of the counters instead.
+# TYPE hybridsession_cache_hit_ratio gauge
+hybridsession_cache_hit_ratio{app="shop"} 0.6666666666666666
+# HELP hybridsession_db_reads_total Durable-tier loads (memcached misses and fallbacks).
+# TYPE hybridsession_db_reads_total counter
+hybridsession_db_reads_total{app="shop"} 1
+# HELP hybridsession_db_writes_total Rows written to the durable tier, on the request path or in the background.
+# TYPE hybridsession_db_writes_total counter
+hybridsession_db_writes_total{app="shop"} 1
+# HELP hybridsession_memcached_breaker_open 1 while the node's circuit breaker is open (its sessions are served from the database), else 0.
+# TYPE hybridsession_memcached_breaker_open gauge
+hybridsession_memcached_breaker_open{app="shop",node="` + f.mc.Addr + `"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"hybridsession_cache_hits_total", "hybridsession_cache_misses_total", "hybridsession_cache_hit_ratio",
+		"hybridsession_db_reads_total", "hybridsession_db_writes_total", "hybridsession_memcached_breaker_open"); err != nil {
+		t.Error(err)
+	}
+	// Every row of the table is exported, plus the reaper's pass and two per node.
+	if n := testutil.CollectAndCount(c); n < 30 {
+		t.Errorf("collector exports %d metrics, want at least 30", n)
+	}
+	if v := gauge(t, reg, "hybridsession_reaper_last_pass_timestamp_seconds"); v == 0 {
+		t.Error("reaper_last_pass_timestamp_seconds = 0 after a pass")
+	}
+
+	// Kill the node: the next requests open its breaker and the gauge says so.
+	f.mc.Kill()
+	for range 5 {
+		_, _ = f.m.Load(context.Background(), core.NewToken())
+	}
+	if v := gauge(t, reg, "hybridsession_memcached_breaker_open"); v != 1 {
+		t.Errorf("breaker_open = %v after the node died, want 1", v)
+	}
+	if v := gauge(t, reg, "hybridsession_fallbacks_total"); v == 0 {
+		t.Error("fallbacks_total = 0 after the node died")
+	}
+}
+
+// gauge returns the value of the single series called name.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if m.GetCounter() != nil {
+			return m.GetCounter().GetValue()
+		}
+		return m.GetGauge().GetValue()
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func TestConfigErrors(t *testing.T) {
+	if _, err := metrics.NewCollector(metrics.Config{}); err == nil {
+		t.Error("NewCollector without a Store: no error")
+	}
+	f := newFixture(t, core.MemcachedConfig{})
+	if _, err := metrics.NewCollector(metrics.Config{Store: f.store, Labels: map[string]string{"node": "x"}}); err == nil {
+		t.Error(`NewCollector with label "node": no error`)
+	}
+}
+
+func TestTwoCollectorsOneRegistry(t *testing.T) {
+	f := newFixture(t, core.MemcachedConfig{})
+	reg := prometheus.NewRegistry()
+	for _, app := range []string{"gin", "echo"} {
+		c, err := metrics.NewCollector(metrics.Config{Store: f.store, Labels: map[string]string{"server": app}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := reg.Register(c); err != nil {
+			t.Fatalf("register %s: %v", app, err)
+		}
+	}
+	if n, err := testutil.GatherAndCount(reg, "hybridsession_cache_hits_total"); err != nil || n != 2 {
+		t.Errorf("cache_hits_total series = %d, %v; want 2", n, err)
+	}
+}
+
+func TestOTel(t *testing.T) {
+	f := newFixture(t, core.MemcachedConfig{})
+	f.traffic(t)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+
+	reg, err := metrics.RegisterOTel(metrics.Config{Store: f.store, Reaper: f.durable, Labels: map[string]string{"app": "shop"}}, mp.Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]metricdata.Aggregation{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			got[m.Name] = m.Data
+		}
+	}
+	hits, ok := got["hybridsession.cache.hits"].(metricdata.Sum[int64])
+	if !ok || !hits.IsMonotonic || len(hits.DataPoints) != 1 || hits.DataPoints[0].Value != 2 {
+		t.Errorf("hybridsession.cache.hits = %+v, want one monotonic sum of 2", got["hybridsession.cache.hits"])
+	} else if v, _ := hits.DataPoints[0].Attributes.Value("app"); v.AsString() != "shop" {
+		t.Errorf("app attribute = %q", v.AsString())
+	}
+	ratio, ok := got["hybridsession.cache.hit_ratio"].(metricdata.Gauge[float64])
+	if !ok || len(ratio.DataPoints) != 1 || ratio.DataPoints[0].Value < 0.66 || ratio.DataPoints[0].Value > 0.67 {
+		t.Errorf("hybridsession.cache.hit_ratio = %+v, want 2/3", got["hybridsession.cache.hit_ratio"])
+	}
+	open, ok := got["hybridsession.memcached.breaker_open"].(metricdata.Gauge[float64])
+	if !ok || len(open.DataPoints) != 1 || !open.DataPoints[0].Attributes.HasValue(attribute.Key("node")) {
+		t.Errorf("hybridsession.memcached.breaker_open = %+v, want one point with a node", got["hybridsession.memcached.breaker_open"])
+	}
+	if _, ok := got["hybridsession.reaper.last_pass_timestamp"]; !ok {
+		t.Error("no hybridsession.reaper.last_pass_timestamp")
+	}
+
+	// Unregistered: the next collection observes nothing of ours.
+	if err := reg.Unregister(); err != nil {
+		t.Fatal(err)
+	}
+	rm = metricdata.ResourceMetrics{}
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "hybridsession.cache.hits" {
+				if s := m.Data.(metricdata.Sum[int64]); len(s.DataPoints) > 0 && s.DataPoints[0].Value != 2 {
+					t.Errorf("after Unregister: %+v", s)
+				}
+			}
+		}
+	}
+}

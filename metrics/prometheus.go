@@ -1,0 +1,76 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector is a prometheus.Collector over a Store's Stats: every scrape
+// reads Stats once. Register it with a prometheus.Registerer; several
+// Collectors (one per Store) may share a registry when their Config.Labels
+// differ.
+type Collector struct {
+	cfg   Config
+	descs []*prometheus.Desc // stats, then reapStats
+	nodes []*prometheus.Desc // nodeStats
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// NewCollector returns a Collector for cfg. It returns an error when
+// cfg.Store is nil or cfg.Labels uses the reserved label "node".
+func NewCollector(cfg Config) (*Collector, error) {
+	cfg, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	c := &Collector{cfg: cfg}
+	labels := prometheus.Labels(cfg.Labels)
+	for _, st := range stats {
+		c.descs = append(c.descs, prometheus.NewDesc(Namespace+"_"+st.name, st.help, nil, labels))
+	}
+	if cfg.Reaper != nil {
+		for _, st := range reapStats {
+			c.descs = append(c.descs, prometheus.NewDesc(Namespace+"_"+st.name, st.help, nil, labels))
+		}
+	}
+	for _, st := range nodeStats {
+		c.nodes = append(c.nodes, prometheus.NewDesc(Namespace+"_"+st.name, st.help, []string{nodeLabel}, labels))
+	}
+	return c, nil
+}
+
+// Describe sends the descriptions of every metric the Collector exports.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+	for _, d := range c.nodes {
+		ch <- d
+	}
+}
+
+// Collect reads the Store's Stats once and sends every metric.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.cfg.read()
+	for i, st := range stats {
+		ch <- prometheus.MustNewConstMetric(c.descs[i], valueType(st.kind), st.value(s))
+	}
+	if s.hasReaps {
+		for i, st := range reapStats {
+			ch <- prometheus.MustNewConstMetric(c.descs[len(stats)+i], valueType(st.kind), st.value(s))
+		}
+	}
+	for i := range s.Nodes {
+		n := &s.Nodes[i]
+		for j, st := range nodeStats {
+			ch <- prometheus.MustNewConstMetric(c.nodes[j], prometheus.GaugeValue, st.value(n), n.Addr)
+		}
+	}
+}
+
+func valueType(k kind) prometheus.ValueType {
+	if k == counter {
+		return prometheus.CounterValue
+	}
+	return prometheus.GaugeValue
+}
