@@ -61,7 +61,8 @@ func TestStats(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	managers := map[string]*core.Manager{}
 	for _, name := range []string{"gin", "echo"} {
-		store, err := core.NewStore(core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Durable: durable})
+		// ReapExternal: no in-process reaper, so "no pass yet" holds.
+		store, err := core.NewStore(core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Durable: durable, ReapMode: core.ReapExternal})
 		if err != nil {
 			t.Fatal(err)
 		}
