@@ -20,7 +20,7 @@ import (
 // server whose clock reads now would.
 func newSession(t *testing.T, durable core.Durable, now time.Time, user string) {
 	t.Helper()
-	store, err := core.NewStore(core.StoreConfig{Durable: durable, Clock: func() time.Time { return now }})
+	store, err := core.NewStore(core.StoreConfig{Durable: durable, Clock: func() time.Time { return now }, ReapMode: core.ReapExternal})
 	if err != nil {
 		t.Fatal(err)
 	}
