@@ -217,4 +217,3 @@ func TestAccessors(t *testing.T) {
 		}
 	}
 }
-
