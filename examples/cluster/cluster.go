@@ -13,7 +13,9 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/examples/echo/echoapp"
+	"github.com/hybridsession/hybridsession/examples/echo5/echo5app"
 	"github.com/hybridsession/hybridsession/examples/fiber/fiberapp"
+	"github.com/hybridsession/hybridsession/examples/fiber3/fiber3app"
 	"github.com/hybridsession/hybridsession/examples/gin/ginapp"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 	"github.com/hybridsession/hybridsession/examples/nethttp/nethttpapp"
@@ -37,6 +39,12 @@ var backends = []struct {
 	}},
 	{nethttpapp.Name, func(m *core.Manager) setup.Server {
 		return &http.Server{Handler: nethttpapp.New(m), ReadHeaderTimeout: setup.ReadHeaderTimeout}
+	}},
+	{echo5app.Name, func(m *core.Manager) setup.Server {
+		return &http.Server{Handler: echo5app.New(m), ReadHeaderTimeout: setup.ReadHeaderTimeout}
+	}},
+	{fiber3app.Name, func(m *core.Manager) setup.Server {
+		return fiber3app.Server{App: fiber3app.New(m)}
 	}},
 }
 
@@ -67,7 +75,8 @@ type running struct {
 }
 
 // start opens the tiers named by opts, starts an in-process reaper, the
-// gin, echo and fiber apps on free loopback ports and a round-robin
+// gin, echo v4, fiber v2, net/http, echo v5 and fiber v3 apps on free
+// loopback ports and a round-robin
 // reverse proxy on opts.Listen. Close stops it all.
 func start(opts setup.Options) (_ *Cluster, err error) {
 	env, err := setup.Open(opts)

@@ -1,5 +1,6 @@
-// Command cluster is the demo of a load-balanced deployment: the gin, echo,
-// fiber and net/http samples run side by side on four loopback ports behind
+// Command cluster is the demo of a load-balanced deployment: the gin, echo
+// v4, fiber v2, net/http, echo v5 and fiber v3 samples run side by side on
+// six loopback ports behind
 // a round-robin reverse proxy, and share their sessions through one
 // memcached and one database — so a user logs in on one framework, fills
 // the cart on the next and sees it all on the others. Every response names
