@@ -141,9 +141,14 @@ func (m *Manager) Middleware(cfg MiddlewareConfig) func(http.Handler) http.Handl
 				onError(w, r, err)
 				return
 			}
-			sw := &sessionWriter{ResponseWriter: w, m: m, s: s, r: r, onError: onError}
+			sw := m.NewSaveWriter(w, r, s, func(w http.ResponseWriter, err error) {
+				// The handler's headers (Location, cookies, content type)
+				// belong to the response that is not sent.
+				clear(w.Header())
+				onError(w, r, err)
+			})
 			next.ServeHTTP(sw, r.WithContext(NewContext(r.Context(), s)))
-			if sw.commit() {
+			if sw.Commit() {
 				m.CheckCommitted(s)
 			}
 		})
@@ -167,75 +172,108 @@ func (m *Manager) CheckCommitted(s *Session) error {
 	return err
 }
 
-// sessionWriter saves the session before the first byte of the response.
-type sessionWriter struct {
+// SaveWriter is an http.ResponseWriter that saves a session and writes its
+// cookie (Manager.WriteCookie) just before the response header goes out:
+// on the first WriteHeader with a final status, Write, Flush or Hijack.
+// Informational statuses (103 Early Hints) pass through without saving.
+// After a failed save it discards everything the handler writes. Manager's
+// net/http middleware and the adapters of frameworks built on net/http
+// (echo) use it; Unwrap keeps the wrapped writer's optional interfaces
+// reachable through http.NewResponseController.
+type SaveWriter struct {
 	http.ResponseWriter
-	m         *Manager
-	s         *Session
-	r         *http.Request
-	onError   func(http.ResponseWriter, *http.Request, error)
-	committed bool
-	failed    bool  // the save failed and the error handler answered
-	err       error // the save error, once failed
+	m      *Manager
+	s      *Session
+	r      *http.Request
+	onFail func(http.ResponseWriter, error)
+	state  uint8 // pending, committed or failed
+	err    error // the save error, once failed
 }
 
-// commit saves the session and writes its cookie, once. It reports false
-// when the save failed: the error handler has answered the request, and
-// the handler's own output must be dropped.
-func (w *sessionWriter) commit() bool {
-	if w.committed {
-		return !w.failed
+// Commit states of a SaveWriter.
+const (
+	pending = iota
+	committed
+	failed
+)
+
+// NewSaveWriter returns a SaveWriter that saves s, with r's context, before
+// the header of w goes out. When the save fails, onFail, if not nil, is
+// called with w and the error at once, to answer the request; with a nil
+// onFail the caller answers once the handler returned (see Commit and
+// Err).
+func (m *Manager) NewSaveWriter(w http.ResponseWriter, r *http.Request, s *Session, onFail func(http.ResponseWriter, error)) *SaveWriter {
+	return &SaveWriter{ResponseWriter: w, m: m, s: s, r: r, onFail: onFail}
+}
+
+// Commit saves the session and writes its cookie, once, and reports
+// whether the save succeeded. Middleware calls it after the handler
+// returned, for handlers that wrote nothing.
+func (w *SaveWriter) Commit() bool {
+	switch w.state {
+	case committed:
+		return true
+	case failed:
+		return false
 	}
-	w.committed = true
+	w.state = committed
 	if err := w.m.Save(w.r.Context(), w.s); err != nil {
-		w.failed, w.err = true, err
-		// The handler's headers (Location, cookies, content type) belong
-		// to the response that is not sent.
-		clear(w.ResponseWriter.Header())
-		w.onError(w.ResponseWriter, w.r, err)
+		w.state, w.err = failed, err
+		if w.onFail != nil {
+			w.onFail(w.ResponseWriter, err)
+		}
 		return false
 	}
 	w.m.WriteCookie(w.ResponseWriter.Header(), w.s)
 	return true
 }
 
-func (w *sessionWriter) WriteHeader(code int) {
+// Err returns the error of a failed save, nil otherwise.
+func (w *SaveWriter) Err() error { return w.err }
+
+// WriteHeader commits the session and sends the header; an informational
+// status passes through without committing. After a failed save it does
+// nothing.
+func (w *SaveWriter) WriteHeader(code int) {
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		// Informational (103 Early Hints): the real response is still to
 		// come, and the handler may change the session until then.
-		if !w.committed {
+		if w.state == pending {
 			w.ResponseWriter.WriteHeader(code)
 		}
 		return
 	}
-	if w.commit() {
+	if w.Commit() {
 		w.ResponseWriter.WriteHeader(code)
 	}
 }
 
-func (w *sessionWriter) Write(b []byte) (int, error) {
-	if !w.commit() {
-		return len(b), nil // swallowed: the error response is already out
+// Write commits the session and writes b. After a failed save it discards
+// b and reports success, so the handler runs to its end undisturbed.
+func (w *SaveWriter) Write(b []byte) (int, error) {
+	if !w.Commit() {
+		return len(b), nil
 	}
 	return w.ResponseWriter.Write(b)
 }
 
-// Flush commits the session and flushes, so streaming handlers work.
-func (w *sessionWriter) Flush() {
-	if w.commit() {
+// Flush commits the session and flushes, so streaming handlers work; after
+// a failed save it does nothing.
+func (w *SaveWriter) Flush() {
+	if w.Commit() {
 		_ = http.NewResponseController(w.ResponseWriter).Flush()
 	}
 }
 
-// Unwrap returns the underlying ResponseWriter for http.ResponseController.
-func (w *sessionWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 // Hijack commits the session and hands over the connection (the cookie,
 // if any, is not sent: the handler owns the connection). After a failed
 // save it returns the save error.
-func (w *sessionWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	if !w.commit() {
+func (w *SaveWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if !w.Commit() {
 		return nil, nil, w.err
 	}
 	return http.NewResponseController(w.ResponseWriter).Hijack()
 }
+
+// Unwrap returns the wrapped writer, for http.ResponseController.
+func (w *SaveWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

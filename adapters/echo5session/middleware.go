@@ -69,7 +69,8 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 			}
 			// The request context is the session's only home: Get, GetFor
 			// and core.FromContext read it.
-			c.SetRequest(req.WithContext(core.NewContext(req.Context(), s)))
+			req = req.WithContext(core.NewContext(req.Context(), s))
+			c.SetRequest(req)
 
 			resp, err := echo.UnwrapResponse(c.Response())
 			if err != nil {
@@ -77,19 +78,19 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 				// Response in front of it: wrap that writer instead.
 				return serveWrapped(c, m, s, cfg, next)
 			}
-			w := &writer{ResponseWriter: resp.ResponseWriter, c: c, m: m, s: s}
+			w := m.NewSaveWriter(resp.ResponseWriter, req, s, nil)
 			resp.ResponseWriter = w
 			// Restore echo's writer even when the handler panics, so that a
 			// recovery middleware's error page does not save the session.
 			defer func() { resp.ResponseWriter = w.ResponseWriter }()
 
 			herr := next(c)
-			if !w.commit() {
+			if !w.Commit() {
 				// Nothing reached the client: start the response afresh.
 				resp.ResponseWriter = w.ResponseWriter
 				resp.Committed, resp.Status, resp.Size = false, http.StatusOK, 0
 				dropBodyHeaders(resp.Header())
-				return cfg.ErrorHandler(c, w.err)
+				return cfg.ErrorHandler(c, w.Err())
 			}
 			_ = m.CheckCommitted(s)
 			return herr
@@ -101,14 +102,14 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 // when that does not unwrap to echo's Response.
 func serveWrapped(c *echo.Context, m *core.Manager, s *core.Session, cfg Config, next echo.HandlerFunc) error {
 	orig := c.Response()
-	w := &writer{ResponseWriter: orig, c: c, m: m, s: s}
+	w := m.NewSaveWriter(orig, c.Request(), s, nil)
 	c.SetResponse(w)
 	defer c.SetResponse(orig)
 	herr := next(c)
-	if !w.commit() {
+	if !w.Commit() {
 		c.SetResponse(orig)
 		dropBodyHeaders(orig.Header())
-		return cfg.ErrorHandler(c, w.err)
+		return cfg.ErrorHandler(c, w.Err())
 	}
 	_ = m.CheckCommitted(s)
 	return herr

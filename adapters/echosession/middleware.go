@@ -71,17 +71,18 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 			}
 			// The request context is the session's only home: Get and
 			// core.FromContext both read it.
-			c.SetRequest(req.WithContext(core.NewContext(req.Context(), s)))
+			req = req.WithContext(core.NewContext(req.Context(), s))
+			c.SetRequest(req)
 
 			resp := c.Response()
-			w := &writer{ResponseWriter: resp.Writer, c: c, m: m, s: s}
+			w := m.NewSaveWriter(resp.Writer, req, s, nil)
 			resp.Writer = w
 			// Restore echo's writer even when the handler panics, so that a
 			// recovery middleware's error page does not save the session.
 			defer func() { resp.Writer = w.ResponseWriter }()
 
 			herr := next(c)
-			if !w.commit() {
+			if !w.Commit() {
 				// Nothing reached the client: start the response afresh.
 				resp.Writer = w.ResponseWriter
 				resp.Committed, resp.Status, resp.Size = false, http.StatusOK, 0
@@ -89,7 +90,7 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 				h.Del("Content-Length")
 				h.Del("Content-Encoding")
 				h.Del("Content-Type")
-				return cfg.ErrorHandler(c, w.err)
+				return cfg.ErrorHandler(c, w.Err())
 			}
 			_ = m.CheckCommitted(s)
 			return herr
