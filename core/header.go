@@ -44,6 +44,19 @@ func (h *HeaderConfig) fill() {
 	}
 }
 
+// valid reports whether the header names are HTTP tokens (or empty).
+func (h *HeaderConfig) valid() bool {
+	for _, name := range []string{h.Name, h.Response} {
+		for i := 0; i < len(name); i++ {
+			c := name[i]
+			if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // TokenHeader returns the request header that carries the token
 // (Config.Header.Name), "" when the token travels in the cookie.
 func (m *Manager) TokenHeader() string { return m.cfg.Header.Name }

@@ -162,6 +162,8 @@ func New(cfg Config) (*Manager, error) {
 		return nil, errors.New("core: MaxRetries must not be negative")
 	case !validCookieName(cfg.Cookie.Name):
 		return nil, fmt.Errorf("core: invalid cookie name %q", cfg.Cookie.Name)
+	case !cfg.Header.valid():
+		return nil, fmt.Errorf("core: invalid header name in %+v", cfg.Header)
 	}
 	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, durableKey: map[string]bool{}}
 	m.bearer = http.CanonicalHeaderKey(cfg.Header.Name) == "Authorization"

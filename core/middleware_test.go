@@ -115,6 +115,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{Store: store, IdleTimeout: time.Minute, TouchInterval: time.Minute},
 		{Store: store, IdleTimeout: -1},
 		{Store: store, Cookie: core.CookieConfig{Name: "bad name"}},
+		{Store: store, Header: core.HeaderConfig{Name: "X-Token:"}},
+		{Store: store, Header: core.HeaderConfig{Name: "Authorization", Response: "Session Token"}},
 	}
 	for i, cfg := range bad {
 		if _, err := core.New(cfg); err == nil {
@@ -206,4 +208,40 @@ func recoverer(next http.Handler) http.Handler {
 
 func TestConformance(t *testing.T) {
 	adaptertest.Run(t, harness, adaptertest.Options{})
+}
+
+func TestHeaderToken(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	bearer := newManager(t, mc, func(c *core.Config) { c.Header = core.HeaderConfig{Name: "authorization"} })
+	named := newManager(t, mc, func(c *core.Config) { c.Header = core.HeaderConfig{Name: "X-Session-Token"} })
+	tests := []struct {
+		m    *core.Manager
+		v    string
+		want string
+	}{
+		{bearer, "Bearer abc", "abc"},
+		{bearer, "bearer  abc ", "abc"},
+		{bearer, "Basic YWxhZGRpbjpvcGVuc2VzYW1l", ""},
+		{bearer, "abc", ""},
+		{bearer, "", ""},
+		{named, " abc ", "abc"},
+		{named, "Bearer abc", "Bearer abc"},
+	}
+	for _, tt := range tests {
+		if got := tt.m.HeaderToken(tt.v); got != tt.want {
+			t.Errorf("%s: HeaderToken(%q) = %q, want %q", tt.m.TokenHeader(), tt.v, got, tt.want)
+		}
+	}
+	// The response header defaults to Session-Token for Authorization.
+	s, _ := bearer.Load(context.Background(), "")
+	s.Put("k", 1)
+	if err := bearer.Save(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if name, value, ok := bearer.ResponseHeader(s); name != "Session-Token" || value != s.Token() || !ok {
+		t.Errorf("ResponseHeader = %q, %q, %t", name, value, ok)
+	}
+	if bearer.Cookie(s) != nil {
+		t.Error("a cookie in header mode")
+	}
 }
