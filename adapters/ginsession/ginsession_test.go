@@ -298,13 +298,30 @@ func TestContextAndGet(t *testing.T) {
 	})
 	r.GET("/with", ginsession.New(m, ginsession.Config{}), func(c *gin.Context) {
 		s := ginsession.Get(c)
-		c.String(http.StatusOK, "%t", s != nil && core.FromContext(c.Request.Context()) == s)
+		c.String(http.StatusOK, "%t", s != nil && core.FromContext(c.Request.Context()) == s &&
+			ginsession.GetFor(c, m) == s && m.FromContext(c.Request.Context()) == s)
 	})
-	srv := serve(t, r)
-	c := newClient(t, srv)
-	for _, path := range []string{"/without", "/with"} {
-		if _, body := c.get(path); body != "true" {
-			t.Errorf("%s: %s", path, body)
+	// Given the *gin.Context itself, core.FromContext finds the session only
+	// when the engine forwards lookups to the request's context; Get, the
+	// documented accessor, needs no such setting.
+	r.GET("/gin-context", ginsession.New(m, ginsession.Config{}), func(c *gin.Context) {
+		c.String(http.StatusOK, "%t", ginsession.Get(c) != nil && core.FromContext(c) == nil)
+	})
+	fallback := gin.New()
+	fallback.ContextWithFallback = true
+	fallback.GET("/gin-context", ginsession.New(m, ginsession.Config{}), func(c *gin.Context) {
+		c.String(http.StatusOK, "%t", core.FromContext(c) == ginsession.Get(c) && m.FromContext(c) == ginsession.Get(c))
+	})
+	for _, h := range []http.Handler{r, fallback} {
+		c := newClient(t, serve(t, h))
+		paths := []string{"/gin-context"}
+		if h == http.Handler(r) {
+			paths = []string{"/without", "/with", "/gin-context"}
+		}
+		for _, path := range paths {
+			if _, body := c.get(path); body != "true" {
+				t.Errorf("%s: %s", path, body)
+			}
 		}
 	}
 }
