@@ -21,6 +21,7 @@ import (
 	"github.com/hybridsession/hybridsession/adapters/fibersession"
 	"github.com/hybridsession/hybridsession/adapters/ginsession"
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -32,12 +33,23 @@ import (
 // compare are echo5 with echo4 and fiber3 with fiber2.
 func BenchmarkAdapters(b *testing.B) {
 	mc := memcachedtest.Start(b, memcachedtest.Options{})
-	st, err := core.NewStore(core.StoreConfig{
+	benchAdapters(b, core.StoreConfig{
 		// A generous timeout: on a loaded machine a slow round trip must
 		// not open the breaker and turn the benchmark into 503s.
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, Timeout: 5 * time.Second},
 		Logger:    quiet,
 	})
+}
+
+// BenchmarkAdaptersCPU is BenchmarkAdapters on an in-memory tier (no
+// memcached, no network): what each adapter and the core cost in CPU, the
+// figure that stays comparable on a loaded machine.
+func BenchmarkAdaptersCPU(b *testing.B) {
+	benchAdapters(b, core.StoreConfig{Durable: durabletest.NewMemory(), Logger: quiet})
+}
+
+func benchAdapters(b *testing.B, cfg core.StoreConfig) {
+	st, err := core.NewStore(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -108,9 +120,11 @@ func BenchmarkAdapters(b *testing.B) {
 		for _, a := range adapters {
 			b.Run(op+"/"+a.name, func(b *testing.B) {
 				b.ReportAllocs()
+				cpu0 := cpuTime()
 				for b.Loop() {
 					a.do(b, "/"+op)
 				}
+				b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}
