@@ -88,8 +88,11 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 		if err != nil {
 			return cfg.ErrorHandler(c, err)
 		}
-		c.Locals(localsKey{}, s)
-		c.Locals(m, s)
+		// c.Locals(k, v) would allocate its variadic argument; this is
+		// what it does, without.
+		rc := c.RequestCtx()
+		rc.SetUserValue(localsKey{}, s)
+		rc.SetUserValue(m, s)
 		c.SetContext(core.NewContext(ctx, s))
 
 		herr := c.Next()
