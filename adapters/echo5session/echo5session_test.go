@@ -108,10 +108,13 @@ func TestConformanceDurable(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			adaptertest.Run(t, harness, adaptertest.Options{Durable: func(t testing.TB) core.Durable {
 				db := b.Open(t)
-				st, err := gormstore.New(db, gormstore.Config{TableName: gormtest.UniqueTable("e5s_")})
+				table := gormtest.UniqueTable("e5s_")
+				st, err := gormstore.New(db, gormstore.Config{TableName: table})
 				if err != nil {
 					t.Fatal(err)
 				}
+				// Registered before the store's own cleanup, so it runs after.
+				t.Cleanup(func() { _ = db.Migrator().DropTable(table) })
 				return st
 			}})
 		})

@@ -103,10 +103,14 @@ func TestConformanceDurable(t *testing.T) {
 	for _, b := range gormtest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			adaptertest.Run(t, harness, adaptertest.Options{Durable: func(t testing.TB) core.Durable {
-				st, err := gormstore.New(b.Open(t), gormstore.Config{TableName: gormtest.UniqueTable("f3s_")})
+				db := b.Open(t)
+				table := gormtest.UniqueTable("f3s_")
+				st, err := gormstore.New(db, gormstore.Config{TableName: table})
 				if err != nil {
 					t.Fatal(err)
 				}
+				// Registered before the store's own cleanup, so it runs after.
+				t.Cleanup(func() { _ = db.Migrator().DropTable(table) })
 				return st
 			}})
 		})
