@@ -135,6 +135,7 @@ func (r *runner) savedBeforeHeaders(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClient(t, base)
+			sets, _ := mcStats(t, e.mc.Addr)
 			resp, body := c.do(tt.method, fmt.Sprintf("/m%d", i))
 			if resp.StatusCode != tt.status {
 				t.Errorf("status %d, want %d", resp.StatusCode, tt.status)
@@ -146,9 +147,11 @@ func (r *runner) savedBeforeHeaders(t *testing.T) {
 				t.Errorf("no session cookie on the response; headers %v", resp.Header)
 			}
 			if tt.mode == ModeHijack {
-				// The cookie cannot travel: the handler wrote the bytes.
-				// The session is saved; a client that learns the token
-				// some other way finds it. Nothing else to check here.
+				// The cookie cannot travel: the handler wrote the bytes
+				// itself. The session must still have been saved.
+				if s2, _ := mcStats(t, e.mc.Addr); s2 == sets {
+					t.Errorf("hijacked: the session was not saved")
+				}
 				return
 			}
 			if _, body := c.get("/has"); body != "true" {
