@@ -61,4 +61,10 @@ var (
 	// ErrNoStore is returned by NewStore when neither memcached servers nor a
 	// durable tier are configured.
 	ErrNoStore = errors.New("core: no memcached servers and no durable tier configured")
+
+	// ErrChangedAfterCommit is logged (by Manager.CheckCommitted, which the
+	// middleware calls) when a handler changes a session after the
+	// middleware saved it because the response headers were going out:
+	// the change is not saved.
+	ErrChangedAfterCommit = errors.New("core: session changed after the response was committed")
 )

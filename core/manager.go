@@ -51,6 +51,10 @@ type Config struct {
 	// Cookie configures the session cookie.
 	Cookie CookieConfig
 
+	// Header, when Header.Name is set, carries the token in request and
+	// response headers instead of the cookie. Optional.
+	Header HeaderConfig
+
 	// MaxRetries bounds how often Save re-reads and re-applies its changes
 	// when concurrent requests keep changing the same session. Optional.
 	// Default 16.
@@ -110,6 +114,7 @@ type Manager struct {
 	codecs     [256]Codec
 	durableKey map[string]bool
 	log        *slog.Logger
+	bearer     bool // the token header is Authorization: Bearer
 }
 
 // New validates cfg, fills its defaults and returns a Manager.
@@ -144,6 +149,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.ErrorHandler == nil {
 		cfg.ErrorHandler = DefaultErrorHandler
 	}
+	cfg.Header.fill()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -156,8 +162,11 @@ func New(cfg Config) (*Manager, error) {
 		return nil, errors.New("core: MaxRetries must not be negative")
 	case !validCookieName(cfg.Cookie.Name):
 		return nil, fmt.Errorf("core: invalid cookie name %q", cfg.Cookie.Name)
+	case !cfg.Header.valid():
+		return nil, fmt.Errorf("core: invalid header name in %+v", cfg.Header)
 	}
 	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, durableKey: map[string]bool{}}
+	m.bearer = http.CanonicalHeaderKey(cfg.Header.Name) == "Authorization"
 	for _, c := range append([]Codec{JSON, Gob, Msgpack}, cfg.Codecs...) {
 		m.codecs[c.ID()] = c
 	}
@@ -212,9 +221,10 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	return s, nil
 }
 
-// LoadRequest is Load with the value of r's session cookie.
+// LoadRequest is Load with the token r carries (RequestToken): the value
+// of its session cookie, or of the token header in header mode.
 func (m *Manager) LoadRequest(r *http.Request) (*Session, error) {
-	return m.Load(r.Context(), m.cookieValue(r))
+	return m.Load(r.Context(), m.RequestToken(r))
 }
 
 // cookieValue returns the value of the first cookie named like ours. It
@@ -427,8 +437,12 @@ func (m *Manager) decode(e *Entry) (map[string]any, error) {
 // Cookie returns the Set-Cookie this response needs after Save, or nil when
 // the browser's cookie is already right: a cookie carrying the token when
 // the session was created or renewed, an expired cookie when it was
-// destroyed and not replaced.
+// destroyed and not replaced. In header mode (Config.Header) it returns
+// nil: see ResponseHeader.
 func (m *Manager) Cookie(s *Session) *http.Cookie {
+	if m.cfg.Header.Name != "" {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.setCookie {
@@ -458,8 +472,14 @@ func (m *Manager) Cookie(s *Session) *http.Cookie {
 
 // WriteCookie adds the Set-Cookie that Cookie returns, if any, to h, with
 // "Vary: Cookie" and `Cache-Control: no-cache="Set-Cookie"` so shared caches
-// never hand one user's cookie to another.
+// never hand one user's cookie to another. In header mode it sets the
+// ResponseHeader instead, with "Vary: <token header>" and
+// "Cache-Control: no-store".
 func (m *Manager) WriteCookie(h http.Header, s *Session) {
+	if m.cfg.Header.Name != "" {
+		m.writeHeaderToken(h, s)
+		return
+	}
 	c := m.Cookie(s)
 	if c == nil {
 		return

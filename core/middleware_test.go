@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/adaptertest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -64,56 +65,6 @@ func body(t *testing.T, r *http.Response) string {
 	return string(b)
 }
 
-func TestHandlerRoundTripAndCookie(t *testing.T) {
-	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	m := newManager(t, mc, func(c *core.Config) { c.Cookie = core.CookieConfig{} }) // defaults: Secure
-	mux := http.NewServeMux()
-	mux.HandleFunc("/inc", func(w http.ResponseWriter, r *http.Request) {
-		s := core.FromContext(r.Context())
-		n := s.GetInt("n") + 1
-		s.Put("n", n)
-		fmt.Fprint(w, n) // body first: the cookie must still go out
-	})
-	mux.HandleFunc("/peek", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, core.FromContext(r.Context()).GetInt("n"))
-	})
-	srv := httptest.NewServer(m.Handler(mux))
-	defer srv.Close()
-
-	c := &http.Client{}
-	if r := do(t, c, srv.URL+"/peek"); r.Header.Get("Set-Cookie") != "" {
-		t.Fatalf("a visitor who wrote nothing got a cookie: %q", r.Header.Get("Set-Cookie"))
-	}
-	r := do(t, c, srv.URL+"/inc")
-	cookies := r.Cookies()
-	if len(cookies) != 1 {
-		t.Fatalf("Set-Cookie headers: %v", r.Header.Values("Set-Cookie"))
-	}
-	ck := cookies[0]
-	if ck.Name != "session" || !core.ValidToken(ck.Value) || !ck.HttpOnly || !ck.Secure ||
-		ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.MaxAge < 23*3600 {
-		t.Fatalf("cookie %+v", ck)
-	}
-	if r.Header.Get("Vary") != "Cookie" {
-		t.Fatalf("Vary = %q", r.Header.Get("Vary"))
-	}
-	for want := 2; want <= 3; want++ {
-		req, _ := http.NewRequest("GET", srv.URL+"/inc", nil)
-		req.AddCookie(&http.Cookie{Name: "session", Value: ck.Value})
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := body(t, resp); got != fmt.Sprint(want) {
-			t.Fatalf("counter %s, want %d", got, want)
-		}
-		resp.Body.Close()
-		if resp.Header.Get("Set-Cookie") != "" {
-			t.Fatal("an existing session's cookie was re-sent without need")
-		}
-	}
-}
-
 func TestHandlerErrorsGoToErrorHandlerNotAfterBody(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	m := newManager(t, mc, nil)
@@ -152,23 +103,6 @@ func TestHandlerErrorsGoToErrorHandlerNotAfterBody(t *testing.T) {
 	}
 }
 
-func TestHandlerFlushKeepsStreaming(t *testing.T) {
-	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	m := newManager(t, mc, nil)
-	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		core.FromContext(r.Context()).Put("k", "v")
-		if err := http.NewResponseController(w).Flush(); err != nil {
-			t.Errorf("Flush through the session writer: %v", err)
-		}
-		fmt.Fprint(w, "streamed")
-	}))
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
-	if !rec.Flushed || rec.Header().Get("Set-Cookie") == "" || rec.Body.String() != "streamed" {
-		t.Fatalf("flushed=%v cookie=%q body=%q", rec.Flushed, rec.Header().Get("Set-Cookie"), rec.Body.String())
-	}
-}
-
 func TestNewValidatesConfig(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	store, err := core.NewStore(core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}})
@@ -181,6 +115,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{Store: store, IdleTimeout: time.Minute, TouchInterval: time.Minute},
 		{Store: store, IdleTimeout: -1},
 		{Store: store, Cookie: core.CookieConfig{Name: "bad name"}},
+		{Store: store, Header: core.HeaderConfig{Name: "X-Token:"}},
+		{Store: store, Header: core.HeaderConfig{Name: "Authorization", Response: "Session Token"}},
 	}
 	for i, cfg := range bad {
 		if _, err := core.New(cfg); err == nil {
@@ -192,5 +128,120 @@ func TestNewValidatesConfig(t *testing.T) {
 	}
 	if _, err := core.NewStore(core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, KeyPrefix: "a b"}}); err == nil {
 		t.Error("key prefix with a space accepted")
+	}
+}
+
+// harness serves the conformance suite's routes through Manager.Middleware.
+var harness = adaptertest.Harness{
+	Stream: true, EarlyHints: true, Hijack: true,
+	Serve: func(t testing.TB, ms []*core.Manager, skip string, routes []adaptertest.Route) string {
+		mux := http.NewServeMux()
+		for _, rt := range routes {
+			mux.HandleFunc(rt.Path, func(w http.ResponseWriter, r *http.Request) {
+				s := core.FromContext(r.Context())
+				if rt.Manager != nil {
+					s = rt.Manager.FromContext(r.Context())
+				}
+				a := r.URL.Query().Get("a")
+				switch rt.Mode {
+				case adaptertest.ModeString:
+					io.WriteString(w, rt.Do(s, a))
+				case adaptertest.ModeNothing:
+					rt.Do(s, a)
+				case adaptertest.ModeError:
+					rt.Do(s, a)
+					http.Error(w, "Forbidden", http.StatusForbidden)
+				case adaptertest.ModeLate:
+					io.WriteString(w, "late")
+					http.NewResponseController(w).Flush()
+					rt.Do(s, a)
+				case adaptertest.ModePanic:
+					rt.Do(s, a)
+					panic("boom")
+				case adaptertest.ModeStream:
+					body := rt.Do(s, a)
+					w.WriteHeader(http.StatusOK)
+					http.NewResponseController(w).Flush()
+					io.WriteString(w, body)
+				case adaptertest.ModeEarlyHints:
+					w.Header().Set("Link", "</app.css>; rel=preload; as=style")
+					w.WriteHeader(http.StatusEarlyHints)
+					io.WriteString(w, rt.Do(s, a))
+				case adaptertest.ModeHijack:
+					body := rt.Do(s, a)
+					conn, bw, err := http.NewResponseController(w).Hijack()
+					if err != nil {
+						t.Errorf("hijack: %v", err)
+						return
+					}
+					defer conn.Close()
+					fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+					bw.Flush()
+				}
+			})
+		}
+		var h http.Handler = mux
+		for i := len(ms) - 1; i >= 0; i-- {
+			cfg := core.MiddlewareConfig{}
+			if skip != "" {
+				cfg.SkipPaths = []string{skip}
+			}
+			h = ms[i].Middleware(cfg)(h)
+		}
+		srv := httptest.NewServer(recoverer(h))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	},
+}
+
+// recoverer answers 500 when next panics, as recovery middleware does.
+func recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if recover() != nil {
+				http.Error(w, "Internal Server Error", http.StatusInternalServerError)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func TestConformance(t *testing.T) {
+	adaptertest.Run(t, harness, adaptertest.Options{})
+}
+
+func TestHeaderToken(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	bearer := newManager(t, mc, func(c *core.Config) { c.Header = core.HeaderConfig{Name: "authorization"} })
+	named := newManager(t, mc, func(c *core.Config) { c.Header = core.HeaderConfig{Name: "X-Session-Token"} })
+	tests := []struct {
+		m    *core.Manager
+		v    string
+		want string
+	}{
+		{bearer, "Bearer abc", "abc"},
+		{bearer, "bearer  abc ", "abc"},
+		{bearer, "Basic YWxhZGRpbjpvcGVuc2VzYW1l", ""},
+		{bearer, "abc", ""},
+		{bearer, "", ""},
+		{named, " abc ", "abc"},
+		{named, "Bearer abc", "Bearer abc"},
+	}
+	for _, tt := range tests {
+		if got := tt.m.HeaderToken(tt.v); got != tt.want {
+			t.Errorf("%s: HeaderToken(%q) = %q, want %q", tt.m.TokenHeader(), tt.v, got, tt.want)
+		}
+	}
+	// The response header defaults to Session-Token for Authorization.
+	s, _ := bearer.Load(context.Background(), "")
+	s.Put("k", 1)
+	if err := bearer.Save(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if name, value, ok := bearer.ResponseHeader(s); name != "Session-Token" || value != s.Token() || !ok {
+		t.Errorf("ResponseHeader = %q, %q, %t", name, value, ok)
+	}
+	if bearer.Cookie(s) != nil {
+		t.Error("a cookie in header mode")
 	}
 }

@@ -7,14 +7,18 @@ require (
 	github.com/chromedp/chromedp v0.22.1
 	github.com/gin-gonic/gin v1.12.0
 	github.com/gofiber/fiber/v2 v2.52.15
+	github.com/gofiber/fiber/v3 v3.1.0
 	github.com/hybridsession/hybridsession v0.0.0
+	github.com/hybridsession/hybridsession/adapters/echo5session v0.0.0
 	github.com/hybridsession/hybridsession/adapters/echosession v0.0.0
+	github.com/hybridsession/hybridsession/adapters/fiber3session v0.0.0
 	github.com/hybridsession/hybridsession/adapters/fibersession v0.0.0
 	github.com/hybridsession/hybridsession/adapters/ginsession v0.0.0
 	github.com/hybridsession/hybridsession/gormstore v0.0.0
 	github.com/hybridsession/hybridsession/metrics v0.0.0
 	github.com/hybridsession/hybridsession/scsstore v0.0.0
 	github.com/labstack/echo/v4 v4.16.0
+	github.com/labstack/echo/v5 v5.4.4
 	github.com/prometheus/client_golang v1.24.1
 	github.com/prometheus/client_model v0.6.2
 	github.com/prometheus/common v0.70.1
@@ -23,7 +27,7 @@ require (
 
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
-	github.com/andybalholm/brotli v1.1.0 // indirect
+	github.com/andybalholm/brotli v1.2.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c // indirect
 	github.com/bytedance/gopkg v0.1.3 // indirect
@@ -44,6 +48,8 @@ require (
 	github.com/go-sql-driver/mysql v1.8.1 // indirect
 	github.com/goccy/go-json v0.10.5 // indirect
 	github.com/goccy/go-yaml v1.19.2 // indirect
+	github.com/gofiber/schema v1.7.0 // indirect
+	github.com/gofiber/utils/v2 v2.0.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
@@ -63,17 +69,18 @@ require (
 	github.com/modern-go/reflect2 v1.0.2 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pelletier/go-toml/v2 v2.2.4 // indirect
+	github.com/philhofer/fwd v1.2.0 // indirect
 	github.com/prometheus/procfs v0.21.1 // indirect
 	github.com/quic-go/qpack v0.6.0 // indirect
 	github.com/quic-go/quic-go v0.59.0 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
 	github.com/rivo/uniseg v0.2.0 // indirect
+	github.com/tinylib/msgp v1.6.3 // indirect
 	github.com/twitchyliquid64/golang-asm v0.15.1 // indirect
 	github.com/ugorji/go/codec v1.3.1 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
-	github.com/valyala/fasthttp v1.51.0 // indirect
+	github.com/valyala/fasthttp v1.69.0 // indirect
 	github.com/valyala/fasttemplate v1.2.2 // indirect
-	github.com/valyala/tcplisten v1.0.0 // indirect
 	github.com/vmihailenco/msgpack/v5 v5.4.1 // indirect
 	github.com/vmihailenco/tagparser/v2 v2.0.0 // indirect
 	go.mongodb.org/mongo-driver/v2 v2.5.0 // indirect
@@ -98,7 +105,9 @@ require (
 
 replace (
 	github.com/hybridsession/hybridsession => ../
+	github.com/hybridsession/hybridsession/adapters/echo5session => ../adapters/echo5session
 	github.com/hybridsession/hybridsession/adapters/echosession => ../adapters/echosession
+	github.com/hybridsession/hybridsession/adapters/fiber3session => ../adapters/fiber3session
 	github.com/hybridsession/hybridsession/adapters/fibersession => ../adapters/fibersession
 	github.com/hybridsession/hybridsession/adapters/ginsession => ../adapters/ginsession
 	github.com/hybridsession/hybridsession/gormstore => ../gormstore

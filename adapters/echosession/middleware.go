@@ -9,6 +9,11 @@ import (
 
 // Config configures the middleware. The zero value is ready to use.
 type Config struct {
+	// Skipper reports whether a request is served without a session (Get
+	// returns nil), for example static assets, as echo's own middleware
+	// Skipper does. Optional. Default: no request is skipped.
+	Skipper func(c echo.Context) bool
+
 	// ErrorHandler turns a failure to load or save the session into the
 	// error the middleware returns to echo, whose HTTPErrorHandler then
 	// answers the request. It may instead write a response itself and
@@ -56,6 +61,9 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			if cfg.Skipper != nil && cfg.Skipper(c) {
+				return next(c)
+			}
 			req := c.Request()
 			s, err := m.LoadRequest(req)
 			if err != nil {
@@ -63,17 +71,18 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 			}
 			// The request context is the session's only home: Get and
 			// core.FromContext both read it.
-			c.SetRequest(req.WithContext(core.NewContext(req.Context(), s)))
+			req = req.WithContext(core.NewContext(req.Context(), s))
+			c.SetRequest(req)
 
 			resp := c.Response()
-			w := &writer{ResponseWriter: resp.Writer, c: c, m: m, s: s}
+			w := m.NewSaveWriter(resp.Writer, req, s, nil)
 			resp.Writer = w
 			// Restore echo's writer even when the handler panics, so that a
 			// recovery middleware's error page does not save the session.
 			defer func() { resp.Writer = w.ResponseWriter }()
 
 			herr := next(c)
-			if !w.commit() {
+			if !w.Commit() {
 				// Nothing reached the client: start the response afresh.
 				resp.Writer = w.ResponseWriter
 				resp.Committed, resp.Status, resp.Size = false, http.StatusOK, 0
@@ -81,15 +90,18 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 				h.Del("Content-Length")
 				h.Del("Content-Encoding")
 				h.Del("Content-Type")
-				return cfg.ErrorHandler(c, w.err)
+				return cfg.ErrorHandler(c, w.Err())
 			}
+			_ = m.CheckCommitted(s)
 			return herr
 		}
 	}
 }
 
 // Get returns the session of the request, loaded by the middleware New, or
-// nil when the middleware did not run for this request. It is
+// nil when the middleware did not run for this request (or skipped it).
+// With several Managers it returns the innermost middleware's session; see
+// GetFor. It is
 // core.FromContext(c.Request().Context()): code that has only the
 // request's context can get the session that way. Call it as often as
 // needed; it is a context lookup.
@@ -99,6 +111,17 @@ func Get(c echo.Context) *core.Session {
 		return nil
 	}
 	return core.FromContext(r.Context())
+}
+
+// GetFor returns the session that m's middleware loaded for the request,
+// or nil when it did not run: with several Managers in one request each
+// finds its own. It is m.FromContext(c.Request().Context()).
+func GetFor(c echo.Context, m *core.Manager) *core.Session {
+	r := c.Request()
+	if r == nil {
+		return nil
+	}
+	return m.FromContext(r.Context())
 }
 
 func defaultErrorHandler(_ echo.Context, err error) error {

@@ -10,6 +10,11 @@ import (
 
 // Config configures the middleware. The zero value is ready to use.
 type Config struct {
+	// Next reports whether a request is served without a session (Get
+	// returns nil), for example static assets, as fiber's own middleware
+	// Next does. Optional. Default: no request is skipped.
+	Next func(c *fiber.Ctx) bool
+
 	// ErrorHandler turns a failure to load or save the session into the
 	// error the middleware returns, which fiber's ErrorHandler then
 	// answers. Optional. Default: an error in which errors.As finds a
@@ -41,7 +46,9 @@ type localsKey struct{}
 // The cookie is set with c.Cookie, so fasthttp writes Max-Age without
 // Expires for a persistent cookie, and an Expires in 1970 for a destroyed
 // one. Vary: Cookie and Cache-Control: no-cache="Set-Cookie" accompany it,
-// as with core.Manager.WriteCookie.
+// as with core.Manager.WriteCookie. In header mode (core.Config.Header)
+// the token is read from that request header and a new one is returned in
+// core.HeaderConfig.Response instead.
 //
 // Register it once, before the handlers that use sessions:
 //
@@ -55,11 +62,19 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 	if cfg.ErrorHandler == nil {
 		cfg.ErrorHandler = defaultErrorHandler
 	}
-	name := m.CookieName()
+	name, header := m.CookieName(), m.TokenHeader()
 	return func(c *fiber.Ctx) error {
+		if cfg.Next != nil && cfg.Next(c) {
+			return c.Next()
+		}
+		var token string
+		if header != "" {
+			token = m.HeaderToken(c.Get(header))
+		} else {
+			token = c.Cookies(name)
+		}
 		// fiber's strings point into buffers reused by the next request:
 		// copy the value before the session keeps it as its token.
-		token := c.Cookies(name)
 		if core.ValidToken(token) {
 			token = strings.Clone(token)
 		} else {
@@ -70,7 +85,11 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 		if err != nil {
 			return cfg.ErrorHandler(c, err)
 		}
-		c.Locals(localsKey{}, s)
+		// c.Locals(k, v) would allocate its variadic argument; this is
+		// what it does, without.
+		rc := c.Context()
+		rc.SetUserValue(localsKey{}, s)
+		rc.SetUserValue(m, s)
 		c.SetUserContext(core.NewContext(ctx, s))
 
 		herr := c.Next()
@@ -83,16 +102,31 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			resp.Header.Del(fiber.HeaderContentType)
 			return cfg.ErrorHandler(c, err)
 		}
-		setCookie(c, m.Cookie(s))
+		if n, v, ok := m.ResponseHeader(s); ok {
+			c.Set(n, v)
+			c.Vary(header)
+			c.Set(fiber.HeaderCacheControl, "no-store")
+		} else {
+			setCookie(c, m.Cookie(s))
+		}
 		return herr
 	}
 }
 
 // Get returns the session of the request, loaded by the middleware New, or
-// nil when the middleware did not run for this request. Call it as often
-// as needed; it is a lookup in c.Locals.
+// nil when the middleware did not run for this request (or skipped it).
+// With several Managers it returns the innermost middleware's session; see
+// GetFor. Call it as often as needed; it is a lookup in c.Locals.
 func Get(c *fiber.Ctx) *core.Session {
 	s, _ := c.Locals(localsKey{}).(*core.Session)
+	return s
+}
+
+// GetFor returns the session that m's middleware loaded for the request,
+// or nil when it did not run: with several Managers in one request each
+// finds its own.
+func GetFor(c *fiber.Ctx, m *core.Manager) *core.Session {
+	s, _ := c.Locals(m).(*core.Session)
 	return s
 }
 

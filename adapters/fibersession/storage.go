@@ -3,7 +3,6 @@ package fibersession
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -48,22 +47,13 @@ const (
 // Storage is a fiber.Storage on a core.Store, so that fiber's
 // middleware/session — or any fiber middleware that takes a Storage —
 // keeps its data in memcached with the database behind it, under the
-// Store's sync rule and fallbacks.
-//
-// Keys are passed to the Store as tokens: the Store hashes them, so any
-// string works and none is stored in the clear. Values become the payload
-// of entries with codec RawCodecID. An expiration exp given to Set becomes
-// the entry's idle timeout and its deadline (now+exp), so that it expires
-// exp after the last Set, as fiber expects; Get does not extend it.
-//
-// Concurrent Sets of one key are resolved by compare-and-swap: the last
-// writer wins, whole value for whole value. (The key-by-key merging of
-// core.Manager needs to understand the values, and fiber's are opaque.)
+// Store's sync rule and fallbacks. It is a core.KV (see there for keys,
+// expiry and concurrent Sets) with fiber's context-free methods.
 //
 // A Storage is safe for concurrent use.
 type Storage struct {
-	store *core.Store
-	cfg   StorageConfig
+	kv  *core.KV
+	cfg StorageConfig
 }
 
 var _ fiber.Storage = (*Storage)(nil)
@@ -87,101 +77,36 @@ func NewStorage(s *core.Store, cfg StorageConfig) *Storage {
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = defaultMaxRetries
 	}
-	return &Storage{store: s, cfg: cfg}
+	return &Storage{kv: core.NewKV(s, cfg.NoExpiration, cfg.MaxRetries), cfg: cfg}
 }
 
 // Get returns the value stored under key, or nil with a nil error when
-// there is none (never set, expired, deleted, or an entry that Storage did
-// not write). An empty value comes back as an empty, non-nil slice. The
-// error wraps core.ErrUnavailable when the store could not answer.
+// there is none (never set, expired, deleted, an empty key, or an entry
+// that Storage did not write). The error wraps core.ErrUnavailable when
+// the store could not answer.
 func (st *Storage) Get(key string) ([]byte, error) {
-	if key == "" {
-		return nil, nil
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), st.cfg.Timeout)
 	defer cancel()
-	e, err := st.store.Get(ctx, key)
-	if err != nil || e == nil || e.Codec != RawCodecID {
-		return nil, err
-	}
-	if e.Payload == nil {
-		return []byte{}, nil
-	}
-	return e.Payload, nil
+	return st.kv.Get(ctx, key)
 }
 
 // Set stores val under key for exp; an exp of 0 or less means
-// StorageConfig.NoExpiration. An empty val is stored (and read back as
-// empty), not ignored; an empty key is an error. Set does not keep val
-// after it returns.
-//
-// Set reads the key and writes with compare-and-swap. When another writer
-// changed the key in between, Set reads again and writes again, so the Set
-// that finishes last wins. After StorageConfig.MaxRetries lost races in a
-// row it returns nil without writing: each lost race was another Set or
-// Delete of the key completing during this call, so the result equals
-// this Set followed by the last of those writes. Set never fails with
-// core.ErrConflict.
-//
-// It returns core.ErrTooLarge for a value over the store's item size, an
-// error wrapping core.ErrUnavailable when the store could not take the
-// write, and an error when key holds an entry that Storage did not write
-// (a core.Manager session), which it does not overwrite.
+// StorageConfig.NoExpiration. An empty key or value is ignored without an
+// error, as fiber's Storage contract says. Concurrent Sets: the last one
+// to finish wins (see core.KV.Set, which also lists the errors).
 func (st *Storage) Set(key string, val []byte, exp time.Duration) error {
-	if key == "" {
-		return errors.New("fibersession: Storage.Set: empty key")
-	}
-	if exp <= 0 {
-		exp = st.cfg.NoExpiration
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), st.cfg.Timeout)
 	defer cancel()
-	for attempt := 0; ; attempt++ {
-		e, err := st.store.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		now := st.store.Now()
-		if e == nil {
-			err = st.store.Insert(ctx, key, &core.Entry{
-				Payload:     val,
-				Codec:       RawCodecID,
-				Created:     now,
-				Deadline:    now.Add(exp),
-				IdleTimeout: exp,
-			}, core.WriteReuseKey) // fiber reuses keys: Set after Delete
-			if !errors.Is(err, core.ErrExists) {
-				return err
-			}
-		} else {
-			if e.Codec != RawCodecID {
-				return fmt.Errorf("fibersession: Storage.Set: the key holds an entry of codec %d, not fiber data", e.Codec)
-			}
-			e.Payload, e.Deadline, e.IdleTimeout = val, now.Add(exp), exp
-			err = st.store.Update(ctx, key, e, core.WriteChanged)
-			if !errors.Is(err, core.ErrConflict) {
-				return err
-			}
-		}
-		if attempt >= st.cfg.MaxRetries {
-			// Every lost race was another Set or Delete of key completing
-			// during this call: the outcome is that of this Set followed
-			// by the last of them, so there is nothing left to write.
-			return nil
-		}
-	}
+	return st.kv.Set(ctx, key, val, exp)
 }
 
-// Delete removes key from both tiers of the store. A missing key is not an
-// error. The error wraps core.ErrUnavailable when a tier that may hold the
-// key could not be reached.
+// Delete removes key from both tiers of the store. A missing or empty key
+// is not an error. The error wraps core.ErrUnavailable when a tier that
+// may hold the key could not be reached.
 func (st *Storage) Delete(key string) error {
-	if key == "" {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), st.cfg.Timeout)
 	defer cancel()
-	return st.store.Delete(ctx, key)
+	return st.kv.Delete(ctx, key)
 }
 
 // Reset is not supported: it returns ErrResetNotSupported and deletes

@@ -47,13 +47,16 @@ func TestStorage(t *testing.T) {
 				t.Errorf("Delete of a missing key: %v", err)
 			}
 		}},
-		{"empty value is stored", func(t *testing.T) {
+		{"empty value is ignored", func(t *testing.T) {
 			mustSet(t, st, "d", nil, time.Minute)
-			expect(t, st, "d", []byte{})
+			expect(t, st, "d", nil)
+			mustSet(t, st, "d", []byte("kept"), time.Minute)
+			mustSet(t, st, "d", []byte{}, time.Minute)
+			expect(t, st, "d", []byte("kept"))
 		}},
-		{"empty key", func(t *testing.T) {
-			if err := st.Set("", []byte("x"), time.Minute); err == nil {
-				t.Error("Set with an empty key succeeded")
+		{"empty key is ignored", func(t *testing.T) {
+			if err := st.Set("", []byte("x"), time.Minute); err != nil {
+				t.Errorf("Set with an empty key: %v, want nil (ignored)", err)
 			}
 			if v, err := st.Get(""); v != nil || err != nil {
 				t.Errorf("Get(\"\") = %q, %v", v, err)

@@ -9,6 +9,15 @@ import (
 
 // Config configures the middleware. The zero value is ready to use.
 type Config struct {
+	// Skip reports whether a request is served without a session (Get
+	// returns nil), for example static assets. Optional. Default: no
+	// request is skipped, except those SkipPaths names.
+	Skip func(c *gin.Context) bool
+
+	// SkipPaths lists URL path prefixes served without a session, for
+	// example "/static/". Optional.
+	SkipPaths []string
+
 	// ErrorHandler answers a request whose session could not be loaded or
 	// saved. It must write the response (a status at least). Optional.
 	// Default: c.AbortWithError(core.StatusCode(err), err) — 503 Service
@@ -43,7 +52,12 @@ func New(m *core.Manager, cfg Config) gin.HandlerFunc {
 	if cfg.ErrorHandler == nil {
 		cfg.ErrorHandler = defaultErrorHandler
 	}
+	skip := core.Skipper(cfg.Skip, func(c *gin.Context) string { return c.Request.URL.Path }, cfg.SkipPaths)
 	return func(c *gin.Context) {
+		if skip != nil && skip(c) {
+			c.Next()
+			return
+		}
 		s, err := m.LoadRequest(c.Request)
 		if err != nil {
 			cfg.ErrorHandler(c, err)
@@ -68,7 +82,9 @@ func New(m *core.Manager, cfg Config) gin.HandlerFunc {
 			writers.Put(w)
 		}()
 		c.Next()
-		w.commit()
+		if w.commit() {
+			_ = m.CheckCommitted(s)
+		}
 	}
 }
 
@@ -77,7 +93,12 @@ func New(m *core.Manager, cfg Config) gin.HandlerFunc {
 var writers = sync.Pool{New: func() any { return new(writer) }}
 
 // Get returns the session of the request, loaded by the middleware New, or
-// nil when the middleware did not run for this request. It is
+// nil when the middleware did not run for this request (or skipped it).
+// With several Managers it returns the innermost middleware's session; see
+// GetFor. It is the accessor to use in gin handlers: core.FromContext
+// needs the request's context, c.Request.Context() — given the
+// *gin.Context itself it finds nothing unless the engine sets
+// ContextWithFallback. It is
 // core.FromContext(c.Request.Context()): code that has only the request's
 // context can get the session that way. Call it as often as needed; it is
 // a context lookup.
@@ -86,6 +107,16 @@ func Get(c *gin.Context) *core.Session {
 		return nil
 	}
 	return core.FromContext(c.Request.Context())
+}
+
+// GetFor returns the session that m's middleware loaded for the request,
+// or nil when it did not run: with several Managers in one request each
+// finds its own. It is m.FromContext(c.Request.Context()).
+func GetFor(c *gin.Context, m *core.Manager) *core.Session {
+	if c.Request == nil {
+		return nil
+	}
+	return m.FromContext(c.Request.Context())
 }
 
 func defaultErrorHandler(c *gin.Context, err error) {

@@ -15,7 +15,9 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/examples/echo/echoapp"
+	"github.com/hybridsession/hybridsession/examples/echo5/echo5app"
 	"github.com/hybridsession/hybridsession/examples/fiber/fiberapp"
+	"github.com/hybridsession/hybridsession/examples/fiber3/fiber3app"
 	"github.com/hybridsession/hybridsession/examples/gin/ginapp"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 	"github.com/hybridsession/hybridsession/examples/nethttp/nethttpapp"
@@ -39,6 +41,12 @@ var backends = []struct {
 	}},
 	{nethttpapp.Name, func(m *core.Manager) setup.Server {
 		return &http.Server{Handler: nethttpapp.New(m), ReadHeaderTimeout: setup.ReadHeaderTimeout}
+	}},
+	{echo5app.Name, func(m *core.Manager) setup.Server {
+		return &http.Server{Handler: echo5app.New(m), ReadHeaderTimeout: setup.ReadHeaderTimeout}
+	}},
+	{fiber3app.Name, func(m *core.Manager) setup.Server {
+		return fiber3app.Server{App: fiber3app.New(m)}
 	}},
 }
 
@@ -72,8 +80,9 @@ type running struct {
 
 // start opens the tiers named by opts — first starting spawn memcached
 // processes of its own in place of opts.Memcached when spawn > 0 —, starts
-// an in-process reaper, the apps on free loopback ports and a round-robin
-// reverse proxy on opts.Listen, which also serves the operator panel's
+// an in-process reaper, the gin, echo v4, fiber v2, net/http, echo v5 and
+// fiber v3 apps on free loopback ports and a round-robin reverse proxy on
+// opts.Listen, which also serves the operator panel's
 // /ops/ endpoints and /metrics. Close stops it all.
 func start(opts setup.Options, spawn int) (_ *Cluster, err error) {
 	var procs *nodes

@@ -15,7 +15,9 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/gin-gonic/gin"
 	"github.com/hybridsession/hybridsession/examples/echo/echoapp"
+	"github.com/hybridsession/hybridsession/examples/echo5/echo5app"
 	"github.com/hybridsession/hybridsession/examples/fiber/fiberapp"
+	"github.com/hybridsession/hybridsession/examples/fiber3/fiber3app"
 	"github.com/hybridsession/hybridsession/examples/gin/ginapp"
 	"github.com/hybridsession/hybridsession/examples/internal/demo"
 	"github.com/hybridsession/hybridsession/examples/internal/demotest"
@@ -29,7 +31,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-var frameworks = []string{ginapp.Name, echoapp.Name, fiberapp.Name, nethttpapp.Name}
+var frameworks = []string{ginapp.Name, echoapp.Name, fiberapp.Name, nethttpapp.Name, echo5app.Name, fiber3app.Name}
 
 // startCluster starts memcached and the cluster, in this process, on an
 // SQLite database in t.TempDir(); both stop when the test ends.
@@ -70,8 +72,8 @@ func distinct(t *testing.T, what string, servedBy []string) {
 
 // TestJourneyAcrossFrameworks walks a real HTTP client with a cookie jar
 // through the load balancer: log in on one framework, fill the cart on the
-// next, read it on the third, and stay logged in with the cart across a
-// memcached restart.
+// next, read it on the others (six frameworks), and stay logged in with the
+// cart across a memcached restart.
 func TestJourneyAcrossFrameworks(t *testing.T) {
 	c, mc := startCluster(t)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -82,10 +84,17 @@ func TestJourneyAcrossFrameworks(t *testing.T) {
 	add := demotest.Post(t, client, c.URL, "/cart/add", url.Values{"item": {"apple"}})
 	st, read := demotest.State(t, client, c.URL)
 	page := demotest.Do(t, client, c.URL, "/", nil)
-	distinct(t, "login, add, read, page", []string{login.ServedBy, add.ServedBy, read.ServedBy, page.ServedBy})
+	// The echo v5 and fiber v3 backends come next in the round robin.
+	st5, read5 := demotest.State(t, client, c.URL)
+	st6, read6 := demotest.State(t, client, c.URL)
+	distinct(t, "login, add, read, page, read, read", []string{login.ServedBy, add.ServedBy, read.ServedBy,
+		page.ServedBy, read5.ServedBy, read6.ServedBy})
 	want := demo.State{User: "ada", Cart: []string{"apple"}}
-	if st.User != want.User || !slices.Equal(st.Cart, want.Cart) {
-		t.Fatalf("state read on %s: %+v, want user ada with [apple]", read.ServedBy, st)
+	for i, got := range []demo.State{st, st5, st6} {
+		by := []string{read.ServedBy, read5.ServedBy, read6.ServedBy}[i]
+		if got.User != want.User || !slices.Equal(got.Cart, want.Cart) {
+			t.Fatalf("state read on %s: %+v, want user ada with [apple]", by, got)
+		}
 	}
 
 	// Every framework sees the same session, on the page too.
@@ -127,8 +136,8 @@ func TestJourneyAcrossFrameworks(t *testing.T) {
 const chromium = "/usr/bin/chromium"
 
 // TestBrowserJourney drives Debian's headless chromium through the same
-// journey: fill the login form, add to the cart, and reload the page three
-// times, once on each framework.
+// journey: fill the login form, add to the cart, and reload the page once
+// on each of the six frameworks.
 func TestBrowserJourney(t *testing.T) {
 	if _, err := os.Stat(chromium); err != nil {
 		if os.Getenv("CI") != "" {

@@ -1,8 +1,8 @@
-// Command cluster is the demo of a load-balanced deployment: the gin, echo,
-// fiber and net/http samples run side by side on four loopback ports behind
-// a round-robin reverse proxy, and share their sessions through one
-// memcached and one database — so a user logs in on one framework, fills
-// the cart on the next and sees it all on the others. Every response names
+// Command cluster is the demo of a load-balanced deployment: the gin, echo
+// v4, fiber v2, net/http, echo v5 and fiber v3 samples run side by side on
+// six loopback ports behind a round-robin reverse proxy, and share their
+// sessions through one memcached and one database — so a user logs in on
+// one framework, fills the cart on the next and sees it all on the others. Every response names
 // the framework that served it, in the X-Served-By header and on the page.
 //
 //	go run ./examples/cluster -memcached 127.0.0.1:11211 -dsn sessions.db -listen 127.0.0.1:8080
