@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -110,6 +111,7 @@ type Manager struct {
 	codecs     [256]Codec
 	durableKey map[string]bool
 	log        *slog.Logger
+	warnedHTTP atomic.Bool // the plain-HTTP Secure cookie warning was logged
 }
 
 // New validates cfg, fills its defaults and returns a Manager.
@@ -214,7 +216,11 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 
 // LoadRequest is Load with the value of r's session cookie.
 func (m *Manager) LoadRequest(r *http.Request) (*Session, error) {
-	return m.Load(r.Context(), m.cookieValue(r))
+	s, err := m.Load(r.Context(), m.cookieValue(r))
+	if s != nil && r.TLS == nil && !m.cfg.Cookie.Insecure {
+		s.plainReq = r.Header.Get("X-Forwarded-Proto") != "https"
+	}
+	return s, err
 }
 
 // cookieValue returns the value of the first cookie named like ours. It
@@ -273,13 +279,13 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 
 func (m *Manager) save(ctx context.Context, s *Session) error {
 	switch {
-	case s.entry == nil && len(s.ops) == 0 && !s.subjectSet:
+	case s.entry == nil && len(s.ops) == 0 && !s.subjectSet && !s.expiry.pending():
 		return nil // a new session nobody wrote to: no store, no cookie
 	case s.entry == nil:
 		return m.insert(ctx, s, NewToken())
 	case s.renew:
 		return m.renew(ctx, s)
-	case len(s.ops) == 0 && !s.subjectSet && !s.durable:
+	case len(s.ops) == 0 && !s.subjectSet && !s.durable && !s.expiry.pending():
 		return m.touch(ctx, s)
 	}
 	return m.update(ctx, s)
@@ -294,12 +300,14 @@ func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
 		Deadline:    now.Add(m.cfg.Lifetime),
 		IdleTimeout: m.cfg.IdleTimeout,
 	}
-	if s.entry != nil { // renewal keeps the creation time and deadline
+	if s.entry != nil { // renewal keeps the creation time, deadline and expiry choices
 		e.Created, e.Deadline, e.Subject = s.entry.Created, s.entry.Deadline, s.entry.Subject
+		e.IdleTimeout, e.Persistent = s.entry.IdleTimeout, s.entry.Persistent
 	}
 	if s.subjectSet {
 		e.Subject = s.subject
 	}
+	s.expiry.apply(e)
 	values := s.valuesLocked()
 	var err error
 	if e.Payload, err = m.encode(values); err != nil {
@@ -317,6 +325,7 @@ func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
 	}
 	s.token, s.entry, s.values, s.decoded = token, e, values, true
 	s.ops, s.subjectSet, s.setCookie = nil, false, true
+	s.expiry = expiryChange{}
 	return nil
 }
 
@@ -350,9 +359,10 @@ func (m *Manager) touch(ctx context.Context, s *Session) error {
 // concurrent writers on conflict.
 func (m *Manager) update(ctx context.Context, s *Session) error {
 	flags := WriteChanged
-	if s.durable || s.subjectSet {
+	if s.durable || s.subjectSet || s.expiry.pending() {
 		flags |= WriteDurable
 	}
+	cookieChanged := false
 	values := s.valuesLocked()
 	e := s.entry
 	var err error
@@ -360,6 +370,9 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 		e.Codec = m.cfg.Codec.ID()
 		if s.subjectSet {
 			e.Subject = s.subject
+		}
+		if s.expiry.apply(e) {
+			cookieChanged = true
 		}
 		if e.Payload, err = m.encode(values); err != nil {
 			return err
@@ -402,6 +415,10 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 	}
 	s.entry, s.values, s.decoded = e, values, true
 	s.ops, s.subjectSet, s.durable = nil, false, false
+	s.expiry = expiryChange{}
+	if cookieChanged {
+		s.setCookie = true
+	}
 	return nil
 }
 
@@ -448,7 +465,7 @@ func (m *Manager) Cookie(s *Session) *http.Cookie {
 		return c
 	}
 	c.Value = s.token
-	if !m.cfg.Cookie.SessionOnly {
+	if !m.cfg.Cookie.SessionOnly || s.entry.Persistent {
 		c.Expires = s.entry.Deadline.UTC()
 		c.MaxAge = max(int(s.entry.Deadline.Sub(m.store.Now()).Round(time.Second)/time.Second), 1)
 	}
@@ -458,10 +475,18 @@ func (m *Manager) Cookie(s *Session) *http.Cookie {
 // WriteCookie adds the Set-Cookie that Cookie returns, if any, to h, with
 // "Vary: Cookie" and `Cache-Control: no-cache="Set-Cookie"` so shared caches
 // never hand one user's cookie to another.
+//
+// The first time it writes a Secure cookie in answer to a plain-HTTP request
+// (one loaded with LoadRequest, without TLS and without
+// "X-Forwarded-Proto: https"), it logs a warning: browsers other than on
+// localhost drop such cookies, and every request then starts a new session.
 func (m *Manager) WriteCookie(h http.Header, s *Session) {
 	c := m.Cookie(s)
 	if c == nil {
 		return
+	}
+	if c.Secure && c.Value != "" && s.plainReq {
+		m.WarnPlainHTTP()
 	}
 	if v := c.String(); v != "" {
 		h.Add("Set-Cookie", v)
@@ -477,11 +502,31 @@ func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, erro
 	return m.store.DeleteSubject(ctx, subject)
 }
 
+// WarnPlainHTTP logs, once per Manager, that a Secure session cookie was
+// set in answer to a plain-HTTP request: browsers drop it (except some on
+// localhost), so every request starts a new session. WriteCookie calls it;
+// adapters for frameworks without an *http.Request call it when they set a
+// Secure cookie on a request that did not come over TLS. It does nothing
+// when CookieConfig.Insecure is set.
+func (m *Manager) WarnPlainHTTP() {
+	if m.cfg.Cookie.Insecure || m.warnedHTTP.Swap(true) {
+		return
+	}
+	m.log.Warn("hybridsession: a Secure session cookie was set on a plain-HTTP request; " +
+		"browsers drop it outside localhost and every request starts a new session. " +
+		"Serve HTTPS (behind a proxy: X-Forwarded-Proto: https), or set Cookie.Insecure for local development")
+}
+
 // StatusCode maps a Load or Save error to an HTTP status: 503 Service
-// Unavailable for ErrUnavailable, 500 Internal Server Error otherwise.
+// Unavailable for ErrUnavailable, 413 Content Too Large for ErrTooLarge (the
+// request made the session exceed the item size limit), 500 Internal Server
+// Error otherwise.
 func StatusCode(err error) int {
-	if errors.Is(err, ErrUnavailable) {
+	switch {
+	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
 	}
 	return http.StatusInternalServerError
 }

@@ -293,6 +293,29 @@ func scanKeys(rows *sql.Rows) ([]string, error) {
 	return keys, rows.Err()
 }
 
+// ListSubject returns up to limit rows whose Subject is exactly subject and
+// whose ExpiresAt and Deadline are after now, in Key order: a scan of the
+// subject index. An empty subject returns nil. It returns an error
+// wrapping ErrInvalidLimit when limit is not positive.
+func (s *Store) ListSubject(ctx context.Context, subject string, now time.Time, limit int) ([]core.Record, error) {
+	if limit <= 0 {
+		return nil, errorf(ErrInvalidLimit, "ListSubject limit %d", limit)
+	}
+	if subject == "" {
+		return nil, nil
+	}
+	ms := millis(now)
+	rows, err := s.db.WithContext(ctx).Raw(s.q.listSubject, subject, ms, ms, limit).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("gormstore: list subject: %w", err)
+	}
+	recs, err := scanRecords(rows, min(limit, 64))
+	if err != nil {
+		return nil, fmt.Errorf("gormstore: list subject: %w", err)
+	}
+	return recs, nil
+}
+
 // List returns up to limit rows whose ExpiresAt and Deadline are after now,
 // with Key greater than after (byte order), in Key order: one indexed range
 // scan of the primary key. An empty result means the end. It returns an
