@@ -4,10 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"reflect"
 	"regexp"
 	"time"
 
-	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 
 	"github.com/hybridsession/hybridsession/core"
@@ -96,19 +96,27 @@ func New(db *gorm.DB, cfg Config) (*Store, error) {
 }
 
 // foundRowsOf reads go-sql-driver's clientFoundRows setting from a GORM
-// MySQL dialector, when it was opened from a DSN or a driver config.
+// MySQL dialector, when it was opened from a DSN or a driver config. It
+// looks at the dialector by reflection, so that gormstore does not link
+// the MySQL driver into programs that use another database.
 func foundRowsOf(d gorm.Dialector) int {
-	var cfg *mysql.Config
-	switch v := d.(type) {
-	case *mysql.Dialector:
-		cfg = v.Config
-	case mysql.Dialector:
-		cfg = v.Config
+	v := reflect.ValueOf(d)
+	if v.Kind() == reflect.Pointer && !v.IsNil() {
+		v = v.Elem()
 	}
-	if cfg == nil || cfg.DSNConfig == nil || cfg.Conn != nil {
+	if v.Kind() != reflect.Struct || v.Type().PkgPath() != "gorm.io/driver/mysql" {
 		return foundRowsUnknown
 	}
-	if cfg.DSNConfig.ClientFoundRows {
+	cfg := v.FieldByName("Config") // *mysql.Config
+	if cfg.Kind() != reflect.Pointer || cfg.IsNil() {
+		return foundRowsUnknown
+	}
+	cfg = cfg.Elem()
+	conn, dsn := cfg.FieldByName("Conn"), cfg.FieldByName("DSNConfig")
+	if !conn.IsValid() || !conn.IsNil() || dsn.Kind() != reflect.Pointer || dsn.IsNil() {
+		return foundRowsUnknown
+	}
+	if found := dsn.Elem().FieldByName("ClientFoundRows"); found.Kind() == reflect.Bool && found.Bool() {
 		return foundRowsOn
 	}
 	return foundRowsOff

@@ -34,6 +34,9 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/mysql"
+	"github.com/hybridsession/hybridsession/gormstore/postgres"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 	"gorm.io/gorm"
 )
 
@@ -134,6 +137,19 @@ type Env struct {
 	closed bool
 }
 
+// openDSN opens the database a DSN names: the samples accept all three
+// kinds, so they link all three drivers (an application imports the one
+// opener it uses).
+func openDSN(dsn string) (*gorm.DB, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return postgres.Open(dsn)
+	case strings.HasPrefix(dsn, "mysql://"), strings.Contains(dsn, "@tcp("), strings.Contains(dsn, "@unix("):
+		return mysql.Open(dsn)
+	}
+	return sqlite.Open(dsn)
+}
+
 // Open opens the database named by opts.DSN (creating the sessions table if
 // needed) and logs which tiers are in use. It does not contact memcached:
 // a memcached that is down is handled like one that fails later.
@@ -145,7 +161,7 @@ func Open(opts Options) (*Env, error) {
 		opts.DSN = DefaultDSN
 	}
 	log := opts.Logger.With("app", opts.Name)
-	db, err := gormstore.Open(opts.DSN)
+	db, err := openDSN(opts.DSN)
 	if err != nil {
 		return nil, err
 	}
