@@ -225,17 +225,18 @@ func (m *Manager) LoadRequest(r *http.Request) (*Session, error) {
 
 // cookieValue returns the value of the first cookie named like ours. It
 // scans the Cookie headers in place instead of parsing every cookie of the
-// request (http.Request.Cookie allocates for each); values that are not
+// request: http.Request.Cookie allocates the cookies it returns (measured
+// on a five-cookie header: 2 allocations, 240 B and 1.2–2.7× the time,
+// against none here — BenchmarkCookieValue); values that are not
 // token-shaped are rejected by Load anyway.
 func (m *Manager) cookieValue(r *http.Request) string {
-	return CookieValue(r.Header["Cookie"], m.cfg.Cookie.Name)
+	return cookieValue(r.Header["Cookie"], m.cfg.Cookie.Name)
 }
 
-// CookieValue returns the value of the first cookie called name in the
+// cookieValue returns the value of the first cookie called name in the
 // given Cookie header lines, "" when there is none. Surrounding double
-// quotes are removed. Adapters whose frameworks keep headers in their own
-// types use it with those lines.
-func CookieValue(lines []string, name string) string {
+// quotes are removed.
+func cookieValue(lines []string, name string) string {
 	for _, line := range lines {
 		for len(line) > 0 {
 			var part string
