@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
@@ -136,4 +137,28 @@ func ExampleSession_Status() {
 	// Output:
 	// /read unmodified
 	// /write modified
+}
+
+// The net/http middleware's error hook, Config.ErrorHandler: here a
+// handler stores more than the item size limit (1 MiB by default).
+func ExampleConfig_errorHandler() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{
+		Store: store,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			code := core.StatusCode(err) // 503, 413 or 500
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			fmt.Fprintf(w, `{"error":%q}`, http.StatusText(code))
+		},
+	})
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		core.FromContext(r.Context()).Put("upload", strings.Repeat("x", 2<<20))
+		fmt.Fprint(w, "stored")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+	fmt.Println(rec.Code, rec.Body.String())
+	// Output: 413 {"error":"Request Entity Too Large"}
 }
