@@ -80,14 +80,16 @@ type CookieConfig struct {
 	Domain string
 	// Insecure drops the Secure attribute, so browsers send the cookie over
 	// plain HTTP. Optional. Default false. Set it only for local development
-	// without TLS.
+	// without TLS. While it is false, the Manager logs a warning the first
+	// time it sets the cookie on a plain-HTTP request (see WarnPlainHTTP).
 	Insecure bool
 	// SameSite is the cookie's SameSite attribute. Optional. Default
 	// http.SameSiteLaxMode.
 	SameSite http.SameSite
 	// SessionOnly makes the cookie a browser-session cookie (no Expires),
-	// forgotten when the browser closes. Optional. Default false: the cookie
-	// expires at the session's absolute deadline.
+	// forgotten when the browser closes, for every session not given
+	// Session.RememberMe. Optional. Default false: the cookie expires at the
+	// session's absolute deadline.
 	SessionOnly bool
 }
 
