@@ -33,8 +33,7 @@ fuzz:
 		echo "fuzzing $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./core || exit 1; \
 	done
 
+# The tests start their own memcached processes: install memcached when it
+# is missing (apt-get as root or with password-less sudo, or Homebrew).
 check-memcached:
-	@command -v memcached >/dev/null 2>&1 || [ -x /usr/bin/memcached ] || { \
-		echo "make test needs memcached in PATH: the tests start their own memcached processes."; \
-		echo "Install it: apt-get install memcached (Debian/Ubuntu) or brew install memcached (macOS)."; \
-		exit 1; }
+	@./scripts/ensure-memcached.sh >/dev/null

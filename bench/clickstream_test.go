@@ -10,6 +10,7 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -77,7 +78,7 @@ func runClickStream(b *testing.B, mc *memcachedtest.Server, mode string) {
 		b.Fatalf("-clickstream.users must be in 1..%d", clickPopulation)
 	}
 	clock := newVClock()
-	db, err := gormstore.OpenSQLite(b.TempDir() + "/clicks.db?_pragma=synchronous(OFF)")
+	db, err := sqlite.Open(b.TempDir() + "/clicks.db?_pragma=synchronous(OFF)")
 	if err != nil {
 		b.Fatal(err)
 	}

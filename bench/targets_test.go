@@ -15,6 +15,7 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -301,7 +302,7 @@ func openDurable(b testing.TB, table string, counter *sqlCounter) *gormstore.Sto
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { _ = os.RemoveAll(dir) })
-		db, err = gormstore.OpenSQLite(dir + "/sessions.db?_pragma=synchronous(OFF)")
+		db, err = sqlite.Open(dir + "/sessions.db?_pragma=synchronous(OFF)")
 		if err != nil {
 			b.Fatal(err)
 		}

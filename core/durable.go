@@ -73,6 +73,12 @@ type Durable interface {
 	// An empty subject deletes nothing.
 	DeleteSubject(ctx context.Context, subject string) (keys []string, err error)
 
+	// ListSubject returns up to limit (at least 1) live rows (ExpiresAt and
+	// Deadline after now) whose Subject is subject, in Key order; none for
+	// an empty subject. It serves the devices page (Manager.Sessions), not
+	// the request path: an index on Subject keeps it cheap.
+	ListSubject(ctx context.Context, subject string, now time.Time, limit int) ([]Record, error)
+
 	// List returns up to limit (at least 1) live rows (ExpiresAt and Deadline after now)
 	// with Key greater than after, in Key order. An empty result means the
 	// end. It serves iteration (scs's All), not the request path.

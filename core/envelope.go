@@ -12,7 +12,8 @@ import (
 //	magic        2 bytes  "hs"
 //	format       1 byte   1
 //	codec        1 byte   codec id (see Codec)
-//	flags        1 byte   bit 0: restored from the durable tier; others 0
+//	flags        1 byte   bit 0: restored from the durable tier; bit 1:
+//	                      persistent cookie (Session.RememberMe); others 0
 //	created      uvarint  creation time
 //	deadline     uvarint  end of the absolute lifetime
 //	idle         uvarint  idle timeout
@@ -31,6 +32,7 @@ const (
 	envelopeFormat   = 1
 	envelopeFixedLen = 5
 	flagRestored     = 1 << 0
+	flagPersistent   = 1 << 1
 	// maxSubjectLen bounds the subject so a corrupt length cannot make the
 	// decoder allocate; gormstore's column is varchar(255).
 	maxSubjectLen = 255
@@ -66,6 +68,10 @@ type Entry struct {
 	SyncedAt time.Time
 	// SyncedVersion is Version at SyncedAt.
 	SyncedVersion uint64
+	// Persistent is true when the session's cookie lasts until Deadline
+	// even where CookieConfig.SessionOnly makes browser-session cookies
+	// (Session.RememberMe).
+	Persistent bool
 	// Restored is true when the entry was read back from the durable tier
 	// (memcached had lost it) and not written since: its data may lag what
 	// memcached held by up to SyncInterval. Insert and Update clear it.
@@ -106,6 +112,9 @@ func AppendEnvelope(dst []byte, e *Entry) []byte {
 	if e.Restored {
 		flags |= flagRestored
 	}
+	if e.Persistent {
+		flags |= flagPersistent
+	}
 	dst = append(dst, envelopeMagic0, envelopeMagic1, envelopeFormat, e.Codec, flags)
 	dst = binary.AppendUvarint(dst, unixMilli(e.Created))
 	dst = binary.AppendUvarint(dst, unixMilli(e.Deadline))
@@ -145,6 +154,7 @@ func DecodeEnvelope(b []byte, e *Entry) error {
 	}
 	e.Codec = b[3]
 	e.Restored = b[4]&flagRestored != 0
+	e.Persistent = b[4]&flagPersistent != 0
 	d := envelopeDecoder{b: b[envelopeFixedLen:]}
 	e.Created = fromUnixMilli(d.uvarint())
 	e.Deadline = fromUnixMilli(d.uvarint())

@@ -29,6 +29,10 @@ type Session struct {
 	renew      bool // move to a new token on Save
 	setCookie  bool // Set-Cookie needed
 	saved      bool
+
+	expiry   expiryChange // per-session lifetime, idle timeout, remember me
+	status   Status       // what this request did to the session
+	plainReq bool         // loaded from a plain-HTTP request (see Manager.WriteCookie)
 }
 
 type opKind uint8
@@ -85,6 +89,7 @@ func (s *Session) replay(base map[string]any) map[string]any {
 
 func (s *Session) record(o op) {
 	s.saved = false
+	s.status = Modified
 	s.ops = append(s.ops, o)
 	if o.kind != opClear && s.m.durableKey[o.key] {
 		s.durable = true
@@ -177,14 +182,7 @@ func (s *Session) GetBytes(key string) []byte {
 // GetTime returns the time under key, the zero time when absent. Times
 // stored with JSON come back as RFC 3339 strings and are parsed.
 func (s *Session) GetTime(key string) time.Time {
-	switch v := s.Get(key).(type) {
-	case time.Time:
-		return v
-	case string:
-		t, _ := time.Parse(time.RFC3339Nano, v)
-		return t
-	}
-	return time.Time{}
+	return toTime(s.Get(key))
 }
 
 // Put stores value under key. The value must be encodable by the Manager's
@@ -239,6 +237,7 @@ func (s *Session) MarkDurable() {
 	defer s.mu.Unlock()
 	s.durable = true
 	s.saved = false
+	s.status = Modified
 }
 
 // Subject returns the user id set with SetSubject, "" when none.
@@ -263,6 +262,7 @@ func (s *Session) SetSubject(subject string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subject, s.subjectSet, s.saved = subject, true, false
+	s.status = Modified
 }
 
 // RenewToken moves the session to a new token on Save, keeping its values,
@@ -276,6 +276,7 @@ func (s *Session) RenewToken() {
 	defer s.mu.Unlock()
 	if s.entry != nil {
 		s.renew, s.saved = true, false
+		s.status = Modified
 	}
 }
 
@@ -295,6 +296,8 @@ func (s *Session) Destroy(ctx context.Context) error {
 	s.token, s.entry = "", nil
 	s.values, s.decoded = map[string]any{}, true
 	s.ops, s.subject, s.subjectSet, s.durable, s.renew = nil, "", false, false, false
+	s.expiry = expiryChange{}
 	s.setCookie, s.saved = true, false
+	s.status = Destroyed
 	return nil
 }

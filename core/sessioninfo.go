@@ -27,9 +27,9 @@ func (s Source) String() string {
 	return "none"
 }
 
-// SessionInfo describes where a Session stands in the tiers, for display
-// and diagnostics; see Session.Info.
-type SessionInfo struct {
+// TierInfo describes where a Session stands in the tiers, for display
+// and diagnostics; see Session.TierInfo.
+type TierInfo struct {
 	// Source is where this request's copy came from.
 	Source Source
 	// Version is the session's version as read: it increases with every
@@ -42,17 +42,17 @@ type SessionInfo struct {
 	SyncedVersion uint64
 }
 
-// Info returns where the session came from and its version and last sync,
+// TierInfo returns where the session came from and its version and last sync,
 // as loaded for this request. After Save it describes the copy written,
 // with Source SourceNone.
-func (s *Session) Info() SessionInfo {
+func (s *Session) TierInfo() TierInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entry
 	if e == nil {
-		return SessionInfo{}
+		return TierInfo{}
 	}
-	info := SessionInfo{Version: e.Version, SyncedAt: e.SyncedAt, SyncedVersion: e.SyncedVersion}
+	info := TierInfo{Version: e.Version, SyncedAt: e.SyncedAt, SyncedVersion: e.SyncedVersion}
 	switch {
 	case e.cached:
 		info.Source = SourceCache

@@ -9,7 +9,7 @@ import (
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
-func TestSessionInfo(t *testing.T) {
+func TestTierInfo(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
@@ -25,7 +25,7 @@ func TestSessionInfo(t *testing.T) {
 	}
 	ctx := context.Background()
 	s, _ := m.Load(ctx, "")
-	if got := s.Info(); got != (core.SessionInfo{}) {
+	if got := s.TierInfo(); got != (core.TierInfo{}) {
 		t.Errorf("new session: Info = %+v, want the zero value", got)
 	}
 	s.Put("k", "v")
@@ -35,14 +35,14 @@ func TestSessionInfo(t *testing.T) {
 	}
 
 	s, _ = m.Load(ctx, s.Token())
-	info := s.Info()
+	info := s.TierInfo()
 	if info.Source != core.SourceCache || info.Version == 0 || info.SyncedAt.IsZero() || info.SyncedVersion != info.Version {
 		t.Errorf("after a durable save: Info = %+v, want from memcached, synced at its version", info)
 	}
 
 	mc.Restart() // memcached forgets; the row stays
 	s, _ = m.Load(ctx, s.Token())
-	if got := s.Info(); got.Source != core.SourceDatabase || got.Source.String() != "database" {
+	if got := s.TierInfo(); got.Source != core.SourceDatabase || got.Source.String() != "database" {
 		t.Errorf("after a memcached restart: Info = %+v, want from the database", got)
 	}
 	if s.GetString("k") != "v" {

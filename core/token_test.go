@@ -1,6 +1,7 @@
 package core
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -57,8 +58,33 @@ func TestCookieValue(t *testing.T) {
 		{[]string{";;; session=v ;"}, "v"},
 	}
 	for _, c := range cases {
-		if got := CookieValue(c.lines, "session"); got != c.want {
-			t.Errorf("CookieValue(%q) = %q, want %q", c.lines, got, c.want)
+		if got := cookieValue(c.lines, "session"); got != c.want {
+			t.Errorf("cookieValue(%q) = %q, want %q", c.lines, got, c.want)
 		}
 	}
+}
+
+// BenchmarkCookieValue compares the in-place scan with net/http's parsing
+// on a browser-like Cookie header (analytics cookies before ours).
+func BenchmarkCookieValue(b *testing.B) {
+	tok := NewToken()
+	line := "_ga=GA1.1.123456789.1700000000; theme=dark; _gid=GA1.1.987654321.1700000000; session=" + tok + "; lang=en"
+	r, _ := http.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Cookie", line)
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if cookieValue(r.Header["Cookie"], "session") != tok {
+				b.Fatal("wrong value")
+			}
+		}
+	})
+	b.Run("net/http", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if c, err := r.Cookie("session"); err != nil || c.Value != tok {
+				b.Fatal("wrong value")
+			}
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"math"
 	"strconv"
+	"time"
 )
 
 // Typed conversions used by Session's getters. They paper over the codecs'
@@ -81,4 +82,15 @@ func toBytes(v any) ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+func toTime(v any) time.Time {
+	switch t := v.(type) {
+	case time.Time:
+		return t
+	case string:
+		p, _ := time.Parse(time.RFC3339Nano, t)
+		return p
+	}
+	return time.Time{}
 }

@@ -61,6 +61,7 @@ type queries struct {
 
 	load          string // args: key, now ms, now ms
 	list          string // args: after, now ms, now ms, limit
+	listSubject   string // args: subject, now ms, now ms, limit
 	save          string // args: key, payload, version, expires, deadline, subject, created, updated
 	savedState    string // args: key; returns version, expires_at
 	deleteKeys    string // args: []string (expanded by GORM)
@@ -94,6 +95,8 @@ func newQueries(db *gorm.DB, d dialect, table string) *queries {
 	q.cols = strings.Join([]string{q.key, q.payload, q.version, q.expires, q.deadline, q.subject}, ", ")
 	q.load = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.key + " = ? AND " + q.expires + " > ? AND " + q.deadline + " > ?"
 	q.list = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.key + " > ? AND " + q.expires + " > ? AND " + q.deadline + " > ?" +
+		" ORDER BY " + q.key + " LIMIT ?"
+	q.listSubject = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.subject + " = ? AND " + q.expires + " > ? AND " + q.deadline + " > ?" +
 		" ORDER BY " + q.key + " LIMIT ?"
 	q.savedState = "SELECT " + q.version + ", " + q.expires + " FROM " + t + " WHERE " + q.key + " = ?"
 	q.deleteKeys = "DELETE FROM " + t + " WHERE " + q.key + " IN ?"

@@ -3,9 +3,12 @@
 // MySQL/MariaDB or SQLite database, so that losing memcached logs nobody
 // out.
 //
+// Open the database with the sub-package of its kind — each links only its
+// own driver: gormstore/sqlite (pure Go, no cgo), gormstore/postgres (pgx)
+// or gormstore/mysql (go-sql-driver/mysql) — or with gorm.Open as usual.
 // The smallest complete use, with the embedded SQLite default:
 //
-//	db, err := gormstore.OpenSQLite("sessions.db")
+//	db, err := sqlite.Open("sessions.db")
 //	if err != nil {
 //		return err
 //	}
@@ -16,9 +19,8 @@
 //	}
 //	// Give durable to core as the durable tier.
 //
-// For PostgreSQL or MySQL open the *gorm.DB as usual (or with Open, which
-// picks the driver from the DSN) and pass it to New; the Store never closes
-// it.
+// sqlite.Start does all of that and builds the core Store and Manager in
+// one call. The Store never closes a database it is given.
 //
 // # Table
 //
@@ -35,7 +37,7 @@
 //	expires_at  bigint, Unix milliseconds, indexed: what the reaper scans
 //	deadline    bigint, Unix milliseconds
 //	subject     varchar(255) (varbinary(255) on MySQL), '' when unset,
-//	            indexed: for DeleteSubject
+//	            indexed: for DeleteSubject and ListSubject
 //	created_at  bigint, Unix milliseconds of the first insert (application
 //	            server clock)
 //	updated_at  bigint, Unix milliseconds of the last applied write

@@ -6,7 +6,6 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durabletest"
-	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 )
 
@@ -59,7 +58,7 @@ func TestDurableMySQLClientFoundRows(t *testing.T) {
 	} else {
 		dsn += "?clientFoundRows=true"
 	}
-	db, err := gormstore.Open(dsn)
+	db, err := gormtest.Open(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 )
 
 func Example() {
@@ -19,7 +20,7 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 
-	db, err := gormstore.OpenSQLite(filepath.Join(dir, "sessions.db"))
+	db, err := sqlite.Open(filepath.Join(dir, "sessions.db"))
 	if err != nil {
 		log.Fatal(err)
 	}

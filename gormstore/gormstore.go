@@ -4,10 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"reflect"
 	"regexp"
 	"time"
 
-	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 
 	"github.com/hybridsession/hybridsession/core"
@@ -96,19 +96,27 @@ func New(db *gorm.DB, cfg Config) (*Store, error) {
 }
 
 // foundRowsOf reads go-sql-driver's clientFoundRows setting from a GORM
-// MySQL dialector, when it was opened from a DSN or a driver config.
+// MySQL dialector, when it was opened from a DSN or a driver config. It
+// looks at the dialector by reflection, so that gormstore does not link
+// the MySQL driver into programs that use another database.
 func foundRowsOf(d gorm.Dialector) int {
-	var cfg *mysql.Config
-	switch v := d.(type) {
-	case *mysql.Dialector:
-		cfg = v.Config
-	case mysql.Dialector:
-		cfg = v.Config
+	v := reflect.ValueOf(d)
+	if v.Kind() == reflect.Pointer && !v.IsNil() {
+		v = v.Elem()
 	}
-	if cfg == nil || cfg.DSNConfig == nil || cfg.Conn != nil {
+	if v.Kind() != reflect.Struct || v.Type().PkgPath() != "gorm.io/driver/mysql" {
 		return foundRowsUnknown
 	}
-	if cfg.DSNConfig.ClientFoundRows {
+	cfg := v.FieldByName("Config") // *mysql.Config
+	if cfg.Kind() != reflect.Pointer || cfg.IsNil() {
+		return foundRowsUnknown
+	}
+	cfg = cfg.Elem()
+	conn, dsn := cfg.FieldByName("Conn"), cfg.FieldByName("DSNConfig")
+	if !conn.IsValid() || !conn.IsNil() || dsn.Kind() != reflect.Pointer || dsn.IsNil() {
+		return foundRowsUnknown
+	}
+	if found := dsn.Elem().FieldByName("ClientFoundRows"); found.Kind() == reflect.Bool && found.Bool() {
 		return foundRowsOn
 	}
 	return foundRowsOff
@@ -291,6 +299,29 @@ func scanKeys(rows *sql.Rows) ([]string, error) {
 		keys = append(keys, k)
 	}
 	return keys, rows.Err()
+}
+
+// ListSubject returns up to limit rows whose Subject is exactly subject and
+// whose ExpiresAt and Deadline are after now, in Key order: a scan of the
+// subject index. An empty subject returns nil. It returns an error
+// wrapping ErrInvalidLimit when limit is not positive.
+func (s *Store) ListSubject(ctx context.Context, subject string, now time.Time, limit int) ([]core.Record, error) {
+	if limit <= 0 {
+		return nil, errorf(ErrInvalidLimit, "ListSubject limit %d", limit)
+	}
+	if subject == "" {
+		return nil, nil
+	}
+	ms := millis(now)
+	rows, err := s.db.WithContext(ctx).Raw(s.q.listSubject, subject, ms, ms, limit).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("gormstore: list subject: %w", err)
+	}
+	recs, err := scanRecords(rows, min(limit, 64))
+	if err != nil {
+		return nil, fmt.Errorf("gormstore: list subject: %w", err)
+	}
+	return recs, nil
 }
 
 // List returns up to limit rows whose ExpiresAt and Deadline are after now,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 )
 
 // The servers the tests use when these variables are set. On the
@@ -20,7 +21,7 @@ import (
 //	HYBRIDSESSION_POSTGRES_DSN='postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
 //	HYBRIDSESSION_MYSQL_DSN='root:@tcp(127.0.0.1:3306)/test?parseTime=true'
 //
-// Any form gormstore.Open accepts works. When one is unset the tests for that
+// Any form gormtest.Open accepts works. When one is unset the tests for that
 // database are skipped, or fail if CI is set.
 const (
 	postgresEnv = gormtest.PostgresEnv
@@ -37,7 +38,7 @@ func openServer(t testing.TB, env string) *gorm.DB {
 	if db, ok := servers[dsn]; ok {
 		return db
 	}
-	db, err := gormstore.Open(dsn)
+	db, err := gormtest.Open(dsn)
 	if err != nil {
 		t.Fatalf("open %s: %v", env, err)
 	}
@@ -64,7 +65,7 @@ func TestMain(m *testing.M) {
 // closed when t ends.
 func openSQLite(t testing.TB) *gorm.DB {
 	t.Helper()
-	db, err := gormstore.OpenSQLite(filepath.Join(t.TempDir(), "sessions.db"))
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "sessions.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,36 +1,17 @@
 package gormstore
 
 import (
+	"database/sql"
 	"strings"
 	"testing"
 
-	"github.com/glebarez/sqlite"
+	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/libtnb/sqlite"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 )
-
-func TestMySQLURL(t *testing.T) {
-	cfg, err := mysqlURL("mysql://app:s3cret@db.example:3307/sessions?parseTime=true&clientFoundRows=true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.User != "app" || cfg.Passwd != "s3cret" || cfg.Net != "tcp" || cfg.Addr != "db.example:3307" ||
-		cfg.DBName != "sessions" || !cfg.ParseTime || !cfg.ClientFoundRows {
-		t.Errorf("mysqlURL = %+v", cfg)
-	}
-	cfg, err = mysqlURL("mysql://root@localhost/test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.User != "root" || cfg.Passwd != "" || cfg.Addr != "localhost:3306" || cfg.DBName != "test" {
-		t.Errorf("mysqlURL without port = %+v", cfg)
-	}
-	if _, err := mysqlURL("mysql://root@localhost/test?parseTime=maybe"); err == nil {
-		t.Error("mysqlURL accepted an invalid driver parameter")
-	}
-}
 
 // TestNoPlaceholderAfterParenthesis checks the rule stated on queries: a
 // placeholder right after "(" would make GORM split a []byte argument into
@@ -89,5 +70,29 @@ func TestArrayLiterals(t *testing.T) {
 	v, _ = pgTextArray{}.Value()
 	if v != "{}" {
 		t.Errorf("empty array = %s", v)
+	}
+}
+
+func TestFoundRowsOf(t *testing.T) {
+	on, off := gomysql.NewConfig(), gomysql.NewConfig()
+	on.ClientFoundRows = true
+	db, _ := sql.Open("mysql", "nobody@tcp(127.0.0.1:1)/none")
+	defer db.Close()
+	for _, tc := range []struct {
+		name string
+		d    gorm.Dialector
+		want int
+	}{
+		{"clientFoundRows=true", mysql.New(mysql.Config{DSNConfig: on}), foundRowsOn},
+		{"default", mysql.New(mysql.Config{DSNConfig: off}), foundRowsOff},
+		{"value dialector", mysql.Dialector{Config: &mysql.Config{DSNConfig: on}}, foundRowsOn},
+		{"own connection", mysql.New(mysql.Config{DSNConfig: on, Conn: db}), foundRowsUnknown},
+		{"DSN string", mysql.New(mysql.Config{DSN: "x@tcp(h)/d?clientFoundRows=true"}), foundRowsOn},
+		{"postgres", postgres.New(postgres.Config{DSN: "postgres://x@h/d"}), foundRowsUnknown},
+		{"nil", nil, foundRowsUnknown},
+	} {
+		if got := foundRowsOf(tc.d); got != tc.want {
+			t.Errorf("%s: foundRowsOf = %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }

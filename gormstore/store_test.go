@@ -22,6 +22,7 @@ import (
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 )
 
 func TestNewConfig(t *testing.T) {
@@ -258,7 +259,7 @@ func TestInvalidArguments(t *testing.T) {
 // New cannot inspect (so it reads back on every ambiguous count).
 func TestSaveMySQLRowCounts(t *testing.T) {
 	dsn := gormtest.ServerDSN(t, mysqlEnv)
-	base, err := gormstore.Open(dsn)
+	base, err := gormtest.Open(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ func TestSaveMySQLRowCounts(t *testing.T) {
 	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	found, err := gormstore.Open(dsn + sep + "clientFoundRows=true")
+	found, err := gormtest.Open(dsn + sep + "clientFoundRows=true")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +381,7 @@ func TestSQLiteReapersAcrossHandles(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "shared.db")
 	var stores []*gormstore.Store
 	for range 2 {
-		db, err := gormstore.OpenSQLite(path)
+		db, err := sqlite.Open(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -463,7 +464,7 @@ func TestOpenForms(t *testing.T) {
 		forms = append(forms, dsn, u.String())
 	}
 	for _, dsn := range forms {
-		db, err := gormstore.Open(dsn)
+		db, err := gormtest.Open(dsn)
 		if err != nil {
 			t.Errorf("Open(%q): %v", dsn, err)
 			continue

@@ -28,6 +28,7 @@ import (
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -134,7 +135,7 @@ func newFaultEnv(t *testing.T, b faultBackend, rep *faultReport, opts faultEnvOp
 	// The database: the app servers' pool goes through the proxy.
 	var appDB, adminDB *gorm.DB
 	if b.dsn == "" {
-		db, err := gormstore.OpenSQLite(filepath.Join(t.TempDir(), "sessions.db"))
+		db, err := sqlite.Open(filepath.Join(t.TempDir(), "sessions.db"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -218,6 +218,14 @@ func (d *Durable) List(ctx context.Context, now time.Time, after string, limit i
 	return recs, err
 }
 
+// ListSubject calls the wrapped ListSubject in a span.
+func (d *Durable) ListSubject(ctx context.Context, subject string, now time.Time, limit int) ([]core.Record, error) {
+	ctx, span := d.start(ctx, "db ListSubject", "ListSubject")
+	recs, err := d.next.ListSubject(ctx, subject, now, limit)
+	end(span, err)
+	return recs, err
+}
+
 // Reap calls the wrapped Reap in a span and keeps track of the reaper's
 // passes: the batches of one pass share its now.
 func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {

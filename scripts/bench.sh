@@ -16,11 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v memcached >/dev/null 2>&1 || [ -x /usr/bin/memcached ] || {
-	echo "make bench needs memcached in PATH: the benchmarks start their own memcached processes."
-	echo "Install it: apt-get install memcached (Debian/Ubuntu) or brew install memcached (macOS)."
-	exit 1
-}
+./scripts/ensure-memcached.sh >/dev/null
 export HYBRIDSESSION_POSTGRES_DSN="${HYBRIDSESSION_POSTGRES_DSN:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}"
 GO="${GO:-go}"
 count="${BENCH_COUNT:-5}"

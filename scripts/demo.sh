@@ -12,21 +12,7 @@ addr="${HYBRIDSESSION_MEMCACHED:-}"
 dsn="${HYBRIDSESSION_DSN:-examples/demo.db}"
 listen="${HYBRIDSESSION_LISTEN:-127.0.0.1:8080}"
 
-find_memcached() {
-	command -v memcached 2>/dev/null || { [ -x /usr/bin/memcached ] && echo /usr/bin/memcached; } || true
-}
-bin=$(find_memcached)
-if [ -z "$bin" ]; then
-	echo "demo: memcached is not installed; trying the system package manager"
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null || true
-	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null && command -v apt-get >/dev/null; then
-		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null || true
-	elif command -v brew >/dev/null; then
-		brew install memcached || true
-	fi
-	bin=$(find_memcached)
-fi
+bin=$(./scripts/ensure-memcached.sh || true)
 
 if [ -n "${HYBRIDSESSION_MEMCACHED+set}" ]; then
 	echo "demo: using HYBRIDSESSION_MEMCACHED=$addr (the operator panel cannot kill or restart those nodes)"

@@ -53,6 +53,9 @@ type Config struct {
 	// again (see Store). Each costs about 200 bytes, whatever the session's
 	// size; the least recently read is forgotten first. Optional. Default
 	// 10000. A negative value remembers nothing: every Commit reads first.
+	// The memo is hashicorp/golang-lru's expirable LRU, whose pruning
+	// goroutine lives as long as the process: create one Store per process,
+	// not one per request or test case.
 	RememberSize int
 
 	// RememberFor is how long, in real time, a session read by Find is

@@ -7,7 +7,7 @@
 // The smallest complete use, with memcached on localhost and an embedded
 // SQLite database:
 //
-//	db, err := gormstore.OpenSQLite("sessions.db")
+//	db, err := sqlite.Open("sessions.db") // package gormstore/sqlite
 //	if err != nil {
 //		log.Fatal(err)
 //	}

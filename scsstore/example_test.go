@@ -14,6 +14,7 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 	"github.com/hybridsession/hybridsession/scsstore"
 )
 
@@ -26,7 +27,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	db, err := gormstore.OpenSQLite(filepath.Join(dir, "sessions.db"))
+	db, err := sqlite.Open(filepath.Join(dir, "sessions.db"))
 	if err != nil {
 		log.Fatal(err)
 	}

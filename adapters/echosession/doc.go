@@ -36,7 +36,7 @@
 //
 // When the store cannot load or save the session (both tiers down:
 // core.ErrUnavailable) the middleware returns an *echo.HTTPError with status
-// 503 (500 for other failures) and the cause as its Internal error, so
+// 503 (413 for core.ErrTooLarge, 500 for other failures) and the cause as its Internal error, so
 // echo's HTTPErrorHandler answers it in its usual shape. If the save fails
 // while the handler is writing, the handler's output is discarded and the
 // error is answered instead when the handler returns.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 
 	"github.com/hybridsession/hybridsession/adapters/echosession"
 	"github.com/hybridsession/hybridsession/core"
@@ -54,4 +55,27 @@ func Example() {
 	// 200 visit 2
 	// 200 visit 3
 	// session true true true
+}
+
+// The error hook: answer store failures in the application's own shape.
+// Here a handler stores more than the item size limit (1 MiB by default).
+func Example_errorHandler() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store})
+	e := echo.New()
+	e.Use(echosession.New(m, echosession.Config{
+		ErrorHandler: func(c echo.Context, err error) error {
+			code := core.StatusCode(err)
+			return c.JSON(code, map[string]string{"error": http.StatusText(code)})
+		},
+	}))
+	e.GET("/", func(c echo.Context) error {
+		echosession.Get(c).Put("upload", strings.Repeat("x", 2<<20))
+		return c.String(http.StatusOK, "stored")
+	})
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+	fmt.Println(rec.Code, strings.TrimSpace(rec.Body.String()))
+	// Output: 413 {"error":"Request Entity Too Large"}
 }

@@ -21,9 +21,10 @@ type Config struct {
 	//
 	//	echo.NewHTTPError(core.StatusCode(err)).SetInternal(err)
 	//
-	// that is 503 Service Unavailable for core.ErrUnavailable and 500
-	// otherwise, with the status text as the message; err stays internal
-	// (logged by echo's middleware, never sent to the client).
+	// that is 503 Service Unavailable for core.ErrUnavailable, 413 Content
+	// Too Large for core.ErrTooLarge and 500 otherwise, with the status
+	// text as the message; err stays internal (logged by echo's middleware,
+	// never sent to the client).
 	//
 	// When loading fails the handler does not run. When saving fails the
 	// handler's output is discarded and its own error, if any, superseded.

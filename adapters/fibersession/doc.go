@@ -30,7 +30,8 @@
 //
 // When the store cannot load or save the session (both tiers down:
 // core.ErrUnavailable) the middleware returns an error carrying a
-// *fiber.Error with status 503 (500 for other failures), which fiber's
+// *fiber.Error with status 503 (413 for core.ErrTooLarge, 500 for other
+// failures), which fiber's
 // ErrorHandler answers; the handler's response body is dropped first.
 //
 // Storage is for applications that keep fiber's middleware/session (or

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/hybridsession/hybridsession/adapters/fibersession"
@@ -59,4 +60,27 @@ func Example() {
 	// 200 visit 2
 	// 200 visit 3
 	// session true true true
+}
+
+// The error hook: answer store failures in the application's own shape.
+// Here a handler stores more than the item size limit (1 MiB by default).
+func Example_errorHandler() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store})
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(fibersession.New(m, fibersession.Config{
+		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			code := core.StatusCode(err)
+			return c.Status(code).JSON(fiber.Map{"error": http.StatusText(code)})
+		},
+	}))
+	app.Get("/", func(c *fiber.Ctx) error {
+		fibersession.Get(c).Put("upload", strings.Repeat("x", 2<<20))
+		return c.SendString("stored")
+	})
+	resp, _ := app.Test(httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.StatusCode, string(body))
+	// Output: 413 {"error":"Request Entity Too Large"}
 }

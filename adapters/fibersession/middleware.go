@@ -19,7 +19,8 @@ type Config struct {
 	// error the middleware returns, which fiber's ErrorHandler then
 	// answers. Optional. Default: an error in which errors.As finds a
 	// *fiber.Error with core.StatusCode(err) — 503 Service Unavailable for
-	// core.ErrUnavailable, 500 otherwise — and its status text as message,
+	// core.ErrUnavailable, 413 Content Too Large for core.ErrTooLarge, 500
+	// otherwise — and its status text as message,
 	// and which wraps err (errors.Is(e, core.ErrUnavailable) holds). Its
 	// Error method returns only the status text, so fiber's
 	// DefaultErrorHandler, which sends err.Error() to the client, reveals
@@ -48,7 +49,9 @@ type localsKey struct{}
 // one. Vary: Cookie and Cache-Control: no-cache="Set-Cookie" accompany it,
 // as with core.Manager.WriteCookie. In header mode (core.Config.Header)
 // the token is read from that request header and a new one is returned in
-// core.HeaderConfig.Response instead.
+// core.HeaderConfig.Response instead. The first Secure cookie set on a
+// plain-HTTP request (c.Protocol() is not "https") logs a warning through
+// core.Manager.WarnPlainHTTP.
 //
 // Register it once, before the handlers that use sessions:
 //
@@ -107,7 +110,11 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			c.Vary(header)
 			c.Set(fiber.HeaderCacheControl, "no-store")
 		} else {
-			setCookie(c, m.Cookie(s))
+			hc := m.Cookie(s)
+			if hc != nil && hc.Secure && hc.Value != "" && c.Protocol() != "https" {
+				m.WarnPlainHTTP() // logged once: browsers drop this cookie
+			}
+			setCookie(c, hc)
 		}
 		return herr
 	}

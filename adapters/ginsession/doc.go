@@ -32,6 +32,7 @@
 //
 // When the store cannot load or save the session (both tiers down:
 // core.ErrUnavailable) the request is answered by Config.ErrorHandler —
-// by default 503 Service Unavailable, or 500 for other failures — and
+// by default 503 Service Unavailable, 413 Content Too Large for
+// core.ErrTooLarge, or 500 for other failures — and
 // whatever the handler writes afterwards is discarded.
 package ginsession

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 	"github.com/hybridsession/hybridsession/adapters/ginsession"
@@ -55,4 +56,27 @@ func Example() {
 	// 200 visit 2
 	// 200 visit 3
 	// session true true true
+}
+
+// The error hook: answer store failures in the application's own shape.
+// Here a handler stores more than the item size limit (1 MiB by default).
+func Example_errorHandler() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store})
+	gin.SetMode(gin.TestMode)
+	r := gin.New()
+	r.Use(ginsession.New(m, ginsession.Config{
+		ErrorHandler: func(c *gin.Context, err error) {
+			c.AbortWithStatusJSON(core.StatusCode(err), gin.H{"error": http.StatusText(core.StatusCode(err))})
+		},
+	}))
+	r.GET("/", func(c *gin.Context) {
+		ginsession.Get(c).Put("upload", strings.Repeat("x", 2<<20))
+		c.String(http.StatusOK, "stored")
+	})
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+	fmt.Println(rec.Code, rec.Body.String())
+	// Output: 413 {"error":"Request Entity Too Large"}
 }

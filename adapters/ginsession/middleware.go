@@ -21,7 +21,8 @@ type Config struct {
 	// ErrorHandler answers a request whose session could not be loaded or
 	// saved. It must write the response (a status at least). Optional.
 	// Default: c.AbortWithError(core.StatusCode(err), err) — 503 Service
-	// Unavailable for core.ErrUnavailable, 500 otherwise, with no body and
+	// Unavailable for core.ErrUnavailable, 413 Content Too Large for
+	// core.ErrTooLarge, 500 otherwise, with no body and
 	// err recorded in c.Errors for gin's logger, never sent to the client.
 	//
 	// When loading fails it is called instead of the handlers, and the

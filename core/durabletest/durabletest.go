@@ -54,6 +54,7 @@ func Run(t *testing.T, newDurable func(t *testing.T) core.Durable) {
 		{"Save/Concurrent", testSaveConcurrent},
 		{"Delete", testDelete},
 		{"DeleteSubject", testDeleteSubject},
+		{"ListSubject", testListSubject},
 		{"List/Empty", testListEmpty},
 		{"List/LiveRowsInKeyOrder", testListLive},
 		{"List/Paging", testListPaging},
@@ -549,6 +550,50 @@ func testDeleteSubject(t *testing.T, d core.Durable) {
 	}
 	if !slices.Equal(keys, []string{Key("bob")}) {
 		t.Fatalf("DeleteSubject(bob) = %q, want %q", keys, []string{Key("bob")})
+	}
+}
+
+func testListSubject(t *testing.T, d core.Durable) {
+	now := base()
+	live := func(name, subject string) core.Record {
+		return record(name, 1, now.Add(time.Hour), now.Add(2*time.Hour), subject)
+	}
+	alice := []core.Record{live("alice-1", "alice"), live("alice-2", "alice"), live("alice-3", "alice")}
+	others := []core.Record{
+		record("alice-expired", 1, now.Add(-time.Hour), now.Add(2*time.Hour), "alice"),
+		record("alice-past-deadline", 1, now.Add(time.Hour), now.Add(-time.Hour), "alice"),
+		live("Alice", "Alice"),
+		live("alice-space", "alice "),
+		live("bob", "bob"),
+		live("anonymous", ""),
+	}
+	mustSave(t, d, alice...)
+	mustSave(t, d, others...)
+
+	got, err := d.ListSubject(t.Context(), "alice", now, 10)
+	if err != nil {
+		t.Fatalf("ListSubject(alice): %v", err)
+	}
+	want := slices.Sorted(slices.Values(keysOf(alice)))
+	if !slices.Equal(keysOf(got), want) {
+		t.Fatalf("ListSubject(alice) = %q, want %q in key order", keysOf(got), want)
+	}
+	for _, r := range got {
+		i := slices.IndexFunc(alice, func(a core.Record) bool { return a.Key == r.Key })
+		if d := diff(r, alice[i]); d != "" {
+			t.Fatalf("ListSubject(alice) row %s: %s", r.Key, d)
+		}
+	}
+	if got, err := d.ListSubject(t.Context(), "alice", now, 2); err != nil || !slices.Equal(keysOf(got), want[:2]) {
+		t.Fatalf("ListSubject(alice, limit 2) = %q, %v; want %q", keysOf(got), err, want[:2])
+	}
+	for _, subject := range []string{"", "nobody"} {
+		if got, err := d.ListSubject(t.Context(), subject, now, 10); err != nil || len(got) != 0 {
+			t.Fatalf("ListSubject(%q) = %q, %v; want nothing", subject, keysOf(got), err)
+		}
+	}
+	if _, err := d.ListSubject(t.Context(), "alice", now, 0); err == nil {
+		t.Fatal("ListSubject with limit 0: no error")
 	}
 }
 

@@ -91,6 +91,29 @@ func (m *Memory) DeleteSubject(_ context.Context, subject string) ([]string, err
 	return keys, nil
 }
 
+// ListSubject implements core.Durable.
+func (m *Memory) ListSubject(_ context.Context, subject string, now time.Time, limit int) ([]core.Record, error) {
+	if limit < 1 {
+		return nil, errors.New("durabletest: memory: limit must be at least 1")
+	}
+	if subject == "" {
+		return nil, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []core.Record
+	for _, r := range m.rows {
+		if r.Subject == subject && r.ExpiresAt.After(now) && r.Deadline.After(now) {
+			out = append(out, clone(r))
+		}
+	}
+	slices.SortFunc(out, func(a, b core.Record) int { return strings.Compare(a.Key, b.Key) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
 // List implements core.Durable.
 func (m *Memory) List(_ context.Context, now time.Time, after string, limit int) ([]core.Record, error) {
 	if limit < 1 {

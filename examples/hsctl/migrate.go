@@ -22,7 +22,7 @@ func migrateCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	db, err := gormstore.Open(opts.DSN)
+	db, err := setup.OpenDSN(opts.DSN)
 	if err != nil {
 		return err
 	}

@@ -21,11 +21,14 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"gorm.io/gorm"
 
-	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/mysql"
+	"github.com/hybridsession/hybridsession/gormstore/postgres"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 )
 
 // Environment variables naming the database servers to test against.
@@ -77,15 +80,15 @@ func ServerDSN(t testing.TB, env string) string {
 }
 
 // Open opens b for t — SQLite in a file under t.TempDir(), a server through
-// gormstore.Open — and closes it when t ends.
+// the package Open — and closes it when t ends.
 func (b Backend) Open(t testing.TB) *gorm.DB {
 	t.Helper()
 	var db *gorm.DB
 	var err error
 	if b.DSN == "" {
-		db, err = gormstore.OpenSQLite(filepath.Join(t.TempDir(), "sessions.db"))
+		db, err = sqlite.Open(filepath.Join(t.TempDir(), "sessions.db"))
 	} else {
-		db, err = gormstore.Open(b.DSN)
+		db, err = Open(b.DSN)
 	}
 	if err != nil {
 		t.Fatalf("open %s: %v", b.Name, err)
@@ -96,6 +99,21 @@ func (b Backend) Open(t testing.TB) *gorm.DB {
 		}
 	})
 	return db
+}
+
+// Open opens a database from a DSN of any of the three kinds, choosing the
+// opener from its form: "postgres://" or "postgresql://" (gormstore/postgres),
+// "mysql://" or a go-sql-driver DSN with "@tcp(" or "@unix("
+// (gormstore/mysql), anything else an SQLite path (gormstore/sqlite). It
+// links all three drivers: applications import only the opener they use.
+func Open(dsn string) (*gorm.DB, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return postgres.Open(dsn)
+	case strings.HasPrefix(dsn, "mysql://"), strings.Contains(dsn, "@tcp("), strings.Contains(dsn, "@unix("):
+		return mysql.Open(dsn)
+	}
+	return sqlite.Open(dsn)
 }
 
 // UniqueTable returns prefix followed by random hex, a table name no other

@@ -68,7 +68,7 @@ func (c coreSession) Put(key string, value any) { c.s.Put(key, value) }
 func (c coreSession) RenewToken() error         { c.s.RenewToken(); return nil }
 func (c coreSession) SetSubject(user string)    { c.s.SetSubject(user) }
 func (c coreSession) Destroy() error            { return c.s.Destroy(c.ctx) }
-func (c coreSession) Info() core.SessionInfo    { return c.s.Info() }
+func (c coreSession) Info() core.TierInfo       { return c.s.TierInfo() }
 
 // State is what the page and /api/state show.
 type State struct {
@@ -98,7 +98,7 @@ type State struct {
 // the tiers (Core's do); Read fills State's Source, Version and SyncedAt
 // from it.
 type Describer interface {
-	Info() core.SessionInfo
+	Info() core.TierInfo
 }
 
 // Read returns the session's state without changing it (GET /api/state).

@@ -34,6 +34,9 @@ import (
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/mysql"
+	"github.com/hybridsession/hybridsession/gormstore/postgres"
+	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 	"github.com/hybridsession/hybridsession/metrics"
 	"gorm.io/gorm"
 )
@@ -141,6 +144,19 @@ type Env struct {
 	closed bool
 }
 
+// OpenDSN opens the database a DSN names: the samples accept all three
+// kinds, so they link all three drivers (an application imports the one
+// opener it uses).
+func OpenDSN(dsn string) (*gorm.DB, error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return postgres.Open(dsn)
+	case strings.HasPrefix(dsn, "mysql://"), strings.Contains(dsn, "@tcp("), strings.Contains(dsn, "@unix("):
+		return mysql.Open(dsn)
+	}
+	return sqlite.Open(dsn)
+}
+
 // Open opens the database named by opts.DSN (creating the sessions table if
 // needed) and logs which tiers are in use. It does not contact memcached:
 // a memcached that is down is handled like one that fails later.
@@ -152,7 +168,7 @@ func Open(opts Options) (*Env, error) {
 		opts.DSN = DefaultDSN
 	}
 	log := opts.Logger.With("app", opts.Name)
-	db, err := gormstore.Open(opts.DSN)
+	db, err := OpenDSN(opts.DSN)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,164 @@
+package core_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"time"
+
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durabletest"
+)
+
+// "Remember me" at login: that session gets a persistent cookie and a
+// longer life; the others keep browser-session cookies (SessionOnly).
+func ExampleSession_RememberMe() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store, Cookie: core.CookieConfig{SessionOnly: true}})
+
+	login := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := core.FromContext(r.Context())
+		s.RenewToken()
+		s.SetSubject("ada")
+		if r.FormValue("remember") == "on" {
+			s.RememberMe(30 * 24 * time.Hour)
+			s.SetIdleTimeout(7 * 24 * time.Hour)
+		}
+		fmt.Println("idle timeout:", s.IdleTimeout(), "lifetime:", s.Deadline().Sub(store.Now()).Round(time.Hour))
+	}))
+	for _, target := range []string{"https://example.com/login", "https://example.com/login?remember=on"} {
+		rec := httptest.NewRecorder()
+		login.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, target, nil))
+		c := rec.Result().Cookies()[0]
+		fmt.Println("persistent cookie:", c.MaxAge > 0, "days:", c.MaxAge/86400)
+	}
+	// Output:
+	// idle timeout: 30m0s lifetime: 24h0m0s
+	// persistent cookie: false days: 0
+	// idle timeout: 168h0m0s lifetime: 720h0m0s
+	// persistent cookie: true days: 30
+}
+
+// A flash message set before a redirect is read once on the next page.
+func ExampleSession_AddFlash() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /profile", func(w http.ResponseWriter, r *http.Request) {
+		core.FromContext(r.Context()).AddFlash("success", "Profile saved.")
+		http.Redirect(w, r, "/profile", http.StatusSeeOther)
+	})
+	mux.HandleFunc("GET /profile", func(w http.ResponseWriter, r *http.Request) {
+		for _, f := range core.FromContext(r.Context()).Flashes() {
+			fmt.Fprintf(w, "[%s] %s", f.Kind, f.Message)
+		}
+	})
+	h := m.Handler(mux)
+
+	var cookie *http.Cookie
+	for _, step := range []string{"POST", "GET", "GET"} {
+		req := httptest.NewRequest(step, "https://example.com/profile", nil)
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if cs := rec.Result().Cookies(); len(cs) > 0 {
+			cookie = cs[0]
+		}
+		fmt.Printf("%s %d %q\n", step, rec.Code, rec.Body.String())
+	}
+	// Output:
+	// POST 303 ""
+	// GET 200 "[success] Profile saved."
+	// GET 200 ""
+}
+
+// A devices page: list the user's sessions, mark the current one, revoke
+// another by its id, or log out everywhere else.
+func ExampleManager_Sessions() {
+	now := time.Now()
+	clock := func() time.Time { return now } // the logins happen a minute apart
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory(), Clock: clock})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store})
+	ctx := context.Background()
+
+	var sessions []*core.Session
+	for _, ua := range []string{"Firefox on Linux", "Safari on iPhone", "Chrome on Windows"} {
+		s, _ := m.Load(ctx, "") // a login on each device
+		s.SetSubject("ada")
+		s.SetDeviceInfo(map[string]string{"user-agent": ua})
+		_ = m.Save(ctx, s)
+		sessions = append(sessions, s)
+		now = now.Add(time.Minute)
+	}
+	current := sessions[0]
+
+	list, _ := m.Sessions(ctx, "ada")
+	for _, info := range list {
+		fmt.Println(info.Info["user-agent"], info.ID == current.ID())
+	}
+	ok, _ := m.RevokeSession(ctx, "ada", list[1].ID)
+	n, _ := m.DestroyOtherSessions(ctx, current)
+	list, _ = m.Sessions(ctx, "ada")
+	fmt.Println(ok, n, len(list))
+	// Output:
+	// Firefox on Linux true
+	// Safari on iPhone false
+	// Chrome on Windows false
+	// true 1 1
+}
+
+// Code that runs after the handler can see what the request did.
+func ExampleSession_Status() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store})
+
+	audit := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r)
+			fmt.Println(r.URL.Path, core.FromContext(r.Context()).Status())
+		})
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) { _ = core.FromContext(r.Context()).Get("x") })
+	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) { core.FromContext(r.Context()).Put("x", 1) })
+	h := m.Handler(audit(mux))
+	for _, p := range []string{"/read", "/write"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "https://example.com"+p, nil))
+	}
+	// Output:
+	// /read unmodified
+	// /write modified
+}
+
+// The net/http middleware's error hook, Config.ErrorHandler: here a
+// handler stores more than the item size limit (1 MiB by default).
+func ExampleConfig_errorHandler() {
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{
+		Store: store,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			code := core.StatusCode(err) // 503, 413 or 500
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			fmt.Fprintf(w, `{"error":%q}`, http.StatusText(code))
+		},
+	})
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		core.FromContext(r.Context()).Put("upload", strings.Repeat("x", 2<<20))
+		fmt.Fprint(w, "stored")
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+	fmt.Println(rec.Code, rec.Body.String())
+	// Output: 413 {"error":"Request Entity Too Large"}
+}

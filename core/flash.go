@@ -1,0 +1,116 @@
+package core
+
+import "time"
+
+// flashKey is the session value that holds pending flash messages, as a
+// flat list of kind and text pairs ([]string round-trips through every
+// built-in codec).
+const flashKey = "hs.flash"
+
+// Flash is a one-time message for the next page the user sees, such as
+// "Saved." after a form posts and redirects.
+type Flash struct {
+	// Kind classifies the message for display, such as "info", "success"
+	// or "error"; the library gives it no meaning.
+	Kind string
+	// Message is the text.
+	Message string
+}
+
+// AddFlash queues a message of the given kind for the next request that
+// calls Flashes — typically the page a POST redirects to. Messages are
+// kept in the session (under the key "hs.flash"), in order, until read.
+func (s *Session) AddFlash(kind, message string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.valuesLocked()
+	pairs := flashPairs(v[flashKey])
+	pairs = append(pairs, kind, message)
+	v[flashKey] = pairs
+	s.record(op{kind: opPut, key: flashKey, value: pairs})
+}
+
+// Flashes returns the queued flash messages, oldest first, and removes
+// them from the session: each message is read once. It returns nil when
+// there are none, which is not a change.
+func (s *Session) Flashes() []Flash {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	raw, ok := s.valuesLocked()[flashKey]
+	if !ok {
+		return nil
+	}
+	delete(s.values, flashKey)
+	s.record(op{kind: opDelete, key: flashKey})
+	pairs := flashPairs(raw)
+	out := make([]Flash, 0, len(pairs)/2)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, Flash{Kind: pairs[i], Message: pairs[i+1]})
+	}
+	return out
+}
+
+// flashPairs reads the stored list whatever the codec made of it: []string
+// (gob, or this request) or []any of strings (JSON, msgpack). Anything else
+// is dropped rather than trusted.
+func flashPairs(v any) []string {
+	switch l := v.(type) {
+	case []string:
+		return append([]string(nil), l...)
+	case []any:
+		out := make([]string, 0, len(l))
+		for _, x := range l {
+			str, ok := x.(string)
+			if !ok {
+				return nil
+			}
+			out = append(out, str)
+		}
+		return out
+	}
+	return nil
+}
+
+// PopString returns the string under key and deletes it; "" when absent or
+// not a string (the key is deleted all the same).
+func (s *Session) PopString(key string) string {
+	v, _ := s.Pop(key).(string)
+	return v
+}
+
+// PopBool returns the bool under key and deletes it; false when absent or
+// not a bool.
+func (s *Session) PopBool(key string) bool {
+	v, _ := s.Pop(key).(bool)
+	return v
+}
+
+// PopInt64 returns the integer under key, converted as GetInt64 does, and
+// deletes it; 0 when absent or not a whole number.
+func (s *Session) PopInt64(key string) int64 {
+	v, _ := toInt64(s.Pop(key))
+	return v
+}
+
+// PopInt is PopInt64 converted to int.
+func (s *Session) PopInt(key string) int { return int(s.PopInt64(key)) }
+
+// PopFloat64 returns the number under key as a float64 and deletes it; 0
+// when absent or not a number.
+func (s *Session) PopFloat64(key string) float64 {
+	v, _ := toFloat64(s.Pop(key))
+	return v
+}
+
+// PopBytes returns the []byte under key, converted as GetBytes does, and
+// deletes it; nil when absent.
+func (s *Session) PopBytes(key string) []byte {
+	v, _ := toBytes(s.Pop(key))
+	return v
+}
+
+// PopTime returns the time under key, parsed as GetTime does, and deletes
+// it; the zero time when absent.
+func (s *Session) PopTime(key string) time.Time {
+	return toTime(s.Pop(key))
+}

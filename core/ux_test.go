@@ -1,0 +1,383 @@
+package core_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durabletest"
+	"github.com/hybridsession/hybridsession/memcachedtest"
+)
+
+// uxManager is a Manager on real memcached and an in-memory durable tier,
+// with a clock the test moves and a Config the test adjusts.
+func uxManager(t *testing.T, mod func(*core.Config)) (*core.Manager, *atomic.Int64) {
+	t.Helper()
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	now := new(atomic.Int64)
+	now.Store(time.Now().UnixNano())
+	st, err := core.NewStore(core.StoreConfig{
+		Memcached:    core.MemcachedConfig{Servers: []string{mc.Addr}},
+		Durable:      durabletest.NewMemory(),
+		SyncInterval: time.Hour, // memcached runs ahead of the rows
+		Logger:       quiet,
+		Clock:        func() time.Time { return time.Unix(0, now.Load()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(context.Background()) })
+	cfg := core.Config{Store: st, Logger: quiet, Cookie: core.CookieConfig{Insecure: true}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := core.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, now
+}
+
+// serve runs one request through m.Handler(h) with the cookie, returning
+// the recorder and the session cookie the response set (nil: none).
+func serve(m *core.Manager, h http.HandlerFunc, cookie *http.Cookie) (*httptest.ResponseRecorder, *http.Cookie) {
+	req := httptest.NewRequest(http.MethodGet, "https://example.com/", nil)
+	if cookie != nil {
+		req.AddCookie(cookie)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler(h).ServeHTTP(rec, req)
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == m.CookieName() {
+			return rec, c
+		}
+	}
+	return rec, nil
+}
+
+func TestRememberMeCookieAndExpiry(t *testing.T) {
+	m, clock := uxManager(t, func(c *core.Config) {
+		c.Cookie.SessionOnly = true
+		c.Lifetime = 12 * time.Hour
+	})
+	visit := func(w http.ResponseWriter, r *http.Request) { core.FromContext(r.Context()).Put("cart", "book") }
+	_, anon := serve(m, visit, nil)
+	if anon == nil || anon.MaxAge != 0 || !anon.Expires.IsZero() {
+		t.Fatalf("anonymous session cookie %+v, want a browser-session cookie", anon)
+	}
+
+	var deadline, idleExpiry time.Time
+	var persistent bool
+	login := func(w http.ResponseWriter, r *http.Request) {
+		s := core.FromContext(r.Context())
+		s.RenewToken()
+		s.SetSubject("ada")
+		s.RememberMe(30 * 24 * time.Hour)
+		s.SetIdleTimeout(7 * 24 * time.Hour)
+		deadline, idleExpiry, persistent = s.Deadline(), s.IdleExpiry(), s.Persistent()
+	}
+	_, remembered := serve(m, login, anon)
+	now := time.Unix(0, clock.Load())
+	if remembered == nil || remembered.Value == anon.Value {
+		t.Fatalf("login cookie %+v, want a new token", remembered)
+	}
+	if d := time.Duration(remembered.MaxAge) * time.Second; d < 30*24*time.Hour-time.Minute || d > 30*24*time.Hour {
+		t.Fatalf("remember-me cookie Max-Age %v, want about 30 days", d)
+	}
+	if !persistent || !deadline.Equal(now.Add(30*24*time.Hour).Truncate(time.Millisecond)) && deadline.Sub(now) < 30*24*time.Hour-time.Second {
+		t.Fatalf("Deadline %v (now %v), Persistent %v", deadline, now, persistent)
+	}
+	if got := idleExpiry.Sub(now); got < 7*24*time.Hour-time.Second || got > 7*24*time.Hour {
+		t.Fatalf("IdleExpiry is now+%v, want now+7 days", got)
+	}
+
+	// The choice is stored: hours later, past the 12h default lifetime and
+	// the default 30m idle timeout, a renewal keeps the persistent cookie.
+	clock.Add(int64(13 * time.Hour))
+	var idle time.Duration
+	_, renewed := serve(m, func(w http.ResponseWriter, r *http.Request) {
+		s := core.FromContext(r.Context())
+		if s.IsNew() {
+			t.Error("the remembered session expired at the default idle timeout or lifetime")
+		}
+		idle = s.IdleTimeout()
+		s.RenewToken()
+	}, remembered)
+	if renewed == nil || renewed.MaxAge < int((29*24*time.Hour)/time.Second) {
+		t.Fatalf("cookie after RenewToken %+v, want a persistent one", renewed)
+	}
+	if idle != 7*24*time.Hour {
+		t.Fatalf("IdleTimeout %v after reload, want 7 days", idle)
+	}
+
+	// Another visitor who does not tick the box keeps a browser-session
+	// cookie and the default expiry.
+	_, other := serve(m, func(w http.ResponseWriter, r *http.Request) {
+		s := core.FromContext(r.Context())
+		s.Put("user", "bob")
+		if s.Persistent() || s.IdleTimeout() != 30*time.Minute {
+			t.Errorf("Persistent %v IdleTimeout %v for a plain session", s.Persistent(), s.IdleTimeout())
+		}
+	}, nil)
+	if other == nil || other.MaxAge != 0 {
+		t.Fatalf("plain session cookie %+v", other)
+	}
+}
+
+func TestSetLifetimeShortensAndResendsCookie(t *testing.T) {
+	m, clock := uxManager(t, nil)
+	_, ck := serve(m, func(w http.ResponseWriter, r *http.Request) { core.FromContext(r.Context()).Put("k", 1) }, nil)
+	_, again := serve(m, func(w http.ResponseWriter, r *http.Request) {
+		core.FromContext(r.Context()).SetLifetime(time.Hour)
+	}, ck)
+	if again == nil || again.MaxAge > 3600 || again.MaxAge < 3500 {
+		t.Fatalf("cookie after SetLifetime(1h): %+v", again)
+	}
+	clock.Add(int64(61 * time.Minute))
+	serve(m, func(w http.ResponseWriter, r *http.Request) {
+		if !core.FromContext(r.Context()).IsNew() {
+			t.Error("session alive past the deadline SetLifetime chose")
+		}
+	}, again)
+}
+
+func TestFlashSurvivesRedirectOnce(t *testing.T) {
+	for _, codec := range []core.Codec{core.Msgpack, core.JSON, core.Gob} {
+		t.Run(fmt.Sprint(codec.ID()), func(t *testing.T) {
+			m, _ := uxManager(t, func(c *core.Config) { c.Codec = codec })
+			mux := http.NewServeMux()
+			mux.HandleFunc("POST /save", func(w http.ResponseWriter, r *http.Request) {
+				s := core.FromContext(r.Context())
+				s.AddFlash("success", "Saved.")
+				s.AddFlash("info", "Check your mail.")
+				http.Redirect(w, r, "/show", http.StatusSeeOther)
+			})
+			mux.HandleFunc("GET /show", func(w http.ResponseWriter, r *http.Request) {
+				for _, f := range core.FromContext(r.Context()).Flashes() {
+					fmt.Fprintf(w, "%s:%s;", f.Kind, f.Message)
+				}
+			})
+			srv := httptest.NewServer(m.Handler(mux))
+			defer srv.Close()
+			c := jarClient(t)
+			resp, err := c.Post(srv.URL+"/save", "text/plain", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if got := body(t, resp); got != "success:Saved.;info:Check your mail.;" {
+				t.Fatalf("after the redirect: %q", got)
+			}
+			if got := body(t, do(t, c, srv.URL+"/show")); got != "" {
+				t.Fatalf("flashes shown twice: %q", got)
+			}
+		})
+	}
+}
+
+func TestPopHelpersAndStatus(t *testing.T) {
+	gob.Register(time.Time{}) // gob needs concrete types stored in an any registered
+	for _, codec := range []core.Codec{core.Msgpack, core.JSON, core.Gob} {
+		t.Run(fmt.Sprint(codec.ID()), func(t *testing.T) {
+			m, _ := uxManager(t, func(c *core.Config) { c.Codec = codec })
+			ctx := context.Background()
+			when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+			s, _ := m.Load(ctx, "")
+			s.Put("s", "x")
+			s.Put("i", 42)
+			s.Put("b", true)
+			s.Put("f", 1.5)
+			s.Put("t", when)
+			s.Put("bytes", []byte("raw"))
+			if s.Status() != core.Modified {
+				t.Fatalf("Status after Put on a new session: %v", s.Status())
+			}
+			if err := m.Save(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Status() != core.Modified {
+				t.Fatalf("Status after Save: %v, want it kept for after-handler code", s.Status())
+			}
+			tok := s.Token()
+
+			s, _ = m.Load(ctx, tok)
+			if s.Status() != core.Unmodified {
+				t.Fatalf("Status of a loaded session: %v", s.Status())
+			}
+			if s.PopString("s") != "x" || s.PopInt("i") != 42 || !s.PopBool("b") || s.PopFloat64("f") != 1.5 ||
+				!s.PopTime("t").Equal(when) || string(s.PopBytes("bytes")) != "raw" {
+				t.Fatal("a typed Pop returned the wrong value")
+			}
+			if s.PopString("s") != "" || s.PopInt64("missing") != 0 || len(s.Keys()) != 0 {
+				t.Fatalf("popped keys are still there: %v", s.Keys())
+			}
+			if err := m.Save(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			s, _ = m.Load(ctx, tok)
+			if len(s.Keys()) != 0 {
+				t.Fatalf("keys after the pops were saved: %v", s.Keys())
+			}
+			if err := s.Destroy(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if s.Status() != core.Destroyed || s.Status().String() != "destroyed" {
+				t.Fatalf("Status after Destroy: %v", s.Status())
+			}
+		})
+	}
+}
+
+func TestStatusCodeTooLarge(t *testing.T) {
+	if got := core.StatusCode(fmt.Errorf("save: %w", core.ErrTooLarge)); got != http.StatusRequestEntityTooLarge {
+		t.Fatalf("StatusCode(ErrTooLarge) = %d", got)
+	}
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	st, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, MaxItemSize: 4096},
+		Logger:    quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	m, _ := core.New(core.Config{Store: st, Logger: quiet})
+	rec, _ := serve(m, func(w http.ResponseWriter, r *http.Request) {
+		core.FromContext(r.Context()).Put("big", strings.Repeat("x", 8192))
+		fmt.Fprint(w, "handler body")
+	}, nil)
+	if rec.Code != http.StatusRequestEntityTooLarge || strings.Contains(rec.Body.String(), "handler body") {
+		t.Fatalf("oversized session: %d %q, want a bare 413", rec.Code, rec.Body.String())
+	}
+}
+
+func TestPlainHTTPSecureCookieWarnsOnce(t *testing.T) {
+	var logs bytes.Buffer
+	m, _ := uxManager(t, func(c *core.Config) {
+		c.Cookie = core.CookieConfig{} // Secure
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		core.FromContext(r.Context()).Put("k", "v")
+	}))
+	req := func(target string, hdr string) {
+		r := httptest.NewRequest(http.MethodGet, target, nil)
+		if hdr != "" {
+			r.Header.Set("X-Forwarded-Proto", hdr)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	req("https://example.com/", "")
+	req("http://localhost/", "https") // TLS terminated by a proxy
+	if logs.Len() != 0 {
+		t.Fatalf("warned for HTTPS requests: %s", logs.String())
+	}
+	req("http://localhost/", "")
+	req("http://localhost/", "")
+	if n := strings.Count(logs.String(), "plain-HTTP"); n != 1 {
+		t.Fatalf("%d warnings, want exactly 1:\n%s", n, logs.String())
+	}
+}
+
+func TestDevicesListRevokeAndLogOutOthers(t *testing.T) {
+	m, clock := uxManager(t, nil)
+	ctx := context.Background()
+	login := func(subject, ua string) *core.Session {
+		s, _ := m.Load(ctx, "")
+		s.SetSubject(subject)
+		s.SetDeviceInfo(map[string]string{"ua": ua, "ip": "192.0.2.1"})
+		if err := m.Save(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		clock.Add(int64(time.Second))
+		return s
+	}
+	laptop, phone, tablet := login("ada", "laptop"), login("ada", "phone"), login("ada", "tablet")
+
+	// The laptop keeps working: memcached records the activity and a
+	// change, and the rows lag behind (SyncInterval is an hour).
+	clock.Add(int64(10 * time.Minute))
+	s, _ := m.Load(ctx, laptop.Token())
+	s.Put("page", 7)
+	if err := m.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	active := time.Unix(0, clock.Load())
+	s, _ = m.Load(ctx, phone.Token())
+	s.Put("page", 1)
+	if err := m.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	// The tablet goes idle past its timeout: its row, synced at login,
+	// still looks alive (last sync + idle + SyncInterval), memcached knows better.
+	clock.Add(int64(25 * time.Minute))
+
+	list, err := m.Sessions(ctx, "ada")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 {
+		t.Fatalf("Sessions(ada) listed %d sessions, want laptop and phone (the tablet is idle-expired): %+v", len(list), list)
+	}
+	if list[0].ID != laptop.ID() || list[1].ID != phone.ID() || list[0].ID == "" {
+		t.Fatalf("IDs %q %q, want laptop %q then phone %q", list[0].ID, list[1].ID, laptop.ID(), phone.ID())
+	}
+	for _, info := range list {
+		for _, secret := range []string{laptop.Token(), phone.Token(), tablet.Token(), core.StorageKey(laptop.Token()), core.StorageKey(phone.Token())} {
+			if strings.Contains(info.ID, secret) || strings.Contains(secret, info.ID) {
+				t.Fatalf("ID %q reveals a token or storage key", info.ID)
+			}
+		}
+	}
+	if !list[0].LastActive.Equal(active.Truncate(time.Millisecond)) {
+		t.Fatalf("laptop LastActive %v, want %v from memcached", list[0].LastActive, active)
+	}
+	if list[0].Info["ua"] != "laptop" || list[1].Info["ip"] != "192.0.2.1" {
+		t.Fatalf("device info %v %v", list[0].Info, list[1].Info)
+	}
+
+	// Revoking by id: another subject's id does nothing.
+	login("bob", "bob's laptop")
+	bob, _ := m.Sessions(ctx, "bob")
+	if ok, err := m.RevokeSession(ctx, "ada", bob[0].ID); ok || err != nil {
+		t.Fatalf("RevokeSession(ada, bob's id) = %v, %v", ok, err)
+	}
+	if ok, err := m.RevokeSession(ctx, "ada", phone.ID()); !ok || err != nil {
+		t.Fatalf("RevokeSession(phone) = %v, %v", ok, err)
+	}
+	if s, _ := m.Load(ctx, phone.Token()); !s.IsNew() {
+		t.Fatal("the revoked phone session still loads")
+	}
+
+	// A new login, then "log out everywhere else" from the laptop.
+	login("ada", "desktop")
+	s, _ = m.Load(ctx, laptop.Token())
+	if n, err := m.DestroyOtherSessions(ctx, s); n != 1 || err != nil {
+		t.Fatalf("DestroyOtherSessions = %d, %v; want the desktop", n, err)
+	}
+	list, _ = m.Sessions(ctx, "ada")
+	if len(list) != 1 || list[0].ID != laptop.ID() {
+		t.Fatalf("after DestroyOtherSessions: %+v", list)
+	}
+	if bob, _ := m.Sessions(ctx, "bob"); len(bob) != 1 {
+		t.Fatalf("bob's sessions: %+v", bob)
+	}
+}
+
+func TestSessionsNeedsDurableTier(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	m := newManager(t, mc, nil)
+	if _, err := m.Sessions(context.Background(), "ada"); err == nil || errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("Sessions without a durable tier: %v", err)
+	}
+}

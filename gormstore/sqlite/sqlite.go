@@ -1,0 +1,127 @@
+// Package sqlite opens SQLite databases for gormstore with a pure-Go
+// driver (no cgo), and starts a complete session setup on one in a single
+// call — the embedded default for one server, a demo or a first try.
+//
+// From nothing to sessions in a gin app:
+//
+//	m, closeSessions, err := sqlite.Start("sessions.db", "127.0.0.1:11211")
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	defer closeSessions()
+//	r.Use(ginsession.New(m, ginsession.Config{}))
+//
+// The driver is github.com/libtnb/sqlite, a GORM dialector directly on
+// modernc.org/sqlite (SQLite compiled to Go). A program that imports this
+// package links neither the PostgreSQL nor the MySQL driver.
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/libtnb/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// pragmas are the settings Open applies to every connection: write-ahead
+// logging, so readers never wait for the writer, and a 5 s wait for the
+// write lock instead of an immediate SQLITE_BUSY.
+const pragmas = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
+
+// closeTimeout bounds how long Start's close function waits for pending
+// database writes.
+const closeTimeout = 10 * time.Second
+
+// Open opens the SQLite database file at path (created if missing). An
+// optional "sqlite://", "sqlite:" prefix is removed; "file:" URIs are
+// passed whole.
+//
+// Every connection uses WAL mode and a busy timeout of 5000 ms; query
+// parameters already in path (after a '?', e.g. "_pragma=synchronous(NORMAL)")
+// are kept. The pool is limited to one open connection, which serialises
+// the Store's statements in this process: SQLite allows one writer at a time
+// anyway, and one connection never meets SQLITE_BUSY from its own process
+// (other processes sharing the file wait up to the busy timeout). Change it
+// with db.DB() and SetMaxOpenConns; the Store is correct either way.
+// Measured on a 2-core machine: parallel Saves take about 0.2 ms with one
+// connection, and 0.26 to 0.94 ms with four (writers then sleep in SQLite's
+// busy handler); parallel Loads take 77 µs with one and 57 µs with four.
+//
+// GORM's logger is silenced: gormstore returns every error it meets.
+// Close the database with db.DB() and Close when done; gormstore.New does
+// not.
+func Open(path string) (*gorm.DB, error) {
+	path = strings.TrimPrefix(strings.TrimPrefix(path, "sqlite://"), "sqlite:")
+	dsn := path
+	if strings.Contains(dsn, "?") {
+		dsn += "&" + pragmas
+	} else {
+		dsn += "?" + pragmas
+	}
+	db, err := gorm.Open(sqlite.Open(dsn), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		return nil, fmt.Errorf("gormstore/sqlite: open %s: %w", path, err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("gormstore/sqlite: open %s: %w", path, err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	sqlDB.SetMaxIdleConns(1)
+	sqlDB.SetConnMaxIdleTime(0) // keep the connection: an in-memory database lives in it
+	return db, nil
+}
+
+// Start opens (creating if missing) the SQLite database at path, and
+// builds on it, all with their defaults, the durable tier
+// (gormstore.New), a core.Store on the given memcached servers (none:
+// database only), an in-process reaper, and a core.Manager. It returns the
+// Manager for an adapter's middleware (or Manager.Handler), and a function
+// that stops the reaper, flushes the pending database writes (waiting up
+// to 10 s) and closes the database: call it after the HTTP server has
+// drained.
+//
+// The session cookie is Secure, as with core.Config's defaults: browsers
+// send it over HTTPS and to http://localhost (Chrome, Firefox, curl;
+// Safari does not). The Manager logs a warning the first time it sets it
+// on a plain-HTTP request. When you need another setting, build the parts
+// yourself: Open, gormstore.New, core.NewStore, core.New.
+func Start(path string, memcached ...string) (*core.Manager, func() error, error) {
+	db, err := Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	sqlDB, _ := db.DB() // Open checked it
+	durable, err := gormstore.New(db, gormstore.Config{})
+	if err != nil {
+		return nil, nil, errors.Join(err, sqlDB.Close())
+	}
+	store, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: memcached},
+		Durable:   durable,
+	})
+	if err != nil {
+		return nil, nil, errors.Join(err, sqlDB.Close())
+	}
+	reaper, err := store.NewReaper(core.ReaperConfig{})
+	if err == nil {
+		var m *core.Manager
+		if m, err = core.New(core.Config{Store: store}); err == nil {
+			reaper.Start()
+			return m, func() error {
+				reaper.Stop()
+				ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+				defer cancel()
+				return errors.Join(store.Close(ctx), sqlDB.Close())
+			}, nil
+		}
+	}
+	return nil, nil, errors.Join(err, store.Close(context.Background()), sqlDB.Close())
+}
