@@ -33,6 +33,14 @@ var (
 	// envelope. The Store treats a corrupt entry or row as a miss.
 	ErrCorrupt = errors.New("core: corrupt session envelope")
 
+	// ErrNotAuthentic is wrapped, together with ErrCorrupt, by the error for
+	// a sealed envelope that failed to open: altered, forged, copied under
+	// another session's key, sealed with a key that is not in
+	// StoreConfig.Seal.Keys, or stored in plain text while the Store has
+	// keys. The Store treats such an entry or row as a miss and counts it in
+	// Stats.SealFailures.
+	ErrNotAuthentic = errors.New("core: session envelope failed to open")
+
 	// ErrUnknownCodec is returned when an envelope names a codec id that is
 	// not registered with the Manager. The session is treated as absent.
 	ErrUnknownCodec = errors.New("core: unknown codec")

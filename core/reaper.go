@@ -196,8 +196,8 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 		items = make(map[string]Entry, len(got))
 		for k, it := range got {
 			var e Entry
-			if DecodeEnvelope(it.Value, &e) == nil {
-				e.Payload = it.Value // keep the whole envelope for the row
+			if s.openEnvelope(k[len(s.mc.prefix):], it.Value, &e) == nil {
+				e.Payload = it.Value // keep the whole (sealed) envelope for the row
 				items[k[len(s.mc.prefix):]] = e
 			}
 		}
@@ -213,7 +213,7 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 			verdicts[i].Record.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
 		}
 		var row Entry
-		rowOK := DecodeEnvelope(rec.Payload, &row) == nil
+		rowOK := s.openEnvelope(rec.Key, rec.Payload, &row) == nil
 		if rowOK && isTombstone(&row) {
 			rep.Deleted++ // verdict zero value: delete
 			continue
@@ -279,7 +279,7 @@ func (r *Reaper) fill(a *ArchivedSession, e *Entry, payloadIsEnvelope bool) {
 	payload := e.Payload
 	if payloadIsEnvelope {
 		var inner Entry
-		if DecodeEnvelope(e.Payload, &inner) == nil {
+		if r.store.openEnvelope(a.Key, e.Payload, &inner) == nil {
 			payload = inner.Payload
 		}
 	}

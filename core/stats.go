@@ -12,6 +12,11 @@ type Stats struct {
 	// CacheHits and CacheMisses count memcached reads that found, or did not
 	// find, a live session. Corrupt entries count as misses and in CacheCorrupt.
 	CacheHits, CacheMisses, CacheCorrupt uint64
+	// SealFailures counts envelopes, from either tier, that failed to open
+	// (see ErrNotAuthentic): each was treated as a miss. Anything above zero
+	// means tampering, a key missing from some server's ring, or plain-text
+	// entries met by a Store with keys.
+	SealFailures uint64
 	// CacheErrors counts memcached operations that failed (network errors,
 	// timeouts). CacheShortCircuits counts operations skipped because the
 	// node's circuit breaker was open.
@@ -80,11 +85,13 @@ type counters struct {
 	fallbacks, touches, casConflicts, merges atomic.Uint64
 	reapExamined, reapExtended, reapArchived atomic.Uint64
 	reapDeleted, reapErrors, reapSkipped     atomic.Uint64
+	sealFailures                             atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
 		CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(), CacheCorrupt: c.cacheCorrupt.Load(),
+		SealFailures: c.sealFailures.Load(),
 		CacheErrors: c.cacheErrors.Load(), CacheShortCircuits: c.cacheShortCircuits.Load(),
 		BreakerOpens: c.breakerOpens.Load(), BreakerCloses: c.breakerCloses.Load(),
 		DBReads: c.dbReads.Load(), DBReadErrors: c.dbReadErrors.Load(), DBCorrupt: c.dbCorrupt.Load(),

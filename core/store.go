@@ -23,6 +23,12 @@ type StoreConfig struct {
 	// read and write goes to the durable tier.
 	Memcached MemcachedConfig
 
+	// Seal configures authenticated encryption of every envelope, in both
+	// tiers, with a key ring (see SealConfig). Optional, but without keys
+	// sessions are stored in plain text and can be forged by anyone who
+	// can write to memcached; NewStore logs a warning.
+	Seal SealConfig
+
 	// Durable is the database tier (see the gormstore module). Optional, but
 	// without it a memcached restart or eviction logs users out. The Store
 	// never closes it.
@@ -83,6 +89,7 @@ type Store struct {
 	mc      *memcachedTier // nil: no memcached
 	durable Durable        // nil: no durable tier
 	syncer  *syncer        // nil: no durable tier
+	seal    *sealer        // seals and opens envelopes (plain without keys)
 	stats   counters
 	log     *slog.Logger
 	now     func() time.Time
@@ -139,6 +146,14 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		syncInterval: cfg.SyncInterval,
 		maxItem:      cfg.Memcached.MaxItemSize,
 		dbTimeout:    cfg.DBTimeout,
+	}
+	seal, err := newSealer(cfg.Seal, cfg.Logger, &s.stats)
+	if err != nil {
+		return nil, err
+	}
+	s.seal = seal
+	if !seal.sealed() {
+		s.log.Warn(warnUnsealed)
 	}
 	if len(cfg.Memcached.Servers) > 0 {
 		mc, err := newMemcachedTier(cfg.Memcached, cfg.Logger, &s.stats)
@@ -226,13 +241,13 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]ListedEntr
 	out := make([]ListedEntry, 0, len(recs))
 	for _, rec := range recs {
 		e := new(Entry)
-		if DecodeEnvelope(rec.Payload, e) != nil {
+		if s.openEnvelope(rec.Key, rec.Payload, e) != nil {
 			continue
 		}
 		fromCache := false
 		if b, ok := cached[rec.Key]; ok {
 			var c Entry
-			if DecodeEnvelope(b, &c) == nil && c.Version >= e.Version {
+			if s.openEnvelope(rec.Key, b, &c) == nil && c.Version >= e.Version {
 				*e, fromCache = c, true
 			}
 		}
@@ -358,10 +373,9 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 			s.stats.cacheMisses.Add(1)
 		default:
 			e := new(Entry)
-			if err := DecodeEnvelope(it.Value, e); err != nil {
+			if err := s.openEnvelopeInPlace(key, it.Value, e); err != nil {
 				s.stats.cacheMisses.Add(1)
 				s.stats.cacheCorrupt.Add(1)
-				s.log.Warn("hybridsession: corrupt memcached entry treated as a miss", "error", err)
 				corrupt = true
 				break
 			}
@@ -399,9 +413,8 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		return nil, nil
 	}
 	e := new(Entry)
-	if err := DecodeEnvelope(rec.Payload, e); err != nil {
+	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
 		s.stats.dbCorrupt.Add(1)
-		s.log.Warn("hybridsession: corrupt database row treated as absent", "error", err)
 		return nil, nil
 	}
 	if isTombstone(e) || !now.Before(e.Deadline) {
@@ -423,7 +436,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		// Manager's touch comes due and writes the row: otherwise a
 		// read-only user would expire at the row's expires_at.
 		e.ActiveAt = now
-		buf := AppendEnvelope(nil, e)
+		buf := s.sealEnvelope(key, nil, e)
 		exp := expiration(now, e.ExpiresAt())
 		if corrupt {
 			_ = s.mc.set(mkey, buf, exp)
@@ -450,7 +463,7 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entr
 		return nil, false
 	}
 	e := new(Entry)
-	if err := DecodeEnvelope(rec.Payload, e); err != nil {
+	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
 		return nil, false
 	}
 	if isTombstone(e) || !now.Before(e.Deadline) {
@@ -458,7 +471,7 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entr
 		return nil, true
 	}
 	e.ActiveAt = now
-	_ = s.mc.cas(mkey, AppendEnvelope(nil, e), expiration(now, e.ExpiresAt()), casID)
+	_ = s.mc.cas(mkey, s.sealEnvelope(key, nil, e), expiration(now, e.ExpiresAt()), casID)
 	return e, true
 }
 
@@ -473,7 +486,7 @@ func (s *Store) moveFromPriorOwner(mkey string, now time.Time) *Entry {
 	}
 	defer s.mc.priorDelete(mkey)
 	e := new(Entry)
-	if DecodeEnvelope(it.Value, e) != nil || isTombstone(e) || !e.Alive(now) {
+	if s.openEnvelope(mkey[len(s.mc.prefix):], it.Value, e) != nil || isTombstone(e) || !e.Alive(now) {
 		return nil
 	}
 	if s.mc.add(mkey, it.Value, expiration(now, e.ExpiresAt())) != nil {
@@ -515,7 +528,7 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry) error {
 	next.Restored = false
 	next.SyncedAt, next.SyncedVersion = now, 1
 	key, mkey := s.keys(token)
-	buf := s.encode(&next)
+	buf := s.encode(key, &next)
 	defer s.putBuf(buf)
 
 	var cacheErr error
@@ -578,7 +591,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 		next.SyncedAt, next.SyncedVersion = now, next.Version
 	}
 	key, mkey := s.entryKeys(token, e)
-	buf := s.encode(&next)
+	buf := s.encode(key, &next)
 	defer s.putBuf(buf)
 
 	var cacheErr error
@@ -652,7 +665,7 @@ func (s *Store) casWrite(mkey string, base *Entry, buf []byte, exp int32) error 
 		return s.addOrConflict(mkey, buf, exp)
 	}
 	var cur Entry
-	if err := DecodeEnvelope(it.Value, &cur); err != nil {
+	if err := s.openEnvelope(mkey[len(s.mc.prefix):], it.Value, &cur); err != nil {
 		return s.mc.set(mkey, buf, exp) // corrupt: ours is the only good copy
 	}
 	if cur.Version != base.Version || isTombstone(&cur) {
@@ -677,7 +690,7 @@ func (s *Store) replaceDead(mkey string, buf []byte, exp int32, now time.Time) e
 		return s.addOrExists(mkey, buf, exp)
 	}
 	var cur Entry
-	if DecodeEnvelope(it.Value, &cur) == nil && !isTombstone(&cur) && cur.Alive(now) {
+	if s.openEnvelope(mkey[len(s.mc.prefix):], it.Value, &cur) == nil && !isTombstone(&cur) && cur.Alive(now) {
 		return ErrExists
 	}
 	err = s.mc.cas(mkey, buf, exp, it.CasID)
@@ -867,13 +880,13 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 		// A tombstone, not a delete: a request that read the session before
 		// it was destroyed must find its compare-and-swap refused, not an
 		// empty slot to add its copy back into.
-		cacheErr = s.mc.set(s.mc.key(key), AppendEnvelope(nil, &tomb), expiration(now, tomb.Deadline))
+		cacheErr = s.mc.set(s.mc.key(key), s.sealEnvelope(key, nil, &tomb), expiration(now, tomb.Deadline))
 	}
 	if s.durable != nil {
 		s.syncer.forget(key)
 		rec := Record{
 			Key:       key,
-			Payload:   AppendEnvelope(nil, &tomb),
+			Payload:   s.sealEnvelope(key, nil, &tomb),
 			Version:   tombstoneVersion,
 			ExpiresAt: tomb.Deadline.Truncate(time.Millisecond),
 			Deadline:  tomb.Deadline.Truncate(time.Millisecond),
@@ -928,18 +941,18 @@ func (s *Store) DeleteSubject(ctx context.Context, subject string) (int, error) 
 }
 
 func (s *Store) checkSize(e *Entry) error {
-	if n := EnvelopeSize(e) + 12; n > s.maxItem { // +12: version and sync-time varints may grow
+	if n := EnvelopeSize(e) + 12 + s.envelopeOverhead(); n > s.maxItem { // +12: version and sync-time varints may grow
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
 	}
 	return nil
 }
 
-func (s *Store) encode(e *Entry) *[]byte {
+func (s *Store) encode(key string, e *Entry) *[]byte {
 	bp, _ := s.bufs.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
 	}
-	*bp = AppendEnvelope((*bp)[:0], e)
+	*bp = s.sealEnvelope(key, (*bp)[:0], e)
 	return bp
 }
 
