@@ -91,8 +91,7 @@ type counters struct {
 func (c *counters) snapshot() Stats {
 	return Stats{
 		CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(), CacheCorrupt: c.cacheCorrupt.Load(),
-		SealFailures: c.sealFailures.Load(),
-		CacheErrors:  c.cacheErrors.Load(), CacheShortCircuits: c.cacheShortCircuits.Load(),
+		CacheErrors: c.cacheErrors.Load(), CacheShortCircuits: c.cacheShortCircuits.Load(),
 		BreakerOpens: c.breakerOpens.Load(), BreakerCloses: c.breakerCloses.Load(),
 		DBReads: c.dbReads.Load(), DBReadErrors: c.dbReadErrors.Load(), DBCorrupt: c.dbCorrupt.Load(),
 		DBWrites: c.dbWrites.Load(), DBWriteErrors: c.dbWriteErrors.Load(), DBWritesSkipped: c.dbWritesSkipped.Load(),
@@ -101,6 +100,7 @@ func (c *counters) snapshot() Stats {
 		CASConflicts: c.casConflicts.Load(), Merges: c.merges.Load(),
 		ReapExamined: c.reapExamined.Load(), ReapExtended: c.reapExtended.Load(), ReapArchived: c.reapArchived.Load(),
 		ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(), ReapSkipped: c.reapSkipped.Load(),
+		SealFailures: c.sealFailures.Load(),
 	}
 }
 
