@@ -41,6 +41,12 @@ var (
 	// Stats.SealFailures.
 	ErrNotAuthentic = errors.New("core: session envelope failed to open")
 
+	// ErrMalformed is returned, wrapped, by the built-in codecs' Decode for
+	// input that breaks their limits: a length that exceeds the input, or
+	// nesting deeper than the codec allows (see Msgpack). The Manager treats
+	// such a session as holding no values.
+	ErrMalformed = errors.New("core: malformed session values")
+
 	// ErrUnknownCodec is returned when an envelope names a codec id that is
 	// not registered with the Manager. The session is treated as absent.
 	ErrUnknownCodec = errors.New("core: unknown codec")

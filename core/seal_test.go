@@ -196,3 +196,20 @@ func BenchmarkSeal1KB(b *testing.B) {
 		})
 	}
 }
+
+// FuzzOpenEnvelope feeds arbitrary bytes to a Store with keys: nothing
+// opens (no one without the key can produce a sealed envelope), nothing
+// panics, and every failure wraps ErrCorrupt.
+func FuzzOpenEnvelope(f *testing.F) {
+	s, _, _ := testSealer(f, SealConfig{Keys: [][]byte{NewSealKey()}})
+	other, _, _ := testSealer(f, SealConfig{Keys: [][]byte{NewSealKey()}})
+	f.Add(other.seal(keyA, nil, sampleEntry()))
+	f.Add(AppendEnvelope(nil, sampleEntry()))
+	f.Add([]byte("hs\x81"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var e Entry
+		if err := s.open(keyA, b, &e, len(b)%2 == 0); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("open = %v, want an error wrapping ErrCorrupt", err)
+		}
+	})
+}
