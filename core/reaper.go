@@ -213,9 +213,18 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 			verdicts[i].Record.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
 		}
 		var row Entry
-		rowOK := s.openEnvelope(rec.Key, rec.Payload, &row) == nil
+		rowErr := s.openEnvelope(rec.Key, rec.Payload, &row)
+		rowOK := rowErr == nil
 		if rowOK && isTombstone(&row) {
 			rep.Deleted++ // verdict zero value: delete
+			continue
+		}
+		if _, inCache := items[rec.Key]; errors.Is(rowErr, ErrNotAuthentic) && !inCache && now.Before(rec.Deadline) {
+			// Sealed with a key this process does not hold (a reaper
+			// deployed without the new key): keep the row until its
+			// absolute deadline rather than delete a session that may live.
+			rep.Skipped++
+			postpone()
 			continue
 		}
 		if failed[rec.Key] {

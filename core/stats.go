@@ -57,7 +57,8 @@ type Stats struct {
 	// newer copy, rows handed to the archive hook, rows deleted, and failures.
 	ReapExamined, ReapExtended, ReapArchived, ReapDeleted, ReapErrors uint64
 	// ReapSkipped counts expired-looking rows left alone because memcached
-	// could not be asked about them.
+	// could not be asked about them, or because they were sealed with a key
+	// the Store does not hold (those are kept until their absolute deadline).
 	ReapSkipped uint64
 
 	// Nodes describes each memcached node and its circuit breaker, in

@@ -403,3 +403,25 @@ func TestKeyRotationUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d requests across the rotation", requests.Load())
 }
+
+// TestReaperWithoutTheKeyKeepsRows: a reaper deployed without the key that
+// sealed the rows cannot tell live from dead, so it keeps them (until their
+// absolute deadline) instead of deleting sessions that may live.
+func TestReaperWithoutTheKeyKeepsRows(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	k1 := core.NewSealKey()
+	m := st.manager(t, sealed(k1), nil)
+	token := put(t, m, "", "user", "ada")
+	st.clock.Advance(40 * time.Minute) // idle: the row looks expired, the session is dead
+	rep := runOnce(t, reaper(t, st.store(t, sealed(core.NewSealKey())), core.ReaperConfig{}))
+	if rep.Examined != 1 || rep.Skipped != 1 || rep.Deleted != 0 {
+		t.Fatalf("reaper without the key: %v, want the row skipped", rep)
+	}
+	if len(rowPayload(t, st, token)) == 0 {
+		t.Fatal("row gone")
+	}
+	st.clock.Advance(2 * time.Minute) // past the postponement
+	if rep := runOnce(t, reaper(t, m.Store(), core.ReaperConfig{})); rep.Deleted != 1 {
+		t.Fatalf("reaper with the key: %v, want the dead row deleted", rep)
+	}
+}
