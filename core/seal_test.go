@@ -213,3 +213,33 @@ func FuzzOpenEnvelope(f *testing.F) {
 		}
 	})
 }
+
+// TestSealOverheadCountsTowardMaxItemSize: an entry that fits plain but not
+// with the seal's 35 bytes is refused with ErrTooLarge before anything is
+// written.
+func TestSealOverheadCountsTowardMaxItemSize(t *testing.T) {
+	const limit = 4096
+	e := sampleEntry()
+	e.Payload = nil
+	e.Payload = make([]byte, limit-12-EnvelopeSize(e)-10) // plain: 10 bytes to spare
+	for _, c := range []struct {
+		keys [][]byte
+		want error
+	}{{nil, nil}, {[][]byte{NewSealKey()}, ErrTooLarge}} {
+		s, err := NewStore(StoreConfig{
+			Memcached: MemcachedConfig{MaxItemSize: limit},
+			Durable:   memDurable{},
+			Seal:      SealConfig{Keys: c.keys},
+			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.checkSize(e); !errors.Is(err, c.want) {
+			t.Errorf("keys=%d: checkSize = %v, want %v", len(c.keys), err, c.want)
+		}
+	}
+}
+
+// memDurable is enough of a Durable for NewStore; checkSize never calls it.
+type memDurable struct{ Durable }
