@@ -4,6 +4,7 @@ go 1.25.0
 
 require (
 	github.com/alexedwards/scs/v2 v2.9.0
+	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/hybridsession/hybridsession v0.0.0
 	github.com/hybridsession/hybridsession/gormstore v0.0.0
 	gorm.io/gorm v1.31.2
@@ -11,7 +12,6 @@ require (
 
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
-	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/glebarez/go-sqlite v1.21.2 // indirect
 	github.com/glebarez/sqlite v1.11.0 // indirect
