@@ -372,6 +372,12 @@ func TestKeyRotationUnderLoad(t *testing.T) {
 	waitRequests := func(n int64) {
 		deadline := time.Now().Add(30 * time.Second)
 		for target := requests.Load() + n; requests.Load() < target; {
+			select {
+			case err := <-errs: // only failures arrive before stop
+				close(stop)
+				t.Fatal(err)
+			default:
+			}
 			if time.Now().After(deadline) {
 				t.Fatal("load stalled")
 			}
