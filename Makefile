@@ -26,11 +26,15 @@ vet:
 fmt:
 	gofmt -l -w .
 
-# A short run of every fuzz target (FUZZTIME per target).
+# A short run of every fuzz target of every package that has one (FUZZTIME
+# per target). Corpora, hostile inputs included, live in testdata/fuzz.
 FUZZTIME ?= 20s
+FUZZPKGS ?= ./core ./scsstore
 fuzz:
-	@for f in $$($(GO) test -list '^Fuzz' ./core | grep ^Fuzz); do \
-		echo "fuzzing $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./core || exit 1; \
+	@for p in $(FUZZPKGS); do \
+		for f in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
+			echo "fuzzing $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
+		done; \
 	done
 
 # The tests start their own memcached processes: install memcached when it

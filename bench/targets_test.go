@@ -212,6 +212,19 @@ func (e *env) target(b *testing.B, name string) *target {
 // fresh memcached and a small heap) or after the same neighbour.
 var targetsShift = flag.Int("targets.shift", 0, "rotate the order of the targets by this many places")
 
+// sealKeys is the key ring of our targets' Stores: sealing is on, as the
+// README configures it; -seal=false measures without it (for the ratio).
+var sealKeys = func() func() [][]byte {
+	on := flag.Bool("seal", true, "seal our targets' envelopes (StoreConfig.Seal); false for the unsealed ratio")
+	key := core.NewSealKey()
+	return func() [][]byte {
+		if !*on {
+			return nil
+		}
+		return [][]byte{key}
+	}
+}()
+
 // forTargets runs fn as a sub-benchmark for every target.
 func forTargets(b *testing.B, fn func(b *testing.B, t *target)) {
 	e := newEnv(b)
@@ -251,6 +264,7 @@ func (e *env) hybridStoreWith(tb testing.TB, name string, clock *vclock, mod fun
 			DialContext: countingDialer(trips),
 		},
 		Durable: durable,
+		Seal:    core.SealConfig{Keys: sealKeys()},
 		Logger:  quiet,
 		// The request benchmarks count the request's own statements; a
 		// reaper's passes are measured by BenchmarkReaper and

@@ -49,18 +49,29 @@ const (
 // read a session), but JSON has one number type: integers come back as
 // float64 (GetInt and friends convert them back when they are whole), []byte
 // comes back as a base64 string, and structs come back as map[string]any.
+// encoding/json limits nesting to 10000 levels and allocates in proportion
+// to the input.
 var JSON Codec = jsonCodec{}
 
 // Gob is the encoding/gob codec. It round-trips Go types exactly, including
 // structs, but every concrete type stored in a session other than the basic
 // types must be registered with gob.Register before it is encoded or decoded,
 // in every process that reads the session; an unregistered type makes Encode
-// fail with ErrEncode.
+// fail with ErrEncode. encoding/gob sizes a map nested in a value from the
+// count its input declares: register map types for use in sessions only
+// when sessions are sealed (StoreConfig.Seal), so that the decoder only
+// ever sees bytes your own servers wrote.
 var Gob Codec = gobCodec{}
 
 // Msgpack is the MessagePack codec (github.com/vmihailenco/msgpack/v5), the
 // compact default. Integers come back as int64 or uint64, floats as float64,
 // []byte stays []byte; structs come back as map[string]any.
+//
+// Decode checks the input's structure before the library sees it: arrays
+// and maps may nest at most 64 deep, and no declared length may exceed the
+// bytes that follow, so decoding allocates at most a small multiple of the
+// input's size. Input that breaks these rules gets an error wrapping
+// ErrMalformed.
 var Msgpack Codec = msgpackCodec{}
 
 type jsonCodec struct{}
@@ -102,13 +113,40 @@ func (gobCodec) Decode(data []byte) (m map[string]any, err error) {
 			m, err = nil, fmt.Errorf("gob: %v", r)
 		}
 	}()
+	if err := checkGobFraming(data); err != nil {
+		return nil, err
+	}
+	// Decode into a map that exists: encoding/gob sizes a nil map from the
+	// count the input declares, which hostile input sets to billions.
+	m = map[string]any{}
 	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&m); err != nil {
 		return nil, err
 	}
-	if m == nil {
-		m = map[string]any{}
-	}
 	return m, nil
+}
+
+// checkGobFraming checks that every message of the gob stream in data
+// declares a length within data: encoding/gob reads a message of a declared
+// length in chunks of up to 10 MB, whatever follows.
+func checkGobFraming(data []byte) error {
+	for len(data) > 0 {
+		n, size := uint64(data[0]), 1
+		if n >= 0x80 {
+			size = 1 + int(-int8(data[0]))
+			if size < 2 || size > 9 || size > len(data) {
+				return fmt.Errorf("%w: gob: bad message length", ErrMalformed)
+			}
+			n = 0
+			for _, b := range data[1:size] {
+				n = n<<8 | uint64(b)
+			}
+		}
+		if n > uint64(len(data)-size) {
+			return fmt.Errorf("%w: gob: message longer than the input", ErrMalformed)
+		}
+		data = data[size+int(n):]
+	}
+	return nil
 }
 
 type msgpackCodec struct{}
@@ -145,6 +183,9 @@ type msgpackDecoder struct {
 var msgpackDecoders = sync.Pool{New: func() any { return &msgpackDecoder{dec: msgpack.NewDecoder(nil)} }}
 
 func (msgpackCodec) Decode(data []byte) (map[string]any, error) {
+	if err := checkMsgpack(data); err != nil {
+		return nil, err
+	}
 	d := msgpackDecoders.Get().(*msgpackDecoder)
 	defer msgpackDecoders.Put(d)
 	d.r.Reset(data)

@@ -198,41 +198,18 @@ func (s *Store) listSubject(ctx context.Context, subject string) ([]ListedEntry,
 		return nil, nil
 	}
 	now := s.now()
-	recs, err := s.durable.ListSubject(ctx, subject, now, maxSubjectSessions)
+	dctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	recs, err := s.durable.ListSubject(dctx, subject, now, maxSubjectSessions)
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
 	}
-	var cached map[string][]byte
-	if s.mc != nil && len(recs) > 0 {
-		mkeys := make([]string, len(recs))
-		for i := range recs {
-			mkeys[i] = s.mc.key(recs[i].Key)
-		}
-		items, _ := s.mc.getMulti(mkeys) // unreachable nodes: the rows stand
-		cached = make(map[string][]byte, len(items))
-		for k, it := range items {
-			cached[k[len(s.mc.prefix):]] = it.Value
+	out := s.overlay(recs, now)
+	kept := out[:0]
+	for _, le := range out {
+		if le.Entry.Subject == subject { // memcached's copy may be ahead of the row
+			kept = append(kept, le)
 		}
 	}
-	out := make([]ListedEntry, 0, len(recs))
-	for _, rec := range recs {
-		e := new(Entry)
-		if DecodeEnvelope(rec.Payload, e) != nil {
-			continue
-		}
-		if b, ok := cached[rec.Key]; ok {
-			var c Entry
-			if DecodeEnvelope(b, &c) == nil && c.Version >= e.Version {
-				if isTombstone(&c) || !c.Alive(now) || c.Subject != subject {
-					continue
-				}
-				*e = c
-			}
-		}
-		if isTombstone(e) || !now.Before(e.Deadline) {
-			continue
-		}
-		out = append(out, ListedEntry{Key: rec.Key, Entry: e})
-	}
-	return out, nil
+	return kept, nil
 }

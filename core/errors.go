@@ -33,6 +33,20 @@ var (
 	// envelope. The Store treats a corrupt entry or row as a miss.
 	ErrCorrupt = errors.New("core: corrupt session envelope")
 
+	// ErrNotAuthentic is wrapped, together with ErrCorrupt, by the error for
+	// a sealed envelope that failed to open: altered, forged, copied under
+	// another session's key, sealed with a key that is not in
+	// StoreConfig.Seal.Keys, or stored in plain text while the Store has
+	// keys. The Store treats such an entry or row as a miss and counts it in
+	// Stats.SealFailures.
+	ErrNotAuthentic = errors.New("core: session envelope failed to open")
+
+	// ErrMalformed is returned, wrapped, by the built-in codecs' Decode for
+	// input that breaks their limits: a length that exceeds the input, or
+	// nesting deeper than the codec allows (see Msgpack). The Manager treats
+	// such a session as holding no values.
+	ErrMalformed = errors.New("core: malformed session values")
+
 	// ErrUnknownCodec is returned when an envelope names a codec id that is
 	// not registered with the Manager. The session is treated as absent.
 	ErrUnknownCodec = errors.New("core: unknown codec")

@@ -80,3 +80,36 @@ func ExampleSession_RenewToken() {
 	fmt.Println(old.IsNew(), now.GetString("cart"), now.GetString("user"), now.Subject())
 	// Output: true book ada user-42
 }
+
+// Seal every session with a key ring read from the environment: the first
+// key seals, every key opens. What the tiers hold is unreadable without the
+// keys, and an entry copied under another session's key does not open.
+func ExampleSealConfig() {
+	// In production: keys, err := core.ParseSealKeys(os.Getenv("SESSION_SEAL_KEYS"))
+	env := core.FormatSealKey(core.NewSealKey()) + "," + core.FormatSealKey(core.NewSealKey())
+	keys, err := core.ParseSealKeys(env)
+	if err != nil {
+		panic(err)
+	}
+	durable := durabletest.NewMemory()
+	store, err := core.NewStore(core.StoreConfig{Durable: durable, Seal: core.SealConfig{Keys: keys}})
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close(context.Background())
+	m, _ := core.New(core.Config{Store: store})
+	ctx := context.Background()
+
+	s, _ := m.Load(ctx, "")
+	s.Put("cart", "book")
+	_ = m.Save(ctx, s)
+
+	rec, _, _ := durable.Load(ctx, core.StorageKey(s.Token()), store.Now())
+	var e core.Entry
+	fmt.Println(len(keys), core.DecodeEnvelope(rec.Payload, &e) != nil)
+	s, _ = m.Load(ctx, s.Token())
+	fmt.Println(s.GetString("cart"))
+	// Output:
+	// 2 true
+	// book
+}

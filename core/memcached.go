@@ -3,6 +3,7 @@ package core
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -61,10 +62,22 @@ type MemcachedConfig struct {
 	BreakerThreshold int
 
 	// DialContext, when set, opens connections to memcached nodes instead
-	// of a net.Dialer with DialTimeout — for TLS (memcached's
-	// --enable-ssl, with a tls.Dialer) or to instrument connections.
-	// Optional.
+	// of a net.Dialer with DialTimeout — to instrument connections, for
+	// example. With TLS set, the TLS handshake runs over the connections it
+	// returns. Optional.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// TLS, when set, speaks TLS to every node (memcached 1.5.13 and later
+	// started with -Z, --enable-ssl): the connections to memcached, the
+	// breaker probes and the reaper's reads are encrypted and the server's
+	// certificate is verified against TLS.RootCAs (the system's roots when
+	// nil). For mutual TLS, put the client certificate in
+	// TLS.Certificates and start memcached with ssl_ca_cert and
+	// ssl_verify_mode=2. When TLS.ServerName is empty it is the node's host.
+	// Optional. Default: plain text, which anyone on the network path can
+	// read and alter — sessions are still sealed (StoreConfig.Seal), but
+	// their storage keys and sizes are visible.
+	TLS *tls.Config
 
 	// BreakerCooldown is how long an open breaker waits before probing the
 	// node again (in the background: no request waits on the probe).
@@ -174,6 +187,9 @@ func newMemcachedTier(cfg MemcachedConfig, log *slog.Logger, stats *counters) (*
 	t.client.DialContext = cfg.DialContext
 	if t.client.DialContext == nil {
 		t.client.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
+	}
+	if cfg.TLS != nil {
+		t.client.DialContext = tlsDialer(t.client.DialContext, cfg.TLS)
 	}
 	t.syncNodes()
 	return t, nil
@@ -736,4 +752,29 @@ func (t *memcachedTier) nodeStats() []NodeStats {
 		})
 	}
 	return out
+}
+
+// tlsDialer wraps dial's connections in TLS with cfg, handshaking before it
+// returns so that a refused certificate is a dial error (it opens the
+// breaker like an unreachable node).
+func tlsDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error), cfg *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c := cfg
+		if c.ServerName == "" && network != "unix" {
+			if host, _, err := net.SplitHostPort(addr); err == nil {
+				c = cfg.Clone()
+				c.ServerName = host
+			}
+		}
+		tc := tls.Client(conn, c)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
 }

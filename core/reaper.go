@@ -247,8 +247,8 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 		items = make(map[string]Entry, len(got))
 		for k, it := range got {
 			var e Entry
-			if DecodeEnvelope(it.Value, &e) == nil {
-				e.Payload = it.Value // keep the whole envelope for the row
+			if s.openEnvelope(k[len(s.mc.prefix):], it.Value, &e) == nil {
+				e.Payload = it.Value // keep the whole (sealed) envelope for the row
 				items[k[len(s.mc.prefix):]] = e
 			}
 		}
@@ -275,7 +275,8 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 			verdicts[i].Record.Deadline = minTime(rec.Deadline, now).Truncate(time.Millisecond)
 		}
 		var row Entry
-		rowOK := DecodeEnvelope(rec.Payload, &row) == nil
+		rowErr := s.openEnvelope(rec.Key, rec.Payload, &row)
+		rowOK := rowErr == nil
 		cached, inCache := items[rec.Key]
 		live := inCache && !isTombstone(&cached) && cached.Alive(now)
 		switch {
@@ -284,6 +285,13 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 		case rowOK && isTombstone(&row):
 			wait() // a tombstone stands until it expires
 			rep.Waiting++
+		case errors.Is(rowErr, ErrNotAuthentic) && !inCache:
+			// Sealed with a key this process does not hold (a reaper
+			// deployed without the new key): neither delete a session that
+			// may live nor move its row; a reaper that holds the key
+			// decides.
+			rep.Skipped++
+			wait()
 		case failed[rec.Key] && expired:
 			rep.Skipped++
 			postpone()
@@ -370,7 +378,7 @@ func (r *Reaper) fill(a *ArchivedSession, e *Entry, payloadIsEnvelope bool) {
 	payload := e.Payload
 	if payloadIsEnvelope {
 		var inner Entry
-		if DecodeEnvelope(e.Payload, &inner) == nil {
+		if r.store.openEnvelope(a.Key, e.Payload, &inner) == nil {
 			payload = inner.Payload
 		}
 	}

@@ -12,6 +12,11 @@ type Stats struct {
 	// CacheHits and CacheMisses count memcached reads that found, or did not
 	// find, a live session. Corrupt entries count as misses and in CacheCorrupt.
 	CacheHits, CacheMisses, CacheCorrupt uint64
+	// SealFailures counts envelopes, from either tier, that failed to open
+	// (see ErrNotAuthentic): each was treated as a miss. Anything above zero
+	// means tampering, a key missing from some server's ring, or plain-text
+	// entries met by a Store with keys.
+	SealFailures uint64
 	// CacheErrors counts memcached operations that failed (network errors,
 	// timeouts). CacheShortCircuits counts operations skipped because the
 	// node's circuit breaker was open.
@@ -59,7 +64,8 @@ type Stats struct {
 	// newer copy, rows handed to the archive hook, rows deleted, and failures.
 	ReapExamined, ReapExtended, ReapArchived, ReapDeleted, ReapErrors uint64
 	// ReapSkipped counts expired-looking rows left alone because memcached
-	// could not be asked about them.
+	// could not be asked about them, or because they were sealed with a key
+	// the Store does not hold (those are kept until their absolute deadline).
 	ReapSkipped uint64
 
 	// Nodes describes each memcached node and its circuit breaker, in
@@ -88,6 +94,7 @@ type counters struct {
 	fallbacks, touches, casConflicts, merges atomic.Uint64
 	reapExamined, reapExtended, reapArchived atomic.Uint64
 	reapDeleted, reapErrors, reapSkipped     atomic.Uint64
+	sealFailures                             atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -103,6 +110,7 @@ func (c *counters) snapshot() Stats {
 		CASConflicts: c.casConflicts.Load(), Merges: c.merges.Load(),
 		ReapExamined: c.reapExamined.Load(), ReapExtended: c.reapExtended.Load(), ReapArchived: c.reapArchived.Load(),
 		ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(), ReapSkipped: c.reapSkipped.Load(),
+		SealFailures: c.sealFailures.Load(),
 	}
 }
 

@@ -46,6 +46,12 @@ type StoreConfig struct {
 	// read and write goes to the durable tier.
 	Memcached MemcachedConfig
 
+	// Seal configures authenticated encryption of every envelope, in both
+	// tiers, with a key ring (see SealConfig). Optional, but without keys
+	// sessions are stored in plain text and can be forged by anyone who
+	// can write to memcached; NewStore logs a warning.
+	Seal SealConfig
+
 	// Durable is the database tier (see the gormstore module). Optional, but
 	// without it a memcached restart or eviction logs users out. The Store
 	// never closes it.
@@ -126,6 +132,7 @@ type Store struct {
 	mc      *memcachedTier // nil: no memcached
 	durable Durable        // nil: no durable tier
 	syncer  *syncer        // nil: no durable tier
+	seal    *sealer        // seals and opens envelopes (plain without keys)
 	stats   counters
 	log     *slog.Logger
 	now     func() time.Time
@@ -186,6 +193,14 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		syncInterval: cfg.SyncInterval,
 		maxItem:      cfg.Memcached.MaxItemSize,
 		dbTimeout:    cfg.DBTimeout,
+	}
+	seal, err := newSealer(cfg.Seal, cfg.Logger, &s.stats)
+	if err != nil {
+		return nil, err
+	}
+	s.seal = seal
+	if !seal.sealed() {
+		s.log.Warn(warnUnsealed)
 	}
 	if len(cfg.Memcached.Servers) > 0 {
 		mc, err := newMemcachedTier(cfg.Memcached, cfg.Logger, &s.stats)
@@ -283,6 +298,16 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]ListedEntr
 	if err != nil {
 		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
 	}
+	return s.overlay(recs, now), nil
+}
+
+// overlay returns the live sessions among rows read from the durable tier,
+// each as its freshest copy: memcached's when it holds one at least as new
+// (read in one GetMulti, without refilling memcached), the row's otherwise.
+// memcached's copy carries the exact idle expiry and is final when dead;
+// the rows are live by their ExpiresAt, which the durable tier checked.
+// Rows and copies that do not open are left out.
+func (s *Store) overlay(recs []Record, now time.Time) []ListedEntry {
 	var cached map[string][]byte
 	if s.mc != nil && len(recs) > 0 {
 		mkeys := make([]string, len(recs))
@@ -298,24 +323,22 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]ListedEntr
 	out := make([]ListedEntry, 0, len(recs))
 	for _, rec := range recs {
 		e := new(Entry)
-		if DecodeEnvelope(rec.Payload, e) != nil {
+		if s.openEnvelope(rec.Key, rec.Payload, e) != nil {
 			continue
 		}
 		fromCache := false
 		if b, ok := cached[rec.Key]; ok {
 			var c Entry
-			if DecodeEnvelope(b, &c) == nil && c.Version >= e.Version {
+			if s.openEnvelope(rec.Key, b, &c) == nil && c.Version >= e.Version {
 				*e, fromCache = c, true
 			}
 		}
-		// memcached's copy carries the exact idle expiry; the row is live
-		// by its ExpiresAt, which the durable tier checked.
 		if isTombstone(e) || !now.Before(e.Deadline) || (fromCache && !e.Alive(now)) {
 			continue
 		}
 		out = append(out, ListedEntry{Key: rec.Key, Entry: e})
 	}
-	return out, nil
+	return out
 }
 
 // Now returns the Store's clock reading (StoreConfig.Clock).
@@ -430,10 +453,9 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 			s.stats.cacheMisses.Add(1)
 		default:
 			e := new(Entry)
-			if err := DecodeEnvelope(it.Value, e); err != nil {
+			if err := s.openEnvelopeInPlace(key, it.Value, e); err != nil {
 				s.stats.cacheMisses.Add(1)
 				s.stats.cacheCorrupt.Add(1)
-				s.log.Warn("hybridsession: corrupt memcached entry treated as a miss", "error", err)
 				corrupt = true
 				break
 			}
@@ -471,9 +493,8 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		return nil, nil
 	}
 	e := new(Entry)
-	if err := DecodeEnvelope(rec.Payload, e); err != nil {
+	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
 		s.stats.dbCorrupt.Add(1)
-		s.log.Warn("hybridsession: corrupt database row treated as absent", "error", err)
 		return nil, nil
 	}
 	if isTombstone(e) || !now.Before(e.Deadline) {
@@ -490,7 +511,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		// Manager's touch comes due and writes the row: otherwise a
 		// read-only user would expire at the row's expires_at.
 		e.ActiveAt = now
-		buf := AppendEnvelope(nil, e)
+		buf := s.sealEnvelope(key, nil, e)
 		exp := s.cacheExpiration(now, e)
 		if corrupt {
 			_ = s.mc.set(mkey, buf, exp)
@@ -517,7 +538,7 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entr
 		return nil, false
 	}
 	e := new(Entry)
-	if err := DecodeEnvelope(rec.Payload, e); err != nil {
+	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
 		return nil, false
 	}
 	if isTombstone(e) || !now.Before(e.Deadline) {
@@ -525,7 +546,7 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entr
 		return nil, true
 	}
 	e.ActiveAt = now
-	_ = s.mc.cas(mkey, AppendEnvelope(nil, e), s.cacheExpiration(now, e), casID)
+	_ = s.mc.cas(mkey, s.sealEnvelope(key, nil, e), s.cacheExpiration(now, e), casID)
 	return e, true
 }
 
@@ -540,7 +561,7 @@ func (s *Store) moveFromPriorOwner(mkey string, now time.Time) *Entry {
 	}
 	defer s.mc.priorDelete(mkey)
 	e := new(Entry)
-	if DecodeEnvelope(it.Value, e) != nil || isTombstone(e) || !e.Alive(now) {
+	if s.openEnvelope(mkey[len(s.mc.prefix):], it.Value, e) != nil || isTombstone(e) || !e.Alive(now) {
 		return nil
 	}
 	if s.mc.add(mkey, it.Value, s.cacheExpiration(now, e)) != nil {
@@ -594,7 +615,7 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry, flags WriteF
 	next.SyncedAt, next.SyncedVersion = now, next.Version
 	s.noteIdle(next.IdleTimeout)
 	key, mkey := s.keys(token)
-	buf := s.encode(&next)
+	buf := s.encode(key, &next)
 	defer s.putBuf(buf)
 
 	var cacheErr error
@@ -664,7 +685,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 		next.SyncedAt, next.SyncedVersion = now, next.Version
 	}
 	key, mkey := s.entryKeys(token, e)
-	buf := s.encode(&next)
+	buf := s.encode(key, &next)
 	defer s.putBuf(buf)
 
 	var cacheErr error
@@ -738,7 +759,7 @@ func (s *Store) casWrite(mkey string, base *Entry, buf []byte, exp int32) error 
 		return s.addOrConflict(mkey, buf, exp)
 	}
 	var cur Entry
-	if err := DecodeEnvelope(it.Value, &cur); err != nil {
+	if err := s.openEnvelope(mkey[len(s.mc.prefix):], it.Value, &cur); err != nil {
 		return s.mc.set(mkey, buf, exp) // corrupt: ours is the only good copy
 	}
 	if cur.Version != base.Version || isTombstone(&cur) {
@@ -764,7 +785,7 @@ func (s *Store) replaceDead(mkey string, buf []byte, exp int32, now time.Time, r
 		return s.addOrExists(mkey, buf, exp)
 	}
 	var cur Entry
-	if DecodeEnvelope(it.Value, &cur) == nil {
+	if s.openEnvelope(mkey[len(s.mc.prefix):], it.Value, &cur) == nil {
 		switch {
 		case isTombstone(&cur) && !reuse:
 			return ErrDestroyed
@@ -990,7 +1011,7 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 		// it was destroyed must find its compare-and-swap refused, not an
 		// empty slot to add its copy back into.
 		mkey := s.mc.key(key)
-		cacheErr = s.mc.set(mkey, AppendEnvelope(nil, &tomb), expiration(now, tomb.Deadline))
+		cacheErr = s.mc.set(mkey, s.sealEnvelope(key, nil, &tomb), expiration(now, tomb.Deadline))
 		// After an AddServer the key's previous owner may still hold a
 		// copy that a later miss would move back (moveFromPriorOwner):
 		// it goes too, whether or not this request read the session.
@@ -1000,7 +1021,7 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 		s.syncer.forget(key)
 		rec := Record{
 			Key:       key,
-			Payload:   AppendEnvelope(nil, &tomb),
+			Payload:   s.sealEnvelope(key, nil, &tomb),
 			Version:   tombstoneVersion,
 			ExpiresAt: tomb.Deadline.Truncate(time.Millisecond),
 			Deadline:  tomb.Deadline.Truncate(time.Millisecond),
@@ -1080,18 +1101,18 @@ func (s *Store) checkSize(e *Entry) error {
 	if len(e.Subject) > maxSubjectLen || !utf8.ValidString(e.Subject) {
 		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8)", ErrInvalidSubject, len(e.Subject), maxSubjectLen)
 	}
-	if n := EnvelopeSize(e) + 12; n > s.maxItem { // +12: version and sync-time varints may grow
+	if n := EnvelopeSize(e) + 12 + s.envelopeOverhead(); n > s.maxItem { // +12: version and sync-time varints may grow
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
 	}
 	return nil
 }
 
-func (s *Store) encode(e *Entry) *[]byte {
+func (s *Store) encode(key string, e *Entry) *[]byte {
 	bp, _ := s.bufs.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
 	}
-	*bp = AppendEnvelope((*bp)[:0], e)
+	*bp = s.sealEnvelope(key, (*bp)[:0], e)
 	return bp
 }
 

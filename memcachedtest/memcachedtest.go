@@ -15,6 +15,7 @@ package memcachedtest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -35,12 +36,21 @@ type Options struct {
 	// MaxItemSize is memcached's -I, such as "1m" or "2m". Optional.
 	// Default: memcached's own (1m).
 	MaxItemSize string
+	// TLS starts memcached with TLS only (memcached -Z), with certificates
+	// generated for the test (Server.TLS). Plain-text clients are refused.
+	TLS bool
+	// RequireClientCert makes a TLS memcached require a client certificate
+	// signed by Server.TLS.CA (mutual TLS). Implies TLS.
+	RequireClientCert bool
 }
 
 // Server is one memcached process listening on 127.0.0.1.
 type Server struct {
 	// Addr is "127.0.0.1:port". It stays the same across Restart.
 	Addr string
+	// TLS holds the certificates when Options.TLS is set, nil otherwise.
+	// Use TLS.ClientConfig for a client's tls.Config.
+	TLS *TLS
 
 	t    testing.TB
 	opts Options
@@ -75,7 +85,13 @@ func Start(t testing.TB, opts Options) *Server {
 	if opts.MemoryMB == 0 {
 		opts.MemoryMB = 64
 	}
+	if opts.RequireClientCert {
+		opts.TLS = true
+	}
 	s := &Server{t: t, opts: opts, bin: bin}
+	if opts.TLS {
+		s.TLS = newTLS(t, t.TempDir())
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
@@ -107,6 +123,9 @@ func (s *Server) start() error {
 	if s.opts.MaxItemSize != "" {
 		args = append(args, "-I", s.opts.MaxItemSize)
 	}
+	if s.TLS != nil {
+		args = append(args, s.TLS.tlsArgs(s.opts.RequireClientCert)...)
+	}
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "root") // memcached refuses to run as root otherwise
 	}
@@ -120,7 +139,7 @@ func (s *Server) start() error {
 	// Await readiness: the first successful "version" exchange.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := ping(s.Addr); err == nil {
+		if err := s.ping(); err == nil {
 			break
 		}
 		select {
@@ -140,8 +159,14 @@ func (s *Server) start() error {
 	return nil
 }
 
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+func (s *Server) ping() error {
+	var c net.Conn
+	var err error
+	if s.TLS != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.Addr, s.TLS.ClientConfig(true))
+	} else {
+		c, err = net.DialTimeout("tcp", s.Addr, time.Second)
+	}
 	if err != nil {
 		return err
 	}

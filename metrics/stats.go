@@ -64,6 +64,7 @@ var stats = []stat{
 	{"sync_queued_total", counter, "{sync}", "Syncs handed to the background writer.", func(s *snapshot) float64 { return u(s.SyncQueued) }},
 	{"sync_coalesced_total", counter, "{sync}", "Syncs that replaced a pending sync of the same session.", func(s *snapshot) float64 { return u(s.SyncCoalesced) }},
 	{"sync_dropped_total", counter, "{sync}", "Periodic syncs given up (retried too long, room for a durable write, or Close); the session stays in memcached.", func(s *snapshot) float64 { return u(s.SyncDropped) }},
+	{"seal_failures_total", counter, "{envelope}", "Envelopes from memcached or the database that failed to open (forged, tampered, or sealed with a key not in the ring), treated as misses.", func(s *snapshot) float64 { return u(s.SealFailures) }},
 	{"durable_lost_total", counter, "{write}", "Durable writes acknowledged while the database failed and never saved (Close ended first). Should stay 0.", func(s *snapshot) float64 { return u(s.DurableLost) }},
 	{"sync_pending", gauge, "{sync}", "Syncs waiting in the background writer.", func(s *snapshot) float64 { return float64(s.SyncPending) }},
 	{"touches_total", counter, "{write}", "Writes that only refreshed a session's activity.", func(s *snapshot) float64 { return u(s.Touches) }},

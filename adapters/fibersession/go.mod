@@ -3,6 +3,7 @@ module github.com/hybridsession/hybridsession/adapters/fibersession
 go 1.24
 
 require (
+	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/hybridsession/hybridsession v0.0.0
 	github.com/valyala/fasthttp v1.51.0
@@ -10,7 +11,6 @@ require (
 
 require (
 	github.com/andybalholm/brotli v1.1.0 // indirect
-	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/klauspost/compress v1.17.9 // indirect
 	github.com/mattn/go-colorable v0.1.13 // indirect

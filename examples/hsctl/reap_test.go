@@ -20,7 +20,11 @@ import (
 // server whose clock reads now would.
 func newSession(t *testing.T, durable core.Durable, now time.Time, user string) {
 	t.Helper()
-	store, err := core.NewStore(core.StoreConfig{Durable: durable, Clock: func() time.Time { return now }, ReapMode: core.ReapExternal})
+	keys, err := core.ParseSealKeys(os.Getenv(setup.EnvSealKeys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := core.NewStore(core.StoreConfig{Durable: durable, Seal: core.SealConfig{Keys: keys}, Clock: func() time.Time { return now }, ReapMode: core.ReapExternal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +46,7 @@ func newSession(t *testing.T, durable core.Durable, now time.Time, user string) 
 }
 
 func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
+	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(core.NewSealKey())) // the app servers' and the reaper's
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	dir := t.TempDir()
 	opts := setup.Options{Name: "reaper", Memcached: mc.Addr, DSN: filepath.Join(dir, "sessions.db")}

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -82,11 +83,18 @@ func Open(path string) (*gorm.DB, error) {
 // Start opens (creating if missing) the SQLite database at path, and
 // builds on it, all with their defaults, the durable tier
 // (gormstore.New), a core.Store on the given memcached servers (none:
-// database only), an in-process reaper, and a core.Manager. It returns the
-// Manager for an adapter's middleware (or Manager.Handler), and a function
-// that stops the reaper, flushes the pending database writes (waiting up
-// to 10 s) and closes the database: call it after the HTTP server has
-// drained.
+// database only) with its in-process reaper, and a core.Manager. It returns
+// the Manager for an adapter's middleware (or Manager.Handler), and a
+// function that stops the reaper, flushes the pending database writes
+// (waiting up to 10 s) and closes the database: call it after the HTTP
+// server has drained.
+//
+// Sessions are sealed (core.SealConfig): with the keys in the environment
+// variable HYBRIDSESSION_SEAL_KEYS (core.ParseSealKeys) when it is set, and
+// otherwise with a key kept in the file path + ".sealkey" (path without
+// its query), created with mode 0600 on first use — so sessions survive
+// restarts; an in-memory database gets a key that lives as long. Every app server
+// sharing the sessions needs the same keys: set the variable on each.
 //
 // The session cookie is Secure, as with core.Config's defaults: browsers
 // send it over HTTPS and to http://localhost (Chrome, Firefox, curl;
@@ -94,6 +102,10 @@ func Open(path string) (*gorm.DB, error) {
 // on a plain-HTTP request. When you need another setting, build the parts
 // yourself: Open, gormstore.New, core.NewStore, core.New.
 func Start(path string, memcached ...string) (*core.Manager, func() error, error) {
+	keys, err := sealKeys(path)
+	if err != nil {
+		return nil, nil, err
+	}
 	db, err := Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -106,22 +118,53 @@ func Start(path string, memcached ...string) (*core.Manager, func() error, error
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: memcached},
 		Durable:   durable,
+		Seal:      core.SealConfig{Keys: keys},
 	})
 	if err != nil {
 		return nil, nil, errors.Join(err, sqlDB.Close())
 	}
-	reaper, err := store.NewReaper(core.ReaperConfig{})
-	if err == nil {
-		var m *core.Manager
-		if m, err = core.New(core.Config{Store: store}); err == nil {
-			reaper.Start()
-			return m, func() error {
-				reaper.Stop()
-				ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-				defer cancel()
-				return errors.Join(store.Close(ctx), sqlDB.Close())
-			}, nil
-		}
+	m, err := core.New(core.Config{Store: store})
+	if err != nil {
+		return nil, nil, errors.Join(err, store.Close(context.Background()), sqlDB.Close())
 	}
-	return nil, nil, errors.Join(err, store.Close(context.Background()), sqlDB.Close())
+	return m, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		return errors.Join(store.Close(ctx), sqlDB.Close())
+	}, nil
+}
+
+// SealKeysEnv names the environment variable Start reads seal keys from.
+const SealKeysEnv = "HYBRIDSESSION_SEAL_KEYS"
+
+// sealKeys returns Start's key ring: SealKeysEnv's when set, otherwise
+// the key in path + ".sealkey", created on first use.
+func sealKeys(path string) ([][]byte, error) {
+	if v := os.Getenv(SealKeysEnv); v != "" {
+		keys, err := core.ParseSealKeys(v)
+		if err != nil {
+			return nil, fmt.Errorf("gormstore/sqlite: %s: %w", SealKeysEnv, err)
+		}
+		return keys, nil
+	}
+	file, _, _ := strings.Cut(path, "?")
+	file = strings.TrimPrefix(file, "file:")
+	if file == "" || strings.HasPrefix(file, ":memory:") {
+		return [][]byte{core.NewSealKey()}, nil // the database dies with the process too
+	}
+	file += ".sealkey"
+	if b, err := os.ReadFile(file); err == nil {
+		keys, err := core.ParseSealKeys(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("gormstore/sqlite: %s: %w", file, err)
+		}
+		return keys, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("gormstore/sqlite: %w", err)
+	}
+	key := core.NewSealKey()
+	if err := os.WriteFile(file, []byte(core.FormatSealKey(key)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("gormstore/sqlite: keep the seal key: %w", err)
+	}
+	return [][]byte{key}, nil
 }

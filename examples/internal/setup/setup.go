@@ -19,6 +19,12 @@
 //	-memcached  HYBRIDSESSION_MEMCACHED  comma-separated host:port list (default 127.0.0.1:11211); "" = database-only
 //	-dsn        HYBRIDSESSION_DSN        postgres://..., mysql://..., user:pass@tcp(host:port)/db, or an SQLite file (default sessions.db)
 //	-listen     HYBRIDSESSION_LISTEN     the server's address
+//
+// The seal keys come from the environment only (a flag would show them in
+// the process list):
+//
+//	HYBRIDSESSION_SEAL_KEYS  comma-separated base64 32-byte keys, the sealing key first
+//	                         (core.ParseSealKeys); unset: a random key for this process
 package setup
 
 import (
@@ -46,6 +52,7 @@ const (
 	EnvMemcached = "HYBRIDSESSION_MEMCACHED"
 	EnvDSN       = "HYBRIDSESSION_DSN"
 	EnvListen    = "HYBRIDSESSION_LISTEN"
+	EnvSealKeys  = "HYBRIDSESSION_SEAL_KEYS"
 )
 
 // Defaults used when neither a flag nor its environment variable is set.
@@ -137,11 +144,12 @@ type Env struct {
 	// reaper's last pass, for the metrics (see the metrics module).
 	Observed *metrics.Durable
 
-	log    *slog.Logger
-	mu     sync.Mutex
-	stores []*core.Store
-	reaper *core.Reaper
-	closed bool
+	sealKeys [][]byte
+	log      *slog.Logger
+	mu       sync.Mutex
+	stores   []*core.Store
+	reaper   *core.Reaper
+	closed   bool
 }
 
 // OpenDSN opens the database a DSN names: the samples accept all three
@@ -177,6 +185,17 @@ func Open(opts Options) (*Env, error) {
 		closeDB(db)
 		return nil, err
 	}
+	keys, err := core.ParseSealKeys(os.Getenv(EnvSealKeys))
+	if err != nil {
+		closeDB(db)
+		return nil, fmt.Errorf("setup: %s: %w", EnvSealKeys, err)
+	}
+	if len(keys) == 0 {
+		keys = [][]byte{core.NewSealKey()}
+		log.Warn(EnvSealKeys+" is not set: sealing sessions with a random key for this process only — "+
+			"they do not survive a restart and other processes cannot open them; set it to share sessions",
+			"example", EnvSealKeys+"="+core.FormatSealKey(core.NewSealKey()))
+	}
 	if servers := SplitServers(opts.Memcached); len(servers) == 0 {
 		log.Warn("memcached: none configured — running DATABASE-ONLY: every request reads and writes the database",
 			"database", db.Dialector.Name())
@@ -185,7 +204,7 @@ func Open(opts Options) (*Env, error) {
 	}
 	outage := &Outage{Durable: durable}
 	return &Env{Options: opts, DB: db, Durable: durable, Outage: outage,
-		Observed: metrics.NewDurable(outage, nil), log: log}, nil
+		Observed: metrics.NewDurable(outage, nil), sealKeys: keys, log: log}, nil
 }
 
 // Logger returns the logger for this process's log lines.
@@ -201,6 +220,7 @@ func (e *Env) NewStore() (*core.Store, error) {
 	s, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: SplitServers(e.Options.Memcached)},
 		Durable:   e.Observed,
+		Seal:      core.SealConfig{Keys: e.sealKeys},
 		Logger:    e.Options.Logger,
 	})
 	if err != nil {
