@@ -179,6 +179,8 @@ type profile struct {
 	networkedDB                                                                     bool // prefers PostgreSQL/MariaDB (DB faults)
 	noMemcached                                                                     bool // app servers without memcached: database only
 	spareFaults                                                                     bool // flush and evict hit only the node that joins and leaves the ring
+	ringAtOnce                                                                      bool // ring changes reach every app server at the same moment
+	logoutScript                                                                    int  // weight of the scripted add-node, log-out-everywhere, lose-node sequence (see logoutScript)
 	outageDeploy                                                                    int  // weight of the scripted outage-and-deploy sequence (see outageDeploy)
 	probeMin, probeMax                                                              time.Duration
 }
@@ -194,8 +196,10 @@ var profiles = []profile{
 		pause: 1, faultGap: [2]time.Duration{3 * time.Second, 6 * time.Second}, archiveFail: 0.7, reapEvery: 400 * time.Millisecond,
 		duration: 10 * time.Second, clients: 6, probeMin: idleTimeout - 300*time.Millisecond, probeMax: idleTimeout + syncInterval + reapPostpone},
 	// c: DestroySubject after AddServer; the new owner then loses its copy.
-	{name: "subject", login: 6, put: 2, read: 3, dsubject: 4, replay: 2, renew: 1, spareFaults: true,
-		flush: 3, evict: 3, ring: 3, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond}, reapEvery: 2 * time.Second,
+	// The ring changes on every app server at once: divergent rings are
+	// the rolling profile's business.
+	{name: "subject", login: 2, put: 3, read: 5, dsubject: 1, replay: 3, spareFaults: true, ringAtOnce: true,
+		flush: 1, evict: 1, logoutScript: 4, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond}, reapEvery: 2 * time.Second,
 		duration: 8 * time.Second, clients: 6, probeMin: time.Second, probeMax: 2 * time.Second},
 	// d: reads race writes while memcached is out of the picture.
 	{name: "dbonly", login: 1, put: 4, read: 3, race: 8, dput: 1, burst: 2, renew: 1, destroy: 1, dsubject: 1, replay: 1,
@@ -216,7 +220,7 @@ var profiles = []profile{
 		kill: 3, cut: 2, flush: 2, faultGap: [2]time.Duration{400 * time.Millisecond, 900 * time.Millisecond}, reapEvery: 2 * time.Second,
 		duration: 8 * time.Second, clients: 4, networkedDB: true, probeMin: time.Second, probeMax: 2 * time.Second},
 	// i: ring changes rolled across app servers under load.
-	{name: "rolling", login: 2, put: 8, dput: 2, read: 5, burst: 2, renew: 1,
+	{name: "rolling", login: 2, put: 8, dput: 2, read: 5, burst: 2, renew: 1, dsubject: 2, destroy: 1, replay: 2,
 		ring: 6, evict: 1, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond}, reapEvery: time.Second,
 		duration: 8 * time.Second, clients: 6, probeMin: time.Second, probeMax: 2 * time.Second},
 }
@@ -505,7 +509,8 @@ func (cl *client) after(op *opRec) {
 		return
 	}
 	if op.TokenOut != cl.token {
-		if cl.token != "" && (op.Found || op.Destroy) {
+		if cl.token != "" && op.Kind != "replay" && op.Kind != "final" {
+			// Renewed, destroyed, or found missing: replays try it later.
 			cl.old = append(cl.old, cl.token)
 		}
 		cl.token = op.TokenOut
@@ -750,7 +755,7 @@ func (h *history) faultLoop(rng *rand.Rand) {
 		if h.c.dbProxy == nil {
 			deploy = 0
 		}
-		kind := pick(rng, p.kill, p.stop, p.flush, p.evict, p.pause, p.cut, p.hole, p.ring, dbw[0], dbw[1], p.crash, p.restart, deploy)
+		kind := pick(rng, p.kill, p.stop, p.flush, p.evict, p.pause, p.cut, p.hole, p.ring, dbw[0], dbw[1], p.crash, p.restart, deploy, p.logoutScript)
 		dur := between(rng, 300*time.Millisecond, 1800*time.Millisecond)
 		sub := rand.New(rand.NewPCG(h.seed, rng.Uint64()))
 		switch kind {
@@ -805,6 +810,14 @@ func (h *history) faultLoop(rng *rand.Rand) {
 			h.busyMu.Unlock()
 			if !busy {
 				h.outageDeploy(rng)
+			}
+		case 13:
+			h.busyMu.Lock()
+			busy := h.ringBusy
+			h.ringBusy = true
+			h.busyMu.Unlock()
+			if !busy {
+				h.logoutScript(rng)
 			}
 		}
 	}
@@ -914,9 +927,10 @@ func (h *history) lastToken(id int) string {
 	return ""
 }
 
-// ringChange adds the spare node to every app server's ring, one server at
-// a time with a random gap, waits, and removes it again the same way (or
-// leaves it in for the rest of the history).
+// ringChange adds the spare node to every app server's ring (or removes
+// it, when it is in), one server at a time with a random gap, waits, and
+// undoes the change the same way (or leaves it for the rest of the
+// history).
 func (h *history) ringChange(rng *rand.Rand) {
 	defer func() {
 		h.busyMu.Lock()
@@ -933,7 +947,7 @@ func (h *history) ringChange(rng *rand.Rand) {
 		order := rng.Perm(len(h.c.servers))
 		var notes []string
 		for j, si := range order {
-			if j > 0 {
+			if j > 0 && !h.p.ringAtOnce {
 				time.Sleep(between(rng, 100*time.Millisecond, 900*time.Millisecond))
 			}
 			s := h.c.servers[si]
@@ -957,9 +971,12 @@ func (h *history) ringChange(rng *rand.Rand) {
 		f.Note = strings.Join(notes, " ")
 		h.record(f)
 	}
-	roll(true)
+	h.busyMu.Lock()
+	in := h.c.servers[0].nodes[spare.proxy.Addr]
+	h.busyMu.Unlock()
+	roll(!in)
 	if time.Sleep(between(rng, 500*time.Millisecond, 2500*time.Millisecond)); rng.IntN(3) > 0 {
-		roll(false)
+		roll(in)
 	}
 }
 
@@ -989,6 +1006,79 @@ func (h *history) dbFault(hang bool, dur time.Duration) {
 	h.busyMu.Lock()
 	h.dbBusy = false
 	h.busyMu.Unlock()
+}
+
+// logoutScript is a scripted sequence: the spare node joins every app
+// server's ring at once; moments later a user logs out everywhere, through
+// a random app server; then the spare node loses its data (the tombstones
+// of the keys that moved to it); after a while the node leaves the ring
+// again. The user's tokens must stay dead (I2) — in particular, a miss on
+// the new node must not move the previous owner's live copy back.
+func (h *history) logoutScript(rng *rand.Rand) {
+	defer func() {
+		h.busyMu.Lock()
+		h.ringBusy = false
+		h.busyMu.Unlock()
+	}()
+	spare := h.c.nodes[h.c.spare]
+	setRing := func(add bool) {
+		f := &faultRec{Kind: "ring-add", Target: spare.name, Loss: true, Note: "at once"}
+		if !add {
+			f.Kind = "ring-del"
+		}
+		f.Start = time.Now()
+		for _, s := range h.c.servers {
+			s.mu.RLock()
+			var err error
+			if add {
+				err = s.store.AddServer(spare.proxy.Addr, 1)
+			} else {
+				err = s.store.RemoveServer(spare.proxy.Addr)
+			}
+			s.mu.RUnlock()
+			h.busyMu.Lock()
+			s.nodes[spare.proxy.Addr] = add
+			h.busyMu.Unlock()
+			if err != nil {
+				f.Note += " " + err.Error()
+			}
+		}
+		f.End = time.Now()
+		h.record(f)
+	}
+	h.busyMu.Lock()
+	in := h.c.servers[0].nodes[spare.proxy.Addr]
+	h.busyMu.Unlock()
+	if in {
+		setRing(false)
+		time.Sleep(between(rng, 300*time.Millisecond, 800*time.Millisecond))
+	}
+	// The clients pause from the ring change to the loss: a request in
+	// between would move its session to the new node, or see its tombstone.
+	h.gate.Lock()
+	setRing(true)
+	time.Sleep(between(rng, 50*time.Millisecond, 300*time.Millisecond))
+	srv := h.server(rng)
+	op := h.rec.newOp(-1, srv.id, "dsubject", "")
+	op.DSubject = h.users[rng.IntN(len(h.users))]
+	srv.mu.RLock()
+	op.Start = time.Now()
+	_, err := srv.mgr.DestroySubject(context.Background(), op.DSubject)
+	op.End = time.Now()
+	srv.mu.RUnlock()
+	h.setErr(op, err)
+	h.rec.done(op)
+	time.Sleep(between(rng, 20*time.Millisecond, 200*time.Millisecond))
+	f := &faultRec{Kind: "flush", Target: spare.name, Loss: true}
+	f.Start = time.Now()
+	if err := spare.raw().FlushAll(); err != nil {
+		f.Note = err.Error()
+	}
+	f.End = time.Now()
+	h.record(f)
+	h.gate.Unlock()
+	time.Sleep(between(rng, time.Second, 2*time.Second))
+	setRing(false)
 }
 
 // outageDeploy is a scripted sequence: the database refuses while clients
