@@ -37,6 +37,7 @@ func (v violation) String() string {
 // the deadline stays.
 type lineage struct {
 	id      int
+	scs     bool   // an scs session: only commits extend it, no absolute deadline
 	created *opRec // the request that created the session
 	ops     []*opRec
 }
@@ -83,7 +84,7 @@ func (m *model) build() {
 		for _, v := range op.Writes {
 			m.writes[v] = op
 		}
-		if op.Kind == "replay" || op.Kind == "final" || !op.ok() || op.TokenOut == "" || op.TokenOut == op.TokenIn {
+		if op.Kind == "replay" || op.Kind == "final" || op.Kind == "scs-final" || !op.ok() || op.TokenOut == "" || op.TokenOut == op.TokenIn {
 			continue
 		}
 		// A new token: a new session, or a renewal of a found one.
@@ -91,7 +92,7 @@ func (m *model) build() {
 		if in := m.tokens[op.TokenIn]; op.Found && in != nil {
 			ti.lin, ti.subject = in.lin, in.subject
 		} else {
-			ti.lin = &lineage{id: len(m.lins), created: op}
+			ti.lin = &lineage{id: len(m.lins), created: op, scs: strings.HasPrefix(op.Kind, "scs-")}
 			m.lins = append(m.lins, ti.lin)
 		}
 		if op.SetSubject != "" {
@@ -124,7 +125,7 @@ func (m *model) build() {
 		ti := m.tokens[op.TokenIn]
 		switch {
 		case ti == nil:
-		case op.Kind == "destroy" && (op.Destroy || !op.ok()):
+		case (op.Kind == "destroy" || op.Kind == "scs-destroy") && (op.Destroy || !op.ok()):
 			gone(ti, op, op.ok())
 		case op.Renew && op.Found:
 			gone(ti, op, op.ok() && op.TokenOut != op.TokenIn)
@@ -293,7 +294,7 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 		return
 	}
 	// I3: the absolute deadline is never exceeded.
-	if over := op.Start.Sub(lin.created.End.Add(lifetime)); over > slackTight {
+	if over := op.Start.Sub(lin.created.End.Add(lifetime)); over > slackTight && !lin.scs {
 		m.report("I3 deadline", op, lin, "served %v past the absolute deadline", over.Round(time.Millisecond))
 		return
 	}
@@ -302,6 +303,9 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 	// unreachable and the row stood in).
 	var last time.Time
 	for _, o := range lin.ops {
+		if lin.scs && len(o.Writes) == 0 {
+			continue // scs: only a Commit sets a new expiry
+		}
 		if o != op && o.Start.Before(op.Start) && o.End.After(last) {
 			last = o.End
 		}
@@ -449,6 +453,9 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 	lin := ti.lin
 	var active time.Time
 	for _, o := range lin.ops {
+		if lin.scs && len(o.Writes) == 0 {
+			continue
+		}
 		if o != op && o.ok() && o.End.Before(op.Start) && o.Start.After(active) {
 			active = o.Start
 		}
@@ -457,7 +464,7 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		return
 	}
 	expires := active.Add(-touchInterval).Add(idleTimeout)
-	if d := lin.created.Start.Add(lifetime); d.Before(expires) {
+	if d := lin.created.Start.Add(lifetime); d.Before(expires) && !lin.scs {
 		expires = d
 	}
 	if !op.Start.Before(expires.Add(-slackTight)) {

@@ -26,6 +26,7 @@ import (
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
+	"github.com/hybridsession/hybridsession/scsstore"
 )
 
 // Timing of every history: seconds, so that idle expiry, syncs and reaping
@@ -176,6 +177,7 @@ type server struct {
 	store  *core.Store
 	mgr    *core.Manager
 	reaper *core.Reaper
+	scs    *scsstore.Store // scs's store on the same core.Store
 	dead   *atomic.Bool
 	nodes  map[string]bool // addresses in this server's ring
 }
@@ -330,7 +332,13 @@ func (c *cluster) startServer(s *server, addrs []string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	s.store, s.mgr, s.reaper = store, mgr, reaper
+	// Grace is the smallest scsstore allows: SyncInterval, the overshoot
+	// the core documents.
+	sc, err := scsstore.New(store, scsstore.Config{Grace: syncInterval})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s.store, s.mgr, s.reaper, s.scs = store, mgr, reaper, sc
 }
 
 // proxiedDSN returns the host:port of a PostgreSQL URL DSN or a

@@ -168,6 +168,7 @@ type profile struct {
 	name string
 	// operation weights
 	login, put, dput, read, renew, destroy, dsubject, burst, race, probe, replay int
+	scs                                                                          int     // weight of scs requests (scsstore), each client its own scs session
 	longSubject                                                                  float64 // share of logins with a long non-ASCII subject
 	// fault weights
 	kill, stop, flush, evict, pause, cut, hole, ring, dbcut, dbhang, crash, restart int
@@ -186,13 +187,13 @@ type profile struct {
 }
 
 var profiles = []profile{
-	{name: "mixed", login: 3, put: 8, dput: 2, read: 8, renew: 2, destroy: 1, dsubject: 1, burst: 1, race: 1, probe: 1, replay: 1,
+	{name: "mixed", login: 3, put: 8, dput: 2, read: 8, renew: 2, destroy: 1, dsubject: 1, burst: 1, race: 1, probe: 1, replay: 1, scs: 4,
 		longSubject: 0.1, kill: 2, stop: 1, flush: 1, evict: 2, pause: 1, cut: 1, hole: 1, ring: 1, dbcut: 1, dbhang: 0, crash: 1, restart: 1,
 		faultGap: [2]time.Duration{400 * time.Millisecond, 1200 * time.Millisecond}, archiveFail: 0.2, reapEvery: time.Second,
 		duration: 8 * time.Second, clients: 6, probeMin: idleTimeout - 500*time.Millisecond, probeMax: idleTimeout + syncInterval + time.Second},
 	// a, b: idle sessions come back from the database row (ordinary expiry;
 	// reaper postponement). Few faults: an ordinary expiry is the case.
-	{name: "idle", login: 2, put: 3, dput: 1, read: 3, probe: 8, replay: 1,
+	{name: "idle", login: 2, put: 3, dput: 1, read: 3, probe: 8, replay: 1, scs: 3,
 		pause: 1, faultGap: [2]time.Duration{3 * time.Second, 6 * time.Second}, archiveFail: 0.7, reapEvery: 400 * time.Millisecond,
 		duration: 10 * time.Second, clients: 6, probeMin: idleTimeout - 300*time.Millisecond, probeMax: idleTimeout + syncInterval + reapPostpone},
 	// c: DestroySubject after AddServer; the new owner then loses its copy.
@@ -202,7 +203,7 @@ var profiles = []profile{
 		flush: 1, evict: 1, logoutScript: 4, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond}, reapEvery: 2 * time.Second,
 		duration: 8 * time.Second, clients: 6, probeMin: time.Second, probeMax: 2 * time.Second},
 	// d: reads race writes while memcached is out of the picture.
-	{name: "dbonly", login: 1, put: 4, read: 3, race: 8, dput: 1, burst: 2, renew: 1, destroy: 1, dsubject: 1, replay: 1,
+	{name: "dbonly", login: 1, put: 4, read: 3, race: 8, dput: 1, burst: 2, renew: 1, destroy: 1, dsubject: 1, replay: 1, scs: 8,
 		crash: 1, restart: 1, faultGap: [2]time.Duration{time.Second, 2 * time.Second}, reapEvery: 2 * time.Second,
 		duration: 7 * time.Second, clients: 5, noMemcached: true, probeMin: time.Second, probeMax: 2 * time.Second},
 	// e: durable writes while the database refuses; graceful restarts; then
@@ -272,12 +273,14 @@ type history struct {
 }
 
 type client struct {
-	id    int
-	rng   *rand.Rand
-	user  string
-	token string
-	old   []string // tokens this client held before (destroyed or renewed)
-	seq   int
+	id     int
+	rng    *rand.Rand
+	user   string
+	token  string
+	old    []string // tokens this client held before (destroyed or renewed)
+	scsTok string   // the client's scs session ("" none)
+	scsOld []string // scs sessions it held before
+	seq    int
 }
 
 func (h *history) value(op *opRec, key string) string {
@@ -344,6 +347,14 @@ func (h *history) run() {
 
 func (h *history) finalReads() {
 	for _, cl := range h.clients {
+		for _, tok := range append([]string{cl.scsTok}, cl.scsOld...) {
+			if tok == "" {
+				continue
+			}
+			for _, s := range h.c.servers {
+				h.scsRequest(cl, s, "scs-final", tok)
+			}
+		}
 		toks := append([]string{cl.token}, cl.old...)
 		for _, tok := range toks {
 			if tok == "" {
@@ -418,7 +429,7 @@ func (h *history) clientLoop(cl *client) {
 func (h *history) step(cl *client) {
 	p := h.p
 	{
-		switch pick(cl.rng, p.login, p.put, p.dput, p.read, p.renew, p.destroy, p.dsubject, p.burst, p.race, p.probe, p.replay) {
+		switch pick(cl.rng, p.login, p.put, p.dput, p.read, p.renew, p.destroy, p.dsubject, p.burst, p.race, p.probe, p.replay, p.scs) {
 		case 0:
 			h.login(cl)
 		case 1:
@@ -445,6 +456,8 @@ func (h *history) step(cl *client) {
 			if h.sleep(between(cl.rng, p.probeMin, p.probeMax)) {
 				h.readOnly(cl, "probe")
 			}
+		case 11:
+			h.scsStep(cl)
 		case 10:
 			if len(cl.old) > 0 {
 				h.request(cl, h.server(cl.rng), "replay", cl.old[cl.rng.IntN(len(cl.old))], nil)
@@ -1170,5 +1183,124 @@ func (h *history) cleanup() {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		_ = st.Close(ctx)
 		cancel()
+	}
+}
+
+// scsStep runs one scs request of client cl on its scs session, through
+// scsstore as scs's session manager would call it: Find at the start of a
+// request, Commit with a new idle expiry when the request changed the
+// session, Delete at logout. Kinds: scs-new, scs-write, scs-read,
+// scs-probe (a read after idling about IdleTimeout), scs-destroy, and
+// scs-race (a modifying request that read before a concurrent logout
+// committed).
+func (h *history) scsStep(cl *client) {
+	srv := h.server(cl.rng)
+	if cl.scsTok == "" {
+		tok := core.NewToken()
+		op := h.rec.newOp(cl.id, srv.id, "scs-new", "")
+		op.Writes = map[string]string{"s": h.value(op, "s")}
+		srv.mu.RLock()
+		op.Start = time.Now()
+		err := srv.scs.Commit(tok, []byte(op.Writes["s"]), time.Now().Add(idleTimeout))
+		op.End = time.Now()
+		srv.mu.RUnlock()
+		h.setErr(op, err)
+		if err == nil {
+			op.TokenOut, cl.scsTok = tok, tok
+		}
+		h.rec.done(op)
+		return
+	}
+	tok := cl.scsTok
+	switch pick(cl.rng, 4, 4, 2, 1, 1) {
+	case 0, 1: // write or read
+		kind := "scs-read"
+		if cl.rng.IntN(2) == 0 {
+			kind = "scs-write"
+		}
+		h.scsRequest(cl, srv, kind, tok)
+	case 2:
+		if h.sleep(between(cl.rng, idleTimeout-300*time.Millisecond, idleTimeout+syncInterval+time.Second)) {
+			h.scsRequest(cl, srv, "scs-probe", tok)
+		}
+	case 3:
+		op := h.rec.newOp(cl.id, srv.id, "scs-destroy", tok)
+		srv.mu.RLock()
+		op.Start = time.Now()
+		err := srv.scs.Delete(tok)
+		op.End = time.Now()
+		srv.mu.RUnlock()
+		h.setErr(op, err)
+		op.Destroy = err == nil
+		h.rec.done(op)
+		if err == nil {
+			cl.scsOld = append(cl.scsOld, tok)
+			cl.scsTok = ""
+		}
+	case 4:
+		h.scsRace(cl, srv, h.server(cl.rng), tok)
+	}
+}
+
+// scsRequest runs Find and, for scs-write, Commit on tok.
+func (h *history) scsRequest(cl *client, srv *server, kind, tok string) *opRec {
+	op := h.rec.newOp(cl.id, srv.id, kind, tok)
+	srv.mu.RLock()
+	defer srv.mu.RUnlock()
+	op.Start = time.Now()
+	b, found, err := srv.scs.Find(tok)
+	if err == nil && found {
+		op.Found, op.Seen = true, map[string]string{"s": string(b)}
+		if kind == "scs-write" {
+			op.Writes = map[string]string{"s": h.value(op, "s")}
+			err = srv.scs.Commit(tok, []byte(op.Writes["s"]), time.Now().Add(idleTimeout))
+		}
+	}
+	op.End = time.Now()
+	h.setErr(op, err)
+	if err == nil && found {
+		op.TokenOut = tok
+	}
+	h.rec.done(op)
+	if err == nil && !found && kind != "scs-final" {
+		cl.scsOld = append(cl.scsOld, tok)
+		cl.scsTok = ""
+	}
+	return op
+}
+
+// scsRace: request W finds the session, a logout L on another app server
+// deletes it, then W commits its change. The logout must win (I2).
+func (h *history) scsRace(cl *client, sw, sl *server, tok string) {
+	w := h.rec.newOp(cl.id, sw.id, "scs-write", tok)
+	l := h.rec.newOp(cl.id, sl.id, "scs-destroy", tok)
+	sw.mu.RLock()
+	defer sw.mu.RUnlock()
+	if sl != sw {
+		sl.mu.RLock()
+		defer sl.mu.RUnlock()
+	}
+	w.Start = time.Now()
+	b, found, werr := sw.scs.Find(tok)
+	l.Start = time.Now()
+	lerr := sl.scs.Delete(tok)
+	l.End = time.Now()
+	if werr == nil && found {
+		w.Found, w.Seen = true, map[string]string{"s": string(b)}
+		w.Writes = map[string]string{"s": h.value(w, "s")}
+		werr = sw.scs.Commit(tok, []byte(w.Writes["s"]), time.Now().Add(idleTimeout))
+		if werr == nil {
+			w.TokenOut = tok
+		}
+	}
+	w.End = time.Now()
+	h.setErr(w, werr)
+	h.setErr(l, lerr)
+	l.Destroy = lerr == nil
+	h.rec.done(w)
+	h.rec.done(l)
+	if lerr == nil {
+		cl.scsOld = append(cl.scsOld, tok)
+		cl.scsTok = ""
 	}
 }

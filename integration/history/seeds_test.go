@@ -126,13 +126,17 @@ func runSeed(t *testing.T, seed uint64, b gormtest.Backend, tot *totals) []viola
 	tot.ops.Add(int64(len(h.rec.ops)))
 	tot.faults.Add(int64(len(h.rec.faults)))
 	tot.violations.Add(int64(len(vs)))
-	const maxShown = 5
-	for i, v := range vs {
-		if i == maxShown {
-			t.Errorf("... and %d more violations", len(vs)-maxShown)
-			break
+	const maxShown = 3 // per invariant
+	shown := map[string]int{}
+	for _, v := range vs {
+		if shown[v.Invariant]++; shown[v.Invariant] <= maxShown {
+			t.Error(v.String())
 		}
-		t.Error(v.String())
+	}
+	for inv, n := range shown {
+		if n > maxShown {
+			t.Errorf("... and %d more violations of %s", n-maxShown, inv)
+		}
 	}
 	t.Logf("seed %d (%s on %s): %d operations, faults %v, %d violations", seed, h.p.name, b.Name,
 		len(h.rec.ops), h.faultStat, len(vs))
