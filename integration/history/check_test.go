@@ -36,8 +36,12 @@ func (v violation) String() string {
 // lineage is one session across its token renewals: values carry over,
 // the deadline stays.
 type lineage struct {
-	id      int
-	scs     bool   // an scs session: only commits extend it, no absolute deadline
+	id  int
+	scs bool // an scs session: only commits extend it, no absolute deadline
+	// tainted: the session was served when it must not have been (I2,
+	// I3). Later judgements on it would report consequences of that
+	// first violation, so they are skipped.
+	tainted bool
 	created *opRec // the request that created the session
 	ops     []*opRec
 }
@@ -287,15 +291,20 @@ func (m *model) linOf(op *opRec) *lineage {
 // judgeFound checks a request that was served token's session.
 func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 	lin := ti.lin
+	if lin.tainted {
+		return
+	}
 	// I2: a destroyed token is never served again.
 	if !ti.gone.IsZero() && ti.gone.Before(op.Start) {
 		m.report("I2", op, lin, "token %s served %v after #%d (%s) destroyed it", short(ti.tok),
 			op.Start.Sub(ti.gone).Round(time.Millisecond), ti.goneBy.ID, ti.goneBy.Kind)
+		lin.tainted = true
 		return
 	}
 	// I3: the absolute deadline is never exceeded.
 	if over := op.Start.Sub(lin.created.End.Add(lifetime)); over > slackTight && !lin.scs {
 		m.report("I3 deadline", op, lin, "served %v past the absolute deadline", over.Round(time.Millisecond))
+		lin.tainted = true
 		return
 	}
 	// I3: never served after IdleTimeout of inactivity, except within
@@ -322,7 +331,11 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 				why = "beyond the row's own life: a postponed or extended row"
 			}
 			m.report("I3 idle", op, lin, "served after %v idle (bound %v), %s", idle.Round(time.Millisecond), bound, why)
+			lin.tainted = true
 			return
+		}
+		if idle > bound {
+			return // within the slack of expiry: whether it may be served is unclear, so is its data
 		}
 	}
 	m.judgeValues(op, lin)
@@ -451,6 +464,9 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		return // destroyed, or maybe destroyed, by then
 	}
 	lin := ti.lin
+	if lin.tainted {
+		return
+	}
 	var active time.Time
 	for _, o := range lin.ops {
 		if lin.scs && len(o.Writes) == 0 {

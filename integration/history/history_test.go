@@ -1212,7 +1212,7 @@ func (h *history) scsStep(cl *client) {
 		return
 	}
 	tok := cl.scsTok
-	switch pick(cl.rng, 4, 4, 2, 1, 1) {
+	switch pick(cl.rng, 4, 4, 2, 1, 2) {
 	case 0, 1: // write or read
 		kind := "scs-read"
 		if cl.rng.IntN(2) == 0 {
