@@ -334,8 +334,12 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 			lin.tainted = true
 			return
 		}
-		if idle > bound {
-			return // within the slack of expiry: whether it may be served is unclear, so is its data
+		if idle > bound-touchInterval {
+			// Near expiry: a read within TouchInterval of the last write
+			// does not refresh the session, and memcached's clock ticks
+			// once a second, so whether it may still be served is unclear,
+			// and so is its data.
+			return
 		}
 	}
 	m.judgeValues(op, lin)
