@@ -262,13 +262,11 @@ type history struct {
 	clients   []*client
 	crashed   []*core.Store // stores dropped without Close, closed at the end
 	faultWG   sync.WaitGroup
-	ringMu    sync.Mutex
 	ringBusy  bool
 	nodeBusy  []bool
 	dbBusy    bool
 	busyMu    sync.Mutex
 	gate      sync.RWMutex // clients hold R for each operation; scripted faults pause them with W
-	stuck     int          // operations that never returned
 	faultStat map[string]int
 }
 
@@ -327,7 +325,6 @@ func (h *history) run() {
 	select {
 	case <-done:
 	case <-time.After(40 * time.Second):
-		h.stuck++
 		h.t.Errorf("seed %d: clients or faults still running 40s after the history ended (an operation never returned)", h.seed)
 		return
 	}
