@@ -9,7 +9,7 @@ GO        ?= go
 PKGS      := github.com/hybridsession/hybridsession/...
 TESTFLAGS ?= -race -count=1 -timeout 10m
 
-.PHONY: test demo bench vet fmt fuzz check-memcached
+.PHONY: test demo bench vet fmt fuzz soak check-memcached
 
 test: check-memcached
 	$(GO) test $(TESTFLAGS) $(PKGS)
@@ -36,6 +36,16 @@ fuzz:
 			echo "fuzzing $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$p || exit 1; \
 		done; \
 	done
+
+# More randomized fault histories than go test's fixed seeds (see
+# integration/history): SEEDS histories from FIRST, PARALLEL at a time.
+# Set the database DSNs to include PostgreSQL and MariaDB.
+SEEDS    ?= 200
+FIRST    ?= 1000
+PARALLEL ?= 2
+soak: check-memcached
+	cd integration && HISTORY_SEEDS=$(SEEDS) HISTORY_FIRST=$(FIRST) HISTORY_PARALLEL=$(PARALLEL) \
+		$(GO) test -count=1 -timeout 0 -parallel $(PARALLEL) -run '^TestHistories$$' ./history
 
 # The tests start their own memcached processes: install memcached when it
 # is missing (apt-get as root or with password-less sudo, or Homebrew).

@@ -7,6 +7,7 @@ require (
 	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/hybridsession/hybridsession v0.0.0
 	github.com/hybridsession/hybridsession/gormstore v0.0.0
+	github.com/hybridsession/hybridsession/scsstore v0.0.0
 	github.com/rs/zerolog v1.28.0
 	gorm.io/driver/postgres v1.6.3
 	gorm.io/gorm v1.31.2
@@ -14,6 +15,7 @@ require (
 
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
+	github.com/alexedwards/scs/v2 v2.9.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.1.2 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
@@ -56,4 +58,5 @@ require (
 replace (
 	github.com/hybridsession/hybridsession => ../
 	github.com/hybridsession/hybridsession/gormstore => ../gormstore
+	github.com/hybridsession/hybridsession/scsstore => ../scsstore
 )

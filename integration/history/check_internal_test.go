@@ -1,0 +1,167 @@
+package history
+
+import (
+	"testing"
+	"time"
+)
+
+// synthetic builds histories by hand to check the checker: each case must
+// report exactly the invariants listed, so that the model neither misses a
+// violation nor reports an allowed behaviour.
+type synthetic struct {
+	t0     time.Time
+	ops    []*opRec
+	faults []*faultRec
+}
+
+func newSynthetic() *synthetic { return &synthetic{t0: time.Now()} }
+
+func (s *synthetic) at(sec float64) time.Time {
+	return s.t0.Add(time.Duration(sec * float64(time.Second)))
+}
+
+// op records a request from start to start+10ms.
+func (s *synthetic) op(start float64, kind, in, out string, found bool, seen, writes map[string]string) *opRec {
+	o := &opRec{ID: len(s.ops) + 1, Kind: kind, Start: s.at(start), End: s.at(start + 0.01),
+		TokenIn: in, TokenOut: out, Found: found, Seen: seen, Writes: writes}
+	s.ops = append(s.ops, o)
+	return o
+}
+
+func (s *synthetic) fault(start, end float64, f faultRec) {
+	f.Start, f.End = s.at(start), s.at(end)
+	s.faults = append(s.faults, &f)
+}
+
+func (s *synthetic) check(noMemcached bool) []violation {
+	p := profiles[0]
+	p.noMemcached = noMemcached
+	h := &history{p: p, c: &cluster{backend: "synthetic"}, epoch: s.t0}
+	h.rec.ops, h.rec.faults = s.ops, s.faults
+	return check(h)
+}
+
+func kv(pairs ...string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		m[pairs[i]] = pairs[i+1]
+	}
+	return m
+}
+
+func TestCheckerJudges(t *testing.T) {
+	loss := faultRec{Kind: "kill", Loss: true, Unavail: true}
+	db := faultRec{Kind: "db-refuse", DB: true}
+	cases := []struct {
+		name  string
+		build func(s *synthetic)
+		want  []string
+	}{
+		{"clean", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
+			s.op(2, "read", "T", "T", true, kv("u", "a", "k", "b"), nil)
+		}, nil},
+		{"destroyed token served", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			d := s.op(1, "destroy", "T", "", true, kv("u", "a"), nil)
+			d.Destroy = true
+			s.op(1.5, "replay", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I2"}},
+		{"destroyed token absent", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			d := s.op(1, "destroy", "T", "", true, kv("u", "a"), nil)
+			d.Destroy = true
+			s.op(1.5, "read", "T", "", false, nil, nil)
+		}, nil},
+		{"idle session served", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(4, "read", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I3 idle"}},
+		{"idle session served after a cache loss, within SyncInterval", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(3.5, 3.6, loss)
+			s.op(4, "read", "T", "T", true, kv("u", "a"), nil)
+		}, nil},
+		{"active session absent", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(1, "read", "T", "T", true, kv("u", "a"), nil)
+			s.op(2, "read", "T", "", false, nil, nil)
+		}, []string{"I1"}},
+		{"active session absent while the database refuses", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(1, "read", "T", "T", true, kv("u", "a"), nil)
+			s.fault(1.8, 2.5, db)
+			s.op(2, "read", "T", "", false, nil, nil)
+		}, nil},
+		{"change lost without a fault", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
+			s.op(1.5, "read", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I6"}},
+		{"change lost without a fault, database only", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
+			s.op(1.5, "read", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I4 (no fault, database only)"}},
+		{"change lost in a cache loss within SyncInterval of the newest", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
+			s.fault(1.5, 1.6, loss)
+			s.op(2.5, "read", "T", "T", true, kv("u", "a"), nil)
+		}, nil},
+		{"change older than SyncInterval lost in a cache loss", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(0.2, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
+			s.op(2.5, "put", "T", "T", true, kv("u", "a", "k", "b"), kv("j", "c"))
+			s.fault(2.6, 2.7, loss)
+			s.op(2.8, "read", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I4"}},
+		{"durable change lost in a cache loss", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(1, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true
+			s.fault(1.5, 1.6, loss)
+			s.op(3.2, "read", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I5"}},
+		{"durable change lost in a cache loss during a database outage", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(0.5, 2, db)
+			s.op(1, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true
+			s.fault(1.5, 1.6, loss)
+			s.op(2.8, "read", "T", "T", true, kv("u", "a"), nil)
+		}, nil},
+		{"503 with the database up", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			o := s.op(1, "put", "T", "", true, kv("u", "a"), kv("k", "b"))
+			o.Err, o.Unavail = "core: session store unavailable", true
+		}, []string{"I7"}},
+		{"503 with the database down", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(0.9, 1.5, db)
+			o := s.op(1, "put", "T", "", true, kv("u", "a"), kv("k", "b"))
+			o.Err, o.Unavail = "core: session store unavailable", true
+		}, nil},
+		{"request that hangs", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a")).End = s.at(7)
+		}, []string{"I7 liveness"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newSynthetic()
+			c.build(s)
+			vs := s.check(c.name == "change lost without a fault, database only")
+			var got []string
+			for _, v := range vs {
+				got = append(got, v.Invariant)
+			}
+			if len(got) != len(c.want) {
+				t.Fatalf("got %q, want %q\n%v", got, c.want, vs)
+			}
+			for i := range got {
+				if got[i] != c.want[i] {
+					t.Fatalf("got %q, want %q\n%v", got, c.want, vs)
+				}
+			}
+		})
+	}
+}

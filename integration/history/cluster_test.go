@@ -1,0 +1,371 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/rs/zerolog"
+	"gorm.io/gorm"
+
+	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/gormstore"
+	"github.com/hybridsession/hybridsession/gormstore/gormtest"
+	"github.com/hybridsession/hybridsession/memcachedtest"
+	"github.com/hybridsession/hybridsession/scsstore"
+)
+
+// Timing of every history: seconds, so that idle expiry, syncs and reaping
+// all happen within one history.
+const (
+	idleTimeout    = 3 * time.Second
+	syncInterval   = 1500 * time.Millisecond
+	touchInterval  = 300 * time.Millisecond
+	lifetime       = 9 * time.Second
+	reapPostpone   = 3 * time.Second // ReaperConfig.Interval: how far a postponed row moves
+	mcTimeout      = 150 * time.Millisecond
+	breakerCool    = 200 * time.Millisecond
+	dbTimeout      = time.Second // StoreConfig.DBTimeout
+	maxSkew        = 40 * time.Millisecond
+	opBound        = 6 * time.Second // liveness: every request answers within this
+	dbHangDuration = 7 * time.Second // longer than opBound, so a hang that blocks shows
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+var silenceToxiproxy sync.Once
+
+func newToxiproxy() *toxiproxy.ApiServer {
+	silenceToxiproxy.Do(func() { zerolog.SetGlobalLevel(zerolog.Disabled) })
+	return toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+}
+
+// proxy is a toxiproxy proxy used as a library: cut (connections refused
+// and reset) or blackholed (accepted, nothing answered).
+type proxy struct {
+	p    *toxiproxy.Proxy
+	Addr string
+
+	mu         sync.Mutex
+	cut, holed bool
+}
+
+func startProxy(t testing.TB, srv *toxiproxy.ApiServer, name, upstream string) *proxy {
+	t.Helper()
+	p := toxiproxy.NewProxy(srv, name, "127.0.0.1:0", upstream)
+	if err := p.Start(); err != nil {
+		t.Fatalf("toxiproxy %s: %v", name, err)
+	}
+	t.Cleanup(p.Stop)
+	return &proxy{p: p, Addr: p.Listen}
+}
+
+var holeToxics = []string{"upstream", "downstream"}
+
+func (p *proxy) Blackhole() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.holed {
+		return nil
+	}
+	for _, s := range holeToxics {
+		js := fmt.Sprintf(`{"name":"hole_%s","type":"timeout","stream":%q,"toxicity":1,"attributes":{"timeout":0}}`, s, s)
+		if _, err := p.p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			return err
+		}
+	}
+	p.holed = true
+	return nil
+}
+
+func (p *proxy) Unblackhole() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.holed {
+		return nil
+	}
+	for _, s := range holeToxics {
+		if err := p.p.Toxics.RemoveToxic(context.Background(), "hole_"+s); err != nil {
+			return err
+		}
+	}
+	p.holed = false
+	return nil
+}
+
+func (p *proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.cut {
+		p.p.Stop()
+		p.cut = true
+	}
+}
+
+func (p *proxy) Restore() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.cut {
+		return nil
+	}
+	if err := p.p.Start(); err != nil {
+		return err
+	}
+	p.cut = false
+	return nil
+}
+
+// node is a memcached process behind its proxy; app servers know the
+// proxy's address.
+type node struct {
+	name  string
+	mc    *memcachedtest.Server
+	proxy *proxy
+}
+
+// raw returns a client straight to the process, for evictions: a new one
+// each time, as the process may have been restarted since.
+func (n *node) raw() *memcache.Client {
+	c := memcache.New(n.mc.Addr)
+	c.Timeout = time.Second
+	return c
+}
+
+// crashable wraps an app server's durable tier so that a crash stops its
+// writes: a dead process's background writer writes nothing.
+type crashable struct {
+	core.Durable
+	dead *atomic.Bool
+}
+
+var errCrashed = errors.New("history: app server crashed")
+
+func (c crashable) Save(ctx context.Context, rec core.Record) (bool, error) {
+	if c.dead.Load() {
+		return false, errCrashed
+	}
+	return c.Durable.Save(ctx, rec)
+}
+
+func (c crashable) Delete(ctx context.Context, keys ...string) error {
+	if c.dead.Load() {
+		return errCrashed
+	}
+	return c.Durable.Delete(ctx, keys...)
+}
+
+// server is one app server: a Store and a Manager with their own clock
+// offset and their own view of the memcached ring.
+type server struct {
+	id     int
+	skew   time.Duration
+	mu     sync.RWMutex // requests hold R; crash and restart hold W
+	store  *core.Store
+	mgr    *core.Manager
+	reaper *core.Reaper
+	scs    *scsstore.Store // scs's store on the same core.Store
+	dead   *atomic.Bool
+	nodes  map[string]bool // addresses in this server's ring
+}
+
+// cluster is one history's world.
+type cluster struct {
+	t         testing.TB
+	backend   string
+	tox       *toxiproxy.ApiServer
+	nodes     []*node
+	spare     int // index of the node that starts outside the ring
+	dbProxy   *proxy
+	appDB     *gorm.DB
+	table     string
+	servers   []*server
+	archiveOK func() bool // the reaper's archive hook succeeds when true
+	// noMemcached runs the app servers on the database alone.
+	noMemcached bool
+}
+
+func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool, rng *rand.Rand, archiveOK func() bool) *cluster {
+	t.Helper()
+	c := &cluster{t: t, backend: b.Name, tox: newToxiproxy(), spare: 2, archiveOK: archiveOK, noMemcached: noMemcached}
+	for i := 0; i < 3; i++ {
+		mc := memcachedtest.Start(t, memcachedtest.Options{})
+		n := &node{name: fmt.Sprintf("n%d", i), mc: mc}
+		n.proxy = startProxy(t, c.tox, n.name, mc.Addr)
+		c.nodes = append(c.nodes, n)
+	}
+	var adminDB *gorm.DB
+	switch b.DSN {
+	case "":
+		db, err := gormstore.OpenSQLite(filepath.Join(t.TempDir(), "sessions.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeDB(t, db)
+		c.appDB, adminDB = db, db
+	default:
+		upstream, rewrite, err := proxiedDSN(b.DSN)
+		if err != nil {
+			t.Fatalf("%s DSN: %v", b.Name, err)
+		}
+		adminDB = b.Open(t)
+		c.dbProxy = startProxy(t, c.tox, "db", upstream)
+		db, err := gormstore.Open(rewrite(c.dbProxy.Addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeDB(t, db)
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.SetMaxOpenConns(12) // the database is shared with other engineers' tests
+			sqlDB.SetMaxIdleConns(12)
+		}
+		c.appDB = db
+	}
+	c.table = gormtest.UniqueTable("hist_")
+	if _, err := gormstore.New(adminDB, gormstore.Config{TableName: c.table}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = adminDB.Migrator().DropTable(c.table) })
+	for i := 0; i < nServers; i++ {
+		skew := time.Duration(rng.Int64N(int64(2*maxSkew+1))) - maxSkew
+		c.servers = append(c.servers, c.newServer(i, skew))
+	}
+	t.Cleanup(func() {
+		for _, s := range c.servers {
+			s.mu.Lock()
+			s.dead.Store(true)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = s.store.Close(ctx)
+			cancel()
+			s.mu.Unlock()
+		}
+	})
+	return c
+}
+
+func closeDB(t testing.TB, db *gorm.DB) {
+	t.Cleanup(func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+	})
+}
+
+// newServer starts app server id with the initial ring (every node but the
+// spare).
+func (c *cluster) newServer(id int, skew time.Duration) *server {
+	s := &server{id: id, skew: skew, dead: new(atomic.Bool), nodes: map[string]bool{}}
+	var addrs []string
+	for i, n := range c.nodes {
+		if i != c.spare {
+			addrs = append(addrs, n.proxy.Addr)
+			s.nodes[n.proxy.Addr] = true
+		}
+	}
+	c.startServer(s, addrs)
+	return s
+}
+
+func (c *cluster) startServer(s *server, addrs []string) {
+	d, err := gormstore.New(c.appDB, gormstore.Config{TableName: c.table, SkipMigration: true})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	skew := s.skew
+	if c.noMemcached {
+		addrs = nil
+	}
+	store, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{
+			Servers:          addrs,
+			Timeout:          mcTimeout,
+			DialTimeout:      mcTimeout,
+			BreakerThreshold: 3,
+			BreakerCooldown:  breakerCool,
+		},
+		Durable:      crashable{Durable: d, dead: s.dead},
+		SyncInterval: syncInterval,
+		DBTimeout:    dbTimeout,
+		Logger:       quiet,
+		Clock:        func() time.Time { return time.Now().Add(skew) },
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	mgr, err := core.New(core.Config{
+		Store:         store,
+		IdleTimeout:   idleTimeout,
+		Lifetime:      lifetime,
+		TouchInterval: touchInterval,
+		DurableKeys:   []string{"d0", "d1"},
+		MaxRetries:    16,
+		Logger:        quiet,
+		Cookie:        core.CookieConfig{Insecure: true},
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	archiveOK := c.archiveOK
+	reaper, err := store.NewReaper(core.ReaperConfig{
+		Interval: reapPostpone,
+		Batch:    50,
+		Archive: func(context.Context, core.ArchivedSession) error {
+			if archiveOK() {
+				return nil
+			}
+			return errors.New("history: archive hook failed")
+		},
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	// Grace is the smallest scsstore allows: SyncInterval, the overshoot
+	// the core documents.
+	sc, err := scsstore.New(store, scsstore.Config{Grace: syncInterval})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s.store, s.mgr, s.reaper, s.scs = store, mgr, reaper, sc
+}
+
+// proxiedDSN returns the host:port of a PostgreSQL URL DSN or a
+// go-sql-driver MySQL DSN, and a function that points the DSN at another
+// address.
+func proxiedDSN(dsn string) (string, func(string) string, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", nil, err
+		}
+		port := u.Port()
+		if port == "" {
+			port = "5432"
+		}
+		return net.JoinHostPort(u.Hostname(), port), func(addr string) string {
+			v := *u
+			v.Host = addr
+			return v.String()
+		}, nil
+	}
+	re := regexp.MustCompile(`@tcp\(([^)]*)\)`)
+	m := re.FindStringSubmatch(dsn)
+	if m == nil {
+		return "", nil, fmt.Errorf("need a postgres:// URL or a user:pass@tcp(host:port)/db DSN")
+	}
+	return m[1], func(addr string) string {
+		return re.ReplaceAllLiteralString(dsn, "@tcp("+addr+")")
+	}, nil
+}

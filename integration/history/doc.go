@@ -1,0 +1,108 @@
+// Package history is hybridsession's randomized, seeded fault-history
+// checker. Its tests play histories — several app servers (each its own
+// core.Store, core.Manager, core.Reaper and scsstore.Store) sharing three
+// real memcached processes and one real database, clients issuing random
+// requests, faults drawn from the fault model of docs/consistency.md —
+// record every acknowledged operation and every observation, and judge them
+// against a reference model of the invariants I1–I7. The code is in the
+// package's test files:
+//
+//   - cluster_test.go: the world. Three memcached processes (memcachedtest)
+//     behind toxiproxy proxies (used as a library: cut = refused and reset,
+//     blackhole = accepted and silent); two in the ring, the third joins and
+//     leaves it. The database: SQLite in a file, or PostgreSQL/MariaDB behind
+//     a proxy. Three app servers with clock offsets within ±40ms, each
+//     durable tier wrapped so that a crash stops its writes.
+//   - history_test.go: the recorder, the clients, the faults. Each client
+//     has its own seeded random source and runs requests on random app
+//     servers: login (SetSubject + RenewToken), Put (values unique per
+//     request, so every observation names the request that wrote it),
+//     durable Put (DurableKeys and MarkDurable), read-only loads, idle
+//     probes, RenewToken, Destroy, DestroySubject, bursts of concurrent
+//     writers on different keys, a writer racing a reader whose touch is due,
+//     replays of old tokens, and scs requests (Find, Commit, Delete, and a
+//     Commit racing a logout). Faults: memcached kill -9 and stop (restarted
+//     empty), pause, flush_all, eviction of chosen sessions, cut and
+//     blackhole; the spare node added to and removed from each app server at
+//     different moments; database refused and hung; app server crashed
+//     (queue lost) or restarted (Close); reaper passes whose archive hook
+//     fails. Two scripted sequences target known interleavings: add a node
+//     everywhere, log a user out everywhere, lose the new node's data; and a
+//     database outage during a deploy followed by a memcached loss. After the
+//     history every fault heals, every token is read from every app server,
+//     memcached loses everything, and every token is read again.
+//   - check_test.go: the model and the judgements (see the comments there
+//     for each invariant's bound and slack).
+//   - seeds_test.go: TestHistories; the fixed CI seeds and the soak.
+//
+// # Running
+//
+//	go test ./history                          # the CI seeds (about 80s)
+//	HISTORY_SEED=20 go test ./history          # replay one seed (or 3,7,9)
+//	HISTORY_TRACE=1 HISTORY_SEED=20 go test -v ./history   # and log the whole history
+//	make soak SEEDS=2000 PARALLEL=2            # from the repository root
+//
+// A seed fixes every random choice: the profile (seed mod 8), the database
+// (among those whose DSNs are set), each client's requests and app servers,
+// the faults and their durations. It does not fix the scheduling of
+// goroutines or how long each request takes, so a replay repeats the
+// history closely but not exactly; a timing-sensitive defect shows on most
+// replays, not all. Profiles that inject database faults need PostgreSQL or
+// MariaDB: on SQLite alone they run without them.
+//
+// # What it found on the code before the fixes of issue 9
+//
+// Before the fixes, the CI seeds found every defect of the issue that the
+// checker reaches (the seed set runs on SQLite, PostgreSQL and MariaDB, as
+// CI sets both DSNs):
+//
+//	seed  profile   db        invariant            defect
+//	1     idle      sqlite    I3 idle              a: an idle session is restored from its row after memcached drops it at its TTL;
+//	                                               b: a row postponed by the reaper (archive hook failed) serves a dead session
+//	9     idle      postgres  I3 idle              a, b
+//	2     subject   sqlite    I2                   c: DestroySubject after AddServer writes the tombstone on the new owner only;
+//	                                               the new node loses it and a miss moves the old owner's live copy back
+//	26    subject   sqlite    I2                   c
+//	3     dbonly    sqlite    I4, I2, I3           d: without memcached, concurrent requests undo each other's changes
+//	                                               (each database read starts a new version epoch); h: an scs Commit
+//	                                               that read before a logout re-inserts the session; a: rows outlive IdleTimeout
+//	16    mixed     mysql     I4                   d: with a node's breaker open, a reader's touch reverts a writer's change
+//	20    durable   postgres  I5                   e: durable writes acknowledged during a database outage are dropped by
+//	                                               Close (which returns nil) and lost when memcached loses them
+//	5     hang      postgres  I7 liveness          f: a hung database blocks logins for as long as it hangs (7s)
+//	6     longsubj  postgres  I7, I1               g: a 281-byte subject cut inside a UTF-8 character: 503 "memcached
+//	                                               unavailable" while the database is up; sessions never reach the row
+//	7     rolling   sqlite    I2, I4, I5           i: ring changes rolled across app servers: a logout during the
+//	                                               disagreement is undone, acknowledged (durable) changes are lost
+//	31    rolling   sqlite    I2, I4, I5           i
+//	0     mixed     sqlite    I3 idle              a (with every kind of fault)
+//
+// The timing-sensitive findings (c, h, i) show on most runs of their seeds,
+// not all; each profile's other seeds (seed + 8k) find the same defects. A
+// sweep of seeds 0–47 (48 histories, 18,879 operations, 380 faults, 5
+// minutes) found a and b in all 6 idle seeds, c in all 6 subject seeds, d
+// in all 6 dbonly seeds (and mixed seed 16), e in 4 of 6 durable seeds, f
+// in all 6 hang seeds, g in all 3 longsubj seeds on PostgreSQL (MariaDB
+// stores the bytes), h in 3 of 6 dbonly seeds, i in 5 of 6 rolling seeds.
+//
+// Beyond the issue's list, the checker also reported:
+//
+//   - I1: a session restored from its row (after a real cache loss, within
+//     the allowed overshoot) is not synced again: the restore records the
+//     read as activity in memcached, so the Manager's touch is skipped, and
+//     the row keeps its old expires_at. A second cache loss within
+//     IdleTimeout of the restore logs the user out (seeds 6, 14, 15, 18, 42,
+//     after the final flush).
+//   - I4/I6: memcached's clock ticks once a second, so an item stored with
+//     a relative expiration of n seconds may vanish up to a second early.
+//     The next read restores the row, up to SyncInterval stale, although
+//     the session is alive and nothing failed (seeds 25 and 33, at 2.9s
+//     idle; data read within TouchInterval of expiry is no longer judged,
+//     so only earlier vanishings are reported now).
+//
+// # Settings the judgements assume
+//
+// StoreConfig.DBTimeout is 1s and the liveness bound 6s: a request-path
+// database call must be bounded by DBTimeout or by a default below 5s.
+// scsstore's Grace is SyncInterval, its smallest value.
+package history
