@@ -225,13 +225,37 @@ func (t *memcachedTier) addServer(addr string, weight int) error {
 	if err := t.selector.Add(WeightedServer{Addr: addr, Weight: weight}); err != nil {
 		return err
 	}
+	t.mu.RLock()
+	known := make(map[*node]bool, len(t.nodes))
+	for _, n := range t.nodes {
+		known[n] = true
+	}
+	t.mu.RUnlock()
 	t.syncNodes()
 	c := memcache.NewFromSelector(before)
 	c.Timeout, c.MaxIdleConns, c.DialContext = t.client.Timeout, t.client.MaxIdleConns, t.client.DialContext
 	if old := t.prior.Swap(&priorRing{sel: before, client: c}); old != nil {
 		_ = old.client.Close()
 	}
+	t.suspectAfterRingChange(known)
 	return nil
+}
+
+// suspectAfterRingChange marks the nodes that gain keys in a ring change
+// as suspect (see node.suspect): the node AddServer added (every node but
+// those in old), every node after RemoveServer (old nil). Other app servers apply the change at
+// their own moment; until they have, they write and destroy those keys on
+// the previous owner, so for a while a hit on the new owner is checked
+// against the database row (docs/consistency.md, I2 and I4).
+func (t *memcachedTier) suspectAfterRingChange(old map[*node]bool) {
+	until := time.Now().Add(t.suspectWindow()).UnixNano()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, n := range t.nodes {
+		if !old[n] {
+			n.suspectUntil.Store(until)
+		}
+	}
 }
 
 // priorRing is the ring as it was before the last AddServer. A key the new
@@ -296,6 +320,7 @@ func (t *memcachedTier) removeServer(addr string) error {
 	if p := t.prior.Load(); p != nil {
 		_ = p.sel.Remove(addr) // its copies are gone with it
 	}
+	t.suspectAfterRingChange(nil)
 	return nil
 }
 
@@ -718,7 +743,9 @@ type node struct {
 // suspectWindow is how long a node's copies stay suspect after its breaker
 // closes: long enough for every other app server's probe (one every
 // BreakerCooldown, each taking up to DialTimeout+Timeout) to close its own
-// breaker and purge the keys it wrote through meanwhile.
+// breaker and purge the keys it wrote through meanwhile. It is also how
+// long after a ring change hits on the nodes that gained keys are checked:
+// roll AddServer and RemoveServer out to every app server within it.
 func (t *memcachedTier) suspectWindow() time.Duration {
 	return 2 * (t.cfg.BreakerCooldown + t.cfg.DialTimeout + t.cfg.Timeout)
 }

@@ -229,6 +229,7 @@ func TestSealOverheadCountsTowardMaxItemSize(t *testing.T) {
 		s, err := NewStore(StoreConfig{
 			Memcached: MemcachedConfig{MaxItemSize: limit},
 			Durable:   memDurable{},
+			ReapMode:  ReapExternal, // memDurable cannot reap
 			Seal:      SealConfig{Keys: c.keys},
 			Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})

@@ -140,6 +140,7 @@ type Store struct {
 	syncInterval time.Duration // < 0: every write, synchronously
 	touchSyncs   bool          // no reaper runs: touches sync when due
 	reaper       *Reaper       // the in-process reaper, or nil
+	lookahead    time.Duration // the reaper's Lookahead
 	maxItem      int
 	dbTimeout    time.Duration
 
@@ -221,6 +222,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		if cfg.ReapMode == ReapInProcess {
 			s.reaper = r
 		}
+		s.lookahead = r.cfg.Lookahead
 	}
 	if s.durable != nil {
 		maxAge := max(cfg.SyncInterval, time.Minute)
@@ -513,10 +515,18 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		e.ActiveAt = now
 		buf := s.sealEnvelope(key, nil, e)
 		exp := s.cacheExpiration(now, e)
+		var err error
 		if corrupt {
-			_ = s.mc.set(mkey, buf, exp)
+			err = s.mc.set(mkey, buf, exp)
 		} else {
-			_ = s.mc.add(mkey, buf, exp)
+			err = s.mc.add(mkey, buf, exp)
+		}
+		if err == nil && s.syncer != nil && rec.ExpiresAt.Before(now.Add(s.lookahead)) {
+			// The row expires soon and its session is active again: move
+			// the row ahead now rather than at the reaper's next pass, so
+			// that a second cache loss before that pass logs nobody out
+			// (docs/consistency.md, I1).
+			s.syncLater(key, e, buf, now)
 		}
 	}
 	return e, nil
@@ -818,14 +828,20 @@ func (s *Store) addOrConflict(mkey string, buf []byte, exp int32) error {
 
 // record builds the durable row for e. ExpiresAt is chosen so that losing
 // memcached can never log out a user who was active within the idle
-// timeout: after a sync, activity is recorded only in memcached for less
-// than SyncInterval (the next write after that syncs again), so
-// ActiveAt + IdleTimeout + SyncInterval bounds the session's true expiry
-// until the next sync. The overshoot — a session read back from the
-// database after a real memcached loss may outlive its idle timeout by up to
-// SyncInterval — is the documented price (docs/consistency.md, I3).
-func (s *Store) record(key string, e *Entry, payload []byte) Record {
-	exp := e.ActiveAt.Add(e.IdleTimeout + s.rowSlack())
+// timeout: after a sync through memcached, activity is recorded only in
+// memcached for less than SyncInterval (the next change after that syncs
+// again; the reaper extends the rows of sessions that only read), so
+// ActiveAt + IdleTimeout + SyncInterval bounds the session's true expiry.
+// The overshoot — a session read back from the database after a real
+// memcached loss may outlive its idle timeout by up to SyncInterval — is
+// the documented price (docs/consistency.md, I3). A write that does not go
+// through memcached (write-through while it is unavailable, or a Store
+// without it) leaves nothing newer behind: its row expires exactly.
+func (s *Store) record(key string, e *Entry, payload []byte, throughCache bool) Record {
+	exp := e.ActiveAt.Add(e.IdleTimeout)
+	if throughCache && s.mc != nil {
+		exp = exp.Add(s.rowSlack())
+	}
 	if exp.After(e.Deadline) {
 		exp = e.Deadline
 	}
@@ -849,12 +865,15 @@ func (s *Store) rowSlack() time.Duration { return max(s.syncInterval, 0) }
 // dead envelope, so a read finds it dead there instead of reading the row
 // back as a live session. Only a real cache loss (restart, eviction) falls
 // through to the row (docs/consistency.md, I3).
+//
+// One second more covers memcached's clock, which ticks once a second and
+// may expire an item up to a second before its TTL has passed in real time.
 func (s *Store) cacheExpiration(now time.Time, e *Entry) int32 {
 	until := e.ExpiresAt().Add(s.rowSlack())
 	if until.After(e.Deadline) {
 		until = e.Deadline
 	}
-	return expiration(now, until)
+	return expiration(now, until.Add(time.Second))
 }
 
 // syncNow writes e, a durable write, to the durable tier on the request
@@ -874,7 +893,7 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 		}
 		return nil
 	}
-	rec := s.record(key, e, bytesClone(buf))
+	rec := s.record(key, e, bytesClone(buf), !cacheDown)
 	applied, err := s.save(ctx, rec)
 	if err == nil && !applied && flags&writeInsert != 0 {
 		var old Record
@@ -912,7 +931,7 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 // the durable tier's version check stands in for CAS.
 func (s *Store) saveConditional(ctx context.Context, key string, e *Entry, buf []byte, cacheErr error) error {
 	s.syncer.forget(key) // an older pending sync must not follow this write
-	applied, err := s.save(ctx, s.record(key, e, bytesClone(buf)))
+	applied, err := s.save(ctx, s.record(key, e, bytesClone(buf), false))
 	if err != nil {
 		s.stats.dbWriteErrors.Add(1)
 		if cacheErr != nil {
@@ -947,7 +966,7 @@ func (s *Store) retryLater(rec Record, err error) error {
 // database is failing, where that would make every request wait for
 // DBTimeout: then the sync is dropped and counted, as in retryLater.
 func (s *Store) syncLater(key string, e *Entry, buf []byte, now time.Time) {
-	rec := s.record(key, e, bytesClone(buf))
+	rec := s.record(key, e, bytesClone(buf), true)
 	if s.syncer.enqueue(rec, false) {
 		return
 	}

@@ -210,7 +210,7 @@ func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool
 	var adminDB *gorm.DB
 	switch b.DSN {
 	case "":
-		db, err := gormstore.OpenSQLite(filepath.Join(t.TempDir(), "sessions.db"))
+		db, err := gormtest.Open(filepath.Join(t.TempDir(), "sessions.db"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +223,7 @@ func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool
 		}
 		adminDB = b.Open(t)
 		c.dbProxy = startProxy(t, c.tox, "db", upstream)
-		db, err := gormstore.Open(rewrite(c.dbProxy.Addr))
+		db, err := gormtest.Open(rewrite(c.dbProxy.Addr))
 		if err != nil {
 			t.Fatal(err)
 		}
