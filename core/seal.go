@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -290,3 +291,77 @@ const warnUnsealed = "hybridsession: StoreConfig.Seal.Keys is empty, so sessions
 	"anyone who can reach memcached (it has no authentication) or read the database can read every session, " +
 	"and anyone who can write to memcached can forge any session, for example one logged in as another user. " +
 	"Set Seal.Keys (see docs/security.md)"
+
+// current reports whether b is sealed with the ring's first key (or, without
+// keys, stored in plain text): nothing for Reseal to do.
+func (s *sealer) current(b []byte) bool {
+	if len(s.keys) == 0 {
+		return len(b) >= 3 && b[2] == envelopeFormat
+	}
+	return len(b) >= sealHeaderLen && b[2] == sealedFormat && string(b[3:3+sealKeyIDLen]) == string(s.keys[0].id[:])
+}
+
+// Reseal rewrites, sealed with the first key of the ring, the live sessions
+// whose database row or memcached copy is sealed with another key of the
+// ring (or stored in plain text, under AcceptUnsealed): after a key
+// rotation, so that the retired key can leave the ring once a full run has
+// ended, instead of after Lifetime. New writes are sealed with the first
+// key anyway; Reseal is for sessions that are not written meanwhile.
+//
+// It works one page: up to limit rows with storage keys greater than after,
+// in key order (as Store.List), and their memcached copies (one GetMulti).
+// It returns the last key examined — pass it as after for the next page;
+// "" means the end — and how many rows and memcached copies it resealed.
+// Each write is conditional: a row or copy that changed meanwhile keeps
+// the newer data (sealed with the first key by its writer). Copies that do
+// not open (a key not in the ring) are left alone. The error wraps
+// ErrUnavailable when the database could not answer; memcached failures
+// leave those copies to their next write.
+func (s *Store) Reseal(ctx context.Context, after string, limit int) (next string, resealed int, err error) {
+	if s.durable == nil {
+		return "", 0, errors.New("core: Reseal: the Store has no durable tier")
+	}
+	now := s.now()
+	dctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	recs, err := s.durable.List(dctx, now, after, limit)
+	cancel()
+	if err != nil {
+		return after, 0, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+	}
+	if len(recs) == 0 {
+		return "", 0, nil
+	}
+	for _, rec := range recs {
+		if s.seal.current(rec.Payload) {
+			continue
+		}
+		var e Entry
+		if s.openEnvelope(rec.Key, rec.Payload, &e) != nil {
+			continue
+		}
+		rec.Payload = s.sealEnvelope(rec.Key, nil, &e)
+		if applied, err := s.save(ctx, rec); err != nil {
+			return rec.Key, resealed, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+		} else if applied {
+			resealed++
+		}
+	}
+	if s.mc != nil {
+		mkeys := make([]string, len(recs))
+		for i := range recs {
+			mkeys[i] = s.mc.key(recs[i].Key)
+		}
+		items, _ := s.mc.getMulti(mkeys)
+		for mkey, it := range items {
+			key := mkey[len(s.mc.prefix):]
+			var e Entry
+			if s.seal.current(it.Value) || s.openEnvelope(key, it.Value, &e) != nil || isTombstone(&e) || !e.Alive(now) {
+				continue
+			}
+			if s.mc.cas(mkey, s.sealEnvelope(key, nil, &e), s.cacheExpiration(now, &e), it.CasID) == nil {
+				resealed++
+			}
+		}
+	}
+	return recs[len(recs)-1].Key, resealed, nil
+}

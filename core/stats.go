@@ -63,9 +63,9 @@ type Stats struct {
 	// count the reaper's work: rows looked at, rows rescued with memcached's
 	// newer copy, rows handed to the archive hook, rows deleted, and failures.
 	ReapExamined, ReapExtended, ReapArchived, ReapDeleted, ReapErrors uint64
-	// ReapSkipped counts expired-looking rows left alone because memcached
-	// could not be asked about them, or because they were sealed with a key
-	// the Store does not hold (those are kept until their absolute deadline).
+	// ReapSkipped counts rows left for a later pass because memcached could
+	// not be asked about them, or because they were sealed with a key the
+	// Store does not hold (a reaper holding it decides).
 	ReapSkipped uint64
 
 	// Nodes describes each memcached node and its circuit breaker, in

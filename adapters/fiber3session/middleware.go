@@ -110,7 +110,11 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			c.Vary(header)
 			c.Set(fiber.HeaderCacheControl, "no-store")
 		} else {
-			setCookie(c, m.Cookie(s))
+			hc := m.Cookie(s)
+			if hc != nil && hc.Secure && hc.Value != "" && c.Protocol() != "https" {
+				m.WarnPlainHTTP() // logged once: browsers drop this cookie
+			}
+			setCookie(c, hc)
 		}
 		return herr
 	}

@@ -1,12 +1,12 @@
 // Command hsctl is hybridsession's operations tool: it runs the reaper,
 // creates or migrates the sessions table, prints a running cluster's
-// statistics, and (once sealing lands) reseals sessions after a key
+// statistics, and reseals sessions after a key
 // rotation.
 //
 //	hsctl reap    -memcached 10.0.0.1:11211,10.0.0.2:11211 -dsn 'postgres://...' [-once] [-interval 1m]
 //	hsctl migrate -dsn 'postgres://...' [-table hybrid_sessions]
 //	hsctl stats   -url http://127.0.0.1:8080/metrics [-watch 5s]
-//	hsctl reseal  (not available yet)
+//	hsctl reseal  -memcached 10.0.0.1:11211 -dsn 'postgres://...'   (keys in HYBRIDSESSION_SEAL_KEYS, the new key first)
 //
 // reap deletes the database rows of dead sessions (optionally archiving
 // them first, -archive FILE appends one JSON line per session) and extends
@@ -47,7 +47,7 @@ usage:
   hsctl reap    [-once] [-interval 1m] [-batch 500] [-archive FILE] [-progress 2s] [-memcached ...] [-dsn ...]
   hsctl migrate [-dsn ...] [-table hybrid_sessions]
   hsctl stats   [-url http://127.0.0.1:8080/metrics] [-watch 0]
-  hsctl reseal  (needs sealing, not available in this build)
+  hsctl reseal  -memcached ADDRS -dsn DSN   (HYBRIDSESSION_SEAL_KEYS: the new ring, new key first)
 
 "hsctl <command> -h" lists a command's flags.
 `
