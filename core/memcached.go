@@ -84,6 +84,14 @@ type MemcachedConfig struct {
 	// Optional. Default 2s.
 	BreakerCooldown time.Duration
 
+	// RingChangeWindow is how long after AddServer or RemoveServer a hit
+	// on a key that changed owner is checked against the database row (one
+	// database read). Other app servers apply the change at their own
+	// moment, and until they have they write — and destroy — that key on
+	// its previous owner. Roll a ring change out to every app server within
+	// it. Optional. Default 10s.
+	RingChangeWindow time.Duration
+
 	// Tracer, when set, is told about every memcached operation (see
 	// CacheTracer). Optional. Default nil: no tracing.
 	Tracer CacheTracer
@@ -96,6 +104,7 @@ const (
 	defaultMaxItemSize      = 1<<20 - 1<<10
 	defaultBreakerThreshold = 3
 	defaultBreakerCooldown  = 2 * time.Second
+	defaultRingChangeWindow = 10 * time.Second
 	maxKeyPrefixLen         = 200
 	// memcached takes relative expirations up to 30 days; larger numbers are
 	// read as a Unix time.
@@ -132,8 +141,11 @@ func (c *MemcachedConfig) setDefaults() error {
 	if c.BreakerCooldown == 0 {
 		c.BreakerCooldown = defaultBreakerCooldown
 	}
+	if c.RingChangeWindow == 0 {
+		c.RingChangeWindow = defaultRingChangeWindow
+	}
 	switch {
-	case c.Timeout < 0, c.DialTimeout < 0, c.BreakerCooldown < 0:
+	case c.Timeout < 0, c.DialTimeout < 0, c.BreakerCooldown < 0, c.RingChangeWindow < 0:
 		return errors.New("core: MemcachedConfig durations must not be negative")
 	case c.MaxIdleConns < 0, c.MaxItemSize < 0, c.BreakerThreshold < 0:
 		return errors.New("core: MemcachedConfig counts must not be negative")
@@ -155,7 +167,8 @@ type memcachedTier struct {
 	mu    sync.RWMutex
 	nodes map[net.Addr]*node // by the selector's stable addresses
 
-	prior atomic.Pointer[priorRing] // nil until an AddServer
+	prior  atomic.Pointer[priorRing]  // nil until an AddServer
+	change atomic.Pointer[ringChange] // nil until a ring change
 
 	stop     chan struct{}
 	probes   sync.WaitGroup
@@ -225,37 +238,39 @@ func (t *memcachedTier) addServer(addr string, weight int) error {
 	if err := t.selector.Add(WeightedServer{Addr: addr, Weight: weight}); err != nil {
 		return err
 	}
-	t.mu.RLock()
-	known := make(map[*node]bool, len(t.nodes))
-	for _, n := range t.nodes {
-		known[n] = true
-	}
-	t.mu.RUnlock()
 	t.syncNodes()
 	c := memcache.NewFromSelector(before)
 	c.Timeout, c.MaxIdleConns, c.DialContext = t.client.Timeout, t.client.MaxIdleConns, t.client.DialContext
 	if old := t.prior.Swap(&priorRing{sel: before, client: c}); old != nil {
 		_ = old.client.Close()
 	}
-	t.suspectAfterRingChange(known)
+	t.ringChanged(before)
 	return nil
 }
 
-// suspectAfterRingChange marks the nodes that gain keys in a ring change
-// as suspect (see node.suspect): the node AddServer added (every node but
-// those in old), every node after RemoveServer (old nil). Other app servers apply the change at
-// their own moment; until they have, they write and destroy those keys on
-// the previous owner, so for a while a hit on the new owner is checked
-// against the database row (docs/consistency.md, I2 and I4).
-func (t *memcachedTier) suspectAfterRingChange(old map[*node]bool) {
-	until := time.Now().Add(t.suspectWindow()).UnixNano()
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	for _, n := range t.nodes {
-		if !old[n] {
-			n.suspectUntil.Store(until)
-		}
+// ringChange is the ring as it was before the last AddServer or
+// RemoveServer, and when the window ends in which hits on the keys that
+// changed owner are checked against the database (RingChangeWindow).
+type ringChange struct {
+	before *Ketama
+	until  int64 // Unix nanoseconds
+}
+
+// ringChanged records a ring change from before.
+func (t *memcachedTier) ringChanged(before *Ketama) {
+	t.change.Store(&ringChange{before: before, until: time.Now().Add(t.cfg.RingChangeWindow).UnixNano()})
+}
+
+// movedRecently reports whether mkey, read from n, changed owner in a ring
+// change less than RingChangeWindow ago: until every app server has applied
+// the change, some may still write and destroy it on its previous owner.
+func (t *memcachedTier) movedRecently(mkey string, n *node) bool {
+	c := t.change.Load()
+	if c == nil || time.Now().UnixNano() >= c.until {
+		return false
 	}
+	was, err := c.before.PickServer(mkey)
+	return err != nil || was.String() != n.addr.String()
 }
 
 // priorRing is the ring as it was before the last AddServer. A key the new
@@ -313,6 +328,10 @@ func (t *memcachedTier) priorDelete(mkey string) {
 }
 
 func (t *memcachedTier) removeServer(addr string) error {
+	before, err := t.selector.clone()
+	if err != nil {
+		return err
+	}
 	if err := t.selector.Remove(addr); err != nil {
 		return err
 	}
@@ -320,7 +339,7 @@ func (t *memcachedTier) removeServer(addr string) error {
 	if p := t.prior.Load(); p != nil {
 		_ = p.sel.Remove(addr) // its copies are gone with it
 	}
-	t.suspectAfterRingChange(nil)
+	t.ringChanged(before)
 	return nil
 }
 
@@ -743,9 +762,7 @@ type node struct {
 // suspectWindow is how long a node's copies stay suspect after its breaker
 // closes: long enough for every other app server's probe (one every
 // BreakerCooldown, each taking up to DialTimeout+Timeout) to close its own
-// breaker and purge the keys it wrote through meanwhile. It is also how
-// long after a ring change hits on the nodes that gained keys are checked:
-// roll AddServer and RemoveServer out to every app server within it.
+// breaker and purge the keys it wrote through meanwhile.
 func (t *memcachedTier) suspectWindow() time.Duration {
 	return 2 * (t.cfg.BreakerCooldown + t.cfg.DialTimeout + t.cfg.Timeout)
 }

@@ -466,7 +466,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 				s.stats.cacheMisses.Add(1)
 				return nil, nil
 			}
-			if s.durable != nil && n.suspect() {
+			if s.durable != nil && (n.suspect() || s.mc.movedRecently(mkey, n)) {
 				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, it.CasID, now); replaced {
 					return fresh, nil
 				}
