@@ -66,6 +66,7 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 		Memcached: core.MemcachedConfig{Servers: setup.SplitServers(opts.Memcached)},
 		Durable:   &progressDurable{Durable: env.Durable, every: cfg.progress, out: cfg.progressOut},
 		Logger:    env.Options.Logger,
+		Seal:      env.SealConfig(),
 		ReapMode:  core.ReapExternal, // this command is the reaper
 	})
 	if err != nil {

@@ -220,7 +220,7 @@ func (e *Env) NewStore() (*core.Store, error) {
 	s, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: SplitServers(e.Options.Memcached)},
 		Durable:   e.Observed,
-		Seal:      core.SealConfig{Keys: e.sealKeys},
+		Seal:      e.SealConfig(),
 		Logger:    e.Options.Logger,
 	})
 	if err != nil {
@@ -229,6 +229,9 @@ func (e *Env) NewStore() (*core.Store, error) {
 	e.stores = append(e.stores, s)
 	return s, nil
 }
+
+// SealConfig returns the seal keys every Store of this Env uses.
+func (e *Env) SealConfig() core.SealConfig { return core.SealConfig{Keys: e.sealKeys} }
 
 // Stores returns the Stores made by NewStore (and StartReaper), oldest first.
 func (e *Env) Stores() []*core.Store {
