@@ -131,6 +131,7 @@ func TestStats(t *testing.T) {
 
 // TestReapProgress: a pass of many batches reports its progress.
 func TestReapProgress(t *testing.T) {
+	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(core.NewSealKey())) // the app servers' and the reaper's
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	dir := t.TempDir()
 	opts := setup.Options{Name: "hsctl", Memcached: mc.Addr, DSN: filepath.Join(dir, "sessions.db")}
