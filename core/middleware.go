@@ -130,6 +130,13 @@ func (m *Manager) Middleware(cfg MiddlewareConfig) func(http.Handler) http.Handl
 		onError = m.cfg.ErrorHandler
 	}
 	skip := Skipper(cfg.Skip, func(r *http.Request) string { return r.URL.Path }, cfg.SkipPaths)
+	// fail answers a request whose save failed; made once, not per request.
+	fail := func(w http.ResponseWriter, r *http.Request, err error) {
+		// The handler's headers (Location, cookies, content type) belong to
+		// the response that is not sent.
+		clear(w.Header())
+		onError(w, r, err)
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if skip != nil && skip(r) {
@@ -141,12 +148,7 @@ func (m *Manager) Middleware(cfg MiddlewareConfig) func(http.Handler) http.Handl
 				onError(w, r, err)
 				return
 			}
-			sw := m.NewSaveWriter(w, r, s, func(w http.ResponseWriter, err error) {
-				// The handler's headers (Location, cookies, content type)
-				// belong to the response that is not sent.
-				clear(w.Header())
-				onError(w, r, err)
-			})
+			sw := m.NewSaveWriter(w, r, s, fail)
 			next.ServeHTTP(sw, r.WithContext(NewContext(r.Context(), s)))
 			if sw.Commit() {
 				m.CheckCommitted(s)
@@ -185,7 +187,7 @@ type SaveWriter struct {
 	m      *Manager
 	s      *Session
 	r      *http.Request
-	onFail func(http.ResponseWriter, error)
+	onFail func(http.ResponseWriter, *http.Request, error)
 	state  uint8 // pending, committed or failed
 	err    error // the save error, once failed
 }
@@ -199,10 +201,10 @@ const (
 
 // NewSaveWriter returns a SaveWriter that saves s, with r's context, before
 // the header of w goes out. When the save fails, onFail, if not nil, is
-// called with w and the error at once, to answer the request; with a nil
+// called with w, r and the error at once, to answer the request; with a nil
 // onFail the caller answers once the handler returned (see Commit and
 // Err).
-func (m *Manager) NewSaveWriter(w http.ResponseWriter, r *http.Request, s *Session, onFail func(http.ResponseWriter, error)) *SaveWriter {
+func (m *Manager) NewSaveWriter(w http.ResponseWriter, r *http.Request, s *Session, onFail func(http.ResponseWriter, *http.Request, error)) *SaveWriter {
 	return &SaveWriter{ResponseWriter: w, m: m, s: s, r: r, onFail: onFail}
 }
 
@@ -220,7 +222,7 @@ func (w *SaveWriter) Commit() bool {
 	if err := w.m.Save(w.r.Context(), w.s); err != nil {
 		w.state, w.err = failed, err
 		if w.onFail != nil {
-			w.onFail(w.ResponseWriter, err)
+			w.onFail(w.ResponseWriter, w.r, err)
 		}
 		return false
 	}
