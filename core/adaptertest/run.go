@@ -30,6 +30,7 @@ func Run(t *testing.T, h Harness, opts Options) {
 	t.Run("Skip", r.skip)
 	t.Run("HeaderToken", r.headerToken)
 	t.Run("SeveralManagers", r.severalManagers)
+	t.Run("EverydayAPI", r.everyday)
 }
 
 type runner struct {
@@ -451,5 +452,62 @@ func (r *runner) severalManagers(t *testing.T) {
 		if _, body := c.get(path); body != want {
 			t.Errorf("%s: %q, want %q", path, body, want)
 		}
+	}
+}
+
+// everyday checks the everyday session API through the adapter: a flash
+// message set on one response is shown once on the next (as after a
+// redirect); RememberMe gives that session alone a persistent cookie when
+// the others are browser-session cookies; a session over the item size
+// limit answers 413 without the handler's body.
+func (r *runner) everyday(t *testing.T) {
+	e := newEnv(t, r.opts.Durable)
+	m := e.manager(func(c *core.Config) { c.Cookie.SessionOnly = true })
+	base := r.serve(t, m, basicRoutes(
+		Route{Path: "/flash", Do: func(s *core.Session, _ string) string {
+			s.AddFlash("success", "Saved.")
+			return "saved"
+		}},
+		Route{Path: "/show", Do: func(s *core.Session, _ string) string {
+			var b strings.Builder
+			for _, f := range s.Flashes() {
+				b.WriteString(f.Kind + ":" + f.Message + ";")
+			}
+			return b.String()
+		}},
+		Route{Path: "/login", Do: func(s *core.Session, a string) string {
+			s.RenewToken()
+			s.Put("user", "ada")
+			if a != "" {
+				s.RememberMe(30 * 24 * time.Hour)
+			}
+			return "ok"
+		}},
+		Route{Path: "/big", Do: func(s *core.Session, _ string) string {
+			s.Put("big", strings.Repeat("x", 2<<20))
+			return "handler body"
+		}},
+	))
+	c := newClient(t, base)
+	c.get("/flash")
+	if _, body := c.get("/show"); body != "success:Saved.;" {
+		t.Errorf("the next page shows %q, want the flash", body)
+	}
+	if _, body := c.get("/show"); body != "" {
+		t.Errorf("the flash was shown twice: %q", body)
+	}
+
+	resp, _ := newClient(t, base).get("/login")
+	if ck := setCookie(resp, "session"); ck == nil || ck.MaxAge != 0 || !ck.Expires.IsZero() {
+		t.Errorf("cookie without remember-me: %+v, want a browser-session cookie", ck)
+	}
+	resp, _ = newClient(t, base).get("/login?a=1")
+	if ck := setCookie(resp, "session"); ck == nil || ck.MaxAge < int((30*24*time.Hour-time.Minute)/time.Second) || !ck.HttpOnly {
+		t.Errorf("remember-me cookie: %+v, want HttpOnly and Max-Age of about 30 days", ck)
+	}
+
+	resp, body := newClient(t, base).get("/big")
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || strings.Contains(body, "handler body") {
+		t.Errorf("oversized session: %d %q, want 413 without the handler's body", resp.StatusCode, body)
 	}
 }
