@@ -1,0 +1,240 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ListedEntry is one session returned by Store.List.
+type ListedEntry struct {
+	// Key is the session's storage key (a hash of its token).
+	Key string
+	// Entry is the freshest live copy: memcached's when it holds a newer
+	// one, the database row's otherwise.
+	Entry *Entry
+}
+
+// List returns up to limit live sessions whose storage key is greater than
+// after, in key order, for iteration and administration (scs's All) — not
+// for the request path. memcached cannot list its keys, so List pages
+// through the durable tier's live rows and overlays memcached's newer
+// copies (one GetMulti per page), without refilling memcached. Sessions
+// that never reached the database are not listed; every session does when
+// it is created. An empty result means the end. It returns an error when
+// the Store has no durable tier, and one wrapping ErrUnavailable when the
+// database could not answer.
+func (s *Store) List(ctx context.Context, after string, limit int) ([]ListedEntry, error) {
+	if s.durable == nil {
+		return nil, errors.New("core: List: the Store has no durable tier")
+	}
+	now := s.now()
+	dctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	recs, err := s.durable.List(dctx, now, after, limit)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+	}
+	return s.overlay(recs, now), nil
+}
+
+// overlay returns the live sessions among rows read from the durable tier,
+// each as its freshest copy: memcached's when it holds one at least as new
+// (read in one GetMulti, without refilling memcached), the row's otherwise.
+// memcached's copy carries the exact idle expiry and is final when dead;
+// the rows are live by their ExpiresAt, which the durable tier checked.
+// Rows and copies that do not open are left out.
+func (s *Store) overlay(recs []Record, now time.Time) []ListedEntry {
+	var cached map[string][]byte
+	if s.mc != nil && len(recs) > 0 {
+		mkeys := make([]string, len(recs))
+		for i := range recs {
+			mkeys[i] = s.mc.key(recs[i].Key)
+		}
+		items, _ := s.mc.getMulti(mkeys) // unreachable nodes: the rows stand
+		cached = make(map[string][]byte, len(items))
+		for k, it := range items {
+			cached[k[len(s.mc.prefix):]] = it.Value
+		}
+	}
+	out := make([]ListedEntry, 0, len(recs))
+	for _, rec := range recs {
+		e := new(Entry)
+		if s.openEnvelope(rec.Key, rec.Payload, e) != nil {
+			continue
+		}
+		fromCache := false
+		if b, ok := cached[rec.Key]; ok {
+			var c Entry
+			if s.openEnvelope(rec.Key, b, &c) == nil && c.Version >= e.Version {
+				*e, fromCache = c, true
+			}
+		}
+		if isTombstone(e) || !now.Before(e.Deadline) || (fromCache && !e.Alive(now)) {
+			continue
+		}
+		out = append(out, ListedEntry{Key: rec.Key, Entry: e})
+	}
+	return out
+}
+
+// Get returns the live entry for token, or nil with a nil error when there
+// is none (never stored, expired, destroyed, or corrupt in every tier).
+//
+// It reads memcached first. On a miss, or when memcached is unavailable, it
+// reads the durable tier; a row found there is treated as active now and
+// refills memcached (with add, so a newer copy written meanwhile is never
+// clobbered). The error wraps ErrUnavailable when the tiers that had to be
+// asked could not answer.
+func (s *Store) Get(ctx context.Context, token string) (*Entry, error) {
+	key, mkey := s.keys(token)
+	e, err := s.get(ctx, key, mkey)
+	if e != nil {
+		e.token, e.key, e.mkey = token, key, mkey
+	}
+	return e, err
+}
+
+func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
+	now := s.now()
+	var cacheErr error
+	corrupt := false
+	if s.mc != nil {
+		it, n, err := s.mc.getFrom(mkey)
+		switch {
+		case err != nil:
+			cacheErr = err
+			s.stats.fallbacks.Add(1)
+		case it == nil:
+			if e := s.moveFromPriorOwner(mkey, now); e != nil {
+				s.stats.cacheHits.Add(1)
+				return e, nil
+			}
+			s.stats.cacheMisses.Add(1)
+		default:
+			e := new(Entry)
+			if err := s.openEnvelopeInPlace(key, it.Value, e); err != nil {
+				s.stats.cacheMisses.Add(1)
+				s.stats.cacheCorrupt.Add(1)
+				corrupt = true
+				break
+			}
+			if isTombstone(e) || !e.Alive(now) {
+				// memcached is never older than the database: the session is over.
+				s.stats.cacheMisses.Add(1)
+				return nil, nil
+			}
+			if s.durable != nil && (n.suspect() || s.mc.movedRecently(mkey, n)) {
+				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, it.CasID, now); replaced {
+					return fresh, nil
+				}
+			}
+			s.stats.cacheHits.Add(1)
+			e.casID, e.cached = it.CasID, true
+			return e, nil
+		}
+	}
+	if s.durable == nil {
+		if cacheErr != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, cacheErr)
+		}
+		return nil, nil
+	}
+	s.stats.dbReads.Add(1)
+	rec, found, err := s.load(ctx, key, now)
+	if err != nil {
+		s.stats.dbReadErrors.Add(1)
+		if cacheErr != nil {
+			return nil, fmt.Errorf("%w: %w; database: %w", ErrUnavailable, cacheErr, err)
+		}
+		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+	}
+	if !found {
+		return nil, nil
+	}
+	e := new(Entry)
+	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
+		s.stats.dbCorrupt.Add(1)
+		return nil, nil
+	}
+	if isTombstone(e) || !now.Before(e.Deadline) {
+		return nil, nil
+	}
+	// The row is live (its ExpiresAt covers any activity that memcached may
+	// have seen since the last sync), and this request is activity. The row
+	// may lag what memcached held by up to SyncInterval of changes — unless
+	// there is no memcached, when every write goes through to the row.
+	e.Restored = s.mc != nil
+	if s.mc != nil && cacheErr == nil {
+		// memcached keeps this read as activity. Without it (no memcached,
+		// or memcached unavailable) the row's ActiveAt stays, so that the
+		// Manager's touch comes due and writes the row: otherwise a
+		// read-only user would expire at the row's expires_at.
+		e.ActiveAt = now
+		buf := s.sealEnvelope(key, nil, e)
+		exp := s.cacheExpiration(now, e)
+		var err error
+		if corrupt {
+			err = s.mc.set(mkey, buf, exp)
+		} else {
+			err = s.mc.add(mkey, buf, exp)
+		}
+		if err == nil && s.syncer != nil && rec.ExpiresAt.Before(now.Add(s.lookahead)) {
+			// The row expires soon and its session is active again: move
+			// the row ahead now rather than at the reaper's next pass, so
+			// that a second cache loss before that pass logs nobody out
+			// (docs/consistency.md, I1).
+			s.syncLater(key, e, buf, now)
+		}
+	}
+	return e, nil
+}
+
+// checkDurable compares a copy read from a suspect node (its breaker closed
+// moments ago) with the database row. When the row is newer — another app
+// server wrote the session through while the node was unreachable to it —
+// it repairs memcached with the row and returns it; a destroyed row removes
+// the copy. Database errors keep the cached copy.
+func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entry, casID uint64, now time.Time) (*Entry, bool) {
+	s.stats.dbReads.Add(1)
+	rec, found, err := s.load(ctx, key, now)
+	if err != nil {
+		s.stats.dbReadErrors.Add(1)
+		return nil, false
+	}
+	if !found || rec.Version <= cached.Version {
+		return nil, false
+	}
+	e := new(Entry)
+	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
+		return nil, false
+	}
+	if isTombstone(e) || !now.Before(e.Deadline) {
+		_ = s.mc.delete(mkey)
+		return nil, true
+	}
+	e.ActiveAt = now
+	_ = s.mc.cas(mkey, s.sealEnvelope(key, nil, e), s.cacheExpiration(now, e), casID)
+	return e, true
+}
+
+// moveFromPriorOwner moves mkey's copy from the node that held it before
+// the last AddServer to its current node and returns it; nil when there is
+// no live copy to move. The old copy is deleted in any case, so that it can
+// never come back stale.
+func (s *Store) moveFromPriorOwner(mkey string, now time.Time) *Entry {
+	it := s.mc.priorGet(mkey)
+	if it == nil {
+		return nil
+	}
+	defer s.mc.priorDelete(mkey)
+	e := new(Entry)
+	if s.openEnvelope(mkey[len(s.mc.prefix):], it.Value, e) != nil || isTombstone(e) || !e.Alive(now) {
+		return nil
+	}
+	if s.mc.add(mkey, it.Value, s.cacheExpiration(now, e)) != nil {
+		return nil // refilled meanwhile (or unavailable): a miss
+	}
+	return e // not cached: Update compares it with the current copy
+}
