@@ -378,10 +378,11 @@ func (m *model) judgeValues(op *opRec, lin *lineage) {
 			var inv string
 			quiet := !m.dbFault(w.Start, op.End) && !m.crash(w.Start, op.End)
 			switch {
-			case quiet && m.h.p.noMemcached && overlapsWriter(w, lin):
-				// Database only: concurrent writes of one session are
-				// last-writer-wins, whole session for whole session
-				// (docs/consistency.md, I6 holds only while memcached is up).
+			case overlapsWriter(w, lin) && (m.h.p.noMemcached || m.cacheFault(w.Start, w.End)):
+				// Without memcached (none, or a fault on its node)
+				// concurrent writes of one session are last-writer-wins,
+				// whole session for whole session (docs/consistency.md: I6
+				// holds only while memcached is up).
 				continue
 			case quiet && m.h.p.noMemcached:
 				// Database only, nothing failing: every acknowledged change
