@@ -350,7 +350,7 @@ func (m *Manager) renew(ctx context.Context, s *Session) error {
 		return err
 	}
 	s.renew = false
-	return m.store.Delete(ctx, old)
+	return m.store.Delete(ctx, old) // insert noted the idle timeout for the tombstone
 }
 
 // touch refreshes the activity of an unchanged session when the last

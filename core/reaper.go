@@ -312,9 +312,11 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 				row.ActiveAt = maxTime(row.ActiveAt, cached.ActiveAt)
 				nr = s.record(rec.Key, &row, rec.Payload, true)
 			}
-			if nr.Version == rec.Version && !nr.ExpiresAt.After(rec.ExpiresAt) {
+			if nr.Version == rec.Version && !nr.ExpiresAt.After(rec.ExpiresAt) && !nr.Deadline.After(rec.Deadline) {
 				// Nothing newer than the row: the session was not active
-				// since the row was written. It waits for its expiry.
+				// since the row was written. It waits for its expiry. (A
+				// postponed row's deadline column is behind the session's:
+				// that row is rewritten, so readers see it alive again.)
 				wait()
 				rep.Waiting++
 				break

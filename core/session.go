@@ -289,6 +289,9 @@ func (s *Session) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.entry != nil {
+		// The tombstone must outlive every copy of this session, whatever
+		// this app server wrote before (a "remember me" idle timeout).
+		s.m.store.noteIdle(s.entry.IdleTimeout)
 		if err := s.m.store.Delete(ctx, s.token); err != nil {
 			return err
 		}

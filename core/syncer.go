@@ -231,8 +231,15 @@ func (s *syncer) next() (string, *pendingSync) {
 // retry puts a failed sync back with exponential backoff, unless a newer
 // copy is pending, it is too old, or the syncer is closing. s.mu is held.
 func (s *syncer) retry(key string, p *pendingSync, err error) {
-	if _, ok := s.pending[key]; ok {
-		return // a newer copy arrived meanwhile and will be written
+	if q, ok := s.pending[key]; ok {
+		// Another copy arrived meanwhile and will be written: it carries
+		// this one's duty (a durable write stays durable), and this copy
+		// when it is the newer (a restore may queue an older row).
+		q.durable = q.durable || p.durable
+		if newer(p.rec, q.rec) {
+			q.rec = p.rec
+		}
+		return
 	}
 	now := time.Now()
 	switch {
