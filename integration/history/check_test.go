@@ -310,19 +310,21 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 	// I3: never served after IdleTimeout of inactivity, except within
 	// SyncInterval after a real cache loss (or while memcached was
 	// unreachable and the row stood in).
-	var last time.Time
+	var last, lastStart time.Time
 	for _, o := range lin.ops {
 		if lin.scs && len(o.Writes) == 0 {
 			continue // scs: only a Commit sets a new expiry
 		}
 		if o != op && o.Start.Before(op.Start) && o.End.After(last) {
-			last = o.End
+			last, lastStart = o.End, o.Start
 		}
 	}
 	if !last.IsZero() {
 		idle := op.Start.Sub(last)
 		bound := idleTimeout
-		if m.cacheFault(last, op.End) || m.crash(last, op.End) {
+		// A cache loss during the last request counts too: what it wrote
+		// to memcached may be gone, and the row stands in.
+		if m.cacheFault(lastStart, op.End) || m.crash(lastStart, op.End) {
 			bound += syncInterval
 		}
 		if idle > bound+slackTight {
