@@ -182,10 +182,18 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		}
 		if err == nil && s.syncer != nil && rec.ExpiresAt.Before(now.Add(s.lookahead)) {
 			// The row expires soon and its session is active again: move
-			// the row ahead now rather than at the reaper's next pass, so
-			// that a second cache loss before that pass logs nobody out
-			// (docs/consistency.md, I1).
-			s.syncLater(key, e, buf, now)
+			// the row ahead before answering, rather than at the reaper's
+			// next pass, so that a second cache loss right after this
+			// request logs nobody out (docs/consistency.md, I1). Only a
+			// restore of a row near its expiry pays this write; when it
+			// fails, the background writer retries it.
+			r := s.record(key, e, bytesClone(buf), true)
+			if _, err := s.save(ctx, r); err != nil {
+				s.stats.dbWriteErrors.Add(1)
+				s.syncer.enqueue(r, false)
+			} else {
+				s.stats.dbWrites.Add(1)
+			}
 		}
 	}
 	return e, nil
