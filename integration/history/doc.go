@@ -111,7 +111,10 @@
 // memcached's clock (the two findings above); and for RingChangeWindow after
 // a ring change a hit on a key that changed owner is checked against the row
 // (seed 31: a DestroySubject on an app server that had not added the node
-// yet, while another served the session from the new node). The model was
+// yet, while another served the session from the new node). The soak found
+// one more (seed 1081, now a CI seed): a restore from a row about to expire
+// moved the row ahead in the background, and a second cache loss 40 ms later
+// logged the user out; the restore now writes the row before answering. The model was
 // corrected once: without memcached, concurrent writers of one session are
 // last-writer-wins, as docs/consistency.md states (seed 3).
 //
