@@ -253,12 +253,38 @@ func (t *memcachedTier) addServer(addr string, weight int) error {
 // changed owner are checked against the database (RingChangeWindow).
 type ringChange struct {
 	before *Ketama
-	until  int64 // Unix nanoseconds
+	client *memcache.Client // on before, for previousDelete
+	until  int64            // Unix nanoseconds
 }
 
 // ringChanged records a ring change from before.
 func (t *memcachedTier) ringChanged(before *Ketama) {
-	t.change.Store(&ringChange{before: before, until: time.Now().Add(t.cfg.RingChangeWindow).UnixNano()})
+	c := memcache.NewFromSelector(before)
+	c.Timeout, c.MaxIdleConns, c.DialContext = t.client.Timeout, 2, t.client.DialContext
+	rc := &ringChange{before: before, client: c, until: time.Now().Add(t.cfg.RingChangeWindow).UnixNano()}
+	if old := t.change.Swap(rc); old != nil {
+		_ = old.client.Close()
+	}
+}
+
+// previousDelete deletes mkey from the node that owned it before the last
+// ring change, while the change is recent and that node is another: app
+// servers that have not applied the change yet still read the key there
+// (a node being removed included). Best effort: the change's window bounds
+// what a failure leaves (docs/consistency.md, I2).
+func (t *memcachedTier) previousDelete(mkey string) {
+	c := t.change.Load()
+	if c == nil || time.Now().UnixNano() >= c.until {
+		return
+	}
+	was, err := c.before.PickServer(mkey)
+	if err != nil {
+		return
+	}
+	if cur, err := t.selector.PickServer(mkey); err == nil && cur.String() == was.String() {
+		return
+	}
+	_ = c.client.Delete(mkey)
 }
 
 // movedRecently reports whether mkey, read from n, changed owner in a ring
@@ -349,6 +375,9 @@ func (t *memcachedTier) close() {
 	_ = t.client.Close()
 	if p := t.prior.Swap(nil); p != nil {
 		_ = p.client.Close()
+	}
+	if c := t.change.Swap(nil); c != nil {
+		_ = c.client.Close()
 	}
 }
 

@@ -283,6 +283,9 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 		// copy that a later miss would move back (moveFromPriorOwner):
 		// it goes too, whether or not this request read the session.
 		s.mc.priorDelete(mkey)
+		// An app server that has not applied the last ring change yet
+		// reads the key on its previous owner: it goes there too.
+		s.mc.previousDelete(mkey)
 	}
 	if s.durable != nil {
 		s.syncer.forget(key)

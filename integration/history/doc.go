@@ -114,7 +114,11 @@
 // yet, while another served the session from the new node). The soak found
 // one more (seed 1081, now a CI seed): a restore from a row about to expire
 // moved the row ahead in the background, and a second cache loss 40 ms later
-// logged the user out; the restore now writes the row before answering. The model was
+// logged the user out; the restore now writes the row before answering.
+// And seed 1407: a RemoveServer rolled across app servers, a DestroySubject
+// on one that had applied it, and a read 41 ms later on one that had not,
+// from the node being removed; a Delete now also clears the key on its
+// owner before the last ring change, for RingChangeWindow. The model was
 // corrected once: without memcached, concurrent writers of one session are
 // last-writer-wins, as docs/consistency.md states (seed 3).
 //
