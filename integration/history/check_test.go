@@ -225,6 +225,22 @@ func (m *model) cacheFault(from, to time.Time) bool {
 	return m.any(from, to, func(f *faultRec) bool { return f.Loss || f.Unavail })
 }
 
+// purgePending reports whether a memcached node was unreachable while
+// destroy ran and at reports no later than the destroying app server's
+// probe after it came back.
+func (m *model) purgePending(destroy *opRec, at time.Time) bool {
+	if destroy == nil {
+		return false
+	}
+	for _, f := range m.faults {
+		if f.Unavail && !f.End.Before(destroy.Start) && !f.Start.After(destroy.End) &&
+			at.Before(f.End.Add(breakerCool+2*mcTimeout+slackTight)) {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *model) cacheLoss(from, to time.Time) bool {
 	return m.any(from, to, func(f *faultRec) bool { return f.Loss })
 }
@@ -294,8 +310,12 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 	if lin.tainted {
 		return
 	}
-	// I2: a destroyed token is never served again.
-	if !ti.gone.IsZero() && ti.gone.Before(op.Start) {
+	// I2: a destroyed token is never served again — except, as
+	// docs/consistency.md states, when the destroy could not reach the
+	// session's memcached node: an app server that reaches the node again
+	// before the destroying one has purged it (its next probe) may serve
+	// the node's copy until then.
+	if !ti.gone.IsZero() && ti.gone.Before(op.Start) && !m.purgePending(ti.goneBy, op.Start) {
 		m.report("I2", op, lin, "token %s served %v after #%d (%s) destroyed it", short(ti.tok),
 			op.Start.Sub(ti.gone).Round(time.Millisecond), ti.goneBy.ID, ti.goneBy.Kind)
 		lin.tainted = true
