@@ -39,12 +39,13 @@ fuzz:
 
 # More randomized fault histories than go test's fixed seeds (see
 # integration/history): SEEDS histories from FIRST, PARALLEL at a time.
-# Set the database DSNs to include PostgreSQL and MariaDB.
+# Set the database DSNs to include PostgreSQL and MariaDB; DB=postgres (or
+# sqlite, mysql) plays every history on that one.
 SEEDS    ?= 200
 FIRST    ?= 1000
 PARALLEL ?= 2
 soak: check-memcached
-	cd integration && HISTORY_SEEDS=$(SEEDS) HISTORY_FIRST=$(FIRST) HISTORY_PARALLEL=$(PARALLEL) \
+	cd integration && HISTORY_SEEDS=$(SEEDS) HISTORY_FIRST=$(FIRST) HISTORY_PARALLEL=$(PARALLEL) HISTORY_DB=$(DB) \
 		$(GO) test -count=1 -timeout 0 -parallel $(PARALLEL) -run '^TestHistories$$' ./history
 
 # The tests start their own memcached processes: install memcached when it

@@ -25,6 +25,7 @@ const (
 	envSeed     = "HISTORY_SEED"     // run this one seed (or a comma-separated list)
 	envParallel = "HISTORY_PARALLEL" // histories at once in a soak (default 2)
 	envTrace    = "HISTORY_TRACE"    // log every operation and fault of each history
+	envDB       = "HISTORY_DB"       // play every history on this database only (sqlite, postgres, mysql)
 )
 
 // totals counts what the histories of one test run did.
@@ -75,6 +76,18 @@ func TestHistories(t *testing.T) {
 		}
 	}
 	all := gormtest.Backends(t)
+	if name := os.Getenv(envDB); name != "" {
+		var only []gormtest.Backend
+		for _, b := range all {
+			if b.Name == name {
+				only = append(only, b)
+			}
+		}
+		if len(only) == 0 {
+			t.Fatalf("%s=%s: no such database among those configured", envDB, name)
+		}
+		all = only
+	}
 	var tot totals
 	start := time.Now()
 	sem := make(chan struct{}, parallel)
