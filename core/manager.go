@@ -509,9 +509,7 @@ func (m *Manager) WriteCookie(h http.Header, s *Session) {
 	if c == nil {
 		return
 	}
-	if c.Secure && c.Value != "" && s.plainReq {
-		m.WarnPlainHTTP()
-	}
+	m.WarnPlainHTTP(c, !s.plainReq)
 	if v := c.String(); v != "" {
 		h.Add("Set-Cookie", v)
 	}
@@ -526,14 +524,15 @@ func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, erro
 	return m.store.DeleteSubject(ctx, subject)
 }
 
-// WarnPlainHTTP logs, once per Manager, that a Secure session cookie was
-// set in answer to a plain-HTTP request: browsers drop it (except some on
-// localhost), so every request starts a new session. WriteCookie calls it;
-// adapters for frameworks without an *http.Request call it when they set a
-// Secure cookie on a request that did not come over TLS. It does nothing
-// when CookieConfig.Insecure is set.
-func (m *Manager) WarnPlainHTTP() {
-	if m.cfg.Cookie.Insecure || m.warnedHTTP.Swap(true) {
+// WarnPlainHTTP logs, once per Manager, when c — the session cookie from
+// Cookie, nil when there is none — is a Secure cookie carrying a token set
+// in answer to a request that did not come over HTTPS (secure false):
+// browsers drop it (except some on localhost), so every request starts a
+// new session. WriteCookie calls it; adapters for frameworks without an
+// *http.Request call it before setting the cookie. It does nothing when
+// CookieConfig.Insecure is set.
+func (m *Manager) WarnPlainHTTP(c *http.Cookie, secure bool) {
+	if c == nil || !c.Secure || c.Value == "" || secure || m.cfg.Cookie.Insecure || m.warnedHTTP.Swap(true) {
 		return
 	}
 	m.log.Warn("hybridsession: a Secure session cookie was set on a plain-HTTP request; " +

@@ -111,9 +111,7 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			c.Set(fiber.HeaderCacheControl, "no-store")
 		} else {
 			hc := m.Cookie(s)
-			if hc != nil && hc.Secure && hc.Value != "" && c.Protocol() != "https" {
-				m.WarnPlainHTTP() // logged once: browsers drop this cookie
-			}
+			m.WarnPlainHTTP(hc, c.Protocol() == "https")
 			setCookie(c, hc)
 		}
 		return herr
