@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -163,6 +162,9 @@ type memcachedTier struct {
 	cfg      MemcachedConfig
 	log      *slog.Logger
 	stats    *counters
+	// older reports whether value, the copy of mkey a node holds, is older
+	// than version or does not open; the Store sets it (it opens envelopes).
+	older func(mkey string, value []byte, version uint64) bool
 
 	mu    sync.RWMutex
 	nodes map[net.Addr]*node // by the selector's stable addresses
@@ -481,12 +483,14 @@ func (t *memcachedTier) probe(n *node) {
 // node is flushed whole when it returns.
 const maxDirty = 100000
 
-// markDirty records that mkey was written to the database while its node
-// could not be reached: the node may still hold an older copy (it was
-// unreachable, not necessarily restarted), which must be deleted before the
-// node serves again. If the node's breaker is closed by now, the key is
-// deleted at once.
-func (t *memcachedTier) markDirty(mkey string) {
+// markDirty records that version of mkey was written to the database while
+// its node could not be reached: the node may still hold an older copy (it
+// was unreachable, not necessarily restarted), which must go before the
+// node serves again. If the node's breaker is closed by now, that is done
+// at once. Only older copies go: another app server that reached the node
+// again sooner may have written a newer one there, perhaps its only copy
+// (a change not synced yet).
+func (t *memcachedTier) markDirty(mkey string, version uint64) {
 	addr, err := t.selector.PickServer(mkey)
 	if err != nil {
 		return
@@ -500,10 +504,13 @@ func (t *memcachedTier) markDirty(mkey string) {
 	n.mu.Lock()
 	if n.state.Load() == breakerClosed {
 		// The node answers again (or a blip never opened the breaker):
-		// delete the copy now. If that fails too, open the breaker so the
-		// key is remembered and purged before the node serves again.
+		// remove the older copy now. If that fails too, open the breaker
+		// so the key is remembered and purged before the node serves again.
 		n.mu.Unlock()
-		err := t.delete(mkey)
+		err := t.do(n, "purge", func() error {
+			_, err := t.expireOlder(t.client, mkey, nil, version)
+			return err
+		})
 		if err == nil || !errors.Is(err, ErrCacheUnavailable) {
 			return
 		}
@@ -517,18 +524,28 @@ func (t *memcachedTier) markDirty(mkey string) {
 		}
 	}
 	defer n.mu.Unlock()
+	n.remember(mkey, version)
+}
+
+// remember adds mkey at version to n's dirty keys; n.mu is held.
+func (n *node) remember(mkey string, version uint64) {
+	if v, ok := n.dirty[mkey]; ok {
+		n.dirty[mkey] = max(v, version)
+		return
+	}
 	if len(n.dirty) >= maxDirty {
 		n.flush = true
 		return
 	}
 	if n.dirty == nil {
-		n.dirty = map[string]struct{}{}
+		n.dirty = map[string]uint64{}
 	}
-	n.dirty[mkey] = struct{}{}
+	n.dirty[mkey] = version
 }
 
-// reopen deletes the keys written around n while it was unavailable (or
-// flushes n when there were too many), then closes its breaker.
+// reopen removes the copies older than what this app server wrote around n
+// while it was unavailable (or flushes n when there were too many keys),
+// then closes its breaker.
 func (t *memcachedTier) reopen(n *node) error {
 	for {
 		n.mu.Lock()
@@ -548,15 +565,8 @@ func (t *memcachedTier) reopen(n *node) error {
 		if err := t.purge(n.addr, dirty, flush); err != nil {
 			n.mu.Lock()
 			n.flush = n.flush || flush
-			for k := range dirty {
-				if len(n.dirty) >= maxDirty {
-					n.flush = true
-					break
-				}
-				if n.dirty == nil {
-					n.dirty = map[string]struct{}{}
-				}
-				n.dirty[k] = struct{}{}
+			for k, v := range dirty {
+				n.remember(k, v)
 			}
 			n.mu.Unlock()
 			return err
@@ -564,42 +574,104 @@ func (t *memcachedTier) reopen(n *node) error {
 	}
 }
 
-// purge deletes keys from the node at addr on one connection, pipelined
-// with noreply, or flushes it whole.
-func (t *memcachedTier) purge(addr net.Addr, keys map[string]struct{}, flush bool) error {
-	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.DialTimeout+t.cfg.Timeout)
-	defer cancel()
-	c, err := t.client.DialContext(ctx, addr.Network(), addr.String())
-	if err != nil {
-		return err
-	}
+// purgeBatch is how many keys purge reads in one round trip.
+const purgeBatch = 100
+
+// purge removes from the node at addr the copies of keys older than the
+// versions given (or flushes it whole), on a client of its own: the
+// node's breaker is open, so the Store's client would not reach it.
+func (t *memcachedTier) purge(addr net.Addr, keys map[string]uint64, flush bool) error {
+	c := memcache.NewFromSelector(oneServer{addr})
+	c.Timeout, c.MaxIdleConns, c.DialContext = t.cfg.Timeout, 1, t.client.DialContext
 	defer c.Close()
-	w := bufio.NewWriter(c)
 	if flush {
-		w.WriteString("flush_all noreply\r\n")
-	} else {
-		for k := range keys {
-			w.WriteString("delete ")
-			w.WriteString(k)
-			w.WriteString(" noreply\r\n")
+		if err := c.FlushAll(); err != nil {
+			return err
+		}
+		t.log.Info("hybridsession: flushed a memcached node that was unavailable while too many of its sessions changed",
+			"node", addr.String(), "keys", maxDirty)
+		return nil
+	}
+	removed := 0
+	batch := make([]string, 0, purgeBatch)
+	run := func() error {
+		items, err := c.GetMulti(batch)
+		if err != nil {
+			return err
+		}
+		for k, it := range items {
+			gone, err := t.expireOlder(c, k, it, keys[k])
+			if err != nil {
+				return err
+			}
+			if gone {
+				removed++
+			}
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for k := range keys {
+		if batch = append(batch, k); len(batch) == purgeBatch {
+			if err := run(); err != nil {
+				return err
+			}
 		}
 	}
-	w.WriteString("version\r\n")
-	_ = c.SetDeadline(time.Now().Add(t.cfg.Timeout + time.Duration(len(keys))*time.Microsecond*10))
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "VERSION ") {
-		return fmt.Errorf("unexpected answer %q", line)
+	if len(batch) > 0 {
+		if err := run(); err != nil {
+			return err
+		}
 	}
 	t.log.Info("hybridsession: removed copies that went stale while a memcached node was unavailable",
-		"node", addr.String(), "keys", len(keys), "flushed", flush)
+		"node", addr.String(), "keys", len(keys), "removed", removed)
 	return nil
 }
+
+// expireOlder removes mkey's copy from c when it is older than version or
+// does not open, and reports whether it did. it is the copy already read,
+// or nil to read it. The removal is a compare-and-swap with an expiry in
+// the past (memcached stores the item already expired), so a copy written
+// since the read stays: it is looked at again.
+func (t *memcachedTier) expireOlder(c *memcache.Client, mkey string, it *memcache.Item, version uint64) (bool, error) {
+	for range 8 {
+		if it == nil {
+			var err error
+			if it, err = c.Get(mkey); err != nil {
+				if errors.Is(err, memcache.ErrCacheMiss) {
+					return false, nil
+				}
+				return false, err
+			}
+		}
+		if !t.older(mkey, it.Value, version) {
+			return false, nil
+		}
+		err := c.CompareAndSwap(&memcache.Item{Key: mkey, Expiration: -1, CasID: it.CasID})
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, memcache.ErrCacheMiss):
+			return false, nil
+		case !errors.Is(err, memcache.ErrCASConflict):
+			return false, err
+		}
+		it = nil // rewritten since the read: look again
+	}
+	// Rewritten over and over with older versions (clocks far apart): the
+	// database holds the newer copy, so the node's goes.
+	if err := c.Delete(mkey); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
+		return false, err
+	}
+	return true, nil
+}
+
+// oneServer is a memcache.ServerSelector of a single node.
+type oneServer struct{ addr net.Addr }
+
+func (o oneServer) PickServer(string) (net.Addr, error) { return o.addr, nil }
+
+func (o oneServer) Each(f func(net.Addr) error) error { return f(o.addr) }
 
 // ping sends "version" to addr on a fresh connection and waits for the answer.
 func (t *memcachedTier) ping(addr net.Addr) error {
@@ -779,9 +851,9 @@ type node struct {
 	state    atomic.Int32
 	failures atomic.Int32
 
-	mu    sync.Mutex          // guards dirty and flush, and closing the breaker
-	dirty map[string]struct{} // keys written to the database while unavailable
-	flush bool                // too many dirty keys: flush the node on return
+	mu    sync.Mutex        // guards dirty and flush, and closing the breaker
+	dirty map[string]uint64 // keys written to the database while unavailable, at the highest version written
+	flush bool              // too many dirty keys: flush the node on return
 
 	// suspectUntil (Unix nanoseconds) ends the window after the breaker
 	// closed in which the node's copies may be older than the database's.

@@ -292,3 +292,56 @@ func TestLongSubjectRefused(t *testing.T) {
 		}
 	})
 }
+
+// I4 (seed 2110 of the fault-history checker): app server A cannot reach
+// the node and writes a change through to the database; the node loses the
+// session meanwhile. App server B, which reaches the node, restores the
+// session and changes it again in memcached only (no sync due yet). When
+// A's breaker closes, A purges the key it wrote around the node: before the
+// fix the purge deleted B's newer copy, and B's acknowledged change was
+// gone. The purge must remove only copies older than A's write.
+func TestPurgeKeepsNewerCopy(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	proxy := startProxy(t, newToxiproxy(), "mc-a", st.mc.Addr)
+	a := st.manager(t, func(c *core.StoreConfig) {
+		c.SyncInterval = time.Minute
+		c.Memcached.Servers = []string{proxy.Addr}
+		c.Memcached.BreakerThreshold = 1
+		c.Memcached.BreakerCooldown = 20 * time.Millisecond
+	}, nil)
+	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, nil)
+	token := put(t, a, "", "n", 1)
+
+	proxy.Cut()
+	put(t, a, token, "n", 2) // written around the node, to the database
+	if !a.Store().Stats().Nodes[0].Open {
+		t.Fatal("A's breaker did not open: the test needs A's write to go around the node")
+	}
+	rowA, _, found := st.row(t, token)
+	if !found {
+		t.Fatal("A's write did not reach the database")
+	}
+	raw := memcache.New(st.mc.Addr)
+	if err := raw.Delete("hs:" + core.StorageKey(token)); err != nil {
+		t.Fatal(err) // the node loses the session (restart, eviction)
+	}
+	if got := load(t, b, token).GetInt("n"); got != 2 {
+		t.Fatalf("B restored n=%d, want 2", got)
+	}
+	put(t, b, token, "n", 3) // memcached only: the next sync is a minute away
+	if row, _, _ := st.row(t, token); row.Version != rowA.Version {
+		t.Fatal("B's change reached the database: the test needs it in memcached only")
+	}
+
+	proxy.Restore()
+	for deadline := time.Now().Add(5 * time.Second); a.Store().Stats().Nodes[0].Open; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("A's breaker did not close after the node came back")
+		}
+	}
+	for _, m := range []*core.Manager{a, b} {
+		if got := load(t, m, token).GetInt("n"); got != 3 {
+			t.Errorf("after A's purge the session reads n=%d, want 3: B's change was purged", got)
+		}
+	}
+}
