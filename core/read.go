@@ -125,13 +125,13 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 				s.stats.cacheMisses.Add(1)
 				return nil, nil
 			}
+			e.casID, e.cached = it.CasID, true
 			if s.durable != nil && (n.suspect() || s.mc.movedRecently(mkey, n)) {
-				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, it.CasID, now); replaced {
+				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
 					return fresh, nil
 				}
 			}
 			s.stats.cacheHits.Add(1)
-			e.casID, e.cached = it.CasID, true
 			return e, nil
 		}
 	}
@@ -180,38 +180,68 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		} else {
 			err = s.mc.add(mkey, buf, exp)
 		}
-		if err == nil && s.syncer != nil && rec.ExpiresAt.Before(now.Add(s.lookahead)) {
-			// The row expires soon and its session is active again: move
-			// the row ahead before answering, rather than at the reaper's
-			// next pass, so that a second cache loss right after this
-			// request logs nobody out (docs/consistency.md, I1). Only a
-			// restore of a row near its expiry pays this write; when it
-			// fails, the background writer retries it.
-			r := s.record(key, e, bytesClone(buf), true)
-			if _, err := s.save(ctx, r); err != nil {
-				s.stats.dbWriteErrors.Add(1)
-				s.syncer.enqueue(r, false)
-			} else {
-				s.stats.dbWrites.Add(1)
-			}
+		if err == nil {
+			return s.settleRefill(ctx, key, mkey, e, rec.ExpiresAt, buf, now), nil
 		}
 	}
 	return e, nil
 }
 
-// checkDurable compares a copy read from a suspect node (its breaker closed
-// moments ago) with the database row. When the row is newer — another app
-// server wrote the session through while the node was unreachable to it —
-// it repairs memcached with the row and returns it; a destroyed row removes
-// the copy. Database errors keep the cached copy.
-func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entry, casID uint64, now time.Time) (*Entry, bool) {
+// settleRefill runs after the restore of e, read from a row that expires
+// at rowExpires, refilled memcached with buf, and returns the entry to
+// serve.
+//
+// Between the load of the row and the refill, another app server that could
+// not reach the key's node may have written a newer copy or a tombstone
+// through to the database; its removal of the node's older copy (at once,
+// or when its breaker closes) may have come before the refill, which would
+// then hide the change until memcached drops the copy. So the row is read
+// again after the refill: that write either reached the database before
+// this check, which sees it and repairs memcached, or it comes after the
+// refill, and so does the removal (docs/consistency.md, I4).
+//
+// A row that expires within the reaper's look-ahead is written ahead first,
+// before answering, so that a second cache loss right after this request
+// logs nobody out (I1). When that conditional write applies, no newer row
+// was there, and it stands in for the check.
+func (s *Store) settleRefill(ctx context.Context, key, mkey string, e *Entry, rowExpires time.Time, buf []byte, now time.Time) *Entry {
+	if s.syncer != nil && rowExpires.Before(now.Add(s.lookahead)) {
+		r := s.record(key, e, bytesClone(buf), true)
+		applied, err := s.save(ctx, r)
+		if err != nil {
+			s.stats.dbWriteErrors.Add(1)
+			s.syncer.enqueue(r, false) // the background writer retries it
+		} else {
+			s.stats.dbWrites.Add(1)
+			if applied {
+				return e
+			}
+		}
+	}
+	if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
+		if fresh != nil {
+			fresh.Restored = true
+		}
+		return fresh
+	}
+	return e
+}
+
+// checkDurable compares have, a copy memcached holds (read from a suspect
+// node or a node the key moved to, or just refilled from the row), with the
+// database row. When the row is newer — another app server wrote the
+// session through while the node was unreachable to it — it writes the row
+// over have in memcached (compare-and-swap: a copy written since stays) and
+// returns it; a destroyed or dead row deletes the copy and returns nil.
+// Database errors, and rows that do not open, keep have.
+func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry, now time.Time) (*Entry, bool) {
 	s.stats.dbReads.Add(1)
 	rec, found, err := s.load(ctx, key, now)
 	if err != nil {
 		s.stats.dbReadErrors.Add(1)
 		return nil, false
 	}
-	if !found || rec.Version <= cached.Version {
+	if !found || rec.Version <= have.Version {
 		return nil, false
 	}
 	e := new(Entry)
@@ -223,7 +253,7 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, cached *Entr
 		return nil, true
 	}
 	e.ActiveAt = now
-	_ = s.mc.cas(mkey, s.sealEnvelope(key, nil, e), s.cacheExpiration(now, e), casID)
+	_ = s.casWrite(mkey, have, s.sealEnvelope(key, nil, e), s.cacheExpiration(now, e))
 	return e, true
 }
 

@@ -293,6 +293,100 @@ func TestLongSubjectRefused(t *testing.T) {
 	})
 }
 
+// heldLoad holds the result of the next Load while hold is set: the app
+// server has read the row, and the rest of its request waits.
+type heldLoad struct {
+	core.Durable
+	hold    atomic.Bool
+	reached chan struct{} // closed when a Load is held
+	release chan struct{} // close to let it go on
+}
+
+func (h *heldLoad) Load(ctx context.Context, key string, now time.Time) (core.Record, bool, error) {
+	rec, found, err := h.Durable.Load(ctx, key, now)
+	if h.hold.CompareAndSwap(true, false) {
+		close(h.reached)
+		<-h.release
+	}
+	return rec, found, err
+}
+
+// I4 and I2 (seed 2110 of the fault-history checker): app server R restores
+// a session from its row after a cache loss. Between R's read of the row
+// and R's refill, app server W, whose memcached write fails once, writes a
+// change (or a logout) through to the database and deletes the node's copy.
+// R's refill then lands in the emptied slot: before the fix the older copy
+// hid W's change, or revived the destroyed session, until memcached dropped
+// it.
+func TestRefillDoesNotHideWriteAround(t *testing.T) {
+	for _, logout := range []bool{false, true} {
+		name := map[bool]string{false: "change", true: "logout"}[logout]
+		t.Run(name, func(t *testing.T) {
+			st := newStack(t, backends(t)[0])
+			held := &heldLoad{reached: make(chan struct{}), release: make(chan struct{})}
+			r := st.manager(t, func(c *core.StoreConfig) {
+				held.Durable = c.Durable
+				c.Durable = held
+			}, nil)
+			var dialer flakyDialer
+			w := st.manager(t, func(c *core.StoreConfig) { c.Memcached.DialContext = dialer.DialContext }, nil)
+			ctx := context.Background()
+
+			token := put(t, w, "", "n", 1) // the row holds n=1
+			raw := memcache.New(st.mc.Addr)
+			if err := raw.Delete("hs:" + core.StorageKey(token)); err != nil {
+				t.Fatal(err) // the cache loss
+			}
+
+			held.hold.Store(true)
+			restored := make(chan *core.Session, 1)
+			go func() {
+				s, err := r.Load(ctx, token)
+				if err != nil {
+					t.Error(err)
+				}
+				restored <- s
+			}()
+			<-held.reached // R has read n=1 from the row
+
+			s := load(t, w, token) // W restores too
+			dialer.armed.Store(true)
+			if logout {
+				if err := s.Destroy(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				s.Put("n", 2)
+				if err := w.Save(ctx, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if dialer.armed.Load() {
+				t.Fatal("W's memcached write did not fail: the test needs it to go around memcached")
+			}
+			if _, err := raw.Get("hs:" + core.StorageKey(token)); !errors.Is(err, memcache.ErrCacheMiss) {
+				t.Fatalf("W left a copy in memcached (%v): the test needs the slot empty for R's refill", err)
+			}
+			close(held.release)
+			got := <-restored
+
+			for _, m := range []*core.Manager{r, w} {
+				if g := load(t, m, token); logout && !g.IsNew() {
+					t.Errorf("the logout was undone by R's refill: n=%d", g.GetInt("n"))
+				} else if !logout && g.GetInt("n") != 2 {
+					t.Errorf("after R's refill the session reads n=%d, want 2: the older copy hides W's write", g.GetInt("n"))
+				}
+			}
+			if logout && !got.IsNew() {
+				t.Errorf("R's own request served the destroyed session: n=%d", got.GetInt("n"))
+			}
+			if !logout && got.GetInt("n") != 2 {
+				t.Errorf("R's own request read n=%d, want 2", got.GetInt("n"))
+			}
+		})
+	}
+}
+
 // I4 (seed 2110 of the fault-history checker): app server A cannot reach
 // the node and writes a change through to the database; the node loses the
 // session meanwhile. App server B, which reaches the node, restores the
