@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -46,6 +47,37 @@ const (
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// storeLog collects what the app servers log (breakers opening and
+// closing, purges, background write failures) for HISTORY_TRACE: each line
+// stamped with its time since the history began.
+type storeLog struct {
+	mu    sync.Mutex
+	epoch time.Time
+	lines []string
+}
+
+func (l *storeLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmtT(l.epoch, time.Now())+" "+strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// logger returns app server id's logger: quiet unless the history is traced.
+func (l *storeLog) logger(id int) *slog.Logger {
+	if l == nil {
+		return quiet
+	}
+	drop := func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}
+	h := slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: drop})
+	return slog.New(h).With("srv", id)
+}
 
 var silenceToxiproxy sync.Once
 
@@ -193,6 +225,7 @@ type cluster struct {
 	appDB     *gorm.DB
 	table     string
 	servers   []*server
+	log       *storeLog   // nil unless traced
 	archiveOK func() bool // the reaper's archive hook succeeds when true
 	// noMemcached runs the app servers on the database alone.
 	noMemcached bool
@@ -201,6 +234,9 @@ type cluster struct {
 func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool, rng *rand.Rand, archiveOK func() bool) *cluster {
 	t.Helper()
 	c := &cluster{t: t, backend: b.Name, tox: newToxiproxy(), spare: 2, archiveOK: archiveOK, noMemcached: noMemcached}
+	if os.Getenv(envTrace) != "" {
+		c.log = &storeLog{epoch: time.Now()}
+	}
 	for i := 0; i < 3; i++ {
 		mc := memcachedtest.Start(t, memcachedtest.Options{})
 		n := &node{name: fmt.Sprintf("n%d", i), mc: mc}
@@ -299,7 +335,7 @@ func (c *cluster) startServer(s *server, addrs []string) {
 		Durable:      crashable{Durable: d, dead: s.dead},
 		SyncInterval: syncInterval,
 		DBTimeout:    dbTimeout,
-		Logger:       quiet,
+		Logger:       c.log.logger(s.id),
 		Clock:        func() time.Time { return time.Now().Add(skew) },
 	})
 	if err != nil {

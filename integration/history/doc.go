@@ -39,7 +39,7 @@
 //
 //	go test ./history                          # the CI seeds (about 80s)
 //	HISTORY_SEED=20 go test ./history          # replay one seed (or 3,7,9)
-//	HISTORY_TRACE=1 HISTORY_SEED=20 go test -v ./history   # and log the whole history
+//	HISTORY_TRACE=1 HISTORY_SEED=20 go test -v ./history   # and log the whole history, with what the app servers logged
 //	make soak SEEDS=2000 PARALLEL=2            # from the repository root
 //
 // A seed fixes every random choice: the profile (seed mod 8), the database

@@ -310,6 +310,11 @@ func newHistory(t testing.TB, seed uint64, b gormtest.Backend) *history {
 // from every app server.
 func (h *history) run() {
 	h.epoch = time.Now()
+	if l := h.c.log; l != nil {
+		l.mu.Lock()
+		l.epoch = h.epoch
+		l.mu.Unlock()
+	}
 	var wg sync.WaitGroup
 	for _, cl := range h.clients {
 		wg.Add(1)

@@ -133,6 +133,11 @@ func runSeed(t *testing.T, seed uint64, b gormtest.Backend, tot *totals) []viola
 		for _, f := range h.rec.faults {
 			all = append(all, f.format(h.epoch))
 		}
+		if l := h.c.log; l != nil {
+			l.mu.Lock()
+			all = append(all, l.lines...)
+			l.mu.Unlock()
+		}
 		t.Logf("seed %d: the whole history:\n%s", seed, strings.Join(all, "\n"))
 	}
 	tot.histories.Add(1)
