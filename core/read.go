@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
 )
 
 // ListedEntry is one session returned by Store.List.
@@ -166,25 +168,64 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	// may lag what memcached held by up to SyncInterval of changes — unless
 	// there is no memcached, when every write goes through to the row.
 	e.Restored = s.mc != nil
-	if s.mc != nil && cacheErr == nil {
-		// memcached keeps this read as activity. Without it (no memcached,
-		// or memcached unavailable) the row's ActiveAt stays, so that the
-		// Manager's touch comes due and writes the row: otherwise a
-		// read-only user would expire at the row's expires_at.
+	if s.mc == nil {
+		return e, nil
+	}
+	if cacheErr == nil {
+		// memcached keeps this read as activity. Without it (memcached
+		// unavailable) the row's ActiveAt stays, so that the Manager's
+		// touch comes due and writes the row: otherwise a read-only user
+		// would expire at the row's expires_at.
+		rowActive := e.ActiveAt
 		e.ActiveAt = now
 		buf := s.sealEnvelope(key, nil, e)
 		exp := s.cacheExpiration(now, e)
-		var err error
 		if corrupt {
-			err = s.mc.set(mkey, buf, exp)
+			cacheErr = s.mc.set(mkey, buf, exp)
 		} else {
-			err = s.mc.add(mkey, buf, exp)
+			cacheErr = s.mc.add(mkey, buf, exp)
 		}
-		if err == nil {
+		switch {
+		case cacheErr == nil:
 			return s.settleRefill(ctx, key, mkey, e, rec.ExpiresAt, buf, now), nil
+		case errors.Is(cacheErr, memcache.ErrNotStored):
+			return e, nil // refilled meanwhile: Update compares with that copy
 		}
+		e.ActiveAt = rowActive
+	}
+	// memcached is unavailable for the key. The Manager's touch may still
+	// land there rather than in the row, if the node answers again by then:
+	// a row about to expire is moved ahead now, as a refill would.
+	if s.rowExpiresSoon(rec.ExpiresAt, now) {
+		ahead := *e
+		ahead.ActiveAt = now
+		s.moveRowAhead(ctx, s.record(key, &ahead, s.sealEnvelope(key, nil, &ahead), true))
 	}
 	return e, nil
+}
+
+// rowExpiresSoon reports whether a row that expires at rowExpires, read
+// because memcached had no copy, is to be moved ahead on the request path:
+// it expires within the reaper's look-ahead, so the reaper may not get to
+// it before a second cache loss would find it expired (docs/consistency.md,
+// I1).
+func (s *Store) rowExpiresSoon(rowExpires, now time.Time) bool {
+	return s.syncer != nil && rowExpires.Before(now.Add(s.lookahead))
+}
+
+// moveRowAhead writes r, the row of a session a request has just read back
+// from it, before answering; when that fails, the background writer retries
+// it. It reports whether r was written (false: a newer row is stored, or the
+// database failed).
+func (s *Store) moveRowAhead(ctx context.Context, r Record) bool {
+	applied, err := s.save(ctx, r)
+	if err != nil {
+		s.stats.dbWriteErrors.Add(1)
+		s.syncer.enqueue(r, false)
+		return false
+	}
+	s.stats.dbWrites.Add(1)
+	return applied
 }
 
 // settleRefill runs after the restore of e, read from a row that expires
@@ -205,18 +246,8 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 // logs nobody out (I1). When that conditional write applies, no newer row
 // was there, and it stands in for the check.
 func (s *Store) settleRefill(ctx context.Context, key, mkey string, e *Entry, rowExpires time.Time, buf []byte, now time.Time) *Entry {
-	if s.syncer != nil && rowExpires.Before(now.Add(s.lookahead)) {
-		r := s.record(key, e, bytesClone(buf), true)
-		applied, err := s.save(ctx, r)
-		if err != nil {
-			s.stats.dbWriteErrors.Add(1)
-			s.syncer.enqueue(r, false) // the background writer retries it
-		} else {
-			s.stats.dbWrites.Add(1)
-			if applied {
-				return e
-			}
-		}
+	if s.rowExpiresSoon(rowExpires, now) && s.moveRowAhead(ctx, s.record(key, e, bytesClone(buf), true)) {
+		return e
 	}
 	if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
 		if fresh != nil {

@@ -439,3 +439,48 @@ func TestPurgeKeepsNewerCopy(t *testing.T) {
 		}
 	}
 }
+
+// I1 (seed 1081 of the fault-history checker): a request reads a session
+// from its row, about to expire, because memcached is unreachable (the row
+// stands in: I3's overshoot), and the node answers again before the
+// request's touch, which lands in memcached only. Before the fix the row
+// kept its old expiry, and a cache loss after it logged the user out,
+// minutes after their last request.
+func TestReadAroundNodeMovesRowAhead(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	proxy := startProxy(t, newToxiproxy(), "mc", st.mc.Addr)
+	m := st.manager(t, func(c *core.StoreConfig) {
+		c.Memcached.Servers = []string{proxy.Addr}
+		c.Memcached.BreakerThreshold = 1
+		c.Memcached.BreakerCooldown = 20 * time.Millisecond
+	}, nil)
+	token := put(t, m, "", "user", "alice")
+	rec, _, _ := st.row(t, token)
+
+	// Idle until a minute before the row expires (past IdleTimeout: only
+	// the row, standing in for an unreachable node, still serves it).
+	st.clock.Advance(rec.ExpiresAt.Sub(st.clock.Now()) - time.Minute)
+	proxy.Cut()
+	s := load(t, m, token)
+	if s.IsNew() {
+		t.Fatal("the row did not stand in for the unreachable node")
+	}
+	proxy.Restore()
+	for deadline := time.Now().Add(5 * time.Second); m.Store().Stats().Nodes[0].Open; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the breaker did not close after the node came back")
+		}
+	}
+	if err := m.Save(context.Background(), s); err != nil { // the touch
+		t.Fatal(err)
+	}
+
+	raw := memcache.New(st.mc.Addr)
+	if err := raw.Delete("hs:" + core.StorageKey(token)); err != nil {
+		t.Fatal(err) // the cache loss
+	}
+	st.clock.Advance(2 * time.Minute) // past the row's old expiry, well within IdleTimeout of the request
+	if s := load(t, m, token); s.IsNew() || s.GetString("user") != "alice" {
+		t.Errorf("the user was logged out %v after their last request", 2*time.Minute)
+	}
+}
