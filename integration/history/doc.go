@@ -112,17 +112,31 @@
 // a ring change a hit on a key that changed owner is checked against the row
 // (seed 31: a DestroySubject on an app server that had not added the node
 // yet, while another served the session from the new node). The soak found
-// one more (seed 1081; replay it with HISTORY_SEED=1081 HISTORY_DB=postgres —
-// on SQLite, with all three DSNs set, it still fails at times, an open
-// finding): a restore from a row about to expire
+// one more (seed 1081): a restore from a row about to expire
 // moved the row ahead in the background, and a second cache loss 40 ms later
 // logged the user out; the restore now writes the row before answering.
+// Seed 1081 then showed the same on SQLite by another path: a read served
+// from the row while the node was paused (I3's overshoot) touched the
+// session in memcached once the node answered, and the row expired under
+// it; a read from the row while memcached is unreachable now moves a row
+// about to expire ahead too.
 // And seed 1407: a RemoveServer rolled across app servers, a DestroySubject
 // on one that had applied it, and a read 41 ms later on one that had not,
 // from the node being removed; a Delete now also clears the key on its
 // owner before the last ring change, for RingChangeWindow. The model was
 // corrected once: without memcached, concurrent writers of one session are
 // last-writer-wins, as docs/consistency.md states (seed 3).
+//
+// The PostgreSQL soak (seeds 2000–2149) found seed 2110, two races around a
+// node restart: an app server whose breaker closed late purged the key it
+// had written around the node after another app server, back sooner, had
+// written a newer change there (memcached only) — a purge now removes only
+// copies older than what was written around the node; and a restore could
+// refill memcached with a row read just before a write around the node,
+// after that write's purge — a restore now reads the row again once its
+// refill lands. On CI (both DSNs set) seed 2110 plays on MariaDB; the
+// regression tests TestPurgeKeepsNewerCopy and
+// TestRefillDoesNotHideWriteAround reproduce both races deterministically.
 //
 // # Settings the judgements assume
 //

@@ -16,7 +16,7 @@ import (
 // ciSeeds is the fixed seed set that go test runs: each profile at least
 // once (seed mod len(profiles) picks the profile). See doc.go for which
 // seed finds which defect.
-var ciSeeds = []uint64{0, 1, 2, 3, 5, 6, 7, 9, 16, 20, 26, 31, 1407}
+var ciSeeds = []uint64{0, 1, 2, 3, 5, 6, 7, 9, 16, 20, 26, 31, 1081, 1407, 2110}
 
 // Environment variables of the soak run (make soak).
 const (
