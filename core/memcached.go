@@ -162,9 +162,10 @@ type memcachedTier struct {
 	cfg      MemcachedConfig
 	log      *slog.Logger
 	stats    *counters
-	// older reports whether value, the copy of mkey a node holds, is older
-	// than version or does not open; the Store sets it (it opens envelopes).
-	older func(mkey string, value []byte, version uint64) bool
+	// stale reports whether value, the copy of mkey a node holds, is
+	// staler than a write around the node; the Store sets it
+	// (Store.staleCopy: it opens envelopes).
+	stale func(mkey string, value []byte, w aroundWrite) bool
 
 	mu    sync.RWMutex
 	nodes map[net.Addr]*node // by the selector's stable addresses
@@ -483,14 +484,34 @@ func (t *memcachedTier) probe(n *node) {
 // node is flushed whole when it returns.
 const maxDirty = 100000
 
-// markDirty records that version of mkey was written to the database while
-// its node could not be reached: the node may still hold an older copy (it
-// was unreachable, not necessarily restarted), which must go before the
-// node serves again. If the node's breaker is closed by now, that is done
-// at once. Only older copies go: another app server that reached the node
+// aroundWrite is what an app server wrote to the database around a node
+// that could not take it. The node's copy of the key is stale unless it is
+// at least as new (Store.staleCopy): a higher version, or the same version
+// with activity at least as recent; a tombstone, unless the write reused
+// the key after it.
+type aroundWrite struct {
+	version uint64
+	active  int64 // ActiveAt, Unix milliseconds
+	reuse   bool  // an Insert with WriteReuseKey: it replaced any tombstone
+}
+
+// merge returns the newer of w and o, reusing when either did.
+func (w aroundWrite) merge(o aroundWrite) aroundWrite {
+	if o.version > w.version || (o.version == w.version && o.active > w.active) {
+		w.version, w.active = o.version, o.active
+	}
+	w.reuse = w.reuse || o.reuse
+	return w
+}
+
+// markDirty records that w of mkey was written to the database while its
+// node could not be reached: the node may still hold an older copy (it was
+// unreachable, not necessarily restarted), which must go before the node
+// serves again. If the node's breaker is closed by now, that is done at
+// once. Only stale copies go: another app server that reached the node
 // again sooner may have written a newer one there, perhaps its only copy
 // (a change not synced yet).
-func (t *memcachedTier) markDirty(mkey string, version uint64) {
+func (t *memcachedTier) markDirty(mkey string, w aroundWrite) {
 	addr, err := t.selector.PickServer(mkey)
 	if err != nil {
 		return
@@ -508,7 +529,7 @@ func (t *memcachedTier) markDirty(mkey string, version uint64) {
 		// so the key is remembered and purged before the node serves again.
 		n.mu.Unlock()
 		err := t.do(n, "purge", func() error {
-			_, err := t.expireOlder(t.client, mkey, nil, version)
+			_, err := t.expireStale(t.client, mkey, nil, w)
 			return err
 		})
 		if err == nil || !errors.Is(err, ErrCacheUnavailable) {
@@ -524,13 +545,13 @@ func (t *memcachedTier) markDirty(mkey string, version uint64) {
 		}
 	}
 	defer n.mu.Unlock()
-	n.remember(mkey, version)
+	n.remember(mkey, w)
 }
 
-// remember adds mkey at version to n's dirty keys; n.mu is held.
-func (n *node) remember(mkey string, version uint64) {
+// remember adds w of mkey to n's dirty keys; n.mu is held.
+func (n *node) remember(mkey string, w aroundWrite) {
 	if v, ok := n.dirty[mkey]; ok {
-		n.dirty[mkey] = max(v, version)
+		n.dirty[mkey] = v.merge(w)
 		return
 	}
 	if len(n.dirty) >= maxDirty {
@@ -538,12 +559,12 @@ func (n *node) remember(mkey string, version uint64) {
 		return
 	}
 	if n.dirty == nil {
-		n.dirty = map[string]uint64{}
+		n.dirty = map[string]aroundWrite{}
 	}
-	n.dirty[mkey] = version
+	n.dirty[mkey] = w
 }
 
-// reopen removes the copies older than what this app server wrote around n
+// reopen removes the copies staler than what this app server wrote around n
 // while it was unavailable (or flushes n when there were too many keys),
 // then closes its breaker.
 func (t *memcachedTier) reopen(n *node) error {
@@ -574,66 +595,93 @@ func (t *memcachedTier) reopen(n *node) error {
 	}
 }
 
-// purgeBatch is how many keys purge reads in one round trip.
-const purgeBatch = 100
+// purgeBatch is how many keys purge reads in one round trip, and
+// purgeWorkers how many batches it works on at once.
+const (
+	purgeBatch   = 100
+	purgeWorkers = 8
+)
 
-// purge removes from the node at addr the copies of keys older than the
-// versions given (or flushes it whole), on a client of its own: the
-// node's breaker is open, so the Store's client would not reach it.
-func (t *memcachedTier) purge(addr net.Addr, keys map[string]uint64, flush bool) error {
+// purge removes from the node at addr the copies of keys staler than what
+// was written around it (or flushes it whole). It uses a client of its own,
+// bound to addr: the node must be reached whatever the ring says now.
+// Batches run purgeWorkers at a time, one GetMulti each, then one
+// compare-and-swap per stale copy.
+func (t *memcachedTier) purge(addr net.Addr, keys map[string]aroundWrite, flush bool) error {
 	c := memcache.NewFromSelector(oneServer{addr})
-	c.Timeout, c.MaxIdleConns, c.DialContext = t.cfg.Timeout, 1, t.client.DialContext
+	c.Timeout, c.MaxIdleConns, c.DialContext = t.cfg.Timeout, purgeWorkers, t.client.DialContext
 	defer c.Close()
 	if flush {
 		if err := c.FlushAll(); err != nil {
 			return err
 		}
 		t.log.Info("hybridsession: flushed a memcached node that was unavailable while too many of its sessions changed",
-			"node", addr.String(), "keys", maxDirty)
+			"node", addr.String(), "keys", len(keys))
 		return nil
 	}
-	removed := 0
+	batches := make(chan []string)
+	var (
+		removed  atomic.Int64
+		errOnce  sync.Once
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for range min(purgeWorkers, (len(keys)+purgeBatch-1)/purgeBatch) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for batch := range batches {
+				if err := t.purgeBatch(c, batch, keys, &removed); err != nil {
+					errOnce.Do(func() { firstErr = err })
+				}
+			}
+		}()
+	}
 	batch := make([]string, 0, purgeBatch)
-	run := func() error {
-		items, err := c.GetMulti(batch)
-		if err != nil {
-			return err
-		}
-		for k, it := range items {
-			gone, err := t.expireOlder(c, k, it, keys[k])
-			if err != nil {
-				return err
-			}
-			if gone {
-				removed++
-			}
-		}
-		batch = batch[:0]
-		return nil
-	}
 	for k := range keys {
 		if batch = append(batch, k); len(batch) == purgeBatch {
-			if err := run(); err != nil {
-				return err
-			}
+			batches <- batch
+			batch = make([]string, 0, purgeBatch)
 		}
 	}
 	if len(batch) > 0 {
-		if err := run(); err != nil {
-			return err
-		}
+		batches <- batch
+	}
+	close(batches)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
 	}
 	t.log.Info("hybridsession: removed copies that went stale while a memcached node was unavailable",
-		"node", addr.String(), "keys", len(keys), "removed", removed)
+		"node", addr.String(), "keys", len(keys), "removed", removed.Load())
 	return nil
 }
 
-// expireOlder removes mkey's copy from c when it is older than version or
-// does not open, and reports whether it did. it is the copy already read,
-// or nil to read it. The removal is a compare-and-swap with an expiry in
-// the past (memcached stores the item already expired), so a copy written
-// since the read stays: it is looked at again.
-func (t *memcachedTier) expireOlder(c *memcache.Client, mkey string, it *memcache.Item, version uint64) (bool, error) {
+func (t *memcachedTier) purgeBatch(c *memcache.Client, batch []string, keys map[string]aroundWrite, removed *atomic.Int64) error {
+	items, err := c.GetMulti(batch)
+	if err != nil {
+		return err
+	}
+	for k, it := range items {
+		gone, err := t.expireStale(c, k, it, keys[k])
+		if err != nil {
+			return err
+		}
+		if gone {
+			removed.Add(1)
+		}
+	}
+	return nil
+}
+
+// expireStale removes mkey's copy from c when it is staler than w (or does
+// not open), and reports whether it did. it is the copy already read, or
+// nil to read it. The removal is a compare-and-swap with an expiry in the
+// past (memcached stores the item already expired), so a copy written
+// since the read stays: it is looked at again. When the node refuses that
+// store (out of memory: the swap needs a new item), the stale copy is
+// deleted instead.
+func (t *memcachedTier) expireStale(c *memcache.Client, mkey string, it *memcache.Item, w aroundWrite) (bool, error) {
 	for range 8 {
 		if it == nil {
 			var err error
@@ -644,7 +692,7 @@ func (t *memcachedTier) expireOlder(c *memcache.Client, mkey string, it *memcach
 				return false, err
 			}
 		}
-		if !t.older(mkey, it.Value, version) {
+		if !t.stale(mkey, it.Value, w) {
 			return false, nil
 		}
 		err := c.CompareAndSwap(&memcache.Item{Key: mkey, Expiration: -1, CasID: it.CasID})
@@ -653,13 +701,16 @@ func (t *memcachedTier) expireOlder(c *memcache.Client, mkey string, it *memcach
 			return true, nil
 		case errors.Is(err, memcache.ErrCacheMiss):
 			return false, nil
-		case !errors.Is(err, memcache.ErrCASConflict):
+		case errors.Is(err, memcache.ErrCASConflict):
+			it = nil // rewritten since the read: look again
+			continue
+		case !isProtocolAnswer(err):
 			return false, err
 		}
-		it = nil // rewritten since the read: look again
+		break // refused: delete below
 	}
-	// Rewritten over and over with older versions (clocks far apart): the
-	// database holds the newer copy, so the node's goes.
+	// Refused, or rewritten over and over with stale copies: the database
+	// holds the newer session, so the node's copy goes.
 	if err := c.Delete(mkey); err != nil && !errors.Is(err, memcache.ErrCacheMiss) {
 		return false, err
 	}
@@ -851,9 +902,9 @@ type node struct {
 	state    atomic.Int32
 	failures atomic.Int32
 
-	mu    sync.Mutex        // guards dirty and flush, and closing the breaker
-	dirty map[string]uint64 // keys written to the database while unavailable, at the highest version written
-	flush bool              // too many dirty keys: flush the node on return
+	mu    sync.Mutex             // guards dirty and flush, and closing the breaker
+	dirty map[string]aroundWrite // keys written to the database while unavailable, with the newest write
+	flush bool                   // too many dirty keys: flush the node on return
 
 	// suspectUntil (Unix nanoseconds) ends the window after the breaker
 	// closed in which the node's copies may be older than the database's.

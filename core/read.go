@@ -195,17 +195,23 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	}
 	// memcached is unavailable for the key. The Manager's touch may still
 	// land there rather than in the row, if the node answers again by then:
-	// a row about to expire is moved ahead now, as a refill would.
+	// a row about to expire is moved ahead now, as a refill would. That is
+	// a write around the node, whose copy (idle since) must go when it
+	// answers again; and it is this request's activity, so no touch follows.
 	if s.rowExpiresSoon(rec.ExpiresAt, now) {
 		ahead := *e
 		ahead.ActiveAt = now
-		s.moveRowAhead(ctx, s.record(key, &ahead, s.sealEnvelope(key, nil, &ahead), true))
+		if applied, _ := s.moveRowAhead(ctx, s.record(key, &ahead, s.sealEnvelope(key, nil, &ahead), true)); applied {
+			s.mc.markDirty(mkey, around(&ahead, false))
+			e.ActiveAt = now
+		}
 	}
 	return e, nil
 }
 
 // rowExpiresSoon reports whether a row that expires at rowExpires, read
-// because memcached had no copy, is to be moved ahead on the request path:
+// because memcached had no copy or could not be reached, is to be moved
+// ahead on the request path:
 // it expires within the reaper's look-ahead, so the reaper may not get to
 // it before a second cache loss would find it expired (docs/consistency.md,
 // I1).
@@ -214,18 +220,18 @@ func (s *Store) rowExpiresSoon(rowExpires, now time.Time) bool {
 }
 
 // moveRowAhead writes r, the row of a session a request has just read back
-// from it, before answering; when that fails, the background writer retries
-// it. It reports whether r was written (false: a newer row is stored, or the
-// database failed).
-func (s *Store) moveRowAhead(ctx context.Context, r Record) bool {
-	applied, err := s.save(ctx, r)
+// from it, before answering; when that fails (the error is returned), the
+// background writer retries it. applied is false when a newer row is
+// stored.
+func (s *Store) moveRowAhead(ctx context.Context, r Record) (applied bool, err error) {
+	applied, err = s.save(ctx, r)
 	if err != nil {
 		s.stats.dbWriteErrors.Add(1)
 		s.syncer.enqueue(r, false)
-		return false
+		return false, err
 	}
 	s.stats.dbWrites.Add(1)
-	return applied
+	return applied, nil
 }
 
 // settleRefill runs after the restore of e, read from a row that expires
@@ -244,10 +250,14 @@ func (s *Store) moveRowAhead(ctx context.Context, r Record) bool {
 // A row that expires within the reaper's look-ahead is written ahead first,
 // before answering, so that a second cache loss right after this request
 // logs nobody out (I1). When that conditional write applies, no newer row
-// was there, and it stands in for the check.
+// was there, and it stands in for the check; when it fails, the check is
+// skipped too: the database is not answering, and the request has paid
+// DBTimeout once already (I7).
 func (s *Store) settleRefill(ctx context.Context, key, mkey string, e *Entry, rowExpires time.Time, buf []byte, now time.Time) *Entry {
-	if s.rowExpiresSoon(rowExpires, now) && s.moveRowAhead(ctx, s.record(key, e, bytesClone(buf), true)) {
-		return e
+	if s.rowExpiresSoon(rowExpires, now) {
+		if applied, err := s.moveRowAhead(ctx, s.record(key, e, bytesClone(buf), true)); applied || err != nil {
+			return e
+		}
 	}
 	if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
 		if fresh != nil {
@@ -262,9 +272,11 @@ func (s *Store) settleRefill(ctx context.Context, key, mkey string, e *Entry, ro
 // node or a node the key moved to, or just refilled from the row), with the
 // database row. When the row is newer — another app server wrote the
 // session through while the node was unreachable to it — it writes the row
-// over have in memcached (compare-and-swap: a copy written since stays) and
-// returns it; a destroyed or dead row deletes the copy and returns nil.
-// Database errors, and rows that do not open, keep have.
+// over have in memcached, only where have still is (compare-and-swap: a
+// copy written since stays, and an emptied slot stays empty for the next
+// read to restore) and returns it; a destroyed row's tombstone replaces the
+// copy, a dead row's deletes it, and nil is returned. Database errors, and
+// rows that do not open, keep have.
 func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry, now time.Time) (*Entry, bool) {
 	s.stats.dbReads.Add(1)
 	rec, found, err := s.load(ctx, key, now)
@@ -279,12 +291,24 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry,
 	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
 		return nil, false
 	}
-	if isTombstone(e) || !now.Before(e.Deadline) {
+	switch {
+	case isTombstone(e):
+		_ = s.mc.set(mkey, rec.Payload, expiration(now, e.Deadline))
+		return nil, true
+	case !now.Before(e.Deadline):
 		_ = s.mc.delete(mkey)
 		return nil, true
 	}
 	e.ActiveAt = now
-	_ = s.casWrite(mkey, have, s.sealEnvelope(key, nil, e), s.cacheExpiration(now, e))
+	buf, exp := s.sealEnvelope(key, nil, e), s.cacheExpiration(now, e)
+	if have.cached {
+		_ = s.mc.cas(mkey, buf, exp, have.casID)
+	} else if it, err := s.mc.get(mkey); err == nil && it != nil {
+		var cur Entry
+		if s.openEnvelope(key, it.Value, &cur) == nil && cur.Version == have.Version && !isTombstone(&cur) {
+			_ = s.mc.cas(mkey, buf, exp, it.CasID)
+		}
+	}
 	return e, true
 }
 

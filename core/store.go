@@ -205,10 +205,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 			return nil, err
 		}
 		s.mc = mc
-		mc.older = func(mkey string, value []byte, version uint64) bool {
-			var e Entry
-			return s.openEnvelope(mkey[len(mc.prefix):], value, &e) != nil || e.Version < version
-		}
+		mc.stale = s.staleCopy
 	}
 	if cfg.ReapMode > ReapNone {
 		return nil, errors.New("core: StoreConfig.ReapMode is not a ReapMode")

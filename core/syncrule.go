@@ -189,6 +189,32 @@ func nextVersion(v uint64, now time.Time) uint64 {
 
 func isTombstone(e *Entry) bool { return e.Version >= tombstoneVersion }
 
+// around describes e, written to the database around a memcached node that
+// could not take it, for the node's purge (markDirty).
+func around(e *Entry, reuse bool) aroundWrite {
+	return aroundWrite{version: e.Version, active: e.ActiveAt.UnixMilli(), reuse: reuse}
+}
+
+// staleCopy reports whether value, a node's copy of mkey, is staler than w,
+// written around the node: it does not open, it has a lower version, or the
+// same version with older activity (a touch written around the node: the
+// copy would read as idle). A tombstone is never stale — except to an
+// Insert that reused the key after it (WriteReuseKey: KV's Set after
+// Delete).
+func (s *Store) staleCopy(mkey string, value []byte, w aroundWrite) bool {
+	var e Entry
+	if s.openEnvelope(mkey[len(s.mc.prefix):], value, &e) != nil {
+		return true
+	}
+	switch {
+	case isTombstone(&e):
+		return w.reuse && e.ActiveAt.UnixMilli() < w.active
+	case e.Version != w.version:
+		return e.Version < w.version
+	}
+	return e.ActiveAt.UnixMilli() < w.active
+}
+
 // tombstoneLife is how long a tombstone stands in both tiers: as long as
 // any copy of the session it replaces could still be served or synced — a
 // copy written just before the Delete lives IdleTimeout in memcached plus

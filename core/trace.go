@@ -8,9 +8,10 @@ import "context"
 // per operation.
 type CacheTracer interface {
 	// StartCacheOp is called before operation op on the memcached node at
-	// addr. op is one of "get", "get_multi", "add", "set", "cas" and
-	// "delete". The function it returns is called once, with the
-	// operation's result: nil, a protocol answer (memcache.ErrCacheMiss,
+	// addr. op is one of "get", "get_multi", "add", "set", "cas",
+	// "delete" and "purge" (the removal of a copy that went stale while
+	// the node was unreachable: a get, then a compare-and-swap). The
+	// function it returns is called once, with the operation's result: nil, a protocol answer (memcache.ErrCacheMiss,
 	// memcache.ErrNotStored, memcache.ErrCASConflict), or a failure — a
 	// network error or timeout, wrapped in ErrCacheUnavailable.
 	//

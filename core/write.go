@@ -83,7 +83,7 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry, flags WriteF
 		return err
 	}
 	if cacheErr != nil {
-		s.mc.markDirty(mkey, next.Version)
+		s.mc.markDirty(mkey, around(&next, flags&WriteReuseKey != 0))
 	}
 	next.casID, next.cached = 0, false
 	*e = next
@@ -150,7 +150,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 			return err // no tier took the change: memcached's copy is still the latest
 		}
 		if cacheErr != nil {
-			s.mc.markDirty(mkey, next.Version) // the database now holds a newer copy than the node may
+			s.mc.markDirty(mkey, around(&next, false)) // the database now holds a newer copy than the node may
 		}
 	case !due:
 		s.stats.dbWritesSkipped.Add(1)
@@ -304,7 +304,7 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 			if cacheErr != nil {
 				// The tombstone holds; the node's copy is deleted before
 				// the node serves again.
-				s.mc.markDirty(s.mc.key(key), tombstoneVersion)
+				s.mc.markDirty(s.mc.key(key), around(&tomb, false))
 				cacheErr = nil
 			}
 		}
