@@ -131,12 +131,17 @@
 // node restart: an app server whose breaker closed late purged the key it
 // had written around the node after another app server, back sooner, had
 // written a newer change there (memcached only) — a purge now removes only
-// copies older than what was written around the node; and a restore could
+// copies staler than what was written around the node; and a restore could
 // refill memcached with a row read just before a write around the node,
 // after that write's purge — a restore now reads the row again once its
 // refill lands. On CI (both DSNs set) seed 2110 plays on MariaDB; the
 // regression tests TestPurgeKeepsNewerCopy and
 // TestRefillDoesNotHideWriteAround reproduce both races deterministically.
+// The next soak (seeds 3000–3299, 5000–5099) found the first of those fixes
+// too narrow (seeds 3176, 3257, 3273, 5081, I1): a touch written around a
+// paused node keeps the session's version, so the node's copy, idle since,
+// survived the purge and read as expired — the purge now compares activity
+// at equal versions (TestPurgeRemovesSameVersionIdleCopy).
 //
 // # Settings the judgements assume
 //
