@@ -15,7 +15,12 @@ type ReaperConfig struct {
 	// Interval is the time between passes of Run and Start; each pass
 	// waits Interval ± 10% (jitter, so that the reapers of many app servers
 	// do not run in step). A reaper running elsewhere (ReapExternal) must
-	// pass at least this often. Optional. Default 1m.
+	// pass at least this often. Keep it at most SyncInterval/2 (the
+	// defaults, 1m and 2m, do): a session's first activity after its row
+	// was written may come as late as SyncInterval before the row expires,
+	// and a pass must see it in that time, even when one pass fails
+	// (docs/consistency.md, I1). NewReaper logs a warning when Interval
+	// exceeds SyncInterval. Optional. Default 1m.
 	Interval time.Duration
 
 	// Lookahead is how far ahead of its expiry a pass claims a row: rows
@@ -153,6 +158,10 @@ func (s *Store) NewReaper(cfg ReaperConfig) (*Reaper, error) {
 	}
 	if cfg.Lookahead < 2*cfg.Interval {
 		return nil, errors.New("core: ReaperConfig.Lookahead must be at least twice Interval")
+	}
+	if s.syncInterval > 0 && cfg.Interval > s.syncInterval {
+		s.log.Warn("hybridsession: ReaperConfig.Interval exceeds SyncInterval: a cache loss may log out a session active just before its row expires",
+			"interval", cfg.Interval, "syncInterval", s.syncInterval)
 	}
 	r := &Reaper{store: s, cfg: cfg}
 	for _, c := range append([]Codec{JSON, Gob, Msgpack}, cfg.Codecs...) {

@@ -460,16 +460,22 @@ func sameLineage(m *model, src *opRec, lin *lineage) bool {
 
 // cacheExcused reports whether write w may be missing from op because a
 // cache fault lost it while it was within SyncInterval of the session's
-// newest change (the database copy lags memcached by at most that much).
-// A ring change counts as one fault from its first server to its last.
+// newest change before the fault (the database copy lags memcached by at
+// most that much; changes made while a node is unreachable branch from the
+// row, so they do not count). A ring change counts as one fault from its
+// first server to its last, and changes made during it count.
 func (m *model) cacheExcused(w, op *opRec, lin *lineage) bool {
 	for _, f := range m.faults {
 		if !f.Loss && !f.Unavail || f.End.Before(w.Start) || f.Start.After(op.End) {
 			continue
 		}
+		before := f.Start
+		if strings.HasPrefix(f.Kind, "ring") {
+			before = f.End
+		}
 		var newest time.Time
 		for _, o := range lin.ops {
-			if o.ok() && len(o.Writes) > 0 && o.Start.Before(f.End) && o.Start.After(newest) {
+			if o.ok() && len(o.Writes) > 0 && o.Start.Before(before) && o.Start.After(newest) {
 				newest = o.Start
 			}
 		}

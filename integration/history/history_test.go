@@ -174,16 +174,19 @@ type profile struct {
 	kill, stop, flush, evict, pause, cut, hole, ring, dbcut, dbhang, crash, restart int
 	faultGap                                                                        [2]time.Duration
 	archiveFail                                                                     float64 // share of failing archive hooks
-	reapEvery                                                                       time.Duration
-	duration                                                                        time.Duration
-	clients                                                                         int
-	networkedDB                                                                     bool // prefers PostgreSQL/MariaDB (DB faults)
-	noMemcached                                                                     bool // app servers without memcached: database only
-	spareFaults                                                                     bool // flush and evict hit only the node that joins and leaves the ring
-	ringAtOnce                                                                      bool // ring changes reach every app server at the same moment
-	logoutScript                                                                    int  // weight of the scripted add-node, log-out-everywhere, lose-node sequence (see logoutScript)
-	outageDeploy                                                                    int  // weight of the scripted outage-and-deploy sequence (see outageDeploy)
-	probeMin, probeMax                                                              time.Duration
+	// reapEvery is the mean time between reaper passes (each ±50%): at
+	// most SyncInterval/1.5, so that passes are at most SyncInterval apart
+	// (I1's condition on ReaperConfig.Interval)
+	reapEvery          time.Duration
+	duration           time.Duration
+	clients            int
+	networkedDB        bool // prefers PostgreSQL/MariaDB (DB faults)
+	noMemcached        bool // app servers without memcached: database only
+	spareFaults        bool // flush and evict hit only the node that joins and leaves the ring
+	ringAtOnce         bool // ring changes reach every app server at the same moment
+	logoutScript       int  // weight of the scripted add-node, log-out-everywhere, lose-node sequence (see logoutScript)
+	outageDeploy       int  // weight of the scripted outage-and-deploy sequence (see outageDeploy)
+	probeMin, probeMax time.Duration
 }
 
 var profiles = []profile{
@@ -200,25 +203,25 @@ var profiles = []profile{
 	// The ring changes on every app server at once: divergent rings are
 	// the rolling profile's business.
 	{name: "subject", login: 2, put: 3, read: 5, dsubject: 1, replay: 3, spareFaults: true, ringAtOnce: true,
-		flush: 1, evict: 1, logoutScript: 4, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond}, reapEvery: 2 * time.Second,
+		flush: 1, evict: 1, logoutScript: 4, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond}, reapEvery: time.Second,
 		duration: 8 * time.Second, clients: 6, probeMin: time.Second, probeMax: 2 * time.Second},
 	// d: reads race writes while memcached is out of the picture.
 	{name: "dbonly", login: 1, put: 4, read: 3, race: 8, dput: 1, burst: 2, renew: 1, destroy: 1, dsubject: 1, replay: 1, scs: 8,
-		crash: 1, restart: 1, faultGap: [2]time.Duration{time.Second, 2 * time.Second}, reapEvery: 2 * time.Second,
+		crash: 1, restart: 1, faultGap: [2]time.Duration{time.Second, 2 * time.Second}, reapEvery: time.Second,
 		duration: 7 * time.Second, clients: 5, noMemcached: true, probeMin: time.Second, probeMax: 2 * time.Second},
 	// e: durable writes while the database refuses; graceful restarts; then
 	// memcached loses the copies.
 	{name: "durable", put: 2, dput: 8, read: 4, // no renewals: one failing during an outage ends the session
 
-		kill: 3, flush: 2, dbcut: 1, restart: 1, outageDeploy: 3, faultGap: [2]time.Duration{400 * time.Millisecond, 1000 * time.Millisecond}, reapEvery: 2 * time.Second,
+		kill: 3, flush: 2, dbcut: 1, restart: 1, outageDeploy: 3, faultGap: [2]time.Duration{400 * time.Millisecond, 1000 * time.Millisecond}, reapEvery: time.Second,
 		duration: 9 * time.Second, clients: 5, networkedDB: true, probeMin: time.Second, probeMax: 2 * time.Second},
 	// f: the database hangs: logins must still answer.
 	{name: "hang", login: 6, put: 3, dput: 2, read: 3, renew: 1,
-		dbhang: 1, kill: 1, faultGap: [2]time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond}, reapEvery: 2 * time.Second,
+		dbhang: 1, kill: 1, faultGap: [2]time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond}, reapEvery: time.Second,
 		duration: 9 * time.Second, clients: 4, networkedDB: true, probeMin: time.Second, probeMax: 2 * time.Second},
 	// g: long non-ASCII subjects; memcached down or losing data.
 	{name: "longsubj", login: 6, put: 3, read: 4, dsubject: 1, longSubject: 0.6,
-		kill: 3, cut: 2, flush: 2, faultGap: [2]time.Duration{400 * time.Millisecond, 900 * time.Millisecond}, reapEvery: 2 * time.Second,
+		kill: 3, cut: 2, flush: 2, faultGap: [2]time.Duration{400 * time.Millisecond, 900 * time.Millisecond}, reapEvery: time.Second,
 		duration: 8 * time.Second, clients: 4, networkedDB: true, probeMin: time.Second, probeMax: 2 * time.Second},
 	// i: ring changes rolled across app servers under load.
 	{name: "rolling", login: 2, put: 8, dput: 2, read: 5, burst: 2, renew: 1, dsubject: 2, destroy: 1, replay: 2,
@@ -320,9 +323,14 @@ func (h *history) run() {
 		wg.Add(1)
 		go func() { defer wg.Done(); h.clientLoop(cl) }()
 	}
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); h.faultLoop(rand.New(rand.NewPCG(h.seed, 2))) }()
-	go func() { defer wg.Done(); h.reaperLoop(rand.New(rand.NewPCG(h.seed, 3))) }()
+	// The reaper passes until the final reads, as in production, where
+	// one passes every ReaperConfig.Interval (I1 assumes it).
+	reapStop, reaped := make(chan struct{}), make(chan struct{})
+	go func() { defer close(reaped); h.reaperLoop(rand.New(rand.NewPCG(h.seed, 3)), reapStop) }()
+	stopReaper := sync.OnceFunc(func() { close(reapStop); <-reaped })
+	defer stopReaper()
 	time.Sleep(h.p.duration)
 	close(h.stop)
 	done := make(chan struct{})
@@ -339,6 +347,7 @@ func (h *history) run() {
 	// hold every session and every change up to SyncInterval before the
 	// newest, and every durable change (I1, I4, I5).
 	time.Sleep(syncInterval + dbSettle + 300*time.Millisecond)
+	stopReaper()
 	h.finalReads()
 	if h.c.noMemcached {
 		return
@@ -746,8 +755,13 @@ func (h *history) race(cl *client) {
 	h.rec.done(r)
 }
 
-func (h *history) reaperLoop(rng *rand.Rand) {
-	for h.sleep(between(rng, h.p.reapEvery/2, h.p.reapEvery*3/2)) {
+func (h *history) reaperLoop(rng *rand.Rand, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(between(rng, h.p.reapEvery/2, h.p.reapEvery*3/2)):
+		}
 		srv := h.server(rng)
 		srv.mu.RLock()
 		ctx, cancel := context.WithTimeout(context.Background(), opBound)
