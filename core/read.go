@@ -122,16 +122,26 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 				corrupt = true
 				break
 			}
-			if isTombstone(e) || !e.Alive(now) {
-				// memcached is never older than the database: the session is over.
-				s.stats.cacheMisses.Add(1)
-				return nil, nil
-			}
 			e.casID, e.cached = it.CasID, true
-			if s.durable != nil && (n.suspect() || s.mc.movedRecently(mkey, n)) {
+			// A copy on a suspect node, or on a node the key moved to, may
+			// be older than the row — live or dead: another app server may
+			// have written the session elsewhere meanwhile (around the node,
+			// or on the key's owner in its ring). A tombstone is final.
+			if s.durable != nil && !isTombstone(e) && (n.suspect() || s.mc.movedRecently(mkey, n)) {
 				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
+					if fresh == nil {
+						s.stats.cacheMisses.Add(1)
+					} else {
+						s.stats.cacheHits.Add(1)
+					}
 					return fresh, nil
 				}
+			}
+			if isTombstone(e) || !e.Alive(now) {
+				// Otherwise memcached is never older than the database: the
+				// session is over.
+				s.stats.cacheMisses.Add(1)
+				return nil, nil
 			}
 			s.stats.cacheHits.Add(1)
 			return e, nil

@@ -551,3 +551,56 @@ func TestPurgeRemovesTombstoneBeforeReuse(t *testing.T) {
 		t.Errorf("after the node came back Get = %q, %v; want \"two\": the Delete's tombstone hides the Set", got, err)
 	}
 }
+
+// I1 (soak seed 10175): a node is added and removed again while app
+// servers apply the changes one after another. An app server still on the
+// old ring wrote the session's key on its old owner after another had
+// moved it to the added node; the session lives on, on the added node,
+// with a durable change. When the node is removed, the key's old owner
+// serves it again, and holds that copy, idle since: before the fix it read
+// as expired and logged the user out. A dead copy of a key that changed
+// owner is checked against the row, as a live one is.
+func TestRemovedNodeDeadCopyCheckedAgainstRow(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	extra := memcachedtest.Start(t, memcachedtest.Options{})
+	nodes := []*faultNode{{name: "n0", proxy: &faultProxy{Addr: st.mc.Addr}}, {name: "n1", proxy: &faultProxy{Addr: extra.Addr}}}
+	m := st.manager(t, nil, func(c *core.Config) {
+		c.IdleTimeout = 30 * time.Minute
+		c.DurableKeys = []string{"cart"}
+	})
+	var token string
+	for i := 0; token == "" && i < 1000; i++ {
+		if tok := put(t, m, "", "user", "alice"); ownerOf(t, nodes, tok) == 1 {
+			token = tok
+		}
+	}
+	if token == "" {
+		t.Fatal("no session maps to the added node")
+	}
+	mkey := "hs:" + core.StorageKey(token)
+	old, err := memcache.New(st.mc.Addr).Get(mkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := m.Store().AddServer(extra.Addr, 0); err != nil {
+		t.Fatal(err)
+	}
+	readOnly(t, m, token) // moves the copy to the added node
+	// An app server that has not added the node yet writes the key on its
+	// old owner.
+	if err := memcache.New(st.mc.Addr).Set(&memcache.Item{Key: mkey, Value: old.Value, Expiration: 3600}); err != nil {
+		t.Fatal(err)
+	}
+	st.clock.Advance(20 * time.Minute)
+	put(t, m, token, "cart", "book") // durable: the row is newer than that copy
+	st.clock.Advance(15 * time.Minute)
+	readOnly(t, m, token) // active; the old owner's copy is 35 minutes idle
+
+	if err := m.Store().RemoveServer(extra.Addr); err != nil {
+		t.Fatal(err)
+	}
+	if s := load(t, m, token); s.IsNew() || s.GetString("cart") != "book" {
+		t.Errorf("after the node was removed: new=%v cart=%q, want the active session with cart=book", s.IsNew(), s.GetString("cart"))
+	}
+}

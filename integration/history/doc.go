@@ -141,7 +141,20 @@
 // too narrow (seeds 3176, 3257, 3273, 5081, I1): a touch written around a
 // paused node keeps the session's version, so the node's copy, idle since,
 // survived the purge and read as expired — the purge now compares activity
-// at equal versions (TestPurgeRemovesSameVersionIdleCopy).
+// at equal versions (TestPurgeRemovesSameVersionIdleCopy). The soak after
+// that (seeds 6000–10199) found three more: seeds 6010 and 8010 (I1), where
+// the checker itself had stopped reaping for the last 3 s of a history
+// while I1 assumes a pass at least every SyncInterval — the reaper now runs
+// until the final reads, at most SyncInterval apart; seed 10126 (I4), where
+// the checker judged changes lost to a cut node against writes made during
+// the cut, which branch from the row — it now judges them against the
+// newest change before the fault (the code before this session fails it
+// too); and seed 10175 (I1, also failing before this session): a node added
+// and removed one app server at a time left, on the key's old owner, a copy
+// written by an app server still on the old ring; served again after the
+// removal, idle since, it read as expired — a dead copy of a key that
+// changed owner is now checked against the row, as a live one was
+// (TestRemovedNodeDeadCopyCheckedAgainstRow).
 //
 // # Settings the judgements assume
 //
