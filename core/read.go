@@ -123,11 +123,16 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 				break
 			}
 			e.casID, e.cached = it.CasID, true
-			// A copy on a suspect node, or on a node the key moved to, may
-			// be older than the row — live or dead: another app server may
-			// have written the session elsewhere meanwhile (around the node,
-			// or on the key's owner in its ring). A tombstone is final.
-			if s.durable != nil && !isTombstone(e) && (n.suspect() || s.mc.movedRecently(mkey, n)) {
+			// A copy may be older than the row when another app server
+			// wrote the session elsewhere: around the node while it could
+			// not reach it (not purged yet), or on the key's owner in its
+			// own ring during a ring change. A dead copy is always checked
+			// (it answers only requests that come within SyncInterval of
+			// the idle expiry: memcached keeps it no longer), a live one
+			// on a suspect node or a key that changed owner. A tombstone
+			// is final.
+			dead := !isTombstone(e) && !e.Alive(now)
+			if s.durable != nil && (dead || !isTombstone(e) && (n.suspect() || s.mc.movedRecently(mkey, n))) {
 				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
 					if fresh == nil {
 						s.stats.cacheMisses.Add(1)
@@ -278,10 +283,10 @@ func (s *Store) settleRefill(ctx context.Context, key, mkey string, e *Entry, ro
 	return e
 }
 
-// checkDurable compares have, a copy memcached holds (read from a suspect
-// node or a node the key moved to, or just refilled from the row), with the
-// database row. When the row is newer — another app server wrote the
-// session through while the node was unreachable to it — it writes the row
+// checkDurable compares have, a copy memcached holds (dead, read from a
+// suspect node or a node the key moved to, or just refilled from the row),
+// with the database row. When the row is newer — another app server wrote
+// the session through while the node was unreachable to it — it writes the row
 // over have in memcached, only where have still is (compare-and-swap: a
 // copy written since stays, and an emptied slot stays empty for the next
 // read to restore) and returns it; a destroyed row's tombstone replaces the
@@ -294,11 +299,19 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry,
 		s.stats.dbReadErrors.Add(1)
 		return nil, false
 	}
-	if !found || rec.Version <= have.Version {
+	if !found || rec.Version < have.Version {
 		return nil, false
 	}
 	e := new(Entry)
 	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
+		return nil, false
+	}
+	// The row is newer with a higher version; or, for a dead copy, with
+	// later activity at the same version (a read served from the row while
+	// the node was unreachable: I3's overshoot makes the session active
+	// again).
+	if rec.Version == have.Version && (have.Alive(now) || !e.ActiveAt.After(have.ActiveAt)) ||
+		!have.Alive(now) && !isTombstone(e) && !e.Alive(now) {
 		return nil, false
 	}
 	switch {

@@ -604,3 +604,27 @@ func TestRemovedNodeDeadCopyCheckedAgainstRow(t *testing.T) {
 		t.Errorf("after the node was removed: new=%v cart=%q, want the active session with cart=book", s.IsNew(), s.GetString("cart"))
 	}
 }
+
+// I1 (soak seed 34089): app server A cannot reach the node and serves a
+// session from its row (I3's overshoot: it was idle just past IdleTimeout),
+// moving the row ahead. App server B reaches the node, whose copy is the
+// same version and idle since before A's request; A has not purged it yet.
+// Before the fix B read it as expired: the user, served by A a moment ago,
+// was logged out. A dead copy is checked against the row.
+func TestDeadCopyCheckedAgainstRow(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	proxy := startProxy(t, newToxiproxy(), "mc-a", st.mc.Addr)
+	a := st.manager(t, func(c *core.StoreConfig) {
+		c.Memcached.Servers = []string{proxy.Addr}
+		c.Memcached.BreakerThreshold = 1
+	}, func(c *core.Config) { c.IdleTimeout = 30 * time.Minute })
+	b := st.manager(t, nil, func(c *core.Config) { c.IdleTimeout = 30 * time.Minute })
+	token := put(t, a, "", "user", "alice")
+
+	st.clock.Advance(31 * time.Minute) // the copy is dead; the row still stands
+	proxy.Cut()
+	readOnly(t, a, token)
+	if s := load(t, b, token); s.IsNew() || s.GetString("user") != "alice" {
+		t.Error("B logged out the user A served a moment ago: the node's dead copy hid the row")
+	}
+}

@@ -152,9 +152,13 @@
 // too); and seed 10175 (I1, also failing before this session): a node added
 // and removed one app server at a time left, on the key's old owner, a copy
 // written by an app server still on the old ring; served again after the
-// removal, idle since, it read as expired — a dead copy of a key that
-// changed owner is now checked against the row, as a live one was
-// (TestRemovedNodeDeadCopyCheckedAgainstRow).
+// removal, idle since, it read as expired (TestRemovedNodeDeadCopyCheckedAgainstRow).
+// Seed 34089 (I1) showed the same shape without a ring change: an app
+// server that could not reach a paused node served a session from its row
+// (I3's overshoot) while another, reaching the node, read the node's copy,
+// idle since, before the first one's purge. A dead copy is now always
+// checked against the row (TestDeadCopyCheckedAgainstRow), which covers
+// both.
 //
 // # Settings the judgements assume
 //
