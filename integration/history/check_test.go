@@ -225,6 +225,14 @@ func (m *model) cacheFault(from, to time.Time) bool {
 	return m.any(from, to, func(f *faultRec) bool { return f.Loss || f.Unavail })
 }
 
+// breakerRecovering reports whether w ran while a node unreachable before
+// it may still have been unreachable to w's app server: its breaker closes
+// at the first probe after the node answers (BreakerCooldown, then a dial
+// and a request), and until then that app server writes around the node.
+func (m *model) breakerRecovering(w *opRec) bool {
+	return m.any(w.Start.Add(-(breakerCool + 2*mcTimeout + slackTight)), w.End, func(f *faultRec) bool { return f.Unavail })
+}
+
 // purgePending reports whether a memcached node was unreachable while
 // destroy ran and at reports no later than the destroying app server's
 // probe after it came back.
@@ -400,7 +408,7 @@ func (m *model) judgeValues(op *opRec, lin *lineage) {
 			var inv string
 			quiet := !m.dbFault(w.Start, op.End) && !m.crash(w.Start, op.End)
 			switch {
-			case overlapsWriter(w, lin) && (m.h.p.noMemcached || m.cacheFault(w.Start, w.End)):
+			case overlapsWriter(w, lin) && (m.h.p.noMemcached || m.cacheFault(w.Start, w.End) || m.breakerRecovering(w)):
 				// Without memcached (none, or a fault on its node)
 				// concurrent writes of one session are last-writer-wins,
 				// whole session for whole session (docs/consistency.md: I6
