@@ -275,13 +275,15 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 		wait := func() { verdicts[i] = Verdict{Keep: true, Record: rec} }
 		// postpone keeps an expired row for the next pass without a verdict
 		// on the session. The row stays dead to readers: its Deadline column
-		// is moved to now (Load and List skip rows past it; the envelope
-		// keeps the real deadline), so waiting for the reaper never revives
-		// a session that looked expired.
+		// is moved back to when the row expired (Load and List skip rows
+		// past it; the envelope keeps the real deadline) — not to this
+		// pass's now, which an app server whose clock runs behind the
+		// reaper's would still see ahead — so waiting for the reaper never
+		// revives a session that looked expired.
 		postpone := func() {
 			verdicts[i] = Verdict{Keep: true, Record: rec}
 			verdicts[i].Record.ExpiresAt = cutoff.Add(r.cfg.Interval / 2).Truncate(time.Millisecond)
-			verdicts[i].Record.Deadline = minTime(rec.Deadline, now).Truncate(time.Millisecond)
+			verdicts[i].Record.Deadline = minTime(rec.Deadline, minTime(rec.ExpiresAt, now)).Truncate(time.Millisecond)
 		}
 		var row Entry
 		rowErr := s.openEnvelope(rec.Key, rec.Payload, &row)

@@ -628,3 +628,34 @@ func TestDeadCopyCheckedAgainstRow(t *testing.T) {
 		t.Error("B logged out the user A served a moment ago: the node's dead copy hid the row")
 	}
 }
+
+// I3 (soak seed 44072): a pass postpones an expired row (the archive hook
+// failed) and marks it dead to readers through its Deadline column. An app
+// server whose clock runs 50 ms behind the reaper's reads the key a moment
+// later, after memcached lost the dead envelope: before the fix the column
+// held the pass's own now, still ahead on that clock, and the session,
+// expired a second earlier, was served again.
+func TestPostponedRowDeadToSlowerClock(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	a := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, nil)
+	b := st.manager(t, func(c *core.StoreConfig) {
+		c.SyncInterval = time.Minute
+		c.Clock = func() time.Time { return st.clock.Now().Add(-50 * time.Millisecond) }
+	}, nil)
+	token := put(t, a, "", "user", "alice")
+	rec, _, _ := st.row(t, token)
+	st.clock.Advance(rec.ExpiresAt.Sub(st.clock.Now()) + time.Second) // expired a second ago
+	r, err := a.Store().NewReaper(core.ReaperConfig{Archive: func(context.Context, core.ArchivedSession) error {
+		return errors.New("archive down")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, _ := r.RunOnce(context.Background()); rep.Errors != 1 {
+		t.Fatalf("reaper report %v: want the archive failure to postpone the row", rep)
+	}
+	st.mc.Restart() // memcached loses the dead envelope
+	if s := load(t, b, token); !s.IsNew() {
+		t.Errorf("a session expired a second ago came back from its postponed row on a clock 50 ms behind: user=%v", s.Get("user"))
+	}
+}

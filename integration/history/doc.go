@@ -164,7 +164,11 @@
 // wrote around the node, and concurrent writers are last-writer-wins then
 // (I6 holds while memcached is up). A node now counts as unreachable to an
 // app server until its first probe after the fault could have closed the
-// breaker.
+// breaker. Seed 44072 (I3, once in five replays): a pass postponed an
+// expired row with its deadline column at the pass's own now, and an app
+// server whose clock ran a few milliseconds behind read it alive moments
+// later, after memcached lost the dead envelope; the column now goes back
+// to when the row expired (TestPostponedRowDeadToSlowerClock).
 //
 // # Settings the judgements assume
 //
