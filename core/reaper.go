@@ -269,7 +269,7 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 
 	for i, rec := range batch {
 		// Expired to readers: past its ExpiresAt, or its Deadline column
-		// (a postponed row's is the moment it was postponed).
+		// (a postponed row's is when it expired).
 		expired := !rec.ExpiresAt.After(now) || !rec.Deadline.After(now)
 		// wait leaves a row as it is, for a later pass.
 		wait := func() { verdicts[i] = Verdict{Keep: true, Record: rec} }
