@@ -428,11 +428,7 @@ func TestPurgeKeepsNewerCopy(t *testing.T) {
 	}
 
 	proxy.Restore()
-	for deadline := time.Now().Add(5 * time.Second); a.Store().Stats().Nodes[0].Open; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("A's breaker did not close after the node came back")
-		}
-	}
+	awaitBreakerClosed(t, a.Store())
 	for _, m := range []*core.Manager{a, b} {
 		if got := load(t, m, token).GetInt("n"); got != 3 {
 			t.Errorf("after A's purge the session reads n=%d, want 3: B's change was purged", got)
@@ -466,11 +462,7 @@ func TestReadAroundNodeMovesRowAhead(t *testing.T) {
 		t.Fatal("the row did not stand in for the unreachable node")
 	}
 	proxy.Restore()
-	for deadline := time.Now().Add(5 * time.Second); m.Store().Stats().Nodes[0].Open; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the breaker did not close after the node came back")
-		}
-	}
+	awaitBreakerClosed(t, m.Store())
 	if err := m.Save(context.Background(), s); err != nil { // the touch
 		t.Fatal(err)
 	}
@@ -504,11 +496,7 @@ func TestPurgeRemovesSameVersionIdleCopy(t *testing.T) {
 	proxy.Cut()
 	readOnly(t, m, token) // its touch goes to the row, around the node
 	proxy.Restore()
-	for deadline := time.Now().Add(5 * time.Second); m.Store().Stats().Nodes[0].Open; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the breaker did not close after the node came back")
-		}
-	}
+	awaitBreakerClosed(t, m.Store())
 	st.clock.Advance(2 * time.Minute) // 31m after the node's copy, 2m after the touch
 	if s := load(t, m, token); s.IsNew() || s.GetString("user") != "alice" {
 		t.Error("the user was logged out 2 minutes after their last request: the node's idle copy outlived the purge")
@@ -541,11 +529,7 @@ func TestPurgeRemovesTombstoneBeforeReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Restore()
-	for deadline := time.Now().Add(5 * time.Second); s.Stats().Nodes[0].Open; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the breaker did not close after the node came back")
-		}
-	}
+	awaitBreakerClosed(t, s)
 	got, err := kv.Get(ctx, "k")
 	if err != nil || string(got) != "two" {
 		t.Errorf("after the node came back Get = %q, %v; want \"two\": the Delete's tombstone hides the Set", got, err)
@@ -657,5 +641,16 @@ func TestPostponedRowDeadToSlowerClock(t *testing.T) {
 	st.mc.Restart() // memcached loses the dead envelope
 	if s := load(t, b, token); !s.IsNew() {
 		t.Errorf("a session expired a second ago came back from its postponed row on a clock 50 ms behind: user=%v", s.Get("user"))
+	}
+}
+
+// awaitBreakerClosed waits until s's breaker for its first node has closed
+// (the node answers again and the purge ran), for at most 5 s.
+func awaitBreakerClosed(t *testing.T, s *core.Store) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); s.Stats().Nodes[0].Open; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the breaker did not close after the node came back")
+		}
 	}
 }
