@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,8 +224,12 @@ func (t *memcachedTier) syncNodes() {
 		}
 		return nil
 	})
-	for a := range t.nodes {
+	for a, n := range t.nodes {
 		if !seen[a] {
+			// App servers that have not removed the node yet still read
+			// it: its probe goes on purging the copies this one wrote
+			// around it for as long as they may (RingChangeWindow).
+			n.retiredUntil.Store(time.Now().Add(t.cfg.RingChangeWindow).UnixNano())
 			delete(t.nodes, a)
 		}
 	}
@@ -454,7 +459,9 @@ func isProtocolAnswer(err error) bool {
 }
 
 // probe runs while n's breaker is open: every BreakerCooldown it checks the
-// node with a version command and closes the breaker when it answers.
+// node with a version command and closes the breaker when it answers. Once
+// RemoveServer has taken n out of the ring, it goes on only to purge what
+// was written around n (purgeRetired).
 func (t *memcachedTier) probe(n *node) {
 	defer t.probes.Done()
 	timer := time.NewTimer(t.cfg.BreakerCooldown)
@@ -468,16 +475,39 @@ func (t *memcachedTier) probe(n *node) {
 		t.mu.RLock()
 		removed := t.nodes[n.addr] != n
 		t.mu.RUnlock()
-		if removed { // RemoveServer took it out of the ring
+		if removed && !t.purgeRetired(n) {
 			return
 		}
 		if t.ping(n.addr) == nil && t.reopen(n) == nil {
-			t.stats.breakerCloses.Add(1)
-			t.log.Info("hybridsession: memcached node reachable again", "node", n.addr.String())
+			if !removed {
+				t.stats.breakerCloses.Add(1)
+				t.log.Info("hybridsession: memcached node reachable again", "node", n.addr.String())
+			}
 			return
 		}
 		timer.Reset(t.cfg.BreakerCooldown)
 	}
+}
+
+// purgeRetired reports whether the probe of n, which RemoveServer took
+// out of the ring, must go on: while app servers that have not applied the
+// removal may still read n (RingChangeWindow), the copies staler than what
+// this one wrote around n must still go (I5). Past that, what is left is
+// logged and dropped.
+func (t *memcachedTier) purgeRetired(n *node) bool {
+	n.mu.Lock()
+	left := len(n.dirty)
+	pending := left > 0 || n.flush
+	n.mu.Unlock()
+	if !pending {
+		return false
+	}
+	if time.Now().UnixNano() < n.retiredUntil.Load() {
+		return true
+	}
+	t.log.Warn("hybridsession: a removed memcached node stayed unreachable for RingChangeWindow; copies written around it were not purged",
+		"node", n.addr.String(), "keys", left)
+	return false
 }
 
 // maxDirty bounds the keys remembered per unavailable node; past it the
@@ -909,6 +939,10 @@ type node struct {
 	// suspectUntil (Unix nanoseconds) ends the window after the breaker
 	// closed in which the node's copies may be older than the database's.
 	suspectUntil atomic.Int64
+	// retiredUntil (Unix nanoseconds), set when RemoveServer takes the
+	// node out of the ring, ends the window in which its dirty keys are
+	// still purged.
+	retiredUntil atomic.Int64
 }
 
 // suspectWindow is how long a node's copies stay suspect after its breaker
@@ -947,6 +981,7 @@ func (t *memcachedTier) nodeStats() []NodeStats {
 			ConsecutiveFailures: int(n.failures.Load()),
 		})
 	}
+	slices.SortFunc(out, func(a, b NodeStats) int { return strings.Compare(a.Addr, b.Addr) })
 	return out
 }
 

@@ -109,9 +109,12 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 			cacheErr = err
 			s.stats.fallbacks.Add(1)
 		case it == nil:
+			// After an AddServer the previous owner's copy moves here. It
+			// is checked against the row like a hit on a key that changed
+			// owner: an app server that wrote the session around a node
+			// meanwhile left it stale.
 			if e := s.moveFromPriorOwner(mkey, now); e != nil {
-				s.stats.cacheHits.Add(1)
-				return e, nil
+				return s.serveCopy(ctx, key, mkey, e, true, now), nil
 			}
 			s.stats.cacheMisses.Add(1)
 		default:
@@ -123,33 +126,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 				break
 			}
 			e.casID, e.cached = it.CasID, true
-			// A copy may be older than the row when another app server
-			// wrote the session elsewhere: around the node while it could
-			// not reach it (not purged yet), or on the key's owner in its
-			// own ring during a ring change. A dead copy is always checked
-			// (it answers only requests that come within SyncInterval of
-			// the idle expiry: memcached keeps it no longer), a live one
-			// on a suspect node or a key that changed owner. A tombstone
-			// is final.
-			dead := !isTombstone(e) && !e.Alive(now)
-			if s.durable != nil && (dead || !isTombstone(e) && (n.suspect() || s.mc.movedRecently(mkey, n))) {
-				if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
-					if fresh == nil {
-						s.stats.cacheMisses.Add(1)
-					} else {
-						s.stats.cacheHits.Add(1)
-					}
-					return fresh, nil
-				}
-			}
-			if isTombstone(e) || !e.Alive(now) {
-				// Otherwise memcached is never older than the database: the
-				// session is over.
-				s.stats.cacheMisses.Add(1)
-				return nil, nil
-			}
-			s.stats.cacheHits.Add(1)
-			return e, nil
+			return s.serveCopy(ctx, key, mkey, e, n.suspect() || s.mc.movedRecently(mkey, n), now), nil
 		}
 	}
 	if s.durable == nil {
@@ -222,6 +199,37 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		}
 	}
 	return e, nil
+}
+
+// serveCopy returns what a request is served from e, a copy memcached
+// holds, or nil when the session is over. A copy may be older than the row
+// when another app server wrote the session elsewhere: around the node
+// while it could not reach it (not purged yet), or on the key's owner in
+// its own ring during a ring change. A dead copy is always checked against
+// the row (it answers only requests that come within SyncInterval of the
+// idle expiry: memcached keeps it no longer), a live one when suspect is
+// set (a suspect node, a key that changed owner, a copy moved from its
+// previous owner). A tombstone is final.
+func (s *Store) serveCopy(ctx context.Context, key, mkey string, e *Entry, suspect bool, now time.Time) *Entry {
+	dead := !isTombstone(e) && !e.Alive(now)
+	if s.durable != nil && (dead || suspect && !isTombstone(e)) {
+		if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
+			if fresh == nil {
+				s.stats.cacheMisses.Add(1)
+			} else {
+				s.stats.cacheHits.Add(1)
+			}
+			return fresh
+		}
+	}
+	if isTombstone(e) || !e.Alive(now) {
+		// Otherwise memcached is never older than the database: the
+		// session is over.
+		s.stats.cacheMisses.Add(1)
+		return nil
+	}
+	s.stats.cacheHits.Add(1)
+	return e
 }
 
 // rowExpiresSoon reports whether a row that expires at rowExpires, read

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -652,5 +653,106 @@ func awaitBreakerClosed(t *testing.T, s *core.Store) {
 		if time.Now().After(deadline) {
 			t.Fatal("the breaker did not close after the node came back")
 		}
+	}
+}
+
+// I5 (soak seed 42320): app server A writes a durable change around a node
+// it cannot reach, then removes that node from its ring before the node
+// answers again. App server B has not removed it yet, and its breaker
+// never opened. Before the fix A's dirty keys went with the node, so the
+// node's older copy was never purged and B served it (and could renew the
+// token from it, losing the change for good). Now A's probe goes on purging
+// the removed node for RingChangeWindow.
+func TestRemovedNodeDirtyKeysPurged(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	proxy := startProxy(t, newToxiproxy(), "mc-a", st.mc.Addr)
+	extra := memcachedtest.Start(t, memcachedtest.Options{})
+	nodes := []*faultNode{{name: "n0", proxy: proxy}, {name: "n1", proxy: &faultProxy{Addr: extra.Addr}}}
+	durable := func(c *core.Config) { c.DurableKeys = []string{"cart"} }
+	a := st.manager(t, func(c *core.StoreConfig) {
+		c.SyncInterval = time.Minute
+		c.Memcached.Servers = []string{proxy.Addr, extra.Addr}
+		c.Memcached.BreakerThreshold = 1
+		c.Memcached.BreakerCooldown = 20 * time.Millisecond
+	}, durable)
+	// B reaches the same memcached as A's first node, directly: every key
+	// is there on its ring.
+	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, durable)
+	var token string
+	for i := 0; token == "" && i < 1000; i++ {
+		if tok := put(t, a, "", "user", "alice"); ownerOf(t, nodes, tok) == 0 {
+			token = tok
+		}
+	}
+	if token == "" {
+		t.Fatal("no session maps to the first node")
+	}
+	if s := load(t, b, token); s.GetString("user") != "alice" {
+		t.Fatalf("B reads user=%q, want alice", s.GetString("user"))
+	}
+
+	proxy.Cut()
+	put(t, a, token, "cart", "book") // durable, written around the node
+	if i := slices.IndexFunc(a.Store().Stats().Nodes, func(n core.NodeStats) bool { return n.Addr == proxy.Addr && n.Open }); i < 0 {
+		t.Fatal("A's breaker did not open: the test needs A's write to go around the node")
+	}
+	if err := a.Store().RemoveServer(proxy.Addr); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Restore()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for load(t, b, token).GetString("cart") != "book" {
+		if time.Now().After(deadline) {
+			t.Fatal("B still serves the copy older than A's durable change 5 s after the node answered: A never purged the node it removed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// I5 (soak seed 42320): after an AddServer, app server A cannot reach the
+// added node and writes a durable change around it, to the database. The
+// key's previous owner still holds the copy from before. App server B,
+// whose breaker for the added node never opened, misses there and moves
+// the previous owner's copy over. Before the fix B served that copy — the
+// change gone, and a RenewToken from it loses it for good. A moved copy is
+// now checked against the row, like a hit on a key that changed owner.
+func TestPriorOwnerCopyCheckedAgainstRow(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	extra := memcachedtest.Start(t, memcachedtest.Options{})
+	proxy := startProxy(t, newToxiproxy(), "mc-added", extra.Addr)
+	nodes := []*faultNode{{name: "n0", proxy: &faultProxy{Addr: st.mc.Addr}}, {name: "n1", proxy: proxy}}
+	durable := func(c *core.Config) { c.DurableKeys = []string{"cart"} }
+	a := st.manager(t, func(c *core.StoreConfig) {
+		c.SyncInterval = time.Minute
+		c.Memcached.BreakerThreshold = 1
+		c.Memcached.BreakerCooldown = time.Minute // A stays away from the added node
+	}, durable)
+	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, durable)
+	var token string
+	for i := 0; token == "" && i < 1000; i++ {
+		if tok := put(t, a, "", "user", "alice"); ownerOf(t, nodes, tok) == 1 {
+			token = tok
+		}
+	}
+	if token == "" {
+		t.Fatal("no session maps to the added node")
+	}
+	for _, m := range []*core.Manager{a, b} {
+		if err := m.Store().AddServer(proxy.Addr, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	before, _, _ := st.row(t, token)
+	proxy.Cut()
+	put(t, a, token, "cart", "book") // durable, written around the added node
+	if row, _, _ := st.row(t, token); row.Version <= before.Version {
+		t.Fatal("A's durable change did not reach the database")
+	}
+	proxy.Restore()
+
+	if s := load(t, b, token); s.GetString("cart") != "book" {
+		t.Errorf("B serves cart=%q from the previous owner's copy, want book: A's durable change is lost", s.GetString("cart"))
 	}
 }

@@ -368,9 +368,7 @@ func (c *cluster) startServer(s *server, addrs []string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	// Grace is the smallest scsstore allows: SyncInterval, the overshoot
-	// the core documents.
-	sc, err := scsstore.New(store, scsstore.Config{Grace: syncInterval})
+	sc, err := scsstore.New(store, scsstore.Config{})
 	if err != nil {
 		c.t.Fatal(err)
 	}

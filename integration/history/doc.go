@@ -169,10 +169,27 @@
 // server whose clock ran a few milliseconds behind read it alive moments
 // later, after memcached lost the dead envelope; the column now goes back
 // to when the row expired (TestPostponedRowDeadToSlowerClock).
+// Seed 42320 (I5, once in eight replays) found two gaps around a node
+// added, paused and removed one app server at a time. An app server that
+// wrote a durable change around the added node left the key's previous
+// owner holding the copy from before; another app server, whose breaker
+// for the added node never opened, missed there and moved that copy over,
+// then renewed the token from it. A moved copy is now checked against the
+// row (TestPriorOwnerCopyCheckedAgainstRow). And an app server that
+// removed a node before its breaker closed dropped the node's dirty keys,
+// so app servers still on the old ring read the stale copies; its probe
+// now purges a removed node for RingChangeWindow
+// (TestRemovedNodeDirtyKeysPurged). Seed 60009 (I1, once in six): an scs
+// session committed around a paused node, and another app server read the
+// node's copy, past scs's previous expiry but within scsstore's Grace, so
+// the core Store took it for alive and never checked the row; scsstore's
+// entries now end at scs's expiry in the Store's idle timeout, which makes
+// such a copy dead, and a dead copy is checked against the row
+// (scsstore's TestFindChecksCopyPastExpiryAgainstRow).
 //
 // # Settings the judgements assume
 //
 // StoreConfig.DBTimeout is 1s and the liveness bound 6s: a request-path
 // database call must be bounded by DBTimeout or by a default below 5s.
-// scsstore's Grace is SyncInterval, its smallest value.
+// scsstore keeps a session SyncInterval past scs's expiry.
 package history
