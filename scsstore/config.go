@@ -2,7 +2,6 @@ package scsstore
 
 import (
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -25,27 +24,14 @@ type Config struct {
 	// out of All until their next Commit. Optional. Default false.
 	Iterable bool
 
-	// Grace is how long a session's copies are kept after the expiry scs
-	// gives it: memcached keeps the entry, and the database row may not be
-	// reaped, until expiry + Grace. Find still reports a session expired at
-	// scs's expiry exactly while memcached holds it.
+	// Grace has no effect.
 	//
-	// It exists because the database copy is written at most once per
-	// SyncInterval: each Commit moves scs's expiry forward, but the row
-	// holds the expiry of the last sync, up to SyncInterval older. When
-	// memcached loses the session (restart, eviction, outage) the session is
-	// read back from the row, and Find accepts it until the synced expiry +
-	// SyncInterval, so a user active within scs's idle timeout is never
-	// logged out. The price: a session read back from the database after a
-	// memcached loss may outlive scs's expiry by up to SyncInterval (the
-	// overshoot the core documents for its own sessions). Without memcached
-	// every Commit reaches the database, and Find honours scs's expiry
-	// exactly. scs's next Commit sets the expiry anew.
-	//
-	// It must be at least the Store's SyncInterval (New refuses less); a
-	// larger value keeps rows longer but serves nothing past the bound
-	// above. Optional. Default: the
-	// Store's SyncInterval, and at least 2m.
+	// Deprecated: Grace used to keep a session's copies that long past
+	// scs's expiry to cover the lag of the database copy. They are now kept
+	// exactly that lag past it, the Store's SyncInterval, and Find accepts
+	// a session read back from its row after a memcached loss until the
+	// row's expiry plus SyncInterval, as before (the overshoot the core
+	// documents for its own sessions).
 	Grace time.Duration
 
 	// RememberSize is how many sessions read by Find are remembered for the
@@ -65,32 +51,20 @@ type Config struct {
 }
 
 const (
-	defaultGrace        = 2 * time.Minute
 	defaultRememberSize = 10000
 	defaultRememberFor  = time.Minute
 )
 
-// setDefaults fills zero fields and validates cfg against the Store's
-// SyncInterval.
-func (cfg *Config) setDefaults(syncInterval time.Duration) error {
-	if cfg.Grace == 0 {
-		cfg.Grace = max(defaultGrace, syncInterval)
-	}
+// setDefaults fills zero fields and validates cfg.
+func (cfg *Config) setDefaults() error {
 	if cfg.RememberSize == 0 {
 		cfg.RememberSize = defaultRememberSize
 	}
 	if cfg.RememberFor == 0 {
 		cfg.RememberFor = defaultRememberFor
 	}
-	var errs []error
-	if cfg.Grace < 0 {
-		errs = append(errs, errors.New("scsstore: Config.Grace must not be negative"))
-	}
 	if cfg.RememberFor < 0 {
-		errs = append(errs, errors.New("scsstore: Config.RememberFor must not be negative"))
+		return errors.New("scsstore: Config.RememberFor must not be negative")
 	}
-	if cfg.Grace < syncInterval {
-		errs = append(errs, fmt.Errorf("scsstore: Config.Grace (%v) must be at least the Store's SyncInterval (%v)", cfg.Grace, syncInterval))
-	}
-	return errors.Join(errs...)
+	return nil
 }

@@ -45,12 +45,15 @@
 //
 // scs manages its idle timeout and lifetime itself and hands the store one
 // expiry per Commit. Find reports a session gone at that expiry, to the
-// millisecond. The entry's Deadline is the expiry plus Config.Grace, and its
-// IdleTimeout is whatever reaches that Deadline, so the Store's own idle
-// check never ends a session before scs's expiry and the database row
-// outlives the expiry by Grace. That covers the lag of the database copy
-// (up to SyncInterval of commits): after a memcached loss the session is
-// read back from its row and accepted until the row's expiry plus Grace.
+// millisecond. The entry's IdleTimeout reaches that expiry, so the Store
+// sees the session end when scs does: a copy memcached still holds past it
+// is dead, and like any dead copy it is checked against the database row,
+// which another app server may have written since (a Commit made around a
+// memcached node it could not reach). The entry's Deadline is the expiry
+// plus the Store's SyncInterval, and the row lives until then: that covers
+// the lag of the database copy (up to SyncInterval of commits). After a
+// memcached loss the session is read back from its row and accepted until
+// the row's expiry plus SyncInterval.
 //
 // # Iteration
 //

@@ -95,8 +95,14 @@ func (st *stack) now() time.Time {
 // scsstore.Store on it.
 func (st *stack) server(t *testing.T, syncInterval time.Duration, cfg scsstore.Config) (*core.Store, *scsstore.Store) {
 	t.Helper()
+	return st.serverOn(t, st.mc.Addr, syncInterval, cfg)
+}
+
+// serverOn is server with the memcached node at addr.
+func (st *stack) serverOn(t *testing.T, addr string, syncInterval time.Duration, cfg scsstore.Config) (*core.Store, *scsstore.Store) {
+	t.Helper()
 	scfg := core.StoreConfig{
-		Memcached:    core.MemcachedConfig{Servers: []string{st.mc.Addr}, BreakerCooldown: 50 * time.Millisecond},
+		Memcached:    core.MemcachedConfig{Servers: []string{addr}, BreakerCooldown: 50 * time.Millisecond},
 		Durable:      st.durable,
 		SyncInterval: syncInterval,
 		Logger:       quiet,

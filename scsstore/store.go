@@ -24,7 +24,7 @@ import (
 // setting (see Config.Iterable for the one exception).
 //
 // Expiry: a session is found until the expiry scs gave its last Commit,
-// to the millisecond. Both tiers keep it Config.Grace longer, so that a
+// to the millisecond. Both tiers keep it SyncInterval longer, so that a
 // session whose last expiry had not reached the database yet survives the
 // loss of memcached; see Config.Grace for the overshoot this allows.
 //
@@ -70,13 +70,12 @@ func pause(attempt int) {
 const listBatch = 500
 
 // New returns a Store on s, which it does not close. It returns an error
-// when s is nil or cfg is invalid (a negative duration, or a Grace shorter
-// than the Store's SyncInterval).
+// when s is nil or cfg is invalid (a negative RememberFor).
 func New(s *core.Store, cfg Config) (*Store, error) {
 	if s == nil {
 		return nil, errors.New("scsstore: New needs a *core.Store")
 	}
-	if err := cfg.setDefaults(s.SyncInterval()); err != nil {
+	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
 	return &Store{store: s, cfg: cfg, memo: newMemo(cfg.RememberSize, cfg.RememberFor)}, nil
@@ -159,9 +158,12 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 	if s.cfg.Iterable {
 		kept = token
 	}
-	// Deadline caps the Store's own idle check: the entry lives in both
-	// tiers until expiry + Grace, whatever activity the Store records.
-	deadline := expiry.Add(s.cfg.Grace)
+	// The Store's idle timeout ends the session at scs's expiry, so that a
+	// copy memcached still holds past it reads as dead, and is checked
+	// against the row like any dead copy (another app server may have
+	// committed around a node it could not reach). The deadline gives the
+	// row the lag of the database copy: SyncInterval (see Config.Grace).
+	deadline := expiry.Add(max(s.store.SyncInterval(), 0))
 	p := make([]byte, 0, payloadSize(expiry, now, kept, b))
 
 	e := s.memo.take(token)
@@ -185,7 +187,7 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 		// tells the two apart from a copy read back from the database.
 		now = s.store.Now()
 		p = appendPayload(p[:0], expiry, now, kept, b)
-		idle := deadline.Sub(now)
+		idle := expiry.Sub(now)
 		if e == nil {
 			err := s.store.Insert(ctx, token, &core.Entry{
 				Payload:     p,

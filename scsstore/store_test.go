@@ -86,7 +86,7 @@ func TestContract(t *testing.T) {
 			if _, found := mustFind(t, s, tok); !found {
 				t.Fatal("not found a millisecond before its expiry")
 			}
-			// memcached still holds the entry (Grace), but scs's expiry is exact.
+			// memcached still holds the entry (SyncInterval), but scs's expiry is exact.
 			st.clock.Advance(time.Millisecond)
 			if b, found := mustFind(t, s, tok); found {
 				t.Fatalf("Find at expiry = %q, true; want not found", b)
@@ -226,9 +226,7 @@ func TestNewValidates(t *testing.T) {
 	st := newStack(t, backends(t)[0], false)
 	cs, _ := st.server(t, 0, scsstore.Config{})
 	for name, cfg := range map[string]scsstore.Config{
-		"GraceBelowSyncInterval": {Grace: time.Minute}, // the Store syncs every 2m
-		"NegativeGrace":          {Grace: -time.Second},
-		"NegativeRememberFor":    {RememberFor: -time.Second},
+		"NegativeRememberFor": {RememberFor: -time.Second},
 	} {
 		if _, err := scsstore.New(cs, cfg); err == nil {
 			t.Errorf("%s: New accepted an invalid Config", name)
@@ -386,7 +384,7 @@ func TestConcurrentCommits(t *testing.T) {
 // TestMemcachedLossGrace: a session whose latest expiry had not reached
 // the database (committed within SyncInterval of the last sync) survives a
 // memcached restart until that expiry, even past the expiry the row holds,
-// and not beyond the row's expiry plus Grace.
+// and not beyond the row's expiry plus SyncInterval.
 func TestMemcachedLossGrace(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
 		st := newStack(t, be, true)
@@ -411,17 +409,17 @@ func TestMemcachedLossGrace(t *testing.T) {
 		if !found || string(b) != "synced" {
 			t.Fatalf("after a memcached restart, a session active 29m ago (idle 30m): Find = %q, %v; want the synced data", b, found)
 		}
-		// gone was idle for 30.5 minutes: still within Grace of its row's
-		// expiry, the documented overshoot.
+		// gone was idle for 30.5 minutes: still within SyncInterval of its
+		// row's expiry, the documented overshoot.
 		if _, found := mustFind(t, s, gone); !found {
-			t.Error("gone not found within Grace of its expiry after a memcached loss")
+			t.Error("gone not found within SyncInterval of its expiry after a memcached loss")
 		}
-		// Beyond expiry + Grace nothing is found.
+		// Beyond expiry + SyncInterval nothing is found.
 		st.clock.Advance(2 * time.Minute)
 		st.mc.Restart()
 		for _, tk := range []string{tok, gone} {
 			if b, found := mustFind(t, s, tk); found {
-				t.Errorf("found %q beyond expiry + Grace", b)
+				t.Errorf("found %q beyond expiry + SyncInterval", b)
 			}
 		}
 	})
