@@ -80,9 +80,12 @@ func benchRequestsWith(b *testing.B, modify bool, pad int, keys [][]byte) {
 			s.Put("pad", strings.Repeat("x", pad))
 		}
 	})).ServeHTTP(rec, first)
-	cookie := rec.Result().Cookies()[0]
+	cookies := rec.Result().Cookies()
+	if len(cookies) == 0 {
+		b.Fatalf("creating the session: status %d, no cookie: %s", rec.Code, rec.Body)
+	}
 	req := httptest.NewRequest("GET", "/", nil)
-	req.AddCookie(cookie)
+	req.AddCookie(cookies[0])
 
 	trips.Store(0)
 	b.ReportAllocs()
