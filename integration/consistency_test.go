@@ -662,7 +662,8 @@ func awaitBreakerClosed(t *testing.T, s *core.Store) {
 // never opened. Before the fix A's dirty keys went with the node, so the
 // node's older copy was never purged and B served it (and could renew the
 // token from it, losing the change for good). Now A's probe goes on purging
-// the removed node for RingChangeWindow.
+// the removed node for RingChangeWindow, and tries at least once after the
+// removal however short the window (here shorter than BreakerCooldown).
 func TestRemovedNodeDirtyKeysPurged(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	proxy := startProxy(t, newToxiproxy(), "mc-a", st.mc.Addr)
@@ -673,7 +674,8 @@ func TestRemovedNodeDirtyKeysPurged(t *testing.T) {
 		c.SyncInterval = time.Minute
 		c.Memcached.Servers = []string{proxy.Addr, extra.Addr}
 		c.Memcached.BreakerThreshold = 1
-		c.Memcached.BreakerCooldown = 20 * time.Millisecond
+		c.Memcached.BreakerCooldown = 300 * time.Millisecond
+		c.Memcached.RingChangeWindow = time.Millisecond
 	}, durable)
 	// B reaches the same memcached as A's first node, directly: every key
 	// is there on its ring.
@@ -754,5 +756,38 @@ func TestPriorOwnerCopyCheckedAgainstRow(t *testing.T) {
 
 	if s := load(t, b, token); s.GetString("cart") != "book" {
 		t.Errorf("B serves cart=%q from the previous owner's copy, want book: A's durable change is lost", s.GetString("cart"))
+	}
+}
+
+// I1 (found by review): a change written around an unreachable node went
+// to the row with its exact idle expiry, not the SyncInterval of slack a
+// row written through memcached gets. Once the node answered, the next
+// changes landed there only (the last sync was recent), and a memcached
+// loss then found the row expired minutes before the session was idle
+// for IdleTimeout. Every row carries the slack while memcached is
+// configured.
+func TestRowWrittenAroundNodeOutlivesLaterChanges(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	proxy := startProxy(t, newToxiproxy(), "mc-a", st.mc.Addr)
+	m := st.manager(t, func(c *core.StoreConfig) {
+		c.SyncInterval = 2 * time.Minute
+		c.Memcached.Servers = []string{proxy.Addr}
+		c.Memcached.BreakerThreshold = 1
+		c.Memcached.BreakerCooldown = 20 * time.Millisecond
+	}, func(c *core.Config) { c.IdleTimeout = 30 * time.Minute })
+	token := put(t, m, "", "n", 1) // inserted: synced
+
+	st.clock.Advance(time.Second)
+	proxy.Cut()
+	put(t, m, token, "n", 2) // around the node, to the row
+	proxy.Restore()
+	awaitBreakerClosed(t, m.Store())
+	st.clock.Advance(50 * time.Second)
+	put(t, m, token, "n", 3) // memcached only: the last sync is 51 s old
+
+	st.mc.Restart() // memcached loses the session
+	st.clock.Advance(30*time.Minute - 10*time.Second)
+	if s := load(t, m, token); s.IsNew() {
+		t.Error("a session active 29m50s ago (IdleTimeout 30m) is gone after a memcached restart: its row expired 30m after the write around the node")
 	}
 }
