@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -461,7 +460,7 @@ func isProtocolAnswer(err error) bool {
 // probe runs while n's breaker is open: every BreakerCooldown it checks the
 // node with a version command and closes the breaker when it answers. Once
 // RemoveServer has taken n out of the ring, it goes on only to purge what
-// was written around n (purgeRetired).
+// was written around n (retiredTooLong).
 func (t *memcachedTier) probe(n *node) {
 	defer t.probes.Done()
 	timer := time.NewTimer(t.cfg.BreakerCooldown)
@@ -475,7 +474,7 @@ func (t *memcachedTier) probe(n *node) {
 		t.mu.RLock()
 		removed := t.nodes[n.addr] != n
 		t.mu.RUnlock()
-		if removed && !t.purgeRetired(n) {
+		if removed && !n.pending() {
 			return
 		}
 		if t.ping(n.addr) == nil && t.reopen(n) == nil {
@@ -485,29 +484,36 @@ func (t *memcachedTier) probe(n *node) {
 			}
 			return
 		}
+		if removed && t.retiredTooLong(n) {
+			return
+		}
 		timer.Reset(t.cfg.BreakerCooldown)
 	}
 }
 
-// purgeRetired reports whether the probe of n, which RemoveServer took
-// out of the ring, must go on: while app servers that have not applied the
-// removal may still read n (RingChangeWindow), the copies staler than what
-// this one wrote around n must still go (I5). Past that, what is left is
-// logged and dropped.
-func (t *memcachedTier) purgeRetired(n *node) bool {
+// pending reports whether n has copies to purge.
+func (n *node) pending() bool {
 	n.mu.Lock()
-	left := len(n.dirty)
-	pending := left > 0 || n.flush
-	n.mu.Unlock()
-	if !pending {
+	defer n.mu.Unlock()
+	return len(n.dirty) > 0 || n.flush
+}
+
+// retiredTooLong reports whether the probe of n, which RemoveServer took
+// out of the ring and which failed to purge it once more, must give up.
+// While app servers that have not applied the removal may still read n
+// (RingChangeWindow), the copies staler than what this one wrote around n
+// must still go (I4, I5); past that, what is left is logged and dropped.
+// The probe tries at least once after the removal, whatever the window.
+func (t *memcachedTier) retiredTooLong(n *node) bool {
+	if time.Now().UnixNano() < n.retiredUntil.Load() {
 		return false
 	}
-	if time.Now().UnixNano() < n.retiredUntil.Load() {
-		return true
-	}
+	n.mu.Lock()
+	left := len(n.dirty)
+	n.mu.Unlock()
 	t.log.Warn("hybridsession: a removed memcached node stayed unreachable for RingChangeWindow; copies written around it were not purged",
 		"node", n.addr.String(), "keys", left)
-	return false
+	return true
 }
 
 // maxDirty bounds the keys remembered per unavailable node; past it the
@@ -981,7 +987,6 @@ func (t *memcachedTier) nodeStats() []NodeStats {
 			ConsecutiveFailures: int(n.failures.Load()),
 		})
 	}
-	slices.SortFunc(out, func(a, b NodeStats) int { return strings.Compare(a.Addr, b.Addr) })
 	return out
 }
 
