@@ -6,7 +6,7 @@ import (
 )
 
 // Config configures a Store. The zero value is valid: a Store that is not
-// iterable, with the default grace and memory.
+// iterable, with the default memory (RememberSize, RememberFor).
 type Config struct {
 	// Iterable keeps scs's token inside each stored session so that All can
 	// return it: the tiers key sessions by a hash of the token, which cannot

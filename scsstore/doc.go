@@ -53,7 +53,10 @@
 // plus the Store's SyncInterval, and the row lives until then: that covers
 // the lag of the database copy (up to SyncInterval of commits). After a
 // memcached loss the session is read back from its row and accepted until
-// the row's expiry plus SyncInterval.
+// the row's expiry plus SyncInterval. A copy restored that way is not dead
+// to the Store at scs's expiry (the restore counts as activity): it stands
+// until its Deadline, which bounds that overshoot, and is then dead and
+// checked against the row like any other.
 //
 // # Iteration
 //

@@ -26,7 +26,9 @@ import (
 // Expiry: a session is found until the expiry scs gave its last Commit,
 // to the millisecond. Both tiers keep it SyncInterval longer, so that a
 // session whose last expiry had not reached the database yet survives the
-// loss of memcached; see Config.Grace for the overshoot this allows.
+// loss of memcached, at the price of an overshoot: a session read back
+// from the database may be found up to SyncInterval past its expiry (see
+// the package documentation).
 //
 // Find and Commit: scs calls them separately in each request. Find
 // remembers the entry it read (bounded; see Config.RememberSize), and the
