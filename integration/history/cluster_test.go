@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -265,8 +266,9 @@ func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool
 		}
 		closeDB(t, db)
 		if sqlDB, err := db.DB(); err == nil {
-			sqlDB.SetMaxOpenConns(12) // the database is shared with other engineers' tests
-			sqlDB.SetMaxIdleConns(12)
+			sqlDB.SetMaxOpenConns(appConns) // the database is shared with other engineers' tests
+			sqlDB.SetMaxIdleConns(appConns)
+			warmPool(t, sqlDB)
 		}
 		c.appDB = db
 	}
@@ -290,6 +292,35 @@ func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool
 		}
 	})
 	return c
+}
+
+// appConns is the size of the app servers' shared connection pool.
+const appConns = 12
+
+// warmPool opens every connection of the pool before the history starts.
+// The checker judges the database reachable while no fault is injected,
+// and a request's database call is bounded by DBTimeout (1s): on a loaded
+// CI machine, setting up a connection in the first requests can take
+// longer than that, which is not the outage I7 is about.
+func warmPool(t testing.TB, sqlDB *sql.DB) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conns := make([]*sql.Conn, 0, appConns)
+	defer func() {
+		for _, c := range conns {
+			c.Close() // back to the pool, idle
+		}
+	}()
+	for range appConns {
+		c, err := sqlDB.Conn(ctx)
+		if err == nil {
+			err = c.PingContext(ctx)
+		}
+		if err != nil {
+			t.Fatalf("warming the database pool: %v", err)
+		}
+		conns = append(conns, c)
+	}
 }
 
 func closeDB(t testing.TB, db *gorm.DB) {
