@@ -193,7 +193,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	if s.rowExpiresSoon(rec.ExpiresAt, now) {
 		ahead := *e
 		ahead.ActiveAt = now
-		if applied, _ := s.moveRowAhead(ctx, s.record(key, &ahead, s.sealEnvelope(key, nil, &ahead))); applied {
+		if applied, _ := s.moveRowAhead(ctx, s.record(key, &ahead, s.sealEnvelope(key, nil, &ahead), true)); applied {
 			s.mc.markDirty(mkey, around(&ahead, false))
 			e.ActiveAt = now
 		}
@@ -278,7 +278,7 @@ func (s *Store) moveRowAhead(ctx context.Context, r Record) (applied bool, err e
 // DBTimeout once already (I7).
 func (s *Store) settleRefill(ctx context.Context, key, mkey string, e *Entry, rowExpires time.Time, buf []byte, now time.Time) *Entry {
 	if s.rowExpiresSoon(rowExpires, now) {
-		if applied, err := s.moveRowAhead(ctx, s.record(key, e, bytesClone(buf))); applied || err != nil {
+		if applied, err := s.moveRowAhead(ctx, s.record(key, e, bytesClone(buf), true)); applied || err != nil {
 			return e
 		}
 	}

@@ -314,14 +314,14 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 			if !rowOK || cached.Version >= row.Version {
 				envelope := cached.Payload
 				cached.Payload = nil
-				nr = s.record(rec.Key, &cached, envelope)
+				nr = s.record(rec.Key, &cached, envelope, true)
 			} else {
 				// memcached holds an older copy than the row (a write went
 				// through to the database around an unreachable node): the
 				// session lives, with the row's newer data and memcached's
 				// activity.
 				row.ActiveAt = maxTime(row.ActiveAt, cached.ActiveAt)
-				nr = s.record(rec.Key, &row, rec.Payload)
+				nr = s.record(rec.Key, &row, rec.Payload, true)
 			}
 			if nr.Version == rec.Version && !nr.ExpiresAt.After(rec.ExpiresAt) && !nr.Deadline.After(rec.Deadline) {
 				// Nothing newer than the row: the session was not active

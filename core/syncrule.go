@@ -9,20 +9,18 @@ import (
 
 // record builds the durable row for e. ExpiresAt is chosen so that losing
 // memcached can never log out a user who was active within the idle
-// timeout: activity is recorded only in memcached for less than
-// SyncInterval after a row is written (the next change after that syncs
+// timeout: after a sync through memcached, activity is recorded only in
+// memcached for less than SyncInterval (the next change after that syncs
 // again; the reaper extends the rows of sessions that only read), so
 // ActiveAt + IdleTimeout + SyncInterval bounds the session's true expiry.
-// That holds for a row written around an unreachable node too: once the
-// node answers, the writes that follow land there, unsynced for up to
-// SyncInterval. The overshoot — a session read back from the database after
-// a memcached loss, or while its node is unreachable, may outlive its idle
-// timeout by up to SyncInterval — is the documented price
-// (docs/consistency.md, I3). Without memcached every write reaches the row,
-// which expires exactly.
-func (s *Store) record(key string, e *Entry, payload []byte) Record {
+// The overshoot — a session read back from the database after a real
+// memcached loss may outlive its idle timeout by up to SyncInterval — is
+// the documented price (docs/consistency.md, I3). A write that does not go
+// through memcached (write-through while it is unavailable, or a Store
+// without it) leaves nothing newer behind: its row expires exactly.
+func (s *Store) record(key string, e *Entry, payload []byte, throughCache bool) Record {
 	exp := e.ActiveAt.Add(e.IdleTimeout)
-	if s.mc != nil {
+	if throughCache && s.mc != nil {
 		exp = exp.Add(s.rowSlack())
 	}
 	if exp.After(e.Deadline) {
@@ -76,7 +74,7 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 		}
 		return nil
 	}
-	rec := s.record(key, e, bytesClone(buf))
+	rec := s.record(key, e, bytesClone(buf), !cacheDown)
 	applied, err := s.save(ctx, rec)
 	if err == nil && !applied && flags&writeInsert != 0 {
 		var old Record
@@ -114,7 +112,7 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 // the durable tier's version check stands in for CAS.
 func (s *Store) saveConditional(ctx context.Context, key string, e *Entry, buf []byte, cacheErr error) error {
 	s.syncer.forget(key) // an older pending sync must not follow this write
-	applied, err := s.save(ctx, s.record(key, e, bytesClone(buf)))
+	applied, err := s.save(ctx, s.record(key, e, bytesClone(buf), false))
 	if err != nil {
 		s.stats.dbWriteErrors.Add(1)
 		if cacheErr != nil {
@@ -149,7 +147,7 @@ func (s *Store) retryLater(rec Record, err error) error {
 // database is failing, where that would make every request wait for
 // DBTimeout: then the sync is dropped and counted, as in retryLater.
 func (s *Store) syncLater(key string, e *Entry, buf []byte, now time.Time) {
-	rec := s.record(key, e, bytesClone(buf))
+	rec := s.record(key, e, bytesClone(buf), true)
 	if s.syncer.enqueue(rec, false) {
 		return
 	}

@@ -76,6 +76,9 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry, flags WriteF
 			s.stats.fallbacks.Add(1)
 		}
 	}
+	if cacheErr != nil {
+		s.aroundNode(key, &next, buf)
+	}
 	if err := s.syncNow(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil, flags|writeInsert); err != nil {
 		if errors.Is(err, ErrDestroyed) && cacheErr == nil && s.mc != nil {
 			_ = s.mc.delete(mkey) // the database keeps the tombstone
@@ -146,6 +149,9 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 		}
 	case cacheErr != nil || s.mc == nil:
 		// Write-through while memcached cannot take the write.
+		if cacheErr != nil {
+			s.aroundNode(key, &next, buf)
+		}
 		if err := s.saveConditional(ctx, key, &next, *buf, cacheErr); err != nil {
 			return err // no tier took the change: memcached's copy is still the latest
 		}
@@ -266,6 +272,17 @@ func (s *Store) addOrConflict(mkey string, buf []byte, exp int32) error {
 // gone (a row left in the database would revive it after a memcached loss).
 func (s *Store) Delete(ctx context.Context, token string) error {
 	return s.deleteKey(ctx, StorageKey(token))
+}
+
+// aroundNode prepares e, about to be written to its row around a memcached
+// node that could not take it, and re-encodes it into buf. The row expires
+// exactly (record: nothing newer is left in memcached), so the entry is
+// marked never synced: once the node answers again, the first write there
+// is due and moves the row ahead of the writes that follow it, which land
+// in memcached only (docs/consistency.md, I1).
+func (s *Store) aroundNode(key string, e *Entry, buf *[]byte) {
+	e.SyncedAt, e.SyncedVersion = time.Time{}, 0
+	*buf = s.sealEnvelope(key, (*buf)[:0], e)
 }
 
 func (s *Store) deleteKey(ctx context.Context, key string) error {
