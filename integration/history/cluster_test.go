@@ -294,10 +294,15 @@ func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool
 	return c
 }
 
-// appConns is the size of the app servers' shared connection pool.
-const appConns = 12
+// appConns is the size of the app servers' shared connection pool, and
+// warmConns how many of them are opened before the history starts.
+const (
+	appConns  = 12
+	warmConns = 4
+)
 
-// warmPool opens every connection of the pool before the history starts.
+// warmPool opens warmConns connections of the pool before the history
+// starts, enough for its first requests.
 // The checker judges the database reachable while no fault is injected,
 // and a request's database call is bounded by DBTimeout (1s): on a loaded
 // CI machine, setting up a connection in the first requests can take
@@ -305,13 +310,13 @@ const appConns = 12
 func warmPool(t testing.TB, sqlDB *sql.DB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conns := make([]*sql.Conn, 0, appConns)
+	conns := make([]*sql.Conn, 0, warmConns)
 	defer func() {
 		for _, c := range conns {
 			c.Close() // back to the pool, idle
 		}
 	}()
-	for range appConns {
+	for range warmConns {
 		c, err := sqlDB.Conn(ctx)
 		if err == nil {
 			err = c.PingContext(ctx)
