@@ -185,7 +185,16 @@
 // the core Store took it for alive and never checked the row; scsstore's
 // entries now end at scs's expiry in the Store's idle timeout, which makes
 // such a copy dead, and a dead copy is checked against the row
-// (scsstore's TestFindChecksCopyPastExpiryAgainstRow).
+// (scsstore's TestFindChecksCopyPastExpiryAgainstRow). A review then found
+// that a row written around an unreachable node fell behind the writes
+// after the node answered (TestRowWrittenAroundNodeOutlivesLaterChanges);
+// the first fix, giving such rows SyncInterval of slack, let idle sessions
+// come back from them once the purge had emptied memcached (seeds 90048
+// and 96065, I3), and was replaced: the row expires exactly and its entry
+// counts as never synced, so the first write after the node answers
+// reaches the row. Seeds 90108, 92294 and 92295 (I7) were the checker's:
+// connections opened in a history's first second took longer than
+// DBTimeout on a loaded machine, so a few are now opened beforehand.
 //
 // # Settings the judgements assume
 //
