@@ -315,7 +315,15 @@ func (s *Store) deleteKey(ctx context.Context, key string) error {
 		}
 		if _, err := s.save(ctx, rec); err != nil {
 			s.stats.dbWriteErrors.Add(1)
-			errs = append(errs, fmt.Errorf("database: %w", err))
+			// memcached holds the tombstone: the background writer keeps
+			// the row's until the database takes it, like a durable write
+			// (I5), rather than fail a logout or a RenewToken whose
+			// memcached half is already done (docs/consistency.md, I2).
+			if cacheErr != nil || s.mc == nil {
+				errs = append(errs, fmt.Errorf("database: %w", err))
+			} else if err := s.retryLater(rec, err); err != nil {
+				errs = append(errs, err)
+			}
 		} else {
 			s.stats.dbWrites.Add(1)
 			if cacheErr != nil {

@@ -791,3 +791,37 @@ func TestRowWrittenAroundNodeOutlivesLaterChanges(t *testing.T) {
 		t.Error("a session active 29m50s ago (IdleTimeout 30m) is gone after a memcached restart: its row expired 30m after the write around the node")
 	}
 }
+
+// I2 (soak seeds 92093 and 112301): a RenewToken while the database hung.
+// The new session was stored (memcached, and the background writer), and
+// the old token's tombstone reached memcached but not the database; the
+// Delete failed, so the request failed and the client kept the old token,
+// which memcached now reported destroyed. A memcached loss then brought
+// the old token back from its row, without the changes made since. A
+// tombstone that memcached holds is now kept for the database by the
+// background writer, like a durable write, and the Delete succeeds.
+func TestDeleteHeldUntilDatabaseReturns(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	var fd *failingDurable
+	m := st.manager(t, func(c *core.StoreConfig) {
+		fd = &failingDurable{Durable: c.Durable}
+		c.Durable = fd
+	}, nil)
+	ctx := context.Background()
+	token := put(t, m, "", "user", "alice")
+
+	fd.failing.Store(true)
+	s := load(t, m, token)
+	if err := s.Destroy(ctx); err != nil {
+		t.Fatalf("Destroy while the database refuses, memcached up: %v, want nil (the tombstone is held)", err)
+	}
+	fd.failing.Store(false)
+	flush(t, m.Store())
+	if _, e, found := st.row(t, token); found && !e.Destroyed() {
+		t.Fatal("the row is still the live session after the database returned")
+	}
+	st.mc.Restart() // memcached loses the tombstone
+	if s := load(t, m, token); !s.IsNew() {
+		t.Errorf("the destroyed session came back from its row: user=%v", s.Get("user"))
+	}
+}
