@@ -195,6 +195,11 @@
 // reaches the row. Seeds 90108, 92294 and 92295 (I7) were the checker's:
 // connections opened in a history's first second took longer than
 // DBTimeout on a loaded machine, so a few are now opened beforehand.
+// Seeds 92093 and 112301 (I4, I5; the hang profile): a RenewToken while the
+// database hung tombstoned the old token in memcached, failed on the row's
+// tombstone, and left the client with a token memcached called destroyed
+// and its row called live; the row's tombstone is now held by the
+// background writer like a durable write (TestDeleteHeldUntilDatabaseReturns).
 //
 // # Settings the judgements assume
 //
