@@ -553,15 +553,7 @@ func TestRemovedNodeDeadCopyCheckedAgainstRow(t *testing.T) {
 		c.IdleTimeout = 30 * time.Minute
 		c.DurableKeys = []string{"cart"}
 	})
-	var token string
-	for i := 0; token == "" && i < 1000; i++ {
-		if tok := put(t, m, "", "user", "alice"); ownerOf(t, nodes, tok) == 1 {
-			token = tok
-		}
-	}
-	if token == "" {
-		t.Fatal("no session maps to the added node")
-	}
+	token := loginOn(t, m, nodes, 1)
 	mkey := "hs:" + core.StorageKey(token)
 	old, err := memcache.New(st.mc.Addr).Get(mkey)
 	if err != nil {
@@ -680,15 +672,7 @@ func TestRemovedNodeDirtyKeysPurged(t *testing.T) {
 	// B reaches the same memcached as A's first node, directly: every key
 	// is there on its ring.
 	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, durable)
-	var token string
-	for i := 0; token == "" && i < 1000; i++ {
-		if tok := put(t, a, "", "user", "alice"); ownerOf(t, nodes, tok) == 0 {
-			token = tok
-		}
-	}
-	if token == "" {
-		t.Fatal("no session maps to the first node")
-	}
+	token := loginOn(t, a, nodes, 0)
 	if s := load(t, b, token); s.GetString("user") != "alice" {
 		t.Fatalf("B reads user=%q, want alice", s.GetString("user"))
 	}
@@ -731,15 +715,7 @@ func TestPriorOwnerCopyCheckedAgainstRow(t *testing.T) {
 		c.Memcached.BreakerCooldown = time.Minute // A stays away from the added node
 	}, durable)
 	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, durable)
-	var token string
-	for i := 0; token == "" && i < 1000; i++ {
-		if tok := put(t, a, "", "user", "alice"); ownerOf(t, nodes, tok) == 1 {
-			token = tok
-		}
-	}
-	if token == "" {
-		t.Fatal("no session maps to the added node")
-	}
+	token := loginOn(t, a, nodes, 1)
 	for _, m := range []*core.Manager{a, b} {
 		if err := m.Store().AddServer(proxy.Addr, 0); err != nil {
 			t.Fatal(err)
@@ -824,4 +800,17 @@ func TestDeleteHeldUntilDatabaseReturns(t *testing.T) {
 	if s := load(t, m, token); !s.IsNew() {
 		t.Errorf("the destroyed session came back from its row: user=%v", s.Get("user"))
 	}
+}
+
+// loginOn logs sessions in on m (user=alice) until one maps to nodes[i],
+// and returns its token.
+func loginOn(t *testing.T, m *core.Manager, nodes []*faultNode, i int) string {
+	t.Helper()
+	for range 1000 {
+		if tok := put(t, m, "", "user", "alice"); ownerOf(t, nodes, tok) == i {
+			return tok
+		}
+	}
+	t.Fatalf("no session maps to node %d", i)
+	return ""
 }
