@@ -258,13 +258,26 @@ func (s *syncer) retry(key string, p *pendingSync, err error) {
 		return
 	}
 	p.attempts++
-	backoff := min(50*time.Millisecond<<min(p.attempts, 7), 5*time.Second)
-	p.notAfter = now.Add(backoff)
+	p.notAfter = now.Add(retryBackoff(p.attempts))
 	s.pending[key] = p
 	s.queue = append(s.queue, key)
 	if p.attempts == 1 {
 		s.log.Warn("hybridsession: database sync failed; retrying in the background", "error", err)
 	}
+}
+
+// maxRetryBackoff caps the wait between retries of one sync. A tombstone
+// or durable write held here is in memcached only: an app server that
+// cannot read it there reads the older row once the database answers
+// again, until the retry lands (docs/consistency.md, I2 and I5). The cap
+// bounds that window; the retries it costs a down database are cheap when
+// it refuses, and bounded by the worker count when it hangs.
+const maxRetryBackoff = time.Second
+
+// retryBackoff is the wait before the attempts-th retry of a sync: 100ms,
+// doubling, at most maxRetryBackoff.
+func retryBackoff(attempts int) time.Duration {
+	return min(50*time.Millisecond<<min(attempts, 5), maxRetryBackoff)
 }
 
 // flush waits until every sync pending or in flight when it was called has
