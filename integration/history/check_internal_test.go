@@ -41,6 +41,18 @@ func (s *synthetic) check(noMemcached bool) []violation {
 	return check(h)
 }
 
+// heldTombstone destroys a session while the database refuses (0.5s to
+// 2.5s), makes memcached unreachable from 1.5s to 2.6s, and replays the
+// destroyed token at readAt.
+func (s *synthetic) heldTombstone(readAt float64) {
+	s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+	s.fault(0.5, 2.5, faultRec{Kind: "db-refuse", DB: true})
+	d := s.op(1, "destroy", "T", "", true, kv("u", "a"), nil)
+	d.Destroy = true
+	s.fault(1.5, 2.6, faultRec{Kind: "stop", Unavail: true})
+	s.op(readAt, "replay", "T", "T", true, kv("u", "a"), nil)
+}
+
 func kv(pairs ...string) map[string]string {
 	m := map[string]string{}
 	for i := 0; i+1 < len(pairs); i += 2 {
@@ -67,6 +79,22 @@ func TestCheckerJudges(t *testing.T) {
 			d := s.op(1, "destroy", "T", "", true, kv("u", "a"), nil)
 			d.Destroy = true
 			s.op(1.5, "replay", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I2"}},
+		{"held tombstone hidden by a cache fault, read before the retry", func(s *synthetic) {
+			// Seed 400080: the row's tombstone waits in the background
+			// writer; the node is unreachable to the reader, and the
+			// database has answered again for less than the retry bound.
+			s.heldTombstone(2.8)
+		}, nil},
+		{"held tombstone still missing after the retry bound", func(s *synthetic) {
+			s.heldTombstone(2.5 + (dbSettle + dbTimeout + retryBackoffCap + slackTight).Seconds() + 0.1)
+		}, []string{"I2"}},
+		{"destroyed during a database fault, no cache fault", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(0.5, 2.5, db)
+			d := s.op(1, "destroy", "T", "", true, kv("u", "a"), nil)
+			d.Destroy = true
+			s.op(2.8, "replay", "T", "T", true, kv("u", "a"), nil)
 		}, []string{"I2"}},
 		{"destroyed token absent", func(s *synthetic) {
 			s.op(0, "login", "", "T", false, nil, kv("u", "a"))

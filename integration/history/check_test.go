@@ -249,6 +249,25 @@ func (m *model) purgePending(destroy *opRec, at time.Time) bool {
 	return false
 }
 
+// tombstoneHeld reports whether destroy ran while the database failed, so
+// that its row's tombstone waited in the destroying app server's background
+// writer, a cache fault since may have hidden memcached's tombstone, and at
+// is no later than the writer's retry after the database recovered: one
+// DBTimeout for an attempt caught by a hang, then the longest backoff
+// (docs/consistency.md, I2).
+func (m *model) tombstoneHeld(destroy *opRec, at time.Time) bool {
+	if destroy == nil || !m.cacheFault(destroy.Start, at) {
+		return false
+	}
+	for _, f := range m.faults {
+		if f.DB && !f.Start.After(destroy.End) && !f.End.Add(dbSettle).Before(destroy.Start) &&
+			at.Before(f.End.Add(dbSettle+dbTimeout+retryBackoffCap+slackTight)) {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *model) cacheLoss(from, to time.Time) bool {
 	return m.any(from, to, func(f *faultRec) bool { return f.Loss })
 }
@@ -322,8 +341,11 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 	// docs/consistency.md states, when the destroy could not reach the
 	// session's memcached node: an app server that reaches the node again
 	// before the destroying one has purged it (its next probe) may serve
-	// the node's copy until then.
-	if !ti.gone.IsZero() && ti.gone.Before(op.Start) && !m.purgePending(ti.goneBy, op.Start) {
+	// the node's copy until then; and when the destroy's database write
+	// failed, so its tombstone is held by the background writer, a reader
+	// that cannot see memcached's tombstone may be served the row until the
+	// writer's retry lands after the database recovers.
+	if !ti.gone.IsZero() && ti.gone.Before(op.Start) && !m.purgePending(ti.goneBy, op.Start) && !m.tombstoneHeld(ti.goneBy, op.Start) {
 		m.report("I2", op, lin, "token %s served %v after #%d (%s) destroyed it", short(ti.tok),
 			op.Start.Sub(ti.gone).Round(time.Millisecond), ti.goneBy.ID, ti.goneBy.Kind)
 		lin.tainted = true

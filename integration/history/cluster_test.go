@@ -34,17 +34,20 @@ import (
 // Timing of every history: seconds, so that idle expiry, syncs and reaping
 // all happen within one history.
 const (
-	idleTimeout    = 3 * time.Second
-	syncInterval   = 1500 * time.Millisecond
-	touchInterval  = 300 * time.Millisecond
-	lifetime       = 9 * time.Second
-	reapPostpone   = 3 * time.Second // ReaperConfig.Interval: how far a postponed row moves
-	mcTimeout      = 150 * time.Millisecond
-	breakerCool    = 200 * time.Millisecond
-	dbTimeout      = time.Second // StoreConfig.DBTimeout
-	maxSkew        = 40 * time.Millisecond
-	opBound        = 6 * time.Second // liveness: every request answers within this
-	dbHangDuration = 7 * time.Second // longer than opBound, so a hang that blocks shows
+	idleTimeout   = 3 * time.Second
+	syncInterval  = 1500 * time.Millisecond
+	touchInterval = 300 * time.Millisecond
+	lifetime      = 9 * time.Second
+	reapPostpone  = 3 * time.Second // ReaperConfig.Interval: how far a postponed row moves
+	mcTimeout     = 150 * time.Millisecond
+	breakerCool   = 200 * time.Millisecond
+	dbTimeout     = time.Second // StoreConfig.DBTimeout
+	// retryBackoffCap is the background writer's longest wait between
+	// retries (core's maxRetryBackoff).
+	retryBackoffCap = time.Second
+	maxSkew         = 40 * time.Millisecond
+	opBound         = 6 * time.Second // liveness: every request answers within this
+	dbHangDuration  = 7 * time.Second // longer than opBound, so a hang that blocks shows
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
