@@ -53,6 +53,19 @@ func (s *synthetic) heldTombstone(readAt float64) {
 	s.op(readAt, "replay", "T", "T", true, kv("u", "a"), nil)
 }
 
+// heldTombstoneLost destroys a session on s0 while the database refuses,
+// restarts app server restarted with writes unsaved, and replays the token
+// after memcached lost everything, past the held tombstone's window.
+func (s *synthetic) heldTombstoneLost(restarted string) {
+	s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+	s.fault(0.5, 1.05, faultRec{Kind: "db-refuse", DB: true})
+	d := s.op(1, "destroy", "T", "", true, kv("u", "a"), nil)
+	d.Destroy = true
+	s.fault(1.02, 1.02, faultRec{Kind: "restart", Target: restarted, Note: "close: 1 durable write not saved"})
+	s.fault(4.4, 4.4, faultRec{Kind: "flush-all", Loss: true})
+	s.op(4.5, "replay", "T", "T", true, kv("u", "a"), nil)
+}
+
 func kv(pairs ...string) map[string]string {
 	m := map[string]string{}
 	for i := 0; i+1 < len(pairs); i += 2 {
@@ -89,6 +102,21 @@ func TestCheckerJudges(t *testing.T) {
 		{"held tombstone still missing after the retry bound", func(s *synthetic) {
 			s.heldTombstone(2.5 + (dbSettle + dbTimeout + retryBackoffCap + slackTight).Seconds() + 0.1)
 		}, []string{"I2"}},
+		{"held tombstone lost with its app server, then memcached's", func(s *synthetic) {
+			// Seed 300136: I5's double fault, for a tombstone.
+			s.heldTombstoneLost("s0")
+		}, nil},
+		{"held tombstone: another app server restarted", func(s *synthetic) {
+			s.heldTombstoneLost("s1")
+		}, []string{"I2"}},
+		{"idle session served from a row that stood in during the breaker's recovery", func(s *synthetic) {
+			// Seed 200145: the last read came 34ms after a pause ended,
+			// before its app server's breaker closed, so the row stood in.
+			s.fault(0, 1, faultRec{Kind: "pause", Unavail: true})
+			s.op(0.1, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(1.034, "read", "T", "T", true, kv("u", "a"), nil)
+			s.op(1.034+idleTimeout.Seconds()+0.4, "read", "T", "T", true, kv("u", "a"), nil)
+		}, nil},
 		{"destroyed during a database fault, no cache fault", func(s *synthetic) {
 			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
 			s.fault(0.5, 2.5, db)

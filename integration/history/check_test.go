@@ -13,6 +13,11 @@ import (
 // those stamps and the library's own clock reads (2 shared cores), and the
 // app servers' clock skew.
 const (
+	// breakerRecovery is how long after a node answers again an app
+	// server may still have its breaker open: the cooldown, then a dial
+	// and a request of the probe.
+	breakerRecovery = breakerCool + 2*mcTimeout + slackTight
+
 	slackTight = 250*time.Millisecond + 2*maxSkew // expiry judgements (I1, I3)
 	slackLag   = 500 * time.Millisecond           // data lag judgements (I4, I5)
 	dbSettle   = time.Second                      // a database fault's effects outlast its healing by this
@@ -230,7 +235,7 @@ func (m *model) cacheFault(from, to time.Time) bool {
 // at the first probe after the node answers (BreakerCooldown, then a dial
 // and a request), and until then that app server writes around the node.
 func (m *model) breakerRecovering(w *opRec) bool {
-	return m.any(w.Start.Add(-(breakerCool + 2*mcTimeout + slackTight)), w.End, func(f *faultRec) bool { return f.Unavail })
+	return m.any(w.Start.Add(-breakerRecovery), w.End, func(f *faultRec) bool { return f.Unavail })
 }
 
 // purgePending reports whether a memcached node was unreachable while
@@ -242,7 +247,7 @@ func (m *model) purgePending(destroy *opRec, at time.Time) bool {
 	}
 	for _, f := range m.faults {
 		if f.Unavail && !f.End.Before(destroy.Start) && !f.Start.After(destroy.End) &&
-			at.Before(f.End.Add(breakerCool+2*mcTimeout+slackTight)) {
+			at.Before(f.End.Add(breakerRecovery)) {
 			return true
 		}
 	}
@@ -251,17 +256,24 @@ func (m *model) purgePending(destroy *opRec, at time.Time) bool {
 
 // tombstoneHeld reports whether destroy ran while the database failed, so
 // that its row's tombstone waited in the destroying app server's background
-// writer, a cache fault since may have hidden memcached's tombstone, and at
-// is no later than the writer's retry after the database recovered: one
-// DBTimeout for an attempt caught by a hang, then the longest backoff
-// (docs/consistency.md, I2).
+// writer, a cache fault since may have hidden memcached's tombstone, and
+// either at is no later than the writer's retry after the database
+// recovered (one DBTimeout for an attempt caught by a hang, then the
+// longest backoff) or that app server stopped before then, with the
+// tombstone in its queue: I5's double fault (docs/consistency.md, I2).
 func (m *model) tombstoneHeld(destroy *opRec, at time.Time) bool {
 	if destroy == nil || !m.cacheFault(destroy.Start, at) {
 		return false
 	}
+	server := fmt.Sprintf("s%d", destroy.Server)
 	for _, f := range m.faults {
-		if f.DB && !f.Start.After(destroy.End) && !f.End.Add(dbSettle).Before(destroy.Start) &&
-			at.Before(f.End.Add(dbSettle+dbTimeout+retryBackoffCap+slackTight)) {
+		if !f.DB || f.Start.After(destroy.End) || f.End.Add(dbSettle).Before(destroy.Start) {
+			continue
+		}
+		landed := f.End.Add(dbSettle + dbTimeout + retryBackoffCap + slackTight)
+		if at.Before(landed) || m.any(destroy.Start, landed, func(c *faultRec) bool {
+			return c.Target == server && (c.Crash || c.Kind == "restart" && c.Note != "")
+		}) {
 			return true
 		}
 	}
@@ -374,7 +386,10 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 		bound := idleTimeout
 		// A cache loss during the last request counts too: what it wrote
 		// to memcached may be gone, and the row stands in.
-		if m.cacheFault(lastStart, op.End) || m.crash(lastStart, op.End) {
+		// So does one during the breaker's recovery before it: memcached
+		// may still have been unreachable to that request's app server
+		// (seed 200145).
+		if m.cacheFault(lastStart.Add(-breakerRecovery), op.End) || m.crash(lastStart, op.End) {
 			bound += syncInterval
 		}
 		if idle > bound+slackTight {
