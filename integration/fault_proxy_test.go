@@ -3,12 +3,16 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
+
+	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
 // The fault tests put a toxiproxy proxy (Shopify's toxiproxy, used as a
@@ -47,7 +51,13 @@ type faultProxy struct {
 // when the test ends.
 func startProxy(t *testing.T, srv *toxiproxy.ApiServer, name, upstream string) *faultProxy {
 	t.Helper()
-	p := toxiproxy.NewProxy(srv, name, "127.0.0.1:0", upstream)
+	// A port below the ephemeral range: Restore listens on it again, and an
+	// outgoing connection may have taken an ephemeral one meanwhile.
+	port, err := memcachedtest.FreePort()
+	if err != nil {
+		t.Fatalf("toxiproxy %s: %v", name, err)
+	}
+	p := toxiproxy.NewProxy(srv, name, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), upstream)
 	if err := p.Start(); err != nil {
 		t.Fatalf("toxiproxy %s: %v", name, err)
 	}

@@ -94,7 +94,7 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			t.Fatalf("memcachedtest: no free port: %v", err)
 		}
@@ -106,15 +106,6 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	t.Fatalf("memcachedtest: memcached did not start: %v", lastErr)
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *Server) start() error {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -102,7 +103,13 @@ type proxy struct {
 
 func startProxy(t testing.TB, srv *toxiproxy.ApiServer, name, upstream string) *proxy {
 	t.Helper()
-	p := toxiproxy.NewProxy(srv, name, "127.0.0.1:0", upstream)
+	// A port below the ephemeral range: Restore listens on it again, and an
+	// outgoing connection may have taken an ephemeral one meanwhile.
+	port, err := memcachedtest.FreePort()
+	if err != nil {
+		t.Fatalf("toxiproxy %s: %v", name, err)
+	}
+	p := toxiproxy.NewProxy(srv, name, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), upstream)
 	if err := p.Start(); err != nil {
 		t.Fatalf("toxiproxy %s: %v", name, err)
 	}
