@@ -147,20 +147,12 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	if !found {
 		return nil, nil
 	}
-	e := new(Entry)
-	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
-		s.stats.dbCorrupt.Add(1)
-		return nil, nil
-	}
-	if isTombstone(e) || !now.Before(e.Deadline) {
-		return nil, nil
-	}
 	// The row is live (its ExpiresAt covers any activity that memcached may
 	// have seen since the last sync), and this request is activity. The row
 	// may lag what memcached held by up to SyncInterval of changes — unless
 	// there is no memcached, when every write goes through to the row.
-	e.Restored = s.mc != nil
-	if s.mc == nil {
+	e := s.rowEntry(key, rec, now)
+	if e == nil || s.mc == nil {
 		return e, nil
 	}
 	if cacheErr == nil {
@@ -193,12 +185,54 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 	if s.rowExpiresSoon(rec.ExpiresAt, now) {
 		ahead := *e
 		ahead.ActiveAt = now
-		if applied, _ := s.moveRowAhead(ctx, s.record(key, &ahead, s.sealEnvelope(key, nil, &ahead), true)); applied {
+		applied, err := s.moveRowAhead(ctx, s.record(key, &ahead, s.sealEnvelope(key, nil, &ahead), true))
+		switch {
+		case applied:
 			s.mc.markDirty(mkey, around(&ahead, false))
 			e.ActiveAt = now
+		case err == nil:
+			// The row changed since the load: a change written meanwhile,
+			// or a reaper that found it expired and postponed it (its
+			// deadline column went back). Nothing else records this read,
+			// so it serves what the row holds now, not a session the next
+			// request would not find (soak seed 600017).
+			return s.reload(ctx, key)
 		}
 	}
 	return e, nil
+}
+
+// rowEntry opens rec, a row Load returned for key at now, and returns its
+// session, or nil when there is none to serve: a tombstone, past its
+// deadline, or corrupt (counted).
+func (s *Store) rowEntry(key string, rec Record, now time.Time) *Entry {
+	e := new(Entry)
+	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
+		s.stats.dbCorrupt.Add(1)
+		return nil
+	}
+	if isTombstone(e) || !now.Before(e.Deadline) {
+		return nil
+	}
+	e.Restored = s.mc != nil
+	return e
+}
+
+// reload reads key's row again, as of now, while memcached is unavailable
+// for it, and returns its live session, or nil. The error wraps
+// ErrUnavailable.
+func (s *Store) reload(ctx context.Context, key string) (*Entry, error) {
+	now := s.now()
+	s.stats.dbReads.Add(1)
+	rec, found, err := s.load(ctx, key, now)
+	switch {
+	case err != nil:
+		s.stats.dbReadErrors.Add(1)
+		return nil, fmt.Errorf("%w: memcached unavailable; database: %w", ErrUnavailable, err)
+	case !found:
+		return nil, nil
+	}
+	return s.rowEntry(key, rec, now), nil
 }
 
 // serveCopy returns what a request is served from e, a copy memcached

@@ -814,3 +814,62 @@ func loginOn(t *testing.T, m *core.Manager, nodes []*faultNode, i int) string {
 	t.Fatalf("no session maps to node %d", i)
 	return ""
 }
+
+// I1 (soak seed 600017): an app server that cannot reach the session's node
+// serves the session from its row a moment before the row expires, and
+// writes the row ahead. Between its read and that write, a reaper finds the
+// row expired and postpones it (the archive hook failed), so the write
+// ahead loses to the postponed row. Before the fix the read served the
+// session all the same, recorded nowhere, and the next request found it
+// gone: served, then reported absent well within IdleTimeout.
+func TestReadAroundNodeLosesToPostponedRow(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	proxy := startProxy(t, newToxiproxy(), "mc", st.mc.Addr)
+	held := &heldLoad{reached: make(chan struct{}), release: make(chan struct{})}
+	short := func(c *core.StoreConfig) { c.SyncInterval = 30 * time.Second }
+	idle := func(c *core.Config) { c.IdleTimeout = time.Minute }
+	reader := st.manager(t, func(c *core.StoreConfig) {
+		short(c)
+		c.Memcached.Servers = []string{proxy.Addr}
+		c.Memcached.BreakerThreshold = 1
+		held.Durable = c.Durable
+		c.Durable = held
+	}, idle)
+	other := st.manager(t, short, idle)
+	ctx := context.Background()
+	token := put(t, other, "", "user", "alice")
+	rec, _, _ := st.row(t, token)
+	st.clock.Advance(rec.ExpiresAt.Sub(st.clock.Now()) - time.Second) // a second before the row expires
+
+	proxy.Cut()
+	held.hold.Store(true)
+	served := make(chan *core.Session, 1)
+	go func() {
+		s, err := reader.Load(ctx, token)
+		if err != nil {
+			t.Error(err)
+		}
+		served <- s
+	}()
+	<-held.reached // the reader has the live row
+	st.clock.Advance(2 * time.Second)
+	r, err := other.Store().NewReaper(core.ReaperConfig{Interval: time.Minute, Lookahead: 2 * time.Minute,
+		Archive: func(context.Context, core.ArchivedSession) error { return errors.New("archive down") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, _ := r.RunOnce(ctx); rep.Errors != 1 {
+		t.Fatalf("reaper report %v: want the archive failure to postpone the row", rep)
+	}
+	if _, _, found := st.row(t, token); found {
+		t.Fatal("the postponed row still reads as live: the test needs it dead to readers")
+	}
+	close(held.release)
+	s := <-served
+	if s == nil || s.IsNew() {
+		return // not served: the session ended with its row, as the reaper found
+	}
+	if again := load(t, reader, token); again.IsNew() {
+		t.Errorf("the session was served from its row (user=%v), then absent on the next request", s.Get("user"))
+	}
+}
