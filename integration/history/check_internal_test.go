@@ -117,6 +117,23 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(1.034, "read", "T", "T", true, kv("u", "a"), nil)
 			s.op(1.034+idleTimeout.Seconds()+0.4, "read", "T", "T", true, kv("u", "a"), nil)
 		}, nil},
+		{"destroyed during the breaker's recovery, served by another app server", func(s *synthetic) {
+			// Seed 900198: the node came back 99ms before the logout, whose
+			// app server still had its breaker open and wrote the tombstone
+			// only to the row; another app server read the node's copy.
+			s.fault(0, 1, faultRec{Kind: "kill", Loss: true, Unavail: true})
+			s.op(1.01, "login", "", "T", false, nil, kv("u", "a"))
+			d := s.op(1.1, "destroy", "T", "", true, kv("u", "a"), nil)
+			d.Destroy = true
+			s.op(1.17, "read", "T", "T", true, kv("u", "a"), nil)
+		}, nil},
+		{"destroyed after the breaker's recovery, served by another app server", func(s *synthetic) {
+			s.fault(0, 1, faultRec{Kind: "kill", Loss: true, Unavail: true})
+			s.op(1.01, "login", "", "T", false, nil, kv("u", "a"))
+			d := s.op(1.1+breakerRecovery.Seconds(), "destroy", "T", "", true, kv("u", "a"), nil)
+			d.Destroy = true
+			s.op(1.2+breakerRecovery.Seconds(), "read", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I2"}},
 		{"destroyed during a database fault, no cache fault", func(s *synthetic) {
 			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
 			s.fault(0.5, 2.5, db)

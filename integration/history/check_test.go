@@ -238,15 +238,16 @@ func (m *model) breakerRecovering(w *opRec) bool {
 	return m.any(w.Start.Add(-breakerRecovery), w.End, func(f *faultRec) bool { return f.Unavail })
 }
 
-// purgePending reports whether a memcached node was unreachable while
-// destroy ran and at reports no later than the destroying app server's
-// probe after it came back.
+// purgePending reports whether a memcached node may have been unreachable
+// to the destroying app server while destroy ran (the fault, or its
+// breaker's recovery after it: seed 900198) and at is no later than that
+// server's probe after the node came back.
 func (m *model) purgePending(destroy *opRec, at time.Time) bool {
 	if destroy == nil {
 		return false
 	}
 	for _, f := range m.faults {
-		if f.Unavail && !f.End.Before(destroy.Start) && !f.Start.After(destroy.End) &&
+		if f.Unavail && !f.End.Add(breakerRecovery).Before(destroy.Start) && !f.Start.After(destroy.End) &&
 			at.Before(f.End.Add(breakerRecovery)) {
 			return true
 		}

@@ -212,6 +212,21 @@
 // queued, then memcached lost its copy), and seed 200145 (I3) was a row
 // that stood in for a node 34 ms after it answered again, before the
 // reader's breaker had closed; both are allowed by docs/consistency.md.
+// Seed 900198 (I2) was the checker's too: a logout 99 ms after a node
+// came back, on an app server whose breaker for it was still open, is the
+// documented exception (another app server read the node's copy before the
+// purge); the checker now gives the destroying app server the breaker's
+// recovery time, as it does for writers. Seed 600017 (I1, once in three
+// replays) was the library's: an app server that could not reach the node
+// served a session from its row 6 ms before the row expired, and its write
+// ahead lost to a reaper that had just postponed the row as expired; the
+// read was recorded nowhere, and the next request found the session gone.
+// Such a read now serves what the row holds after the lost write
+// (TestReadAroundNodeLosesToPostponedRow). Seed 900116 (I7) was the
+// harness's: the database proxy, cut and restored, could not listen on its
+// port again — an outgoing connection had taken it from the ephemeral range;
+// proxies and memcached processes now listen below that range
+// (memcachedtest.FreePort).
 //
 // # Settings the judgements assume
 //
