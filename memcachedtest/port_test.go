@@ -1,7 +1,11 @@
 package memcachedtest
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
 	"strconv"
 	"testing"
 )
@@ -26,5 +30,43 @@ func TestFreePortBelowEphemeralRange(t *testing.T) {
 			t.Fatalf("port %d from FreePort is not free: %v", p, err)
 		}
 		l.Close()
+	}
+}
+
+// A port reserved by one process is not handed out by another: go test
+// runs packages in parallel, and a fault test's server must find its port
+// free when it starts again. This process takes every free port of a small
+// range; a child process asked for one of that range must find none.
+func TestFreePortReservedAcrossProcesses(t *testing.T) {
+	const size = 8
+	if v := os.Getenv("MEMCACHEDTEST_PORT_CHILD"); v != "" {
+		first, _ := strconv.Atoi(v)
+		p, ok := freePortIn(first, first+size)
+		fmt.Println("port", p, ok)
+		return
+	}
+	first := 10000 + rand.IntN(6000)
+	held := map[int]bool{}
+	for range 100 {
+		if p, ok := freePortIn(first, first+size); ok {
+			held[p] = true
+		}
+	}
+	if len(held) == 0 {
+		t.Skipf("no free port in %d..%d", first, first+size-1)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFreePortReservedAcrossProcesses$")
+	cmd.Env = append(os.Environ(), "MEMCACHEDTEST_PORT_CHILD="+strconv.Itoa(first))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	var p int
+	var ok bool
+	if _, err := fmt.Sscanf(string(out), "port %d %t", &p, &ok); err != nil {
+		t.Fatalf("child said %q", out)
+	}
+	if ok && held[p] {
+		t.Errorf("another process was handed port %d, which this one holds", p)
 	}
 }
