@@ -226,7 +226,9 @@
 // harness's: the database proxy, cut and restored, could not listen on its
 // port again — an outgoing connection had taken it from the ephemeral range;
 // proxies and memcached processes now listen below that range
-// (memcachedtest.FreePort).
+// (memcachedtest.FreePort). Seed 1400268 (I7) then showed another test
+// process taking such a port while the proxy was cut; FreePort now also
+// reserves each port across processes with a file lock.
 //
 // # Settings the judgements assume
 //
