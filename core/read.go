@@ -135,25 +135,13 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 		}
 		return nil, nil
 	}
-	s.stats.dbReads.Add(1)
-	rec, found, err := s.load(ctx, key, now)
-	if err != nil {
-		s.stats.dbReadErrors.Add(1)
-		if cacheErr != nil {
-			return nil, fmt.Errorf("%w: %w; database: %w", ErrUnavailable, cacheErr, err)
-		}
-		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
-	}
-	if !found {
-		return nil, nil
-	}
-	// The row is live (its ExpiresAt covers any activity that memcached may
-	// have seen since the last sync), and this request is activity. The row
-	// may lag what memcached held by up to SyncInterval of changes — unless
+	// A live row's ExpiresAt covers any activity that memcached may have
+	// seen since the last sync, and this request is activity. The row may
+	// lag what memcached held by up to SyncInterval of changes — unless
 	// there is no memcached, when every write goes through to the row.
-	e := s.rowEntry(key, rec, now)
+	rec, e, err := s.readRow(ctx, key, now, cacheErr)
 	if e == nil || s.mc == nil {
-		return e, nil
+		return e, err
 	}
 	if cacheErr == nil {
 		// memcached keeps this read as activity. Without it (memcached
@@ -196,43 +184,40 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 			// deadline column went back). Nothing else records this read,
 			// so it serves what the row holds now, not a session the next
 			// request would not find (soak seed 600017).
-			return s.reload(ctx, key)
+			_, e, err := s.readRow(ctx, key, s.now(), cacheErr)
+			return e, err
 		}
 	}
 	return e, nil
 }
 
-// rowEntry opens rec, a row Load returned for key at now, and returns its
-// session, or nil when there is none to serve: a tombstone, past its
-// deadline, or corrupt (counted).
-func (s *Store) rowEntry(key string, rec Record, now time.Time) *Entry {
-	e := new(Entry)
-	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
-		s.stats.dbCorrupt.Add(1)
-		return nil
-	}
-	if isTombstone(e) || !now.Before(e.Deadline) {
-		return nil
-	}
-	e.Restored = s.mc != nil
-	return e
-}
-
-// reload reads key's row again, as of now, while memcached is unavailable
-// for it, and returns its live session, or nil. The error wraps
-// ErrUnavailable.
-func (s *Store) reload(ctx context.Context, key string) (*Entry, error) {
-	now := s.now()
+// readRow reads key's row as of now and returns it with its session, or a
+// nil session when there is none to serve: no live row, a tombstone, past
+// its deadline, or corrupt (counted). cacheErr, memcached's error when it
+// could not be asked, goes into the error, which wraps ErrUnavailable.
+func (s *Store) readRow(ctx context.Context, key string, now time.Time, cacheErr error) (Record, *Entry, error) {
 	s.stats.dbReads.Add(1)
 	rec, found, err := s.load(ctx, key, now)
 	switch {
 	case err != nil:
 		s.stats.dbReadErrors.Add(1)
-		return nil, fmt.Errorf("%w: memcached unavailable; database: %w", ErrUnavailable, err)
+		if cacheErr != nil {
+			return rec, nil, fmt.Errorf("%w: %w; database: %w", ErrUnavailable, cacheErr, err)
+		}
+		return rec, nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
 	case !found:
-		return nil, nil
+		return rec, nil, nil
 	}
-	return s.rowEntry(key, rec, now), nil
+	e := new(Entry)
+	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
+		s.stats.dbCorrupt.Add(1)
+		return rec, nil, nil
+	}
+	if isTombstone(e) || !now.Before(e.Deadline) {
+		return rec, nil, nil
+	}
+	e.Restored = s.mc != nil
+	return rec, e, nil
 }
 
 // serveCopy returns what a request is served from e, a copy memcached

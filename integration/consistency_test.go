@@ -312,6 +312,23 @@ func (h *heldLoad) Load(ctx context.Context, key string, now time.Time) (core.Re
 	return rec, found, err
 }
 
+// loadHeld loads token on m in the background, with its next row read held,
+// and returns once that read is held; the session arrives on the channel
+// after release is closed.
+func (h *heldLoad) loadHeld(t *testing.T, m *core.Manager, token string) <-chan *core.Session {
+	h.hold.Store(true)
+	loaded := make(chan *core.Session, 1)
+	go func() {
+		s, err := m.Load(context.Background(), token)
+		if err != nil {
+			t.Error(err)
+		}
+		loaded <- s
+	}()
+	<-h.reached
+	return loaded
+}
+
 // I4 and I2 (seed 2110 of the fault-history checker): app server R restores
 // a session from its row after a cache loss. Between R's read of the row
 // and R's refill, app server W, whose memcached write fails once, writes a
@@ -339,16 +356,7 @@ func TestRefillDoesNotHideWriteAround(t *testing.T) {
 				t.Fatal(err) // the cache loss
 			}
 
-			held.hold.Store(true)
-			restored := make(chan *core.Session, 1)
-			go func() {
-				s, err := r.Load(ctx, token)
-				if err != nil {
-					t.Error(err)
-				}
-				restored <- s
-			}()
-			<-held.reached // R has read n=1 from the row
+			restored := held.loadHeld(t, r, token) // R has read n=1 from the row
 
 			s := load(t, w, token) // W restores too
 			dialer.armed.Store(true)
@@ -842,16 +850,7 @@ func TestReadAroundNodeLosesToPostponedRow(t *testing.T) {
 	st.clock.Advance(rec.ExpiresAt.Sub(st.clock.Now()) - time.Second) // a second before the row expires
 
 	proxy.Cut()
-	held.hold.Store(true)
-	served := make(chan *core.Session, 1)
-	go func() {
-		s, err := reader.Load(ctx, token)
-		if err != nil {
-			t.Error(err)
-		}
-		served <- s
-	}()
-	<-held.reached // the reader has the live row
+	served := held.loadHeld(t, reader, token) // the reader has the live row
 	st.clock.Advance(2 * time.Second)
 	r, err := other.Store().NewReaper(core.ReaperConfig{Interval: time.Minute, Lookahead: 2 * time.Minute,
 		Archive: func(context.Context, core.ArchivedSession) error { return errors.New("archive down") }})
