@@ -29,6 +29,22 @@ type Record struct {
 	// Subject is the optional user id the session belongs to, for
 	// "log out everywhere" (Manager.DestroySubject). Empty when unset.
 	Subject string
+
+	// Base, UnsyncedFrom and UnsyncedTo make a save conditional on the row
+	// the write was built on, not only on being newer (docs/consistency.md,
+	// I4 and I5). Base is the row version the writer's copy was last synced
+	// to or read from. UnsyncedFrom..UnsyncedTo (inclusive; empty when
+	// UnsyncedFrom is 0) are the versions of the copy's own changes since
+	// then, which may have reached the row by another path (the reaper, or
+	// a write around a memcached node that had taken it after all). A row
+	// whose version is above Base and outside that range holds a change
+	// the copy never saw — written around the copy's memcached node by an
+	// app server that could not reach it — and Save leaves it in place.
+	// Base 0 turns the check off (a new session, a tombstone, a row's own
+	// copy moved ahead). None of the three is stored.
+	Base         uint64
+	UnsyncedFrom uint64
+	UnsyncedTo   uint64
 }
 
 // Verdict is the reaper's decision on one row of a batch handed to the judge
@@ -60,9 +76,13 @@ type Durable interface {
 	Load(ctx context.Context, key string, now time.Time) (rec Record, found bool, err error)
 
 	// Save inserts rec, or replaces the stored row for rec.Key when the stored
-	// row is older: stored.Version < rec.Version, or the versions are equal and
-	// stored.ExpiresAt <= rec.ExpiresAt. applied reports whether rec was
-	// written; a false applied with a nil error means a newer copy is stored.
+	// row is older — stored.Version < rec.Version, or the versions are equal
+	// and stored.ExpiresAt <= rec.ExpiresAt — and, when rec.Base is not 0, is
+	// one rec was built on: stored.Version <= rec.Base, or rec.UnsyncedFrom
+	// <= stored.Version <= rec.UnsyncedTo. applied reports whether rec was
+	// written; a false applied with a nil error means a newer copy is
+	// stored, or one rec was not built on (the caller tells them apart by
+	// loading the row). The check and the write are one atomic step.
 	Save(ctx context.Context, rec Record) (applied bool, err error)
 
 	// Delete removes the rows for keys. Keys without a row are ignored.

@@ -3,10 +3,13 @@ package gormstore
 import (
 	"database/sql/driver"
 	"encoding/hex"
+	"math"
 	"strconv"
 	"strings"
 
 	"gorm.io/gorm"
+
+	"github.com/hybridsession/hybridsession/core"
 )
 
 // dialect is the SQL flavour of the database behind the *gorm.DB.
@@ -62,8 +65,9 @@ type queries struct {
 	load          string // args: key, now ms, now ms
 	list          string // args: after, now ms, now ms, limit
 	listSubject   string // args: subject, now ms, now ms, limit
-	save          string // args: key, payload, version, expires, deadline, subject, created, updated
+	save          string // args: key, payload, version, expires, deadline, subject, created, updated, then baseArgs (once per condition)
 	savedState    string // args: key; returns version, expires_at
+	savedInsert   string // MySQL: args: key; returns version, expires_at, created_at, payload
 	deleteKeys    string // args: []string (expanded by GORM)
 	deleteSubject string // PostgreSQL, SQLite: DELETE ... RETURNING key; args: subject
 	subjectKeys   string // MySQL: SELECT key ...; args: subject
@@ -71,6 +75,44 @@ type queries struct {
 	reapSelect    string // args: now ms, limit
 	reapDelete    string // PostgreSQL: args: keys, versions, expires (arrays)
 	reapUpdate    string // PostgreSQL: args: updated ms, then eight arrays
+}
+
+// saveConds is how many times the save statement states its condition: once
+// per assignment on MySQL, once on the others. Each takes baseArgs.
+func (q *queries) saveConds() int {
+	if q.d == dialectMySQL {
+		return 6
+	}
+	return 1
+}
+
+// builtOn is the condition of core.Record.Base on the stored row's version
+// column: the stored version is one the record was built on, at most Base or
+// within the unsynced range. Its three arguments come from baseArgs, so that
+// no placeholder is compared with 0 (PostgreSQL would have to guess its type).
+func (q *queries) builtOn(version string) string {
+	return "(" + version + " <= ? OR (" + version + " >= ? AND " + version + " <= ?))"
+}
+
+// baseArgs returns the arguments of builtOn for rec: Base, or without one a
+// bound no version exceeds; then the unsynced range, or without one (or one
+// that starts above every version) an empty range. A bound above
+// math.MaxInt64, which no stored version reaches, becomes math.MaxInt64.
+func baseArgs(rec *core.Record) [3]int64 {
+	a := [3]int64{math.MaxInt64, 1, 0}
+	if rec.Base != 0 {
+		a[0] = int64(min(rec.Base, math.MaxInt64))
+	}
+	if rec.UnsyncedFrom != 0 && rec.UnsyncedFrom <= math.MaxInt64 {
+		a[1], a[2] = int64(rec.UnsyncedFrom), int64(min(rec.UnsyncedTo, math.MaxInt64))
+	}
+	return a
+}
+
+// builtOnVersion reports whether a row at version v is one rec was built
+// on: the condition builtOn states in SQL, evaluated in Go.
+func builtOnVersion(rec *core.Record, v uint64) bool {
+	return rec.Base == 0 || v <= rec.Base || rec.UnsyncedFrom != 0 && rec.UnsyncedFrom <= v && v <= rec.UnsyncedTo
 }
 
 func newQueries(db *gorm.DB, d dialect, table string) *queries {
@@ -99,6 +141,7 @@ func newQueries(db *gorm.DB, d dialect, table string) *queries {
 	q.listSubject = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.subject + " = ? AND " + q.expires + " > ? AND " + q.deadline + " > ?" +
 		" ORDER BY " + q.key + " LIMIT ?"
 	q.savedState = "SELECT " + q.version + ", " + q.expires + " FROM " + t + " WHERE " + q.key + " = ?"
+	q.savedInsert = "SELECT " + q.version + ", " + q.expires + ", " + q.createdAt + ", " + q.payload + " FROM " + t + " WHERE " + q.key + " = ?"
 	q.deleteKeys = "DELETE FROM " + t + " WHERE " + q.key + " IN ?"
 	q.reapSelect = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.expires + " <= ? ORDER BY " + q.expires + " LIMIT ?"
 
@@ -109,9 +152,11 @@ func newQueries(db *gorm.DB, d dialect, table string) *queries {
 		// assignments left to right, each one seeing the previous ones, so
 		// expires_at and version, which the condition reads, come last:
 		// assigning expires_at first cannot flip the condition's value for
-		// version (see the tests of Save).
+		// version (see the tests of Save), and the Base check (builtOn)
+		// reads only version. Each IF states the whole condition, so the
+		// Base check's three arguments come once per assignment, in order.
 		cond := "(" + q.version + " < VALUES(" + q.version + ") OR (" + q.version + " = VALUES(" + q.version + ") AND " +
-			q.expires + " <= VALUES(" + q.expires + ")))"
+			q.expires + " <= VALUES(" + q.expires + "))) AND " + q.builtOn(q.version)
 		set := func(col string) string { return col + " = IF(" + cond + ", VALUES(" + col + "), " + col + ")" }
 		q.save = insert + " ON DUPLICATE KEY UPDATE " + strings.Join([]string{
 			set(q.payload), set(q.deadline), set(q.subject), set(q.updatedAt), set(q.expires), set(q.version),
@@ -126,8 +171,9 @@ func newQueries(db *gorm.DB, d dialect, table string) *queries {
 			q.deadline + " = excluded." + q.deadline + ", " +
 			q.subject + " = excluded." + q.subject + ", " +
 			q.updatedAt + " = excluded." + q.updatedAt +
-			" WHERE " + t + "." + q.version + " < excluded." + q.version + " OR (" +
-			t + "." + q.version + " = excluded." + q.version + " AND " + t + "." + q.expires + " <= excluded." + q.expires + ")"
+			" WHERE (" + t + "." + q.version + " < excluded." + q.version + " OR (" +
+			t + "." + q.version + " = excluded." + q.version + " AND " + t + "." + q.expires + " <= excluded." + q.expires + "))" +
+			" AND " + q.builtOn(t+"."+q.version)
 		q.deleteSubject = "DELETE FROM " + t + " WHERE " + q.subject + " = ? RETURNING " + q.key
 	}
 	switch d {

@@ -50,11 +50,12 @@
 // # Concurrency
 //
 // Save is one conditional upsert, so an older copy never overwrites a newer
-// one whichever server writes. Reap locks the rows it claims (FOR UPDATE SKIP
-// LOCKED on PostgreSQL and MySQL; SQLite's database write lock) until its
-// verdicts are applied, so several reapers, in one process or many, never
-// judge the same row and never wait for each other on PostgreSQL and MySQL.
-// See Store.Reap for the statements of a batch.
+// one whichever server writes, nor does a copy overwrite a row holding a
+// change it was not built on (core.Record.Base). Reap locks the rows it
+// claims (FOR UPDATE SKIP LOCKED on PostgreSQL and MySQL; SQLite's database
+// write lock) until its verdicts are applied, so several reapers, in one
+// process or many, never judge the same row and never wait for each other
+// on PostgreSQL and MySQL. See Store.Reap for the statements of a batch.
 //
 // MySQL needs 8.0 or later and MariaDB 10.6 or later (SKIP LOCKED). With
 // go-sql-driver/mysql, interpolateParams=true saves the prepare and close

@@ -1,6 +1,7 @@
 package gormstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -167,17 +168,21 @@ func (s *Store) Load(ctx context.Context, key string, now time.Time) (rec core.R
 	return recs[0], true, nil
 }
 
-// Save inserts rec, or replaces the stored row when it is older: a lower
+// Save inserts rec, or replaces the stored row when it is older — a lower
 // Version, or the same Version with an ExpiresAt not after rec's (times are
-// stored in whole milliseconds, rounded down). It is one statement:
+// stored in whole milliseconds, rounded down) — and, when rec.Base is not 0,
+// one rec was built on: a Version up to Base, or within rec's unsynced range
+// UnsyncedFrom..UnsyncedTo (core.Record.Base). Base and the range are not
+// stored. The check and the write are one statement:
 // INSERT ... ON CONFLICT DO UPDATE ... WHERE on PostgreSQL and SQLite,
 // INSERT ... ON DUPLICATE KEY UPDATE on MySQL, where a second, read-only
 // statement decides the rare cases the affected-rows count leaves open (an
 // identical retry; any row count with clientFoundRows=true other than 2).
 //
-// applied is false with a nil error when a newer copy is stored. Save
-// returns an error wrapping ErrInvalidRecord, without writing, for a record
-// the table cannot hold (see ErrInvalidRecord).
+// applied is false with a nil error when a newer copy is stored, or a row
+// rec was not built on. Save returns an error wrapping ErrInvalidRecord,
+// without writing, for a record the table cannot hold (see
+// ErrInvalidRecord).
 func (s *Store) Save(ctx context.Context, rec core.Record) (applied bool, err error) {
 	if err := checkRecord(&rec); err != nil {
 		return false, err
@@ -185,8 +190,13 @@ func (s *Store) Save(ctx context.Context, rec core.Record) (applied bool, err er
 	nowMs := time.Now().UnixMilli()
 	expires := millis(rec.ExpiresAt)
 	db := s.db.WithContext(ctx)
-	res := db.Exec(s.q.save, rec.Key, payloadOf(rec.Payload), int64(rec.Version), expires,
-		millis(rec.Deadline), rec.Subject, nowMs, nowMs)
+	args := []any{rec.Key, payloadOf(rec.Payload), int64(rec.Version), expires,
+		millis(rec.Deadline), rec.Subject, nowMs, nowMs}
+	base := baseArgs(&rec)
+	for range s.q.saveConds() {
+		args = append(args, base[0], base[1], base[2])
+	}
+	res := db.Exec(s.q.save, args...)
 	if res.Error != nil {
 		return false, fmt.Errorf("gormstore: save: %w", res.Error)
 	}
@@ -203,21 +213,49 @@ func (s *Store) Save(ctx context.Context, rec core.Record) (applied bool, err er
 	case n == 1 && s.mysqlFoundRows == foundRowsOff:
 		return true, nil
 	}
-	// Ambiguous: the row holds rec's version and expiry exactly when rec was
-	// applied (or an identical copy was). Anything else is a newer copy.
-	var version, storedExpires int64
-	rows, err := db.Raw(s.q.savedState, rec.Key).Rows()
+	if builtOnVersion(&rec, rec.Version) {
+		// Ambiguous: the row holds rec's version and expiry exactly when rec
+		// was applied (or an identical copy was). Anything else is a newer
+		// copy, or a row of another version that rec was not built on.
+		var version, storedExpires int64
+		found, err := s.readBack(ctx, s.q.savedState, rec.Key, &version, &storedExpires)
+		return found && version == int64(rec.Version) && storedExpires == expires, err
+	}
+	// rec was not built on a row of its own version, so no update with it
+	// can leave the row unchanged: the row it met is left in place, or
+	// there was none and rec was inserted (1). A row of rec's version and
+	// expiry may have been there already, so the read back tells an insert
+	// by the row's creation time and payload.
+	if n == 0 {
+		return false, nil
+	}
+	var (
+		version, storedExpires, created int64
+		payload                         []byte
+	)
+	found, err := s.readBack(ctx, s.q.savedInsert, rec.Key, &version, &storedExpires, &created, &payload)
+	return found && version == int64(rec.Version) && storedExpires == expires && created == nowMs &&
+		bytes.Equal(payload, rec.Payload), err
+}
+
+// readBack scans the row of key that query (savedState or savedInsert)
+// selects into dest, for Save on MySQL. found is false when there is none.
+func (s *Store) readBack(ctx context.Context, query, key string, dest ...any) (found bool, err error) {
+	rows, err := s.db.WithContext(ctx).Raw(query, key).Rows()
 	if err != nil {
 		return false, fmt.Errorf("gormstore: save: read back: %w", err)
 	}
 	defer rows.Close()
 	if !rows.Next() {
-		return false, rows.Err()
+		if err := rows.Err(); err != nil {
+			return false, fmt.Errorf("gormstore: save: read back: %w", err)
+		}
+		return false, nil
 	}
-	if err := rows.Scan(&version, &storedExpires); err != nil {
+	if err := rows.Scan(dest...); err != nil {
 		return false, fmt.Errorf("gormstore: save: read back: %w", err)
 	}
-	return version == int64(rec.Version) && storedExpires == expires, nil
+	return true, nil
 }
 
 // deleteChunk is the most keys one DELETE ... IN statement carries.

@@ -2,6 +2,7 @@ package gormstore
 
 import (
 	"database/sql"
+	"math"
 	"strings"
 	"testing"
 
@@ -11,6 +12,8 @@ import (
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/hybridsession/hybridsession/core"
 )
 
 // TestNoPlaceholderAfterParenthesis checks the rule stated on queries: a
@@ -35,7 +38,10 @@ func TestNoPlaceholderAfterParenthesis(t *testing.T) {
 		d  dialect
 	}{{pg, dialectPostgres}, {my, dialectMySQL}, {lite, dialectSQLite}} {
 		q := newQueries(c.db, c.d, "t")
-		stmts := []string{q.load, q.list, q.save, q.savedState, q.deleteKeys, q.deleteSubject, q.subjectKeys,
+		if got, want := strings.Count(q.save, "?"), 8+3*q.saveConds(); got != want {
+			t.Errorf("%s: save has %d placeholders, Save passes %d arguments", c.d, got, want)
+		}
+		stmts := []string{q.load, q.list, q.save, q.savedState, q.savedInsert, q.deleteKeys, q.deleteSubject, q.subjectKeys,
 			q.reapLock, q.reapSelect, q.reapDelete, q.reapUpdate}
 		if c.d != dialectPostgres {
 			stmts = append(stmts, q.reapDeleteN(3), q.reapUpdateN(3))
@@ -51,6 +57,31 @@ func TestNoPlaceholderAfterParenthesis(t *testing.T) {
 	}
 	if sqlDB, err := lite.DB(); err == nil {
 		sqlDB.Close()
+	}
+}
+
+// TestBaseArgs checks that the Base check the save statement states with
+// baseArgs is the one builtOnVersion (and core.Record's doc) states, at the
+// edges of each bound and of int64.
+func TestBaseArgs(t *testing.T) {
+	const top = math.MaxInt64
+	values := []uint64{0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, top - 1, top, top + 1, math.MaxUint64}
+	for _, b := range values {
+		for _, from := range values {
+			for _, to := range values {
+				rec := core.Record{Base: b, UnsyncedFrom: from, UnsyncedTo: to}
+				a := baseArgs(&rec)
+				for _, v := range values {
+					if v > top {
+						continue // no stored version
+					}
+					sql := int64(v) <= a[0] || int64(v) >= a[1] && int64(v) <= a[2]
+					if want := builtOnVersion(&rec, v); sql != want {
+						t.Fatalf("Base %d, unsynced %d..%d, row version %d: args %v give %v, want %v", b, from, to, v, a, sql, want)
+					}
+				}
+			}
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package gormstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -290,20 +291,52 @@ func TestSaveMySQLRowCounts(t *testing.T) {
 				version uint64
 				expires time.Time
 				applied bool
+				// The Base check, a payload tag and a key suffix: zero for
+				// the plain steps.
+				base, from, to uint64
+				tag, key       string
 			}{
-				{5, e, true},                    // insert
-				{5, e, true},                    // identical retry
-				{4, e.Add(time.Minute), false},  // older version
-				{5, e.Add(-time.Second), false}, // equal version, earlier expiry
-				{5, e.Add(time.Second), true},   // equal version, later expiry
-				{6, e, true},                    // newer version, earlier expiry
-				{6, e, true},                    // identical retry
+				{version: 5, expires: e, applied: true},                    // insert
+				{version: 5, expires: e, applied: true},                    // identical retry
+				{version: 4, expires: e.Add(time.Minute), applied: false},  // older version
+				{version: 5, expires: e.Add(-time.Second), applied: false}, // equal version, earlier expiry
+				{version: 5, expires: e.Add(time.Second), applied: true},   // equal version, later expiry
+				{version: 6, expires: e, applied: true},                    // newer version, earlier expiry
+				{version: 6, expires: e, applied: true},                    // identical retry
+				// A row of version 6 that the record was not built on.
+				{version: 8, expires: e, base: 5, tag: "a", applied: false},
+				{version: 8, expires: e, base: 4, from: 7, to: 8, tag: "b", applied: false},
+				// The same version and expiry: the version rule alone would take it.
+				{version: 6, expires: e, base: 5, tag: "c", applied: false},
+				{version: 6, expires: e, base: 5, from: 7, to: 9, tag: "c", applied: false},
+				// Built on it: at most Base, or within the unsynced range.
+				{version: 7, expires: e, base: 6, tag: "d", applied: true},
+				{version: 7, expires: e, base: 6, from: 7, to: 7, tag: "d", applied: true}, // identical retry, built on its own change
+				{version: 7, expires: e, base: 6, tag: "d", applied: false},                // identical retry, not built on its own change
+				{version: 9, expires: e, base: 2, from: 7, to: 8, tag: "e", applied: true},
+				// A missing row, whatever Base says.
+				{version: 3, expires: e, base: 1, tag: "f", key: "-new", applied: true},
 			}
 			for i, st := range steps {
-				r := testRecord("counts", st.version, st.expires)
+				if i == 1 {
+					// Later saves of the row must not share its created_at
+					// millisecond, which tells Save's read back an insert.
+					time.Sleep(2 * time.Millisecond)
+				}
+				r := testRecord("counts"+st.key, st.version, st.expires)
+				r.Payload = append(r.Payload, st.tag...)
+				r.Base, r.UnsyncedFrom, r.UnsyncedTo = st.base, st.from, st.to
 				applied, err := s.Save(ctx, r)
 				if err != nil || applied != st.applied {
-					t.Fatalf("step %d: Save(version %d) = %v, %v; want %v", i, st.version, applied, err, st.applied)
+					t.Fatalf("step %d: Save(version %d, Base %d, unsynced %d..%d) = %v, %v; want %v",
+						i, st.version, st.base, st.from, st.to, applied, err, st.applied)
+				}
+				if !applied {
+					continue
+				}
+				got, found, err := s.Load(ctx, r.Key, time.Now())
+				if err != nil || !found || got.Version != r.Version || !bytes.Equal(got.Payload, r.Payload) {
+					t.Fatalf("step %d: Load = %+v, %v, %v; want version %d, payload %q", i, got, found, err, r.Version, r.Payload)
 				}
 			}
 		})

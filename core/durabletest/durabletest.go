@@ -52,6 +52,7 @@ func Run(t *testing.T, newDurable func(t *testing.T) core.Durable) {
 		{"Load/KeysAreCaseSensitive", testKeysCaseSensitive},
 		{"Save/Conditional", testSaveConditional},
 		{"Save/Concurrent", testSaveConcurrent},
+		{"Save/Base", testSaveBase},
 		{"Delete", testDelete},
 		{"DeleteSubject", testDeleteSubject},
 		{"ListSubject", testListSubject},
@@ -411,6 +412,84 @@ func testSaveConditional(t *testing.T, d core.Durable) {
 		}
 		if d := diff(got, stored); d != "" {
 			t.Fatalf("%s: stored row: %s", s.name, d)
+		}
+	}
+}
+
+// testSaveBase checks core.Record.Base: a save over a row whose version is
+// above Base and outside the record's unsynced range is refused, even when
+// the version rule would take it, and leaves the row as it was; Base 0 turns
+// the check off; an older record is refused whatever Base says; a missing
+// row is inserted whatever Base says; and none of the three fields is
+// stored.
+func testSaveBase(t *testing.T, d core.Durable) {
+	now := base()
+	e := now.Add(time.Hour)
+	dl := now.Add(24 * time.Hour)
+	later := time.Hour // the refused saves carry a later ExpiresAt, so that the version rule alone would take them
+	steps := []struct {
+		name                    string
+		key                     string // "" for the row most steps work on
+		version, base, from, to uint64
+		expires                 time.Duration // after e
+		applied                 bool
+	}{
+		{"missing row, Base below the version", "", 10, 3, 0, 0, 0, true},
+		{"missing row, outside the unsynced range", "other", 7, 1, 2, 3, 0, true},
+		{"stored version equal to Base", "", 20, 10, 0, 0, 0, true},
+		{"stored version below Base", "", 25, 22, 0, 0, 0, true},
+		{"stored version just above Base", "", 40, 24, 0, 0, later, false},
+		{"stored version far above Base", "", 40, 2, 0, 0, later, false},
+		{"UnsyncedTo without UnsyncedFrom is no range", "", 40, 22, 0, 30, later, false},
+		{"stored version just below the unsynced range", "", 40, 22, 26, 30, later, false},
+		{"stored version just above the unsynced range", "", 40, 20, 21, 24, later, false},
+		{"equal version and ExpiresAt, not built on", "", 25, 24, 0, 0, 0, false},
+		{"equal version, later ExpiresAt, not built on", "", 25, 24, 0, 0, later, false},
+		{"stored version at the start of the unsynced range", "", 30, 20, 25, 28, 0, true},
+		{"stored version at the end of the unsynced range", "", 35, 28, 29, 30, 0, true},
+		{"stored version is the one unsynced change", "", 36, 1, 35, 35, 0, true},
+		{"Base 0 turns the check off", "", 50, 0, 0, 0, 0, true},
+		{"Base 0 with a range that excludes the row", "", 55, 0, 1, 2, 0, true},
+		{"older version, Base above the row", "", 45, 60, 0, 0, later, false},
+		{"older version inside the unsynced range", "", 54, 1, 50, 60, later, false},
+		{"equal version, earlier ExpiresAt, built on", "", 55, 60, 0, 0, -time.Millisecond, false},
+		{"equal version, equal ExpiresAt, its own unsynced change", "", 55, 40, 55, 55, 0, true},
+	}
+	stored := map[string]core.Record{}
+	for i, s := range steps {
+		name := "base"
+		if s.key != "" {
+			name = "base-" + s.key
+		}
+		tag := string(rune('a' + i))
+		rec := record(name, s.version, e.Add(s.expires), dl.Add(time.Duration(i)*time.Millisecond), "user-"+tag)
+		rec.Payload = append(rec.Payload, tag...)
+		rec.Base, rec.UnsyncedFrom, rec.UnsyncedTo = s.base, s.from, s.to
+		old := stored[rec.Key]
+		applied, err := d.Save(t.Context(), rec)
+		if err != nil {
+			t.Fatalf("%s: Save: %v", s.name, err)
+		}
+		if applied != s.applied {
+			t.Fatalf("%s: Save(version %d, Base %d, unsynced %d..%d) over version %d: applied = %v, want %v",
+				s.name, rec.Version, rec.Base, rec.UnsyncedFrom, rec.UnsyncedTo, old.Version, applied, s.applied)
+		}
+		want := old
+		if applied {
+			want = rec
+			want.Base, want.UnsyncedFrom, want.UnsyncedTo = 0, 0, 0
+			stored[rec.Key] = want
+		}
+		got, found, err := d.Load(t.Context(), rec.Key, now)
+		if err != nil || !found {
+			t.Fatalf("%s: Load: found = %v, err = %v", s.name, found, err)
+		}
+		if d := diff(got, want); d != "" {
+			t.Fatalf("%s: stored row: %s", s.name, d)
+		}
+		if got.Base != 0 || got.UnsyncedFrom != 0 || got.UnsyncedTo != 0 {
+			t.Fatalf("%s: Load returned Base %d, unsynced %d..%d: they are not stored",
+				s.name, got.Base, got.UnsyncedFrom, got.UnsyncedTo)
 		}
 	}
 }

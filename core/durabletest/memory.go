@@ -50,7 +50,12 @@ func (m *Memory) saveLocked(rec core.Record) bool {
 	if ok && (old.Version > rec.Version || old.Version == rec.Version && old.ExpiresAt.After(rec.ExpiresAt)) {
 		return false
 	}
+	if ok && rec.Base != 0 && old.Version > rec.Base &&
+		(rec.UnsyncedFrom == 0 || old.Version < rec.UnsyncedFrom || old.Version > rec.UnsyncedTo) {
+		return false // a change rec was not built on
+	}
 	rec = clone(rec)
+	rec.Base, rec.UnsyncedFrom, rec.UnsyncedTo = 0, 0, 0
 	rec.ExpiresAt = rec.ExpiresAt.Truncate(time.Millisecond)
 	rec.Deadline = rec.Deadline.Truncate(time.Millisecond)
 	m.rows[rec.Key] = rec
@@ -191,7 +196,9 @@ func (m *Memory) Reap(ctx context.Context, now time.Time, limit int, judge core.
 			continue // changed since it was claimed
 		}
 		if verdicts[i].Keep {
-			m.rows[r.Key] = clone(verdicts[i].Record)
+			kept := clone(verdicts[i].Record)
+			kept.Base, kept.UnsyncedFrom, kept.UnsyncedTo = 0, 0, 0 // not stored
+			m.rows[r.Key] = kept
 		} else {
 			delete(m.rows, r.Key)
 		}
