@@ -6,11 +6,12 @@ import (
 	"time"
 )
 
-// Envelope layout, format version 1. All integers are unsigned varints
-// (encoding/binary); times are Unix milliseconds, durations milliseconds.
+// Envelope layout, format versions 1 and 2. All integers are unsigned
+// varints (encoding/binary); times are Unix milliseconds, durations
+// milliseconds.
 //
 //	magic        2 bytes  "hs"
-//	format       1 byte   1
+//	format       1 byte   1 or 2
 //	codec        1 byte   codec id (see Codec)
 //	flags        1 byte   bit 0: restored from the durable tier; bit 1:
 //	                      persistent cookie (Session.RememberMe); others 0
@@ -21,8 +22,14 @@ import (
 //	version      uvarint  bumped on every change of the values
 //	syncedAt     uvarint  last sync to the durable tier (0: never)
 //	syncedVer    uvarint  version at that sync
+//	unsynced     uvarint  format 2 only: first version since that sync
 //	subjectLen   uvarint  then that many bytes of subject
 //	payload      the rest: codec-encoded values (opaque to the Store)
+//
+// An entry with no change since its last sync (unsynced 0) is written in
+// format 1, which earlier releases read too: during a rolling upgrade only
+// copies with changes not synced yet look corrupt to app servers still on
+// such a release (they read the row instead).
 //
 // The same bytes are the memcached value and the database row's payload, so
 // either tier can refill the other without re-encoding.
@@ -30,6 +37,7 @@ const (
 	envelopeMagic0   = 'h'
 	envelopeMagic1   = 's'
 	envelopeFormat   = 1
+	envelopeFormat2  = 2 // adds UnsyncedSince
 	envelopeFixedLen = 5
 	flagRestored     = 1 << 0
 	flagPersistent   = 1 << 1
@@ -66,8 +74,15 @@ type Entry struct {
 	// (zero: never). Kept in the envelope so every app server applies the
 	// same sync rule.
 	SyncedAt time.Time
-	// SyncedVersion is Version at SyncedAt.
+	// SyncedVersion is the row version the entry was last synced to, or
+	// read back from: Version at SyncedAt, or the row's version when the
+	// entry was restored from it.
 	SyncedVersion uint64
+	// UnsyncedSince is the Version of the first change made since
+	// SyncedVersion, which has not been synced yet; 0 when there is none.
+	// With SyncedVersion it tells the rows this entry was built on from
+	// changes it never saw (Record.Base).
+	UnsyncedSince uint64
 	// Persistent is true when the session's cookie lasts until Deadline
 	// even where CookieConfig.SessionOnly makes browser-session cookies
 	// (Session.RememberMe).
@@ -115,7 +130,11 @@ func AppendEnvelope(dst []byte, e *Entry) []byte {
 	if e.Persistent {
 		flags |= flagPersistent
 	}
-	dst = append(dst, envelopeMagic0, envelopeMagic1, envelopeFormat, e.Codec, flags)
+	format := byte(envelopeFormat)
+	if e.UnsyncedSince != 0 {
+		format = envelopeFormat2
+	}
+	dst = append(dst, envelopeMagic0, envelopeMagic1, format, e.Codec, flags)
 	dst = binary.AppendUvarint(dst, unixMilli(e.Created))
 	dst = binary.AppendUvarint(dst, unixMilli(e.Deadline))
 	dst = binary.AppendUvarint(dst, uint64(max(e.IdleTimeout, 0)/time.Millisecond))
@@ -123,6 +142,9 @@ func AppendEnvelope(dst []byte, e *Entry) []byte {
 	dst = binary.AppendUvarint(dst, e.Version)
 	dst = binary.AppendUvarint(dst, unixMilli(e.SyncedAt))
 	dst = binary.AppendUvarint(dst, e.SyncedVersion)
+	if e.UnsyncedSince != 0 {
+		dst = binary.AppendUvarint(dst, e.UnsyncedSince)
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(e.Subject)))
 	dst = append(dst, e.Subject...)
 	return append(dst, e.Payload...)
@@ -139,17 +161,21 @@ func EnvelopeSize(e *Entry) int {
 		uvarintLen(unixMilli(e.SyncedAt)) +
 		uvarintLen(e.SyncedVersion) +
 		uvarintLen(uint64(len(e.Subject)))
+	if e.UnsyncedSince != 0 {
+		n += uvarintLen(e.UnsyncedSince)
+	}
 	return n + len(e.Subject) + len(e.Payload)
 }
 
 // DecodeEnvelope decodes b into e. e.Payload aliases b: the caller must not
 // modify b while e is in use. It returns an error wrapping ErrCorrupt for
-// anything that is not a well-formed format-1 envelope; it never panics.
+// anything that is not a well-formed format-1 or format-2 envelope; it never
+// panics.
 func DecodeEnvelope(b []byte, e *Entry) error {
 	if len(b) < envelopeFixedLen || b[0] != envelopeMagic0 || b[1] != envelopeMagic1 {
 		return fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
-	if b[2] != envelopeFormat {
+	if !plainFormat(b[2]) {
 		return fmt.Errorf("%w: format %d", ErrCorrupt, b[2])
 	}
 	e.Codec = b[3]
@@ -163,6 +189,10 @@ func DecodeEnvelope(b []byte, e *Entry) error {
 	e.Version = d.uvarint()
 	e.SyncedAt = fromUnixMilli(d.uvarint())
 	e.SyncedVersion = d.uvarint()
+	e.UnsyncedSince = 0
+	if b[2] == envelopeFormat2 {
+		e.UnsyncedSince = d.uvarint()
+	}
 	n := d.uvarint()
 	if d.bad || n > maxSubjectLen || n > uint64(len(d.b)) {
 		return fmt.Errorf("%w: truncated", ErrCorrupt)
@@ -182,6 +212,10 @@ func DecodeEnvelope(b []byte, e *Entry) error {
 }
 
 const maxDuration = time.Duration(1<<63 - 1)
+
+// plainFormat reports whether f is the format byte of an envelope that is
+// not sealed.
+func plainFormat(f byte) bool { return f == envelopeFormat || f == envelopeFormat2 }
 
 type envelopeDecoder struct {
 	b   []byte

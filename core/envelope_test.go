@@ -24,7 +24,9 @@ func sampleEntry() *Entry {
 }
 
 func TestEnvelopeRoundTrip(t *testing.T) {
-	for _, e := range []*Entry{sampleEntry(), {}, {Payload: bytes.Repeat([]byte{7}, 70000), Version: 1 << 62}} {
+	unsynced := sampleEntry()
+	unsynced.UnsyncedSince = 300
+	for _, e := range []*Entry{sampleEntry(), unsynced, {}, {Payload: bytes.Repeat([]byte{7}, 70000), Version: 1 << 62}} {
 		b := AppendEnvelope(nil, e)
 		if len(b) != EnvelopeSize(e) {
 			t.Fatalf("EnvelopeSize = %d, encoded %d bytes", EnvelopeSize(e), len(b))
@@ -35,10 +37,35 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		}
 		if !got.Created.Equal(e.Created) || !got.Deadline.Equal(e.Deadline) || !got.ActiveAt.Equal(e.ActiveAt) ||
 			!got.SyncedAt.Equal(e.SyncedAt) || got.IdleTimeout != e.IdleTimeout || got.Version != e.Version ||
-			got.SyncedVersion != e.SyncedVersion || got.Subject != e.Subject || got.Codec != e.Codec ||
+			got.SyncedVersion != e.SyncedVersion || got.UnsyncedSince != e.UnsyncedSince || got.Subject != e.Subject || got.Codec != e.Codec ||
 			!bytes.Equal(got.Payload, e.Payload) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, *e)
 		}
+	}
+}
+
+// An entry with no unsynced change is written in format 1, which releases
+// before format 2 read; one with an unsynced change in format 2, which
+// carries it. Format 1 decodes with UnsyncedSince 0, whatever was in e.
+func TestEnvelopeFormats(t *testing.T) {
+	e := sampleEntry()
+	if b := AppendEnvelope(nil, e); b[2] != 1 {
+		t.Errorf("format %d for an entry with nothing unsynced, want 1", b[2])
+	}
+	e.UnsyncedSince = 300
+	b := AppendEnvelope(nil, e)
+	if b[2] != 2 {
+		t.Fatalf("format %d for an entry with an unsynced change, want 2", b[2])
+	}
+	if len(b) != len(AppendEnvelope(nil, sampleEntry()))+uvarintLen(300) {
+		t.Errorf("format 2 is %d bytes: want format 1 plus the unsynced varint", len(b))
+	}
+	got := Entry{UnsyncedSince: 7}
+	if err := DecodeEnvelope(AppendEnvelope(nil, sampleEntry()), &got); err != nil || got.UnsyncedSince != 0 {
+		t.Errorf("format 1 decoded to UnsyncedSince %d (err %v), want 0", got.UnsyncedSince, err)
+	}
+	if err := DecodeEnvelope(b[:len(b)-len(e.Payload)-len(e.Subject)-1], &got); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("format 2 cut inside its header: err = %v, want ErrCorrupt", err)
 	}
 }
 
@@ -95,6 +122,8 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	f.Add(AppendEnvelope(nil, sampleEntry()))
 	f.Add(AppendEnvelope(nil, &Entry{}))
 	f.Add([]byte("hs\x01"))
+	f.Add(AppendEnvelope(nil, &Entry{Version: 9, SyncedVersion: 3, UnsyncedSince: 5, Subject: "u"}))
+	f.Add([]byte("hs\x02"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var e Entry
 		if err := DecodeEnvelope(b, &e); err != nil {
@@ -108,7 +137,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		if err := DecodeEnvelope(AppendEnvelope(nil, &e), &again); err != nil {
 			t.Fatalf("re-encoded envelope does not decode: %v", err)
 		}
-		if again.Version != e.Version || again.Subject != e.Subject || !bytes.Equal(again.Payload, e.Payload) {
+		if again.Version != e.Version || again.UnsyncedSince != e.UnsyncedSince || again.Subject != e.Subject || !bytes.Equal(again.Payload, e.Payload) {
 			t.Fatal("re-encoding changed the entry")
 		}
 		_ = e.Alive(time.Now())

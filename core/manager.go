@@ -344,8 +344,36 @@ func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
 
 // renew moves the session to a fresh token: the new entry is inserted (and
 // synced) first, then the old one is deleted from both tiers.
+//
+// The new entry is built on this request's copy of the old one. When the
+// old one's row holds a change that copy never saw (written around its
+// memcached node), the copy is replaced by the row first and this
+// request's changes are re-applied to it, as update does after a conflict:
+// a renewal must not leave a durable change behind (docs/consistency.md,
+// I5).
 func (m *Manager) renew(ctx context.Context, s *Session) error {
 	old := s.token
+	for attempt := 0; ; attempt++ {
+		if !errors.Is(m.store.verifyBase(ctx, old, s.entry), ErrConflict) {
+			break
+		}
+		if attempt >= m.cfg.MaxRetries {
+			return fmt.Errorf("core: gave up after %d concurrent changes: %w", attempt+1, ErrConflict)
+		}
+		fresh, err := m.store.Get(ctx, old)
+		if err != nil {
+			return err
+		}
+		if fresh == nil {
+			break // destroyed meanwhile: renewed from this request's copy, as ever
+		}
+		m.store.stats.merges.Add(1)
+		base, err := m.decode(fresh)
+		if err != nil {
+			base = map[string]any{} // corrupt payload: our changes on an empty map
+		}
+		s.entry, s.values, s.decoded = fresh, s.replay(base), true
+	}
 	if err := m.insert(ctx, s, NewToken()); err != nil {
 		return err
 	}

@@ -217,6 +217,7 @@ func (s *Store) readRow(ctx context.Context, key string, now time.Time, cacheErr
 		return rec, nil, nil
 	}
 	e.Restored = s.mc != nil
+	e.SyncedVersion, e.UnsyncedSince = rec.Version, 0 // built on this row (Record.Base)
 	return rec, e, nil
 }
 
@@ -350,6 +351,7 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry,
 		return nil, true
 	}
 	e.ActiveAt = now
+	e.SyncedVersion, e.UnsyncedSince = rec.Version, 0
 	buf, exp := s.sealEnvelope(key, nil, e), s.cacheExpiration(now, e)
 	if have.cached {
 		_ = s.mc.cas(mkey, buf, exp, have.casID)

@@ -311,14 +311,16 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 			wait()
 		case live:
 			var nr Record
-			if !rowOK || cached.Version >= row.Version {
+			if !rowOK || cached.Version >= row.Version && basisOf(&cached).builtOn(rec.Version) {
 				envelope := cached.Payload
 				cached.Payload = nil
 				nr = s.record(rec.Key, &cached, envelope, true)
 			} else {
-				// memcached holds an older copy than the row (a write went
-				// through to the database around an unreachable node): the
-				// session lives, with the row's newer data and memcached's
+				// memcached holds an older copy than the row, or one the
+				// row was not built on (a write went through to the
+				// database around an unreachable node; the copy's own
+				// writer finds the fork when it syncs — see rebase): the
+				// session lives, with the row's data and memcached's
 				// activity.
 				row.ActiveAt = maxTime(row.ActiveAt, cached.ActiveAt)
 				nr = s.record(rec.Key, &row, rec.Payload, true)

@@ -198,7 +198,7 @@ func (s *sealer) open(key string, b []byte, e *Entry, inPlace bool) error {
 		return s.check(DecodeEnvelope(b, e))
 	}
 	if len(b) < 3 || b[0] != envelopeMagic0 || b[1] != envelopeMagic1 || b[2] != sealedFormat {
-		if s.acceptUnsealed && len(b) >= 3 && b[2] == envelopeFormat {
+		if s.acceptUnsealed && len(b) >= 3 && plainFormat(b[2]) {
 			return s.check(DecodeEnvelope(b, e))
 		}
 		return s.fail(errors.New("not sealed"))
@@ -296,7 +296,7 @@ const warnUnsealed = "hybridsession: StoreConfig.Seal.Keys is empty, so sessions
 // keys, stored in plain text): nothing for Reseal to do.
 func (s *sealer) current(b []byte) bool {
 	if len(s.keys) == 0 {
-		return len(b) >= 3 && b[2] == envelopeFormat
+		return len(b) >= 3 && plainFormat(b[2])
 	}
 	return len(b) >= sealHeaderLen && b[2] == sealedFormat && string(b[3:3+sealKeyIDLen]) == string(s.keys[0].id[:])
 }

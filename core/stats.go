@@ -44,7 +44,9 @@ type Stats struct {
 	// DurableLost counts durable writes (new and renewed sessions, writes
 	// marked durable, every write under EveryWrite) acknowledged while the
 	// database failed and never saved: Close ended before the database took
-	// them. Each is logged at error level. It should stay 0.
+	// them, or, once it answered, it refused one because the row had forked
+	// from the copy the write was built on (RowConflicts). Each is logged at
+	// error level. It should stay 0.
 	DurableLost uint64
 	// SyncPending is the number of syncs waiting in the background writer now.
 	SyncPending int
@@ -58,6 +60,12 @@ type Stats struct {
 	// CASConflicts counts writes that found the session changed by another
 	// request; Merges counts the re-applications that followed.
 	CASConflicts, Merges uint64
+	// RowConflicts counts database writes refused because the row held a
+	// change the writer's memcached copy never saw: one written around the
+	// copy's node by an app server that could not reach it. The row won and
+	// replaced the copy; changes made on the copy since were lost, except a
+	// request's own, which the Manager re-applied (docs/consistency.md, I4).
+	RowConflicts uint64
 
 	// ReapExamined, ReapExtended, ReapArchived, ReapDeleted and ReapErrors
 	// count the reaper's work: rows looked at, rows rescued with memcached's
@@ -92,6 +100,7 @@ type counters struct {
 	syncQueued, syncCoalesced, syncDropped   atomic.Uint64
 	durableLost                              atomic.Uint64
 	fallbacks, touches, casConflicts, merges atomic.Uint64
+	rowConflicts                             atomic.Uint64
 	reapExamined, reapExtended, reapArchived atomic.Uint64
 	reapDeleted, reapErrors, reapSkipped     atomic.Uint64
 	sealFailures                             atomic.Uint64
@@ -107,7 +116,7 @@ func (c *counters) snapshot() Stats {
 		SyncQueued: c.syncQueued.Load(), SyncCoalesced: c.syncCoalesced.Load(), SyncDropped: c.syncDropped.Load(),
 		DurableLost: c.durableLost.Load(),
 		Fallbacks:   c.fallbacks.Load(), Touches: c.touches.Load(),
-		CASConflicts: c.casConflicts.Load(), Merges: c.merges.Load(),
+		CASConflicts: c.casConflicts.Load(), Merges: c.merges.Load(), RowConflicts: c.rowConflicts.Load(),
 		ReapExamined: c.reapExamined.Load(), ReapExtended: c.reapExtended.Load(), ReapArchived: c.reapArchived.Load(),
 		ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(), ReapSkipped: c.reapSkipped.Load(),
 		SealFailures: c.sealFailures.Load(),

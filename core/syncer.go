@@ -30,6 +30,10 @@ type syncer struct {
 	limit   int
 	maxAge  time.Duration
 	timeout time.Duration
+	// refused is called, outside mu, with a save the durable tier refused
+	// whose Record.Base was set: rebase (it reports whether the row had
+	// forked from the copy). Set before the first enqueue.
+	refused func(ctx context.Context, rec Record) bool
 
 	mu        sync.Mutex
 	cond      *sync.Cond // signalled when work arrives, a save ends, or on close
@@ -160,8 +164,16 @@ func (s *syncer) work() {
 		s.mu.Unlock()
 
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-		_, err := s.durable.Save(ctx, p.rec)
+		applied, err := s.durable.Save(ctx, p.rec)
 		cancel()
+		if err == nil && !applied && p.rec.Base != 0 && s.refused != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+			if s.refused(ctx, p.rec) && p.durable {
+				s.stats.durableLost.Add(1)
+				s.log.Error("hybridsession: a durable write held for the database was refused: it was built on a memcached copy that lacked a change written around its node, and that change stands")
+			}
+			cancel()
+		}
 
 		s.mu.Lock()
 		delete(s.inflight, key)

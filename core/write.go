@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -79,7 +80,7 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry, flags WriteF
 	if cacheErr != nil {
 		s.aroundNode(key, &next, buf)
 	}
-	if err := s.syncNow(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil, flags|writeInsert); err != nil {
+	if err := s.syncNow(ctx, key, &next, *buf, now, cacheErr != nil || s.mc == nil, flags|writeInsert, basis{}); err != nil {
 		if errors.Is(err, ErrDestroyed) && cacheErr == nil && s.mc != nil {
 			_ = s.mc.delete(mkey) // the database keeps the tombstone
 		}
@@ -103,8 +104,15 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry, flags WriteF
 // returns. While memcached is unavailable for the key every write goes to
 // the durable tier synchronously.
 //
+// Every database write is conditional on the row e was built on
+// (Record.Base): when the row holds a change e never saw, written around
+// e's memcached node by an app server that could not reach it, the row
+// wins and replaces memcached's copy (docs/consistency.md, I4).
+//
 // On success e holds what was written. It returns ErrConflict when the
-// session changed since Get (re-read it and re-apply your change),
+// session changed since Get, in memcached or, for a write that reaches the
+// database before Update returns, in the row (re-read it and re-apply your
+// change),
 // ErrTooLarge when the envelope exceeds MaxItemSize (nothing is written), and
 // an error wrapping ErrUnavailable when no tier accepted the write.
 func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteFlags) error {
@@ -112,9 +120,13 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 		return err
 	}
 	now := s.now()
+	b := basisOf(e)
 	next := *e
 	if flags&WriteChanged != 0 {
 		next.Version = nextVersion(next.Version, now)
+		if next.UnsyncedSince == 0 {
+			next.UnsyncedSince = cmp.Or(b.from, next.Version)
+		}
 	}
 	s.noteIdle(next.IdleTimeout)
 	next.ActiveAt = now
@@ -125,7 +137,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	due := flags&WriteDurable != 0 || s.syncInterval < 0 || next.SyncedAt.IsZero() ||
 		(now.Sub(next.SyncedAt) >= s.syncInterval && (flags&WriteChanged != 0 || s.touchSyncs))
 	if due && s.durable != nil {
-		next.SyncedAt, next.SyncedVersion = now, next.Version
+		next.SyncedAt, next.SyncedVersion, next.UnsyncedSince = now, next.Version, 0
 	}
 	key, mkey := s.entryKeys(token, e)
 	buf := s.encode(key, &next)
@@ -152,7 +164,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 		if cacheErr != nil {
 			s.aroundNode(key, &next, buf)
 		}
-		if err := s.saveConditional(ctx, key, &next, *buf, cacheErr); err != nil {
+		if err := s.saveConditional(ctx, key, &next, *buf, cacheErr, b); err != nil {
 			return err // no tier took the change: memcached's copy is still the latest
 		}
 		if cacheErr != nil {
@@ -161,11 +173,11 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	case !due:
 		s.stats.dbWritesSkipped.Add(1)
 	case flags&WriteDurable != 0 || s.syncInterval < 0:
-		if err := s.syncNow(ctx, key, &next, *buf, now, false, flags); err != nil {
+		if err := s.syncNow(ctx, key, &next, *buf, now, false, flags, b); err != nil {
 			return err
 		}
 	default:
-		s.syncLater(key, &next, *buf, now)
+		s.syncLater(key, &next, *buf, now, b)
 	}
 	if flags&WriteChanged == 0 {
 		s.stats.touches.Add(1)
@@ -281,7 +293,7 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 // is due and moves the row ahead of the writes that follow it, which land
 // in memcached only (docs/consistency.md, I1).
 func (s *Store) aroundNode(key string, e *Entry, buf *[]byte) {
-	e.SyncedAt, e.SyncedVersion = time.Time{}, 0
+	e.SyncedAt, e.SyncedVersion, e.UnsyncedSince = time.Time{}, 0, 0
 	*buf = s.sealEnvelope(key, (*buf)[:0], e)
 }
 
@@ -370,7 +382,7 @@ func (s *Store) checkSize(e *Entry) error {
 	if len(e.Subject) > maxSubjectLen || !utf8.ValidString(e.Subject) {
 		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8)", ErrInvalidSubject, len(e.Subject), maxSubjectLen)
 	}
-	if n := EnvelopeSize(e) + 12 + s.envelopeOverhead(); n > s.maxItem { // +12: version and sync-time varints may grow
+	if n := EnvelopeSize(e) + 21 + s.envelopeOverhead(); n > s.maxItem { // +21: the version, sync-time and unsynced varints may grow
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
 	}
 	return nil
