@@ -872,3 +872,130 @@ func TestReadAroundNodeLosesToPostponedRow(t *testing.T) {
 		t.Errorf("the session was served from its row (user=%v), then absent on the next request", s.Get("user"))
 	}
 }
+
+// I5 (soak seeds 2400001 and 122056): app server A cannot reach the node
+// and writes a durable change around it, to the row. The node still holds
+// the older copy — A's probe has not purged it yet — and app server B,
+// whose breaker never opened, builds on it: a renewal, a durable change,
+// or a change whose sync comes due, at once or after others that were not
+// synced. Before the fix B's database write, newer by version, replaced
+// the row, and A's acknowledged durable change was gone for good. Now the
+// database refuses it (the row holds a change B's copy never saw), the
+// row replaces the copy, and a request's own changes are re-applied to it;
+// changes that had reached memcached only are lost with the fork.
+func TestForkedCopyLosesToRow(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// build makes B's change on its copy and returns the token to read
+		// back and whether B's own change must survive.
+		build func(t *testing.T, st *stack, b *core.Manager, token string) (string, bool)
+	}{
+		{"renew", func(t *testing.T, st *stack, b *core.Manager, token string) (string, bool) {
+			s := load(t, b, token)
+			s.Put("x", 1)
+			s.RenewToken()
+			if err := b.Save(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			if !load(t, b, token).IsNew() {
+				t.Error("the old token still serves the session after RenewToken")
+			}
+			return s.Token(), true
+		}},
+		{"durable", func(t *testing.T, st *stack, b *core.Manager, token string) (string, bool) {
+			s := load(t, b, token)
+			s.Put("x", 1)
+			s.MarkDurable()
+			if err := b.Save(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			return token, true
+		}},
+		{"sync due", func(t *testing.T, st *stack, b *core.Manager, token string) (string, bool) {
+			st.clock.Advance(2 * time.Minute) // B's change is due for a sync
+			put(t, b, token, "x", 1)
+			return token, false
+		}},
+		{"sync due after unsynced", func(t *testing.T, st *stack, b *core.Manager, token string) (string, bool) {
+			put(t, b, token, "w", 1) // memcached only
+			if row, _, _ := st.row(t, token); row.Version == 0 || load(t, b, token).GetInt("w") != 1 {
+				t.Fatal("B's first change did not land in memcached")
+			}
+			st.clock.Advance(2 * time.Minute)
+			put(t, b, token, "x", 1) // due: built on a copy whose last sync predates A's change
+			return token, false
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newStack(t, backends(t)[0])
+			proxy := startProxy(t, newToxiproxy(), "mc-a", st.mc.Addr)
+			minute := func(c *core.StoreConfig) { c.SyncInterval = time.Minute }
+			a := st.manager(t, func(c *core.StoreConfig) {
+				minute(c)
+				c.Memcached.Servers = []string{proxy.Addr}
+				c.Memcached.BreakerThreshold = 1
+				c.Memcached.BreakerCooldown = time.Hour // A's probe does not purge the node here
+			}, nil)
+			b := st.manager(t, minute, nil)
+			ctx := context.Background()
+			token := put(t, b, "", "n", 1)
+			before, _, _ := st.row(t, token)
+
+			proxy.Cut()
+			st.clock.Advance(10 * time.Millisecond)
+			s := load(t, a, token)
+			s.Put("role", "admin")
+			s.MarkDurable()
+			if err := a.Save(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			if !a.Store().Stats().Nodes[0].Open {
+				t.Fatal("A's breaker did not open: the test needs A's change to go around the node")
+			}
+			if row, _, _ := st.row(t, token); row.Version <= before.Version {
+				t.Fatal("A's durable change did not reach the database")
+			}
+			if got := load(t, b, token).Get("role"); got != nil {
+				t.Fatalf("B reads role=%v: the test needs the node's older copy", got)
+			}
+
+			st.clock.Advance(10 * time.Millisecond)
+			tok, ownKept := tc.build(t, st, b, token)
+			// A sync due is written in the background: wait for its refusal.
+			for deadline := time.Now().Add(5 * time.Second); b.Store().Stats().RowConflicts == 0; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Error("no database write of B's was refused")
+					break
+				}
+			}
+			got := load(t, b, tok)
+			if got.Get("role") != "admin" {
+				t.Errorf("B reads role=%v, want admin: A's durable change is lost", got.Get("role"))
+			}
+			if ownKept && got.GetInt("x") != 1 {
+				t.Errorf("B reads x=%d, want 1: the request's own change was not re-applied", got.GetInt("x"))
+			}
+			if got.GetInt("n") != 1 {
+				t.Errorf("B reads n=%d, want 1", got.GetInt("n"))
+			}
+			_, row, _ := st.row(t, tok)
+			if vals := decodeRow(t, row); vals["role"] != "admin" {
+				t.Errorf("the row holds %v: A's durable change was overwritten", vals)
+			}
+		})
+	}
+}
+
+// decodeRow returns the values of a row's entry, written with the Manager's
+// default codec.
+func decodeRow(t *testing.T, e core.Entry) map[string]any {
+	t.Helper()
+	if len(e.Payload) == 0 {
+		return map[string]any{}
+	}
+	v, err := core.Msgpack.Decode(e.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

@@ -255,7 +255,7 @@ func faultEviction(t *testing.T, b faultBackend, rep *faultReport) {
 		c := memcache.New(n0.mc.Addr) // directly, not through the proxy
 		c.Timeout = time.Second
 		rng := rand.New(rand.NewPCG(1, 2))
-		junk := make([]byte, size+size/10)
+		junk := make([]byte, size+size/5) // room for the largest n below
 		for i := 0; !stop.Load(); i++ {
 			// About 5000 sets a second, sizes within ±10% of a session's.
 			if i%25 == 0 {

@@ -203,6 +203,39 @@ func TestCheckerJudges(t *testing.T) {
 			s.fault(1.5, 1.6, loss)
 			s.op(2.8, "read", "T", "T", true, kv("u", "a"), nil)
 		}, nil},
+		{"change built on a forked copy, lost to the row", func(s *synthetic) {
+			// Seed 2400001, after the fix: a durable change went around
+			// the paused node; another app server built on the node's
+			// older copy once it answered, its write was refused, and the
+			// row replaced the copy.
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(0.5, 1, faultRec{Kind: "pause", Unavail: true})
+			s.op(0.7, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true
+			s.op(1.2, "put", "T", "T", true, kv("u", "a"), kv("k", "c"))
+			s.op(3.5, "read", "T", "T", true, kv("u", "a", "d0", "b"), nil)
+		}, nil},
+		{"change built on an up-to-date copy, lost after a fault", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(0.5, 1, faultRec{Kind: "pause", Unavail: true})
+			s.op(0.7, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true
+			s.op(1.2, "put", "T", "T", true, kv("u", "a", "d0", "b"), kv("k", "c"))
+			s.op(3.5, "read", "T", "T", true, kv("u", "a", "d0", "b"), nil)
+		}, []string{"I4"}},
+		{"change built on a copy a cache loss left behind, lost", func(s *synthetic) {
+			// Stale, but not forked: nothing went around a node.
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.op(0.2, "put", "T", "T", true, kv("u", "a"), kv("k0", "b"))
+			s.fault(0.5, 0.6, loss)
+			s.op(3, "put", "T", "T", true, kv("u", "a"), kv("k", "c"))
+			s.op(5.5, "read", "T", "T", true, kv("u", "a"), nil)
+		}, []string{"I6"}},
+		{"durable change built on a forked copy, lost to the row", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(0.5, 1, faultRec{Kind: "pause", Unavail: true})
+			s.op(0.7, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true
+			s.op(1.2, "dput", "T", "T", true, kv("u", "a"), kv("d1", "c")).Durable = true
+			s.op(3.5, "read", "T", "T", true, kv("u", "a", "d0", "b"), nil)
+		}, []string{"I5"}},
 		{"503 with the database up", func(s *synthetic) {
 			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
 			o := s.op(1, "put", "T", "", true, kv("u", "a"), kv("k", "b"))

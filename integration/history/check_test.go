@@ -452,6 +452,13 @@ func (m *model) judgeValues(op *opRec, lin *lineage) {
 				// whole session for whole session (docs/consistency.md: I6
 				// holds only while memcached is up).
 				continue
+			case m.forked(w, lin) && (!w.Durable || m.dbFault(w.Start, op.End)):
+				// Built on a copy that had forked from the row: the
+				// database refused w's write, and the row replaced the copy
+				// (docs/consistency.md, I4). A durable change was
+				// re-applied by its request, unless the database held it
+				// back (I5).
+				continue
 			case quiet && m.h.p.noMemcached:
 				// Database only, nothing failing: every acknowledged change
 				// stays.
@@ -489,6 +496,29 @@ func (m *model) judgeValues(op *opRec, lin *lineage) {
 func overlapsWriter(w *opRec, lin *lineage) bool {
 	for _, o := range lin.ops {
 		if o != w && o.ok() && len(o.Writes) > 0 && o.Start.Before(w.End) && w.Start.Before(o.End) {
+			return true
+		}
+	}
+	return false
+}
+
+// forked reports whether w was built on a copy that had forked from the
+// row: the session w read lacked a change acknowledged before w started
+// that was made while a node was unreachable, or its breaker recovering,
+// so it may have gone around the node to the row.
+func (m *model) forked(w *opRec, lin *lineage) bool {
+	for _, o := range lin.ops {
+		if o == w || !o.ok() || len(o.Writes) == 0 || !o.End.Before(w.Start) || !m.breakerRecovering(o) {
+			continue
+		}
+		for key, want := range o.Writes {
+			got := w.Seen[key]
+			if got == want {
+				continue
+			}
+			if src := m.writes[got]; got != "" && src != nil && src.ok() && !src.End.Before(o.Start) {
+				continue // w saw a newer or concurrent value
+			}
 			return true
 		}
 	}
