@@ -34,9 +34,10 @@ func TestBasisBuiltOn(t *testing.T) {
 	}
 }
 
-// A change that is not synced records itself as the first unsynced one,
-// the changes after it keep it, and the sync that follows clears it and
-// moves SyncedVersion: what Record.Base is built from.
+// A change records itself as the first unsynced one and the changes after
+// it keep it, synced or not, until the database has taken a sync: then the
+// background writer moves SyncedVersion up to it (promote). The sync's
+// record carries the basis: the confirmed version and the unsynced range.
 func TestUnsyncedChangesTracked(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	var mu sync.Mutex
@@ -91,27 +92,60 @@ func TestUnsyncedChangesTracked(t *testing.T) {
 	if b.SyncedVersion != first.Version || b.UnsyncedSince != a.Version {
 		t.Errorf("second unsynced change: synced %d (want %d), unsynced since %d (want %d)", b.SyncedVersion, first.Version, b.UnsyncedSince, a.Version)
 	}
+	rows.hold()
 	advance(time.Minute)
-	c := change()
-	if c.SyncedVersion != c.Version || c.UnsyncedSince != 0 {
-		t.Errorf("synced change: version %d, synced %d, unsynced since %d", c.Version, c.SyncedVersion, c.UnsyncedSince)
+	c := change() // due: its sync waits in the background writer
+	if c.SyncedVersion != first.Version || c.UnsyncedSince != a.Version {
+		t.Errorf("change whose sync the database has not taken: synced %d (want %d), unsynced since %d (want %d)",
+			c.SyncedVersion, first.Version, c.UnsyncedSince, a.Version)
 	}
-	s.Flush(ctx)
+	rows.release()
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	rec := rows.last()
 	if rec.Version != c.Version || rec.Base != first.Version || rec.UnsyncedFrom != a.Version || rec.UnsyncedTo != b.Version {
 		t.Errorf("the sync's record: version %d base %d unsynced %d..%d; want %d base %d unsynced %d..%d",
 			rec.Version, rec.Base, rec.UnsyncedFrom, rec.UnsyncedTo, c.Version, first.Version, a.Version, b.Version)
 	}
+	var row Entry
+	if err := DecodeEnvelope(rec.Payload, &row); err != nil || rec.Payload[2] != envelopeFormat || row.UnsyncedSince != 0 {
+		t.Errorf("the row's envelope: format %d, unsynced since %d (%v); want format 1", rec.Payload[2], row.UnsyncedSince, err)
+	}
+	if got := get(); got.SyncedVersion != c.Version || got.UnsyncedSince != 0 {
+		t.Errorf("after the database took the sync: synced %d (want %d), unsynced since %d (want 0)", got.SyncedVersion, c.Version, got.UnsyncedSince)
+	}
 }
 
-// recordingDurable keeps the last record saved.
+// recordingDurable keeps the last record saved; hold makes saves wait
+// until release.
 type recordingDurable struct {
 	Durable
-	mu  sync.Mutex
-	rec Record
+	mu   sync.Mutex
+	rec  Record
+	gate chan struct{}
+}
+
+func (r *recordingDurable) hold() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gate = make(chan struct{})
+}
+
+func (r *recordingDurable) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	close(r.gate)
+	r.gate = nil
 }
 
 func (r *recordingDurable) Save(_ context.Context, rec Record) (bool, error) {
+	r.mu.Lock()
+	gate := r.gate
+	r.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.rec = rec

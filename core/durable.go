@@ -32,16 +32,17 @@ type Record struct {
 
 	// Base, UnsyncedFrom and UnsyncedTo make a save conditional on the row
 	// the write was built on, not only on being newer (docs/consistency.md,
-	// I4 and I5). Base is the row version the writer's copy was last synced
-	// to or read from. UnsyncedFrom..UnsyncedTo (inclusive; empty when
-	// UnsyncedFrom is 0) are the versions of the copy's own changes since
-	// then, which may have reached the row by another path (the reaper, or
-	// a write around a memcached node that had taken it after all). A row
-	// whose version is above Base and outside that range holds a change
-	// the copy never saw — written around the copy's memcached node by an
-	// app server that could not reach it — and Save leaves it in place.
-	// Base 0 turns the check off (a new session, a tombstone, a row's own
-	// copy moved ahead). None of the three is stored.
+	// I4 and I5). Base is the row version the writer's copy was read from,
+	// or whose sync the database confirmed. UnsyncedFrom..UnsyncedTo
+	// (inclusive; empty when UnsyncedFrom is 0) holds the versions of the
+	// copy's own changes since then, which may have reached the row by
+	// another path (the reaper, or a write around a memcached node that had
+	// taken it after all). A row whose version is above Base and outside
+	// that range holds a change the copy never saw, and Save leaves it in
+	// place; the Store then tells a fork (a change written around the
+	// copy's node) from a newer copy of its own. Base 0 turns the check off
+	// (a new session, a tombstone, a row's own copy moved ahead). None of
+	// the three is stored.
 	Base         uint64
 	UnsyncedFrom uint64
 	UnsyncedTo   uint64

@@ -22,14 +22,15 @@ import (
 //	version      uvarint  bumped on every change of the values
 //	syncedAt     uvarint  last sync to the durable tier (0: never)
 //	syncedVer    uvarint  version at that sync
-//	unsynced     uvarint  format 2 only: first version since that sync
+//	unsynced     uvarint  format 2 only: first version since syncedVer
 //	subjectLen   uvarint  then that many bytes of subject
 //	payload      the rest: codec-encoded values (opaque to the Store)
 //
-// An entry with no change since its last sync (unsynced 0) is written in
-// format 1, which earlier releases read too: during a rolling upgrade only
-// copies with changes not synced yet look corrupt to app servers still on
-// such a release (they read the row instead).
+// An entry with no change since syncedVer (unsynced 0) is written in
+// format 1, which earlier releases read too, and so is every database row
+// (Store.record): during a rolling upgrade only memcached copies with
+// changes not confirmed yet look corrupt to app servers still on such a
+// release, which read the row instead.
 //
 // The same bytes are the memcached value and the database row's payload, so
 // either tier can refill the other without re-encoding.
@@ -74,14 +75,16 @@ type Entry struct {
 	// (zero: never). Kept in the envelope so every app server applies the
 	// same sync rule.
 	SyncedAt time.Time
-	// SyncedVersion is the row version the entry was last synced to, or
-	// read back from: Version at SyncedAt, or the row's version when the
-	// entry was restored from it.
+	// SyncedVersion is the row version the entry is built on: the row's
+	// version when it was read back from it, or the version of its last
+	// sync once the database confirmed it (not before: SyncedAt marks when
+	// the sync was sent).
 	SyncedVersion uint64
 	// UnsyncedSince is the Version of the first change made since
-	// SyncedVersion, which has not been synced yet; 0 when there is none.
-	// With SyncedVersion it tells the rows this entry was built on from
-	// changes it never saw (Record.Base).
+	// SyncedVersion (after a confirmation that came later, a lower bound of
+	// the versions of the changes since); 0 when there is none. With
+	// SyncedVersion it tells the rows this entry was built on from changes
+	// it never saw (Record.Base).
 	UnsyncedSince uint64
 	// Persistent is true when the session's cookie lasts until Deadline
 	// even where CookieConfig.SessionOnly makes browser-session cookies

@@ -311,17 +311,19 @@ func (r *Reaper) judge(ctx context.Context, now, cutoff time.Time, batch []Recor
 			wait()
 		case live:
 			var nr Record
-			if !rowOK || cached.Version >= row.Version && basisOf(&cached).builtOn(rec.Version) {
+			if !rowOK || cached.Version >= row.Version && !s.forkedFrom(rec, basisOf(&cached)) {
 				envelope := cached.Payload
 				cached.Payload = nil
+				if cached.UnsyncedSince != 0 && s.openEnvelope(rec.Key, envelope, &cached) != nil {
+					cached.UnsyncedSince = 0 // record re-encodes it, and needs the values
+				}
 				nr = s.record(rec.Key, &cached, envelope, true)
 			} else {
-				// memcached holds an older copy than the row, or one the
-				// row was not built on (a write went through to the
-				// database around an unreachable node; the copy's own
-				// writer finds the fork when it syncs — see rebase): the
-				// session lives, with the row's data and memcached's
-				// activity.
+				// memcached holds an older copy than the row, or one that
+				// forked from it (a write went through to the database
+				// around an unreachable node; the copy's own writer finds
+				// the fork when it syncs — see refused): the session
+				// lives, with the row's data and memcached's activity.
 				row.ActiveAt = maxTime(row.ActiveAt, cached.ActiveAt)
 				nr = s.record(rec.Key, &row, rec.Payload, true)
 			}

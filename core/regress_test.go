@@ -420,3 +420,62 @@ func TestCookieMaxAgeNotBeforeDeadline(t *testing.T) {
 		t.Errorf("Max-Age %ds, but the session lives %v more", c.MaxAge, left)
 	}
 }
+
+// A write whose basis does not cover the row is refused; only a row written
+// around a memcached node (its envelope was never synced) is a fork that
+// wins. A newer row of another kind — a sync that landed after a cache loss
+// separated the copy from it — is decided by version, as before bases
+// existed: the request's newer change is saved.
+func TestRefusedWriteForkOnlyAroundNode(t *testing.T) {
+	for _, around := range []bool{false, true} {
+		name := map[bool]string{false: "synced row", true: "row written around the node"}[around]
+		t.Run(name, func(t *testing.T) {
+			mc := memcachedtest.Start(t, memcachedtest.Options{})
+			now := time.Now().Truncate(time.Millisecond)
+			var clock atomic.Int64
+			clock.Store(now.UnixMilli())
+			st, _, db := hybrid(t, mc.Addr, func(c *core.StoreConfig) {
+				c.SyncInterval = core.EveryWrite // the write reaches the row before Update returns
+				c.Clock = func() time.Time { return time.UnixMilli(clock.Load()) }
+			})
+			ctx := context.Background()
+			if err := st.Insert(ctx, "tok", &core.Entry{Created: now, Deadline: now.Add(time.Hour), IdleTimeout: time.Hour}, 0); err != nil {
+				t.Fatal(err)
+			}
+			cur, err := st.Get(ctx, "tok")
+			if err != nil || cur == nil {
+				t.Fatalf("Get: %v %v", cur, err)
+			}
+			// The row moves on without this copy: one version up, with
+			// other values.
+			row := *cur
+			row.Version, row.Payload = cur.Version+1, []byte("row")
+			if !around {
+				row.SyncedAt, row.SyncedVersion = now, row.Version
+			} else {
+				row.SyncedAt, row.SyncedVersion = time.Time{}, 0
+			}
+			if _, err := db.Save(ctx, core.Record{Key: core.StorageKey("tok"), Payload: core.AppendEnvelope(nil, &row),
+				Version: row.Version, ExpiresAt: now.Add(time.Hour), Deadline: row.Deadline}); err != nil {
+				t.Fatal(err)
+			}
+			clock.Add(1000) // this change is a second newer than the row's
+			cur.Payload = []byte("mine")
+			err = st.Update(ctx, "tok", cur, core.WriteChanged)
+			stored, _, _ := db.Load(ctx, core.StorageKey("tok"), now)
+			var got core.Entry
+			if err := core.DecodeEnvelope(stored.Payload, &got); err != nil {
+				t.Fatal(err)
+			}
+			copyNow, _ := st.Get(ctx, "tok")
+			switch {
+			case !around && (err != nil || string(got.Payload) != "mine" || st.Stats().RowConflicts != 0):
+				t.Errorf("Update = %v; row holds %q; RowConflicts %d: want the newer change saved, no fork", err, got.Payload, st.Stats().RowConflicts)
+			case around && (!errors.Is(err, core.ErrConflict) || string(got.Payload) != "row" || st.Stats().RowConflicts != 1):
+				t.Errorf("Update = %v; row holds %q; RowConflicts %d: want ErrConflict, the row kept, one fork", err, got.Payload, st.Stats().RowConflicts)
+			case around && (copyNow == nil || string(copyNow.Payload) != "row"):
+				t.Errorf("after the fork memcached serves %v: want the row's copy", copyNow)
+			}
+		})
+	}
+}

@@ -221,7 +221,7 @@ func TestSealOverheadCountsTowardMaxItemSize(t *testing.T) {
 	const limit = 4096
 	e := sampleEntry()
 	e.Payload = nil
-	e.Payload = make([]byte, limit-12-EnvelopeSize(e)-10) // plain: 10 bytes to spare
+	e.Payload = make([]byte, limit-envelopeGrowth-EnvelopeSize(e)-10) // plain: 10 bytes to spare
 	for _, c := range []struct {
 		keys [][]byte
 		want error

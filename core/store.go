@@ -224,7 +224,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	if s.durable != nil {
 		maxAge := max(cfg.SyncInterval, time.Minute)
 		s.syncer = newSyncer(s.durable, s.now, cfg.SyncWorkers, cfg.SyncQueueSize, maxAge, cfg.DBTimeout, &s.stats, s.log)
-		s.syncer.refused = s.rebase
+		s.syncer.refused, s.syncer.synced = s.refused, s.promote
 	}
 	if s.reaper != nil {
 		s.reaper.Start()

@@ -31,9 +31,10 @@ type syncer struct {
 	maxAge  time.Duration
 	timeout time.Duration
 	// refused is called, outside mu, with a save the durable tier refused
-	// whose Record.Base was set: rebase (it reports whether the row had
-	// forked from the copy). Set before the first enqueue.
-	refused func(ctx context.Context, rec Record) bool
+	// whose Record.Base was set (Store.refused); synced with one it
+	// applied (Store.promote). Both are set before the first enqueue.
+	refused func(ctx context.Context, rec Record) (forked, resave bool)
+	synced  func(rec Record)
 
 	mu        sync.Mutex
 	cond      *sync.Cond // signalled when work arrives, a save ends, or on close
@@ -163,16 +164,22 @@ func (s *syncer) work() {
 		s.inflight[key] = true
 		s.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-		applied, err := s.durable.Save(ctx, p.rec)
-		cancel()
+		applied, err := s.save(p)
 		if err == nil && !applied && p.rec.Base != 0 && s.refused != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-			if s.refused(ctx, p.rec) && p.durable {
+			forked, resave := s.refused(ctx, p.rec)
+			cancel()
+			switch {
+			case forked && p.durable:
 				s.stats.durableLost.Add(1)
 				s.log.Error("hybridsession: a durable write held for the database was refused: it was built on a memcached copy that lacked a change written around its node, and that change stands")
+			case resave:
+				p.rec = withoutBasis(p.rec)
+				applied, err = s.save(p)
 			}
-			cancel()
+		}
+		if err == nil && applied && p.rec.Base != 0 && s.synced != nil {
+			s.synced(p.rec)
 		}
 
 		s.mu.Lock()
@@ -192,6 +199,13 @@ func (s *syncer) work() {
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	}
+}
+
+// save makes one attempt at p's write, bounded by the timeout.
+func (s *syncer) save(p *pendingSync) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	return s.durable.Save(ctx, p.rec)
 }
 
 // next waits for a ready pending sync and removes it from the queue. It

@@ -26,6 +26,14 @@ func (s *Store) record(key string, e *Entry, payload []byte, throughCache bool) 
 	if exp.After(e.Deadline) {
 		exp = e.Deadline
 	}
+	if e.UnsyncedSince != 0 {
+		// The row's envelope leaves it out (format 1, which earlier
+		// releases read too): an entry read from a row is built on that
+		// row (readRow).
+		row := *e
+		row.UnsyncedSince = 0
+		payload = s.sealEnvelope(key, nil, &row)
+	}
 	return Record{
 		Key:       key,
 		Payload:   payload,
@@ -69,8 +77,9 @@ func (s *Store) cacheExpiration(now time.Time, e *Entry) int32 {
 // else is replaced, as Insert found no live session under the key.
 //
 // b is what e was built on (zero for Insert). When the row holds a change
-// e never saw, syncNow replaces memcached's copy with the row and returns
-// ErrConflict, so the Manager re-applies this request's changes to it.
+// e never saw, written around its node, syncNow replaces memcached's copy
+// with the row and returns ErrConflict, so the Manager re-applies this
+// request's changes to it (refused).
 func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, now time.Time, cacheDown bool, flags WriteFlags, b basis) error {
 	if s.durable == nil {
 		if cacheDown {
@@ -81,8 +90,15 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 	rec := s.record(key, e, bytesClone(buf), !cacheDown)
 	b.apply(&rec)
 	applied, err := s.save(ctx, rec)
-	if err == nil && !applied && b.base != 0 && s.rebase(ctx, rec) {
-		return ErrConflict
+	if err == nil && !applied && b.base != 0 {
+		forked, resave := s.refused(ctx, rec)
+		if forked {
+			return ErrConflict
+		}
+		if resave {
+			rec = withoutBasis(rec)
+			applied, err = s.save(ctx, rec)
+		}
 	}
 	if err == nil && !applied && flags&writeInsert != 0 {
 		var old Record
@@ -177,130 +193,10 @@ func (s *Store) syncLater(key string, e *Entry, buf []byte, now time.Time, b bas
 	}
 	s.stats.dbWrites.Add(1)
 	if !applied && rec.Base != 0 {
-		s.rebase(ctx, rec)
-	}
-}
-
-// basis is what a write was built on, for the durable tier's check
-// (Record.Base): the row version its copy was last synced to or read from,
-// and the versions of the copy's own changes since then, from..to
-// (inclusive; none when from is 0). The zero basis turns the check off.
-type basis struct{ base, from, to uint64 }
-
-// basisOf returns the basis of a write built on e, a copy a request read.
-func basisOf(e *Entry) basis {
-	b := basis{base: e.SyncedVersion, from: e.UnsyncedSince, to: e.Version}
-	if b.from == 0 && e.Version > e.SyncedVersion {
-		// Changes since the sync, of an envelope that does not say which
-		// (format 1, of an older release): all count as its own.
-		b.from = e.SyncedVersion + 1
-	}
-	if b.from == 0 {
-		b.to = 0
-	}
-	return b
-}
-
-func (b basis) apply(r *Record) { r.Base, r.UnsyncedFrom, r.UnsyncedTo = b.base, b.from, b.to }
-
-// builtOn reports whether a row at version v is one a write of basis b was
-// built on: the row its copy was synced to or read from (or an older one),
-// or one of the copy's own changes, which may have reached the row by
-// another path (the reaper; a write that timed out on a paused node, was
-// written around it, and was applied by the node after all).
-func (b basis) builtOn(v uint64) bool {
-	return b.base == 0 || v <= b.base || b.from != 0 && b.from <= v && v <= b.to
-}
-
-// verifyBase returns ErrConflict when the row of token holds a change that
-// e, read from Get, never saw, after replacing memcached's copy with the
-// row (rebase): for a write that is not a save of e, such as RenewToken's
-// insert of a new session built on it. A database that cannot answer is
-// not a conflict.
-func (s *Store) verifyBase(ctx context.Context, token string, e *Entry) error {
-	b := basisOf(e)
-	if s.durable == nil || b.base == 0 {
-		return nil
-	}
-	key, _ := s.entryKeys(token, e)
-	s.stats.dbReads.Add(1)
-	row, found, err := s.load(ctx, key, s.now())
-	if err != nil {
-		s.stats.dbReadErrors.Add(1)
-		return nil
-	}
-	if !found || row.Version >= tombstoneVersion || b.builtOn(row.Version) {
-		return nil
-	}
-	rec := Record{Key: key, Version: tombstoneVersion}
-	b.apply(&rec)
-	if s.rebase(ctx, rec) {
-		return ErrConflict
-	}
-	return nil
-}
-
-// rebase runs after the durable tier refused rec, a write built on
-// memcached's copy of rec.Key, and reports whether it refused it because
-// the row holds a change that copy never saw rather than a newer one of
-// its own. That change was written around the copy's node by an app server
-// that could not reach it (during a pause, a partition, or the breaker
-// cooldown that follows), and the copy forked from the row: the row wins
-// (docs/consistency.md, I4). memcached's copy is replaced by the row — the
-// copy rec was made from, one built on it since, or any other the row was
-// not built on — with compare-and-swap, keeping the later activity, so the
-// next read sees the row's change and the next write is built on it. The
-// changes made on the copy since it forked are lost; for a request that
-// made one, syncNow returns ErrConflict and the Manager re-applies it.
-func (s *Store) rebase(ctx context.Context, rec Record) bool {
-	b := basis{rec.Base, rec.UnsyncedFrom, rec.UnsyncedTo}
-	forked := func() (Record, bool) {
-		s.stats.dbReads.Add(1)
-		row, found, err := s.load(ctx, rec.Key, s.now())
-		if err != nil {
-			s.stats.dbReadErrors.Add(1)
+		if _, resave := s.refused(ctx, rec); resave {
+			_, _ = s.durable.Save(ctx, withoutBasis(rec))
 		}
-		// Otherwise a newer copy of its own is stored, or nothing is.
-		return row, err == nil && found && row.Version < rec.Version && !b.builtOn(row.Version)
 	}
-	if _, ok := forked(); !ok {
-		return false
-	}
-	s.stats.rowConflicts.Add(1)
-	if s.mc == nil {
-		return true
-	}
-	// The copy, then the row again: a copy restored from the row since the
-	// first read cannot then be newer than the row it is compared with.
-	mkey := s.mc.key(rec.Key)
-	it, err := s.mc.get(mkey)
-	if err != nil || it == nil {
-		return true // unreachable (the request re-reads the row), or the next read restores it
-	}
-	row, ok := forked()
-	if !ok {
-		return true // the row moved on meanwhile: its writer saw to the copy
-	}
-	var cur, fresh Entry
-	curOK := s.openEnvelope(rec.Key, it.Value, &cur) == nil
-	if curOK && (isTombstone(&cur) || cur.Version == row.Version ||
-		row.Version < cur.Version && cur.Version < rec.Version && basisOf(&cur).builtOn(row.Version)) {
-		return true // destroyed, the row's own copy, or built on it
-	}
-	if s.openEnvelope(rec.Key, row.Payload, &fresh) != nil || isTombstone(&fresh) {
-		return true
-	}
-	now := s.now()
-	fresh.SyncedVersion, fresh.UnsyncedSince, fresh.Restored = row.Version, 0, false
-	if curOK && cur.ActiveAt.After(fresh.ActiveAt) {
-		fresh.ActiveAt = cur.ActiveAt
-	}
-	if !now.Before(fresh.Deadline) {
-		_ = s.mc.delete(mkey)
-		return true
-	}
-	_ = s.mc.cas(mkey, s.sealEnvelope(rec.Key, nil, &fresh), s.cacheExpiration(now, &fresh), it.CasID)
-	return true
 }
 
 // tombstoneVersion outranks every real version, so the durable tier's

@@ -137,7 +137,9 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	due := flags&WriteDurable != 0 || s.syncInterval < 0 || next.SyncedAt.IsZero() ||
 		(now.Sub(next.SyncedAt) >= s.syncInterval && (flags&WriteChanged != 0 || s.touchSyncs))
 	if due && s.durable != nil {
-		next.SyncedAt, next.SyncedVersion, next.UnsyncedSince = now, next.Version, 0
+		// SyncedVersion moves once the database has taken the sync
+		// (promote): until then the change is one of the entry's own.
+		next.SyncedAt = now
 	}
 	key, mkey := s.entryKeys(token, e)
 	buf := s.encode(key, &next)
@@ -378,11 +380,17 @@ func (s *Store) DeleteSubject(ctx context.Context, subject string) (int, error) 
 	return len(keys), errors.Join(errs...)
 }
 
+// envelopeGrowth is how much longer than e's envelope the one Insert or
+// Update writes can be: activity (5 bytes), version (8), sync time (5),
+// synced version (8) and first unsynced version (9) may each grow from a
+// one-byte zero to a full varint.
+const envelopeGrowth = 35
+
 func (s *Store) checkSize(e *Entry) error {
 	if len(e.Subject) > maxSubjectLen || !utf8.ValidString(e.Subject) {
 		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8)", ErrInvalidSubject, len(e.Subject), maxSubjectLen)
 	}
-	if n := EnvelopeSize(e) + 21 + s.envelopeOverhead(); n > s.maxItem { // +21: the version, sync-time and unsynced varints may grow
+	if n := EnvelopeSize(e) + envelopeGrowth + s.envelopeOverhead(); n > s.maxItem {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
 	}
 	return nil
