@@ -124,7 +124,7 @@ func (s *Store) Update(ctx context.Context, token string, e *Entry, flags WriteF
 	next := *e
 	if flags&WriteChanged != 0 {
 		next.Version = nextVersion(next.Version, now)
-		if next.UnsyncedSince == 0 {
+		if next.UnsyncedSince == 0 && s.durable != nil {
 			next.UnsyncedSince = cmp.Or(b.from, next.Version)
 		}
 	}
