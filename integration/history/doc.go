@@ -235,7 +235,13 @@
 // applied when the node resumed, the same app server wrote a durable change
 // through to the database, and another app server, whose breaker had never
 // opened, read the node's older copy before the first one's probe purged
-// it and renewed the token from it.
+// it and renewed the token from it. The next pass closed that case with
+// the fork rule (docs/consistency.md, I4): database writes are conditional
+// on the row they were built on, and a write refused by a row written
+// around its node replaces the forked copy with the row
+// (integration/TestForkedCopyLosesToRow). A change built on such a copy may
+// be lost to the row; the checker allows that (forked), with cases just
+// outside it in TestCheckerJudges.
 //
 // # Settings the judgements assume
 //
