@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -240,6 +241,11 @@ func (env *faultEnv) recordError(err error) {
 	msg := portRE.ReplaceAllString(err.Error(), ":PORT")
 	if p := env.curPhase.Load(); p != nil {
 		msg = p.name + ": " + msg
+		if bothTiersDown(err) {
+			p.mu.Lock()
+			p.bothDown++
+			p.mu.Unlock()
+		}
 	}
 	env.errMu.Lock()
 	defer env.errMu.Unlock()
@@ -250,6 +256,16 @@ func (env *faultEnv) recordError(err error) {
 }
 
 var portRE = regexp.MustCompile(`:\d{2,5}\b`)
+
+// bothTiersDown reports whether err, answered with a 503, says that neither
+// memcached nor the database could serve the request: what I7 allows
+// (docs/consistency.md). On a loaded test machine a memcached read on
+// loopback can exceed the scenarios' 100 ms Timeout; during a database
+// outage that request has no tier left.
+func bothTiersDown(err error) bool {
+	msg := err.Error()
+	return errors.Is(err, core.ErrUnavailable) && strings.Contains(msg, "memcached unavailable") && strings.Contains(msg, "database:")
+}
 
 // logErrors logs the errors the middleware answered, most frequent first.
 func (env *faultEnv) logErrors() {
