@@ -85,8 +85,8 @@ func (s *Store) refused(ctx context.Context, rec Record) (forked, resave bool) {
 	case !found:
 		return false, true // expired or reaped since: nothing to be built on
 	case s.forkedFrom(row, basisOfRecord(rec)):
-		s.stats.rowConflicts.Add(1)
 		s.rebase(ctx, rec.Key)
+		s.stats.rowConflicts.Add(1) // after the copy's repair, which the count announces
 		return true, false
 	}
 	return false, row.Version < rec.Version || row.Version == rec.Version && !row.ExpiresAt.After(rec.ExpiresAt)
@@ -179,7 +179,7 @@ func (s *Store) verifyBase(ctx context.Context, token string, e *Entry) error {
 	if !found || !s.forkedFrom(row, b) {
 		return nil
 	}
-	s.stats.rowConflicts.Add(1)
 	s.rebase(ctx, key)
+	s.stats.rowConflicts.Add(1)
 	return ErrConflict
 }

@@ -961,7 +961,8 @@ func TestForkedCopyLosesToRow(t *testing.T) {
 
 			st.clock.Advance(10 * time.Millisecond)
 			tok, ownKept := tc.build(t, st, b, token)
-			// A sync due is written in the background: wait for its refusal.
+			// A sync due is written in the background: wait for its refusal
+			// and the copy's repair (RowConflicts counts it after the repair).
 			for deadline := time.Now().Add(5 * time.Second); b.Store().Stats().RowConflicts == 0; time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Error("no database write of B's was refused")
