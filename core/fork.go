@@ -48,7 +48,7 @@ func basisOfRecord(r Record) basis { return basis{r.Base, r.UnsyncedFrom, r.Unsy
 
 // withoutBasis returns r with the check of its basis turned off.
 func withoutBasis(r Record) Record {
-	r.Base, r.UnsyncedFrom, r.UnsyncedTo = 0, 0, 0
+	basis{}.apply(&r)
 	return r
 }
 
@@ -170,16 +170,11 @@ func (s *Store) verifyBase(ctx context.Context, token string, e *Entry) error {
 		return nil
 	}
 	key, _ := s.entryKeys(token, e)
-	s.stats.dbReads.Add(1)
-	row, found, err := s.load(ctx, key, s.now())
-	if err != nil {
-		s.stats.dbReadErrors.Add(1)
-		return nil
+	// A write newer than any row: refused only for what it was built on.
+	rec := Record{Key: key, Version: tombstoneVersion}
+	b.apply(&rec)
+	if forked, _ := s.refused(ctx, rec); forked {
+		return ErrConflict
 	}
-	if !found || !s.forkedFrom(row, b) {
-		return nil
-	}
-	s.rebase(ctx, key)
-	s.stats.rowConflicts.Add(1)
-	return ErrConflict
+	return nil
 }
