@@ -85,10 +85,11 @@ type MemcachedConfig struct {
 
 	// RingChangeWindow is how long after AddServer or RemoveServer a hit
 	// on a key that changed owner is checked against the database row (one
-	// database read). Other app servers apply the change at their own
-	// moment, and until they have they write — and destroy — that key on
-	// its previous owner. Roll a ring change out to every app server within
-	// it. Optional. Default 10s.
+	// database read; when the database cannot answer, one read of the
+	// key's previous owner, whose tombstone then wins). Other app servers
+	// apply the change at their own moment, and until they have they write
+	// — and destroy — that key on its previous owner. Roll a ring change
+	// out to every app server within it. Optional. Default 10s.
 	RingChangeWindow time.Duration
 
 	// Tracer, when set, is told about every memcached operation (see
@@ -260,7 +261,7 @@ func (t *memcachedTier) addServer(addr string, weight int) error {
 // changed owner are checked against the database (RingChangeWindow).
 type ringChange struct {
 	before *Ketama
-	client *memcache.Client // on before, for previousDelete
+	client *memcache.Client // on before, for previousDelete and previousGet
 	until  int64            // Unix nanoseconds
 }
 
@@ -280,18 +281,41 @@ func (t *memcachedTier) ringChanged(before *Ketama) {
 // (a node being removed included). Best effort: the change's window bounds
 // what a failure leaves (docs/consistency.md, I2).
 func (t *memcachedTier) previousDelete(mkey string) {
+	if c := t.previous(mkey); c != nil {
+		_ = c.client.Delete(mkey)
+	}
+}
+
+// previousGet reads mkey from the node that owned it before the last ring
+// change, while the change is recent and that node is another; nil when
+// there is none, or it has no copy or does not answer.
+func (t *memcachedTier) previousGet(mkey string) *memcache.Item {
+	c := t.previous(mkey)
+	if c == nil {
+		return nil
+	}
+	it, err := c.client.Get(mkey)
+	if err != nil {
+		return nil
+	}
+	return it
+}
+
+// previous returns the last ring change when it is less than
+// RingChangeWindow old and moved mkey to another node; nil otherwise.
+func (t *memcachedTier) previous(mkey string) *ringChange {
 	c := t.change.Load()
 	if c == nil || time.Now().UnixNano() >= c.until {
-		return
+		return nil
 	}
 	was, err := c.before.PickServer(mkey)
 	if err != nil {
-		return
+		return nil
 	}
 	if cur, err := t.selector.PickServer(mkey); err == nil && cur.String() == was.String() {
-		return
+		return nil
 	}
-	_ = c.client.Delete(mkey)
+	return c
 }
 
 // movedRecently reports whether mkey, read from n, changed owner in a ring

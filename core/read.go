@@ -230,10 +230,20 @@ func (s *Store) readRow(ctx context.Context, key string, now time.Time, cacheErr
 // idle expiry: memcached keeps it no longer), a live one when suspect is
 // set (a suspect node, a key that changed owner, a copy moved from its
 // previous owner). A tombstone is final.
+//
+// When the row cannot be read, a live copy of a key that changed owner in
+// the last RingChangeWindow is checked against the key's previous owner
+// instead: app servers that have not applied the change yet destroy the
+// session there, and its tombstone stands in for the row's
+// (docs/consistency.md, I2).
 func (s *Store) serveCopy(ctx context.Context, key, mkey string, e *Entry, suspect bool, now time.Time) *Entry {
 	dead := !isTombstone(e) && !e.Alive(now)
 	if s.durable != nil && (dead || suspect && !isTombstone(e)) {
-		if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
+		fresh, replaced, err := s.checkDurable(ctx, key, mkey, e, now)
+		if err != nil && !dead {
+			replaced = s.destroyedBefore(key, mkey, e, now)
+		}
+		if replaced {
 			if fresh == nil {
 				s.stats.cacheMisses.Add(1)
 			} else {
@@ -302,7 +312,7 @@ func (s *Store) settleRefill(ctx context.Context, key, mkey string, e *Entry, ro
 			return e
 		}
 	}
-	if fresh, replaced := s.checkDurable(ctx, key, mkey, e, now); replaced {
+	if fresh, replaced, _ := s.checkDurable(ctx, key, mkey, e, now); replaced {
 		if fresh != nil {
 			fresh.Restored = true
 		}
@@ -318,21 +328,21 @@ func (s *Store) settleRefill(ctx context.Context, key, mkey string, e *Entry, ro
 // over have in memcached, only where have still is (compare-and-swap: a
 // copy written since stays, and an emptied slot stays empty for the next
 // read to restore) and returns it; a destroyed row's tombstone replaces the
-// copy, a dead row's deletes it, and nil is returned. Database errors, and
-// rows that do not open, keep have.
-func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry, now time.Time) (*Entry, bool) {
+// copy, a dead row's deletes it, and nil is returned. Database errors
+// (returned), and rows that do not open, keep have.
+func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry, now time.Time) (*Entry, bool, error) {
 	s.stats.dbReads.Add(1)
 	rec, found, err := s.load(ctx, key, now)
 	if err != nil {
 		s.stats.dbReadErrors.Add(1)
-		return nil, false
+		return nil, false, err
 	}
 	if !found || rec.Version < have.Version {
-		return nil, false
+		return nil, false, nil
 	}
 	e := new(Entry)
 	if err := s.openEnvelope(key, rec.Payload, e); err != nil {
-		return nil, false
+		return nil, false, nil
 	}
 	// The row is newer with a higher version; or, for a dead copy, with
 	// later activity at the same version (a read served from the row while
@@ -340,15 +350,15 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry,
 	// again).
 	if rec.Version == have.Version && (have.Alive(now) || !e.ActiveAt.After(have.ActiveAt)) ||
 		!have.Alive(now) && !isTombstone(e) && !e.Alive(now) {
-		return nil, false
+		return nil, false, nil
 	}
 	switch {
 	case isTombstone(e):
 		_ = s.mc.set(mkey, rec.Payload, expiration(now, e.Deadline))
-		return nil, true
+		return nil, true, nil
 	case !now.Before(e.Deadline):
 		_ = s.mc.delete(mkey)
-		return nil, true
+		return nil, true, nil
 	}
 	e.ActiveAt = now
 	e.SyncedVersion, e.UnsyncedSince = rec.Version, 0
@@ -361,7 +371,26 @@ func (s *Store) checkDurable(ctx context.Context, key, mkey string, have *Entry,
 			_ = s.mc.cas(mkey, buf, exp, it.CasID)
 		}
 	}
-	return e, true
+	return e, true, nil
+}
+
+// destroyedBefore reports whether have, a live copy of a key that changed
+// owner in the last ring change, was destroyed on the key's previous owner
+// by an app server that had not applied the change yet: a tombstone there
+// that is not older than the session (a key reused after it, KV's Set after
+// Delete, was created later). It then writes the tombstone over have. It
+// stands in for checkDurable when the row cannot be read.
+func (s *Store) destroyedBefore(key, mkey string, have *Entry, now time.Time) bool {
+	it := s.mc.previousGet(mkey)
+	if it == nil {
+		return false
+	}
+	var prev Entry
+	if s.openEnvelope(key, it.Value, &prev) != nil || !isTombstone(&prev) || have.Created.After(prev.ActiveAt) {
+		return false
+	}
+	_ = s.mc.set(mkey, it.Value, expiration(now, prev.Deadline))
+	return true
 }
 
 // moveFromPriorOwner moves mkey's copy from the node that held it before

@@ -37,6 +37,17 @@ func (f *failingDurable) Save(ctx context.Context, rec core.Record) (bool, error
 	return f.Durable.Save(ctx, rec)
 }
 
+// downDurable is a failingDurable whose reads fail too: a database that
+// refuses connections.
+type downDurable struct{ *failingDurable }
+
+func (d downDurable) Load(ctx context.Context, key string, now time.Time) (core.Record, bool, error) {
+	if d.failing.Load() {
+		return core.Record{}, false, errRefused
+	}
+	return d.Durable.Load(ctx, key, now)
+}
+
 // I3 (defect a): memcached drops an idle session's entry at its TTL; the
 // next request must not read the database row — alive until last sync +
 // IdleTimeout + SyncInterval — back as an active session. Real time: the
@@ -999,4 +1010,100 @@ func decodeRow(t *testing.T, e core.Entry) map[string]any {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// I2 (soak seed 60200080): during a rolling AddServer, app server B, which
+// has not applied it yet, destroys a session on the key's previous owner,
+// while app server A, which has, holds a live copy on the new owner. A's
+// hits on a key that changed owner are checked against the row, but the
+// database refuses A's read: before the fix A served the destroyed session
+// from its copy, and once the ring change's window was over no read would
+// have checked it again. Now the tombstone on the previous owner stands in
+// for the row's.
+func TestLaggardLogoutHoldsWhileDatabaseFails(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	extra := memcachedtest.Start(t, memcachedtest.Options{})
+	nodes := []*faultNode{{name: "n0", proxy: &faultProxy{Addr: st.mc.Addr}}, {name: "n1", proxy: &faultProxy{Addr: extra.Addr}}}
+	var fd *failingDurable
+	a := st.manager(t, func(c *core.StoreConfig) {
+		fd = &failingDurable{Durable: c.Durable}
+		c.Durable = downDurable{fd}
+	}, nil)
+	b := st.manager(t, nil, nil) // never applies the AddServer
+	token := loginOn(t, a, nodes, 1)
+	if err := a.Store().AddServer(extra.Addr, 0); err != nil {
+		t.Fatal(err)
+	}
+	put(t, a, token, "cart", "book") // moves the copy to the added node
+	raw := memcache.New(extra.Addr)
+	if _, err := raw.Get("hs:" + core.StorageKey(token)); err != nil {
+		t.Fatalf("A's copy is not on the added node: %v", err)
+	}
+
+	if err := load(t, b, token).Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fd.failing.Store(true)
+	if s := load(t, a, token); !s.IsNew() {
+		t.Fatalf("A served the session B destroyed (cart=%v) while the database refused", s.Get("cart"))
+	}
+	fd.failing.Store(false)
+	if s := load(t, a, token); !s.IsNew() {
+		t.Errorf("A served the destroyed session once the database answered (cart=%v)", s.Get("cart"))
+	}
+}
+
+// I5 (soak seed 70200079): during a rolling AddServer, app server A, which
+// has applied it, writes a durable change through the key's new owner,
+// while app server B, which has not, holds an older copy on the previous
+// owner (restored there after A moved the key). B's RenewToken, or its own
+// durable change, built on that copy was saved over the row by version,
+// and A's durable change was gone for good. A's row now counts as written
+// around the previous owner, so B's write built on the older copy is
+// refused as a fork: the row replaces B's copy and B's request re-applies
+// its changes to it.
+func TestRingChangeDurableWriteSurvivesLaggard(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(s *core.Session)
+	}{
+		{"RenewToken", func(s *core.Session) { s.SetSubject("alice"); s.RenewToken() }},
+		{"durable change", func(s *core.Session) { s.Put("pref", "dark") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newStack(t, backends(t)[0])
+			extra := memcachedtest.Start(t, memcachedtest.Options{})
+			nodes := []*faultNode{{name: "n0", proxy: &faultProxy{Addr: st.mc.Addr}}, {name: "n1", proxy: &faultProxy{Addr: extra.Addr}}}
+			durable := func(c *core.Config) { c.DurableKeys = []string{"cart", "pref"} }
+			slow := func(c *core.StoreConfig) { c.SyncInterval = time.Minute }
+			a := st.manager(t, slow, durable)
+			b := st.manager(t, slow, durable) // never applies the AddServer
+			token := loginOn(t, a, nodes, 1)
+			if err := a.Store().AddServer(extra.Addr, 0); err != nil {
+				t.Fatal(err)
+			}
+			load(t, a, token) // moves the copy to the added node
+			load(t, b, token) // restores it on the previous owner, from the row
+			put(t, a, token, "cart", "book")
+			// B's request comes later: versions are hybrid logical clocks,
+			// and two branches changed in one millisecond from one version
+			// would take the same one.
+			st.clock.Advance(time.Second)
+
+			ctx := context.Background()
+			s := load(t, b, token)
+			if s.GetString("cart") != "" {
+				t.Fatalf("B's copy already holds cart=%q: the case needs an older copy", s.GetString("cart"))
+			}
+			tc.change(s)
+			if err := b.Save(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			for name, m := range map[string]*core.Manager{"A": a, "B": b} {
+				if got := load(t, m, s.Token()).GetString("cart"); got != "book" {
+					t.Errorf("%s reads cart=%q after B's write, want book: A's durable change was lost", name, got)
+				}
+			}
+		})
+	}
 }

@@ -241,7 +241,21 @@
 // around its node replaces the forked copy with the row
 // (integration/TestForkedCopyLosesToRow). A change built on such a copy may
 // be lost to the row; the checker allows that (forked), with cases just
-// outside it in TestCheckerJudges.
+// outside it in TestCheckerJudges. Seed 60200080 (I2, in the 2,000-history
+// soak of that code) was the library's: during a rolling AddServer an app
+// server that had not applied it yet renewed a token on the key's previous
+// owner, and an app server that had served the old token's live copy from
+// the new owner while the database refused, unable to check it against
+// the row; a hit on a key that changed owner now loses to a tombstone on
+// its previous owner when the row cannot be read
+// (integration/TestLaggardLogoutHoldsWhileDatabaseFails). Seed 70200079
+// (I5, the rolling profile, same soak) was the library's too: an app
+// server that had applied an AddServer wrote a durable change through the
+// key's new owner, and one that had not renewed the token from the older
+// copy on the previous owner; writes through a key's new owner in the
+// RingChangeWindow now count as written around its previous owner, so a
+// write built on the copy there is refused as a fork
+// (integration/TestRingChangeDurableWriteSurvivesLaggard).
 //
 // # Settings the judgements assume
 //
