@@ -44,21 +44,6 @@ func (s *Store) record(key string, e *Entry, payload []byte, throughCache bool) 
 	}
 }
 
-// acrossRingChange marks rec, e's row written through memcached, as
-// written around a node (its envelope never synced, as aroundNode's) when
-// e's key changed owner in the last RingChangeWindow: app servers that
-// have not applied the change yet still use the key's previous owner,
-// whose copy never saw this write, and a write they build on that copy
-// must lose to this row, as a fork does (forkedFrom; soak seed 70200079).
-func (s *Store) acrossRingChange(key string, e *Entry, rec *Record) {
-	if s.mc == nil || s.mc.previous(s.mc.key(key)) == nil {
-		return
-	}
-	row := *e
-	row.SyncedAt, row.UnsyncedSince = time.Time{}, 0
-	rec.Payload = s.sealEnvelope(key, nil, &row)
-}
-
 // rowSlack is how far a row's ExpiresAt may run past the session's idle
 // expiry: SyncInterval, or nothing when every write is synced.
 func (s *Store) rowSlack() time.Duration { return max(s.syncInterval, 0) }
@@ -103,9 +88,6 @@ func (s *Store) syncNow(ctx context.Context, key string, e *Entry, buf []byte, n
 		return nil
 	}
 	rec := s.record(key, e, bytesClone(buf), !cacheDown)
-	if !cacheDown {
-		s.acrossRingChange(key, e, &rec)
-	}
 	b.apply(&rec)
 	applied, err := s.save(ctx, rec)
 	if err == nil && !applied && b.base != 0 {
@@ -193,7 +175,6 @@ func (s *Store) retryLater(rec Record, err error) error {
 // DBTimeout: then the sync is dropped and counted, as in retryLater.
 func (s *Store) syncLater(key string, e *Entry, buf []byte, now time.Time, b basis) {
 	rec := s.record(key, e, bytesClone(buf), true)
-	s.acrossRingChange(key, e, &rec)
 	b.apply(&rec)
 	if s.syncer.enqueue(rec, false) {
 		return

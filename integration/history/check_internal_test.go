@@ -236,6 +236,23 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(1.2, "dput", "T", "T", true, kv("u", "a"), kv("d1", "c")).Durable = true
 			s.op(3.5, "read", "T", "T", true, kv("u", "a", "d0", "b"), nil)
 		}, []string{"I5"}},
+		{"durable change made while a ring change rolled out, lost", func(s *synthetic) {
+			// Seed 70200079: an app server that had not applied the
+			// change yet renewed the token from the previous owner's
+			// older copy (docs/consistency.md, I5, not covered).
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(0.5, 1.5, faultRec{Kind: "ring-add", Loss: true})
+			s.op(0.9, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true
+			s.op(1.2, "renew", "T", "R", true, kv("u", "a"), nil)
+			s.op(3.5, "read", "R", "R", true, kv("u", "a"), nil)
+		}, nil},
+		{"durable change made after a ring change rolled out, lost", func(s *synthetic) {
+			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+			s.fault(0.5, 1.5, faultRec{Kind: "ring-add", Loss: true})
+			s.op(1.6, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true
+			s.op(1.8, "renew", "T", "R", true, kv("u", "a"), nil)
+			s.op(4, "read", "R", "R", true, kv("u", "a"), nil)
+		}, []string{"I5"}},
 		{"503 with the database up", func(s *synthetic) {
 			s.op(0, "login", "", "T", false, nil, kv("u", "a"))
 			o := s.op(1, "put", "T", "", true, kv("u", "a"), kv("k", "b"))

@@ -466,7 +466,7 @@ func (m *model) judgeValues(op *opRec, lin *lineage) {
 			case quiet && !m.cacheFault(w.Start.Add(-2*time.Second), op.End):
 				inv = "I6"
 			case w.Durable:
-				if lag <= syncInterval+slackLag || m.durableExcused(w, op) {
+				if lag <= syncInterval+slackLag || m.durableExcused(w, op) || m.duringRollout(w) {
 					continue
 				}
 				inv = "I5"
@@ -577,6 +577,15 @@ func (m *model) durableExcused(w, op *opRec) bool {
 		}
 	}
 	return false
+}
+
+// duringRollout reports whether w ran while a ring change rolled out, from
+// the first app server applying it to the last: an app server that had not
+// applied it yet may have built on the previous owner's older copy, and a
+// durable change then is no safer than any other (docs/consistency.md, I5,
+// not covered; seed 70200079).
+func (m *model) duringRollout(w *opRec) bool {
+	return m.any(w.Start, w.End, func(f *faultRec) bool { return strings.HasPrefix(f.Kind, "ring") })
 }
 
 // judgeAbsent checks a request that found no session for a token it held
