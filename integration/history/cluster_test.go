@@ -104,17 +104,24 @@ type proxy struct {
 func startProxy(t testing.TB, srv *toxiproxy.ApiServer, name, upstream string) *proxy {
 	t.Helper()
 	// A port below the ephemeral range: Restore listens on it again, and an
-	// outgoing connection may have taken an ephemeral one meanwhile.
-	port, err := memcachedtest.FreePort()
-	if err != nil {
-		t.Fatalf("toxiproxy %s: %v", name, err)
+	// outgoing connection may have taken an ephemeral one meanwhile. A
+	// process that does not reserve its ports may still take one between
+	// FreePort's check and the proxy's listen (soak seeds 21000084 and
+	// 90100099): nothing uses the port yet, so another is tried.
+	var err error
+	for range 3 {
+		var port int
+		if port, err = memcachedtest.FreePort(); err != nil {
+			break
+		}
+		p := toxiproxy.NewProxy(srv, name, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), upstream)
+		if err = p.Start(); err == nil {
+			t.Cleanup(p.Stop)
+			return &proxy{p: p, Addr: p.Listen}
+		}
 	}
-	p := toxiproxy.NewProxy(srv, name, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), upstream)
-	if err := p.Start(); err != nil {
-		t.Fatalf("toxiproxy %s: %v", name, err)
-	}
-	t.Cleanup(p.Stop)
-	return &proxy{p: p, Addr: p.Listen}
+	t.Fatalf("toxiproxy %s: %v", name, err)
+	return nil
 }
 
 var holeToxics = []string{"upstream", "downstream"}
