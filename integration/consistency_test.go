@@ -410,10 +410,11 @@ func TestRefillDoesNotHideWriteAround(t *testing.T) {
 // I4 (seed 2110 of the fault-history checker): app server A cannot reach
 // the node and writes a change through to the database; the node loses the
 // session meanwhile. App server B, which reaches the node, restores the
-// session and changes it again in memcached only (no sync due yet). When
-// A's breaker closes, A purges the key it wrote around the node: before the
-// fix the purge deleted B's newer copy, and B's acknowledged change was
-// gone. The purge must remove only copies older than A's write.
+// session and changes it twice, the second time in memcached only (no sync
+// due yet). When A's breaker closes, A purges the key it wrote around the
+// node: before the fix the purge deleted B's newer copy, and B's
+// acknowledged change was gone. The purge must remove only copies older
+// than A's write.
 func TestPurgeKeepsNewerCopy(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	proxy := startProxy(t, newToxiproxy(), "mc-a", st.mc.Addr)
@@ -442,16 +443,25 @@ func TestPurgeKeepsNewerCopy(t *testing.T) {
 	if got := load(t, b, token).GetInt("n"); got != 2 {
 		t.Fatalf("B restored n=%d, want 2", got)
 	}
-	put(t, b, token, "n", 3) // memcached only: the next sync is a minute away
-	if row, _, _ := st.row(t, token); row.Version != rowA.Version {
-		t.Fatal("B's change reached the database: the test needs it in memcached only")
+	// A row written around a node is marked never synced (aroundNode), so
+	// B's first change is due and the background writer takes it to the
+	// database; the next one lands in memcached only.
+	put(t, b, token, "n", 3)
+	var synced core.Record
+	waitFor(t, "B's first change to reach the database", func() bool {
+		synced, _, _ = st.row(t, token)
+		return synced.Version > rowA.Version
+	})
+	put(t, b, token, "n", 4) // memcached only: the next sync is a minute away
+	if row, _, _ := st.row(t, token); row.Version != synced.Version {
+		t.Fatal("B's second change reached the database: the test needs it in memcached only")
 	}
 
 	proxy.Restore()
 	awaitBreakerClosed(t, a.Store())
 	for _, m := range []*core.Manager{a, b} {
-		if got := load(t, m, token).GetInt("n"); got != 3 {
-			t.Errorf("after A's purge the session reads n=%d, want 3: B's change was purged", got)
+		if got := load(t, m, token).GetInt("n"); got != 4 {
+			t.Errorf("after A's purge the session reads n=%d, want 4: B's change was purged", got)
 		}
 	}
 }
