@@ -61,8 +61,8 @@ type StoreConfig struct {
 	// Optional. Default 2m. EveryWrite (-1) syncs every write, synchronously.
 	SyncInterval time.Duration
 
-	// SyncQueueSize bounds the background writer: how many sessions may wait
-	// for a sync. When it is full, a periodic sync is written on the request
+	// SyncQueueSize bounds the background writer: how many sessions it may
+	// hold, waiting for a sync or being written. When it is full, a periodic sync is written on the request
 	// path instead (back-pressure) — or, while the database is failing,
 	// dropped and counted in Stats.SyncDropped (the session is in memcached
 	// and syncs again on its next write). A durable write that failed takes

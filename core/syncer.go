@@ -78,8 +78,9 @@ func newSyncer(d Durable, now func() time.Time, workers, limit int, maxAge, time
 }
 
 // enqueue queues rec; durable marks a sync that must not be dropped (see
-// syncer). It reports false when the queue is closed, or full — for a
-// durable sync, full of durable syncs: it takes the place of a periodic one.
+// syncer). It reports false when the queue is closed, or full (limit
+// sessions held, in flight included) — for a durable sync, full of durable
+// syncs: it takes the place of a pending periodic one.
 func (s *syncer) enqueue(rec Record, durable bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -94,7 +95,7 @@ func (s *syncer) enqueue(rec Record, durable bool) bool {
 		s.stats.syncCoalesced.Add(1)
 		return true
 	}
-	if len(s.pending) >= s.limit && !(durable && s.evictPeriodic()) {
+	if s.held() >= s.limit && !(durable && s.evictPeriodic()) {
 		return false
 	}
 	// Real time, not the Store's clock: retries are paced in real time.
@@ -103,6 +104,19 @@ func (s *syncer) enqueue(rec Record, durable bool) bool {
 	s.stats.syncQueued.Add(1)
 	s.cond.Signal()
 	return true
+}
+
+// held is how many sessions the syncer holds: pending, or in flight (a
+// save running, perhaps to be retried) without a newer copy pending. s.mu
+// is held.
+func (s *syncer) held() int {
+	n := len(s.pending)
+	for key := range s.inflight {
+		if _, ok := s.pending[key]; !ok {
+			n++
+		}
+	}
+	return n
 }
 
 // evictPeriodic drops one pending periodic sync to make room for a durable

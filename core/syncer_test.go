@@ -1,6 +1,9 @@
 package core
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -30,5 +33,49 @@ func TestRetryBackoffIsCapped(t *testing.T) {
 	}
 	if got := retryBackoff(1); got != 100*time.Millisecond {
 		t.Errorf("retryBackoff(1) = %v, want 100ms", got)
+	}
+}
+
+// blockingDurable is a durable tier whose saves wait until release is
+// closed, then fail: a hung database. Only Save is used by the syncer.
+type blockingDurable struct {
+	Durable
+	started chan string
+	release chan struct{}
+}
+
+func (d *blockingDurable) Save(ctx context.Context, rec Record) (bool, error) {
+	d.started <- rec.Key
+	<-d.release
+	return false, errors.New("refused (test)")
+}
+
+// A durable write being retried is held by the writer between its attempts
+// as well as during them: while it is in flight it still takes its place,
+// so whether a second durable write fits cannot depend on where the retry
+// loop happens to be (TestDurableWriteNeverDroppedSilently failed so in a
+// loaded run: the second write was held and acknowledged).
+func TestSyncerLimitCountsInFlight(t *testing.T) {
+	d := &blockingDurable{started: make(chan string, 2), release: make(chan struct{})}
+	s := newSyncer(d, time.Now, 1, 1, time.Minute, time.Second, &counters{}, slog.New(slog.DiscardHandler))
+	future := time.Now().Add(time.Hour)
+	rec := func(key string) Record { return Record{Key: key, Version: 1, ExpiresAt: future, Deadline: future} }
+	if !s.enqueue(rec("a"), true) {
+		t.Fatal("the first durable write did not fit an empty writer")
+	}
+	if key := <-d.started; key != "a" {
+		t.Fatalf("the worker saved %q, want a", key)
+	}
+	if s.enqueue(rec("b"), true) {
+		t.Error("a second durable write was held while the first, in flight, filled the writer (SyncQueueSize 1)")
+	}
+	close(d.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.close(ctx); !errors.Is(err, ErrNotSaved) {
+		t.Errorf("close = %v, want ErrNotSaved for the durable write the database refused", err)
+	}
+	if s.lost != 1 {
+		t.Errorf("lost = %d, want 1", s.lost)
 	}
 }
