@@ -254,9 +254,12 @@ func (s *Store) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// Flush waits until every pending background sync has been written (one
-// attempt each for those waiting to retry), or ctx ends. Use it before a
-// planned database maintenance or in tests; Close flushes too.
+// Flush waits until every background sync pending or being written when it
+// is called has been written, or attempted once more after the call (those
+// waiting to retry are tried at once: call Flush when the database is back
+// to write what an outage held), or ctx ends, and then returns ctx's error.
+// A sync that fails again is retried in the background as before. Use it
+// before a planned database maintenance or in tests; Close flushes too.
 func (s *Store) Flush(ctx context.Context) error {
 	if s.syncer == nil {
 		return nil

@@ -321,9 +321,11 @@ func retryBackoff(attempts int) time.Duration {
 }
 
 // flush waits until every sync pending or in flight when it was called has
-// been attempted once more (those waiting to retry at once), or ctx ends.
-// It does not wait for syncs queued after the call, nor for retries of
-// those that fail again.
+// been written, or attempted once more after the call (those waiting to
+// retry are tried at once), or ctx ends. An attempt already running at the
+// call may have met the database before it came back: when it fails, its
+// retry is tried at once and waited for too. flush does not wait for syncs
+// queued after the call, nor for retries of attempts made after it.
 func (s *syncer) flush(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
@@ -334,7 +336,7 @@ func (s *syncer) flush(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	type mark struct {
-		p        *pendingSync // nil: only in flight
+		p        *pendingSync // nil: in flight at the call, not pending
 		attempts int
 	}
 	want := make(map[string]mark, len(s.pending)+len(s.inflight))
@@ -348,16 +350,25 @@ func (s *syncer) flush(ctx context.Context) error {
 		}
 	}
 	s.cond.Broadcast()
+	if testHookFlushing != nil {
+		testHookFlushing()
+	}
 	for {
-		left := false
 		for k, w := range want {
-			if s.inflight[k] || (w.p != nil && s.pending[k] == w.p && w.p.attempts == w.attempts) {
-				left = true
-				break
+			switch q, pending := s.pending[k]; {
+			case s.inflight[k]:
+			case w.p == nil && pending:
+				// The attempt running at the call ended and left a retry
+				// (or a newer copy): try it now and wait for it.
+				q.notAfter = time.Time{}
+				want[k] = mark{q, q.attempts}
+				s.cond.Broadcast()
+			case w.p != nil && q == w.p && q.attempts == w.attempts:
+			default:
+				delete(want, k)
 			}
-			delete(want, k)
 		}
-		if !left {
+		if len(want) == 0 {
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -366,6 +377,10 @@ func (s *syncer) flush(ctx context.Context) error {
 		s.cond.Wait()
 	}
 }
+
+// testHookFlushing, when set by a test, is called once flush has noted
+// what it waits for.
+var testHookFlushing func()
 
 // close stops accepting work and waits until every pending sync is written
 // (one attempt each) or ctx ends.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 )
@@ -77,5 +78,59 @@ func TestSyncerLimitCountsInFlight(t *testing.T) {
 	}
 	if s.lost != 1 {
 		t.Errorf("lost = %d, want 1", s.lost)
+	}
+}
+
+// scriptedDurable answers the n-th Save (from 1) with the n-th result,
+// after signalling started and waiting for a release; later saves succeed.
+type scriptedDurable struct {
+	Durable
+	started chan int
+	release chan struct{}
+	mu      sync.Mutex
+	saves   int
+	errs    []error
+}
+
+func (d *scriptedDurable) Save(ctx context.Context, rec Record) (bool, error) {
+	d.mu.Lock()
+	d.saves++
+	n := d.saves
+	d.mu.Unlock()
+	d.started <- n
+	<-d.release
+	if n <= len(d.errs) && d.errs[n-1] != nil {
+		return false, d.errs[n-1]
+	}
+	return true, nil
+}
+
+// Flush after the database returns writes what the outage held: an attempt
+// already running at the call may have met the database while it was still
+// down, and its retry must not wait out the backoff (integration
+// TestDeleteHeldUntilDatabaseReturns failed so in 1.7% of -race runs).
+func TestFlushRetriesAttemptInFlightAtCall(t *testing.T) {
+	d := &scriptedDurable{started: make(chan int, 4), release: make(chan struct{}), errs: []error{errors.New("refused (test)")}}
+	s := newSyncer(d, time.Now, 1, 10, time.Minute, time.Second, &counters{}, slog.New(slog.DiscardHandler))
+	defer s.close(context.Background())
+	future := time.Now().Add(time.Hour)
+	s.enqueue(Record{Key: "a", Version: 1, ExpiresAt: future, Deadline: future}, true)
+	<-d.started // the first attempt runs, against a database still down
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Once flush has noted the attempt, it fails; the database is back for
+	// the next.
+	testHookFlushing = func() { close(d.release) }
+	defer func() { testHookFlushing = nil }()
+	if err := s.flush(ctx); err != nil {
+		t.Fatalf("flush = %v", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.saves != 2 {
+		t.Errorf("flush returned after %d saves, want 2: the retry of the failed attempt was not waited for", d.saves)
+	}
+	if n := s.pendingCount(); n != 0 {
+		t.Errorf("%d syncs still pending after flush, want 0", n)
 	}
 }
