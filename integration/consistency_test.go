@@ -764,13 +764,13 @@ func TestPriorOwnerCopyCheckedAgainstRow(t *testing.T) {
 	}
 }
 
-// I1 (found by review): a change written around an unreachable node went
-// to the row with its exact idle expiry, not the SyncInterval of slack a
-// row written through memcached gets. Once the node answered, the next
+// I1 (found by review): a change written around an unreachable node goes
+// to the row with its exact idle expiry. Once the node answered, the next
 // changes landed there only (the last sync was recent), and a memcached
-// loss then found the row expired minutes before the session was idle
-// for IdleTimeout. Every row carries the slack while memcached is
-// configured.
+// loss then found the row expired minutes before the session was idle for
+// IdleTimeout. The row written around the node is now marked never synced
+// (aroundNode), so the first write through the node again is due and moves
+// the row ahead.
 func TestRowWrittenAroundNodeOutlivesLaterChanges(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	proxy := startProxy(t, newToxiproxy(), "mc-a", st.mc.Addr)
@@ -788,7 +788,10 @@ func TestRowWrittenAroundNodeOutlivesLaterChanges(t *testing.T) {
 	proxy.Restore()
 	awaitBreakerClosed(t, m.Store())
 	st.clock.Advance(50 * time.Second)
-	put(t, m, token, "n", 3) // memcached only: the last sync is 51 s old
+	// Due (the row written around the node is marked never synced): the
+	// background writer moves the row ahead of the session's expiry.
+	put(t, m, token, "n", 3)
+	flush(t, m.Store())
 
 	st.mc.Restart() // memcached loses the session
 	st.clock.Advance(30*time.Minute - 10*time.Second)

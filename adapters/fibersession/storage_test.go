@@ -69,10 +69,10 @@ func TestStorage(t *testing.T) {
 			expect(t, st, "e", nil)
 		}},
 		{"Set slides the expiry", func(t *testing.T) {
-			mustSet(t, st, "f", []byte("v1"), 400*time.Millisecond)
-			time.Sleep(250 * time.Millisecond)
-			mustSet(t, st, "f", []byte("v2"), 400*time.Millisecond)
-			time.Sleep(250 * time.Millisecond)
+			mustSet(t, st, "f", []byte("v1"), 2*time.Second)
+			time.Sleep(1200 * time.Millisecond)
+			mustSet(t, st, "f", []byte("v2"), 2*time.Second)
+			time.Sleep(1200 * time.Millisecond)
 			expect(t, st, "f", []byte("v2"))
 		}},
 		{"entry shape", func(t *testing.T) {
