@@ -66,6 +66,20 @@ func (s *synthetic) heldTombstoneLost(restarted string) {
 	s.op(4.5, "replay", "T", "T", true, kv("u", "a"), nil)
 }
 
+// renewedTombstoneLost renews token T to R on s0 while the database
+// refuses, restarts s0 with the old token's tombstone unsaved, makes a
+// durable change under R once the database is back, and reads token read
+// after memcached lost everything, without that change.
+func (s *synthetic) renewedTombstoneLost(read string) {
+	s.op(0, "login", "", "T", false, nil, kv("u", "a"))
+	s.fault(0.5, 1.05, faultRec{Kind: "db-refuse", DB: true})
+	s.op(1, "renew", "T", "R", true, kv("u", "a"), nil).Renew = true
+	s.fault(1.02, 1.02, faultRec{Kind: "restart", Target: "s0", Note: "close: 1 durable write not saved"})
+	s.op(1.5, "dput", "R", "R", true, kv("u", "a"), kv("k1", "b")).Durable = true
+	s.fault(4.4, 4.4, faultRec{Kind: "flush-all", Loss: true})
+	s.op(4.5, "final", read, read, true, kv("u", "a"), nil)
+}
+
 func kv(pairs ...string) map[string]string {
 	m := map[string]string{}
 	for i := 0; i+1 < len(pairs); i += 2 {
@@ -109,6 +123,15 @@ func TestCheckerJudges(t *testing.T) {
 		{"held tombstone: another app server restarted", func(s *synthetic) {
 			s.heldTombstoneLost("s1")
 		}, []string{"I2"}},
+		{"renewed token's tombstone lost with its app server, old token read", func(s *synthetic) {
+			// Seed 100100064: the old token, served under I5's double
+			// fault, shows the session as renewed, without the durable
+			// change made since under the new token.
+			s.renewedTombstoneLost("T")
+		}, nil},
+		{"renewed token's tombstone lost with its app server, new token read", func(s *synthetic) {
+			s.renewedTombstoneLost("R")
+		}, []string{"I5"}},
 		{"idle session served from a row that stood in during the breaker's recovery", func(s *synthetic) {
 			// Seed 200145: the last read came 34ms after a pause ended,
 			// before its app server's breaker closed, so the row stood in.

@@ -364,6 +364,10 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 		lin.tainted = true
 		return
 	}
+	// A destroyed token served within those exceptions is served the
+	// session as it was when destroyed: changes made since under the
+	// token that replaced it (RenewToken) are not its to show.
+	destroyed := !ti.gone.IsZero() && ti.gone.Before(op.Start)
 	// I3: the absolute deadline is never exceeded.
 	if over := op.Start.Sub(lin.created.End.Add(lifetime)); over > slackTight && !lin.scs {
 		m.report("I3 deadline", op, lin, "served %v past the absolute deadline", over.Round(time.Millisecond))
@@ -409,6 +413,9 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 			// and so is its data.
 			return
 		}
+	}
+	if destroyed {
+		return
 	}
 	m.judgeValues(op, lin)
 }

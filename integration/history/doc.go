@@ -259,7 +259,13 @@
 // may make the older copy the new owner's), and the fix was withdrawn:
 // docs/consistency.md lists durable changes made while a ring change rolls
 // out as not covered by I5, and the checker allows their loss
-// (duringRollout).
+// (duringRollout). Seed 100100064 (I5, in the soak of the next pass) was
+// the checker's: a RenewToken while the database refused, whose app server
+// then restarted with the old token's tombstone queued; after memcached
+// lost everything the old token was served, as I5's double fault allows,
+// and the checker judged what it showed against a durable change made
+// since under the new token. A destroyed token served within I2's
+// exceptions now has its data judged by none of the changes that followed.
 //
 // # Settings the judgements assume
 //
