@@ -365,8 +365,9 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 		return
 	}
 	// A destroyed token served within those exceptions is served the
-	// session as it was when destroyed: changes made since under the
-	// token that replaced it (RenewToken) are not its to show.
+	// session as its last copy held it, perhaps an older row: changes made
+	// since under the token that replaced it (RenewToken) are not its to
+	// show, and its data is not judged.
 	destroyed := !ti.gone.IsZero() && ti.gone.Before(op.Start)
 	// I3: the absolute deadline is never exceeded.
 	if over := op.Start.Sub(lin.created.End.Add(lifetime)); over > slackTight && !lin.scs {

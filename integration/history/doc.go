@@ -265,7 +265,7 @@
 // lost everything the old token was served, as I5's double fault allows,
 // and the checker judged what it showed against a durable change made
 // since under the new token. A destroyed token served within I2's
-// exceptions now has its data judged by none of the changes that followed.
+// exceptions now has only I2 and I3 judged, not its data.
 //
 // # Settings the judgements assume
 //
