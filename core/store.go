@@ -62,12 +62,13 @@ type StoreConfig struct {
 	SyncInterval time.Duration
 
 	// SyncQueueSize bounds the background writer: how many sessions it may
-	// hold, waiting for a sync or being written. When it is full, a periodic sync is written on the request
-	// path instead (back-pressure) — or, while the database is failing,
-	// dropped and counted in Stats.SyncDropped (the session is in memcached
-	// and syncs again on its next write). A durable write that failed takes
-	// the place of a waiting periodic sync; when only durable writes wait,
-	// the request fails with ErrUnavailable rather than drop one.
+	// hold, waiting for a sync or being written. When it is full, a periodic
+	// sync is written on the request path instead (back-pressure) — or,
+	// while the database is failing, dropped and counted in
+	// Stats.SyncDropped (the session is in memcached and syncs again on its
+	// next write). A durable write that failed takes the place of a waiting
+	// periodic sync; when only durable writes are held, the request fails
+	// with ErrUnavailable rather than drop one.
 	// Optional. Default 10000.
 	SyncQueueSize int
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -37,27 +38,13 @@ func TestRetryBackoffIsCapped(t *testing.T) {
 	}
 }
 
-// blockingDurable is a durable tier whose saves wait until release is
-// closed, then fail: a hung database. Only Save is used by the syncer.
-type blockingDurable struct {
-	Durable
-	started chan string
-	release chan struct{}
-}
-
-func (d *blockingDurable) Save(ctx context.Context, rec Record) (bool, error) {
-	d.started <- rec.Key
-	<-d.release
-	return false, errors.New("refused (test)")
-}
-
 // A durable write being retried is held by the writer between its attempts
 // as well as during them: while it is in flight it still takes its place,
 // so whether a second durable write fits cannot depend on where the retry
 // loop happens to be (TestDurableWriteNeverDroppedSilently failed so in a
 // loaded run: the second write was held and acknowledged).
 func TestSyncerLimitCountsInFlight(t *testing.T) {
-	d := &blockingDurable{started: make(chan string, 2), release: make(chan struct{})}
+	d := &scriptedDurable{started: make(chan string, 2), release: make(chan struct{}), failFirst: math.MaxInt}
 	s := newSyncer(d, time.Now, 1, 1, time.Minute, time.Second, &counters{}, slog.New(slog.DiscardHandler))
 	future := time.Now().Add(time.Hour)
 	rec := func(key string) Record { return Record{Key: key, Version: 1, ExpiresAt: future, Deadline: future} }
@@ -81,15 +68,17 @@ func TestSyncerLimitCountsInFlight(t *testing.T) {
 	}
 }
 
-// scriptedDurable answers the n-th Save (from 1) with the n-th result,
-// after signalling started and waiting for a release; later saves succeed.
+// scriptedDurable is a durable tier whose saves signal started with their
+// key and wait until release is closed (a hung database); the first
+// failFirst saves then fail (refused), later ones succeed. The syncer uses
+// only Save.
 type scriptedDurable struct {
 	Durable
-	started chan int
-	release chan struct{}
-	mu      sync.Mutex
-	saves   int
-	errs    []error
+	started   chan string
+	release   chan struct{}
+	failFirst int
+	mu        sync.Mutex
+	saves     int
 }
 
 func (d *scriptedDurable) Save(ctx context.Context, rec Record) (bool, error) {
@@ -97,10 +86,10 @@ func (d *scriptedDurable) Save(ctx context.Context, rec Record) (bool, error) {
 	d.saves++
 	n := d.saves
 	d.mu.Unlock()
-	d.started <- n
+	d.started <- rec.Key
 	<-d.release
-	if n <= len(d.errs) && d.errs[n-1] != nil {
-		return false, d.errs[n-1]
+	if n <= d.failFirst {
+		return false, errors.New("refused (test)")
 	}
 	return true, nil
 }
@@ -110,7 +99,7 @@ func (d *scriptedDurable) Save(ctx context.Context, rec Record) (bool, error) {
 // down, and its retry must not wait out the backoff (integration
 // TestDeleteHeldUntilDatabaseReturns failed so in 1.7% of -race runs).
 func TestFlushRetriesAttemptInFlightAtCall(t *testing.T) {
-	d := &scriptedDurable{started: make(chan int, 4), release: make(chan struct{}), errs: []error{errors.New("refused (test)")}}
+	d := &scriptedDurable{started: make(chan string, 4), release: make(chan struct{}), failFirst: 1}
 	s := newSyncer(d, time.Now, 1, 10, time.Minute, time.Second, &counters{}, slog.New(slog.DiscardHandler))
 	defer s.close(context.Background())
 	future := time.Now().Add(time.Hour)
