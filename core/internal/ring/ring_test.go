@@ -1,4 +1,4 @@
-package core
+package ring
 
 import (
 	"crypto/md5"
@@ -18,11 +18,11 @@ import (
 )
 
 // The selector must satisfy gomemcache's interface.
-var _ memcache.ServerSelector = (*Ketama)(nil)
+var _ memcache.ServerSelector = (*Ring)(nil)
 
-// ketamaTestKeys returns n keys shaped like session storage keys (base64url
+// testKeys returns n keys shaped like session storage keys (base64url
 // of 32 random bytes), from a fixed seed so that results are reproducible.
-func ketamaTestKeys(n int, seed uint64) []string {
+func testKeys(n int, seed uint64) []string {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	keys := make([]string, n)
 	var b [32]byte
@@ -35,19 +35,19 @@ func ketamaTestKeys(n int, seed uint64) []string {
 	return keys
 }
 
-func ketamaServers(addrs ...string) []WeightedServer {
-	s := make([]WeightedServer, len(addrs))
+func plainServers(addrs ...string) []Server {
+	s := make([]Server, len(addrs))
 	for i, a := range addrs {
-		s[i] = WeightedServer{Addr: a}
+		s[i] = Server{Addr: a}
 	}
 	return s
 }
 
-func mustKetama(t testing.TB, servers ...WeightedServer) *Ketama {
+func mustRing(t testing.TB, servers ...Server) *Ring {
 	t.Helper()
-	k, err := NewKetama(servers...)
+	k, err := New(servers...)
 	if err != nil {
-		t.Fatalf("NewKetama(%v): %v", servers, err)
+		t.Fatalf("New(%v): %v", servers, err)
 	}
 	return k
 }
@@ -91,9 +91,9 @@ func maxMinRatio(counts map[string]int, servers []string) float64 {
 	return float64(hi) / float64(lo)
 }
 
-func TestKetamaDistribution(t *testing.T) {
+func TestDistribution(t *testing.T) {
 	const bound = 1.25
-	keys := ketamaTestKeys(100_000, 1)
+	keys := testKeys(100_000, 1)
 	tests := []struct {
 		name    string
 		servers []string
@@ -105,7 +105,7 @@ func TestKetamaDistribution(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := mustKetama(t, ketamaServers(tt.servers...)...)
+			k := mustRing(t, plainServers(tt.servers...)...)
 			var resolved []string
 			k.Each(func(a net.Addr) error { resolved = append(resolved, a.String()); return nil })
 			counts := countByServer(pickAll(t, k, keys))
@@ -113,16 +113,16 @@ func TestKetamaDistribution(t *testing.T) {
 
 			// The same servers on a broken ring with a single point each,
 			// to show that the bound discriminates.
-			var one []*ketamaServer
+			var one []*server
 			for _, s := range k.cont.Load().servers {
 				c := *s
 				c.points = c.points[:1]
 				one = append(one, &c)
 			}
-			broken := buildKetamaContinuum(one)
+			broken := build(one)
 			brokenCounts := make(map[string]int)
 			for _, key := range keys {
-				brokenCounts[broken.owners[broken.search(ketamaKeyHash(key))].str]++
+				brokenCounts[broken.owners[broken.search(keyHash(key))].str]++
 			}
 			brokenRatio := maxMinRatio(brokenCounts, resolved)
 
@@ -140,17 +140,17 @@ func TestKetamaDistribution(t *testing.T) {
 	}
 }
 
-func TestKetamaWeights(t *testing.T) {
-	keys := ketamaTestKeys(100_000, 2)
+func TestWeights(t *testing.T) {
+	keys := testKeys(100_000, 2)
 	tests := []struct {
 		name    string
-		servers []WeightedServer
+		servers []Server
 		heavy   string // the weight-2 server
 		light   string // a weight-1 server
 	}{
 		{
 			name: "one-heavy-of-three",
-			servers: []WeightedServer{
+			servers: []Server{
 				{Addr: "10.0.0.1:11211", Weight: 1},
 				{Addr: "10.0.0.2:11211", Weight: 2},
 				{Addr: "10.0.0.3:11211"}, // default weight 1
@@ -159,7 +159,7 @@ func TestKetamaWeights(t *testing.T) {
 		},
 		{
 			name: "two-servers",
-			servers: []WeightedServer{
+			servers: []Server{
 				{Addr: "127.0.0.1:11211", Weight: 2},
 				{Addr: "127.0.0.1:11212", Weight: 1},
 			},
@@ -168,7 +168,7 @@ func TestKetamaWeights(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k := mustKetama(t, tt.servers...)
+			k := mustRing(t, tt.servers...)
 			counts := countByServer(pickAll(t, k, keys))
 			ratio := float64(counts[tt.heavy]) / float64(counts[tt.light])
 			t.Logf("counts %v heavy/light %.3f", counts, ratio)
@@ -179,14 +179,14 @@ func TestKetamaWeights(t *testing.T) {
 	}
 }
 
-func TestKetamaAddMovesFewKeys(t *testing.T) {
-	keys := ketamaTestKeys(100_000, 3)
+func TestAddMovesFewKeys(t *testing.T) {
+	keys := testKeys(100_000, 3)
 	three := []string{"10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"}
 	const fourth = "10.0.0.4:11211"
 
-	k := mustKetama(t, ketamaServers(three...)...)
+	k := mustRing(t, plainServers(three...)...)
 	before := pickAll(t, k, keys)
-	if err := k.Add(WeightedServer{Addr: fourth}); err != nil {
+	if err := k.Add(Server{Addr: fourth}); err != nil {
 		t.Fatal(err)
 	}
 	after := pickAll(t, k, keys)
@@ -229,12 +229,12 @@ func TestKetamaAddMovesFewKeys(t *testing.T) {
 	}
 }
 
-func TestKetamaRemoveMovesOnlyItsKeys(t *testing.T) {
-	keys := ketamaTestKeys(50_000, 4)
+func TestRemoveMovesOnlyItsKeys(t *testing.T) {
+	keys := testKeys(50_000, 4)
 	servers := []string{"10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211", "10.0.0.4:11211"}
 	for _, victim := range servers {
 		t.Run(victim, func(t *testing.T) {
-			k := mustKetama(t, ketamaServers(servers...)...)
+			k := mustRing(t, plainServers(servers...)...)
 			before := pickAll(t, k, keys)
 			if err := k.Remove(victim); err != nil {
 				t.Fatal(err)
@@ -263,11 +263,11 @@ func TestKetamaRemoveMovesOnlyItsKeys(t *testing.T) {
 	}
 }
 
-func TestKetamaSearchWrapAround(t *testing.T) {
-	a, b, c := &ketamaAddr{"tcp", "a"}, &ketamaAddr{"tcp", "b"}, &ketamaAddr{"tcp", "c"}
-	cont := &ketamaContinuum{
+func TestSearchWrapAround(t *testing.T) {
+	a, b, c := &addr{"tcp", "a"}, &addr{"tcp", "b"}, &addr{"tcp", "c"}
+	cont := &continuum{
 		hashes: []uint32{100, 200, 300},
-		owners: []*ketamaAddr{a, b, c},
+		owners: []*addr{a, b, c},
 	}
 	tests := []struct {
 		h    uint32
@@ -290,9 +290,9 @@ func TestKetamaSearchWrapAround(t *testing.T) {
 		}
 	}
 
-	// The same on a rc continuum: just past its last point, and at the
+	// The same on a built continuum: just past its last point, and at the
 	// very top of the ring, is the owner of its first point.
-	k := mustKetama(t, ketamaServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
+	k := mustRing(t, plainServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
 	rc := k.cont.Load()
 	last := rc.hashes[len(rc.hashes)-1]
 	if last == ^uint32(0) {
@@ -311,10 +311,10 @@ func TestKetamaSearchWrapAround(t *testing.T) {
 	}
 }
 
-func TestKetamaPoints(t *testing.T) {
+func TestPoints(t *testing.T) {
 	// Points are libketama's: four little-endian uint32s of MD5("addr-i"),
 	// 40 digests per unit of weight.
-	k := mustKetama(t, WeightedServer{Addr: "10.0.0.1:11211"}, WeightedServer{Addr: "10.0.0.2:11211", Weight: 3})
+	k := mustRing(t, Server{Addr: "10.0.0.1:11211"}, Server{Addr: "10.0.0.2:11211", Weight: 3})
 	c := k.cont.Load()
 	if got, want := len(c.hashes), 4*160; got != want {
 		t.Fatalf("continuum has %d points, want %d", got, want)
@@ -345,25 +345,25 @@ func TestKetamaPoints(t *testing.T) {
 	}
 	// Key hash: first four bytes of MD5(key), little-endian.
 	d := md5.Sum([]byte("some-key"))
-	if got, want := ketamaKeyHash("some-key"), binary.LittleEndian.Uint32(d[:]); got != want {
-		t.Errorf("ketamaKeyHash = %#x, want %#x", got, want)
+	if got, want := keyHash("some-key"), binary.LittleEndian.Uint32(d[:]); got != want {
+		t.Errorf("keyHash = %#x, want %#x", got, want)
 	}
 	long := strings.Repeat("k", 300) // longer than the stack buffer
 	d = md5.Sum([]byte(long))
-	if got, want := ketamaKeyHash(long), binary.LittleEndian.Uint32(d[:]); got != want {
-		t.Errorf("ketamaKeyHash(300 bytes) = %#x, want %#x", got, want)
+	if got, want := keyHash(long), binary.LittleEndian.Uint32(d[:]); got != want {
+		t.Errorf("keyHash(300 bytes) = %#x, want %#x", got, want)
 	}
 }
 
-func TestKetamaErrors(t *testing.T) {
+func TestEmpty(t *testing.T) {
 	t.Run("no-servers", func(t *testing.T) {
-		var zero Ketama
-		empty := mustKetama(t)
-		emptied := mustKetama(t, WeightedServer{Addr: "10.0.0.1:11211"})
+		var zero Ring
+		empty := mustRing(t)
+		emptied := mustRing(t, Server{Addr: "10.0.0.1:11211"})
 		if err := emptied.Remove("10.0.0.1:11211"); err != nil {
 			t.Fatal(err)
 		}
-		for name, k := range map[string]*Ketama{"zero": &zero, "empty": empty, "emptied": emptied} {
+		for name, k := range map[string]*Ring{"zero": &zero, "empty": empty, "emptied": emptied} {
 			if a, err := k.PickServer("key"); !errors.Is(err, memcache.ErrNoServers) || a != nil {
 				t.Errorf("%s: PickServer = %v, %v; want nil, ErrNoServers", name, a, err)
 			}
@@ -376,32 +376,34 @@ func TestKetamaErrors(t *testing.T) {
 			}
 		}
 		// The zero value accepts Add.
-		if err := zero.Add(WeightedServer{Addr: "10.0.0.1:11211"}); err != nil {
+		if err := zero.Add(Server{Addr: "10.0.0.1:11211"}); err != nil {
 			t.Fatal(err)
 		}
 		if a, err := zero.PickServer("key"); err != nil || a.String() != "10.0.0.1:11211" {
 			t.Errorf("zero value after Add: PickServer = %v, %v", a, err)
 		}
 	})
+}
 
+func TestInvalidServers(t *testing.T) {
 	invalid := []struct {
 		name string
-		s    WeightedServer
+		s    Server
 	}{
-		{"empty", WeightedServer{Addr: ""}},
-		{"missing-port", WeightedServer{Addr: "10.0.0.9"}},
-		{"port-out-of-range", WeightedServer{Addr: "10.0.0.9:99999"}},
-		{"bad-port", WeightedServer{Addr: "10.0.0.9:no-such-service"}},
-		{"too-many-colons", WeightedServer{Addr: "10.0.0.9:1:2"}},
-		{"negative-weight", WeightedServer{Addr: "10.0.0.9:11211", Weight: -1}},
-		{"weight-too-large", WeightedServer{Addr: "10.0.0.9:11211", Weight: MaxKetamaWeight + 1}},
+		{"empty", Server{Addr: ""}},
+		{"missing-port", Server{Addr: "10.0.0.9"}},
+		{"port-out-of-range", Server{Addr: "10.0.0.9:99999"}},
+		{"bad-port", Server{Addr: "10.0.0.9:no-such-service"}},
+		{"too-many-colons", Server{Addr: "10.0.0.9:1:2"}},
+		{"negative-weight", Server{Addr: "10.0.0.9:11211", Weight: -1}},
+		{"weight-too-large", Server{Addr: "10.0.0.9:11211", Weight: maxWeight + 1}},
 	}
 	for _, tt := range invalid {
 		t.Run("invalid/"+tt.name, func(t *testing.T) {
-			if k, err := NewKetama(WeightedServer{Addr: "10.0.0.1:11211"}, tt.s); err == nil || k != nil {
-				t.Errorf("NewKetama(%+v) = %v, %v; want an error", tt.s, k, err)
+			if k, err := New(Server{Addr: "10.0.0.1:11211"}, tt.s); err == nil || k != nil {
+				t.Errorf("New(%+v) = %v, %v; want an error", tt.s, k, err)
 			}
-			k := mustKetama(t, WeightedServer{Addr: "10.0.0.1:11211"})
+			k := mustRing(t, Server{Addr: "10.0.0.1:11211"})
 			if err := k.Add(tt.s); err == nil {
 				t.Errorf("Add(%+v) succeeded, want an error", tt.s)
 			}
@@ -423,12 +425,12 @@ func TestKetamaErrors(t *testing.T) {
 	}
 	for _, tt := range duplicates {
 		t.Run("duplicate/"+tt.name, func(t *testing.T) {
-			k := mustKetama(t, WeightedServer{Addr: tt.first})
-			if err := k.Add(WeightedServer{Addr: tt.then}); err == nil {
+			k := mustRing(t, Server{Addr: tt.first})
+			if err := k.Add(Server{Addr: tt.then}); err == nil {
 				t.Errorf("Add(%q) after %q succeeded, want an error", tt.then, tt.first)
 			}
-			if _, err := NewKetama(WeightedServer{Addr: tt.first}, WeightedServer{Addr: tt.then}); err == nil {
-				t.Errorf("NewKetama(%q, %q) succeeded, want an error", tt.first, tt.then)
+			if _, err := New(Server{Addr: tt.first}, Server{Addr: tt.then}); err == nil {
+				t.Errorf("New(%q, %q) succeeded, want an error", tt.first, tt.then)
 			}
 			if got := k.Servers(); len(got) != 1 {
 				t.Errorf("Servers() = %v, want one", got)
@@ -436,8 +438,11 @@ func TestKetamaErrors(t *testing.T) {
 		})
 	}
 
+}
+
+func TestRemoveAndEach(t *testing.T) {
 	t.Run("remove-unknown", func(t *testing.T) {
-		k := mustKetama(t, ketamaServers("10.0.0.1:11211", "10.0.0.2:11211")...)
+		k := mustRing(t, plainServers("10.0.0.1:11211", "10.0.0.2:11211")...)
 		for _, addr := range []string{"10.0.0.3:11211", "", "10.0.0.1"} {
 			if err := k.Remove(addr); err == nil {
 				t.Errorf("Remove(%q) succeeded, want an error", addr)
@@ -446,14 +451,14 @@ func TestKetamaErrors(t *testing.T) {
 		if got := k.Servers(); len(got) != 2 {
 			t.Errorf("Servers() = %v after failed removes", got)
 		}
-		var zero Ketama
+		var zero Ring
 		if err := zero.Remove("10.0.0.1:11211"); err == nil {
 			t.Error("Remove on the zero value succeeded")
 		}
 	})
 
 	t.Run("remove-by-resolved-address", func(t *testing.T) {
-		k := mustKetama(t, ketamaServers("10.0.0.1:11211", "[0:0::1]:11211")...)
+		k := mustRing(t, plainServers("10.0.0.1:11211", "[0:0::1]:11211")...)
 		if err := k.Remove("[::1]:11211"); err != nil {
 			t.Fatal(err)
 		}
@@ -463,7 +468,7 @@ func TestKetamaErrors(t *testing.T) {
 	})
 
 	t.Run("each-stops-at-error", func(t *testing.T) {
-		k := mustKetama(t, ketamaServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
+		k := mustRing(t, plainServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
 		stop := errors.New("stop")
 		var seen []string
 		err := k.Each(func(a net.Addr) error {
@@ -479,7 +484,7 @@ func TestKetamaErrors(t *testing.T) {
 	})
 }
 
-func TestKetamaAddrs(t *testing.T) {
+func TestAddrs(t *testing.T) {
 	tests := []struct {
 		addr, network, str string
 	}{
@@ -490,7 +495,7 @@ func TestKetamaAddrs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
-			k := mustKetama(t, WeightedServer{Addr: tt.addr}, WeightedServer{Addr: "10.9.9.9:11211"})
+			k := mustRing(t, Server{Addr: tt.addr}, Server{Addr: "10.9.9.9:11211"})
 			var a net.Addr
 			for i := 0; a == nil && i < 1000; i++ {
 				p, err := k.PickServer(fmt.Sprint("key-", i))
@@ -519,7 +524,7 @@ func TestKetamaAddrs(t *testing.T) {
 			if fromEach != a {
 				t.Errorf("Each gave %p, PickServer %p", fromEach, a)
 			}
-			if err := k.Add(WeightedServer{Addr: "10.9.9.8:11211"}); err != nil {
+			if err := k.Add(Server{Addr: "10.9.9.8:11211"}); err != nil {
 				t.Fatal(err)
 			}
 			if err := k.Remove("10.9.9.9:11211"); err != nil {
@@ -538,26 +543,26 @@ func TestKetamaAddrs(t *testing.T) {
 	}
 }
 
-func TestKetamaDeterministic(t *testing.T) {
-	keys := ketamaTestKeys(20_000, 5)
-	servers := []WeightedServer{
+func TestDeterministic(t *testing.T) {
+	keys := testKeys(20_000, 5)
+	servers := []Server{
 		{Addr: "10.0.0.1:11211"},
 		{Addr: "10.0.0.2:11211", Weight: 2},
 		{Addr: "10.0.0.3:11211"},
 		{Addr: "/run/memcached.sock", Weight: 3},
 		{Addr: "[::1]:11211"},
 	}
-	want := pickAll(t, mustKetama(t, servers...), keys)
+	want := pickAll(t, mustRing(t, servers...), keys)
 	r := rand.New(rand.NewPCG(6, 7))
 	for i := 0; i < 4; i++ {
 		shuffled := slices.Clone(servers)
 		r.Shuffle(len(shuffled), func(a, b int) { shuffled[a], shuffled[b] = shuffled[b], shuffled[a] })
-		got := pickAll(t, mustKetama(t, shuffled...), keys)
+		got := pickAll(t, mustRing(t, shuffled...), keys)
 		if !slices.Equal(got, want) {
 			t.Fatalf("order %v: different picks than order %v", shuffled, servers)
 		}
 		// Built incrementally, in yet another order.
-		k := mustKetama(t)
+		k := mustRing(t)
 		for j := len(shuffled) - 1; j >= 0; j-- {
 			if err := k.Add(shuffled[j]); err != nil {
 				t.Fatal(err)
@@ -569,15 +574,15 @@ func TestKetamaDeterministic(t *testing.T) {
 	}
 }
 
-func TestKetamaConcurrent(t *testing.T) {
+func TestConcurrent(t *testing.T) {
 	stable := []string{"10.0.0.1:11211", "10.0.0.2:11211"}
-	churn := []string{"10.0.0.3:11211", "10.0.0.4:11211", "10.0.0.5:11211"}
+	moving := []string{"10.0.0.3:11211", "10.0.0.4:11211", "10.0.0.5:11211"}
 	known := make(map[string]bool)
-	for _, s := range append(slices.Clone(stable), churn...) {
+	for _, s := range append(slices.Clone(stable), moving...) {
 		known[s] = true
 	}
-	k := mustKetama(t, ketamaServers(stable...)...)
-	keys := ketamaTestKeys(1000, 8)
+	k := mustRing(t, plainServers(stable...)...)
+	keys := testKeys(1000, 8)
 
 	var stop atomic.Bool
 	var picks atomic.Int64
@@ -609,19 +614,8 @@ func TestKetamaConcurrent(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		defer stop.Store(true)
-		for round := 0; round < 100; round++ {
-			for _, s := range churn {
-				if err := k.Add(WeightedServer{Addr: s, Weight: 1 + round%3}); err != nil {
-					errc <- err
-					return
-				}
-			}
-			for _, s := range churn {
-				if err := k.Remove(s); err != nil {
-					errc <- err
-					return
-				}
-			}
+		if err := churn(k, moving, 30); err != nil {
+			errc <- err
 		}
 	}()
 	wg.Wait()
@@ -632,16 +626,33 @@ func TestKetamaConcurrent(t *testing.T) {
 	if got := k.Servers(); !slices.Equal(got, stable) {
 		t.Errorf("Servers() = %v, want %v", got, stable)
 	}
-	t.Logf("%d picks during 600 Add/Remove", picks.Load())
+	t.Logf("%d picks during 180 Add/Remove", picks.Load())
 }
 
-func TestKetamaPickServerAllocs(t *testing.T) {
-	k := mustKetama(t, ketamaServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
+// churn adds and removes servers rounds times, with varying weights.
+func churn(k *Ring, servers []string, rounds int) error {
+	for round := range rounds {
+		for _, s := range servers {
+			if err := k.Add(Server{Addr: s, Weight: 1 + round%3}); err != nil {
+				return err
+			}
+		}
+		for _, s := range servers {
+			if err := k.Remove(s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func TestPickServerAllocs(t *testing.T) {
+	k := mustRing(t, plainServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
 	tests := []struct {
 		name string
 		key  string
 	}{
-		{"session-key", ketamaTestKeys(1, 9)[0]},
+		{"session-key", testKeys(1, 9)[0]},
 		{"short", "k"},
 		{"memcached-max", strings.Repeat("x", 250)},
 	}
@@ -661,15 +672,15 @@ func TestKetamaPickServerAllocs(t *testing.T) {
 	}
 }
 
-func BenchmarkKetamaPickServer(b *testing.B) {
+func BenchmarkPickServer(b *testing.B) {
 	for _, n := range []int{3, 30} {
 		b.Run(fmt.Sprintf("servers=%d", n), func(b *testing.B) {
-			servers := make([]WeightedServer, n)
+			servers := make([]Server, n)
 			for i := range servers {
-				servers[i] = WeightedServer{Addr: fmt.Sprintf("10.0.%d.%d:11211", i/256, i%256)}
+				servers[i] = Server{Addr: fmt.Sprintf("10.0.%d.%d:11211", i/256, i%256)}
 			}
-			k := mustKetama(b, servers...)
-			keys := ketamaTestKeys(1024, 10)
+			k := mustRing(b, servers...)
+			keys := testKeys(1024, 10)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -681,9 +692,9 @@ func BenchmarkKetamaPickServer(b *testing.B) {
 	}
 }
 
-func BenchmarkKetamaPickServerParallel(b *testing.B) {
-	k := mustKetama(b, ketamaServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
-	keys := ketamaTestKeys(1024, 11)
+func BenchmarkPickServerParallel(b *testing.B) {
+	k := mustRing(b, plainServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
+	keys := testKeys(1024, 11)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0

@@ -1,0 +1,484 @@
+// Package cache is the memcached tier: a gomemcache client and a circuit
+// breaker per node, nodes on a ketama ring, TLS, tracing and counters.
+package cache
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/hybridsession/hybridsession/core/internal/ring"
+)
+
+// ErrUnavailable marks a failed operation: a network error or timeout (the
+// cause is wrapped too), an open circuit breaker, or no server on the ring.
+var ErrUnavailable = errors.New("cache: memcached unavailable")
+
+// Config configures a Cache. The caller applies defaults; New rejects a
+// zero or negative Timeout, DialTimeout, BreakerThreshold or BreakerCooldown.
+type Config struct {
+	// Servers lists the nodes as "host:port" or, for a unix socket, a path
+	// containing "/". Keys are spread over them by consistent hashing.
+	Servers []string
+	// Timeout is the deadline of each network read and write, and of a dial.
+	Timeout time.Duration
+	// DialTimeout bounds connecting to a node when DialContext is nil.
+	DialTimeout time.Duration
+	// MaxIdleConns is the number of idle connections kept per node. Zero
+	// means gomemcache's default, 2.
+	MaxIdleConns int
+	// BreakerThreshold is how many failures in a row open a node's breaker.
+	BreakerThreshold int
+	// BreakerCooldown is how long an open breaker waits between probes.
+	BreakerCooldown time.Duration
+	// DialContext, when set, opens the connections instead of a net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS, when set, speaks TLS to every node (memcached -Z) over the dialed
+	// connections. An empty ServerName is set to the node's host.
+	TLS *tls.Config
+	// Tracer, when set, is told about every operation sent to a node.
+	Tracer Tracer
+	// Logger, when set, is told when a breaker opens (Warn) and closes (Info).
+	Logger *slog.Logger
+}
+
+// Tracer is told about every operation a Cache sends to a node.
+type Tracer interface {
+	// StartCacheOp is called with the caller's ctx before operation op
+	// ("get", "get_multi", "add", "set", "cas" or "delete") on the node at
+	// addr (its resolved address). The function it returns is called once
+	// with the result: nil, a protocol answer such as memcache.ErrCacheMiss,
+	// or an error wrapping ErrUnavailable. It is called concurrently and must
+	// not block.
+	StartCacheOp(ctx context.Context, op, addr string) (end func(err error))
+}
+
+// NodeStats describes one node of a Cache.
+type NodeStats struct {
+	// Addr is the node's resolved address, as RemoveServer accepts it.
+	Addr string
+	// Open is true while the node's circuit breaker is open.
+	Open bool
+	// Failures counts the node's consecutive failures.
+	Failures int
+	// Opens counts the times the node's breaker opened.
+	Opens uint64
+}
+
+// Counters are cumulative counts of a Cache since New.
+type Counters struct {
+	// Errors counts operations that failed on the network or timed out.
+	Errors uint64
+	// ShortCircuits counts operations refused by an open breaker.
+	ShortCircuits uint64
+	// BreakerOpens and BreakerCloses count breaker transitions.
+	BreakerOpens, BreakerCloses uint64
+}
+
+// Cache is the memcached tier. Protocol answers (miss, not stored, CAS
+// conflict, a SERVER_ERROR line, a malformed key) are returned as gomemcache
+// reports them and prove the node alive. Network errors and timeouts are
+// failures: after BreakerThreshold in a row a node's breaker opens, its
+// operations fail at once with ErrUnavailable, and a background probe pings
+// it every BreakerCooldown until it answers. Methods are safe for concurrent
+// use; ctx is handed to the Tracer only (gomemcache cannot be cancelled).
+type Cache struct {
+	cfg  Config
+	dial dialFunc
+	log  *slog.Logger
+	ring *ring.Ring
+
+	nodes  atomic.Pointer[map[net.Addr]*node] // replaced whole by ringChanged
+	mu     sync.Mutex                         // serializes ringChanged; guards closed
+	closed bool
+	stop   chan struct{} // closed by Close: stops the probes
+	probes sync.WaitGroup
+
+	errors, shortCircuits, opens, closes atomic.Uint64
+}
+
+// dialFunc opens a connection, as net.Dialer.DialContext does.
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// node is one memcached server, its own client and its breaker.
+type node struct {
+	addr     net.Addr
+	client   *memcache.Client // on addr alone: its idle pool is the node's
+	open     atomic.Bool
+	failures atomic.Int32
+	opens    atomic.Uint64
+	// epoch counts the times the node was seen closing pooled connections
+	// (a restart does). It tags the CAS ids the node hands out: memcached
+	// numbers its CAS ids anew when it restarts, so an id read before a
+	// restart could name another item after it.
+	epoch atomic.Uint32
+}
+
+// casBits is how many low bits of a tagged CAS id are memcached's.
+const casBits = 48
+
+// tag returns memcached's CAS id id tagged with the node's epoch.
+func (n *node) tag(id uint64) uint64 {
+	return id&(1<<casBits-1) | uint64(n.epoch.Load()&0xffff)<<casBits
+}
+
+// untag returns memcached's CAS id from a tagged one, and false when it
+// was read in another epoch of the node.
+func (n *node) untag(id uint64) (uint64, bool) {
+	return id & (1<<casBits - 1), id>>casBits == uint64(n.epoch.Load()&0xffff)
+}
+
+// New returns a Cache of cfg.Servers. It fails if a setting is out of range
+// or a server address does not resolve; no server is contacted.
+func New(cfg Config) (*Cache, error) {
+	if cfg.Timeout <= 0 || cfg.DialTimeout <= 0 || cfg.BreakerThreshold <= 0 || cfg.BreakerCooldown <= 0 {
+		return nil, errors.New("cache: Timeout, DialTimeout, BreakerThreshold and BreakerCooldown must be positive")
+	}
+	r := &ring.Ring{}
+	for _, s := range cfg.Servers {
+		if err := r.Add(ring.Server{Addr: s}); err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+	}
+	c := &Cache{cfg: cfg, dial: cfg.DialContext, log: cfg.Logger, ring: r, stop: make(chan struct{})}
+	c.nodes.Store(&map[net.Addr]*node{})
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.dial == nil {
+		c.dial = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
+	}
+	if cfg.TLS != nil {
+		c.dial = tlsDialer(c.dial, cfg.TLS)
+	}
+	return c, c.ringChanged(nil)
+}
+
+// AddServer adds a node at run time, with a weight from 1 to 1000 (0 means
+// 1): it takes over about weight/totalWeight of the keys, all from the
+// other nodes. It fails if addr does not resolve or is already a node.
+func (c *Cache) AddServer(addr string, weight int) error {
+	return c.ringChanged(c.ring.Add(ring.Server{Addr: addr, Weight: weight}))
+}
+
+// RemoveServer removes a node at run time, by its configured or resolved
+// address; its keys move to the other nodes. It fails if there is no such
+// node.
+func (c *Cache) RemoveServer(addr string) error {
+	return c.ringChanged(c.ring.Remove(addr))
+}
+
+// ringChanged makes c.nodes match the ring's servers after a change that
+// returned err: a client for each new server, the idle connections of each
+// removed one closed.
+func (c *Cache) ringChanged(err error) error {
+	if err != nil {
+		return fmt.Errorf("cache: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old, nodes := *c.nodes.Load(), map[net.Addr]*node{}
+	_ = c.ring.Each(func(a net.Addr) error {
+		n := old[a]
+		if n == nil {
+			mc := memcache.New(a.String()) // a resolved address: no lookup
+			mc.Timeout, mc.MaxIdleConns, mc.DialContext = c.cfg.Timeout, c.cfg.MaxIdleConns, c.dial
+			n = &node{addr: a, client: mc}
+		}
+		nodes[a] = n
+		return nil
+	})
+	for a, n := range old {
+		if nodes[a] == nil {
+			_ = n.client.Close()
+		}
+	}
+	c.nodes.Store(&nodes)
+	return nil
+}
+
+// node returns the node at addr, or an error wrapping ErrUnavailable when
+// its breaker is open or it left the ring.
+func (c *Cache) node(addr net.Addr) (*node, error) {
+	n := (*c.nodes.Load())[addr]
+	if n == nil { // added to the ring a moment ago: sync now, not after AddServer
+		_ = c.ringChanged(nil)
+		n = (*c.nodes.Load())[addr]
+	}
+	if n == nil {
+		return nil, fmt.Errorf("%w: %s left the ring", ErrUnavailable, addr)
+	}
+	if n.open.Load() {
+		c.shortCircuits.Add(1)
+		return nil, fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, addr)
+	}
+	return n, nil
+}
+
+// on runs op f on the client of the node owning key.
+func (c *Cache) on(ctx context.Context, op, key string, f func(*node) error) error {
+	addr, err := c.ring.PickServer(key)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	n, err := c.node(addr)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, n, op, f)
+}
+
+// do runs op f on n and returns its result, a failure wrapped in
+// ErrUnavailable. When f fails on a connection the node closed (reset or
+// EOF on an idle pooled connection, as after a memcached restart), the
+// node's epoch moves on, its idle connections are dropped and f runs once
+// more on a fresh one — except a compare-and-swap, whose CAS id belongs to
+// the epoch before: it is a conflict. Timeouts are not retried: a node
+// that does not answer costs one Timeout.
+func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error) (err error) {
+	if c.cfg.Tracer != nil {
+		end := c.cfg.Tracer.StartCacheOp(ctx, op, n.addr.String())
+		defer func() { end(err) }()
+	}
+	err = f(n)
+	if staleConn(err) {
+		n.epoch.Add(1)
+		_ = n.client.Close()
+		if op == "cas" {
+			return memcache.ErrCASConflict
+		}
+		err = f(n)
+	}
+	if err == nil || isProtocolAnswer(err) {
+		if n.failures.Load() != 0 {
+			n.failures.Store(0)
+		}
+		return err
+	}
+	c.errors.Add(1)
+	if int(n.failures.Add(1)) >= c.cfg.BreakerThreshold && n.open.CompareAndSwap(false, true) {
+		n.opens.Add(1)
+		c.opens.Add(1)
+		c.log.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.addr.String(), "error", err)
+		c.mu.Lock() // orders probes.Add before Close's probes.Wait
+		if !c.closed {
+			c.probes.Add(1)
+			go c.probe(n)
+		}
+		c.mu.Unlock()
+	}
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n.addr, err)
+}
+
+// isProtocolAnswer reports whether err is an answer from the node rather
+// than a failure to reach it. gomemcache reports SERVER_ERROR lines (out of
+// memory, object too large) as an unexpected response line.
+func isProtocolAnswer(err error) bool {
+	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrCASConflict) ||
+		errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrMalformedKey) ||
+		errors.Is(err, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR")
+}
+
+// staleConn reports whether err is a connection the peer closed, as opposed
+// to a timeout or a refused dial.
+func staleConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}
+
+// probe runs while n's breaker is open: every BreakerCooldown it pings the
+// node on a fresh connection (gomemcache's Ping, a "version" command) and
+// closes the breaker when it answers. It stops on Close and when n leaves
+// the ring.
+func (c *Cache) probe(n *node) {
+	defer c.probes.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(c.cfg.BreakerCooldown):
+		}
+		if (*c.nodes.Load())[n.addr] != n { // removed from the ring
+			return
+		}
+		_ = n.client.Close() // idle connections from before the failure
+		if err := n.client.Ping(); err == nil {
+			n.epoch.Add(1) // it may have restarted while it was away
+			n.failures.Store(0)
+			n.open.Store(false)
+			c.closes.Add(1)
+			c.log.Info("hybridsession: memcached node reachable again; circuit breaker closed", "node", n.addr.String())
+			return
+		}
+	}
+}
+
+// Get returns the item stored under key, with its CasID, or nil and no
+// error on a miss.
+func (c *Cache) Get(ctx context.Context, key string) (*memcache.Item, error) {
+	var it *memcache.Item
+	err := c.on(ctx, "get", key, func(n *node) (err error) {
+		if it, err = n.client.Get(key); it != nil {
+			it.CasID = n.tag(it.CasID)
+		}
+		return err
+	})
+	if errors.Is(err, memcache.ErrCacheMiss) {
+		return nil, nil
+	}
+	return it, err
+}
+
+// GetMulti returns the items found under keys, in one round trip per node
+// owning some of them. When a node fails or its breaker is open, the error
+// wraps ErrUnavailable and the items of the nodes that answered are still
+// returned: a key absent from the map is then unknown rather than missing.
+func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcache.Item, error) {
+	items := make(map[string]*memcache.Item, len(keys))
+	byAddr := map[net.Addr][]string{}
+	for _, k := range keys {
+		a, err := c.ring.PickServer(k)
+		if err != nil {
+			return items, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		byAddr[a] = append(byAddr[a], k)
+	}
+	var errs []error
+	for a, ks := range byAddr {
+		n, err := c.node(a)
+		if err == nil {
+			err = c.do(ctx, n, "get_multi", func(n *node) error {
+				got, err := n.client.GetMulti(ks)
+				for k, it := range got {
+					it.CasID = n.tag(it.CasID)
+					items[k] = it
+				}
+				return err
+			})
+		}
+		errs = append(errs, err)
+	}
+	return items, errors.Join(errs...)
+}
+
+// Add stores value under key unless the key exists, when it returns
+// memcache.ErrNotStored. exp is memcached's exptime (see Expiration).
+func (c *Cache) Add(ctx context.Context, key string, value []byte, exp int32) error {
+	return c.on(ctx, "add", key, func(n *node) error {
+		return n.client.Add(&memcache.Item{Key: key, Value: value, Expiration: exp})
+	})
+}
+
+// Set stores value under key. exp is memcached's exptime (see Expiration).
+func (c *Cache) Set(ctx context.Context, key string, value []byte, exp int32) error {
+	return c.on(ctx, "set", key, func(n *node) error {
+		return n.client.Set(&memcache.Item{Key: key, Value: value, Expiration: exp})
+	})
+}
+
+// CompareAndSwap stores value under key if the item still has casID, from
+// Get or GetMulti. It returns memcache.ErrCASConflict when the item changed
+// since (or the node restarted since: its CAS ids start over), and
+// memcache.ErrCacheMiss (or memcache.ErrNotStored) when it is gone. exp is
+// memcached's exptime (see Expiration).
+func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, exp int32, casID uint64) error {
+	return c.on(ctx, "cas", key, func(n *node) error {
+		id, ok := n.untag(casID)
+		if !ok {
+			return memcache.ErrCASConflict
+		}
+		return n.client.CompareAndSwap(&memcache.Item{Key: key, Value: value, Expiration: exp, CasID: id})
+	})
+}
+
+// Delete removes key; a key that is not there is not an error.
+func (c *Cache) Delete(ctx context.Context, key string) error {
+	err := c.on(ctx, "delete", key, func(n *node) error { return n.client.Delete(key) })
+	if errors.Is(err, memcache.ErrCacheMiss) {
+		return nil
+	}
+	return err
+}
+
+// Nodes returns the state of every node, sorted by Addr.
+func (c *Cache) Nodes() []NodeStats {
+	var out []NodeStats
+	for _, n := range *c.nodes.Load() {
+		out = append(out, NodeStats{n.addr.String(), n.open.Load(), int(n.failures.Load()), n.opens.Load()})
+	}
+	slices.SortFunc(out, func(a, b NodeStats) int { return strings.Compare(a.Addr, b.Addr) })
+	return out
+}
+
+// Counters returns the cumulative counters.
+func (c *Cache) Counters() Counters {
+	return Counters{c.errors.Load(), c.shortCircuits.Load(), c.opens.Load(), c.closes.Load()}
+}
+
+// Close stops the probes, waiting for one in progress (at most about
+// DialTimeout plus Timeout), and closes idle connections. It is idempotent.
+// Do not use the Cache after Close: an open breaker would stay open.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.stop)
+	}
+	c.mu.Unlock()
+	c.probes.Wait()
+	for _, n := range *c.nodes.Load() {
+		_ = n.client.Close()
+	}
+}
+
+// maxRelative is the largest exptime memcached reads as seconds from now,
+// 30 days; it reads a larger one as a Unix time.
+const maxRelative = 30 * 24 * time.Hour
+
+// Expiration returns memcached's exptime for an item that must live until
+// expires, seen at now: the seconds until then, rounded up, when that is at
+// most 30 days, or else the Unix time of expires plus one second (at most
+// math.MaxInt32). It is never 0, which memcached reads as "never expire":
+// an expiry at or before now gives 1, which expires within a second.
+func Expiration(now, expires time.Time) int32 {
+	d := expires.Sub(now)
+	if d > maxRelative {
+		return int32(min(expires.Unix()+1, math.MaxInt32))
+	}
+	return int32(max((d+time.Second-1)/time.Second, 1))
+}
+
+// tlsDialer wraps dial's connections in TLS with cfg, handshaking before it
+// returns so that a refused certificate is a dial error, which counts
+// toward the breaker like an unreachable node.
+func tlsDialer(dial dialFunc, cfg *tls.Config) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		c := cfg.Clone()
+		if host, _, err := net.SplitHostPort(addr); err == nil && c.ServerName == "" && network != "unix" {
+			c.ServerName = host
+		}
+		tc := tls.Client(conn, c)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+}
