@@ -13,7 +13,7 @@ import (
 // Codec turns a session's values into bytes and back. Its ID is written into
 // every envelope, so a session written with one codec stays readable after
 // the configured codec changes, as long as the old codec is still listed in
-// Config.Codecs (the three built-in codecs always are).
+// StoreConfig.Codecs. A Store decodes with no other codec.
 //
 // Implementations must be safe for concurrent use. Decode must not keep a
 // reference to data after it returns, and must return an error, never panic,
@@ -30,9 +30,9 @@ type Codec interface {
 
 // Ids of the built-in codecs.
 const (
-	JSONCodecID    uint8 = 1
-	GobCodecID     uint8 = 2
-	MsgpackCodecID uint8 = 3
+	jsonCodecID    uint8 = 1
+	gobCodecID     uint8 = 2
+	msgpackCodecID uint8 = 3
 )
 
 // Ids reserved for stores that keep another library's opaque session
@@ -45,9 +45,13 @@ const (
 	FiberCodecID uint8 = 61
 )
 
+// opaqueCodec reports whether id marks a payload the Store keeps without
+// decoding (see SCSCodecID): such entries are always written whole.
+func opaqueCodec(id uint8) bool { return id == SCSCodecID || id == FiberCodecID }
+
 // JSON is the encoding/json codec. It is the most portable (any language can
 // read a session), but JSON has one number type: integers come back as
-// float64 (GetInt and friends convert them back when they are whole), []byte
+// float64 (GetInt and Value convert them back when they are whole), []byte
 // comes back as a base64 string, and structs come back as map[string]any.
 // encoding/json limits nesting to 10000 levels and allocates in proportion
 // to the input.
@@ -76,7 +80,7 @@ var Msgpack Codec = msgpackCodec{}
 
 type jsonCodec struct{}
 
-func (jsonCodec) ID() uint8 { return JSONCodecID }
+func (jsonCodec) ID() uint8 { return jsonCodecID }
 
 func (jsonCodec) Encode(values map[string]any) ([]byte, error) {
 	return json.Marshal(values)
@@ -95,7 +99,7 @@ func (jsonCodec) Decode(data []byte) (map[string]any, error) {
 
 type gobCodec struct{}
 
-func (gobCodec) ID() uint8 { return GobCodecID }
+func (gobCodec) ID() uint8 { return gobCodecID }
 
 func (gobCodec) Encode(values map[string]any) ([]byte, error) {
 	var buf bytes.Buffer
@@ -151,7 +155,7 @@ func checkGobFraming(data []byte) error {
 
 type msgpackCodec struct{}
 
-func (msgpackCodec) ID() uint8 { return MsgpackCodecID }
+func (msgpackCodec) ID() uint8 { return msgpackCodecID }
 
 var msgpackEncoders = sync.Pool{New: func() any {
 	enc := msgpack.NewEncoder(nil)

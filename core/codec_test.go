@@ -1,6 +1,7 @@
 package core
 
 import (
+	"encoding/gob"
 	"math"
 	"testing"
 	"time"
@@ -17,15 +18,15 @@ func TestCodecsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("codec %d: %v", c.ID(), err)
 		}
-		s := &Session{values: got, decoded: true}
-		if s.GetString("s") != "text" || s.GetInt("i") != 42 || s.GetFloat64("f") != 1.5 || !s.GetBool("b") {
+		s := &Session{values: got, decoded: true, entry: &Entry{Codec: c.ID()}}
+		if f, _ := Value[float64](s, "f"); s.GetString("s") != "text" || s.GetInt("i") != 42 || f != 1.5 || !s.GetBool("b") {
 			t.Errorf("codec %d: got %v", c.ID(), got)
 		}
-		if string(s.GetBytes("bytes")) != "\x00\x01\xff" {
+		if b, ok := Value[[]byte](s, "bytes"); !ok || string(b) != "\x00\x01\xff" {
 			t.Errorf("codec %d: bytes = %v", c.ID(), got["bytes"])
 		}
 		// JSON has only float64 numbers: MaxInt64 is not exact there.
-		if c.ID() != JSONCodecID && s.GetInt64("big") != math.MaxInt64 {
+		if big, _ := Value[int64](s, "big"); c != JSON && big != math.MaxInt64 {
 			t.Errorf("codec %d: big = %v", c.ID(), got["big"])
 		}
 	}
@@ -39,23 +40,55 @@ func TestCodecsRefuseUnencodable(t *testing.T) {
 	}
 }
 
-func TestTypedGettersConvertExactlyOrZero(t *testing.T) {
+func TestValueConvertsExactlyOrNot(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
-	s := &Session{decoded: true, values: map[string]any{
-		"f": 3.0, "frac": 3.5, "u": uint64(7), "huge": uint64(math.MaxUint64), "str": "12",
-		"t": now, "tjson": now.Format(time.RFC3339Nano), "b64": "AAH/",
+	s := &Session{decoded: true, entry: &Entry{Codec: JSON.ID()}, values: map[string]any{
+		"f": 3.0, "frac": 3.5, "u": uint64(7), "huge": uint64(math.MaxUint64), "str": "12", "neg": -1.0,
+		"t": now.Format(time.RFC3339Nano), "b64": "AAH/",
 	}}
-	if s.GetInt("f") != 3 || s.GetInt("frac") != 0 || s.GetInt("u") != 7 || s.GetInt64("huge") != 0 || s.GetInt("str") != 12 {
+	if s.GetInt("f") != 3 || s.GetInt("frac") != 0 || s.GetInt("u") != 7 || s.GetInt("str") != 0 {
 		t.Fatal("integer conversions")
+	}
+	if v, ok := Value[int64](s, "huge"); ok || v != 0 {
+		t.Fatalf("MaxUint64 as int64 = %d, %v; want no conversion", v, ok)
+	}
+	if v, ok := Value[uint8](s, "neg"); ok || v != 0 {
+		t.Fatalf("-1 as uint8 = %d, %v; want no conversion", v, ok)
 	}
 	if s.GetString("f") != "" || s.GetBool("f") || s.GetInt("missing") != 0 {
 		t.Fatal("mismatched types must give zero values")
 	}
-	if !s.GetTime("t").Equal(now) || !s.GetTime("tjson").Equal(now) {
-		t.Fatal("times")
+	if got, ok := Value[time.Time](s, "t"); !ok || !got.Equal(now) {
+		t.Fatalf("time from JSON text = %v, %v", got, ok)
 	}
-	if string(s.GetBytes("b64")) != "\x00\x01\xff" {
-		t.Fatal("base64 bytes")
+	if got, ok := Value[[]byte](s, "b64"); !ok || string(got) != "\x00\x01\xff" {
+		t.Fatalf("bytes from JSON base64 = %q, %v", got, ok)
+	}
+}
+
+// A struct stored in a session reads back as itself under every codec.
+func TestValueRoundTripsStructs(t *testing.T) {
+	type cart struct {
+		Items []string
+		Total int
+		At    time.Time
+	}
+	gob.Register(cart{})
+	want := cart{Items: []string{"book", "pen"}, Total: 1299, At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	for _, c := range []Codec{JSON, Gob, Msgpack} {
+		data, err := c.Encode(map[string]any{"cart": want})
+		if err != nil {
+			t.Fatalf("codec %d: %v", c.ID(), err)
+		}
+		values, err := c.Decode(data)
+		if err != nil {
+			t.Fatalf("codec %d: %v", c.ID(), err)
+		}
+		s := &Session{values: values, decoded: true, entry: &Entry{Codec: c.ID()}}
+		got, ok := Value[cart](s, "cart")
+		if !ok || !got.At.Equal(want.At) || got.Total != want.Total || len(got.Items) != 2 || got.Items[1] != "pen" {
+			t.Errorf("codec %d: Value[cart] = %+v, %v; want %+v", c.ID(), got, ok, want)
+		}
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 )
@@ -13,10 +12,6 @@ import (
 // deviceKey is the session value that holds the metadata SetDeviceInfo
 // records, as a flat list of name and value pairs.
 const deviceKey = "hs.device"
-
-// maxSubjectSessions bounds how many sessions of one subject Sessions,
-// RevokeSession and DestroyOtherSessions look at.
-const maxSubjectSessions = 1000
 
 // SessionInfo describes one session of a subject for a "devices" page
 // (Manager.Sessions). It holds nothing that lets its reader take over the
@@ -108,7 +103,8 @@ func deviceInfo(values map[string]any) map[string]string {
 }
 
 // Sessions lists the live sessions of subject (see Session.SetSubject),
-// oldest first — at most 1000 of them. It reads the database, where every
+// oldest first, however many there are (paging through the database). It
+// reads the database, where every
 // session with a subject has a row, and overlays memcached's copies, which
 // may be ahead of the rows: a session memcached holds as destroyed or
 // expired is left out, and last activity and device info come from the
@@ -138,78 +134,45 @@ func (m *Manager) Sessions(ctx context.Context, subject string) ([]SessionInfo, 
 	return out, nil
 }
 
-// RevokeSession destroys the session of subject whose SessionInfo.ID is id,
-// in both tiers, and reports whether it found one. Sessions of other
-// subjects are never touched, so id may come from a form as long as
-// subject comes from the logged-in user. Errors are those of Sessions and,
-// wrapping ErrUnavailable, of the deletion.
+// RevokeSession destroys the session of subject whose ID is id (from
+// Sessions), for a "sign out this device" button. It reports whether such
+// a session was found; a session of another subject is never touched.
 func (m *Manager) RevokeSession(ctx context.Context, subject, id string) (bool, error) {
-	listed, err := m.store.listSubject(ctx, subject)
-	if err != nil {
-		return false, err
-	}
-	for _, l := range listed {
-		if sessionID(l.Key) == id {
-			return true, m.store.deleteKey(ctx, l.Key)
-		}
-	}
-	return false, nil
+	n, err := m.store.destroyRows(ctx, subject, func(key string) bool { return sessionID(key) == id })
+	return n > 0, err
 }
 
 // DestroyOtherSessions destroys every session of current's subject except
-// current itself — "log out everywhere else", for example after a password
-// change — and returns how many it destroyed. A current session without a
-// subject destroys nothing. Errors are those of Sessions and, wrapping
-// ErrUnavailable, of the deletions (the others are still attempted).
+// current — "sign out all other devices" — and returns how many it
+// destroyed. A session without a subject has no others. The error wraps
+// ErrUnavailable when some could not be destroyed; the count says how many
+// were.
 func (m *Manager) DestroyOtherSessions(ctx context.Context, current *Session) (int, error) {
-	subject := current.Subject()
-	if subject == "" {
-		return 0, nil
-	}
 	keep := current.ID()
-	listed, err := m.store.listSubject(ctx, subject)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	var errs []error
-	for _, l := range listed {
-		if sessionID(l.Key) == keep {
-			continue
-		}
-		if err := m.store.deleteKey(ctx, l.Key); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		n++
-	}
-	return n, errors.Join(errs...)
+	return m.store.destroyRows(ctx, current.Subject(), func(key string) bool { return sessionID(key) != keep })
 }
 
-// listSubject returns the live sessions of subject: the durable tier's
-// rows, overlaid with memcached's copies where those are at least as new
-// (one GetMulti), without refilling memcached. A copy memcached holds as a
-// tombstone, expired, or under another subject drops the session.
+// listSubject returns every live session of subject, paging through the
+// database.
 func (s *Store) listSubject(ctx context.Context, subject string) ([]ListedEntry, error) {
 	if s.durable == nil {
 		return nil, errors.New("core: listing a subject's sessions needs a durable tier")
 	}
-	if subject == "" {
-		return nil, nil
-	}
-	now := s.now()
-	dctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
-	recs, err := s.durable.ListSubject(dctx, subject, now, maxSubjectSessions)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
-	}
-	out := s.overlay(recs, now)
-	kept := out[:0]
-	for _, le := range out {
-		if le.Entry.Subject == subject { // memcached's copy may be ahead of the row
-			kept = append(kept, le)
+	var out []ListedEntry
+	for after := ""; subject != ""; {
+		page, next, err := s.list(ctx, subject, after, listPage)
+		if err != nil {
+			return nil, err
 		}
+		for _, le := range page {
+			if le.Entry.Subject == subject { // memcached's copy may be ahead of the row
+				out = append(out, le)
+			}
+		}
+		if next == "" {
+			break
+		}
+		after = next
 	}
-	return kept, nil
+	return out, nil
 }

@@ -1,6 +1,10 @@
 package core
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/hybridsession/hybridsession/core/internal/cache"
+)
 
 // Errors returned by the Store, the Manager and the Session. Compare with
 // errors.Is: most are returned wrapped with context.
@@ -11,8 +15,8 @@ var (
 	// copy is unchanged.
 	ErrTooLarge = errors.New("core: session too large")
 
-	// ErrConflict is returned by Store.Update when the entry changed since it
-	// was read (a memcached CAS mismatch, or a newer row in the database).
+	// ErrConflict is returned by Store.Update when the session changed since
+	// it was read (a memcached CAS mismatch, or a row that moved on).
 	// The Manager handles it by re-reading and re-applying its changes; other
 	// callers re-read and retry.
 	ErrConflict = errors.New("core: session changed concurrently")
@@ -24,22 +28,13 @@ var (
 	// could serve a request. Adapters answer it with HTTP 503.
 	ErrUnavailable = errors.New("core: session store unavailable")
 
-	// ErrCacheUnavailable marks a memcached failure: a network error, a
-	// timeout, or a node whose circuit breaker is open. The Store falls back to
-	// the database on it; it reaches callers only wrapped in ErrUnavailable.
-	ErrCacheUnavailable = errors.New("core: memcached unavailable")
-
-	// ErrCorrupt is returned by DecodeEnvelope for bytes that are not a valid
-	// envelope. The Store treats a corrupt entry or row as a miss.
-	ErrCorrupt = errors.New("core: corrupt session envelope")
-
-	// ErrNotAuthentic is wrapped, together with ErrCorrupt, by the error for
-	// a sealed envelope that failed to open: altered, forged, copied under
-	// another session's key, sealed with a key that is not in
-	// StoreConfig.Seal.Keys, or stored in plain text while the Store has
-	// keys. The Store treats such an entry or row as a miss and counts it in
-	// Stats.SealFailures.
-	ErrNotAuthentic = errors.New("core: session envelope failed to open")
+	// ErrCacheUnavailable is wrapped by the error a CacheTracer is given for
+	// a memcached operation that failed: a network error, a timeout, or a
+	// node whose circuit breaker is open. Protocol answers (a miss, not
+	// stored, a CAS conflict) do not wrap it. The Store falls back to the
+	// database on it; it reaches callers of the Store only wrapped in
+	// ErrUnavailable.
+	ErrCacheUnavailable = cache.ErrUnavailable
 
 	// ErrMalformed is returned, wrapped, by the built-in codecs' Decode for
 	// input that breaks their limits: a length that exceeds the input, or
@@ -47,8 +42,9 @@ var (
 	// such a session as holding no values.
 	ErrMalformed = errors.New("core: malformed session values")
 
-	// ErrUnknownCodec is returned when an envelope names a codec id that is
-	// not registered with the Manager. The session is treated as absent.
+	// ErrUnknownCodec is wrapped by the error for an envelope that names a
+	// codec the Store is not configured with (StoreConfig.Codec and
+	// Codecs): the entry is left unread and never overwritten.
 	ErrUnknownCodec = errors.New("core: unknown codec")
 
 	// ErrEncode is returned, wrapping the codec's error, when a session value
@@ -56,20 +52,14 @@ var (
 	// registered). Nothing is written and the stored copy is unchanged.
 	ErrEncode = errors.New("core: cannot encode session values")
 
-	// ErrDestroyed is returned when a destroyed session is changed or saved
-	// again, and by Store.Insert when the key still holds the tombstone of
-	// a destroyed session.
+	// ErrDestroyed is returned by Store.Update when the session was
+	// destroyed since it was read.
 	ErrDestroyed = errors.New("core: session destroyed")
 
-	// ErrNotSaved is returned, wrapped with a count, by Store.Close when
-	// durable writes that the database refused or could not be reached for
-	// were still waiting when Close ended: memcached alone holds them (see
-	// Stats.DurableLost).
-	ErrNotSaved = errors.New("core: writes not saved to the database")
-
 	// ErrInvalidSubject is returned by Store.Insert and Store.Update (and so
-	// by Manager.Save) when a session's subject is longer than 255 bytes or
-	// is not valid UTF-8. Nothing is written.
+	// by Manager.Save) when a session's subject is longer than 255 bytes,
+	// is not valid UTF-8 or holds a NUL byte (which PostgreSQL refuses).
+	// Nothing is written.
 	ErrInvalidSubject = errors.New("core: invalid session subject")
 
 	// ErrNoStore is returned by NewStore when neither memcached servers nor a

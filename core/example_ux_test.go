@@ -84,7 +84,7 @@ func ExampleSession_AddFlash() {
 func ExampleManager_Sessions() {
 	now := time.Now()
 	clock := func() time.Time { return now } // the logins happen a minute apart
-	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory(), Clock: clock, ReapMode: core.ReapExternal})
+	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory(), Clock: clock, Reaper: core.ReaperConfig{Interval: -1}})
 	defer store.Close(context.Background())
 	m, _ := core.New(core.Config{Store: store})
 	ctx := context.Background()

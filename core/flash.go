@@ -1,7 +1,5 @@
 package core
 
-import "time"
-
 // flashKey is the session value that holds pending flash messages, as a
 // flat list of kind and text pairs ([]string round-trips through every
 // built-in codec).
@@ -69,48 +67,4 @@ func flashPairs(v any) []string {
 		return out
 	}
 	return nil
-}
-
-// PopString returns the string under key and deletes it; "" when absent or
-// not a string (the key is deleted all the same).
-func (s *Session) PopString(key string) string {
-	v, _ := s.Pop(key).(string)
-	return v
-}
-
-// PopBool returns the bool under key and deletes it; false when absent or
-// not a bool.
-func (s *Session) PopBool(key string) bool {
-	v, _ := s.Pop(key).(bool)
-	return v
-}
-
-// PopInt64 returns the integer under key, converted as GetInt64 does, and
-// deletes it; 0 when absent or not a whole number.
-func (s *Session) PopInt64(key string) int64 {
-	v, _ := toInt64(s.Pop(key))
-	return v
-}
-
-// PopInt is PopInt64 converted to int.
-func (s *Session) PopInt(key string) int { return int(s.PopInt64(key)) }
-
-// PopFloat64 returns the number under key as a float64 and deletes it; 0
-// when absent or not a number.
-func (s *Session) PopFloat64(key string) float64 {
-	v, _ := toFloat64(s.Pop(key))
-	return v
-}
-
-// PopBytes returns the []byte under key, converted as GetBytes does, and
-// deletes it; nil when absent.
-func (s *Session) PopBytes(key string) []byte {
-	v, _ := toBytes(s.Pop(key))
-	return v
-}
-
-// PopTime returns the time under key, parsed as GetTime does, and deletes
-// it; the zero time when absent.
-func (s *Session) PopTime(key string) time.Time {
-	return toTime(s.Pop(key))
 }

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
 // hostileInputs are payloads an attacker who can write to memcached (or a
@@ -33,7 +35,7 @@ func hostileInputs() map[string][]byte {
 		"json many zeros":    []byte(`{"a":[` + strings.Repeat("0,", 1<<19) + "0]}"),
 		"gob map count 2^31": {0x0d, 0x7f, 0x04, 0x01, 0x02, 0xff, 0x80, 0x00, 0x01, 0x0c, 0x01, 0x10, 0x00, 0x00, 0x12, 0xff, 0x80, 0x00, 0xfc, 0x7f, 0xff, 0xff, 0xff, 0x01, 0x61, 0x03, 0x69, 0x6e, 0x74, 0x04, 0x02, 0x00, 0x02},
 		"gob message 1 GiB":  {0xfc, 0x3f, 0xff, 0xff, 0xff, 0xff},
-		"envelope subject":   append([]byte("hs\x01\x03\x00"), bytes.Repeat([]byte{0xff}, 64)...),
+		"envelope subject":   append([]byte("hs\x03\x03\x00"), bytes.Repeat([]byte{0xff}, 64)...),
 		"sealed truncated":   []byte("hs\x81abcd"),
 	}
 }
@@ -46,23 +48,27 @@ func TestHostileInputsBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates and scans megabytes")
 	}
-	sealed, _, _ := testSealer(t, SealConfig{Keys: [][]byte{NewSealKey()}})
-	plain, _, _ := testSealer(t, SealConfig{})
+	sealed, err := envelope.NewRing([][]byte{NewSealKey()}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := envelope.NewRing(nil, false)
+	ad := []byte("hs:key")
 	decoders := map[string]func([]byte) error{
 		"json":    func(b []byte) error { _, err := JSON.Decode(b); return err },
 		"gob":     func(b []byte) error { _, err := Gob.Decode(b); return err },
 		"msgpack": func(b []byte) error { _, err := Msgpack.Decode(b); return err },
 		"envelope": func(b []byte) error {
-			var e Entry
-			return DecodeEnvelope(b, &e)
+			var e envelope.Envelope
+			return envelope.Decode(b, &e)
 		},
 		"sealed": func(b []byte) error {
-			var e Entry
-			return sealed.open(keyA, b, &e, false)
+			var e envelope.Envelope
+			return sealed.Open(b, ad, nil, &e, false)
 		},
 		"plain store": func(b []byte) error {
-			var e Entry
-			return plain.open(keyA, b, &e, false)
+			var e envelope.Envelope
+			return plain.Open(b, ad, nil, &e, false)
 		},
 	}
 	const factor, slack = 64, 256 << 10

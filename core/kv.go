@@ -86,24 +86,17 @@ func (kv *KV) Set(ctx context.Context, key string, val []byte, exp time.Duration
 		now := kv.store.Now()
 		if e == nil {
 			err = kv.store.Insert(ctx, key, &Entry{
-				Payload:     val,
-				Codec:       FiberCodecID,
-				Created:     now,
-				Deadline:    now.Add(exp),
-				IdleTimeout: exp,
-			}, WriteReuseKey) // keys are reused on purpose: Set after Delete
-			if !errors.Is(err, ErrExists) {
-				return err
-			}
+				Payload: val, Codec: FiberCodecID, Created: now, Deadline: now.Add(exp), IdleTimeout: exp,
+			}, false)
 		} else {
 			if e.Codec != FiberCodecID {
 				return fmt.Errorf("core: KV.Set: the key holds an entry of codec %d, not KV data", e.Codec)
 			}
 			e.Payload, e.Deadline, e.IdleTimeout = val, now.Add(exp), exp
-			err = kv.store.Update(ctx, key, e, WriteChanged)
-			if !errors.Is(err, ErrConflict) {
-				return err
-			}
+			err = kv.store.Update(ctx, e, Change{All: true, Header: true})
+		}
+		if !errors.Is(err, ErrConflict) && !errors.Is(err, ErrExists) {
+			return err
 		}
 		if attempt >= kv.maxRetries {
 			return nil
@@ -111,12 +104,25 @@ func (kv *KV) Set(ctx context.Context, key string, val []byte, exp time.Duration
 	}
 }
 
-// Delete removes key from both tiers. A missing or empty key is not an
-// error. The error wraps ErrUnavailable when a tier that may hold the key
-// could not be reached.
+// Delete removes key's value: it is stored again, in both tiers at once,
+// as an empty value whose deadline has passed, so that a later Set may
+// reuse the key (a destroyed session's tombstone would keep it until its
+// deadline). A missing or empty key is not an error. The error wraps
+// ErrUnavailable when the database (or, without one, memcached) did not
+// take the deletion.
 func (kv *KV) Delete(ctx context.Context, key string) error {
 	if key == "" {
 		return nil
 	}
-	return kv.store.Delete(ctx, key)
+	for attempt := 0; ; attempt++ {
+		e, err := kv.store.Get(ctx, key)
+		if err != nil || e == nil || e.Codec != FiberCodecID {
+			return err
+		}
+		e.Payload, e.Deadline = nil, kv.store.Now()
+		err = kv.store.Update(ctx, e, Change{All: true, Header: true, Durable: true})
+		if !errors.Is(err, ErrConflict) || attempt >= kv.maxRetries {
+			return err
+		}
+	}
 }

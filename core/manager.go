@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -34,15 +35,6 @@ type Config struct {
 	// interval instead of one per request. Optional. Default 1m; must be
 	// less than IdleTimeout.
 	TouchInterval time.Duration
-
-	// Codec encodes new and changed sessions. Optional. Default Msgpack.
-	Codec Codec
-
-	// Codecs lists further codecs that may have written stored sessions,
-	// so that changing Codec keeps old sessions readable (they are rewritten
-	// with Codec on their next change). The built-in JSON, Gob and Msgpack
-	// are always readable. Optional.
-	Codecs []Codec
 
 	// DurableKeys lists session keys whose changes are written to the
 	// database at once rather than at the next sync (for example a user id
@@ -114,7 +106,6 @@ const (
 type Manager struct {
 	store      *Store
 	cfg        Config
-	codecs     [256]Codec
 	durableKey map[string]bool
 	log        *slog.Logger
 	bearer     bool        // the token header is Authorization: Bearer
@@ -137,9 +128,6 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = defaultMaxRetries
-	}
-	if cfg.Codec == nil {
-		cfg.Codec = Msgpack
 	}
 	if cfg.Cookie.Name == "" {
 		cfg.Cookie.Name = defaultCookieName
@@ -171,10 +159,6 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, durableKey: map[string]bool{}}
 	m.bearer = http.CanonicalHeaderKey(cfg.Header.Name) == "Authorization"
-	for _, c := range append([]Codec{JSON, Gob, Msgpack}, cfg.Codecs...) {
-		m.codecs[c.ID()] = c
-	}
-	m.codecs[cfg.Codec.ID()] = cfg.Codec
 	for _, k := range cfg.DurableKeys {
 		m.durableKey[k] = true
 	}
@@ -213,12 +197,7 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	if err != nil {
 		return nil, err
 	}
-	if e == nil {
-		return s, nil
-	}
-	if m.codecs[e.Codec] == nil {
-		m.log.Warn("hybridsession: session written with an unknown codec; starting a new session",
-			"codec", e.Codec, "error", ErrUnknownCodec)
+	if e == nil || opaqueCodec(e.Codec) {
 		return s, nil
 	}
 	s.token, s.entry = cookieValue, e
@@ -295,7 +274,7 @@ func (m *Manager) save(ctx context.Context, s *Session) error {
 	case s.entry == nil && len(s.ops) == 0 && !s.subjectSet && !s.expiry.pending():
 		return nil // a new session nobody wrote to: no store, no cookie
 	case s.entry == nil:
-		return m.insert(ctx, s, NewToken())
+		return m.insert(ctx, s)
 	case s.renew:
 		return m.renew(ctx, s)
 	case len(s.ops) == 0 && !s.subjectSet && !s.durable && !s.expiry.pending():
@@ -304,15 +283,10 @@ func (m *Manager) save(ctx context.Context, s *Session) error {
 	return m.update(ctx, s)
 }
 
-// insert stores s as a new session under token.
-func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
+// insert stores s as a new session under a new token.
+func (m *Manager) insert(ctx context.Context, s *Session) error {
 	now := m.store.Now()
-	e := &Entry{
-		Codec:       m.cfg.Codec.ID(),
-		Created:     now,
-		Deadline:    now.Add(m.cfg.Lifetime),
-		IdleTimeout: m.cfg.IdleTimeout,
-	}
+	e := &Entry{Created: now, Deadline: now.Add(m.cfg.Lifetime), IdleTimeout: m.cfg.IdleTimeout}
 	if s.entry != nil { // renewal keeps the creation time, deadline and expiry choices
 		e.Created, e.Deadline, e.Subject = s.entry.Created, s.entry.Deadline, s.entry.Subject
 		e.IdleTimeout, e.Persistent = s.entry.IdleTimeout, s.entry.Persistent
@@ -326,9 +300,11 @@ func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
 	if e.Payload, err = m.encode(values); err != nil {
 		return err
 	}
+	e.Codec = m.store.codec.ID()
+	token := NewToken()
 	for {
-		err = m.store.Insert(ctx, token, e, 0)
-		if !errors.Is(err, ErrExists) && !errors.Is(err, ErrDestroyed) {
+		err = m.store.Insert(ctx, token, e, s.durable || s.expiry.pending())
+		if !errors.Is(err, ErrExists) {
 			break
 		}
 		token = NewToken() // 2^-256: only a broken random source gets here
@@ -342,43 +318,31 @@ func (m *Manager) insert(ctx context.Context, s *Session, token string) error {
 	return nil
 }
 
-// renew moves the session to a fresh token: the new entry is inserted (and
-// synced) first, then the old one is deleted from both tiers.
-//
-// The new entry is built on this request's copy of the old one. When the
-// old one's row holds a change that copy never saw (written around its
-// memcached node), the copy is replaced by the row first and this
-// request's changes are re-applied to it, as update does after a conflict:
-// a renewal must not leave a durable change behind (docs/consistency.md,
-// I5).
+// renew moves the session to a fresh token. This request's changes are
+// first written to the old token's row (durably, merging with whatever the
+// row holds that this request's copy never saw), so that the new session
+// starts from everything the old one had; then the new session is inserted,
+// and the old one destroyed. While the database is unavailable the new
+// session starts from this request's copy.
 func (m *Manager) renew(ctx context.Context, s *Session) error {
-	old := s.token
-	for attempt := 0; ; attempt++ {
-		if !errors.Is(m.store.verifyBase(ctx, old, s.entry), ErrConflict) {
-			break
-		}
-		if attempt >= m.cfg.MaxRetries {
-			return fmt.Errorf("core: gave up after %d concurrent changes: %w", attempt+1, ErrConflict)
-		}
-		fresh, err := m.store.Get(ctx, old)
-		if err != nil {
-			return err
-		}
-		if fresh == nil {
-			break // destroyed meanwhile: renewed from this request's copy, as ever
-		}
-		m.store.stats.merges.Add(1)
-		base, err := m.decode(fresh)
-		if err != nil {
-			base = map[string]any{} // corrupt payload: our changes on an empty map
-		}
-		s.entry, s.values, s.decoded = fresh, s.replay(base), true
+	s.durable = true
+	err := m.update(ctx, s)
+	switch {
+	case errors.Is(err, ErrUnavailable):
+	case err != nil:
+		return err
+	case s.entry == nil:
+		return nil // destroyed meanwhile: the destruction wins
 	}
-	if err := m.insert(ctx, s, NewToken()); err != nil {
+	oldEntry := s.entry
+	if err := m.insert(ctx, s); err != nil {
 		return err
 	}
 	s.renew = false
-	return m.store.Delete(ctx, old) // insert noted the idle timeout for the tombstone
+	if err := m.store.Destroy(ctx, oldEntry); err != nil {
+		m.log.Warn("hybridsession: RenewToken could not destroy the old token", "error", err)
+	}
+	return nil
 }
 
 // touch refreshes the activity of an unchanged session when the last
@@ -388,27 +352,47 @@ func (m *Manager) touch(ctx context.Context, s *Session) error {
 	if m.store.Now().Sub(s.entry.ActiveAt) < m.cfg.TouchInterval {
 		return nil
 	}
-	err := m.store.Update(ctx, s.token, s.entry, 0)
-	if err != nil && !errors.Is(err, ErrConflict) {
+	err := m.store.Update(ctx, s.entry, Change{})
+	if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrDestroyed) {
 		// A conflict means another request wrote, which refreshed it.
 		m.log.Warn("hybridsession: could not refresh session activity", "error", err)
 	}
 	return nil
 }
 
-// update writes this request's changes with compare-and-swap, merging with
-// concurrent writers on conflict.
-func (m *Manager) update(ctx context.Context, s *Session) error {
-	flags := WriteChanged
-	if s.durable || s.subjectSet || s.expiry.pending() {
-		flags |= WriteDurable
+// dropDestroyed forgets a session another request destroyed (or that
+// expired) while this one changed it: the destruction wins, and this
+// request's changes are dropped. No cookie change: the request that
+// destroyed or renewed the session sent the right one, and an expiring
+// cookie from this response could arrive after it and undo a fresh login.
+func (s *Session) dropDestroyed() {
+	s.entry, s.token, s.values, s.decoded = nil, "", nil, false
+	s.ops, s.subjectSet = nil, false
+}
+
+// change describes this request's changes for Store.Update.
+func (s *Session) change() Change {
+	c := Change{Keys: s.keysBuf[:0], Header: s.subjectSet || s.expiry.pending(), Durable: s.durable || s.subjectSet || s.expiry.pending()}
+	for _, o := range s.ops {
+		if o.kind == opClear {
+			c.All = true
+		} else if !slices.Contains(c.Keys, o.key) {
+			c.Keys = append(c.Keys, o.key)
+		}
 	}
+	return c
+}
+
+// update writes this request's changes with compare-and-swap, re-reading
+// the session and re-applying them on conflict.
+func (m *Manager) update(ctx context.Context, s *Session) error {
 	cookieChanged := false
 	values := s.valuesLocked()
 	e := s.entry
+	c := s.change()
 	var err error
 	for attempt := 0; ; attempt++ {
-		e.Codec = m.cfg.Codec.ID()
+		e.Codec = m.store.codec.ID()
 		if s.subjectSet {
 			e.Subject = s.subject
 		}
@@ -418,7 +402,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 		if e.Payload, err = m.encode(values); err != nil {
 			return err
 		}
-		err = m.store.Update(ctx, s.token, e, flags)
+		err = m.store.Update(ctx, e, c)
 		if !errors.Is(err, ErrConflict) {
 			break
 		}
@@ -429,32 +413,26 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 			// Lost twice in a row: spread out from the other writers.
 			time.Sleep(rand.N(time.Duration(min(attempt, 8)) * 200 * time.Microsecond))
 		}
-		fresh, err := m.store.Get(ctx, s.token)
-		if err != nil {
+		if e, err = m.store.Get(ctx, s.token); err != nil {
 			return err
 		}
-		if fresh == nil {
-			// Destroyed (or expired) by another request meanwhile: the
-			// destruction wins; this request's changes are dropped.
-			// No cookie change: the request that destroyed or renewed the
-			// session sent the right one, and an expiring cookie from this
-			// response could arrive after it and undo a fresh login.
-			s.entry, s.token, s.values, s.decoded = nil, "", nil, false
-			s.ops, s.subjectSet = nil, false
-			return nil
+		if e == nil {
+			break
 		}
-		m.store.stats.merges.Add(1)
-		base, err := m.decode(fresh)
+		base, err := m.decode(e)
 		if err != nil {
 			base = map[string]any{} // corrupt payload: our changes on an empty map
 		}
 		values = s.replay(base)
-		e = fresh
+	}
+	if e == nil || errors.Is(err, ErrDestroyed) {
+		s.dropDestroyed()
+		return nil
 	}
 	if err != nil {
 		return err
 	}
-	s.entry, s.values, s.decoded = e, values, true
+	s.entry, s.values, s.decoded = e, values, !e.merged
 	s.ops, s.subjectSet, s.durable = nil, false, false
 	s.expiry = expiryChange{}
 	if cookieChanged {
@@ -464,7 +442,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 }
 
 func (m *Manager) encode(values map[string]any) ([]byte, error) {
-	b, err := m.cfg.Codec.Encode(values)
+	b, err := m.store.codec.Encode(values)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrEncode, err)
 	}
@@ -472,14 +450,7 @@ func (m *Manager) encode(values map[string]any) ([]byte, error) {
 }
 
 func (m *Manager) decode(e *Entry) (map[string]any, error) {
-	c := m.codecs[e.Codec]
-	if c == nil {
-		return nil, fmt.Errorf("%w: id %d", ErrUnknownCodec, e.Codec)
-	}
-	if len(e.Payload) == 0 {
-		return map[string]any{}, nil
-	}
-	return c.Decode(e.Payload)
+	return m.store.decode(e.Codec, e.Payload)
 }
 
 // Cookie returns the Set-Cookie this response needs after Save, or nil when
@@ -549,7 +520,7 @@ func (m *Manager) WriteCookie(h http.Header, s *Session) {
 // in both tiers — "log out everywhere", for example after a password
 // change — and returns how many it destroyed.
 func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, error) {
-	return m.store.DeleteSubject(ctx, subject)
+	return m.store.DestroySubject(ctx, subject)
 }
 
 // WarnPlainHTTP logs, once per Manager, when c — the session cookie from

@@ -81,32 +81,26 @@ func (c *msgpackChecker) value(depth int) *checkError {
 		return c.skip(8)
 	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1, 2, 4, 8, 16 (plus the type byte)
 		return c.skip(1 + 1<<(t-0xd4))
-	case 0xdc: // array16
-		n, err := c.length(2)
-		if err != nil {
-			return err
-		}
-		return c.items(n, depth)
-	case 0xdd: // array32
-		n, err := c.length(4)
-		if err != nil {
-			return err
-		}
-		return c.items(n, depth)
-	case 0xde: // map16
-		n, err := c.length(2)
-		if err != nil {
-			return err
-		}
-		return c.items(n*2, depth)
-	case 0xdf: // map32
-		n, err := c.length(4)
-		if err != nil {
-			return err
-		}
-		return c.items(n*2, depth)
+	case 0xdc, 0xdd, 0xde, 0xdf: // array16, array32, map16, map32
+		return c.container(t, depth)
 	}
 	return errBadType // 0xc1
+}
+
+// container checks an array16, array32, map16 or map32 of type byte t.
+func (c *msgpackChecker) container(t byte, depth int) *checkError {
+	size, per := 2, uint64(1)
+	if t == 0xdd || t == 0xdf {
+		size = 4
+	}
+	if t >= 0xde {
+		per = 2 // a map's items are keys and values
+	}
+	n, err := c.length(size)
+	if err != nil {
+		return err
+	}
+	return c.items(n*per, depth)
 }
 
 // items checks n values nested one level below depth.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"sort"
 	"sync"
-	"time"
 )
 
 // Session is one user's session during one request: its values, and the
@@ -21,7 +20,8 @@ type Session struct {
 
 	values  map[string]any // decoded lazily from entry.Payload
 	decoded bool
-	ops     []op // this request's changes, replayed on a CAS conflict
+	ops     []op      // this request's changes, replayed on a CAS conflict
+	keysBuf [4]string // backs Change.Keys for the common few keys
 
 	subject    string
 	subjectSet bool
@@ -63,7 +63,7 @@ func (s *Session) valuesLocked() map[string]any {
 	}
 	v, err := s.m.decode(s.entry)
 	if err != nil {
-		s.m.store.stats.cacheCorrupt.Add(1)
+		s.m.store.stats.corrupt.Add(1)
 		s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
 		v = map[string]any{}
 	}
@@ -154,35 +154,16 @@ func (s *Session) GetBool(key string) bool {
 	return v
 }
 
-// GetInt64 returns the integer under key, 0 when absent or not a whole
-// number. Whatever integer type the codec returned (JSON: float64; msgpack:
-// int64 or uint64; gob: the type stored) is converted when it fits exactly.
-func (s *Session) GetInt64(key string) int64 {
-	v, _ := toInt64(s.Get(key))
-	return v
-}
-
-// GetInt is GetInt64 converted to int.
-func (s *Session) GetInt(key string) int { return int(s.GetInt64(key)) }
-
-// GetFloat64 returns the number under key as a float64, 0 when absent or
-// not a number.
-func (s *Session) GetFloat64(key string) float64 {
-	v, _ := toFloat64(s.Get(key))
-	return v
-}
-
-// GetBytes returns the []byte under key, nil when absent. With the JSON
-// codec, which stores []byte as base64 text, the text is decoded.
-func (s *Session) GetBytes(key string) []byte {
-	v, _ := toBytes(s.Get(key))
-	return v
-}
-
-// GetTime returns the time under key, the zero time when absent. Times
-// stored with JSON come back as RFC 3339 strings and are parsed.
-func (s *Session) GetTime(key string) time.Time {
-	return toTime(s.Get(key))
+// GetInt returns the integer under key as an int, 0 when absent or not a
+// whole number that fits: whatever integer type the codec returned (JSON:
+// float64; msgpack: int64 or uint64; gob: the type stored) is converted
+// when it fits exactly (see Value). Strings are not parsed.
+func (s *Session) GetInt(key string) int {
+	n, ok := toInt64(s.Get(key))
+	if !ok || int64(int(n)) != n {
+		return 0
+	}
+	return int(n)
 }
 
 // Put stores value under key. The value must be encodable by the Manager's
@@ -280,19 +261,17 @@ func (s *Session) RenewToken() {
 	}
 }
 
-// Destroy deletes the session from both tiers now and leaves an empty new
-// session in its place: the response expires the cookie, unless the
-// handler puts new values, which then start a new session with a new token.
-// It returns an error wrapping ErrUnavailable when a tier could not be
-// reached; the session may then still exist.
+// Destroy replaces the session with a tombstone in both tiers now (see
+// Store.Destroy) and leaves an empty new session in its place: the
+// response expires the cookie, unless the handler puts new values, which
+// then start a new session with a new token. It returns an error wrapping
+// ErrUnavailable when neither tier took the tombstone; the session then
+// still exists.
 func (s *Session) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.entry != nil {
-		// The tombstone must outlive every copy of this session, whatever
-		// this app server wrote before (a "remember me" idle timeout).
-		s.m.store.noteIdle(s.entry.IdleTimeout)
-		if err := s.m.store.Delete(ctx, s.token); err != nil {
+		if err := s.m.store.Destroy(ctx, s.entry); err != nil {
 			return err
 		}
 	}

@@ -34,3 +34,16 @@ func (s *Session) Status() Status {
 	defer s.mu.Unlock()
 	return s.status
 }
+
+// Source reports where this request found the session: memcached, the
+// database (memcached had lost it, or could not be asked), or nowhere (a
+// new session). After Save it reports SourceNone for a session that was
+// created.
+func (s *Session) Source() Source {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entry == nil {
+		return SourceNone
+	}
+	return s.entry.Source
+}

@@ -5,10 +5,10 @@ import (
 	"encoding/base64"
 )
 
-// TokenLength is the length of a session token: 32 bytes from crypto/rand
+// tokenLength is the length of a session token: 32 bytes from crypto/rand
 // (256 bits, twice OWASP's 128-bit minimum of session id entropy), encoded
 // as unpadded base64url.
-const TokenLength = 43
+const tokenLength = 43
 
 // NewToken returns a fresh session token. It panics only if the operating
 // system's random source fails, which crypto/rand documents as unrecoverable.
@@ -24,7 +24,7 @@ func NewToken() string {
 // exactly 43 characters of the base64url alphabet. Cookie values of any
 // other shape are treated as absent and never reach a store.
 func ValidToken(s string) bool {
-	if len(s) != TokenLength {
+	if len(s) != tokenLength {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

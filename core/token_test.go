@@ -38,7 +38,7 @@ func FuzzValidToken(f *testing.F) {
 	f.Add(NewToken())
 	f.Add("garbage")
 	f.Fuzz(func(t *testing.T, s string) {
-		if ValidToken(s) && (len(s) != TokenLength || strings.ContainsAny(s, "+/= \x00")) {
+		if ValidToken(s) && (len(s) != tokenLength || strings.ContainsAny(s, "+/= \x00")) {
 			t.Fatalf("accepted %q", s)
 		}
 	})

@@ -3,13 +3,10 @@ package gormstore
 import (
 	"database/sql/driver"
 	"encoding/hex"
-	"math"
 	"strconv"
 	"strings"
 
 	"gorm.io/gorm"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // dialect is the SQL flavour of the database behind the *gorm.DB.
@@ -53,6 +50,11 @@ func dialectOf(name string) (dialect, bool) {
 // there into a list, one parameter per element, which would turn a []byte
 // payload into one parameter per byte. "( ?" binds it whole; "IN ?" with a
 // []string is the one intended expansion.
+//
+// The statements that write several rows read them from a derived table d
+// with one column per value, named k (key), p (payload), v (version), e
+// (expires_at), dl (deadline), s (subject) and ov (the version the stored
+// row must have).
 type queries struct {
 	d dialect
 
@@ -62,57 +64,15 @@ type queries struct {
 	createdAt, updatedAt           string
 	cols                           string // key, payload, version, expires_at, deadline, subject
 
-	load          string // args: key, now ms, now ms
-	list          string // args: after, now ms, now ms, limit
-	listSubject   string // args: subject, now ms, now ms, limit
-	save          string // args: key, payload, version, expires, deadline, subject, created, updated, then baseArgs (once per condition)
-	savedState    string // args: key; returns version, expires_at
-	savedInsert   string // MySQL: args: key; returns version, expires_at, created_at, payload
-	deleteKeys    string // args: []string (expanded by GORM)
-	deleteSubject string // PostgreSQL, SQLite: DELETE ... RETURNING key; args: subject
-	subjectKeys   string // MySQL: SELECT key ...; args: subject
-	reapLock      string // SQLite: a write that takes the database's write lock
-	reapSelect    string // args: now ms, limit
-	reapDelete    string // PostgreSQL: args: keys, versions, expires (arrays)
-	reapUpdate    string // PostgreSQL: args: updated ms, then eight arrays
-}
-
-// saveConds is how many times the save statement states its condition: once
-// per assignment on MySQL, once on the others. Each takes baseArgs.
-func (q *queries) saveConds() int {
-	if q.d == dialectMySQL {
-		return 6
-	}
-	return 1
-}
-
-// builtOn is the condition of core.Record.Base on the stored row's version
-// column: the stored version is one the record was built on, at most Base or
-// within the unsynced range. Its three arguments come from baseArgs, so that
-// no placeholder is compared with 0 (PostgreSQL would have to guess its type).
-func (q *queries) builtOn(version string) string {
-	return "(" + version + " <= ? OR (" + version + " >= ? AND " + version + " <= ?))"
-}
-
-// baseArgs returns the arguments of builtOn for rec: Base, or without one a
-// bound no version exceeds; then the unsynced range, or without one (or one
-// that starts above every version) an empty range. A bound above
-// math.MaxInt64, which no stored version reaches, becomes math.MaxInt64.
-func baseArgs(rec *core.Record) [3]int64 {
-	a := [3]int64{math.MaxInt64, 1, 0}
-	if rec.Base != 0 {
-		a[0] = int64(min(rec.Base, math.MaxInt64))
-	}
-	if rec.UnsyncedFrom != 0 && rec.UnsyncedFrom <= math.MaxInt64 {
-		a[1], a[2] = int64(rec.UnsyncedFrom), int64(min(rec.UnsyncedTo, math.MaxInt64))
-	}
-	return a
-}
-
-// builtOnVersion reports whether a row at version v is one rec was built
-// on: the condition builtOn states in SQL, evaluated in Go.
-func builtOnVersion(rec *core.Record, v uint64) bool {
-	return rec.Base == 0 || v <= rec.Base || rec.UnsyncedFrom != 0 && rec.UnsyncedFrom <= v && v <= rec.UnsyncedTo
+	load        string // args: key
+	list        string // args: after, limit
+	listSubject string // args: subject, after, limit
+	write       string // PostgreSQL: args: updated ms, seven arrays (pgColumns, with ov), created ms, updated ms, six arrays
+	update      string // PostgreSQL: args: updated ms, seven arrays (pgColumns, with ov)
+	lockKeys    string // MySQL: SELECT key, version ... FOR UPDATE; args: []string (expanded by GORM)
+	reapLock    string // SQLite: a write that takes the database's write lock
+	reapSelect  string // args: now ms, limit
+	reapDelete  string // PostgreSQL: args: keys, versions (arrays)
 }
 
 func newQueries(db *gorm.DB, d dialect, table string) *queries {
@@ -135,57 +95,20 @@ func newQueries(db *gorm.DB, d dialect, table string) *queries {
 	}
 	t := q.table
 	q.cols = strings.Join([]string{q.key, q.payload, q.version, q.expires, q.deadline, q.subject}, ", ")
-	q.load = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.key + " = ? AND " + q.expires + " > ? AND " + q.deadline + " > ?"
-	q.list = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.key + " > ? AND " + q.expires + " > ? AND " + q.deadline + " > ?" +
+	q.load = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.key + " = ?"
+	q.list = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.key + " > ? ORDER BY " + q.key + " LIMIT ?"
+	q.listSubject = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.subject + " = ? AND " + q.key + " > ?" +
 		" ORDER BY " + q.key + " LIMIT ?"
-	q.listSubject = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.subject + " = ? AND " + q.expires + " > ? AND " + q.deadline + " > ?" +
-		" ORDER BY " + q.key + " LIMIT ?"
-	q.savedState = "SELECT " + q.version + ", " + q.expires + " FROM " + t + " WHERE " + q.key + " = ?"
-	q.savedInsert = "SELECT " + q.version + ", " + q.expires + ", " + q.createdAt + ", " + q.payload + " FROM " + t + " WHERE " + q.key + " = ?"
-	q.deleteKeys = "DELETE FROM " + t + " WHERE " + q.key + " IN ?"
 	q.reapSelect = "SELECT " + q.cols + " FROM " + t + " WHERE " + q.expires + " <= ? ORDER BY " + q.expires + " LIMIT ?"
-
-	insert := "INSERT INTO " + t + " (" + q.cols + ", " + q.createdAt + ", " + q.updatedAt + ") VALUES ( ?, ?, ?, ?, ?, ?, ?, ?)"
-	switch d {
-	case dialectMySQL:
-		// The condition is evaluated against the old row. MySQL applies the
-		// assignments left to right, each one seeing the previous ones, so
-		// expires_at and version, which the condition reads, come last:
-		// assigning expires_at first cannot flip the condition's value for
-		// version (see the tests of Save), and the Base check (builtOn)
-		// reads only version. Each IF states the whole condition, so the
-		// Base check's three arguments come once per assignment, in order.
-		cond := "(" + q.version + " < VALUES(" + q.version + ") OR (" + q.version + " = VALUES(" + q.version + ") AND " +
-			q.expires + " <= VALUES(" + q.expires + "))) AND " + q.builtOn(q.version)
-		set := func(col string) string { return col + " = IF(" + cond + ", VALUES(" + col + "), " + col + ")" }
-		q.save = insert + " ON DUPLICATE KEY UPDATE " + strings.Join([]string{
-			set(q.payload), set(q.deadline), set(q.subject), set(q.updatedAt), set(q.expires), set(q.version),
-		}, ", ")
-		q.subjectKeys = "SELECT " + q.key + " FROM " + t + " WHERE " + q.subject + " = ?"
-		q.reapSelect += " FOR UPDATE SKIP LOCKED"
-	default:
-		q.save = insert + " ON CONFLICT (" + q.key + ") DO UPDATE SET " +
-			q.payload + " = excluded." + q.payload + ", " +
-			q.version + " = excluded." + q.version + ", " +
-			q.expires + " = excluded." + q.expires + ", " +
-			q.deadline + " = excluded." + q.deadline + ", " +
-			q.subject + " = excluded." + q.subject + ", " +
-			q.updatedAt + " = excluded." + q.updatedAt +
-			" WHERE (" + t + "." + q.version + " < excluded." + q.version + " OR (" +
-			t + "." + q.version + " = excluded." + q.version + " AND " + t + "." + q.expires + " <= excluded." + q.expires + "))" +
-			" AND " + q.builtOn(t+"."+q.version)
-		q.deleteSubject = "DELETE FROM " + t + " WHERE " + q.subject + " = ? RETURNING " + q.key
-	}
 	switch d {
 	case dialectPostgres:
+		q.postgres()
+	case dialectMySQL:
+		// FORCE INDEX keeps the lookup on the primary key, so that the
+		// statement locks (and waits for) only the rows it names.
+		q.lockKeys = "SELECT " + q.key + ", " + q.version + " FROM " + t + " FORCE INDEX (PRIMARY) WHERE " + q.key + " IN ?" +
+			" ORDER BY " + q.key + " FOR UPDATE"
 		q.reapSelect += " FOR UPDATE SKIP LOCKED"
-		q.reapDelete = "DELETE FROM " + t +
-			" USING unnest(CAST(CAST( ? AS text) AS text[]), CAST(CAST( ? AS text) AS bigint[]), CAST(CAST( ? AS text) AS bigint[])) AS d(k, ov, oe)" +
-			" WHERE " + t + "." + q.key + " = d.k AND " + t + "." + q.version + " = d.ov AND " + t + "." + q.expires + " = d.oe"
-		q.reapUpdate = "UPDATE " + t + " SET " + q.keptAssignments() +
-			" FROM unnest(CAST(CAST( ? AS text) AS text[]), CAST(CAST( ? AS text) AS bytea[]), CAST(CAST( ? AS text) AS bigint[]), CAST(CAST( ? AS text) AS bigint[]), CAST(CAST( ? AS text) AS bigint[])," +
-			" CAST(CAST( ? AS text) AS text[]), CAST(CAST( ? AS text) AS bigint[]), CAST(CAST( ? AS text) AS bigint[])) AS d(k, p, v, e, dl, s, ov, oe)" +
-			" WHERE " + t + "." + q.key + " = d.k AND " + t + "." + q.version + " = d.ov AND " + t + "." + q.expires + " = d.oe"
 	case dialectSQLite:
 		// A statement that writes takes SQLite's write lock even when it
 		// matches no row; see Store.Reap.
@@ -194,9 +117,35 @@ func newQueries(db *gorm.DB, d dialect, table string) *queries {
 	return q
 }
 
-// keptAssignments is the SET list of the bulk update of kept rows, reading
-// from a derived table d; updated_at comes from a parameter.
-func (q *queries) keptAssignments() string {
+// postgres sets the statements that only PostgreSQL runs. They take one
+// array parameter per column, sent as a text literal (see pgColumns), so
+// that one statement text serves every batch size.
+func (q *queries) postgres() {
+	t := q.table
+	array := func(typ string) string { return "CAST(CAST( ? AS text) AS " + typ + "[])" }
+	rows := array("text") + ", " + array("bytea") + ", " + array("bigint") + ", " + array("bigint") + ", " +
+		array("bigint") + ", " + array("text")
+	q.update = "UPDATE " + t + " SET " + q.assignments() +
+		" FROM unnest(" + rows + ", " + array("bigint") + ") AS d(k, p, v, e, dl, s, ov) WHERE " + q.claimed()
+	q.write = "WITH u AS (" + q.update + " RETURNING " + t + "." + q.key + "), " +
+		"i AS (INSERT INTO " + t + " (" + q.cols + ", " + q.createdAt + ", " + q.updatedAt + ")" +
+		" SELECT d.k, d.p, d.v, d.e, d.dl, d.s, CAST( ? AS bigint), CAST( ? AS bigint)" +
+		" FROM unnest(" + rows + ") AS d(k, p, v, e, dl, s)" +
+		" ON CONFLICT (" + q.key + ") DO NOTHING RETURNING " + q.key + ")" +
+		" SELECT " + q.key + " FROM u UNION ALL SELECT " + q.key + " FROM i"
+	q.reapSelect += " FOR UPDATE SKIP LOCKED"
+	q.reapDelete = "DELETE FROM " + t + " USING unnest(" + array("text") + ", " + array("bigint") + ") AS d(k, ov) WHERE " + q.claimed()
+}
+
+// claimed is the condition joining the table to a derived table d: the
+// row of key d.k, still at version d.ov.
+func (q *queries) claimed() string {
+	return q.table + "." + q.key + " = d.k AND " + q.table + "." + q.version + " = d.ov"
+}
+
+// assignments is the SET list that replaces a row with the values of the
+// derived table d; updated_at comes from a parameter.
+func (q *queries) assignments() string {
 	col := func(c string) string {
 		if q.d == dialectMySQL {
 			return q.table + "." + c // MySQL's multi-table UPDATE needs qualified targets
@@ -205,20 +154,6 @@ func (q *queries) keptAssignments() string {
 	}
 	return col(q.payload) + " = d.p, " + col(q.version) + " = d.v, " + col(q.expires) + " = d.e, " +
 		col(q.deadline) + " = d.dl, " + col(q.subject) + " = d.s, " + col(q.updatedAt) + " = ?"
-}
-
-// claimedCond is the condition, on SQLite, that n rows still have the
-// Version and ExpiresAt Reap claimed them with: a key list (for the primary
-// key index) and a row-value list. Args: the n keys, then n (key, version,
-// expires) triples.
-func (q *queries) claimedCond(n int) string {
-	var b strings.Builder
-	b.WriteString(q.key + " IN ( ")
-	writeList(&b, n, "?")
-	b.WriteString(") AND (" + q.key + ", " + q.version + ", " + q.expires + ") IN (VALUES ")
-	writeList(&b, n, "( ?, ?, ?)")
-	b.WriteByte(')')
-	return b.String()
 }
 
 // mysqlRows returns a derived table of n rows for MySQL and MariaDB: a
@@ -248,43 +183,60 @@ func mysqlRows(n int, cols ...string) string {
 	return b.String()
 }
 
-// reapDeleteN is the delete of n claimed rows on SQLite and MySQL. Args on
-// SQLite: see claimedCond; on MySQL: n (key, version, expires) triples.
-func (q *queries) reapDeleteN(n int) string {
-	if q.d == dialectMySQL {
-		t := q.table
-		return "DELETE " + t + " FROM " + mysqlRows(n, "k", "BINARY", "ov", "SIGNED", "oe", "SIGNED") + " AS d STRAIGHT_JOIN " + t +
-			" ON " + t + "." + q.key + " = d.k AND " + t + "." + q.version + " = d.ov AND " + t + "." + q.expires + " = d.oe"
-	}
-	return "DELETE FROM " + q.table + " WHERE " + q.claimedCond(n)
-}
-
-// reapUpdateN is the update of n kept rows on SQLite and MySQL. Args, per
-// row: key, payload, version, expires, deadline, subject, claimed version,
-// claimed expires; then updated ms.
-func (q *queries) reapUpdateN(n int) string {
+// updateN replaces, on SQLite and MySQL, each of n rows that is still at
+// version d.ov with the values of d. Args, per row: key, payload, version,
+// expires, deadline, subject, stored version (rowArgs); then updated ms.
+func (q *queries) updateN(n int) string {
 	t := q.table
-	on := t + "." + q.key + " = d.k AND " + t + "." + q.version + " = d.ov AND " + t + "." + q.expires + " = d.oe"
 	if q.d == dialectMySQL {
 		// The casts keep the payload and subject binary and the numbers
 		// integers whatever the connection's character set.
 		return "UPDATE " + mysqlRows(n, "k", "BINARY", "p", "BINARY", "v", "SIGNED", "e", "SIGNED",
-			"dl", "SIGNED", "s", "BINARY", "ov", "SIGNED", "oe", "SIGNED") +
-			" AS d STRAIGHT_JOIN " + t + " ON " + on + " SET " + q.keptAssignments()
+			"dl", "SIGNED", "s", "BINARY", "ov", "SIGNED") +
+			" AS d STRAIGHT_JOIN " + t + " ON " + q.claimed() + " SET " + q.assignments()
 	}
 	var b strings.Builder
-	b.WriteString("WITH d(k, p, v, e, dl, s, ov, oe) AS (VALUES ")
-	writeList(&b, n, "( ?, ?, ?, ?, ?, ?, ?, ?)")
-	b.WriteString(") UPDATE " + t + " SET " + q.keptAssignments() + " FROM d WHERE " + on)
+	b.WriteString("WITH d(k, p, v, e, dl, s, ov) AS (VALUES ")
+	writeList(&b, n, "( ?, ?, ?, ?, ?, ?, ?)")
+	b.WriteString(") UPDATE " + t + " SET " + q.assignments() + " FROM d WHERE " + q.claimed())
 	return b.String()
 }
 
-// deleteSubjectKeysN is MySQL's delete of n rows of a subject by key. Args:
-// the n keys, then the subject.
-func (q *queries) deleteSubjectKeysN(n int) string {
+// insertN inserts, on SQLite and MySQL, each of n rows whose key is not
+// stored, and skips the others. SQLite returns the keys inserted; MySQL
+// counts them. Args, per row: key, payload, version, expires, deadline,
+// subject, created ms, updated ms.
+func (q *queries) insertN(n int) string {
+	var b strings.Builder
+	if q.d == dialectMySQL {
+		b.WriteString("INSERT IGNORE")
+	} else {
+		b.WriteString("INSERT")
+	}
+	b.WriteString(" INTO " + q.table + " (" + q.cols + ", " + q.createdAt + ", " + q.updatedAt + ") VALUES ")
+	writeList(&b, n, "( ?, ?, ?, ?, ?, ?, ?, ?)")
+	if q.d != dialectMySQL {
+		b.WriteString(" ON CONFLICT (" + q.key + ") DO NOTHING RETURNING " + q.key)
+	}
+	return b.String()
+}
+
+// reapDeleteN deletes, on SQLite and MySQL, each of n rows that is still
+// at the version Reap claimed it at. Args on SQLite: the n keys, then n
+// (key, version) pairs, so that the key list uses the primary key index;
+// on MySQL: n (key, version) pairs.
+func (q *queries) reapDeleteN(n int) string {
 	t := q.table
-	return "DELETE " + t + " FROM " + mysqlRows(n, "k", "BINARY") + " AS d STRAIGHT_JOIN " + t +
-		" ON " + t + "." + q.key + " = d.k AND " + t + "." + q.subject + " = ?"
+	if q.d == dialectMySQL {
+		return "DELETE " + t + " FROM " + mysqlRows(n, "k", "BINARY", "ov", "SIGNED") + " AS d STRAIGHT_JOIN " + t + " ON " + q.claimed()
+	}
+	var b strings.Builder
+	b.WriteString("DELETE FROM " + t + " WHERE " + q.key + " IN ( ")
+	writeList(&b, n, "?")
+	b.WriteString(") AND (" + q.key + ", " + q.version + ") IN (VALUES ")
+	writeList(&b, n, "( ?, ?)")
+	b.WriteByte(')')
+	return b.String()
 }
 
 // writeList writes n copies of item separated by ", ".

@@ -37,25 +37,31 @@
 //	expires_at  bigint, Unix milliseconds, indexed: what the reaper scans
 //	deadline    bigint, Unix milliseconds
 //	subject     varchar(255) (varbinary(255) on MySQL), '' when unset,
-//	            indexed: for DeleteSubject and ListSubject
+//	            indexed: for List by subject
 //	created_at  bigint, Unix milliseconds of the first insert (application
 //	            server clock)
 //	updated_at  bigint, Unix milliseconds of the last applied write
 //
 // Times are stored as whole milliseconds, rounded down, so comparisons are
-// exact and identical on all three databases; they come back in UTC. The
-// Store compares them with the "now" its callers pass, never with the
-// database server's clock.
+// exact and identical on all three databases; they come back in UTC. Only
+// Reap compares them, with the "now" its caller passes, never with the
+// database server's clock: Load and List return rows whatever their times.
 //
 // # Concurrency
 //
-// Save is one conditional upsert, so an older copy never overwrites a newer
-// one whichever server writes, nor does a copy overwrite a row holding a
-// change it was not built on (core.Record.Base). Reap locks the rows it
-// claims (FOR UPDATE SKIP LOCKED on PostgreSQL and MySQL; SQLite's database
-// write lock) until its verdicts are applied, so several reapers, in one
-// process or many, never judge the same row and never wait for each other
-// on PostgreSQL and MySQL. See Store.Reap for the statements of a batch.
+// Every write is conditional on the row it was built on: a Write with Base
+// 0 inserts only while no row is stored under its key, any other only
+// while the stored row's version is its Base. Of several servers writing
+// one session on the same version, exactly one succeeds, whichever they
+// are; the others learn that their copy is stale. A batch of writes takes a
+// fixed number of statements, whatever its length on PostgreSQL and per 500
+// rows on SQLite and MySQL (see Store.Write).
+//
+// Reap locks the rows it claims (FOR UPDATE SKIP LOCKED on PostgreSQL and
+// MySQL; SQLite's database write lock) until its verdicts are applied, so
+// several reapers, in one process or many, never judge the same row and
+// never wait for each other on PostgreSQL and MySQL; a Write of a claimed
+// row waits for the verdict. See Store.Reap for the statements of a batch.
 //
 // MySQL needs 8.0 or later and MariaDB 10.6 or later (SKIP LOCKED). With
 // go-sql-driver/mysql, interpolateParams=true saves the prepare and close

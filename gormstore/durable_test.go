@@ -50,7 +50,8 @@ func TestDurableMySQL(t *testing.T) {
 }
 
 // TestDurableMySQLClientFoundRows runs the suite with go-sql-driver's
-// clientFoundRows=true, which changes the affected-rows count Save reads.
+// clientFoundRows=true, which changes how MySQL counts the rows an UPDATE
+// affects; Write checks the counts of its UPDATE and INSERT IGNORE.
 func TestDurableMySQLClientFoundRows(t *testing.T) {
 	dsn := gormtest.ServerDSN(t, mysqlEnv)
 	if strings.Contains(dsn, "?") {

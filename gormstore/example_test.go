@@ -38,37 +38,37 @@ func Example() {
 	rec := core.Record{
 		Key:       "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg", // a hashed token
 		Payload:   []byte("envelope bytes"),
-		Version:   2,
+		Version:   1,
 		ExpiresAt: now.Add(30 * time.Minute),
 		Deadline:  now.Add(24 * time.Hour),
-		Subject:   "user-42",
 	}
-	applied, err := store.Save(ctx, rec)
-	fmt.Println("saved:", applied, err)
+	applied, err := store.Write(ctx, []core.Write{{Record: rec}}) // Base 0: insert
+	fmt.Println("inserted:", applied, err)
 
-	stale := rec
-	stale.Version = 1 // an older copy from another server
-	applied, err = store.Save(ctx, stale)
-	fmt.Println("stale copy saved:", applied, err)
+	// Two servers write the session, both built on version 1: the first
+	// write applies, the second finds version 2 stored and is refused.
+	next := rec
+	next.Version, next.Payload = 2, []byte("new envelope bytes")
+	for range 2 {
+		applied, err = store.Write(ctx, []core.Write{{Record: next, Base: 1}})
+		fmt.Println("written on version 1:", applied, err)
+	}
 
-	got, found, err := store.Load(ctx, rec.Key, now)
+	got, found, err := store.Load(ctx, rec.Key)
 	fmt.Printf("loaded: %v %q version %d %v\n", found, got.Payload, got.Version, err)
 
 	// An hour later the row has expired; the reaper asks the judge (in core,
-	// memcached) whether the session is still alive.
-	examined, err := store.Reap(ctx, now.Add(time.Hour), 500,
+	// memcached) what became of the session.
+	claimed, err := store.Reap(ctx, now.Add(time.Hour), 500,
 		func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-			return make([]core.Verdict, len(batch)), nil // all dead
+			return make([]core.Verdict, len(batch)), nil // all dead: ReapDelete
 		})
-	fmt.Println("reaped:", examined, err)
-
-	_, found, err = store.Load(ctx, rec.Key, now)
-	fmt.Println("found after reaping:", found, err)
+	fmt.Println("reaped:", claimed, err)
 
 	// Output:
-	// saved: true <nil>
-	// stale copy saved: false <nil>
-	// loaded: true "envelope bytes" version 2 <nil>
+	// inserted: [true] <nil>
+	// written on version 1: [true] <nil>
+	// written on version 1: [false] <nil>
+	// loaded: true "new envelope bytes" version 2 <nil>
 	// reaped: 1 <nil>
-	// found after reaping: false <nil>
 }

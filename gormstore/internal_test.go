@@ -1,12 +1,9 @@
 package gormstore
 
 import (
-	"database/sql"
-	"math"
 	"strings"
 	"testing"
 
-	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/libtnb/sqlite"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
@@ -38,50 +35,28 @@ func TestNoPlaceholderAfterParenthesis(t *testing.T) {
 		d  dialect
 	}{{pg, dialectPostgres}, {my, dialectMySQL}, {lite, dialectSQLite}} {
 		q := newQueries(c.db, c.d, "t")
-		if got, want := strings.Count(q.save, "?"), 8+3*q.saveConds(); got != want {
-			t.Errorf("%s: save has %d placeholders, Save passes %d arguments", c.d, got, want)
-		}
-		stmts := []string{q.load, q.list, q.save, q.savedState, q.savedInsert, q.deleteKeys, q.deleteSubject, q.subjectKeys,
-			q.reapLock, q.reapSelect, q.reapDelete, q.reapUpdate}
+		stmts := []string{q.load, q.list, q.listSubject, q.write, q.update, q.lockKeys, q.reapLock, q.reapSelect, q.reapDelete}
 		if c.d != dialectPostgres {
-			stmts = append(stmts, q.reapDeleteN(3), q.reapUpdateN(3))
-		}
-		if c.d == dialectMySQL {
-			stmts = append(stmts, q.deleteSubjectKeysN(3))
+			stmts = append(stmts, q.updateN(3), q.insertN(3), q.reapDeleteN(3))
 		}
 		for _, s := range stmts {
 			if strings.Contains(s, "(?") {
 				t.Errorf("%s: placeholder after a parenthesis in %s", c.d, s)
 			}
 		}
-	}
-	if sqlDB, err := lite.DB(); err == nil {
-		sqlDB.Close()
-	}
-}
-
-// TestBaseArgs checks that the Base check the save statement states with
-// baseArgs is the one builtOnVersion (and core.Record's doc) states, at the
-// edges of each bound and of int64.
-func TestBaseArgs(t *testing.T) {
-	const top = math.MaxInt64
-	values := []uint64{0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, top - 1, top, top + 1, math.MaxUint64}
-	for _, b := range values {
-		for _, from := range values {
-			for _, to := range values {
-				rec := core.Record{Base: b, UnsyncedFrom: from, UnsyncedTo: to}
-				a := baseArgs(&rec)
-				for _, v := range values {
-					if v > top {
-						continue // no stored version
-					}
-					sql := int64(v) <= a[0] || int64(v) >= a[1] && int64(v) <= a[2]
-					if want := builtOnVersion(&rec, v); sql != want {
-						t.Fatalf("Base %d, unsynced %d..%d, row version %d: args %v give %v, want %v", b, from, to, v, a, sql, want)
-					}
+		if c.d != dialectPostgres {
+			for _, n := range []int{1, writeChunk} {
+				if got, want := strings.Count(q.updateN(n), "?"), len(updateArgs(make([]core.Write, n), 0)); got != want {
+					t.Errorf("%s: updateN(%d) has %d placeholders, updateArgs gives %d", c.d, n, got, want)
+				}
+				if got, want := strings.Count(q.insertN(n), "?"), len(insertArgs(make([]core.Write, n), 0)); got != want {
+					t.Errorf("%s: insertN(%d) has %d placeholders, insertArgs gives %d", c.d, n, got, want)
 				}
 			}
 		}
+	}
+	if sqlDB, err := lite.DB(); err == nil {
+		sqlDB.Close()
 	}
 }
 
@@ -101,29 +76,5 @@ func TestArrayLiterals(t *testing.T) {
 	v, _ = pgTextArray{}.Value()
 	if v != "{}" {
 		t.Errorf("empty array = %s", v)
-	}
-}
-
-func TestFoundRowsOf(t *testing.T) {
-	on, off := gomysql.NewConfig(), gomysql.NewConfig()
-	on.ClientFoundRows = true
-	db, _ := sql.Open("mysql", "nobody@tcp(127.0.0.1:1)/none")
-	defer db.Close()
-	for _, tc := range []struct {
-		name string
-		d    gorm.Dialector
-		want int
-	}{
-		{"clientFoundRows=true", mysql.New(mysql.Config{DSNConfig: on}), foundRowsOn},
-		{"default", mysql.New(mysql.Config{DSNConfig: off}), foundRowsOff},
-		{"value dialector", mysql.Dialector{Config: &mysql.Config{DSNConfig: on}}, foundRowsOn},
-		{"own connection", mysql.New(mysql.Config{DSNConfig: on, Conn: db}), foundRowsUnknown},
-		{"DSN string", mysql.New(mysql.Config{DSN: "x@tcp(h)/d?clientFoundRows=true"}), foundRowsOn},
-		{"postgres", postgres.New(postgres.Config{DSN: "postgres://x@h/d"}), foundRowsUnknown},
-		{"nil", nil, foundRowsUnknown},
-	} {
-		if got := foundRowsOf(tc.d); got != tc.want {
-			t.Errorf("%s: foundRowsOf = %d, want %d", tc.name, got, tc.want)
-		}
 	}
 }

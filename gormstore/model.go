@@ -10,7 +10,7 @@ import (
 	"github.com/hybridsession/hybridsession/core"
 )
 
-// Column limits, checked by Save and Reap before anything is written.
+// Column limits, checked by Write and Reap before anything is written.
 const (
 	maxKeyLen     = 64  // bytes; core's keys are 43
 	maxSubjectLen = 255 // bytes

@@ -1,7 +1,6 @@
 package gormstore_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,13 +8,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
-	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
@@ -58,9 +57,7 @@ func TestNewDoesNotCloseDB(t *testing.T) {
 		s, _ := newStore(t, db)
 		ctx := t.Context()
 		rec := testRecord("open", 1, time.Now().Add(time.Hour))
-		if _, err := s.Save(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
+		mustWrite(t, s, rec)
 		// A second Store on the same table, then drop both.
 		if _, err := gormstore.New(db, gormstore.Config{TableName: tableName(t), SkipMigration: true}); err != nil {
 			t.Fatal(err)
@@ -72,10 +69,29 @@ func TestNewDoesNotCloseDB(t *testing.T) {
 		if err := sqlDB.PingContext(ctx); err != nil {
 			t.Fatalf("the *gorm.DB no longer works after New and use: %v", err)
 		}
-		if _, found, err := s.Load(ctx, rec.Key, time.Now()); err != nil || !found {
+		if _, found, err := s.Load(ctx, rec.Key); err != nil || !found {
 			t.Fatalf("Load = %v, %v", found, err)
 		}
 	})
+}
+
+// mustWrite writes each of recs on the version before its own, and fails
+// t unless all apply.
+func mustWrite(t testing.TB, s *gormstore.Store, recs ...core.Record) {
+	t.Helper()
+	batch := make([]core.Write, len(recs))
+	for i, r := range recs {
+		batch[i] = core.Write{Record: r, Base: r.Version - 1}
+	}
+	applied, err := s.Write(context.Background(), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ok := range applied {
+		if !ok {
+			t.Fatalf("Write(%q, version %d): applied = false", recs[i].Key, recs[i].Version)
+		}
+	}
 }
 
 func testRecord(name string, version uint64, expiresAt time.Time) core.Record {
@@ -96,12 +112,10 @@ func TestCorruptPayload(t *testing.T) {
 		s, table := newStore(t, db)
 		ctx := t.Context()
 		now := time.Now()
-		rec := testRecord("corrupt", 3, now.Add(time.Hour))
+		rec := testRecord("corrupt", 1, now.Add(time.Hour))
 		rec.Payload = []byte{0xde, 0xad, 0, 0xbe, 0xef, 0xff, 0xfe}
-		if _, err := s.Save(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
-		got, found, err := s.Load(ctx, rec.Key, now)
+		mustWrite(t, s, rec)
+		got, found, err := s.Load(ctx, rec.Key)
 		if err != nil || !found || string(got.Payload) != string(rec.Payload) {
 			t.Fatalf("Load = %x, %v, %v; want %x", got.Payload, found, err, rec.Payload)
 		}
@@ -110,7 +124,7 @@ func TestCorruptPayload(t *testing.T) {
 		if err := db.Table(table).Where("subject = ?", "user").Update("payload", garbage).Error; err != nil {
 			t.Fatal(err)
 		}
-		got, found, err = s.Load(ctx, rec.Key, now)
+		got, found, err = s.Load(ctx, rec.Key)
 		if err != nil || !found || string(got.Payload) != string(garbage) {
 			t.Fatalf("Load of a garbage row = %q, %v, %v; want %q", got.Payload, found, err, garbage)
 		}
@@ -150,9 +164,7 @@ func TestMigrationIdempotent(t *testing.T) {
 		ctx := t.Context()
 		now := time.Now()
 		rec := testRecord("migrate", 1, now.Add(time.Hour))
-		if _, err := s.Save(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
+		mustWrite(t, s, rec)
 		log := &sqlLog{}
 		logged := db.Session(&gorm.Session{Logger: log})
 		s2, err := gormstore.New(logged, gormstore.Config{TableName: table})
@@ -168,7 +180,7 @@ func TestMigrationIdempotent(t *testing.T) {
 				t.Errorf("second New changed the schema: %s", stmt)
 			}
 		}
-		if _, found, err := s2.Load(ctx, rec.Key, now); err != nil || !found {
+		if _, found, err := s2.Load(ctx, rec.Key); err != nil || !found {
 			t.Fatalf("Load after the second New = %v, %v; want the row kept", found, err)
 		}
 		idx := db.Migrator()
@@ -189,162 +201,103 @@ func TestSkipMigration(t *testing.T) {
 	if db.Migrator().HasTable("not_created") {
 		t.Fatal("New created the table despite SkipMigration")
 	}
-	_, err = s.Save(t.Context(), testRecord("x", 1, time.Now().Add(time.Hour)))
-	if err == nil || !strings.HasPrefix(err.Error(), "gormstore: ") {
-		t.Fatalf("Save to a missing table: err = %v, want a gormstore error", err)
+	applied, err := s.Write(t.Context(), []core.Write{{Record: testRecord("x", 1, time.Now().Add(time.Hour))}})
+	if err == nil || !strings.HasPrefix(err.Error(), "gormstore: ") || applied != nil {
+		t.Fatalf("Write to a missing table = %v, %v; want a gormstore error", applied, err)
 	}
 }
 
 func TestInvalidArguments(t *testing.T) {
-	s, _ := newStore(t, openSQLite(t))
+	db := openSQLite(t)
+	s, table := newStore(t, db)
 	ctx := t.Context()
 	now := time.Now()
-	if _, err := s.List(ctx, now, "", 0); !errors.Is(err, gormstore.ErrInvalidLimit) {
+	if _, err := s.List(ctx, "", "", 0); !errors.Is(err, gormstore.ErrInvalidLimit) {
 		t.Errorf("List(limit 0) error = %v, want ErrInvalidLimit", err)
 	}
 	if _, err := s.Reap(ctx, now, -1, nil); !errors.Is(err, gormstore.ErrInvalidLimit) {
 		t.Errorf("Reap(limit -1) error = %v, want ErrInvalidLimit", err)
 	}
-	ok := testRecord("ok", 1, now.Add(time.Hour))
-	bad := map[string]func(r *core.Record){
-		"empty key":        func(r *core.Record) { r.Key = "" },
-		"65-byte key":      func(r *core.Record) { r.Key = strings.Repeat("k", 65) },
-		"256-byte subject": func(r *core.Record) { r.Subject = strings.Repeat("s", 256) },
-		"version > int64":  func(r *core.Record) { r.Version = math.MaxInt64 + 1 },
+	ok := core.Write{Record: testRecord("ok", 1, now.Add(time.Hour))}
+	bad := map[string]func(w *core.Write){
+		"empty key":           func(w *core.Write) { w.Key = "" },
+		"65-byte key":         func(w *core.Write) { w.Key = strings.Repeat("k", 65) },
+		"256-byte subject":    func(w *core.Write) { w.Subject = strings.Repeat("s", 256) },
+		"version > int64":     func(w *core.Write) { w.Version, w.Base = math.MaxInt64+1, math.MaxInt64 },
+		"version 0":           func(w *core.Write) { w.Version = 0 },
+		"version not base+1":  func(w *core.Write) { w.Base = 2 },
+		"version with base 0": func(w *core.Write) { w.Version = 5 },
 	}
+	other := core.Write{Record: testRecord("other", 1, now.Add(time.Hour))}
 	for name, mutate := range bad {
-		r := ok
-		mutate(&r)
-		if applied, err := s.Save(ctx, r); !errors.Is(err, gormstore.ErrInvalidRecord) || applied {
-			t.Errorf("Save(%s) = %v, %v; want ErrInvalidRecord", name, applied, err)
+		w := ok
+		mutate(&w)
+		// The valid write of the batch is not written either.
+		if applied, err := s.Write(ctx, []core.Write{other, w}); !errors.Is(err, gormstore.ErrInvalidRecord) || applied != nil {
+			t.Errorf("Write(%s) = %v, %v; want ErrInvalidRecord", name, applied, err)
+		}
+		if _, found, _ := s.Load(ctx, other.Key); found {
+			t.Fatalf("Write(%s) wrote the valid write of its batch", name)
 		}
 	}
-	// The limits themselves are fine.
-	r := ok
-	r.Key, r.Subject, r.Version = strings.Repeat("k", 64), strings.Repeat("s", 255), math.MaxInt64
-	if applied, err := s.Save(ctx, r); err != nil || !applied {
-		t.Fatalf("Save at the limits = %v, %v", applied, err)
-	}
-	if got, found, err := s.Load(ctx, r.Key, now); err != nil || !found || got.Version != math.MaxInt64 {
-		t.Fatalf("Load at the limits = %d, %v, %v", got.Version, found, err)
+	if applied, err := s.Write(ctx, []core.Write{ok, other, ok}); !errors.Is(err, gormstore.ErrInvalidRecord) || applied != nil {
+		t.Errorf("Write of a key twice = %v, %v; want ErrInvalidRecord", applied, err)
 	}
 
-	// A kept verdict the table cannot hold aborts the batch.
-	expired := testRecord("expired", 1, now.Add(-time.Minute))
-	if _, err := s.Save(ctx, expired); err != nil {
+	// The limits themselves are fine.
+	top := ok
+	top.Key, top.Subject = strings.Repeat("k", 64), strings.Repeat("s", 255)
+	mustWrite(t, s, top.Record)
+	if err := db.Table(table).Where("1 = 1").Update("version", int64(math.MaxInt64-1)).Error; err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.Reap(ctx, now, 10, func(_ context.Context, b []core.Record) ([]core.Verdict, error) {
-		r := b[0]
-		r.Subject = strings.Repeat("s", 256)
-		return []core.Verdict{{Keep: true, Record: r}}, nil
-	})
-	if !errors.Is(err, gormstore.ErrInvalidRecord) {
-		t.Errorf("Reap keeping an invalid record: err = %v, want ErrInvalidRecord", err)
-	}
-	_, err = s.Reap(ctx, now, 10, func(_ context.Context, b []core.Record) ([]core.Verdict, error) {
-		r := b[0]
-		r.Key = durabletest.Key("another")
-		return []core.Verdict{{Keep: true, Record: r}}, nil
-	})
-	if !errors.Is(err, gormstore.ErrBadVerdicts) {
-		t.Errorf("Reap keeping a record under another key: err = %v, want ErrBadVerdicts", err)
-	}
-	if _, found, _ := s.Load(ctx, expired.Key, now.Add(-time.Hour)); !found {
-		t.Error("a failed Reap changed the row")
+	top.Version = math.MaxInt64
+	mustWrite(t, s, top.Record)
+	if got, found, err := s.Load(ctx, top.Key); err != nil || !found || got.Version != math.MaxInt64 {
+		t.Fatalf("Load at the limits = %d, %v, %v", got.Version, found, err)
 	}
 }
 
-// TestSaveMySQLRowCounts runs Save's decisions with each way the driver may
-// count affected rows: the default, clientFoundRows=true, and a connection
-// New cannot inspect (so it reads back on every ambiguous count).
-func TestSaveMySQLRowCounts(t *testing.T) {
-	dsn := gormtest.ServerDSN(t, mysqlEnv)
-	base, err := gormtest.Open(dsn)
-	if err != nil {
-		t.Fatal(err)
+// TestBadVerdicts checks the verdicts Reap refuses, with the error each
+// wraps, and that none of them changes a row.
+func TestBadVerdicts(t *testing.T) {
+	s, _ := newStore(t, openSQLite(t))
+	ctx := t.Context()
+	now := time.Now()
+	expired := testRecord("expired", 1, now.Add(-time.Minute))
+	mustWrite(t, s, expired)
+	keep := func(mutate func(r *core.Record)) core.ReapJudge {
+		return func(_ context.Context, b []core.Record) ([]core.Verdict, error) {
+			r := b[0]
+			r.Version++
+			mutate(&r)
+			return []core.Verdict{{Action: core.ReapKeep, Record: r}}, nil
+		}
 	}
-	t.Cleanup(func() { closeDB(t, base) })
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
+	verdicts := func(v ...core.Verdict) core.ReapJudge {
+		return func(context.Context, []core.Record) ([]core.Verdict, error) { return v, nil }
 	}
-	found, err := gormtest.Open(dsn + sep + "clientFoundRows=true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closeDB(t, found) })
-	sqlDB, err := base.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	opaque, err := gorm.Open(mysql.New(mysql.Config{Conn: sqlDB}), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, db := range map[string]*gorm.DB{"default": base, "clientFoundRows": found, "opaque connection": opaque} {
-		t.Run(name, func(t *testing.T) {
-			s, _ := newStore(t, db)
-			ctx := t.Context()
-			e := time.Now().Add(time.Hour)
-			steps := []struct {
-				version uint64
-				expires time.Time
-				applied bool
-				// The Base check, a payload tag and a key suffix: zero for
-				// the plain steps.
-				base, from, to uint64
-				tag, key       string
-			}{
-				{version: 5, expires: e, applied: true},                    // insert
-				{version: 5, expires: e, applied: true},                    // identical retry
-				{version: 4, expires: e.Add(time.Minute), applied: false},  // older version
-				{version: 5, expires: e.Add(-time.Second), applied: false}, // equal version, earlier expiry
-				{version: 5, expires: e.Add(time.Second), applied: true},   // equal version, later expiry
-				{version: 6, expires: e, applied: true},                    // newer version, earlier expiry
-				{version: 6, expires: e, applied: true},                    // identical retry
-				// A row of version 6 that the record was not built on.
-				{version: 8, expires: e, base: 5, tag: "a", applied: false},
-				{version: 8, expires: e, base: 4, from: 7, to: 8, tag: "b", applied: false},
-				// The same version and expiry: the version rule alone would take it.
-				{version: 6, expires: e, base: 5, tag: "c", applied: false},
-				{version: 6, expires: e, base: 5, from: 7, to: 9, tag: "c", applied: false},
-				// Built on it: at most Base, or within the unsynced range.
-				{version: 7, expires: e, base: 6, tag: "d", applied: true},
-				{version: 7, expires: e, base: 6, from: 7, to: 7, tag: "d", applied: true}, // identical retry, built on its own change
-				{version: 7, expires: e, base: 6, tag: "d", applied: false},                // identical retry, not built on its own change
-				{version: 9, expires: e, base: 2, from: 7, to: 8, tag: "e", applied: true},
-				// A missing row, whatever Base says.
-				{version: 3, expires: e, base: 1, tag: "f", key: "-new", applied: true},
-			}
-			for i, st := range steps {
-				if i == 1 {
-					// Later saves of the row must not share its created_at
-					// millisecond, which tells Save's read back an insert.
-					time.Sleep(2 * time.Millisecond)
-				}
-				r := testRecord("counts"+st.key, st.version, st.expires)
-				r.Payload = append(r.Payload, st.tag...)
-				r.Base, r.UnsyncedFrom, r.UnsyncedTo = st.base, st.from, st.to
-				applied, err := s.Save(ctx, r)
-				if err != nil || applied != st.applied {
-					t.Fatalf("step %d: Save(version %d, Base %d, unsynced %d..%d) = %v, %v; want %v",
-						i, st.version, st.base, st.from, st.to, applied, err, st.applied)
-				}
-				if !applied {
-					continue
-				}
-				got, found, err := s.Load(ctx, r.Key, time.Now())
-				if err != nil || !found || got.Version != r.Version || !bytes.Equal(got.Payload, r.Payload) {
-					t.Fatalf("step %d: Load = %+v, %v, %v; want version %d, payload %q", i, got, found, err, r.Version, r.Payload)
-				}
-			}
-		})
+	for name, c := range map[string]struct {
+		judge core.ReapJudge
+		want  error
+	}{
+		"kept record the table cannot hold":  {keep(func(r *core.Record) { r.Subject = strings.Repeat("s", 256) }), gormstore.ErrInvalidRecord},
+		"kept record under another key":      {keep(func(r *core.Record) { r.Key = durabletest.Key("another") }), gormstore.ErrBadVerdicts},
+		"kept record at the claimed version": {keep(func(r *core.Record) { r.Version-- }), gormstore.ErrBadVerdicts},
+		"unknown action":                     {verdicts(core.Verdict{Action: core.ReapLeave + 1}), gormstore.ErrBadVerdicts},
+		"verdict too many":                   {verdicts(core.Verdict{}, core.Verdict{}), gormstore.ErrBadVerdicts},
+	} {
+		if n, err := s.Reap(ctx, now, 10, c.judge); !errors.Is(err, c.want) || n != 0 {
+			t.Errorf("Reap with a %s = %d, %v; want 0 and %v", name, n, err, c.want)
+		}
+		if got, found, _ := s.Load(ctx, expired.Key); !found || got.Version != expired.Version {
+			t.Fatalf("Reap with a %s changed the row", name)
+		}
 	}
 }
 
 // TestReapStatementsPerBatch checks that a Reap batch costs the same number
-// of statements whatever its size.
+// of statements whatever its size, up to the chunk size.
 func TestReapStatementsPerBatch(t *testing.T) {
 	eachDatabase(t, func(t *testing.T, db *gorm.DB) {
 		log := &sqlLog{}
@@ -353,7 +306,7 @@ func TestReapStatementsPerBatch(t *testing.T) {
 		now := time.Now()
 		counts := map[int]int{}
 		for _, size := range []int{10, 500} {
-			insertExpired(t, s, size, now)
+			insertExpired(t, s, fmt.Sprint("expired-", size, "-"), size, now)
 			log.reset()
 			n, err := s.Reap(ctx, now, size, func(_ context.Context, b []core.Record) ([]core.Verdict, error) {
 				v := make([]core.Verdict, len(b))
@@ -361,7 +314,7 @@ func TestReapStatementsPerBatch(t *testing.T) {
 					r := b[i]
 					r.Version++
 					r.ExpiresAt = now.Add(time.Hour)
-					v[i] = core.Verdict{Keep: true, Record: r}
+					v[i] = core.Verdict{Action: core.ReapKeep, Record: r}
 				}
 				return v, nil
 			})
@@ -370,12 +323,44 @@ func TestReapStatementsPerBatch(t *testing.T) {
 			}
 			counts[size] = len(log.statements())
 			t.Logf("batch of %d: %d statements besides BEGIN and COMMIT: %q", size, counts[size], firstWords(log.statements()))
-			if err := s.Delete(ctx, keysOf(size)...); err != nil {
-				t.Fatal(err)
-			}
 		}
 		if counts[10] != counts[500] {
 			t.Errorf("statements per batch grow with the batch: %v", counts)
+		}
+	})
+}
+
+// TestWriteStatementsPerBatch checks that a Write batch of inserts and
+// updates costs the same number of statements whatever its size, up to the
+// chunk size, and one more per chunk past it.
+func TestWriteStatementsPerBatch(t *testing.T) {
+	eachDatabase(t, func(t *testing.T, db *gorm.DB) {
+		log := &sqlLog{}
+		s, _ := newStore(t, db.Session(&gorm.Session{Logger: log}))
+		counts := map[int]int{}
+		for _, size := range []int{10, 500, 1200} {
+			insertExpired(t, s, fmt.Sprint("write-", size, "-"), size/2, time.Now())
+			batch := make([]core.Write, size)
+			for i := range batch {
+				r := testRecord(fmt.Sprint("write-", size, "-", i), 1, time.Now().Add(time.Hour))
+				if i < size/2 {
+					r.Version = 2
+				}
+				batch[i] = core.Write{Record: r, Base: r.Version - 1}
+			}
+			log.reset()
+			applied, err := s.Write(t.Context(), batch)
+			if err != nil || !slices.Equal(applied, slices.Repeat([]bool{true}, size)) {
+				t.Fatalf("Write of %d rows = %v, %v", size, applied, err)
+			}
+			counts[size] = len(log.statements())
+			t.Logf("batch of %d: %d statements besides BEGIN and COMMIT: %q", size, counts[size], firstWords(log.statements()))
+		}
+		if counts[10] != counts[500] {
+			t.Errorf("statements per batch grow with the batch: %v", counts)
+		}
+		if counts[1200] > 3*counts[10] {
+			t.Errorf("statements per batch grow faster than one per chunk: %v", counts)
 		}
 	})
 }
@@ -388,23 +373,33 @@ func firstWords(stmts []string) []string {
 	return out
 }
 
-func keysOf(n int) []string {
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = durabletest.Key(fmt.Sprint("expired-", i))
+// insertExpired inserts n expired rows named prefix0 ... prefix(n-1), in
+// one batch.
+func insertExpired(t testing.TB, s *gormstore.Store, prefix string, n int, now time.Time) {
+	t.Helper()
+	recs := make([]core.Record, n)
+	for i := range recs {
+		recs[i] = testRecord(fmt.Sprint(prefix, i), 1, now.Add(-time.Duration(n-i)*time.Millisecond))
 	}
-	return keys
+	mustWrite(t, s, recs...)
 }
 
-// insertExpired saves n expired rows named expired-0 ... expired-(n-1).
-func insertExpired(t testing.TB, s *gormstore.Store, n int, now time.Time) {
+// openShared opens a Store on the SQLite file at path with its own
+// *gorm.DB and pool of three connections, as another process would.
+func openShared(t *testing.T, path string) *gormstore.Store {
 	t.Helper()
-	for i := range n {
-		r := testRecord(fmt.Sprint("expired-", i), 1, now.Add(-time.Duration(n-i)*time.Millisecond))
-		if _, err := s.Save(context.Background(), r); err != nil {
-			t.Fatal(err)
-		}
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { closeDB(t, db) })
+	sqlDB, _ := db.DB()
+	sqlDB.SetMaxOpenConns(3)
+	s, err := gormstore.New(db, gormstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // TestSQLiteReapersAcrossHandles runs reapers on two independent *gorm.DB
@@ -412,24 +407,10 @@ func insertExpired(t testing.TB, s *gormstore.Store, n int, now time.Time) {
 // not anything in this process, must keep them from judging a row twice.
 func TestSQLiteReapersAcrossHandles(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "shared.db")
-	var stores []*gormstore.Store
-	for range 2 {
-		db, err := sqlite.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { closeDB(t, db) })
-		sqlDB, _ := db.DB()
-		sqlDB.SetMaxOpenConns(3)
-		s, err := gormstore.New(db, gormstore.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		stores = append(stores, s)
-	}
+	stores := []*gormstore.Store{openShared(t, path), openShared(t, path)}
 	const rows = 200
 	now := time.Now()
-	insertExpired(t, stores[0], rows, now)
+	insertExpired(t, stores[0], "expired-", rows, now)
 
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -505,8 +486,8 @@ func TestOpenForms(t *testing.T) {
 		t.Cleanup(func() { closeDB(t, db) })
 		s, _ := newStore(t, db)
 		rec := testRecord("open", 1, time.Now().Add(time.Hour))
-		if applied, err := s.Save(t.Context(), rec); err != nil || !applied {
-			t.Errorf("Open(%q): Save = %v, %v", dsn, applied, err)
+		if applied, err := s.Write(t.Context(), []core.Write{{Record: rec}}); err != nil || !applied[0] {
+			t.Errorf("Open(%q): Write = %v, %v", dsn, applied, err)
 		}
 		t.Logf("Open(%q): dialect %s", dsn, db.Dialector.Name())
 	}

@@ -1,8 +1,9 @@
 // Package durabletest is the conformance suite for implementations of
-// core.Durable, the durable (database) tier of hybridsession.
+// core.Durable, the durable (database) tier of hybridsession, and Memory, an
+// in-memory implementation for tests.
 //
-// Every implementation runs it from its own tests, once per database it
-// supports:
+// Every implementation runs the suite from its own tests, once per database
+// it supports:
 //
 //	func TestDurable(t *testing.T) {
 //		durabletest.Run(t, func(t *testing.T) core.Durable {
@@ -11,8 +12,8 @@
 //	}
 //
 // The suite only uses the methods of core.Durable and the standard library.
-// It passes explicit times to Load, List and Reap, so it does not depend on
-// the wall clock of the database server.
+// The only time it passes is Reap's now, so it does not depend on the clock
+// of the database server.
 package durabletest
 
 import (
@@ -22,6 +23,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -37,9 +39,9 @@ import (
 // t.Fatal or t.Skip when it cannot provide a store.
 //
 // The subtests do not call t.Parallel. Several of them start goroutines that
-// use the store concurrently, and the slowest waits about a second in total on
-// purpose; a subtest that hangs for 30 seconds (60 for the parallel reapers)
-// fails with a message naming the call that did not return.
+// use the store concurrently; the two that race a Write with a Reap give it
+// 300 ms each on purpose. A call that hangs for 30 seconds (60 for the tests
+// of parallel reapers) fails the subtest with a message naming the call.
 func Run(t *testing.T, newDurable func(t *testing.T) core.Durable) {
 	t.Helper()
 	tests := []struct {
@@ -47,26 +49,31 @@ func Run(t *testing.T, newDurable func(t *testing.T) core.Durable) {
 		fn   func(t *testing.T, d core.Durable)
 	}{
 		{"Load/Missing", testLoadMissing},
-		{"Load/Expired", testLoadExpired},
 		{"Load/RoundTrip", testLoadRoundTrip},
+		{"Load/EveryState", testLoadEveryState},
 		{"Load/KeysAreCaseSensitive", testKeysCaseSensitive},
-		{"Save/Conditional", testSaveConditional},
-		{"Save/Concurrent", testSaveConcurrent},
-		{"Save/Base", testSaveBase},
-		{"Delete", testDelete},
-		{"DeleteSubject", testDeleteSubject},
-		{"ListSubject", testListSubject},
+		{"Write/InsertIfAbsent", testWriteInsertIfAbsent},
+		{"Write/Conditional", testWriteConditional},
+		{"Write/Batch", testWriteBatch},
+		{"Write/LargeBatch", testWriteLargeBatch},
+		{"Write/ConcurrentSameBase", testWriteConcurrent},
+		{"Write/OverlappingBatches", testWriteOverlapping},
 		{"List/Empty", testListEmpty},
-		{"List/LiveRowsInKeyOrder", testListLive},
+		{"List/All", testListAll},
+		{"List/Subject", testListSubject},
 		{"List/Paging", testListPaging},
+		{"List/InvalidLimit", testListInvalidLimit},
 		{"Reap/NothingExpired", testReapNothingExpired},
 		{"Reap/OldestFirst", testReapOldestFirst},
 		{"Reap/Verdicts", testReapVerdicts},
 		{"Reap/JudgeError", testReapJudgeError},
 		{"Reap/WrongVerdictCount", testReapWrongVerdictCount},
-		{"Reap/ConcurrentSaveBeatsDelete", testReapConcurrentSaveDead},
-		{"Reap/ConcurrentSaveBeatsKeep", testReapConcurrentSaveKeep},
+		{"Reap/BadKeptRecord", testReapBadKept},
+		{"Reap/InvalidLimit", testReapInvalidLimit},
+		{"Reap/RacingWriteAndDelete", testReapRaceDelete},
+		{"Reap/RacingWriteAndKeep", testReapRaceKeep},
 		{"Reap/ParallelReapers", testReapParallel},
+		{"Reap/ParallelWithWriters", testReapWithWriters},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,27 +93,48 @@ func Key(name string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// Bounds of the waits in the concurrency tests.
+// Bounds of the waits in the tests.
 const (
 	callTimeout     = 30 * time.Second       // a call that takes longer is reported as a hang
-	parallelTimeout = 60 * time.Second       // the whole parallel-reapers test
-	raceGrace       = 300 * time.Millisecond // how long a judge lets a racing Save run
+	parallelTimeout = 60 * time.Second       // the whole of a test of parallel reapers
+	raceGrace       = 300 * time.Millisecond // how long a judge lets a racing Write run
 )
 
 // base returns the "now" of a test: the current time to the millisecond, so
 // that the times derived from it survive a round trip exactly.
 func base() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
 
-// record returns a record for key name with a payload naming its version.
+// noJudge is a judge that fails the test when it is called.
+func noJudge(t *testing.T) core.ReapJudge {
+	return func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+		t.Errorf("judge called with %d rows, want no call: %q", len(batch), keysOf(batch))
+		return make([]core.Verdict, len(batch)), nil
+	}
+}
+
+// allDead is a judge that deletes every row (the zero Verdict is
+// ReapDelete).
+func allDead(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+	return make([]core.Verdict, len(batch)), nil
+}
+
+// record returns a record for key name at version, with a binary payload
+// naming both.
 func record(name string, version uint64, expiresAt, deadline time.Time, subject string) core.Record {
 	return core.Record{
 		Key:       Key(name),
-		Payload:   []byte(fmt.Sprintf("payload of %s at version %d\x00\xff", name, version)),
+		Payload:   fmt.Appendf(nil, "payload of %s at version %d\x00\xff", name, version),
 		Version:   version,
 		ExpiresAt: expiresAt,
 		Deadline:  deadline,
 		Subject:   subject,
 	}
+}
+
+// writeOf returns the write of rec built on the version before its own:
+// an insert for version 1.
+func writeOf(rec core.Record) core.Write {
+	return core.Write{Record: rec, Base: rec.Version - 1}
 }
 
 // diff describes how got differs from want, or returns "" when they are equal
@@ -143,69 +171,22 @@ func describe(b []byte) string {
 	return fmt.Sprintf("%d bytes %x...", len(b), b[:show])
 }
 
-func mustSave(t *testing.T, d core.Durable, recs ...core.Record) {
-	t.Helper()
-	for _, rec := range recs {
-		applied, err := d.Save(t.Context(), rec)
-		if err != nil {
-			t.Fatalf("Save(%q, version %d): %v", rec.Key, rec.Version, err)
-		}
-		if !applied {
-			t.Fatalf("Save(%q, version %d) into an empty slot: applied = false, want true", rec.Key, rec.Version)
-		}
+// keysOf returns the keys of recs, in order.
+func keysOf(recs []core.Record) []string {
+	keys := make([]string, len(recs))
+	for i, r := range recs {
+		keys[i] = r.Key
 	}
+	return keys
 }
 
-// wantStored fails unless Load at now finds exactly want.
-func wantStored(t *testing.T, d core.Durable, now time.Time, want core.Record) {
-	t.Helper()
-	got, found, err := d.Load(t.Context(), want.Key, now)
-	if err != nil {
-		t.Fatalf("Load(%q): %v", want.Key, err)
-	}
-	if !found {
-		t.Fatalf("Load(%q): found = false, want the row with version %d", want.Key, want.Version)
-	}
-	if s := diff(got, want); s != "" {
-		t.Fatalf("Load(%q): %s", want.Key, s)
-	}
-}
-
-// wantMissing fails unless Load at now reports no row for key.
-func wantMissing(t *testing.T, d core.Durable, now time.Time, key string) {
-	t.Helper()
-	got, found, err := d.Load(t.Context(), key, now)
-	if err != nil {
-		t.Fatalf("Load(%q): %v", key, err)
-	}
-	if found {
-		t.Fatalf("Load(%q) at %s: found version %d (ExpiresAt %s, Deadline %s), want not found",
-			key, now.Format(time.RFC3339Nano), got.Version,
-			got.ExpiresAt.Format(time.RFC3339Nano), got.Deadline.Format(time.RFC3339Nano))
-	}
-}
-
-// listAll returns every row live at now, by paging through List.
-func listAll(t *testing.T, d core.Durable, now time.Time) []core.Record {
-	t.Helper()
-	var all []core.Record
-	after := ""
-	for range 100000 {
-		page, err := d.List(t.Context(), now, after, 100)
-		if err != nil {
-			t.Fatalf("List(after %q): %v", after, err)
-		}
-		if len(page) == 0 {
-			return all
-		}
-		all = append(all, page...)
-		after = page[len(page)-1].Key
-	}
-	t.Fatal("List never returned an empty page")
-	return nil
+// byKey sorts recs in Key (byte) order.
+func byKey(recs []core.Record) {
+	slices.SortFunc(recs, func(a, b core.Record) int { return strings.Compare(a.Key, b.Key) })
 }
 
 // within runs fn and fails the test if it does not return within limit.
+// fn runs in another goroutine: it must not call t.Fatal.
 func within(t *testing.T, limit time.Duration, what string, fn func()) {
 	t.Helper()
 	done := make(chan struct{})
@@ -220,80 +201,176 @@ func within(t *testing.T, limit time.Duration, what string, fn func()) {
 	}
 }
 
-// keysOf returns the keys of recs, in order.
-func keysOf(recs []core.Record) []string {
-	keys := make([]string, len(recs))
-	for i, r := range recs {
-		keys[i] = r.Key
+// load returns what d.Load finds under key, failing t on an error.
+func load(t *testing.T, d core.Durable, key string) (core.Record, bool) {
+	t.Helper()
+	var (
+		rec   core.Record
+		found bool
+		err   error
+	)
+	within(t, callTimeout, "Load", func() { rec, found, err = d.Load(t.Context(), key) })
+	if err != nil {
+		t.Fatalf("Load(%q): %v", key, err)
 	}
-	return keys
+	return rec, found
 }
 
-// noJudge is a judge that fails the test when it is called.
-func noJudge(t *testing.T) core.ReapJudge {
-	return func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-		t.Errorf("judge called with %d rows, want no call: %q", len(batch), keysOf(batch))
-		return make([]core.Verdict, len(batch)), nil
+// write returns d.Write's applied flags for batch, failing t on an error.
+func write(t *testing.T, d core.Durable, batch ...core.Write) []bool {
+	t.Helper()
+	var (
+		applied []bool
+		err     error
+	)
+	within(t, callTimeout, fmt.Sprintf("Write of %d rows", len(batch)), func() { applied, err = d.Write(t.Context(), batch) })
+	if err != nil {
+		t.Fatalf("Write of %d rows: %v", len(batch), err)
+	}
+	if len(applied) != len(batch) {
+		t.Fatalf("Write of %d rows returned %d applied flags", len(batch), len(applied))
+	}
+	return applied
+}
+
+// list returns d.List's page, failing t on an error.
+func list(t *testing.T, d core.Durable, subject, after string, limit int) []core.Record {
+	t.Helper()
+	var (
+		page []core.Record
+		err  error
+	)
+	within(t, callTimeout, "List", func() { page, err = d.List(t.Context(), subject, after, limit) })
+	if err != nil {
+		t.Fatalf("List(subject %q, after %q, limit %d): %v", subject, after, limit, err)
+	}
+	if len(page) > limit {
+		t.Fatalf("List(subject %q, after %q, limit %d) returned %d rows", subject, after, limit, len(page))
+	}
+	return page
+}
+
+// listAll returns every row of subject ("" for all), by paging through List.
+func listAll(t *testing.T, d core.Durable, subject string) []core.Record {
+	t.Helper()
+	var all []core.Record
+	after := ""
+	for range 100000 {
+		page := list(t, d, subject, after, 100)
+		if len(page) == 0 {
+			return all
+		}
+		all = append(all, page...)
+		after = page[len(page)-1].Key
+	}
+	t.Fatal("List never returned an empty page")
+	return nil
+}
+
+// reap runs d.Reap, failing t if it hangs.
+func reap(t *testing.T, d core.Durable, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+	t.Helper()
+	var (
+		n   int
+		err error
+	)
+	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, limit, judge) })
+	return n, err
+}
+
+// mustReap runs d.Reap and fails t unless it claims want rows without error.
+func mustReap(t *testing.T, d core.Durable, now time.Time, limit int, judge core.ReapJudge, want int) {
+	t.Helper()
+	n, err := reap(t, d, now, limit, judge)
+	if err != nil || n != want {
+		t.Fatalf("Reap(now %s, limit %d) = %d, %v; want %d, nil", now.Format(time.RFC3339Nano), limit, n, err, want)
 	}
 }
 
-// allDead is a judge that declares every row dead.
-func allDead(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-	return make([]core.Verdict, len(batch)), nil
+// mustStore brings each of recs into d at its Version (at least 1): it
+// inserts them, then writes them again, one version at a time, in batches.
+func mustStore(t *testing.T, d core.Durable, recs ...core.Record) {
+	t.Helper()
+	top := uint64(0)
+	for _, r := range recs {
+		if r.Version == 0 {
+			t.Fatalf("durabletest: record %q at version 0", r.Key)
+		}
+		top = max(top, r.Version)
+	}
+	for v := uint64(1); v <= top; v++ {
+		var batch []core.Write
+		for _, r := range recs {
+			if r.Version >= v {
+				r.Version = v
+				batch = append(batch, writeOf(r))
+			}
+		}
+		for i, ok := range write(t, d, batch...) {
+			if !ok {
+				t.Fatalf("Write(%q, version %d, base %d) over the previous step: applied = false, want true",
+					batch[i].Key, batch[i].Version, batch[i].Base)
+			}
+		}
+	}
+}
+
+// wantStored fails unless Load finds exactly want.
+func wantStored(t *testing.T, d core.Durable, want core.Record) {
+	t.Helper()
+	got, found := load(t, d, want.Key)
+	if !found {
+		t.Fatalf("Load(%q): found = false, want the row at version %d", want.Key, want.Version)
+	}
+	if s := diff(got, want); s != "" {
+		t.Fatalf("Load(%q): %s", want.Key, s)
+	}
+}
+
+// wantMissing fails unless Load reports no row for key.
+func wantMissing(t *testing.T, d core.Durable, key string) {
+	t.Helper()
+	if got, found := load(t, d, key); found {
+		t.Fatalf("Load(%q): found version %d, want not found", key, got.Version)
+	}
+}
+
+// wantApplied fails unless applied is want.
+func wantApplied(t *testing.T, batch []core.Write, applied, want []bool) {
+	t.Helper()
+	wrong := 0
+	for i := range want {
+		if applied[i] != want[i] {
+			wrong++
+			t.Errorf("write %d (key %q, version %d, base %d): applied = %v, want %v",
+				i, batch[i].Key, batch[i].Version, batch[i].Base, applied[i], want[i])
+		}
+		if wrong == 10 {
+			break
+		}
+	}
+	if wrong > 0 {
+		t.FailNow()
+	}
 }
 
 func testLoadMissing(t *testing.T, d core.Durable) {
 	now := base()
-	wantMissing(t, d, now, Key("missing"))
-	mustSave(t, d, record("other", 1, now.Add(time.Hour), now.Add(2*time.Hour), ""))
-	wantMissing(t, d, now, Key("missing"))
-	wantMissing(t, d, now, "")
+	wantMissing(t, d, Key("missing"))
+	mustStore(t, d, record("other", 1, now.Add(time.Hour), now.Add(2*time.Hour), ""))
+	wantMissing(t, d, Key("missing"))
+	wantMissing(t, d, "")
 }
 
-func testLoadExpired(t *testing.T, d core.Durable) {
-	now := base()
-	later := now.Add(time.Hour)
-	cases := []struct {
-		name                string
-		expiresAt, deadline time.Time
-		found               bool
-	}{
-		{"expires at now", now, later, false},
-		{"expired 1ms ago", now.Add(-time.Millisecond), later, false},
-		{"expired 1h ago", now.Add(-time.Hour), later, false},
-		{"deadline at now", later, now, false},
-		{"deadline 1ms ago", later, now.Add(-time.Millisecond), false},
-		{"both at now", now, now, false},
-		{"expires in 1ms", now.Add(time.Millisecond), later, true},
-		{"deadline in 1ms", later, now.Add(time.Millisecond), true},
-	}
-	for _, c := range cases {
-		mustSave(t, d, record(c.name, 1, c.expiresAt, c.deadline, ""))
-	}
-	// Before either time passed every row is live: the rows are stored and
-	// filtering uses the now argument, not a clock of its own.
-	earlier := now.Add(-2 * time.Hour)
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			want := record(c.name, 1, c.expiresAt, c.deadline, "")
-			wantStored(t, d, earlier, want)
-			if c.found {
-				wantStored(t, d, now, want)
-			} else {
-				wantMissing(t, d, now, want.Key)
-			}
-		})
-	}
-}
-
-func testLoadRoundTrip(t *testing.T, d core.Durable) {
-	now := base()
-	allBytes := make([]byte, 0, 514)
-	allBytes = append(allBytes, 0)
+// roundTripCases returns records that stress every column: binary and
+// large payloads, empty values, times in another zone and below the
+// millisecond or before 1970, a subject of the maximum length.
+func roundTripCases(now time.Time) (cases, stored []core.Record) {
+	allBytes := []byte{0}
 	for i := range 256 {
 		allBytes = append(allBytes, byte(i), byte(255-i))
 	}
-	allBytes = append(allBytes, 0)
+	allBytes = append(allBytes, 0, 0xff)
 	large := make([]byte, 64<<10)
 	x := uint32(2463534242)
 	for i := range large {
@@ -301,36 +378,76 @@ func testLoadRoundTrip(t *testing.T, d core.Durable) {
 		x ^= x >> 17
 		x ^= x << 5
 		large[i] = byte(x)
-		if i%97 == 0 {
-			large[i] = 0
-		}
 	}
 	zone := time.FixedZone("UTC+05:30", 5*3600+30*60)
-	cases := []core.Record{
-		{Key: Key("binary"), Payload: allBytes, Version: 1, ExpiresAt: now.Add(time.Hour), Deadline: now.Add(24 * time.Hour), Subject: "user-1"},
-		{Key: Key("64KiB"), Payload: large, Version: 2, ExpiresAt: now.Add(time.Hour), Deadline: now.Add(24 * time.Hour), Subject: "user-2"},
-		{Key: Key("empty subject"), Payload: []byte("p"), Version: 3, ExpiresAt: now.Add(time.Hour), Deadline: now.Add(24 * time.Hour), Subject: ""},
-		{Key: Key("empty payload"), Payload: []byte{}, Version: 4, ExpiresAt: now.Add(time.Hour), Deadline: now.Add(24 * time.Hour), Subject: "user-4"},
-		{Key: Key("milliseconds"), Payload: []byte("ms"), Version: 5,
-			ExpiresAt: now.Add(time.Hour + 123*time.Millisecond).In(zone),
-			Deadline:  now.Add(24*time.Hour + 999*time.Millisecond).In(zone), Subject: "user-5"},
-		{Key: Key("version beyond 32 bits"), Payload: []byte("v"), Version: 1<<40 + 7, ExpiresAt: now.Add(time.Hour), Deadline: now.Add(24 * time.Hour), Subject: "user-6"},
-		{Key: Key("long subject"), Payload: []byte("s"), Version: 7, ExpiresAt: now.Add(time.Hour), Deadline: now.Add(24 * time.Hour), Subject: strings.Repeat("0123456789abcdef", 8)},
+	hour, day := now.Add(time.Hour), now.Add(24*time.Hour)
+	cases = []core.Record{
+		{Key: Key("binary"), Payload: allBytes, Version: 1, ExpiresAt: hour, Deadline: day, Subject: "user-1"},
+		{Key: Key("64KiB"), Payload: large, Version: 2, ExpiresAt: hour, Deadline: day, Subject: "user-2"},
+		{Key: Key("empty subject"), Payload: []byte("p"), Version: 1, ExpiresAt: hour, Deadline: day},
+		{Key: Key("empty payload"), Payload: []byte{}, Version: 3, ExpiresAt: hour, Deadline: day, Subject: "user-4"},
+		{Key: Key("another zone"), Payload: []byte("zone"), Version: 1, Subject: "user-5",
+			ExpiresAt: now.Add(time.Hour + 123*time.Millisecond).In(zone), Deadline: now.Add(25*time.Hour + 999*time.Millisecond).In(zone)},
+		{Key: Key("below the millisecond"), Payload: []byte("ns"), Version: 1, Subject: "user-6",
+			ExpiresAt: hour.Add(999*time.Microsecond + 999), Deadline: day.Add(time.Nanosecond)},
+		{Key: Key("before 1970"), Payload: []byte("old"), Version: 1, Subject: "user-7",
+			ExpiresAt: time.Date(1969, 12, 31, 23, 59, 59, 999_900_000, time.UTC), Deadline: time.Date(1960, 1, 1, 0, 0, 0, 1, time.UTC)},
+		{Key: Key("long subject"), Payload: []byte("s"), Version: 1, ExpiresAt: hour, Deadline: day, Subject: strings.Repeat("0123456789abcdef", 16)[:255]},
+		{Key: Key("UTF-8 subject"), Payload: []byte("u"), Version: 1, ExpiresAt: hour, Deadline: day, Subject: "Zoë 東京 ✓"},
 	}
-	for _, rec := range cases {
-		mustSave(t, d, rec)
+	for _, r := range cases {
+		r.ExpiresAt = r.ExpiresAt.Truncate(time.Millisecond)
+		r.Deadline = r.Deadline.Truncate(time.Millisecond)
+		stored = append(stored, r)
 	}
-	for _, want := range cases {
-		got, found, err := d.Load(t.Context(), want.Key, now)
-		if err != nil {
-			t.Fatalf("Load(%q): %v", want.Key, err)
-		}
+	return cases, stored
+}
+
+func testLoadRoundTrip(t *testing.T, d core.Durable) {
+	now := base()
+	cases, want := roundTripCases(now)
+	mustStore(t, d, cases...)
+	for i := range cases {
+		got, found := load(t, d, cases[i].Key)
 		if !found {
-			t.Fatalf("Load(%q): not found", want.Key)
+			t.Fatalf("Load(%q): not found", cases[i].Key)
 		}
-		if s := diff(got, want); s != "" {
-			t.Errorf("round trip of %q: %s", want.Key, s)
+		if s := diff(got, want[i]); s != "" {
+			t.Errorf("round trip of %q: %s", cases[i].Key, s)
 		}
+	}
+	// A write replaces every column: each row takes the next one's values.
+	batch := make([]core.Write, len(cases))
+	for i := range cases {
+		next := cases[(i+1)%len(cases)]
+		next.Key, next.Version = cases[i].Key, cases[i].Version+1
+		batch[i] = writeOf(next)
+	}
+	wantApplied(t, batch, write(t, d, batch...), slices.Repeat([]bool{true}, len(batch)))
+	for i := range cases {
+		next := want[(i+1)%len(want)]
+		next.Key, next.Version = want[i].Key, want[i].Version+1
+		wantStored(t, d, next)
+	}
+}
+
+// testLoadEveryState checks that Load returns rows whatever their times:
+// liveness is the Store's decision, from the payload.
+func testLoadEveryState(t *testing.T, d core.Durable) {
+	now := base()
+	recs := []core.Record{
+		record("live", 1, now.Add(time.Hour), now.Add(2*time.Hour), "user"),
+		record("expires now", 1, now, now.Add(time.Hour), "user"),
+		record("expired", 2, now.Add(-time.Millisecond), now.Add(time.Hour), "user"),
+		record("expired long ago", 1, now.Add(-30*24*time.Hour), now.Add(time.Hour), ""),
+		record("past deadline", 1, now.Add(time.Hour), now.Add(-time.Minute), "user"),
+		record("at the Unix epoch", 1, time.UnixMilli(0).UTC(), time.UnixMilli(0).UTC(), ""),
+		{Key: Key("tombstone"), Payload: []byte("destroyed\x00"), Version: 3,
+			ExpiresAt: now.Add(-time.Hour), Deadline: now.Add(-time.Hour), Subject: "user"},
+	}
+	mustStore(t, d, recs...)
+	for _, r := range recs {
+		wantStored(t, d, r)
 	}
 }
 
@@ -340,18 +457,17 @@ func testKeysCaseSensitive(t *testing.T, d core.Durable) {
 	upper := lower
 	upper.Key = swapCase(lower.Key)
 	upper.Payload = []byte("the other row")
-	upper.Version = 9
 	if upper.Key == lower.Key {
 		t.Fatal("test key has no letters")
 	}
-	mustSave(t, d, lower, upper)
-	wantStored(t, d, now, lower)
-	wantStored(t, d, now, upper)
-	if err := d.Delete(t.Context(), upper.Key); err != nil {
-		t.Fatal(err)
-	}
-	wantMissing(t, d, now, upper.Key)
-	wantStored(t, d, now, lower)
+	mustStore(t, d, lower, upper)
+	wantStored(t, d, lower)
+	wantStored(t, d, upper)
+	next := upper
+	next.Version, next.Payload = 2, []byte("the other row, written again")
+	wantApplied(t, []core.Write{writeOf(next)}, write(t, d, writeOf(next)), []bool{true})
+	wantStored(t, d, next)
+	wantStored(t, d, lower)
 }
 
 func swapCase(s string) string {
@@ -366,434 +482,400 @@ func swapCase(s string) string {
 	}, s)
 }
 
-func testSaveConditional(t *testing.T, d core.Durable) {
+func testWriteInsertIfAbsent(t *testing.T, d core.Durable) {
 	now := base()
-	e := now.Add(time.Hour)
+	first := record("insert", 1, now.Add(time.Hour), now.Add(2*time.Hour), "user-a")
+	wantApplied(t, []core.Write{writeOf(first)}, write(t, d, writeOf(first)), []bool{true})
+	wantStored(t, d, first)
+
+	// Another insert of the key, with other values: refused, alone or in a
+	// batch with an insert that applies.
+	second := record("insert", 1, now.Add(3*time.Hour), now.Add(4*time.Hour), "user-b")
+	second.Payload = []byte("the second insert")
+	wantApplied(t, []core.Write{writeOf(second)}, write(t, d, writeOf(second)), []bool{false})
+	other := record("insert-other", 1, now.Add(time.Hour), now.Add(2*time.Hour), "user-b")
+	batch := []core.Write{writeOf(second), writeOf(other)}
+	wantApplied(t, batch, write(t, d, batch...), []bool{false, true})
+	wantStored(t, d, first)
+	wantStored(t, d, other)
+}
+
+func testWriteConditional(t *testing.T, d core.Durable) {
+	now := base()
 	dl := now.Add(24 * time.Hour)
-	v := func(version uint64, expiresAt time.Time, tag string) core.Record {
-		r := record("conditional", version, expiresAt, dl, "user-"+tag)
+	v := func(name string, version, base uint64, tag string) core.Write {
+		r := record(name, version, now.Add(time.Duration(len(tag))*time.Minute), dl.Add(time.Duration(len(tag))*time.Millisecond), "user-"+tag)
 		r.Payload = append(r.Payload, tag...)
-		r.Deadline = dl.Add(time.Duration(len(tag)) * time.Millisecond)
-		return r
+		return core.Write{Record: r, Base: base}
 	}
 	steps := []struct {
 		name    string
-		rec     core.Record
+		w       core.Write
 		applied bool
 	}{
-		{"insert", v(5, e, "a"), true},
-		{"older version with later ExpiresAt", v(4, e.Add(time.Hour), "b"), false},
-		{"much older version", v(1, e.Add(time.Hour), "c"), false},
-		{"newer version with earlier ExpiresAt", v(6, e.Add(-10*time.Minute), "dd"), true},
-		{"equal version with later ExpiresAt", v(6, e, "eee"), true},
-		{"equal version with equal ExpiresAt", v(6, e, "f"), true},
-		{"equal version with earlier ExpiresAt", v(6, e.Add(-time.Millisecond), "g"), false},
-		{"equal version, idempotent retry", v(6, e, "f"), true},
-		{"next version", v(7, e.Add(time.Millisecond), "h"), true},
-		{"previous version with equal ExpiresAt", v(6, e.Add(time.Millisecond), "i"), false},
-	}
-	var stored core.Record
-	for _, s := range steps {
-		applied, err := d.Save(t.Context(), s.rec)
-		if err != nil {
-			t.Fatalf("%s: Save: %v", s.name, err)
-		}
-		if applied != s.applied {
-			t.Fatalf("%s: Save(version %d, ExpiresAt %s) over version %d, ExpiresAt %s: applied = %v, want %v",
-				s.name, s.rec.Version, s.rec.ExpiresAt.Format(time.RFC3339Nano),
-				stored.Version, stored.ExpiresAt.Format(time.RFC3339Nano), applied, s.applied)
-		}
-		if applied {
-			stored = s.rec
-		}
-		got, found, err := d.Load(t.Context(), stored.Key, now)
-		if err != nil || !found {
-			t.Fatalf("%s: Load: found = %v, err = %v", s.name, found, err)
-		}
-		if d := diff(got, stored); d != "" {
-			t.Fatalf("%s: stored row: %s", s.name, d)
-		}
-	}
-}
-
-// testSaveBase checks core.Record.Base: a save over a row whose version is
-// above Base and outside the record's unsynced range is refused, even when
-// the version rule would take it, and leaves the row as it was; Base 0 turns
-// the check off; an older record is refused whatever Base says; a missing
-// row is inserted whatever Base says; and none of the three fields is
-// stored.
-func testSaveBase(t *testing.T, d core.Durable) {
-	now := base()
-	e := now.Add(time.Hour)
-	dl := now.Add(24 * time.Hour)
-	later := time.Hour // the refused saves carry a later ExpiresAt, so that the version rule alone would take them
-	steps := []struct {
-		name                    string
-		key                     string // "" for the row most steps work on
-		version, base, from, to uint64
-		expires                 time.Duration // after e
-		applied                 bool
-	}{
-		{"missing row, Base below the version", "", 10, 3, 0, 0, 0, true},
-		{"missing row, outside the unsynced range", "other", 7, 1, 2, 3, 0, true},
-		{"stored version equal to Base", "", 20, 10, 0, 0, 0, true},
-		{"stored version below Base", "", 25, 22, 0, 0, 0, true},
-		{"stored version just above Base", "", 40, 24, 0, 0, later, false},
-		{"stored version far above Base", "", 40, 2, 0, 0, later, false},
-		{"UnsyncedTo without UnsyncedFrom is no range", "", 40, 22, 0, 30, later, false},
-		{"stored version just below the unsynced range", "", 40, 22, 26, 30, later, false},
-		{"stored version just above the unsynced range", "", 40, 20, 21, 24, later, false},
-		{"equal version and ExpiresAt, not built on", "", 25, 24, 0, 0, 0, false},
-		{"equal version, later ExpiresAt, not built on", "", 25, 24, 0, 0, later, false},
-		{"stored version at the start of the unsynced range", "", 30, 20, 25, 28, 0, true},
-		{"stored version at the end of the unsynced range", "", 35, 28, 29, 30, 0, true},
-		{"stored version is the one unsynced change", "", 36, 1, 35, 35, 0, true},
-		{"Base 0 turns the check off", "", 50, 0, 0, 0, 0, true},
-		{"Base 0 with a range that excludes the row", "", 55, 0, 1, 2, 0, true},
-		{"older version, Base above the row", "", 45, 60, 0, 0, later, false},
-		{"older version inside the unsynced range", "", 54, 1, 50, 60, later, false},
-		{"equal version, earlier ExpiresAt, built on", "", 55, 60, 0, 0, -time.Millisecond, false},
-		{"equal version, equal ExpiresAt, its own unsynced change", "", 55, 40, 55, 55, 0, true},
+		{"insert", v("cond", 1, 0, "a"), true},
+		{"on the stored version", v("cond", 2, 1, "bb"), true},
+		{"on a stale version", v("cond", 2, 1, "ccc"), false},
+		{"on a version not reached", v("cond", 4, 3, "dddd"), false},
+		{"insert over the row", v("cond", 1, 0, "e"), false},
+		{"on the stored version again", v("cond", 3, 2, "ff"), true},
+		{"retry of the applied write", v("cond", 3, 2, "ff"), false},
+		{"on a missing row", v("cond-missing", 2, 1, "g"), false},
+		{"on a missing row, far ahead", v("cond-missing", 8, 7, "h"), false},
 	}
 	stored := map[string]core.Record{}
-	for i, s := range steps {
-		name := "base"
-		if s.key != "" {
-			name = "base-" + s.key
+	for _, s := range steps {
+		applied := write(t, d, s.w)
+		if applied[0] != s.applied {
+			t.Fatalf("%s: Write(version %d, base %d) over version %d: applied = %v, want %v",
+				s.name, s.w.Version, s.w.Base, stored[s.w.Key].Version, applied[0], s.applied)
 		}
-		tag := string(rune('a' + i))
-		rec := record(name, s.version, e.Add(s.expires), dl.Add(time.Duration(i)*time.Millisecond), "user-"+tag)
-		rec.Payload = append(rec.Payload, tag...)
-		rec.Base, rec.UnsyncedFrom, rec.UnsyncedTo = s.base, s.from, s.to
-		old := stored[rec.Key]
-		applied, err := d.Save(t.Context(), rec)
-		if err != nil {
-			t.Fatalf("%s: Save: %v", s.name, err)
+		if applied[0] {
+			stored[s.w.Key] = s.w.Record
 		}
-		if applied != s.applied {
-			t.Fatalf("%s: Save(version %d, Base %d, unsynced %d..%d) over version %d: applied = %v, want %v",
-				s.name, rec.Version, rec.Base, rec.UnsyncedFrom, rec.UnsyncedTo, old.Version, applied, s.applied)
-		}
-		want := old
-		if applied {
-			want = rec
-			want.Base, want.UnsyncedFrom, want.UnsyncedTo = 0, 0, 0
-			stored[rec.Key] = want
-		}
-		got, found, err := d.Load(t.Context(), rec.Key, now)
-		if err != nil || !found {
-			t.Fatalf("%s: Load: found = %v, err = %v", s.name, found, err)
-		}
-		if d := diff(got, want); d != "" {
-			t.Fatalf("%s: stored row: %s", s.name, d)
-		}
-		if got.Base != 0 || got.UnsyncedFrom != 0 || got.UnsyncedTo != 0 {
-			t.Fatalf("%s: Load returned Base %d, unsynced %d..%d: they are not stored",
-				s.name, got.Base, got.UnsyncedFrom, got.UnsyncedTo)
+		if want, ok := stored[s.w.Key]; ok {
+			wantStored(t, d, want)
+		} else {
+			wantMissing(t, d, s.w.Key)
 		}
 	}
 }
 
-func testSaveConcurrent(t *testing.T, d core.Durable) {
-	const n = 50
+// testWriteBatch checks that each write of a batch applies on its own
+// condition and that the flags come back in the batch's order.
+func testWriteBatch(t *testing.T, d core.Durable) {
 	now := base()
-	recs := make([]core.Record, n+1)
-	for v := 1; v <= n; v++ {
-		recs[v] = record("concurrent", uint64(v), now.Add(time.Hour+time.Duration(v)*time.Millisecond), now.Add(24*time.Hour), "user")
+	rec := func(name string, version uint64) core.Record {
+		return record(name, version, now.Add(time.Hour), now.Add(2*time.Hour), "user-"+name)
 	}
+	refused := func(r core.Record) core.Record {
+		r.Payload = append(r.Payload, " (refused)"...)
+		return r
+	}
+	old := []core.Record{rec("b", 1), rec("c", 1), rec("d", 3), rec("g", 2)}
+	mustStore(t, d, old...)
+	batch := []core.Write{
+		writeOf(rec("g", 3)),          // on the stored version
+		writeOf(rec("a", 1)),          // insert
+		writeOf(refused(rec("b", 1))), // insert over a row
+		writeOf(rec("c", 2)),          // on the stored version
+		writeOf(refused(rec("d", 3))), // on a stale version
+		writeOf(rec("e", 2)),          // on a missing row
+		writeOf(rec("f", 1)),          // insert
+	}
+	want := []bool{true, true, false, true, false, false, true}
+	wantApplied(t, batch, write(t, d, batch...), want)
+	for _, r := range []core.Record{rec("g", 3), rec("a", 1), old[0], rec("c", 2), old[2], rec("f", 1)} {
+		wantStored(t, d, r)
+	}
+	wantMissing(t, d, Key("e"))
+	if got := write(t, d); len(got) != 0 {
+		t.Fatalf("Write of an empty batch = %v, want no flags", got)
+	}
+}
+
+// largeBatch is the length of the batches of testWriteLargeBatch: more
+// rows than one statement of an implementation is likely to carry.
+const largeBatch = 1200
+
+func testWriteLargeBatch(t *testing.T, d core.Durable) {
+	now := base()
+	rec := func(i int, version uint64, tag string) core.Record {
+		r := record(fmt.Sprint("large-", i), version, now.Add(time.Duration(i)*time.Millisecond), now.Add(time.Hour), fmt.Sprint("user-", i%10))
+		r.Payload = append(r.Payload, tag...)
+		return r
+	}
+	want := make(map[string]core.Record, 2*largeBatch)
+	batch := make([]core.Write, largeBatch)
+	for i := range batch {
+		batch[i] = writeOf(rec(i, 1, ""))
+		want[batch[i].Key] = batch[i].Record
+	}
+	wantApplied(t, batch, write(t, d, batch...), slices.Repeat([]bool{true}, largeBatch))
+
+	// Over the same rows, a third of the writes on the stored version, a
+	// third on a stale one and a third inserts; and an insert of a new key
+	// after every sixth.
+	batch, flags := batch[:0], []bool(nil)
+	for i := range largeBatch {
+		var w core.Write
+		switch i % 3 {
+		case 0:
+			w = writeOf(rec(i, 2, " written"))
+			want[w.Key] = w.Record
+		case 1:
+			w = writeOf(rec(i, 3, " on a stale version"))
+		case 2:
+			w = writeOf(rec(i, 1, " inserted again"))
+		}
+		batch, flags = append(batch, w), append(flags, i%3 == 0)
+		if i%6 == 5 {
+			w = writeOf(rec(largeBatch+i, 1, " new"))
+			want[w.Key] = w.Record
+			batch, flags = append(batch, w), append(flags, true)
+		}
+	}
+	wantApplied(t, batch, write(t, d, batch...), flags)
+	all := listAll(t, d, "")
+	if len(all) != len(want) {
+		t.Fatalf("List returned %d rows after the batches, want %d", len(all), len(want))
+	}
+	for _, got := range all {
+		if s := diff(got, want[got.Key]); s != "" {
+			t.Fatalf("row %q after the batches: %s", got.Key, s)
+		}
+	}
+}
+
+// writeAll runs the batches concurrently, one goroutine each, started
+// together, and returns their applied flags.
+func writeAll(t *testing.T, d core.Durable, batches [][]core.Write) [][]bool {
+	t.Helper()
+	applied := make([][]bool, len(batches))
+	errs := make([]error, len(batches))
 	start := make(chan struct{})
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	var appliedLast bool
-	for v := 1; v <= n; v++ {
+	for i, b := range batches {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			applied, err := d.Save(t.Context(), recs[v])
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("Save(version %d): %w", v, err))
-			}
-			if v == n {
-				appliedLast = applied
+			applied[i], errs[i] = d.Write(t.Context(), b)
+			if errs[i] == nil && len(applied[i]) != len(b) {
+				errs[i] = fmt.Errorf("Write of %d rows returned %d applied flags", len(b), len(applied[i]))
 			}
 		}()
 	}
 	close(start)
-	within(t, callTimeout, "concurrent Save", wg.Wait)
+	within(t, callTimeout, fmt.Sprintf("%d concurrent Writes", len(batches)), wg.Wait)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	if !appliedLast {
-		t.Errorf("Save(version %d), the newest: applied = false, want true", n)
-	}
-	wantStored(t, d, now, recs[n])
+	return applied
 }
 
-func testDelete(t *testing.T, d core.Durable) {
+// testWriteConcurrent checks that of several writes of one key on the same
+// base, started together, exactly one applies.
+func testWriteConcurrent(t *testing.T, d core.Durable) {
+	const writers = 8
 	now := base()
-	earlier := now.Add(-2 * time.Hour)
+	for round := range 4 {
+		batches := make([][]core.Write, writers)
+		for w := range batches {
+			r := record("concurrent", uint64(round+1), now.Add(time.Duration(w)*time.Minute), now.Add(time.Hour), fmt.Sprint("writer-", w))
+			r.Payload = fmt.Appendf(nil, "writer %d, round %d", w, round)
+			batches[w] = []core.Write{writeOf(r)}
+		}
+		var winners []int
+		for w, applied := range writeAll(t, d, batches) {
+			if applied[0] {
+				winners = append(winners, w)
+			}
+		}
+		if len(winners) != 1 {
+			t.Fatalf("%d concurrent writes on base %d: writers %v applied, want exactly one", writers, round, winners)
+		}
+		wantStored(t, d, batches[winners[0]][0].Record)
+	}
+}
+
+// testWriteOverlapping checks that concurrent batches over the same
+// rows, in different orders, each write atomic on its own, neither deadlock
+// nor apply two writes on one base.
+func testWriteOverlapping(t *testing.T, d core.Durable) {
+	const writers, rows = 4, 40
+	now := base()
+	var old []core.Record
+	for i := range rows {
+		old = append(old, record(fmt.Sprint("overlap-", i), 1, now.Add(time.Hour), now.Add(2*time.Hour), "user"))
+	}
+	mustStore(t, d, old...)
+	batches := make([][]core.Write, writers)
+	for w := range batches {
+		for _, i := range rand.New(rand.NewPCG(uint64(w), 0)).Perm(rows) { // a different order per writer
+			r := old[i]
+			r.Version, r.Subject = 2, fmt.Sprint("writer-", w)
+			r.Payload = fmt.Appendf(nil, "writer %d", w)
+			batches[w] = append(batches[w], writeOf(r))
+		}
+	}
+	winner := map[string]core.Record{}
+	for w, applied := range writeAll(t, d, batches) {
+		for j, ok := range applied {
+			key := batches[w][j].Key
+			if _, dup := winner[key]; ok && dup {
+				t.Fatalf("row %q: two writes on base 1 applied", key)
+			}
+			if ok {
+				winner[key] = batches[w][j].Record
+			}
+		}
+	}
+	for _, r := range old {
+		want, ok := winner[r.Key]
+		if !ok {
+			t.Fatalf("row %q: no write on base 1 applied, want one", r.Key)
+		}
+		wantStored(t, d, want)
+	}
+}
+
+// listSubjects are the subjects of listFixture's rows: exact matching
+// tells them all apart.
+var listSubjects = []string{"alice", "bob", "", "Alice", "alice "}
+
+// listFixture stores 30 rows of every state — live, expired, past their
+// deadline, tombstones — under the subjects of listSubjects, and returns
+// them in Key order.
+func listFixture(t *testing.T, d core.Durable, now time.Time) []core.Record {
+	t.Helper()
+	states := []struct{ expires, deadline time.Duration }{
+		{time.Hour, 2 * time.Hour},    // live
+		{-time.Minute, time.Hour},     // expired
+		{time.Hour, -time.Minute},     // past its deadline
+		{-time.Hour, -time.Hour},      // a tombstone at the end of its life
+		{0, 24 * time.Hour},           // expiring now
+		{time.Millisecond, time.Hour}, // about to expire
+	}
 	var recs []core.Record
-	for i := range 5 {
-		recs = append(recs, record(fmt.Sprint("delete-", i), uint64(i+1), now.Add(time.Hour), now.Add(2*time.Hour), "user"))
+	for i := range 30 {
+		s := states[i%len(states)]
+		r := record(fmt.Sprint("list-", i), uint64(1+i%2), now.Add(s.expires), now.Add(s.deadline), listSubjects[i%len(listSubjects)])
+		recs = append(recs, r)
 	}
-	recs[4].ExpiresAt = now.Add(-time.Hour) // expired, not yet reaped
-	mustSave(t, d, recs...)
-
-	if err := d.Delete(t.Context()); err != nil {
-		t.Fatalf("Delete() with no keys: %v", err)
-	}
-	if err := d.Delete(t.Context(), Key("missing-1"), Key("missing-2")); err != nil {
-		t.Fatalf("Delete of missing keys: %v", err)
-	}
-	for _, r := range recs {
-		wantStored(t, d, earlier, r)
-	}
-	if err := d.Delete(t.Context(), recs[0].Key, Key("missing-1"), recs[1].Key, recs[4].Key, recs[1].Key); err != nil {
-		t.Fatalf("Delete: %v", err)
-	}
-	for _, r := range []core.Record{recs[0], recs[1], recs[4]} {
-		wantMissing(t, d, earlier, r.Key)
-	}
-	for _, r := range recs[2:4] {
-		wantStored(t, d, earlier, r)
-	}
-	if err := d.Delete(t.Context(), recs[0].Key); err != nil {
-		t.Fatalf("Delete of a deleted key: %v", err)
-	}
-	// A deleted row leaves nothing behind: any version may be saved again.
-	again := record("delete-0", 1, now.Add(time.Hour), now.Add(2*time.Hour), "")
-	mustSave(t, d, again)
-	wantStored(t, d, now, again)
+	mustStore(t, d, recs...)
+	byKey(recs)
+	return recs
 }
 
-func testDeleteSubject(t *testing.T, d core.Durable) {
-	now := base()
-	earlier := now.Add(-2 * time.Hour)
-	live := func(name, subject string) core.Record {
-		return record(name, 1, now.Add(time.Hour), now.Add(2*time.Hour), subject)
+// wantRows fails unless got is want, row for row.
+func wantRows(t *testing.T, what string, got, want []core.Record) {
+	t.Helper()
+	if !slices.Equal(keysOf(got), keysOf(want)) {
+		t.Fatalf("%s: keys =\n%q\nwant, in Key (byte) order,\n%q", what, keysOf(got), keysOf(want))
 	}
-	alice := []core.Record{
-		live("alice-1", "alice"),
-		live("alice-2", "alice"),
-		record("alice-expired", 1, now.Add(-time.Hour), now.Add(2*time.Hour), "alice"),
-		record("alice-past-deadline", 1, now.Add(time.Hour), now.Add(-time.Hour), "alice"),
-	}
-	others := []core.Record{
-		live("Alice", "Alice"),
-		live("alice2", "alice2"),
-		live("alice-space", "alice "),
-		live("lice", "lice"),
-		live("bob", "bob"),
-		live("anonymous-1", ""),
-		live("anonymous-2", ""),
-	}
-	mustSave(t, d, alice...)
-	mustSave(t, d, others...)
-
-	keys, err := d.DeleteSubject(t.Context(), "alice")
-	if err != nil {
-		t.Fatalf("DeleteSubject(alice): %v", err)
-	}
-	got := slices.Sorted(slices.Values(keys))
-	want := slices.Sorted(slices.Values(keysOf(alice)))
-	if !slices.Equal(got, want) {
-		t.Fatalf("DeleteSubject(alice) = %q, want %q", got, want)
-	}
-	for _, r := range alice {
-		wantMissing(t, d, earlier, r.Key)
-	}
-	for _, r := range others {
-		wantStored(t, d, earlier, r)
-	}
-
-	for _, subject := range []string{"alice", "", "nobody"} {
-		keys, err := d.DeleteSubject(t.Context(), subject)
-		if err != nil {
-			t.Fatalf("DeleteSubject(%q): %v", subject, err)
+	for i := range got {
+		if s := diff(got[i], want[i]); s != "" {
+			t.Fatalf("%s: row %d: %s", what, i, s)
 		}
-		if len(keys) != 0 {
-			t.Fatalf("DeleteSubject(%q) = %q, want no keys", subject, keys)
-		}
-	}
-	for _, r := range others {
-		wantStored(t, d, earlier, r)
-	}
-
-	keys, err = d.DeleteSubject(t.Context(), "bob")
-	if err != nil {
-		t.Fatalf("DeleteSubject(bob): %v", err)
-	}
-	if !slices.Equal(keys, []string{Key("bob")}) {
-		t.Fatalf("DeleteSubject(bob) = %q, want %q", keys, []string{Key("bob")})
-	}
-}
-
-func testListSubject(t *testing.T, d core.Durable) {
-	now := base()
-	live := func(name, subject string) core.Record {
-		return record(name, 1, now.Add(time.Hour), now.Add(2*time.Hour), subject)
-	}
-	alice := []core.Record{live("alice-1", "alice"), live("alice-2", "alice"), live("alice-3", "alice")}
-	others := []core.Record{
-		record("alice-expired", 1, now.Add(-time.Hour), now.Add(2*time.Hour), "alice"),
-		record("alice-past-deadline", 1, now.Add(time.Hour), now.Add(-time.Hour), "alice"),
-		live("Alice", "Alice"),
-		live("alice-space", "alice "),
-		live("bob", "bob"),
-		live("anonymous", ""),
-	}
-	mustSave(t, d, alice...)
-	mustSave(t, d, others...)
-
-	got, err := d.ListSubject(t.Context(), "alice", now, 10)
-	if err != nil {
-		t.Fatalf("ListSubject(alice): %v", err)
-	}
-	want := slices.Sorted(slices.Values(keysOf(alice)))
-	if !slices.Equal(keysOf(got), want) {
-		t.Fatalf("ListSubject(alice) = %q, want %q in key order", keysOf(got), want)
-	}
-	for _, r := range got {
-		i := slices.IndexFunc(alice, func(a core.Record) bool { return a.Key == r.Key })
-		if d := diff(r, alice[i]); d != "" {
-			t.Fatalf("ListSubject(alice) row %s: %s", r.Key, d)
-		}
-	}
-	if got, err := d.ListSubject(t.Context(), "alice", now, 2); err != nil || !slices.Equal(keysOf(got), want[:2]) {
-		t.Fatalf("ListSubject(alice, limit 2) = %q, %v; want %q", keysOf(got), err, want[:2])
-	}
-	for _, subject := range []string{"", "nobody"} {
-		if got, err := d.ListSubject(t.Context(), subject, now, 10); err != nil || len(got) != 0 {
-			t.Fatalf("ListSubject(%q) = %q, %v; want nothing", subject, keysOf(got), err)
-		}
-	}
-	if _, err := d.ListSubject(t.Context(), "alice", now, 0); err == nil {
-		t.Fatal("ListSubject with limit 0: no error")
 	}
 }
 
 func testListEmpty(t *testing.T, d core.Durable) {
-	page, err := d.List(t.Context(), base(), "", 10)
-	if err != nil {
-		t.Fatalf("List on an empty store: %v", err)
-	}
-	if len(page) != 0 {
-		t.Fatalf("List on an empty store = %q, want nothing", keysOf(page))
-	}
-}
-
-// listFixture stores 23 live rows and 6 dead ones and returns the live rows
-// in Key order.
-func listFixture(t *testing.T, d core.Durable, now time.Time) []core.Record {
-	t.Helper()
-	var live []core.Record
-	for i := range 23 {
-		r := record(fmt.Sprint("list-", i), uint64(i+1), now.Add(time.Duration(i+1)*time.Minute), now.Add(24*time.Hour), fmt.Sprint("user-", i%4))
-		live = append(live, r)
-	}
-	dead := []core.Record{
-		record("list-expires-now", 1, now, now.Add(time.Hour), ""),
-		record("list-expired", 1, now.Add(-time.Minute), now.Add(time.Hour), ""),
-		record("list-expired-long-ago", 1, now.Add(-time.Hour), now.Add(time.Hour), ""),
-		record("list-deadline-now", 1, now.Add(time.Hour), now, ""),
-		record("list-past-deadline", 1, now.Add(time.Hour), now.Add(-time.Minute), ""),
-	}
-	mustSave(t, d, dead...)
-	mustSave(t, d, live...)
-	slices.SortFunc(live, func(a, b core.Record) int { return strings.Compare(a.Key, b.Key) })
-	return live
-}
-
-func testListLive(t *testing.T, d core.Durable) {
 	now := base()
-	live := listFixture(t, d, now)
-	page, err := d.List(t.Context(), now, "", 1000)
-	if err != nil {
-		t.Fatalf("List: %v", err)
-	}
-	if !slices.Equal(keysOf(page), keysOf(live)) {
-		t.Fatalf("List(after \"\", limit 1000) keys =\n%q\nwant the live rows in Key (byte) order =\n%q", keysOf(page), keysOf(live))
-	}
-	for i := range page {
-		if s := diff(page[i], live[i]); s != "" {
-			t.Errorf("List row %d: %s", i, s)
+	for _, subject := range []string{"", "alice"} {
+		if page := list(t, d, subject, "", 10); len(page) != 0 {
+			t.Fatalf("List(subject %q) on an empty store returned %q", subject, keysOf(page))
 		}
 	}
-	// Rows after a key that is not stored.
-	mid := live[10].Key + "~"
-	page, err = d.List(t.Context(), now, mid, 1000)
-	if err != nil {
-		t.Fatalf("List(after %q): %v", mid, err)
+	r := record("only", 1, now.Add(time.Hour), now.Add(2*time.Hour), "bob")
+	mustStore(t, d, r)
+	for _, c := range []struct{ subject, after string }{{"alice", ""}, {"", r.Key}, {"bob", r.Key}, {"", r.Key + "~"}} {
+		if page := list(t, d, c.subject, c.after, 10); len(page) != 0 {
+			t.Fatalf("List(subject %q, after %q) returned %q, want nothing", c.subject, c.after, keysOf(page))
+		}
 	}
-	if !slices.Equal(keysOf(page), keysOf(live[11:])) {
-		t.Fatalf("List(after %q) = %q, want %q", mid, keysOf(page), keysOf(live[11:]))
+}
+
+func testListAll(t *testing.T, d core.Durable) {
+	now := base()
+	all := listFixture(t, d, now)
+	wantRows(t, "List(\"\", \"\", 1000)", list(t, d, "", "", 1000), all)
+	// Rows after a key that is not stored, and after a stored one.
+	wantRows(t, "List after a key not stored", list(t, d, "", all[10].Key+"~", 1000), all[11:])
+	wantRows(t, "List after a stored key", list(t, d, "", all[10].Key, 1000), all[11:])
+	wantRows(t, "List with a limit", list(t, d, "", all[3].Key, 4), all[4:8])
+}
+
+func testListSubject(t *testing.T, d core.Durable) {
+	now := base()
+	all := listFixture(t, d, now)
+	for _, subject := range listSubjects {
+		if subject == "" {
+			continue // "" lists every row
+		}
+		var want []core.Record
+		for _, r := range all {
+			if r.Subject == subject {
+				want = append(want, r)
+			}
+		}
+		wantRows(t, fmt.Sprintf("List(subject %q)", subject), list(t, d, subject, "", 1000), want)
+		wantRows(t, fmt.Sprintf("List(subject %q, after its first row)", subject), list(t, d, subject, want[0].Key, 1000), want[1:])
+	}
+	for _, subject := range []string{"nobody", "alic", "ALICE", "alice  "} {
+		if page := list(t, d, subject, "", 1000); len(page) != 0 {
+			t.Fatalf("List(subject %q) returned %q, want nothing", subject, keysOf(page))
+		}
 	}
 }
 
 func testListPaging(t *testing.T, d core.Durable) {
 	now := base()
-	live := listFixture(t, d, now)
-	for _, limit := range []int{1, 5, 23, 24} {
-		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
+	all := listFixture(t, d, now)
+	for _, subject := range []string{"", "alice"} {
+		var want []string
+		for _, r := range all {
+			if subject == "" || r.Subject == subject {
+				want = append(want, r.Key)
+			}
+		}
+		for _, limit := range []int{1, 5, len(want) - 1, len(want), len(want) + 1} {
 			var got []string
 			after := ""
 			for pages := 0; ; pages++ {
-				if pages > len(live)+1 {
-					t.Fatalf("List still returning rows after %d pages", pages)
+				if pages > len(want)+1 {
+					t.Fatalf("List(subject %q, limit %d) still returning rows after %d pages", subject, limit, pages)
 				}
-				page, err := d.List(t.Context(), now, after, limit)
-				if err != nil {
-					t.Fatalf("List(after %q, limit %d): %v", after, limit, err)
-				}
-				if len(page) > limit {
-					t.Fatalf("List(limit %d) returned %d rows", limit, len(page))
-				}
+				page := list(t, d, subject, after, limit)
 				if len(page) == 0 {
 					break
 				}
-				if len(page) < limit && len(got)+len(page) < len(live) {
-					t.Fatalf("List(after %q, limit %d) returned %d rows before the end", after, limit, len(page))
+				if len(page) < limit && len(got)+len(page) < len(want) {
+					t.Fatalf("List(subject %q, after %q, limit %d) returned %d rows before the end", subject, after, limit, len(page))
 				}
 				for _, r := range page {
 					if r.Key <= after {
-						t.Fatalf("List(after %q) returned key %q, not after it", after, r.Key)
+						t.Fatalf("List(subject %q, after %q) returned key %q, not after it", subject, after, r.Key)
 					}
 					after = r.Key
 					got = append(got, r.Key)
 				}
 			}
-			if !slices.Equal(got, keysOf(live)) {
-				t.Fatalf("paging with limit %d returned\n%q\nwant every live row once, in Key order\n%q", limit, got, keysOf(live))
+			if !slices.Equal(got, want) {
+				t.Fatalf("paging with subject %q, limit %d returned\n%q\nwant every row once, in Key order\n%q", subject, limit, got, want)
 			}
-		})
+		}
+	}
+}
+
+func testListInvalidLimit(t *testing.T, d core.Durable) {
+	now := base()
+	mustStore(t, d, record("limit", 1, now.Add(time.Hour), now.Add(2*time.Hour), "alice"))
+	for _, subject := range []string{"", "alice"} {
+		for _, limit := range []int{0, -1} {
+			var err error
+			within(t, callTimeout, "List", func() { _, err = d.List(t.Context(), subject, "", limit) })
+			if err == nil {
+				t.Errorf("List(subject %q, limit %d): err = nil, want an error", subject, limit)
+			}
+		}
 	}
 }
 
 func testReapNothingExpired(t *testing.T, d core.Durable) {
 	now := base()
-	var n int
-	var err error
-	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, 10, noJudge(t)) })
-	if err != nil || n != 0 {
-		t.Fatalf("Reap on an empty store = %d, %v; want 0, nil", n, err)
-	}
+	mustReap(t, d, now, 10, noJudge(t), 0)
 	recs := []core.Record{
 		record("reap-live-1", 1, now.Add(time.Millisecond), now.Add(time.Hour), ""),
 		record("reap-live-2", 2, now.Add(time.Hour), now.Add(2*time.Hour), "user"),
 		// Reap looks at ExpiresAt only: a passed Deadline alone is no claim.
 		record("reap-past-deadline", 3, now.Add(time.Hour), now.Add(-time.Hour), ""),
 	}
-	mustSave(t, d, recs...)
-	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, 10, noJudge(t)) })
-	if err != nil || n != 0 {
-		t.Fatalf("Reap with no expired row = %d, %v; want 0, nil", n, err)
-	}
+	mustStore(t, d, recs...)
+	mustReap(t, d, now, 10, noJudge(t), 0)
 	for _, r := range recs {
-		wantStored(t, d, now.Add(-2*time.Hour), r)
+		wantStored(t, d, r)
 	}
 }
 
@@ -801,15 +883,15 @@ func testReapOldestFirst(t *testing.T, d core.Durable) {
 	now := base()
 	var expired []core.Record
 	for _, i := range []int{7, 2, 9, 0, 5, 3, 8, 1, 6, 4} { // stored out of order
-		expired = append(expired, record(fmt.Sprint("reap-", i), uint64(i+1), now.Add(-time.Duration(10-i)*time.Minute), now.Add(time.Hour), fmt.Sprint("user-", i)))
+		expired = append(expired, record(fmt.Sprint("reap-", i), uint64(1+i%3), now.Add(-time.Duration(10-i)*time.Minute), now.Add(time.Hour), fmt.Sprint("user-", i)))
 	}
 	expired = append(expired, record("reap-expires-now", 1, now, now.Add(time.Hour), ""))
 	live := []core.Record{
 		record("reap-live-1", 1, now.Add(time.Millisecond), now.Add(time.Hour), ""),
 		record("reap-live-2", 1, now.Add(time.Hour), now.Add(2*time.Hour), ""),
 	}
-	mustSave(t, d, expired...)
-	mustSave(t, d, live...)
+	mustStore(t, d, expired...)
+	mustStore(t, d, live...)
 	want := slices.Clone(expired)
 	slices.SortStableFunc(want, func(a, b core.Record) int { return a.ExpiresAt.Compare(b.ExpiresAt) })
 
@@ -821,113 +903,113 @@ func testReapOldestFirst(t *testing.T, d core.Durable) {
 		judged = append(judged, slices.Clone(batch)...)
 		return make([]core.Verdict, len(batch)), nil
 	}
-	var n int
-	var err error
-	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, 4, judge) })
-	if err != nil || n != 4 {
-		t.Fatalf("first Reap(limit 4) = %d, %v; want 4, nil", n, err)
-	}
-	if !slices.Equal(keysOf(judged), keysOf(want[:4])) {
-		t.Fatalf("first batch = %q, want the 4 oldest rows, oldest first: %q", keysOf(judged), keysOf(want[:4]))
-	}
-	for i, r := range judged {
-		if s := diff(r, want[i]); s != "" {
-			t.Fatalf("batch row %d as handed to the judge: %s", i, s)
-		}
-	}
+	mustReap(t, d, now, 4, judge, 4)
+	wantRows(t, "the first batch, oldest first", judged, want[:4])
 	for _, r := range want[:4] {
-		wantMissing(t, d, now.Add(-time.Hour), r.Key)
+		wantMissing(t, d, r.Key)
 	}
 	for _, r := range want[4:] {
-		wantStored(t, d, now.Add(-time.Hour), r)
+		wantStored(t, d, r)
 	}
-
-	total := n
-	for range 10 {
-		within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, 4, judge) })
-		if err != nil {
-			t.Fatalf("Reap: %v", err)
-		}
-		if n == 0 {
-			break
-		}
-		total += n
-	}
-	if n != 0 {
-		t.Fatal("Reap never returned 0")
-	}
-	if total != len(expired) {
-		t.Errorf("Reap examined %d rows in all, want %d", total, len(expired))
-	}
-	if !slices.Equal(keysOf(judged), keysOf(want)) {
-		t.Errorf("rows judged =\n%q\nwant every expired row once, oldest first =\n%q", keysOf(judged), keysOf(want))
-	}
+	mustReap(t, d, now, 4, judge, 4)
+	mustReap(t, d, now, 4, judge, 3)
+	mustReap(t, d, now, 4, noJudge(t), 0)
+	wantRows(t, "the rows judged, oldest first", judged, want)
 	for _, r := range live {
-		wantStored(t, d, now, r)
+		wantStored(t, d, r)
 	}
+}
+
+// keepVerdict returns a ReapKeep verdict for r: r at the next version with
+// a new payload, times and subject.
+func keepVerdict(r core.Record, expiresAt time.Time) core.Verdict {
+	kept := r
+	kept.Payload = append([]byte{0, 0xff, 0x80}, r.Payload...)
+	kept.Payload = append(kept.Payload, 0, 0xfe)
+	kept.Version = r.Version + 1
+	kept.ExpiresAt = expiresAt
+	kept.Deadline = r.Deadline.Add(time.Millisecond)
+	kept.Subject = "kept"
+	return core.Verdict{Action: core.ReapKeep, Record: kept}
 }
 
 func testReapVerdicts(t *testing.T, d core.Durable) {
 	now := base()
-	earlier := now.Add(-2 * time.Hour)
 	var recs []core.Record
-	for i := range 6 {
-		recs = append(recs, record(fmt.Sprint("verdict-", i), uint64(10+i), now.Add(-time.Duration(6-i)*time.Minute), now.Add(time.Hour), "user"))
+	for i := range 9 {
+		recs = append(recs, record(fmt.Sprint("verdict-", i), uint64(1+i%2), now.Add(-time.Duration(9-i)*time.Minute), now.Add(time.Hour), "user"))
 	}
-	mustSave(t, d, recs...)
-	kept := map[string]core.Record{}
+	mustStore(t, d, recs...)
+	verdicts := map[string]core.Verdict{}
 	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-		verdicts := make([]core.Verdict, len(batch))
+		out := make([]core.Verdict, len(batch))
 		for i, r := range batch {
-			if i%2 == 1 {
-				continue
+			switch i % 3 {
+			case 1:
+				out[i] = keepVerdict(r, now.Add(30*time.Minute+7*time.Millisecond))
+			case 2:
+				out[i] = core.Verdict{Action: core.ReapLeave, Record: r} // Record is ignored
+				out[i].Record.Payload = []byte("not written")
 			}
-			nr := r
-			nr.Payload = append([]byte{0, 0xff, 0x80}, r.Payload...)
-			nr.Payload = append(nr.Payload, 0, 0xfe)
-			nr.Version = r.Version + 1
-			nr.ExpiresAt = now.Add(30*time.Minute + 7*time.Millisecond)
-			nr.Deadline = r.Deadline.Add(time.Millisecond)
-			nr.Subject = "kept"
-			kept[r.Key] = nr
-			verdicts[i] = core.Verdict{Keep: true, Record: nr}
+			verdicts[r.Key] = out[i]
 		}
-		return verdicts, nil
+		return out, nil
 	}
-	var n int
-	var err error
-	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, 10, judge) })
-	if err != nil || n != len(recs) {
-		t.Fatalf("Reap = %d, %v; want %d, nil", n, err, len(recs))
-	}
-	if len(kept) != 3 {
-		t.Fatalf("judge kept %d rows, want 3", len(kept))
-	}
+	mustReap(t, d, now, 10, judge, len(recs))
+	var left []core.Record
 	for _, r := range recs {
-		if k, ok := kept[r.Key]; ok {
-			wantStored(t, d, now, k)
-		} else {
-			wantMissing(t, d, earlier, r.Key)
+		switch v := verdicts[r.Key]; v.Action {
+		case core.ReapDelete:
+			wantMissing(t, d, r.Key)
+		case core.ReapKeep:
+			wantStored(t, d, v.Record)
+		case core.ReapLeave:
+			wantStored(t, d, r)
+			left = append(left, r)
 		}
 	}
-	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, 10, noJudge(t)) })
-	if err != nil || n != 0 {
-		t.Fatalf("Reap after the kept rows were extended = %d, %v; want 0, nil", n, err)
+	// The rows left are handed out again; the kept ones only once they
+	// expire again; and a kept row is an ordinary row to Write.
+	var judged []core.Record
+	mustReap(t, d, now, 10, func(ctx context.Context, batch []core.Record) ([]core.Verdict, error) {
+		judged = append(judged, batch...)
+		return allDead(ctx, batch)
+	}, len(left))
+	wantRows(t, "the batch after ReapLeave", judged, left)
+	kept := verdicts[recs[1].Key].Record
+	next := kept
+	next.Version++
+	next.Payload = []byte("written after the reaper kept it")
+	wantApplied(t, []core.Write{writeOf(next)}, write(t, d, writeOf(next)), []bool{true})
+	wantStored(t, d, next)
+	mustReap(t, d, now.Add(time.Hour), 10, allDead, 3)
+}
+
+// expiredRows stores n rows named prefix-0 ... that expired before now,
+// at version 2, and returns them.
+func expiredRows(t *testing.T, d core.Durable, now time.Time, prefix string, n int) []core.Record {
+	t.Helper()
+	var recs []core.Record
+	for i := range n {
+		recs = append(recs, record(fmt.Sprint(prefix, "-", i), 2, now.Add(-time.Duration(n-i)*time.Minute), now.Add(time.Hour), ""))
 	}
-	// The kept rows expire again later and are reaped then.
-	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now.Add(time.Hour), 10, allDead) })
-	if err != nil || n != 3 {
-		t.Fatalf("Reap an hour later = %d, %v; want 3, nil", n, err)
+	mustStore(t, d, recs...)
+	return recs
+}
+
+// wantUnchanged fails unless every row of recs is stored as it is, and
+// Reap hands them all out again (no claim outlived a failed Reap).
+func wantUnchanged(t *testing.T, d core.Durable, now time.Time, recs []core.Record) {
+	t.Helper()
+	for _, r := range recs {
+		wantStored(t, d, r)
 	}
+	mustReap(t, d, now, 100, allDead, len(recs))
 }
 
 func testReapJudgeError(t *testing.T, d core.Durable) {
 	now := base()
-	var recs []core.Record
-	for i := range 5 {
-		recs = append(recs, record(fmt.Sprint("judge-error-", i), 1, now.Add(-time.Duration(i+1)*time.Minute), now.Add(time.Hour), ""))
-	}
-	mustSave(t, d, recs...)
+	recs := expiredRows(t, d, now, "judge-error", 5)
 	boom := errors.New("durabletest: judge failed")
 	calls := 0
 	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
@@ -936,65 +1018,89 @@ func testReapJudgeError(t *testing.T, d core.Durable) {
 		v := make([]core.Verdict, len(batch))
 		for i, r := range batch {
 			if i%2 == 0 {
-				r.Version++
-				r.ExpiresAt = now.Add(time.Hour)
-				v[i] = core.Verdict{Keep: true, Record: r}
+				v[i] = keepVerdict(r, now.Add(time.Hour))
 			}
 		}
 		return v, boom
 	}
-	var err error
-	within(t, callTimeout, "Reap", func() { _, err = d.Reap(t.Context(), now, 10, judge) })
+	_, err := reap(t, d, now, 10, judge)
 	if !errors.Is(err, boom) {
 		t.Fatalf("Reap with a failing judge: err = %v, want it to wrap the judge's error", err)
 	}
 	if calls != 1 {
 		t.Fatalf("judge called %d times, want 1", calls)
 	}
-	for _, r := range recs {
-		wantStored(t, d, now.Add(-time.Hour), r)
-	}
-	// Nothing stays claimed: the rows are handed out again.
-	var n int
-	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, 10, allDead) })
-	if err != nil || n != len(recs) {
-		t.Fatalf("Reap after the failed batch = %d, %v; want %d, nil", n, err, len(recs))
-	}
+	wantUnchanged(t, d, now, recs)
 }
 
 func testReapWrongVerdictCount(t *testing.T, d core.Durable) {
 	now := base()
-	var recs []core.Record
-	for i := range 3 {
-		recs = append(recs, record(fmt.Sprint("wrong-count-", i), 1, now.Add(-time.Duration(i+1)*time.Minute), now.Add(time.Hour), ""))
-	}
-	mustSave(t, d, recs...)
-	for _, extra := range []int{-1, 1} {
-		judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+	recs := expiredRows(t, d, now, "wrong-count", 3)
+	for _, extra := range []int{-1, 1, -3} {
+		_, err := reap(t, d, now, 10, func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
 			return make([]core.Verdict, len(batch)+extra), nil
-		}
-		var err error
-		within(t, callTimeout, "Reap", func() { _, err = d.Reap(t.Context(), now, 10, judge) })
+		})
 		if err == nil {
 			t.Fatalf("Reap with a judge returning %+d verdicts: err = nil, want an error", extra)
 		}
-		for _, r := range recs {
-			wantStored(t, d, now.Add(-time.Hour), r)
-		}
 	}
+	wantUnchanged(t, d, now, recs)
 }
 
-// raceSave starts Save(rec) in a goroutine while a judge runs, gives it a
-// short bounded time to finish (it may block on a row lock held by the
-// reaper, which is fine) and returns a function that waits for its result.
-func raceSave(t *testing.T, d core.Durable, rec core.Record) (wait func() bool) {
+// testReapBadKept checks that a kept Record under another key, or at a
+// version other than the claimed one's plus one, aborts the batch.
+func testReapBadKept(t *testing.T, d core.Durable) {
+	now := base()
+	recs := expiredRows(t, d, now, "bad-kept", 3)
+	bad := map[string]func(r core.Record) core.Record{
+		"another row's key":   func(r core.Record) core.Record { r.Key = recs[2].Key; return r },
+		"a key not stored":    func(r core.Record) core.Record { r.Key = Key("not stored"); return r },
+		"the claimed version": func(r core.Record) core.Record { r.Version--; return r },
+		"a version skipped":   func(r core.Record) core.Record { r.Version++; return r },
+		"an older version":    func(r core.Record) core.Record { r.Version -= 2; return r },
+	}
+	for name, mutate := range bad {
+		_, err := reap(t, d, now, 10, func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+			v := make([]core.Verdict, len(batch))
+			v[0] = keepVerdict(batch[0], now.Add(time.Hour)) // valid
+			v[1] = keepVerdict(batch[1], now.Add(time.Hour))
+			v[1].Record = mutate(v[1].Record)
+			return v, nil
+		})
+		if err == nil {
+			t.Fatalf("Reap keeping a record with %s: err = nil, want an error", name)
+		}
+		for _, r := range recs {
+			wantStored(t, d, r)
+		}
+	}
+	wantUnchanged(t, d, now, recs)
+}
+
+func testReapInvalidLimit(t *testing.T, d core.Durable) {
+	now := base()
+	recs := expiredRows(t, d, now, "invalid-limit", 2)
+	for _, limit := range []int{0, -1} {
+		if _, err := reap(t, d, now, limit, noJudge(t)); err == nil {
+			t.Errorf("Reap(limit %d): err = nil, want an error", limit)
+		}
+	}
+	wantUnchanged(t, d, now, recs)
+}
+
+// raceWrite starts a Write of w in another goroutine, while a judge runs,
+// and waits up to raceGrace for it: long enough for the Write to land when
+// nothing holds it back, and short when it waits for a row lock the
+// reaper holds, as it may. landed reports whether it returned in that
+// time; wait returns its applied flag once it has.
+func raceWrite(t *testing.T, d core.Durable, w core.Write) (landed bool, wait func() bool) {
 	type result struct {
-		applied bool
+		applied []bool
 		err     error
 	}
 	done := make(chan result, 1)
 	go func() {
-		applied, err := d.Save(context.WithoutCancel(t.Context()), rec)
+		applied, err := d.Write(context.WithoutCancel(t.Context()), []core.Write{w})
 		done <- result{applied, err}
 	}()
 	var res *result
@@ -1003,104 +1109,79 @@ func raceSave(t *testing.T, d core.Durable, rec core.Record) (wait func() bool) 
 		res = &r
 	case <-time.After(raceGrace):
 	}
-	return func() bool {
+	return res != nil, func() bool {
 		t.Helper()
 		if res == nil {
 			select {
 			case r := <-done:
 				res = &r
 			case <-time.After(callTimeout):
-				t.Fatalf("Save racing with Reap did not return within %s after Reap returned", callTimeout)
+				t.Fatalf("Write racing with Reap did not return within %s after Reap returned", callTimeout)
 			}
 		}
-		if res.err != nil {
-			t.Fatalf("Save racing with Reap: %v", res.err)
+		if res.err != nil || len(res.applied) != 1 {
+			t.Fatalf("Write racing with Reap = %v, %v", res.applied, res.err)
 		}
-		return res.applied
+		return res.applied[0]
 	}
 }
 
-func testReapConcurrentSaveDead(t *testing.T, d core.Durable) {
-	now := base()
-	old := record("race-dead", 3, now.Add(-time.Minute), now.Add(time.Hour), "user")
-	newer := record("race-dead", 4, now.Add(time.Hour), now.Add(time.Hour), "user")
-	mustSave(t, d, old)
+// reapRace stores old, expired, and reaps it with a judge that returns
+// verdict while a Write built on old races in. The first to land wins: a
+// Write that returns while the judge runs must have applied, and the
+// verdict must leave its row alone; a Write held back until the verdict
+// applied (by a row lock) is then refused, its base being gone.
+func reapRace(t *testing.T, d core.Durable, now time.Time, old core.Record, verdict core.Verdict) {
+	t.Helper()
+	mustStore(t, d, old)
+	raced := old
+	raced.Version++
+	raced.Payload = []byte("written while the reaper judged")
+	raced.ExpiresAt = now.Add(time.Hour)
+	var landed bool
 	var wait func() bool
 	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-		if len(batch) != 1 || batch[0].Key != old.Key {
+		if len(batch) != 1 || diff(batch[0], old) != "" {
 			return nil, fmt.Errorf("durabletest: unexpected batch %q", keysOf(batch))
 		}
-		wait = raceSave(t, d, newer) // a sync races in while the reaper decides
-		return []core.Verdict{{Keep: false}}, nil
+		landed, wait = raceWrite(t, d, writeOf(raced))
+		return []core.Verdict{verdict}, nil
 	}
-	var n int
-	var err error
-	within(t, callTimeout, "Reap while a Save races", func() { n, err = d.Reap(t.Context(), now, 10, judge) })
-	if err != nil || n != 1 {
-		t.Fatalf("Reap = %d, %v; want 1, nil", n, err)
+	mustReap(t, d, now, 10, judge, 1)
+	applied := wait()
+	t.Logf("the racing Write returned while the judge ran: %v; applied: %v", landed, applied)
+	switch {
+	case applied:
+		wantStored(t, d, raced)
+	case landed:
+		t.Fatal("a Write built on the claimed row returned while the judge ran, refused: it must apply, and the verdict give way")
+	case verdict.Action == core.ReapKeep:
+		wantStored(t, d, verdict.Record)
+	default:
+		wantMissing(t, d, old.Key)
 	}
-	if !wait() {
-		t.Error("the racing Save of a newer version: applied = false, want true")
-	}
-	wantStored(t, d, now, newer)
+	mustReap(t, d, now, 10, noJudge(t), 0)
 }
 
-func testReapConcurrentSaveKeep(t *testing.T, d core.Durable) {
+func testReapRaceDelete(t *testing.T, d core.Durable) {
+	now := base()
+	old := record("race-delete", 3, now.Add(-time.Minute), now.Add(time.Hour), "user")
+	reapRace(t, d, now, old, core.Verdict{Action: core.ReapDelete})
+}
+
+func testReapRaceKeep(t *testing.T, d core.Durable) {
 	now := base()
 	old := record("race-keep", 3, now.Add(-time.Minute), now.Add(time.Hour), "user")
-	keep := record("race-keep", 4, now.Add(30*time.Minute), now.Add(time.Hour), "user")
-	newer := record("race-keep", 6, now.Add(time.Hour), now.Add(time.Hour), "user")
-	mustSave(t, d, old)
-	var wait func() bool
-	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-		if len(batch) != 1 || batch[0].Key != old.Key {
-			return nil, fmt.Errorf("durabletest: unexpected batch %q", keysOf(batch))
-		}
-		wait = raceSave(t, d, newer)
-		return []core.Verdict{{Keep: true, Record: keep}}, nil
-	}
-	var n int
-	var err error
-	within(t, callTimeout, "Reap while a Save races", func() { n, err = d.Reap(t.Context(), now, 10, judge) })
-	if err != nil || n != 1 {
-		t.Fatalf("Reap = %d, %v; want 1, nil", n, err)
-	}
-	if !wait() {
-		t.Error("the racing Save of a newer version: applied = false, want true")
-	}
-	wantStored(t, d, now, newer)
+	reapRace(t, d, now, old, keepVerdict(old, now.Add(30*time.Minute)))
 }
 
-func testReapParallel(t *testing.T, d core.Durable) {
-	const (
-		rows    = 300
-		reapers = 3
-		limit   = 20
-	)
-	now := base()
-	want := make(map[string]bool, rows)
-	for i := range rows {
-		r := record(fmt.Sprint("parallel-", i), 1, now.Add(-time.Duration(rows-i)*time.Second), now.Add(time.Hour), fmt.Sprint("user-", i%7))
-		mustSave(t, d, r)
-		want[r.Key] = true
-	}
-
+// reapAll runs reapers goroutines that call Reap until it claims no row
+// or fails, and returns how many rows they claimed in all.
+func reapAll(t *testing.T, d core.Durable, now time.Time, reapers, limit int, judge core.ReapJudge) int {
+	t.Helper()
 	var mu sync.Mutex
-	seen := make(map[string]int, rows)
-	var examined int
+	var claimed int
 	var errs []error
-	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-		mu.Lock()
-		if len(batch) == 0 || len(batch) > limit {
-			errs = append(errs, fmt.Errorf("judge called with %d rows, want 1 to %d", len(batch), limit))
-		}
-		for _, r := range batch {
-			seen[r.Key]++
-		}
-		mu.Unlock()
-		time.Sleep(2 * time.Millisecond) // let the reapers overlap
-		return make([]core.Verdict, len(batch)), nil
-	}
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for range reapers {
@@ -1108,13 +1189,11 @@ func testReapParallel(t *testing.T, d core.Durable) {
 		go func() {
 			defer wg.Done()
 			<-start
-			for range rows {
+			for {
 				n, err := d.Reap(t.Context(), now, limit, judge)
 				mu.Lock()
-				examined += n
-				if err != nil {
-					errs = append(errs, err)
-				}
+				claimed += n
+				errs = append(errs, err)
 				mu.Unlock()
 				if n == 0 || err != nil {
 					return
@@ -1123,12 +1202,40 @@ func testReapParallel(t *testing.T, d core.Durable) {
 		}()
 	}
 	close(start)
-	within(t, parallelTimeout, "parallel reapers", wg.Wait)
+	within(t, parallelTimeout, fmt.Sprintf("%d parallel reapers", reapers), wg.Wait)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	if examined != rows {
-		t.Errorf("the reapers examined %d rows in all, want %d", examined, rows)
+	return claimed
+}
+
+func testReapParallel(t *testing.T, d core.Durable) {
+	const rows, limit = 300, 20
+	now := base()
+	want := make(map[string]bool, rows)
+	var recs []core.Record
+	for i := range rows {
+		r := record(fmt.Sprint("parallel-", i), 1, now.Add(-time.Duration(rows-i)*time.Second), now.Add(time.Hour), fmt.Sprint("user-", i%7))
+		recs = append(recs, r)
+		want[r.Key] = true
+	}
+	mustStore(t, d, recs...)
+	var mu sync.Mutex
+	seen := make(map[string]int, rows)
+	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+		mu.Lock()
+		for _, r := range batch {
+			seen[r.Key]++
+		}
+		mu.Unlock()
+		time.Sleep(2 * time.Millisecond) // widen the window in which reapers overlap
+		if len(batch) == 0 || len(batch) > limit {
+			return nil, fmt.Errorf("durabletest: judge called with %d rows, want 1 to %d", len(batch), limit)
+		}
+		return make([]core.Verdict, len(batch)), nil
+	}
+	if claimed := reapAll(t, d, now, 3, limit, judge); claimed != rows {
+		t.Errorf("the reapers claimed %d rows in all, want %d", claimed, rows)
 	}
 	for key, count := range seen {
 		if !want[key] {
@@ -1140,13 +1247,108 @@ func testReapParallel(t *testing.T, d core.Durable) {
 	if len(seen) != rows {
 		t.Errorf("%d distinct rows were judged, want %d", len(seen), rows)
 	}
-	if left := listAll(t, d, now.Add(-time.Hour)); len(left) != 0 {
+	if left := listAll(t, d, ""); len(left) != 0 {
 		t.Errorf("%d rows left after the reapers finished, want 0 (first %q)", len(left), left[0].Key)
 	}
-	var n int
-	var err error
-	within(t, callTimeout, "Reap", func() { n, err = d.Reap(t.Context(), now, limit, noJudge(t)) })
-	if err != nil || n != 0 {
-		t.Fatalf("Reap after the parallel reapers = %d, %v; want 0, nil", n, err)
+	mustReap(t, d, now, limit, noJudge(t), 0)
+}
+
+// rewrite loads the row under key and writes it again on its version.
+// When the write applies, a Load right after must find it or a later
+// version: a verdict on a claim older than the write must not replace it.
+func rewrite(ctx context.Context, d core.Durable, key, tag string) error {
+	cur, found, err := d.Load(ctx, key)
+	if err != nil || !found {
+		return fmt.Errorf("Load(%q) = %v, %v; want the row", key, found, err)
+	}
+	next := cur
+	next.Version++
+	next.Payload = []byte(tag)
+	next.ExpiresAt = cur.ExpiresAt.Add(time.Millisecond) // still expired
+	applied, err := d.Write(ctx, []core.Write{writeOf(next)})
+	if err != nil || len(applied) != 1 {
+		return fmt.Errorf("Write(%q, version %d) = %v, %v", key, next.Version, applied, err)
+	}
+	if !applied[0] {
+		return nil // a reaper or the other writer came first
+	}
+	got, found, err := d.Load(ctx, key)
+	if err != nil || !found || got.Version < next.Version || got.Version == next.Version && !bytes.Equal(got.Payload, next.Payload) {
+		return fmt.Errorf("Write(%q, version %d, payload %q) applied, then Load = version %d, payload %q, %v, %v",
+			key, next.Version, next.Payload, got.Version, got.Payload, found, err)
+	}
+	return nil
+}
+
+// testReapWithWriters runs writers that rewrite expired rows while reapers
+// claim the same rows again and again (every verdict keeps its row,
+// expired still): nothing may fail or deadlock, and no verdict may
+// replace a write that applied after the claim.
+func testReapWithWriters(t *testing.T, d core.Durable) {
+	const rows, writers, passes = 30, 2, 3
+	now := base()
+	recs := expiredRows(t, d, now, "with-writers", rows)
+	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+		v := make([]core.Verdict, len(batch))
+		for i, r := range batch {
+			v[i] = keepVerdict(r, r.ExpiresAt.Add(time.Millisecond))
+		}
+		return v, nil
+	}
+	errs := make(chan error, writers+2)
+	progress := make(chan struct{}, 1) // a write was made: the reapers may go on
+	stopReapers := startReapers(t, d, now, 2, judge, progress, errs)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for pass := range passes {
+				for _, r := range recs {
+					if err := rewrite(t.Context(), d, r.Key, fmt.Sprintf("writer %d, pass %d", w, pass)); err != nil {
+						errs <- err
+						return
+					}
+					select {
+					case progress <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	within(t, parallelTimeout, "writers racing with reapers", func() { wg.Wait(); stopReapers() })
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// startReapers starts n goroutines that each call Reap once per value
+// received from progress, and send their first error to errs. The
+// function it returns stops them and waits for them.
+func startReapers(t *testing.T, d core.Durable, now time.Time, n int, judge core.ReapJudge, progress <-chan struct{}, errs chan<- error) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				case <-progress:
+				}
+				if _, err := d.Reap(t.Context(), now, 10, judge); err != nil {
+					errs <- fmt.Errorf("Reap: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }

@@ -1,6 +1,7 @@
 package durabletest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,14 +13,27 @@ import (
 	"github.com/hybridsession/hybridsession/core"
 )
 
-// Memory is an in-memory core.Durable that passes Run: a durable tier for
-// unit tests and Example functions that cannot start a database. It keeps
-// nothing across restarts: do not use it in production. The zero value is
-// not ready; use NewMemory.
+// Memory is a core.Durable that keeps its rows in a map: a durable tier for
+// tests and examples that cannot start a database. It passes Run, so code
+// tested against it sees the same semantics as with gormstore: conditional
+// writes, listing in Key order and reaping with verdicts.
+//
+// Memory keeps nothing across restarts and shares nothing between
+// processes: do not use it in production. It is safe for concurrent use by
+// many goroutines. The zero value is not ready; use NewMemory.
+//
+// Like a database, Memory stores copies: a Record passed in or returned
+// never shares its Payload with the stored row, and times are kept to the
+// millisecond, rounded down, and returned in UTC.
+//
+// Memory holds no lock while a Reap judge runs, so a Write of a claimed row
+// lands at once and the verdict on that row is then skipped. A database
+// implementation that locks the rows it claims makes the Write wait for the
+// verdict instead; the suite accepts both.
 type Memory struct {
 	mu      sync.Mutex
 	rows    map[string]core.Record
-	claimed map[string]bool
+	claimed map[string]bool // keys handed to a judge that has not returned
 }
 
 var _ core.Durable = (*Memory)(nil)
@@ -29,179 +43,184 @@ func NewMemory() *Memory {
 	return &Memory{rows: map[string]core.Record{}, claimed: map[string]bool{}}
 }
 
-func clone(r core.Record) core.Record {
+// stored returns the copy of r that Memory keeps or hands out.
+func stored(r core.Record) core.Record {
 	r.Payload = slices.Clone(r.Payload)
+	if r.Payload == nil {
+		r.Payload = []byte{}
+	}
+	r.ExpiresAt = r.ExpiresAt.Truncate(time.Millisecond).UTC()
+	r.Deadline = r.Deadline.Truncate(time.Millisecond).UTC()
 	return r
 }
 
-// Load implements core.Durable.
-func (m *Memory) Load(_ context.Context, key string, now time.Time) (core.Record, bool, error) {
+// Load implements core.Durable. It returns a copy of the row stored under
+// key, whatever its times, and an error only when ctx is done.
+func (m *Memory) Load(ctx context.Context, key string) (core.Record, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return core.Record{}, false, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, ok := m.rows[key]
-	if !ok || !r.ExpiresAt.After(now) || !r.Deadline.After(now) {
+	if !ok {
 		return core.Record{}, false, nil
 	}
-	return clone(r), true, nil
+	return stored(r), true, nil
 }
 
-func (m *Memory) saveLocked(rec core.Record) bool {
-	old, ok := m.rows[rec.Key]
-	if ok && (old.Version > rec.Version || old.Version == rec.Version && old.ExpiresAt.After(rec.ExpiresAt)) {
-		return false
+// Write implements core.Durable. The whole batch is applied at once, under
+// one lock. It returns an error, and writes nothing, when ctx is done, when
+// a write's Record.Version is not its Base+1, or when batch repeats a key.
+func (m *Memory) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	if ok && rec.Base != 0 && old.Version > rec.Base &&
-		(rec.UnsyncedFrom == 0 || old.Version < rec.UnsyncedFrom || old.Version > rec.UnsyncedTo) {
-		return false // a change rec was not built on
-	}
-	rec = clone(rec)
-	rec.Base, rec.UnsyncedFrom, rec.UnsyncedTo = 0, 0, 0
-	rec.ExpiresAt = rec.ExpiresAt.Truncate(time.Millisecond)
-	rec.Deadline = rec.Deadline.Truncate(time.Millisecond)
-	m.rows[rec.Key] = rec
-	return true
-}
-
-// Save implements core.Durable.
-func (m *Memory) Save(_ context.Context, rec core.Record) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.saveLocked(rec), nil
-}
-
-// Delete implements core.Durable.
-func (m *Memory) Delete(_ context.Context, keys ...string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, k := range keys {
-		delete(m.rows, k)
-	}
-	return nil
-}
-
-// DeleteSubject implements core.Durable.
-func (m *Memory) DeleteSubject(_ context.Context, subject string) ([]string, error) {
-	if subject == "" {
-		return nil, nil
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var keys []string
-	for k, r := range m.rows {
-		if r.Subject == subject {
-			keys = append(keys, k)
-			delete(m.rows, k)
+	seen := make(map[string]bool, len(batch))
+	for i, w := range batch {
+		if w.Version != w.Base+1 || w.Version == 0 {
+			return nil, fmt.Errorf("durabletest: memory: write %d: version %d on base %d, want base+1", i, w.Version, w.Base)
 		}
-	}
-	return keys, nil
-}
-
-// ListSubject implements core.Durable.
-func (m *Memory) ListSubject(_ context.Context, subject string, now time.Time, limit int) ([]core.Record, error) {
-	if limit < 1 {
-		return nil, errors.New("durabletest: memory: limit must be at least 1")
-	}
-	if subject == "" {
-		return nil, nil
+		if seen[w.Key] {
+			return nil, fmt.Errorf("durabletest: memory: write %d: key %q repeated in the batch", i, w.Key)
+		}
+		seen[w.Key] = true
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []core.Record
-	for _, r := range m.rows {
-		if r.Subject == subject && r.ExpiresAt.After(now) && r.Deadline.After(now) {
-			out = append(out, clone(r))
+	applied := make([]bool, len(batch))
+	for i, w := range batch {
+		cur, ok := m.rows[w.Key]
+		if w.Base == 0 && ok || w.Base != 0 && (!ok || cur.Version != w.Base) {
+			continue
 		}
+		m.rows[w.Key] = stored(w.Record)
+		applied[i] = true
 	}
-	slices.SortFunc(out, func(a, b core.Record) int { return strings.Compare(a.Key, b.Key) })
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	return applied, nil
 }
 
-// List implements core.Durable.
-func (m *Memory) List(_ context.Context, now time.Time, after string, limit int) ([]core.Record, error) {
+// List implements core.Durable. It returns an error when limit is below 1
+// or ctx is done.
+func (m *Memory) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
 	if limit < 1 {
-		return nil, errors.New("durabletest: memory: limit must be at least 1")
+		return nil, fmt.Errorf("durabletest: memory: List limit %d, want at least 1", limit)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []core.Record
 	for k, r := range m.rows {
-		if k > after && r.ExpiresAt.After(now) && r.Deadline.After(now) {
-			out = append(out, clone(r))
+		if k > after && (subject == "" || r.Subject == subject) {
+			out = append(out, r)
 		}
 	}
 	slices.SortFunc(out, func(a, b core.Record) int { return strings.Compare(a.Key, b.Key) })
-	if len(out) > limit {
-		out = out[:limit]
+	out = out[:min(len(out), limit)]
+	for i := range out {
+		out[i] = stored(out[i])
 	}
 	return out, nil
 }
 
-// Reap implements core.Durable. It holds no lock while judge runs, so
-// concurrent saves land and Reap must notice them.
+// Reap implements core.Durable. Rows handed to a judge are marked claimed
+// until Reap returns, so that concurrent Reaps never hand out a row twice;
+// no lock is held while judge runs. Rows whose ExpiresAt ties are claimed
+// in Key order. Reap returns an error when limit is below 1 or ctx is done,
+// and panics when judge is nil.
 func (m *Memory) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
 	if limit < 1 {
-		return 0, errors.New("durabletest: memory: limit must be at least 1")
+		return 0, fmt.Errorf("durabletest: memory: Reap limit %d, want at least 1", limit)
 	}
-	m.mu.Lock()
-	var batch []core.Record
-	for k, r := range m.rows {
-		if !m.claimed[k] && !r.ExpiresAt.After(now) {
-			batch = append(batch, clone(r))
-		}
+	if judge == nil {
+		panic("durabletest: memory: Reap called with a nil judge")
 	}
-	slices.SortFunc(batch, func(a, b core.Record) int {
-		if c := a.ExpiresAt.Compare(b.ExpiresAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Key, b.Key)
-	})
-	if len(batch) > limit {
-		batch = batch[:limit]
+	if err := ctx.Err(); err != nil {
+		return 0, err
 	}
-	for _, r := range batch {
-		m.claimed[r.Key] = true
-	}
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		for _, r := range batch {
-			delete(m.claimed, r.Key)
-		}
-		m.mu.Unlock()
-	}()
+	batch := m.claim(now, limit)
 	if len(batch) == 0 {
 		return 0, nil
 	}
-
+	defer m.release(batch)
 	verdicts, err := judge(ctx, slices.Clone(batch))
 	if err != nil {
 		return 0, fmt.Errorf("durabletest: memory: judge: %w", err)
 	}
-	if len(verdicts) != len(batch) {
-		return 0, errors.New("durabletest: memory: wrong number of verdicts")
-	}
-	for i, v := range verdicts {
-		if v.Keep && v.Record.Key != batch[i].Key {
-			return 0, errors.New("durabletest: memory: kept record with another key")
-		}
+	if err := checkVerdicts(batch, verdicts); err != nil {
+		return 0, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, r := range batch {
 		cur, ok := m.rows[r.Key]
-		if !ok || cur.Version != r.Version || !cur.ExpiresAt.Equal(r.ExpiresAt) {
-			continue // changed since it was claimed
+		if !ok || cur.Version != r.Version {
+			continue // a write raced in: it stays
 		}
-		if verdicts[i].Keep {
-			kept := clone(verdicts[i].Record)
-			kept.Base, kept.UnsyncedFrom, kept.UnsyncedTo = 0, 0, 0 // not stored
-			m.rows[r.Key] = kept
-		} else {
+		switch verdicts[i].Action {
+		case core.ReapDelete:
 			delete(m.rows, r.Key)
+		case core.ReapKeep:
+			m.rows[r.Key] = stored(verdicts[i].Record)
 		}
 	}
 	return len(batch), nil
+}
+
+// claim marks and returns copies of up to limit unclaimed rows whose
+// ExpiresAt is not after now, oldest first.
+func (m *Memory) claim(now time.Time, limit int) []core.Record {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var batch []core.Record
+	for k, r := range m.rows {
+		if !m.claimed[k] && !r.ExpiresAt.After(now) {
+			batch = append(batch, r)
+		}
+	}
+	slices.SortFunc(batch, func(a, b core.Record) int {
+		return cmp.Or(a.ExpiresAt.Compare(b.ExpiresAt), strings.Compare(a.Key, b.Key))
+	})
+	batch = batch[:min(len(batch), limit)]
+	for i, r := range batch {
+		m.claimed[r.Key] = true
+		batch[i] = stored(r)
+	}
+	return batch
+}
+
+// release ends the claim on the rows of batch.
+func (m *Memory) release(batch []core.Record) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range batch {
+		delete(m.claimed, r.Key)
+	}
+}
+
+// errBadVerdicts is returned by Memory.Reap for verdicts that do not match
+// the batch.
+var errBadVerdicts = errors.New("durabletest: memory: judge verdicts do not match the batch")
+
+// checkVerdicts reports whether verdicts fit batch: one per row, a known
+// Action, and kept records under the row's Key at the next Version.
+func checkVerdicts(batch []core.Record, verdicts []core.Verdict) error {
+	if len(verdicts) != len(batch) {
+		return fmt.Errorf("%w: %d verdicts for %d rows", errBadVerdicts, len(verdicts), len(batch))
+	}
+	for i, v := range verdicts {
+		switch v.Action {
+		case core.ReapDelete, core.ReapLeave:
+		case core.ReapKeep:
+			if v.Record.Key != batch[i].Key || v.Record.Version != batch[i].Version+1 {
+				return fmt.Errorf("%w: verdict %d keeps key %q at version %d for row %q at version %d",
+					errBadVerdicts, i, v.Record.Key, v.Record.Version, batch[i].Key, batch[i].Version)
+			}
+		default:
+			return fmt.Errorf("%w: verdict %d has unknown action %d", errBadVerdicts, i, v.Action)
+		}
+	}
+	return nil
 }

@@ -9,6 +9,9 @@ import (
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
+// TestStartWithMemcachedAndClose: a new session reaches SQLite at once; a
+// later change lives in memcached until the close function writes it; a
+// second start, database only, finds both (the seal key was kept).
 func TestStartWithMemcachedAndClose(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	path := filepath.Join(t.TempDir(), "sessions.db")
@@ -22,22 +25,33 @@ func TestStartWithMemcachedAndClose(t *testing.T) {
 	if err := m.Save(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.Store().Stats(); got.DBWrites == 0 {
-		t.Fatalf("a new session did not reach SQLite: %+v", got)
+	written := m.Store().Stats().DBWrites
+	if written == 0 {
+		t.Fatalf("a new session did not reach SQLite: %+v", m.Store().Stats())
 	}
-	mc.Kill() // the row must carry the session on its own
+	s, err = m.Load(ctx, s.Token())
+	if err != nil || s.IsNew() {
+		t.Fatalf("Load = %v, %v", s, err)
+	}
+	s.Put("cart", "tea")
+	if err := m.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Store().Stats(); got.DBWrites != written || got.SyncPending != 1 {
+		t.Fatalf("after a change: %+v; want it in memcached only, pending for the background writer", got)
+	}
 	if err := closeSessions(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
+	mc.Kill() // the row must carry the session on its own
 
-	// A second start on the same file, database only, finds the session.
 	m, closeSessions, err = sqlite.Start(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeSessions()
 	s, err = m.Load(ctx, s.Token())
-	if err != nil || s.GetString("user") != "ada" {
+	if err != nil || s.GetString("user") != "ada" || s.GetString("cart") != "tea" {
 		t.Fatalf("after restart: %v %v", s.Keys(), err)
 	}
 }

@@ -1,0 +1,224 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/hybridsession/hybridsession/core/internal/cache"
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
+)
+
+// Get returns the live session stored under token: memcached's copy when it
+// has one, the database row's otherwise (which then refills memcached: one
+// row read and one memcached write). It returns nil, with a nil error, when
+// no tier holds a live session: never stored, expired, destroyed, or
+// unreadable. The error wraps ErrUnavailable when no tier that may hold
+// the session could answer.
+func (s *Store) Get(ctx context.Context, token string) (*Entry, error) {
+	key, mkey := s.keys(token)
+	return s.get(ctx, key, mkey)
+}
+
+// get is Get by storage key and memcached key.
+func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
+	e := &Entry{key: key, mkey: mkey}
+	now := s.now()
+	var cacheErr error
+	replace := false       // memcached holds something a refill may overwrite
+	var idledOut time.Time // the last activity of a copy that idled out
+	if s.mc != nil {
+		it, err := s.mc.Get(ctx, mkey)
+		switch {
+		case err != nil:
+			cacheErr = err
+			s.stats.fallbacks.Add(1)
+		case it == nil:
+			s.stats.cacheMisses.Add(1)
+		default:
+			err := s.open(it.Value, mkey, &e.env, true)
+			switch {
+			case err == nil && e.env.Destroyed:
+				s.stats.cacheHits.Add(1)
+				return nil, nil
+			case err == nil && now.Before(e.env.ExpiresAt()):
+				s.stats.cacheHits.Add(1)
+				e.fromEnvelope(&e.env)
+				e.via, e.casID, e.Source = viaCache, it.CasID, SourceCache
+				return e, nil
+			case errors.Is(err, envelope.ErrUnreadable):
+				cacheErr = err // never overwritten: the row serves, and takes the writes
+			case err == nil:
+				idledOut, replace = e.env.ActiveAt, true
+			default:
+				replace = true // corrupt
+			}
+			s.stats.cacheMisses.Add(1)
+		}
+	}
+	if s.durable == nil {
+		if cacheErr != nil && !errors.Is(cacheErr, envelope.ErrUnreadable) {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, cacheErr)
+		}
+		return nil, nil
+	}
+	found, err := s.readRow(ctx, e, now)
+	if err != nil || !found {
+		return nil, err
+	}
+	if !e.env.ActiveAt.After(idledOut) {
+		// The copy knew of all the activity the row knows: the session
+		// idled out. A row that knows of later activity belongs to a newer
+		// copy (this one is stale: its node came back with old memory).
+		return nil, nil
+	}
+	if s.mc == nil || cacheErr != nil {
+		return e, nil
+	}
+	s.refill(ctx, e, now, replace)
+	return e, nil
+}
+
+// readRow loads key's row into e as a row-mode entry. found is false when
+// there is no live session in it.
+func (s *Store) readRow(ctx context.Context, e *Entry, now time.Time) (found bool, err error) {
+	rec, ok, err := s.load(ctx, e.key)
+	if err != nil || !ok {
+		return false, err
+	}
+	if s.open(rec.Payload, e.mkey, &e.env, false) != nil || e.env.Destroyed || !now.Before(e.env.RowExpiresAt()) {
+		return false, nil
+	}
+	e.fromEnvelope(&e.env)
+	// The row holds a synced state: whatever its writer had noted as
+	// changed is in it.
+	e.env.Changed, e.env.WholeAt = nil, 0
+	e.env.MarkSynced(rec.Version, e.env.Version, now)
+	e.via, e.Source = viaRow, SourceDatabase
+	return true, nil
+}
+
+// refill writes e, just read from its row, to memcached as a new copy: a new
+// lineage, built on the row, with this read as activity. replace
+// overwrites what memcached holds (corrupt, or dead); otherwise a copy
+// refilled meanwhile by another request stays, and Update compares with it.
+func (s *Store) refill(ctx context.Context, e *Entry, now time.Time, replace bool) {
+	v := &e.env
+	v.Lineage = newLineage()
+	v.ActiveAt, e.ActiveAt = now, now
+	v.Grace = s.grace()
+	v.Unsynced = true // this read is activity the row has not seen
+	buf := s.seal(nil, e.mkey, v)
+	exp := cache.Expiration(now, v.RowExpiresAt())
+	var err error
+	if replace {
+		err = s.mc.Set(ctx, e.mkey, buf, exp)
+	} else {
+		err = s.mc.Add(ctx, e.mkey, buf, exp)
+	}
+	switch {
+	case err == nil:
+		e.via = viaAdded
+		s.writer.schedule(e.key, now.Add(s.syncInterval))
+	case errors.Is(err, memcache.ErrNotStored):
+		e.via = viaAdded
+	default:
+		s.stats.fallbacks.Add(1)
+	}
+}
+
+// load reads key's row within DBTimeout; the error wraps ErrUnavailable.
+func (s *Store) load(ctx context.Context, key string) (Record, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	defer cancel()
+	s.stats.dbReads.Add(1)
+	rec, found, err := s.durable.Load(ctx, key)
+	if err != nil {
+		s.stats.dbErrors.Add(1)
+		return rec, false, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+	}
+	return rec, found, nil
+}
+
+// ListedEntry is one session of a Store.List page.
+type ListedEntry struct {
+	// Key is the session's storage key.
+	Key string
+	// Entry is the session's latest copy (memcached's when it has a live
+	// one). Only its fields are meaningful: it cannot be passed to Update.
+	Entry *Entry
+}
+
+// List returns the live sessions among up to limit rows with storage keys
+// greater than after, in key order, each overlaid with memcached's copy
+// when it holds one. Paging continues from the last row examined: pass the
+// Key of the last ListedEntry as after; an empty page means the end (a page
+// may be short, or empty, before the end only when next is empty too).
+// It serves iteration (scsstore's All), not the request path. The error
+// wraps ErrUnavailable when the database could not answer.
+func (s *Store) List(ctx context.Context, after string, limit int) (page []ListedEntry, next string, err error) {
+	return s.list(ctx, "", after, limit)
+}
+
+func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]ListedEntry, string, error) {
+	if s.durable == nil {
+		return nil, "", errors.New("core: List: the Store has no durable tier")
+	}
+	lctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	recs, err := s.durable.List(lctx, subject, after, limit)
+	cancel()
+	if err != nil {
+		return nil, after, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+	}
+	if len(recs) == 0 {
+		return nil, "", nil
+	}
+	copies := s.copies(ctx, recs)
+	now := s.now()
+	var out []ListedEntry
+	for _, rec := range recs {
+		e := &Entry{key: rec.Key}
+		if s.open(rec.Payload, s.prefix+rec.Key, &e.env, false) != nil {
+			continue
+		}
+		if c, ok := copies[rec.Key]; ok && (c.Destroyed || !c.ActiveAt.Before(e.env.ActiveAt)) {
+			e.env = c // the copy knows at least what the row does
+			if !c.Destroyed && !now.Before(c.ExpiresAt()) {
+				continue
+			}
+		} else if !now.Before(e.env.RowExpiresAt()) {
+			continue
+		}
+		if e.env.Destroyed || !now.Before(e.env.Deadline) {
+			continue
+		}
+		e.fromEnvelope(&e.env)
+		out = append(out, ListedEntry{Key: rec.Key, Entry: e})
+	}
+	return out, recs[len(recs)-1].Key, nil
+}
+
+// copies returns the readable memcached copies of recs' sessions, by
+// storage key. Unreachable nodes leave gaps: the
+// rows stand for their sessions.
+func (s *Store) copies(ctx context.Context, recs []Record) map[string]envelope.Envelope {
+	if s.mc == nil {
+		return nil
+	}
+	mkeys := make([]string, len(recs))
+	for i, rec := range recs {
+		mkeys[i] = s.prefix + rec.Key
+	}
+	items, _ := s.mc.GetMulti(ctx, mkeys)
+	out := make(map[string]envelope.Envelope, len(items))
+	for mkey, it := range items {
+		key := mkey[len(s.prefix):]
+		var v envelope.Envelope
+		if s.open(it.Value, mkey, &v, false) == nil {
+			out[key] = v
+		}
+	}
+	return out
+}

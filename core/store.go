@@ -1,0 +1,282 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/hybridsession/hybridsession/core/internal/cache"
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
+)
+
+// Store is the tiered session store: memcached first, the database second.
+// It keeps sessions as Entries (a header around opaque, codec-encoded
+// bytes) under their tokens; it knows nothing of cookies. The Manager
+// builds sessions on it; scsstore uses it directly.
+//
+// Its rules, each kept by one mechanism (docs/consistency.md):
+//   - the database row is the authority on whether a session exists and in
+//     which order its changes happened: every row write is conditional on
+//     the row version it was built on, and a refused one is merged key by
+//     key with the row and tried again;
+//   - memcached holds the row plus at most SyncInterval of changes and
+//     activity: the background writer brings every row up to date within
+//     SyncInterval, in multi-row statements;
+//   - a destroyed session is a row state (a tombstone) until its absolute
+//     deadline;
+//   - an entry this Store cannot read (another key ring, a newer format, an
+//     unknown codec) is never overwritten.
+//
+// The token is never stored: both tiers hold SHA-256 of it (StorageKey).
+// A Store is safe for concurrent use. Close it to flush pending syncs.
+type Store struct {
+	mc      *cache.Cache // nil: no memcached
+	prefix  string       // memcached key prefix
+	durable Durable      // nil: no durable tier
+	ring    *envelope.Ring
+	codec   Codec      // encodes
+	codecs  [256]Codec // decode: codec and StoreConfig.Codecs
+	writer  *writer    // nil without both tiers
+	reaper  *Reaper    // the in-process reaper, or nil
+	stats   counters
+	warn    rateLimited
+	now     func() time.Time
+
+	syncInterval time.Duration
+	writeThrough bool
+	dbTimeout    time.Duration
+	maxItem      int
+	bufs         sync.Pool // *[]byte, for envelopes memcached copies out before returning
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewStore validates cfg, fills its defaults and returns a Store. It does not
+// contact the servers: a memcached or database that is down at start-up is
+// handled like one that goes down later. It returns ErrNoStore when neither
+// tier is configured.
+func NewStore(cfg StoreConfig) (*Store, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	ring, err := envelope.NewRing(cfg.Seal.Keys, cfg.Seal.AcceptUnsealed)
+	if err != nil {
+		return nil, fmt.Errorf("core: StoreConfig.Seal.Keys: %w", err)
+	}
+	s := &Store{
+		durable:      cfg.Durable,
+		ring:         ring,
+		codec:        cfg.Codec,
+		warn:         rateLimited{logger: cfg.Logger},
+		now:          cfg.Clock,
+		prefix:       cfg.Memcached.KeyPrefix,
+		syncInterval: cfg.SyncInterval,
+		writeThrough: cfg.WriteThrough && cfg.Durable != nil,
+		dbTimeout:    cfg.DBTimeout,
+		maxItem:      cfg.Memcached.MaxItemSize,
+	}
+	for _, c := range append(cfg.Codecs, cfg.Codec) {
+		s.codecs[c.ID()] = c
+	}
+	if !ring.Sealed() {
+		cfg.Logger.Warn(warnUnsealed)
+	}
+	if m := cfg.Memcached; len(m.Servers) > 0 {
+		s.mc, err = cache.New(cache.Config{
+			Servers: m.Servers, Timeout: m.Timeout, DialTimeout: m.Timeout, MaxIdleConns: m.MaxIdleConns,
+			BreakerThreshold: m.BreakerThreshold, BreakerCooldown: m.BreakerCooldown,
+			DialContext: m.DialContext, TLS: m.TLS, Tracer: m.Tracer, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("core: memcached: %w", err)
+		}
+	}
+	if s.durable != nil && s.mc != nil {
+		s.writer = newWriter(s, cfg.SyncQueueSize)
+	}
+	if s.durable != nil && cfg.Reaper.Interval > 0 {
+		s.reaper, _ = s.NewReaper(cfg.Reaper)
+		s.reaper.start()
+	}
+	return s, nil
+}
+
+// warnUnsealed is logged by NewStore for a Store without keys.
+const warnUnsealed = "hybridsession: StoreConfig.Seal.Keys is empty, so sessions are stored in plain text: " +
+	"anyone who can reach memcached (it has no authentication) or read the database can read every session, " +
+	"and anyone who can write to memcached can forge any session. Set Seal.Keys (see docs/security.md)"
+
+// Close stops the reaper, writes every session the background writer holds,
+// due or not (waiting at most until ctx ends), and closes the memcached connections. It
+// does not close the durable tier. It returns ctx's error when ctx ended
+// before the writer was done; what it did not write stays in memcached.
+// Calls after the first return the first result.
+func (s *Store) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		if s.reaper != nil {
+			s.reaper.stop()
+		}
+		if s.writer != nil {
+			s.closeErr = s.writer.close(ctx)
+		}
+		if s.mc != nil {
+			s.mc.Close()
+		}
+	})
+	return s.closeErr
+}
+
+// Flush runs the background writer now: it writes the rows whose sync is
+// due (SyncInterval after their session's last sync, give or take the
+// writer's tick of SyncInterval/8) and returns when it is done or ctx ends
+// (then with ctx's error). Sessions it could not write stay queued; Close
+// writes every session the writer holds, due or not.
+func (s *Store) Flush(ctx context.Context) error {
+	if s.writer == nil {
+		return nil
+	}
+	return s.writer.flush(ctx, false)
+}
+
+// SyncInterval returns the configured SyncInterval after defaults.
+func (s *Store) SyncInterval() time.Duration { return s.syncInterval }
+
+// Now returns the Store's clock reading (StoreConfig.Clock).
+func (s *Store) Now() time.Time { return s.now() }
+
+// AddServer adds a memcached node at run time, with weight (0 means 1).
+// About 1/N of the sessions move to it; their next read is served from the
+// database and refills the new node.
+func (s *Store) AddServer(addr string, weight int) error {
+	if s.mc == nil {
+		return errors.New("core: AddServer: the Store has no memcached tier")
+	}
+	return s.mc.AddServer(addr, weight)
+}
+
+// RemoveServer removes a memcached node at run time. Its sessions are read
+// from the database on their next request.
+func (s *Store) RemoveServer(addr string) error {
+	if s.mc == nil {
+		return errors.New("core: RemoveServer: the Store has no memcached tier")
+	}
+	return s.mc.RemoveServer(addr)
+}
+
+// StorageKey returns the key under which token is stored: the unpadded
+// base64url SHA-256 digest of the token, 43 bytes.
+func StorageKey(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// keys returns token's storage key and memcached key in one allocation (the
+// storage key is a suffix of the memcached key).
+func (s *Store) keys(token string) (key, mkey string) {
+	var sum [sha256.Size]byte
+	if len(token) <= 64 { // hash a copy on the stack: []byte(token) would allocate
+		var b [64]byte
+		sum = sha256.Sum256(b[:copy(b[:], token)])
+	} else {
+		sum = sha256.Sum256([]byte(token))
+	}
+	b := make([]byte, 0, len(s.prefix)+storageKeyLen)
+	b = append(b, s.prefix...)
+	b = base64.RawURLEncoding.AppendEncode(b, sum[:])
+	mkey = unsafe.String(unsafe.SliceData(b), len(b)) // b is never written again
+	return mkey[len(s.prefix):], mkey
+}
+
+// storageKeyLen is the length of a storage key: base64 of 32 bytes, unpadded.
+const storageKeyLen = 43
+
+// seal appends e, sealed for the memcached key mkey, to dst. The seal is
+// bound to mkey — the storage key behind the Store's key prefix — so an
+// envelope copied to another key, or to another prefix, does not open.
+func (s *Store) seal(dst []byte, mkey string, e *envelope.Envelope) []byte {
+	return s.ring.Seal(dst, unsafe.Slice(unsafe.StringData(mkey), len(mkey)), e)
+}
+
+// open opens b, read from a tier under the memcached key mkey (rows too:
+// the seal binds the prefix), into e; not inPlace, it also opens envelopes
+// of releases before format 3 (see envelope.Ring.Open). A corrupt envelope is counted and
+// logged (at most once a minute); an unreadable one is counted. Both are
+// misses for the caller, which must not overwrite an unreadable one.
+func (s *Store) open(b []byte, mkey string, e *envelope.Envelope, inPlace bool) error {
+	ad := unsafe.Slice(unsafe.StringData(mkey), len(mkey))
+	err := s.ring.Open(b, ad, ad[len(s.prefix):], e, inPlace)
+	if err == nil && e.Lineage == 0 { // written by a release before format 3
+		e.Grace = s.grace()
+	}
+	if err == nil && !e.Destroyed && s.codecs[e.Codec] == nil && !opaqueCodec(e.Codec) {
+		err = fmt.Errorf("%w: %w: id %d", envelope.ErrUnreadable, ErrUnknownCodec, e.Codec)
+	}
+	switch {
+	case errors.Is(err, envelope.ErrCorrupt):
+		s.stats.corrupt.Add(1)
+		s.warn.log("corrupt", "hybridsession: a session envelope is corrupt or failed to authenticate; treated as a miss", err)
+	case err != nil:
+		s.stats.unreadable.Add(1)
+		s.warn.log("unreadable", "hybridsession: a session envelope cannot be read by this server (another key ring, format or codec); treated as a miss and left in place", err)
+	}
+	return err
+}
+
+// buffer returns a buffer for an envelope that does not outlive the write
+// it is sealed for; put it back in s.bufs.
+func (s *Store) buffer() *[]byte {
+	if b, ok := s.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	return new([]byte)
+}
+
+// newLineage returns a random lineage id (see envelope.Envelope.Lineage).
+func newLineage() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return binary.LittleEndian.Uint64(b[:]) | 1
+}
+
+// rateLimited logs each kind of message at most once a minute, with the
+// number of occurrences since it was last logged.
+type rateLimited struct {
+	logger *slog.Logger
+	mu     sync.Mutex
+	next   map[string]time.Time
+	n      map[string]int
+}
+
+func (r *rateLimited) log(kind, msg string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next == nil {
+		r.next, r.n = map[string]time.Time{}, map[string]int{}
+	}
+	r.n[kind]++
+	now := time.Now()
+	if now.Before(r.next[kind]) {
+		return
+	}
+	r.logger.Warn(msg, "error", err, "occurrences", r.n[kind])
+	r.next[kind], r.n[kind] = now.Add(time.Minute), 0
+}
+
+// grace is how far a row this Store writes may lag the session's activity:
+// SyncInterval when memcached runs ahead of the database, 0 when every
+// write goes to the row.
+func (s *Store) grace() time.Duration {
+	if s.mc == nil || s.writeThrough {
+		return 0
+	}
+	return s.syncInterval
+}

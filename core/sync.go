@@ -1,0 +1,218 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
+)
+
+// maxSyncAttempts bounds how often sync merges with a row that keeps
+// changing under it.
+const maxSyncAttempts = 8
+
+// errLeave reports a row this Store cannot read: it is left as it is (see
+// envelope.ErrUnreadable).
+var errLeave = errors.New("core: the row cannot be read here; left as it is")
+
+// errSuperseded reports a copy whose row already holds a later state of it
+// (another app server's writer synced it first): there is nothing to write.
+var errSuperseded = errors.New("core: the row holds a later state of this copy")
+
+// noteWritten records in v that the row takes directly, at row version at,
+// every key v changed since its last sync — c's, and any earlier change of
+// the copy the write carries along.
+func noteWritten(v *envelope.Envelope, c Change, at uint64) {
+	if c.All || v.WholeAt > v.SyncedVersion {
+		v.NoteWritten(envelope.AllKeys, at)
+	}
+	for _, k := range c.Keys {
+		v.NoteWritten(k, at)
+	}
+	if c.Header {
+		v.NoteWritten(headerKey, at)
+	}
+	for _, ch := range v.Changed {
+		if ch.Version > v.SyncedVersion {
+			v.NoteWritten(ch.Key, at)
+		}
+	}
+}
+
+// sync writes e's state to its row, conditional on the row version e was
+// built on. When the row refuses, e is rebased on the row (merged with it
+// key by key) and written again. direct, when not nil, is a change the row
+// takes directly (a durable write, or one around memcached): its keys are
+// recorded as written at the row version that takes them. On success e
+// holds what the row holds, marked synced. It returns errSuperseded when
+// the row already holds a later state of e's own copy (nothing to write),
+// ErrDestroyed when the row says the session is gone (a tombstone, or no
+// row under a copy that had one), errLeave for a row this Store cannot
+// read, and errors wrapping ErrUnavailable when the database did not
+// answer.
+func (s *Store) sync(ctx context.Context, e *Entry, direct *Change) error {
+	v := &e.env
+	for range maxSyncAttempts {
+		if direct != nil {
+			noteWritten(v, *direct, v.Base+1)
+		}
+		applied, err := s.write(ctx, s.record(e.mkey, v, v.Base))
+		if err != nil {
+			return err
+		}
+		if applied {
+			v.MarkSynced(v.Base+1, v.Version, s.now())
+			e.fromEnvelope(v)
+			return nil
+		}
+		rec, found, err := s.load(ctx, e.key)
+		if err != nil {
+			return err
+		}
+		if err := s.rebase(e, rec, found); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: the row kept changing", ErrConflict)
+}
+
+// rebase makes e a state built on rec, the row that refused e's write:
+//   - a tombstone wins over everything, and a tombstone needs no merge;
+//   - a row that holds an earlier state of e's own lineage takes e as it is,
+//     and one that holds a later state needs nothing (errSuperseded);
+//   - any other row gets e's changes since its last sync, key by key, on top
+//     of the row's values, except where the row took a key directly since
+//     e's base (see merge).
+func (s *Store) rebase(e *Entry, rec Record, found bool) error {
+	v := &e.env
+	if !found {
+		if v.Base == 0 { // a new session's row vanished between insert and load: insert again
+			return nil
+		}
+		return ErrDestroyed
+	}
+	var row envelope.Envelope
+	err := s.open(rec.Payload, e.mkey, &row, false)
+	switch {
+	case errors.Is(err, envelope.ErrUnreadable):
+		return errLeave
+	case err != nil: // corrupt: e replaces it
+	case row.Destroyed && v.Destroyed:
+		return ErrDestroyed // already destroyed: nothing to write
+	case row.Destroyed:
+		return ErrDestroyed
+	case v.Destroyed:
+	case row.Lineage == v.Lineage && v.Lineage != 0 && row.Version <= v.Version:
+	case row.Lineage == v.Lineage && v.Lineage != 0:
+		return errSuperseded
+	default:
+		if err := s.merge(v, &row); err != nil {
+			return err
+		}
+		v.Lineage = newLineage() // a state no copy held: no copy may take it for its own
+		e.merged = true
+		s.stats.merges.Add(1)
+	}
+	v.Base = rec.Version
+	return nil
+}
+
+// merge puts into v, a copy whose write the row refused, the row's values
+// for every key v did not change since its last sync (v.SyncedVersion) and
+// for every key the row took directly since v's base (a durable write or a
+// write around memcached is later than any change of a copy built before
+// it), and the row's header unless v alone changed it. The result carries
+// the row's list of directly written keys.
+func (s *Store) merge(v, row *envelope.Envelope) error {
+	since, base := v.SyncedVersion, v.Base
+	var mine []string
+	header := false
+	for _, c := range v.Changed {
+		switch {
+		case c.Version <= since || row.WrittenSince(c.Key, base):
+		case c.Key == headerKey:
+			header = true
+		default:
+			mine = append(mine, c.Key)
+		}
+	}
+	if !header {
+		v.Subject, v.IdleTimeout, v.Deadline, v.Persistent = row.Subject, row.IdleTimeout, row.Deadline, row.Persistent
+	}
+	v.ActiveAt = maxTime(v.ActiveAt, row.ActiveAt)
+	v.Written, v.WrittenFloor = row.Written, row.WrittenFloor
+	switch {
+	case v.WholeAt > since && !row.AnyWrittenSince(base):
+		return nil // the copy's whole payload, unchallenged
+	case v.WholeAt > since && (opaqueCodec(v.Codec) || row.WrittenFloor > base):
+		v.Payload, v.Codec = row.Payload, row.Codec // cannot tell keys apart: the direct write wins
+		return nil
+	case v.WholeAt > since:
+		return s.mergeKeys(v, row, func(k string) bool { return !row.WrittenSince(k, base) }, true)
+	case len(mine) == 0:
+		v.Payload, v.Codec = row.Payload, row.Codec
+		return nil
+	}
+	return s.mergeKeys(v, row, func(k string) bool { return slices.Contains(mine, k) }, false)
+}
+
+// mergeKeys sets v's payload to the row's values with v's for the keys
+// ours reports (wholeOurs: starting from v's values, with the row's for the
+// keys ours does not report).
+func (s *Store) mergeKeys(v, row *envelope.Envelope, ours func(string) bool, wholeOurs bool) error {
+	rowValues, err := s.decode(row.Codec, row.Payload)
+	if err != nil {
+		return err
+	}
+	values, err := s.decode(v.Codec, v.Payload)
+	if err != nil {
+		return err
+	}
+	from, into, take := values, rowValues, ours
+	if wholeOurs {
+		from, into = rowValues, values
+		take = func(k string) bool { return !ours(k) }
+	}
+	for k := range keysOf(from, into) {
+		if !take(k) {
+			continue
+		}
+		if val, ok := from[k]; ok {
+			into[k] = val
+		} else {
+			delete(into, k)
+		}
+	}
+	p, err := s.codec.Encode(into)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrEncode, err)
+	}
+	v.Payload, v.Codec = p, s.codec.ID()
+	return nil
+}
+
+// keysOf returns the keys of a and b.
+func keysOf(a, b map[string]any) map[string]struct{} {
+	keys := make(map[string]struct{}, len(a)+len(b))
+	for k := range a {
+		keys[k] = struct{}{}
+	}
+	for k := range b {
+		keys[k] = struct{}{}
+	}
+	return keys
+}
+
+// decode decodes a payload with the Store's codec for id.
+func (s *Store) decode(id uint8, p []byte) (map[string]any, error) {
+	c := s.codecs[id]
+	if c == nil {
+		return nil, fmt.Errorf("%w: id %d", ErrUnknownCodec, id)
+	}
+	if len(p) == 0 {
+		return map[string]any{}, nil
+	}
+	return c.Decode(p)
+}

@@ -1,0 +1,453 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/hybridsession/hybridsession/core/internal/cache"
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
+)
+
+// Insert stores e as a new session under token: the database row first
+// (insert-if-absent), then memcached. While the database does not answer,
+// the session lives in memcached and reaches its row with the background
+// writer — unless durable, or e has a Subject (DestroySubject finds a
+// subject's sessions by their rows): then it fails. While memcached does
+// not answer, the row alone holds it. e.Created, Deadline, IdleTimeout,
+// Codec, Subject, Persistent and Payload are stored; ActiveAt is set to
+// now.
+//
+// It returns ErrExists when a live session or a tombstone holds the key (a
+// dead one is replaced), ErrTooLarge or ErrInvalidSubject before writing
+// anything, and an error wrapping ErrUnavailable when no tier took the
+// session, or the database did not take a durable one. On success e can be
+// passed to Update.
+func (s *Store) Insert(ctx context.Context, token string, e *Entry, durable bool) error {
+	if err := s.check(e); err != nil {
+		return err
+	}
+	now := s.now()
+	e.key, e.mkey = s.keys(token)
+	e.ActiveAt = now
+	v := e.toEnvelope()
+	*v = envelope.Envelope{
+		Codec: v.Codec, Persistent: v.Persistent, Lineage: newLineage(),
+		Created: v.Created, Deadline: v.Deadline, IdleTimeout: v.IdleTimeout, ActiveAt: now,
+		Grace: s.grace(), Version: 1, Unsynced: s.durable != nil, Subject: v.Subject, Payload: v.Payload,
+	}
+	dbErr := errNoTier
+	if s.durable != nil {
+		dbErr = s.insertRow(ctx, e)
+		switch {
+		case errors.Is(dbErr, ErrExists):
+			return dbErr
+		case dbErr != nil && (durable || e.Subject != ""):
+			return dbErr
+		}
+	}
+	cacheErr := errNoTier
+	if s.mc != nil {
+		if cacheErr = s.addCopy(ctx, e, now, dbErr == nil); errors.Is(cacheErr, ErrExists) {
+			return cacheErr
+		}
+	}
+	switch {
+	case dbErr != nil && cacheErr != nil:
+		return fmt.Errorf("%w: insert: %w", ErrUnavailable, errors.Join(dbErr, cacheErr))
+	case cacheErr != nil:
+		e.via = viaRow
+	case dbErr != nil:
+		s.writer.schedule(e.key, now.Add(s.syncInterval))
+	}
+	e.Source = SourceNone
+	return nil
+}
+
+// errNoTier stands for the failure of a tier the Store does not have.
+var errNoTier = errors.New("not configured")
+
+// insertRow writes e's row: insert-if-absent, or over a dead row (an expired
+// session, or a tombstone past its deadline).
+func (s *Store) insertRow(ctx context.Context, e *Entry) error {
+	v := &e.env
+	applied, err := s.write(ctx, s.record(e.mkey, v, 0))
+	if err == nil && !applied {
+		rec, found, lerr := s.load(ctx, e.key)
+		var old envelope.Envelope
+		switch {
+		case lerr != nil:
+			return lerr
+		case found && s.open(rec.Payload, e.mkey, &old, true) == nil && !s.now().Before(old.RowExpiresAt()):
+			applied, err = s.write(ctx, s.record(e.mkey, v, rec.Version))
+			v.Base = rec.Version
+		}
+		if err == nil && !applied {
+			return ErrExists
+		}
+	}
+	if err != nil {
+		return err
+	}
+	v.MarkSynced(v.Base+1, v.Version, s.now())
+	return nil
+}
+
+// addCopy writes e's copy of a new session to memcached: over whatever is
+// there when the row took the session (the row decides), otherwise only
+// over nothing, a dead copy or a corrupt one.
+func (s *Store) addCopy(ctx context.Context, e *Entry, now time.Time, rowTook bool) error {
+	buf := s.seal(nil, e.mkey, &e.env)
+	exp := cache.Expiration(now, e.env.RowExpiresAt())
+	e.via = viaAdded
+	if rowTook {
+		return s.mc.Set(ctx, e.mkey, buf, exp)
+	}
+	err := s.mc.Add(ctx, e.mkey, buf, exp)
+	if !errors.Is(err, memcache.ErrNotStored) {
+		return err
+	}
+	it, err := s.mc.Get(ctx, e.mkey)
+	if err != nil {
+		return err
+	}
+	if it == nil {
+		return ErrExists // gone since the add: the caller tries again
+	}
+	var old envelope.Envelope
+	switch oerr := s.open(it.Value, e.mkey, &old, true); {
+	case errors.Is(oerr, envelope.ErrUnreadable),
+		oerr == nil && old.Destroyed && now.Before(old.Deadline),
+		oerr == nil && !old.Destroyed && now.Before(old.ExpiresAt()):
+		return ErrExists
+	}
+	return cmpErr(s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, it.CasID), ErrExists)
+}
+
+// cmpErr returns nil for nil, err for a failure of memcached, and
+// protocolErr for a protocol answer.
+func cmpErr(err, protocolErr error) error {
+	if err == nil || errors.Is(err, cache.ErrUnavailable) {
+		return err
+	}
+	return protocolErr
+}
+
+// Update writes e, read with Get or stored with Insert, with change c: it
+// records activity (ActiveAt = now) and, unless c is a touch, a new
+// version. It writes memcached with compare-and-swap and leaves the
+// database to the background writer, unless c.Durable; while memcached is
+// unavailable it writes the row instead.
+//
+// It returns ErrConflict when another writer changed the session since e
+// was read (re-read it and retry), ErrTooLarge or ErrInvalidSubject
+// before writing anything, ErrDestroyed when the session was destroyed
+// meanwhile, and an error wrapping ErrUnavailable when no tier took the
+// write — or, for a durable change, when the database did not. On success e
+// is what was written: with a merge, its Payload holds the other app
+// servers' changes too. After an error, read the session again before the
+// next Update: e may be part-way changed.
+func (s *Store) Update(ctx context.Context, e *Entry, c Change) error {
+	if err := s.check(e); err != nil {
+		return err
+	}
+	next := *e
+	v := next.toEnvelope()
+	if c.changes() {
+		v.Version++
+		s.note(v, c)
+	}
+	c.Durable = c.Durable || s.writeThrough
+	now := s.now()
+	next.ActiveAt, v.ActiveAt, v.Grace = now, now, s.grace()
+	v.Unsynced = s.durable != nil
+	next.merged = false
+	var err error
+	switch {
+	case next.via == viaRow || s.mc == nil:
+		err = s.writeRow(ctx, &next, c)
+	case c.Durable && s.durable != nil:
+		err = s.writeDurable(ctx, &next, c, readOf(e), now)
+	default:
+		err = s.writeCopy(ctx, &next, c, readOf(e), now)
+	}
+	if err == nil {
+		*e = next
+	}
+	return err
+}
+
+// note records in v the keys c changes, for a merge with the row; without
+// a durable tier there is never a merge.
+func (s *Store) note(v *envelope.Envelope, c Change) {
+	switch {
+	case s.durable == nil:
+	case c.All:
+		v.NoteWhole()
+	default:
+		for _, k := range c.Keys {
+			v.Note(k)
+		}
+	}
+	if c.Header && s.durable != nil {
+		v.Note(headerKey)
+	}
+}
+
+// writeCopy writes e to memcached (compare-and-swap on the copy read, at
+// version read) and schedules its sync; when memcached fails it writes the
+// row around it.
+func (s *Store) writeCopy(ctx context.Context, e *Entry, c Change, read readState, now time.Time) error {
+	err := s.cas(ctx, e, read, now)
+	switch {
+	case err == nil:
+		s.writer.schedule(e.key, e.env.SyncedAt.Add(s.syncInterval))
+		return nil
+	case !errors.Is(err, cache.ErrUnavailable):
+		return err
+	case s.durable == nil:
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	s.stats.fallbacks.Add(1)
+	e.env.Lineage = newLineage() // the copy did not take this state
+	if err := s.sync(ctx, e, &c); err != nil {
+		return err
+	}
+	e.via = viaRow
+	return nil
+}
+
+// writeDurable writes e to its row first (merging with the row if it moved),
+// then to memcached. The row takes a state no copy held yet, so it starts a
+// new lineage: should memcached not take it (a concurrent request's copy
+// wins the compare-and-swap, or the node becomes unreachable), that copy's
+// next sync merges with the row instead of replacing it, and the keys this
+// write changed, recorded as written directly, stay.
+func (s *Store) writeDurable(ctx context.Context, e *Entry, c Change, read readState, now time.Time) error {
+	e.env.Lineage = newLineage()
+	if err := s.sync(ctx, e, &c); err != nil {
+		return err
+	}
+	err := s.cas(ctx, e, read, now)
+	if errors.Is(err, cache.ErrUnavailable) {
+		s.stats.fallbacks.Add(1)
+		e.via = viaRow
+		return nil
+	}
+	return err
+}
+
+// writeRow writes a row-mode entry: conditional on the row version it was
+// read from, with no merge (the caller re-reads and re-applies on
+// ErrConflict).
+func (s *Store) writeRow(ctx context.Context, e *Entry, c Change) error {
+	if s.durable == nil {
+		return fmt.Errorf("%w: memcached", ErrUnavailable)
+	}
+	v := &e.env
+	v.Lineage = newLineage()
+	noteWritten(v, c, v.Base+1)
+	applied, err := s.write(ctx, s.record(e.mkey, v, v.Base))
+	switch {
+	case err != nil:
+		return err
+	case !applied:
+		s.stats.conflicts.Add(1)
+		return ErrConflict
+	}
+	v.MarkSynced(v.Base+1, v.Version, s.now())
+	return nil
+}
+
+// readState identifies the copy an entry was read as.
+type readState struct{ lineage, version uint64 }
+
+func readOf(e *Entry) readState { return readState{e.env.Lineage, e.env.Version} }
+
+// cas writes e's copy to memcached: compare-and-swap on the CAS id it was
+// read with or, for a copy whose CAS id is unknown (refilled or added),
+// on the copy that is there now when it is still the one read. Any other
+// copy means a concurrent writer: ErrConflict.
+func (s *Store) cas(ctx context.Context, e *Entry, read readState, now time.Time) error {
+	casID := e.casID
+	if e.via != viaCache {
+		it, err := s.mc.Get(ctx, e.mkey)
+		if err != nil {
+			return err
+		}
+		var cur envelope.Envelope
+		if it == nil || s.open(it.Value, e.mkey, &cur, true) != nil || cur.Lineage != read.lineage || cur.Version != read.version || cur.Destroyed {
+			s.stats.conflicts.Add(1)
+			return ErrConflict
+		}
+		casID = it.CasID
+	}
+	buf := s.buffer()
+	*buf = s.seal((*buf)[:0], e.mkey, &e.env)
+	err := s.mc.CompareAndSwap(ctx, e.mkey, *buf, cache.Expiration(now, e.env.RowExpiresAt()), casID)
+	if cap(*buf) <= 64<<10 { // do not pin large buffers
+		s.bufs.Put(buf)
+	}
+	if err != nil && !errors.Is(err, cache.ErrUnavailable) {
+		s.stats.conflicts.Add(1)
+		return ErrConflict
+	}
+	return err
+}
+
+// Delete destroys the session stored under token, if any: see Destroy.
+func (s *Store) Delete(ctx context.Context, token string) error {
+	e, err := s.Get(ctx, token)
+	if err != nil || e == nil {
+		return err
+	}
+	return s.Destroy(ctx, e)
+}
+
+// Destroy replaces the session e, read with Get, with a tombstone in both
+// tiers: a copy that says "destroyed" in memcached, and a row state that
+// stands until the session's absolute deadline, so that no copy anywhere,
+// however stale, can bring it back (docs/consistency.md). The row is
+// written before Destroy returns when the database answers; when only
+// memcached takes the tombstone, the background writer brings it to the
+// row. It returns an error wrapping ErrUnavailable when no tier took it.
+func (s *Store) Destroy(ctx context.Context, e *Entry) error {
+	now := s.now()
+	t := &Entry{key: e.key, mkey: e.mkey, Deadline: e.Deadline}
+	t.env = envelope.Envelope{
+		Destroyed: true, Lineage: newLineage(), Created: e.Created, Deadline: e.Deadline, ActiveAt: now,
+		Version: e.env.Version + 1, Base: e.env.Base, SyncedVersion: e.env.SyncedVersion,
+		Unsynced: s.durable != nil, Subject: e.Subject,
+	}
+	cacheErr := errNoTier
+	if s.mc != nil {
+		cacheErr = s.mc.Set(ctx, e.mkey, s.seal(nil, e.mkey, &t.env), cache.Expiration(now, e.Deadline))
+	}
+	dbErr := errNoTier
+	if s.durable != nil {
+		dbErr = s.sync(ctx, t, nil)
+		if errors.Is(dbErr, ErrDestroyed) {
+			dbErr = nil
+		}
+	}
+	switch {
+	case dbErr != nil && cacheErr != nil:
+		return fmt.Errorf("%w: destroy: %w", ErrUnavailable, errors.Join(dbErr, cacheErr))
+	case dbErr != nil && s.durable != nil:
+		s.writer.schedule(e.key, now)
+	}
+	return nil
+}
+
+// DestroySubject destroys every session of subject (see Session.SetSubject)
+// in both tiers — "log out everywhere", for example after a password
+// change — paging through the database however many there are, and returns
+// how many it destroyed. The error wraps ErrUnavailable when a page or a
+// session could not be destroyed; the count says how many were.
+func (s *Store) DestroySubject(ctx context.Context, subject string) (int, error) {
+	return s.destroyRows(ctx, subject, func(string) bool { return true })
+}
+
+// destroyRows destroys every session of subject whose row is not a
+// tombstone and not past its deadline, and that which reports — whatever
+// memcached holds, since an app server that cannot reach the copy serves
+// the row (an idled-out copy hides a row that may live SyncInterval
+// longer). It pages through the database and returns how many of them were
+// alive: by memcached's copy where it has one, by the row otherwise.
+func (s *Store) destroyRows(ctx context.Context, subject string, which func(key string) bool) (int, error) {
+	if subject == "" || s.durable == nil {
+		return 0, nil
+	}
+	n, after := 0, ""
+	for {
+		lctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+		recs, err := s.durable.List(lctx, subject, after, listPage)
+		cancel()
+		if err != nil {
+			return n, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+		}
+		if len(recs) == 0 {
+			return n, nil
+		}
+		copies, now := s.copies(ctx, recs), s.now()
+		for _, rec := range recs {
+			e := &Entry{key: rec.Key, mkey: s.prefix + rec.Key}
+			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.env, false) != nil || e.env.Destroyed || !now.Before(e.env.Deadline) {
+				continue
+			}
+			alive := now.Before(e.env.RowExpiresAt())
+			if c, ok := copies[rec.Key]; ok {
+				alive = !c.Destroyed && now.Before(c.ExpiresAt())
+			}
+			e.fromEnvelope(&e.env)
+			e.env.Base = rec.Version
+			if err := s.Destroy(ctx, e); err != nil {
+				return n, err
+			}
+			if alive {
+				n++
+			}
+		}
+		after = recs[len(recs)-1].Key
+	}
+}
+
+// listPage is how many rows a subject's sessions are read in at a time.
+const listPage = 500
+
+// check refuses entries no tier can store.
+func (s *Store) check(e *Entry) error {
+	if len(e.Subject) > envelope.MaxSubject || !utf8.ValidString(e.Subject) || strings.IndexByte(e.Subject, 0) >= 0 {
+		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8, no NUL)", ErrInvalidSubject, len(e.Subject), envelope.MaxSubject)
+	}
+	if n := e.toEnvelope().Size() + envelopeGrowth + s.ring.Overhead(); n > s.maxItem {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
+	}
+	return nil
+}
+
+// envelopeGrowth bounds how much a write adds to an envelope's header:
+// versions, times and the list of changed keys.
+const envelopeGrowth = 64 + envelope.MaxChanged*8
+
+// record returns the conditional row write of v under its memcached key
+// mkey, built on the row version base.
+func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) Write {
+	expires := v.RowExpiresAt()
+	if v.Destroyed {
+		expires = v.Deadline
+	}
+	return Write{Base: base, Record: Record{
+		Key: mkey[len(s.prefix):], Payload: s.seal(nil, mkey, v), Version: base + 1,
+		ExpiresAt: expires.Truncate(time.Millisecond), Deadline: v.Deadline.Truncate(time.Millisecond), Subject: v.Subject,
+	}}
+}
+
+// write applies one conditional row write within DBTimeout; the error wraps
+// ErrUnavailable.
+func (s *Store) write(ctx context.Context, w Write) (bool, error) {
+	applied, err := s.writeBatch(ctx, []Write{w})
+	if err != nil {
+		return false, err
+	}
+	return applied[0], nil
+}
+
+func (s *Store) writeBatch(ctx context.Context, ws []Write) ([]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+	defer cancel()
+	applied, err := s.durable.Write(ctx, ws)
+	if err == nil && len(applied) != len(ws) {
+		err = fmt.Errorf("Durable.Write answered %d of %d writes", len(applied), len(ws))
+	}
+	if err != nil {
+		s.stats.dbErrors.Add(1)
+		return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+	}
+	s.stats.dbWrites.Add(uint64(len(ws)))
+	return applied, nil
+}

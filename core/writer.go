@@ -1,0 +1,333 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hybridsession/hybridsession/core/internal/cache"
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
+)
+
+// writer is the background half of the sync rule: it brings the row of
+// every session written to memcached up to date within SyncInterval of the
+// write. It tracks storage keys and when each is due, not data: at the due
+// time it reads the sessions' current copies from memcached (whichever app
+// server wrote them last) and writes the rows in one multi-row statement
+// per batch, so the database sees few statements however many sessions
+// there are.
+type writer struct {
+	s     *Store
+	limit int
+	tick  time.Duration
+
+	mu      sync.Mutex
+	due     map[string]time.Time // storage key → when its row must be written
+	flushes []flushReq           // Flush and Close calls waiting for a pass
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+const (
+	writerBatch   = 2000            // sessions per GetMulti and Durable.Write
+	retryDelay    = 5 * time.Second // after a failed batch
+	maxWriterTick = time.Minute     // longest wait between passes
+)
+
+func newWriter(s *Store, limit int) *writer {
+	w := &writer{
+		s: s, limit: limit, due: map[string]time.Time{},
+		tick: min(max(s.syncInterval/8, 10*time.Millisecond), maxWriterTick),
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	go w.run()
+	return w
+}
+
+// schedule makes key's row due at the latest at at. A nil writer does
+// nothing (a Store without both tiers).
+func (w *writer) schedule(key string, at time.Time) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if old, ok := w.due[key]; ok {
+		if at.Before(old) {
+			w.due[key] = at
+		}
+		return
+	}
+	if len(w.due) >= w.limit {
+		w.s.stats.syncDropped.Add(1)
+		return
+	}
+	w.due[key] = at
+}
+
+// take removes and returns up to writerBatch keys due before until (all
+// keys with all).
+func (w *writer) take(until time.Time, all bool) []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var keys []string
+	for k, at := range w.due {
+		if len(keys) == writerBatch {
+			break
+		}
+		if all || at.Before(until) {
+			keys = append(keys, k)
+			delete(w.due, k)
+		}
+	}
+	return keys
+}
+
+// flushReq is a Flush (all false) or Close (all true) waiting for a pass.
+type flushReq struct {
+	all  bool
+	done chan struct{}
+}
+
+func (w *writer) run() {
+	defer close(w.done)
+	t := time.NewTicker(w.tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+		case <-w.wake:
+		}
+		w.mu.Lock()
+		waiting := w.flushes
+		w.flushes = nil
+		w.mu.Unlock()
+		all := false
+		for _, f := range waiting {
+			all = all || f.all
+		}
+		w.pass(context.Background(), all)
+		for _, f := range waiting {
+			close(f.done)
+		}
+	}
+}
+
+// pass writes the rows due before the next tick, or all with all.
+func (w *writer) pass(ctx context.Context, all bool) {
+	until := w.s.now().Add(w.tick)
+	for {
+		keys := w.take(until, all)
+		if len(keys) == 0 {
+			return
+		}
+		w.writeBatch(ctx, keys, all)
+		if len(keys) < writerBatch {
+			return
+		}
+	}
+}
+
+// copyRead is a memcached copy read for a sync, and which copy it was.
+type copyRead struct {
+	e    Entry
+	read readState
+}
+
+// writeBatch syncs the copies of keys: one GetMulti, one Durable.Write for
+// all, then a sync with merge for each the row refused, and a confirmation
+// of each synced copy in memcached.
+func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
+	s := w.s
+	now := s.now()
+	copies, failed := w.read(ctx, keys, now, all)
+	for _, k := range failed {
+		w.schedule(k, now.Add(retryDelay))
+	}
+	if len(copies) == 0 {
+		return
+	}
+	ws := make([]Write, len(copies))
+	for i := range copies {
+		ws[i] = s.record(copies[i].e.mkey, &copies[i].e.env, copies[i].e.env.Base)
+	}
+	applied, err := s.writeBatch(ctx, ws)
+	if err != nil {
+		s.warn.log("sync", "hybridsession: background sync failed; retrying", err)
+		for i := range copies {
+			w.schedule(copies[i].e.key, now.Add(retryDelay))
+		}
+		return
+	}
+	synced := copies[:0]
+	for i := range copies {
+		p := copies[i]
+		if applied[i] {
+			p.e.env.MarkSynced(p.e.env.Base+1, p.e.env.Version, now)
+		} else if err := w.resync(ctx, &p, now); err != nil {
+			continue
+		}
+		synced = append(synced, p)
+	}
+	w.confirm(ctx, synced)
+}
+
+// read returns the copies of keys that have something the row has not
+// seen, and the keys memcached could not be asked about. Unless all, a copy
+// another app server synced since it was scheduled waits for its own due
+// time.
+func (w *writer) read(ctx context.Context, keys []string, now time.Time, all bool) ([]copyRead, []string) {
+	s := w.s
+	mkeys := make([]string, len(keys))
+	for i, k := range keys {
+		mkeys[i] = s.prefix + k
+	}
+	items, err := s.mc.GetMulti(ctx, mkeys)
+	if err != nil && len(items) == 0 {
+		return nil, keys
+	}
+	var out []copyRead
+	var failed []string
+	for i, k := range keys {
+		it := items[mkeys[i]]
+		if it == nil {
+			if err != nil {
+				failed = append(failed, k) // its node may not have answered
+			}
+			continue
+		}
+		p := copyRead{e: Entry{key: k, mkey: mkeys[i]}}
+		if s.open(it.Value, mkeys[i], &p.e.env, false) != nil || !p.e.env.Unsynced {
+			continue
+		}
+		p.read = readOf(&p.e)
+		if due := p.e.env.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !p.e.env.SyncedAt.IsZero() {
+			w.schedule(k, due) // synced meanwhile by another app server
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, failed
+}
+
+// resync handles a copy whose row refused the batch's write. The copy read
+// for the batch may be out of date by now — a request changed it, or it was
+// lost and refilled from the row — so resync reads the current one: still
+// the same copy (same lineage, same or later version), it is merged with
+// the row and written again; gone or refilled, it is left to its own sync
+// (its changes since the last sync went with the cache loss). When the row
+// says the session is gone, the copy becomes a tombstone.
+func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
+	s := w.s
+	it, err := s.mc.Get(ctx, p.e.mkey)
+	if err != nil {
+		w.schedule(p.e.key, now.Add(retryDelay))
+		return err
+	}
+	cur := Entry{key: p.e.key, mkey: p.e.mkey}
+	if it == nil || s.open(it.Value, cur.mkey, &cur.env, false) != nil || !cur.env.Unsynced ||
+		cur.env.Lineage != p.read.lineage || cur.env.Version < p.read.version {
+		return errSuperseded
+	}
+	p.e, p.read = cur, readOf(&cur)
+	err = s.sync(ctx, &p.e, nil)
+	switch {
+	case err == nil, errors.Is(err, errSuperseded):
+	case errors.Is(err, ErrDestroyed):
+		t := p.e.env
+		t.Destroyed, t.Payload, t.Unsynced = true, nil, false
+		_ = s.mc.Set(ctx, p.e.mkey, s.seal(nil, p.e.mkey, &t), cache.Expiration(now, t.Deadline))
+	case errors.Is(err, ErrUnavailable):
+		w.schedule(p.e.key, now.Add(retryDelay))
+	default:
+		s.warn.log("sync", "hybridsession: background sync failed", err)
+	}
+	return err
+}
+
+// confirm tells the copies in memcached that their rows took them, so that
+// each is built on its new row version and forgets the changes synced. It
+// reads them afresh (a CAS id read before the row write may name another
+// item by now: memcached restarts number them anew) and writes only a copy
+// that is still the one synced, or a later state of it (keeping what it
+// gained since; after a merge, only a touch). It is best effort: an
+// unconfirmed copy's next sync finds an earlier state of its own lineage
+// in the row and takes the row's place (see rebase).
+func (w *writer) confirm(ctx context.Context, ps []copyRead) {
+	s := w.s
+	if len(ps) == 0 {
+		return
+	}
+	mkeys := make([]string, len(ps))
+	for i := range ps {
+		mkeys[i] = ps[i].e.mkey
+	}
+	items, _ := s.mc.GetMulti(ctx, mkeys)
+	now := s.now()
+	for i := range ps {
+		p := &ps[i]
+		it := items[p.e.mkey]
+		var cur envelope.Envelope
+		if it == nil || s.open(it.Value, p.e.mkey, &cur, false) != nil || cur.Lineage != p.read.lineage {
+			continue
+		}
+		next := &p.e.env
+		switch {
+		case !p.e.merged && cur.Version >= p.read.version:
+			// Keep what the copy gained since it was read: changes, or a
+			// touch (which moves ActiveAt, not the version).
+			cur.MarkSynced(next.Base, next.SyncedVersion, next.SyncedAt)
+			cur.Unsynced = cur.Unsynced || cur.ActiveAt.After(next.ActiveAt)
+			next = &cur
+		case p.e.merged && cur.Version == p.read.version:
+			next.ActiveAt = maxTime(next.ActiveAt, cur.ActiveAt)
+		default:
+			continue
+		}
+		_ = s.mc.CompareAndSwap(ctx, p.e.mkey, s.seal(nil, p.e.mkey, next), cache.Expiration(now, next.RowExpiresAt()), it.CasID)
+	}
+}
+
+// flush runs a pass now — over every tracked session with all, over those
+// due before the next tick otherwise — and waits for it.
+func (w *writer) flush(ctx context.Context, all bool) error {
+	c := make(chan struct{})
+	w.mu.Lock()
+	w.flushes = append(w.flushes, flushReq{all, c})
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case <-c:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.done:
+		return nil
+	}
+}
+
+// close writes every tracked session and stops the writer.
+func (w *writer) close(ctx context.Context) error {
+	err := w.flush(ctx, true)
+	close(w.stop)
+	<-w.done
+	return err
+}
+
+// pendingCount returns how many sessions the writer tracks.
+func (w *writer) pendingCount() int {
+	if w == nil {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.due)
+}
