@@ -18,8 +18,9 @@
 //   - SQL statements, in the driver: PostgreSQL connections carry a pgx
 //     QueryTracer (BEGIN and COMMIT included); statements run under a
 //     request's context are also counted as "on the request path";
-//   - database reads and writes in the click-stream simulation, on the
-//     durable tier's interface (Load and Save calls).
+//   - database reads and writes in the click-stream simulation and the
+//     restore, on the durable tier's interface (Load calls; rows written
+//     and Write calls).
 //
 // Environment: memcached in PATH (each benchmark starts its own through
 // memcachedtest); PostgreSQL at HYBRIDSESSION_POSTGRES_DSN, default

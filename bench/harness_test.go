@@ -21,6 +21,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -80,10 +81,10 @@ func newMemcacheClient(addr string, n *atomic.Int64) *memcache.Client {
 	return c
 }
 
-// startMemcached starts a memcached for the benchmark b (and its
-// sub-benchmarks): killed when b ends.
-func startMemcached(b *testing.B) *memcachedtest.Server {
-	return memcachedtest.Start(b, memcachedtest.Options{MemoryMB: 256})
+// startMemcached starts a memcached for the benchmark or test tb (and its
+// sub-benchmarks): killed when tb ends.
+func startMemcached(tb testing.TB) *memcachedtest.Server {
+	return memcachedtest.Start(tb, memcachedtest.Options{MemoryMB: 256})
 }
 
 // ---------------------------------------------------------------------------
@@ -273,3 +274,43 @@ func newVClock() *vclock {
 
 func (c *vclock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *vclock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// writerTick is how often a Store's background writer makes a pass:
+// SyncInterval/8, within 10ms and 10s (core's writer; the Store does not
+// tell).
+func writerTick(st *core.Store) time.Duration {
+	return min(max(st.SyncInterval()/8, 10*time.Millisecond), time.Minute)
+}
+
+// writerPace runs a Store's background writer at its pace in virtual time,
+// for a benchmark that advances the clock step by step: the writer wakes
+// every writerTick of real time, far slower than the virtual clock, so the
+// benchmark makes its passes (Store.Flush: the rows that are due) each time
+// the virtual clock has moved on by that tick. More frequent passes would
+// write smaller batches than a deployment's writer; fewer, larger.
+type writerPace struct {
+	st    *core.Store
+	every time.Duration
+	last  time.Time
+}
+
+func newWriterPace(st *core.Store, now time.Time) *writerPace {
+	return &writerPace{st: st, every: writerTick(st), last: now}
+}
+
+// at makes a pass when the clock, now, has moved on by the writer's tick
+// since the last one.
+func (w *writerPace) at(b *testing.B, now time.Time) {
+	if now.Sub(w.last) >= w.every {
+		flushStore(b, w.st)
+		w.last = now
+	}
+}
+
+func flushStore(b *testing.B, st *core.Store) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := st.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+}

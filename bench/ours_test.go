@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/alexedwards/scs/v2"
@@ -28,26 +29,36 @@ func init() {
 		builders["hybrid-gin"+suffix] = func(e *env, tb testing.TB) *target { return hybridGin(e, tb, "hybrid-gin"+suffix, wt) }
 		builders["hybrid-echo"+suffix] = func(e *env, tb testing.TB) *target { return hybridEcho(e, tb, "hybrid-echo"+suffix, wt) }
 		builders["hybrid-fiber"+suffix] = func(e *env, tb testing.TB) *target { return hybridFiber(e, tb, "hybrid-fiber"+suffix, wt) }
-		builders["hybrid-scs"+suffix] = func(e *env, tb testing.TB) *target { return hybridSCS(e, tb, "hybrid-scs"+suffix, wt) }
 	}
+	// scsstore has no write-through form: scs writes whole sessions, and
+	// nothing makes its Commits durable.
+	builders["hybrid-scs"] = func(e *env, tb testing.TB) *target { return hybridSCS(e, tb, "hybrid-scs") }
 }
 
 // ourTarget builds the Store and Manager of one of our targets (virtual
 // clock) and the target around them; app makes the framework's handler.
+// writeThrough makes every key a durable key: each change is written to the
+// database before the response.
 func ourTarget(e *env, tb testing.TB, name string, writeThrough bool) (*target, *core.Manager) {
 	clock := newVClock()
-	st, trips, counter := e.hybridStore(tb, name, writeThrough, clock)
-	m := hybridManager(tb, st)
+	pathTrips := new(atomic.Int64)
+	st, trips, counter := e.hybridStoreWith(tb, name, clock, withPathTracer(pathTrips))
+	var durable []string
+	if writeThrough {
+		durable = writeThroughKeys
+	}
+	m := hybridManager(tb, st, durable...)
 	return &target{
 		name:       name,
 		ours:       true,
 		trips:      trips,
+		pathTrips:  pathTrips,
 		sql:        counter,
 		pathKnown:  true,
 		clock:      clock,
+		writer:     newWriterDriver(tb, st, clock),
 		cookieName: m.CookieName(),
 		flush:      func() { _ = st.Flush(context.Background()) },
-		store:      st,
 	}, m
 }
 
@@ -174,9 +185,11 @@ func hybridFiber(e *env, tb testing.TB, name string, wt bool) *target {
 
 // hybridSCS is scs v2 (its own tokens, codec and middleware) on scsstore.
 // scs computes expiries from the real clock, so this Store keeps the real
-// clock too: its periodic syncs come every SyncInterval of real time.
-func hybridSCS(e *env, tb testing.TB, name string, wt bool) *target {
-	st, trips, counter := e.hybridStore(tb, name, wt, nil)
+// clock too: its background writer syncs a session every SyncInterval of
+// real time.
+func hybridSCS(e *env, tb testing.TB, name string) *target {
+	pathTrips := new(atomic.Int64)
+	st, trips, counter := e.hybridStoreWith(tb, name, nil, withPathTracer(pathTrips))
 	store, err := scsstore.New(st, scsstore.Config{})
 	if err != nil {
 		tb.Fatal(err)
@@ -211,12 +224,12 @@ func hybridSCS(e *env, tb testing.TB, name string, wt bool) *target {
 		name:       name,
 		ours:       true,
 		trips:      trips,
+		pathTrips:  pathTrips,
 		sql:        counter,
 		pathKnown:  true,
 		cookieName: sm.Cookie.Name,
 		newClient:  func() client { return newHTTPClient(h, sm.Cookie.Name) },
 		flush:      func() { _ = st.Flush(context.Background()) },
-		store:      st,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durabletest"
 )
 
 const (
@@ -20,23 +21,23 @@ const (
 
 // BenchmarkReaper is one reaper pass (Reaper.RunOnce, default batch of 500)
 // over 100,000 rows whose expires_at has passed, on PostgreSQL. One row in
-// ten belongs to a session still alive in memcached (the reaper rewrites
-// it with memcached's copy); the rest are dead (deleted). rows/s is rows
-// examined per second of the pass; sql/batch and mc-rt/batch are counted
-// on the connections. Run it with -benchtime 1x (each iteration loads the
-// rows again, untimed).
+// ten belongs to a session still alive in memcached (its activity never
+// reached the row: the reaper rewrites the row with memcached's copy); the
+// rest are dead (deleted). rows/s is rows examined per second of the pass;
+// sql/batch and mc-rt/batch are counted on the connections. Run it with
+// -benchtime 1x (each iteration loads the rows again, untimed).
 func BenchmarkReaper(b *testing.B) {
 	dsn := postgresDSN(b)
 	mc := startMemcached(b)
 	ctx := context.Background()
 	counter := new(sqlCounter)
 	var trips atomic.Int64
-	durable := openDurable(b, "hs_reap", counter)
+	durable := &claimCounter{Durable: openDurable(b, "hs_reap", counter)}
 	st, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, Timeout: memcacheTimeout, DialContext: countingDialer(&trips)},
 		Durable:   durable,
 		Logger:    quiet,
-		ReapMode:  core.ReapExternal, // the benchmark runs the passes
+		Reaper:    core.ReaperConfig{Interval: -1}, // the benchmark runs the passes
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -53,6 +54,7 @@ func BenchmarkReaper(b *testing.B) {
 	b.Cleanup(func() { _ = loader.Close(context.Background()) })
 	filler := memcache.New(mc.Addr)
 	filler.MaxIdleConns = 16
+	rowPayload, alivePayload := reapPayloads(b, mc.Addr)
 
 	var elapsed, cpu time.Duration
 	var examined, extended, deleted int
@@ -60,23 +62,27 @@ func BenchmarkReaper(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
-		loadExpiredRows(b, loader, filler, i)
-		s0, t0 := counter.snap(), trips.Load()
+		loadExpiredRows(b, loader, filler, i, rowPayload, alivePayload)
+		s0, t0, st0 := counter.snap(), trips.Load(), st.Stats()
+		durable.claimed.Store(0)
 		b.StartTimer()
-		cpu0 := cpuTime()
-		rep, err := reaper.RunOnce(ctx)
+		start, cpu0 := time.Now(), cpuTime()
+		err := reaper.RunOnce(ctx)
 		cpu += cpuTime() - cpu0
+		elapsed += time.Since(start)
 		b.StopTimer()
 		if err != nil {
 			b.Fatal(err)
 		}
-		if rep.Examined != reapRows || rep.Errors != 0 || rep.Skipped != 0 {
-			b.Fatalf("pass: %s", rep)
+		st1 := st.Stats()
+		n, ext, del := int(durable.claimed.Load()), int(st1.ReapExtended-st0.ReapExtended), int(st1.ReapDeleted-st0.ReapDeleted)
+		if n != reapRows || ext != reapRows/reapAliveEvery || del != reapRows-ext || st1.ReapErrors != st0.ReapErrors || st1.ReapSkipped != st0.ReapSkipped {
+			b.Fatalf("pass: examined %d, extended %d, deleted %d, skipped %d, errors %d; want %d rows, one in %d extended, the rest deleted",
+				n, ext, del, st1.ReapSkipped-st0.ReapSkipped, st1.ReapErrors-st0.ReapErrors, reapRows, reapAliveEvery)
 		}
 		d := counter.snap().sub(s0)
 		stmts, writes, rts = stmts+d.stmts, writes+d.writes, rts+trips.Load()-t0
-		elapsed += rep.Duration
-		examined, extended, deleted = examined+rep.Examined, extended+rep.Extended, deleted+rep.Deleted
+		examined, extended, deleted = examined+n, extended+ext, deleted+del
 	}
 	b.ReportAllocs()
 	reportCPU(b, cpu)
@@ -89,38 +95,91 @@ func BenchmarkReaper(b *testing.B) {
 	b.ReportMetric(float64(deleted)/float64(b.N), "deleted/pass")
 }
 
-// loadExpiredRows empties the table and fills it with reapRows rows that
-// expired an hour ago, with COPY; one in reapAliveEvery sessions is also
-// put in memcached, alive, with a newer version.
-func loadExpiredRows(b *testing.B, conn *pgx.Conn, mc *memcache.Client, pass int) {
+// claimCounter counts the rows the reaper's batches claim.
+type claimCounter struct {
+	core.Durable
+	claimed atomic.Int64
+}
+
+func (d *claimCounter) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+	n, err := d.Durable.Reap(ctx, now, limit, judge)
+	d.claimed.Add(int64(n))
+	return n, err
+}
+
+// reapPayloads returns the payload of a dead session's row and the
+// memcached copy of a live session, made through the public API by an app
+// server whose clock reads the past: the session was created two hours
+// ago and written to its row, then changed a minute ago in memcached alone
+// (its row never saw it). The Stores are unsealed, so the bytes are valid
+// under any key (a sealed envelope is bound to its key).
+func reapPayloads(b *testing.B, addr string) (row, alive []byte) {
+	ctx := context.Background()
+	clock := newVClock()
+	clock.Advance(-2 * time.Hour)
+	mem := durabletest.NewMemory()
+	const prefix = "reap-gen:"
+	st, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: []string{addr}, KeyPrefix: prefix, Timeout: memcacheTimeout},
+		Durable:   mem,
+		Clock:     clock.Now,
+		Logger:    quiet,
+		Reaper:    core.ReaperConfig{Interval: -1},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close(ctx)
+	values := map[string]any{}
+	for _, v := range newValues {
+		values[v.key] = v.value
+	}
+	e := &core.Entry{Codec: core.Msgpack.ID(), Created: clock.Now(), Deadline: clock.Now().Add(24 * time.Hour), IdleTimeout: 30 * time.Minute}
+	if e.Payload, err = core.Msgpack.Encode(values); err != nil {
+		b.Fatal(err)
+	}
+	token := core.NewToken()
+	if err := st.Insert(ctx, token, e, false); err != nil {
+		b.Fatal(err)
+	}
+	key := core.StorageKey(token)
+	rec, found, err := mem.Load(ctx, key)
+	if err != nil || !found || rec.Version != 1 {
+		b.Fatalf("the generated row: %+v, found %v, %v; want version 1", rec, found, err)
+	}
+	clock.Advance(2*time.Hour - time.Minute)
+	values["n"] = 1
+	if e.Payload, err = core.Msgpack.Encode(values); err != nil {
+		b.Fatal(err)
+	}
+	if err := st.Update(ctx, e, core.Change{Keys: []string{"n"}}); err != nil {
+		b.Fatal(err)
+	}
+	it, err := memcache.New(addr).Get(prefix + key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rec.Payload, it.Value
+}
+
+// loadExpiredRows empties the table and fills it with reapRows rows of
+// rowPayload (version 1) that expired an hour ago, with COPY; one in
+// reapAliveEvery sessions is also put in memcached as alivePayload: alive,
+// with a change the row never saw.
+func loadExpiredRows(b *testing.B, conn *pgx.Conn, mc *memcache.Client, pass int, rowPayload, alivePayload []byte) {
 	ctx := context.Background()
 	if _, err := conn.Exec(ctx, "TRUNCATE hs_reap"); err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now()
 	created := now.Add(-2 * time.Hour)
-	dead := core.Entry{
-		Codec: core.Msgpack.ID(), Created: created, Deadline: created.Add(24 * time.Hour), IdleTimeout: 30 * time.Minute,
-		ActiveAt: now.Add(-time.Hour - 30*time.Minute), Version: 3, SyncedAt: now.Add(-time.Hour - 30*time.Minute), SyncedVersion: 3,
-	}
-	values := map[string]any{}
-	for _, v := range newValues {
-		values[v.key] = v.value
-	}
-	var err error
-	if dead.Payload, err = core.Msgpack.Encode(values); err != nil {
-		b.Fatal(err)
-	}
-	rowPayload := core.AppendEnvelope(nil, &dead)
-	alive := dead
-	alive.ActiveAt, alive.Version = now.Add(-time.Minute), 5
-	alivePayload := core.AppendEnvelope(nil, &alive)
+	deadline := created.Add(24 * time.Hour)
 	expired := now.Add(-time.Hour)
 
 	rows := make([][]any, reapRows)
 	for i := range rows {
 		key := core.StorageKey("reap-" + strconv.Itoa(pass) + "-" + strconv.Itoa(i))
-		rows[i] = []any{key, rowPayload, int64(dead.Version), expired.UnixMilli() + int64(i), dead.Deadline.UnixMilli(), "",
+		rows[i] = []any{key, rowPayload, int64(1), expired.UnixMilli() + int64(i), deadline.UnixMilli(), "",
 			created.UnixMilli(), created.UnixMilli()}
 		if i%reapAliveEvery == 0 {
 			err := mc.Set(&memcache.Item{Key: "hs:" + key, Value: alivePayload, Expiration: int32((29 * time.Minute) / time.Second)})

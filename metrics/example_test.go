@@ -36,7 +36,7 @@ func ExampleNewCollector() {
 	_ = m.Save(context.Background(), s) // a new session goes to the database at once
 
 	err = testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP hybridsession_db_writes_total Rows written to the durable tier, on the request path or in the background.
+# HELP hybridsession_db_writes_total Rows written to the durable tier, on the request path or by the background writer, batched or not.
 # TYPE hybridsession_db_writes_total counter
 hybridsession_db_writes_total{app="shop"} 1
 `), "hybridsession_db_writes_total")

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
@@ -74,7 +75,7 @@ func TestCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reaper.RunOnce(context.Background()); err != nil {
+	if err := reaper.RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -91,19 +92,19 @@ func TestCollector(t *testing.T) {
 	}
 
 	want := `
-# HELP hybridsession_cache_hits_total memcached reads that found a live session.
+# HELP hybridsession_cache_hits_total memcached reads that found a live or destroyed session.
 # TYPE hybridsession_cache_hits_total counter
 hybridsession_cache_hits_total{app="shop"} 2
-# HELP hybridsession_cache_misses_total memcached reads that found no live session (corrupt entries included).
+# HELP hybridsession_cache_misses_total memcached reads that found no live or destroyed session (corrupt, unreadable and expired entries included).
 # TYPE hybridsession_cache_misses_total counter
 hybridsession_cache_misses_total{app="shop"} 1
 # HELP hybridsession_cache_hit_ratio Cache hits / (hits + misses) since the Store started; alert on rate() of the counters instead.
 # TYPE hybridsession_cache_hit_ratio gauge
 hybridsession_cache_hit_ratio{app="shop"} 0.6666666666666666
-# HELP hybridsession_db_reads_total Durable-tier loads (memcached misses and fallbacks).
+# HELP hybridsession_db_reads_total Rows loaded from the durable tier (memcached misses and fallbacks).
 # TYPE hybridsession_db_reads_total counter
 hybridsession_db_reads_total{app="shop"} 1
-# HELP hybridsession_db_writes_total Rows written to the durable tier, on the request path or in the background.
+# HELP hybridsession_db_writes_total Rows written to the durable tier, on the request path or by the background writer, batched or not.
 # TYPE hybridsession_db_writes_total counter
 hybridsession_db_writes_total{app="shop"} 1
 # HELP hybridsession_memcached_breaker_open 1 while the node's circuit breaker is open (its sessions are served from the database), else 0.
@@ -115,9 +116,9 @@ hybridsession_memcached_breaker_open{app="shop",node="` + f.mc.Addr + `"} 0
 		"hybridsession_db_reads_total", "hybridsession_db_writes_total", "hybridsession_memcached_breaker_open"); err != nil {
 		t.Error(err)
 	}
-	// Every row of the table is exported, plus the reaper's pass and two per node.
-	if n := testutil.CollectAndCount(c); n < 30 {
-		t.Errorf("collector exports %d metrics, want at least 30", n)
+	// 21 from Stats, 3 of the reaper's last pass, 2 for the one node.
+	if n := testutil.CollectAndCount(c); n != 26 {
+		t.Errorf("collector exports %d metrics, want 26", n)
 	}
 	if v := gauge(t, reg, "hybridsession_reaper_last_pass_timestamp_seconds"); v == 0 {
 		t.Error("reaper_last_pass_timestamp_seconds = 0 after a pass")
@@ -239,5 +240,58 @@ func TestOTel(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCorruptAndUnreadable: bytes that are no envelope count as corrupt; a
+// session sealed with a key the Store does not hold counts as unreadable.
+func TestCorruptAndUnreadable(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	open := func(key []byte) *core.Manager {
+		t.Helper()
+		store, err := core.NewStore(core.StoreConfig{
+			Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
+			Durable:   durabletest.NewMemory(),
+			Seal:      core.SealConfig{Keys: [][]byte{key}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = store.Close(context.Background()) })
+		m, err := core.New(core.Config{Store: store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	ours, theirs := open(core.NewSealKey()), open(core.NewSealKey())
+	c, err := metrics.NewCollector(metrics.Config{Store: ours.Store()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	ctx := context.Background()
+
+	garbage := core.NewToken()
+	if err := memcache.New(mc.Addr).Set(&memcache.Item{Key: "hs:" + core.StorageKey(garbage), Value: []byte("not an envelope")}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := ours.Load(ctx, garbage); err != nil || !s.IsNew() {
+		t.Fatalf("Load of a corrupt entry = %v, %v; want a new session", s, err)
+	}
+	s, _ := theirs.Load(ctx, "")
+	s.Put("user", "ada")
+	if err := theirs.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ours.Load(ctx, s.Token()); err != nil || !got.IsNew() {
+		t.Fatalf("Load of a session sealed with another key = %v, %v; want a new session", got, err)
+	}
+	if v := gauge(t, reg, "hybridsession_corrupt_total"); v != 1 {
+		t.Errorf("corrupt_total = %v, want 1", v)
+	}
+	if v := gauge(t, reg, "hybridsession_unreadable_total"); v != 1 {
+		t.Errorf("unreadable_total = %v, want 1", v)
 	}
 }

@@ -46,36 +46,26 @@ func u(v uint64) float64 { return float64(v) }
 // stats lists every metric of the Store. Per-node metrics are in nodeStats,
 // the reaper's pass in reapStats.
 var stats = []stat{
-	{"cache_hits_total", counter, "{read}", "memcached reads that found a live session.", func(s *snapshot) float64 { return u(s.CacheHits) }},
-	{"cache_misses_total", counter, "{read}", "memcached reads that found no live session (corrupt entries included).", func(s *snapshot) float64 { return u(s.CacheMisses) }},
-	{"cache_corrupt_total", counter, "{entry}", "memcached entries that could not be decoded, treated as misses.", func(s *snapshot) float64 { return u(s.CacheCorrupt) }},
-	{"cache_errors_total", counter, "{operation}", "memcached operations that failed (network errors, timeouts).", func(s *snapshot) float64 { return u(s.CacheErrors) }},
-	{"cache_short_circuits_total", counter, "{operation}", "memcached operations skipped because the node's circuit breaker was open.", func(s *snapshot) float64 { return u(s.CacheShortCircuits) }},
-	{"cache_hit_ratio", gauge, "1", "Cache hits / (hits + misses) since the Store started; alert on rate() of the counters instead.", func(s *snapshot) float64 { return s.CacheHitRatio() }},
+	{"cache_hits_total", counter, "{read}", "memcached reads that found a live or destroyed session.", func(s *snapshot) float64 { return u(s.CacheHits) }},
+	{"cache_misses_total", counter, "{read}", "memcached reads that found no live or destroyed session (corrupt, unreadable and expired entries included).", func(s *snapshot) float64 { return u(s.CacheMisses) }},
+	{"cache_errors_total", counter, "{operation}", "memcached operations that failed: network errors, timeouts, and operations refused by an open circuit breaker.", func(s *snapshot) float64 { return u(s.CacheErrors) }},
+	{"cache_hit_ratio", gauge, "1", "Cache hits / (hits + misses) since the Store started; alert on rate() of the counters instead.", func(s *snapshot) float64 { return hitRatio(s.CacheHits, s.CacheMisses) }},
 	{"breaker_opens_total", counter, "{transition}", "Circuit breaker openings over all memcached nodes.", func(s *snapshot) float64 { return u(s.BreakerOpens) }},
-	{"breaker_closes_total", counter, "{transition}", "Circuit breaker closings over all memcached nodes.", func(s *snapshot) float64 { return u(s.BreakerCloses) }},
 	{"fallbacks_total", counter, "{operation}", "Reads and writes served by the database because memcached was unavailable for the key.", func(s *snapshot) float64 { return u(s.Fallbacks) }},
-	{"db_reads_total", counter, "{read}", "Durable-tier loads (memcached misses and fallbacks).", func(s *snapshot) float64 { return u(s.DBReads) }},
-	{"db_read_errors_total", counter, "{read}", "Durable-tier loads that failed.", func(s *snapshot) float64 { return u(s.DBReadErrors) }},
-	{"db_corrupt_total", counter, "{row}", "Database rows that could not be decoded, treated as absent.", func(s *snapshot) float64 { return u(s.DBCorrupt) }},
-	{"db_writes_total", counter, "{write}", "Rows written to the durable tier, on the request path or in the background.", func(s *snapshot) float64 { return u(s.DBWrites) }},
-	{"db_write_errors_total", counter, "{write}", "Durable-tier writes that failed.", func(s *snapshot) float64 { return u(s.DBWriteErrors) }},
-	{"db_writes_skipped_total", counter, "{write}", "Session writes that went to memcached only, the session being synced less than SyncInterval ago.", func(s *snapshot) float64 { return u(s.DBWritesSkipped) }},
-	{"sync_queued_total", counter, "{sync}", "Syncs handed to the background writer.", func(s *snapshot) float64 { return u(s.SyncQueued) }},
-	{"sync_coalesced_total", counter, "{sync}", "Syncs that replaced a pending sync of the same session.", func(s *snapshot) float64 { return u(s.SyncCoalesced) }},
-	{"sync_dropped_total", counter, "{sync}", "Periodic syncs given up (retried too long, room for a durable write, or Close); the session stays in memcached.", func(s *snapshot) float64 { return u(s.SyncDropped) }},
-	{"seal_failures_total", counter, "{envelope}", "Envelopes from memcached or the database that failed to open (forged, tampered, or sealed with a key not in the ring), treated as misses.", func(s *snapshot) float64 { return u(s.SealFailures) }},
-	{"durable_lost_total", counter, "{write}", "Durable writes acknowledged while the database failed and never saved (Close ended first, or the row had forked from the copy they were built on). Should stay 0.", func(s *snapshot) float64 { return u(s.DurableLost) }},
-	{"sync_pending", gauge, "{sync}", "Syncs waiting in the background writer.", func(s *snapshot) float64 { return float64(s.SyncPending) }},
-	{"touches_total", counter, "{write}", "Writes that only refreshed a session's activity.", func(s *snapshot) float64 { return u(s.Touches) }},
-	{"cas_conflicts_total", counter, "{write}", "Writes that found the session changed by another request.", func(s *snapshot) float64 { return u(s.CASConflicts) }},
-	{"merges_total", counter, "{write}", "Re-applications of a request's changes after a conflict.", func(s *snapshot) float64 { return u(s.Merges) }},
-	{"row_conflicts_total", counter, "{write}", "Database writes refused because the row held a change the writer's memcached copy never saw (written around its node); the row replaced the copy.", func(s *snapshot) float64 { return u(s.RowConflicts) }},
-	{"reaper_examined_total", counter, "{row}", "Rows the reaper looked at: expired, or within its look-ahead.", func(s *snapshot) float64 { return u(s.ReapExamined) }},
-	{"reaper_extended_total", counter, "{row}", "Rows of live sessions the reaper extended ahead of their expiry, with memcached's copy when newer.", func(s *snapshot) float64 { return u(s.ReapExtended) }},
+	{"corrupt_total", counter, "{envelope}", "Envelopes from memcached or the database that failed to decode or to authenticate (tampering, or a broken writer), treated as misses.", func(s *snapshot) float64 { return u(s.Corrupt) }},
+	{"unreadable_total", counter, "{envelope}", "Envelopes this Store could not read and left in place: sealed with a key not in its ring, plain text where sealing is required, a newer format, or a codec it is not configured with.", func(s *snapshot) float64 { return u(s.Unreadable) }},
+	{"db_reads_total", counter, "{row}", "Rows loaded from the durable tier (memcached misses and fallbacks).", func(s *snapshot) float64 { return u(s.DBReads) }},
+	{"db_writes_total", counter, "{row}", "Rows written to the durable tier, on the request path or by the background writer, batched or not.", func(s *snapshot) float64 { return u(s.DBWrites) }},
+	{"db_errors_total", counter, "{call}", "Calls to the durable tier that failed.", func(s *snapshot) float64 { return u(s.DBErrors) }},
+	{"conflicts_total", counter, "{write}", "Writes that found the session changed by another writer since it was read; the request's changes were applied again.", func(s *snapshot) float64 { return u(s.Conflicts) }},
+	{"merges_total", counter, "{write}", "memcached copies merged key by key with a row that had moved on (a change written around a memcached node, or by an app server that could not read the copy).", func(s *snapshot) float64 { return u(s.Merges) }},
+	{"sync_pending", gauge, "{session}", "Sessions the background writer tracks: changes and activity not yet written to the database.", func(s *snapshot) float64 { return float64(s.SyncPending) }},
+	{"sync_dropped_total", counter, "{session}", "Sessions the background writer could not track (SyncQueueSize); their changes stay in memcached until their next write or the reaper.", func(s *snapshot) float64 { return u(s.SyncDropped) }},
+	{"reaper_examined_total", counter, "{row}", "Expired rows the reaper claimed and judged.", func(s *snapshot) float64 { return u(s.ReapExamined) }},
+	{"reaper_extended_total", counter, "{row}", "Expired rows the reaper rewrote from a live memcached copy (activity that had not reached the row).", func(s *snapshot) float64 { return u(s.ReapExtended) }},
 	{"reaper_archived_total", counter, "{row}", "Dead sessions handed to the archive hook.", func(s *snapshot) float64 { return u(s.ReapArchived) }},
-	{"reaper_deleted_total", counter, "{row}", "Rows the reaper deleted.", func(s *snapshot) float64 { return u(s.ReapDeleted) }},
-	{"reaper_skipped_total", counter, "{row}", "Rows the reaper left alone because memcached could not be asked.", func(s *snapshot) float64 { return u(s.ReapSkipped) }},
+	{"reaper_deleted_total", counter, "{row}", "Rows the reaper deleted: dead sessions and tombstones past their deadline.", func(s *snapshot) float64 { return u(s.ReapDeleted) }},
+	{"reaper_skipped_total", counter, "{row}", "Rows the reaper left for a later pass: memcached could not be asked, or a key this Store does not hold.", func(s *snapshot) float64 { return u(s.ReapSkipped) }},
 	{"reaper_errors_total", counter, "{error}", "Archive hook failures and failed reaper batches.", func(s *snapshot) float64 { return u(s.ReapErrors) }},
 }
 
@@ -99,6 +89,14 @@ var reapStats = []stat{
 	{"reaper_last_pass_timestamp_seconds", gauge, "s", "Unix time the reaper's last complete pass ended (0 before the first).", func(s *snapshot) float64 { return unixSeconds(s.reap.End) }},
 	{"reaper_last_pass_duration_seconds", gauge, "s", "Wall time of the reaper's last complete pass.", func(s *snapshot) float64 { return s.reap.Duration.Seconds() }},
 	{"reaper_last_pass_rows", gauge, "{row}", "Rows the reaper's last complete pass examined.", func(s *snapshot) float64 { return float64(s.reap.Examined) }},
+}
+
+// hitRatio is hits / (hits + misses), 0 before the first read.
+func hitRatio(hits, misses uint64) float64 {
+	if hits+misses == 0 {
+		return 0
+	}
+	return float64(hits) / float64(hits+misses)
 }
 
 func b2f(b bool) float64 {

@@ -3,9 +3,11 @@ package metrics
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/hybridsession/hybridsession/core"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -55,14 +57,25 @@ func (t *Tracer) StartCacheOp(ctx context.Context, op, addr string) func(error) 
 	return func(err error) {
 		switch {
 		case err == nil:
-		case errors.Is(err, core.ErrCacheUnavailable):
+		case protocolAnswer(err):
+			span.SetAttributes(attribute.String("memcached.result", err.Error()))
+		default:
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "memcached unavailable")
-		default:
-			span.SetAttributes(attribute.String("memcached.result", err.Error()))
 		}
 		span.End()
 	}
+}
+
+// protocolAnswer reports whether err, handed to a core.CacheTracer, is the
+// node's answer rather than a failure to reach it: a miss, "not stored", a
+// CAS conflict, a refused key, or a SERVER_ERROR line (out of memory, item
+// too large), which gomemcache reports as an unexpected response line. The
+// Store counts the same answers as successes of the node.
+func protocolAnswer(err error) bool {
+	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrNotStored) ||
+		errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrMalformedKey) ||
+		errors.Is(err, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR")
 }
 
 var (
@@ -173,9 +186,9 @@ func end(span trace.Span, err error) {
 }
 
 // Load calls the wrapped Load in a span.
-func (d *Durable) Load(ctx context.Context, key string, now time.Time) (core.Record, bool, error) {
+func (d *Durable) Load(ctx context.Context, key string) (core.Record, bool, error) {
 	ctx, span := d.start(ctx, "db Load", "Load")
-	rec, found, err := d.next.Load(ctx, key, now)
+	rec, found, err := d.next.Load(ctx, key)
 	if span != nil {
 		span.SetAttributes(attribute.Bool("hybridsession.found", found))
 	}
@@ -183,51 +196,36 @@ func (d *Durable) Load(ctx context.Context, key string, now time.Time) (core.Rec
 	return rec, found, err
 }
 
-// Save calls the wrapped Save in a span.
-func (d *Durable) Save(ctx context.Context, rec core.Record) (bool, error) {
-	ctx, span := d.start(ctx, "db Save", "Save")
-	applied, err := d.next.Save(ctx, rec)
+// Write calls the wrapped Write in a span, with the batch's size and the
+// number of writes that applied.
+func (d *Durable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+	ctx, span := d.start(ctx, "db Write", "Write")
+	applied, err := d.next.Write(ctx, batch)
 	if span != nil {
-		span.SetAttributes(attribute.Bool("hybridsession.applied", applied))
+		n := 0
+		for _, ok := range applied {
+			if ok {
+				n++
+			}
+		}
+		span.SetAttributes(attribute.Int("db.operation.batch.size", len(batch)), attribute.Int("hybridsession.applied", n))
 	}
 	end(span, err)
 	return applied, err
 }
 
-// Delete calls the wrapped Delete in a span.
-func (d *Durable) Delete(ctx context.Context, keys ...string) error {
-	ctx, span := d.start(ctx, "db Delete", "Delete")
-	err := d.next.Delete(ctx, keys...)
-	end(span, err)
-	return err
-}
-
-// DeleteSubject calls the wrapped DeleteSubject in a span.
-func (d *Durable) DeleteSubject(ctx context.Context, subject string) ([]string, error) {
-	ctx, span := d.start(ctx, "db DeleteSubject", "DeleteSubject")
-	keys, err := d.next.DeleteSubject(ctx, subject)
-	end(span, err)
-	return keys, err
-}
-
 // List calls the wrapped List in a span.
-func (d *Durable) List(ctx context.Context, now time.Time, after string, limit int) ([]core.Record, error) {
+func (d *Durable) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
 	ctx, span := d.start(ctx, "db List", "List")
-	recs, err := d.next.List(ctx, now, after, limit)
-	end(span, err)
-	return recs, err
-}
-
-// ListSubject calls the wrapped ListSubject in a span.
-func (d *Durable) ListSubject(ctx context.Context, subject string, now time.Time, limit int) ([]core.Record, error) {
-	ctx, span := d.start(ctx, "db ListSubject", "ListSubject")
-	recs, err := d.next.ListSubject(ctx, subject, now, limit)
+	recs, err := d.next.List(ctx, subject, after, limit)
 	end(span, err)
 	return recs, err
 }
 
 // Reap calls the wrapped Reap in a span and keeps track of the reaper's
-// passes: the batches of one pass share its now.
+// passes: the batches of one pass share its now, and a pass ends with a
+// batch that claimed fewer rows than its limit, left every row it claimed
+// for a later pass (core.ReapLeave), or failed.
 func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
 	ctx, span := d.start(ctx, "db Reap", "Reap")
 	d.mu.Lock()
@@ -235,14 +233,24 @@ func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge core
 		d.passNow, d.passStart, d.passRows = now, time.Now(), 0
 	}
 	d.mu.Unlock()
-	n, err := d.next.Reap(ctx, now, limit, judge)
+	left := -1 // rows the batch left; -1: judge not called
+	n, err := d.next.Reap(ctx, now, limit, func(ctx context.Context, batch []core.Record) ([]core.Verdict, error) {
+		vs, err := judge(ctx, batch)
+		left = 0
+		for _, v := range vs {
+			if v.Action == core.ReapLeave {
+				left++
+			}
+		}
+		return vs, err
+	})
 	if span != nil {
 		span.SetAttributes(attribute.Int("hybridsession.examined", n))
 	}
 	end(span, err)
 	d.mu.Lock()
 	d.passRows += n
-	if err != nil || n < limit {
+	if err != nil || n < limit || left == n {
 		t := time.Now()
 		d.last = ReapPass{End: t, Duration: t.Sub(d.passStart), Examined: d.passRows, Err: err}
 		d.passStart = time.Time{}

@@ -2,7 +2,11 @@ package metrics_test
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durabletest"
@@ -40,8 +44,9 @@ func TestTracing(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	// A new session: memcached add and a database Save. A read of a token
-	// nobody has: a memcached get (a miss, not an error) and a database Load.
+	// A new session: a database Write, then a memcached set. A read of a
+	// token nobody has: a memcached get (a miss, not an error) and a
+	// database Load.
 	s, _ := m.Load(ctx, "")
 	s.Put("k", "v")
 	if err := m.Save(ctx, s); err != nil {
@@ -62,7 +67,7 @@ func TestTracing(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"memcached add", "memcached get", "db Save", "db Load"} {
+	for _, want := range []string{"memcached set", "memcached get", "db Write", "db Load"} {
 		if names[want] == 0 {
 			t.Errorf("no %q span; got %v", want, names)
 		}
@@ -160,5 +165,86 @@ func BenchmarkStartCacheOp(b *testing.B) {
 				tr.StartCacheOp(ctx, "get", "127.0.0.1:11211")(nil)
 			}
 		})
+	}
+}
+
+// TestLastReapPass drives the wrapper as the reaper does: a pass is the
+// batches that share one now, and it ends with a short batch, a batch whose
+// rows were all left for later, or an error.
+func TestLastReapPass(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	d := metrics.NewDurable(durabletest.NewMemory(), sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp)))
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Millisecond)
+	var batch []core.Write
+	for _, k := range []string{"a", "b", "c"} {
+		batch = append(batch, core.Write{Record: core.Record{
+			Key: strings.Repeat(k, 43), Payload: []byte("x"), Version: 1,
+			ExpiresAt: now.Add(-time.Minute), Deadline: now.Add(time.Hour),
+		}})
+	}
+	applied, err := d.Write(ctx, batch)
+	if err != nil || len(applied) != 3 || !applied[0] || !applied[1] || !applied[2] {
+		t.Fatalf("Write = %v, %v; want three inserts", applied, err)
+	}
+	if pass := d.LastReapPass(); !pass.End.IsZero() {
+		t.Fatalf("LastReapPass before any pass = %+v", pass)
+	}
+	verdicts := func(a core.ReapAction) core.ReapJudge {
+		return func(_ context.Context, rows []core.Record) ([]core.Verdict, error) {
+			out := make([]core.Verdict, len(rows))
+			for i := range out {
+				out[i].Action = a
+			}
+			return out, nil
+		}
+	}
+
+	// A full batch whose rows are all left ends the pass.
+	if n, err := d.Reap(ctx, now, 2, verdicts(core.ReapLeave)); n != 2 || err != nil {
+		t.Fatalf("Reap = %d, %v; want 2 rows claimed", n, err)
+	}
+	if pass := d.LastReapPass(); pass.End.IsZero() || pass.Examined != 2 || pass.Err != nil {
+		t.Errorf("after a batch that left every row: last pass %+v, want an ended pass of 2 rows", pass)
+	}
+
+	// Two batches of one pass (one now): a full one, then a short one.
+	later := now.Add(time.Second)
+	first := d.LastReapPass()
+	if n, err := d.Reap(ctx, later, 2, verdicts(core.ReapDelete)); n != 2 || err != nil {
+		t.Fatalf("Reap = %d, %v; want 2 rows claimed", n, err)
+	}
+	if pass := d.LastReapPass(); pass != first {
+		t.Errorf("after the first, full batch of a pass: last pass %+v, want the previous one %+v", pass, first)
+	}
+	if n, err := d.Reap(ctx, later, 2, verdicts(core.ReapDelete)); n != 1 || err != nil {
+		t.Fatalf("Reap = %d, %v; want the last row claimed", n, err)
+	}
+	if pass := d.LastReapPass(); pass.Examined != 3 || !pass.End.After(first.End) {
+		t.Errorf("after the short batch: last pass %+v, want 3 rows, ended after %v", pass, first.End)
+	}
+
+	// A failed batch ends the pass with its error.
+	if _, err := d.Write(ctx, batch[:1]); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	d.Reap(ctx, later.Add(time.Second), 2, func(context.Context, []core.Record) ([]core.Verdict, error) { return nil, boom })
+	if pass := d.LastReapPass(); !errors.Is(pass.Err, boom) {
+		t.Errorf("after a failed batch: last pass %+v, want its error", pass)
+	}
+
+	spans := map[string]int{}
+	var sizes []int64 // of the db Write spans, in order
+	for _, sp := range exp.GetSpans() {
+		spans[sp.Name]++
+		for _, kv := range sp.Attributes {
+			if sp.Name == "db Write" && kv.Key == "db.operation.batch.size" {
+				sizes = append(sizes, kv.Value.AsInt64())
+			}
+		}
+	}
+	if spans["db Write"] != 2 || spans["db Reap"] != 4 || !slices.Equal(sizes, []int64{3, 1}) {
+		t.Errorf("spans %v, db Write batch sizes %v; want two db Write of 3 and 1 rows and four db Reap", spans, sizes)
 	}
 }

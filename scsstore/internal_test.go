@@ -1,6 +1,7 @@
 package scsstore
 
 import (
+	"fmt"
 	"bytes"
 	"strings"
 	"testing"
@@ -80,18 +81,18 @@ func FuzzParsePayload(f *testing.F) {
 
 func TestMemoTakeOnce(t *testing.T) {
 	m := newMemo(10, time.Minute)
-	m.put("a", &core.Entry{Version: 7, Payload: []byte("big")})
+	m.put("a", &core.Entry{Subject: "7", Payload: []byte("big")})
 	e := m.take("a")
-	if e == nil || e.Version != 7 || e.Payload != nil {
-		t.Fatalf("take = %+v; want version 7 without payload", e)
+	if e == nil || e.Subject != "7" || e.Payload != nil {
+		t.Fatalf("take = %+v; want the one put, without payload", e)
 	}
 	if m.take("a") != nil {
 		t.Fatal("taken twice")
 	}
-	m.put("b", &core.Entry{Version: 1})
-	m.put("b", &core.Entry{Version: 2}) // a second Find replaces the first
-	if e := m.take("b"); e == nil || e.Version != 2 {
-		t.Fatalf("take after two puts = %+v; want version 2", e)
+	m.put("b", &core.Entry{Subject: "1"})
+	m.put("b", &core.Entry{Subject: "2"}) // a second Find replaces the first
+	if e := m.take("b"); e == nil || e.Subject != "2" {
+		t.Fatalf("take after two puts = %+v; want the second", e)
 	}
 	m.put("c", &core.Entry{})
 	m.forget("c")
@@ -103,7 +104,7 @@ func TestMemoTakeOnce(t *testing.T) {
 func TestMemoSizeBound(t *testing.T) {
 	m := newMemo(3, time.Minute)
 	for i, tok := range []string{"a", "b", "c", "d"} {
-		m.put(tok, &core.Entry{Version: uint64(i)})
+		m.put(tok, &core.Entry{Subject: fmt.Sprint(i)})
 	}
 	if m.len() != 3 {
 		t.Fatalf("len = %d; want 3", m.len())
@@ -111,7 +112,7 @@ func TestMemoSizeBound(t *testing.T) {
 	if m.take("a") != nil {
 		t.Error("the oldest was not dropped")
 	}
-	m.put("b", &core.Entry{Version: 9}) // b becomes the newest
+	m.put("b", &core.Entry{Subject: "9"}) // b becomes the newest
 	m.put("e", &core.Entry{})           // drops c, the oldest now
 	if m.take("c") != nil || m.take("b") == nil || m.take("d") == nil || m.take("e") == nil {
 		t.Error("least recently put was not the one dropped")
@@ -144,7 +145,7 @@ func TestMemoMaxAge(t *testing.T) {
 
 func BenchmarkMemoPutTake(b *testing.B) {
 	m := newMemo(10000, time.Minute)
-	e := &core.Entry{Version: 1}
+	e := &core.Entry{Subject: "1"}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		tok := tokens[i%len(tokens)]

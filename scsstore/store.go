@@ -129,7 +129,7 @@ func (s *Store) open(e *core.Entry, now time.Time) (payload, bool) {
 	// than SyncInterval after it and moved the expiry by as much at most:
 	// accept it within that bound, and no further. (Without memcached the
 	// Store writes every commit through and never marks a copy restored.)
-	return p, e.Restored && now.Before(p.expiry.Add(max(s.store.SyncInterval(), 0)))
+	return p, e.Source == core.SourceDatabase && now.Before(p.expiry.Add(max(s.store.SyncInterval(), 0)))
 }
 
 // Commit stores the session data under token until expiry. It is CommitCtx
@@ -197,14 +197,14 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 				Created:     now,
 				Deadline:    deadline,
 				IdleTimeout: idle,
-			}, 0)
+			}, false)
 			if errors.Is(err, core.ErrExists) {
-				continue // a concurrent request created it: write over it
-			}
-			if errors.Is(err, core.ErrDestroyed) {
-				// scs never reuses a token: this request loaded the session
-				// before another one destroyed it. The destruction wins.
-				return nil
+				// A concurrent request created it: write over it, unless
+				// what is there now is its tombstone (scs never reuses a
+				// token: another request destroyed the session after this
+				// one loaded it, and the destruction wins).
+				e, existed = nil, true
+				continue
 			}
 			if err != nil {
 				return fmt.Errorf("scsstore: commit: %w", err)
@@ -216,7 +216,10 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 		}
 		e.Payload, e.Codec, e.Subject = p, CodecID, ""
 		e.Deadline, e.IdleTimeout = deadline, idle
-		err := s.store.Update(ctx, token, e, core.WriteChanged)
+		err := s.store.Update(ctx, e, core.Change{All: true, Header: true})
+		if errors.Is(err, core.ErrDestroyed) {
+			return nil // destroyed meanwhile: the destruction wins
+		}
 		if errors.Is(err, core.ErrConflict) {
 			e = nil // changed since it was read: read it again, then write over it
 			pause(attempt)
@@ -274,21 +277,21 @@ func (s *Store) AllCtx(ctx context.Context) (map[string][]byte, error) {
 	all := make(map[string][]byte)
 	after := ""
 	for {
-		page, err := s.store.List(ctx, after, listBatch)
+		page, next, err := s.store.List(ctx, after, listBatch)
 		if err != nil {
 			return nil, fmt.Errorf("scsstore: all: %w", err)
 		}
-		if len(page) == 0 {
-			return all, nil
-		}
 		now := s.store.Now()
 		for _, le := range page {
-			after = le.Key
 			p, ok := s.open(le.Entry, now)
 			if ok && p.token != "" && core.StorageKey(p.token) == le.Key {
 				all[p.token] = p.blob
 			}
 		}
+		if next == "" {
+			return all, nil
+		}
+		after = next
 	}
 }
 

@@ -21,8 +21,9 @@ type Config struct {
 	//
 	//	echo.NewHTTPError(core.StatusCode(err), http.StatusText(code)).Wrap(err)
 	//
-	// that is 503 Service Unavailable for core.ErrUnavailable and 500
-	// otherwise, with the status text as the message; err stays wrapped
+	// that is 503 Service Unavailable for core.ErrUnavailable, 413 Content
+	// Too Large for core.ErrTooLarge and 500 otherwise, with the status
+	// text as the message; err stays wrapped
 	// (echo's default error handler does not send it to the client).
 	//
 	// When loading fails the handler does not run. When saving fails the

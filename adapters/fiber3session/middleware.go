@@ -19,7 +19,8 @@ type Config struct {
 	// error the middleware returns, which fiber's ErrorHandler then
 	// answers. Optional. Default: an error in which errors.As finds a
 	// *fiber.Error with core.StatusCode(err) — 503 Service Unavailable for
-	// core.ErrUnavailable, 500 otherwise — and its status text as message,
+	// core.ErrUnavailable, 413 Content Too Large for core.ErrTooLarge, 500
+	// otherwise — and its status text as message,
 	// and which wraps err (errors.Is(e, core.ErrUnavailable) holds). Its
 	// Error method returns only the status text, so fiber's
 	// DefaultErrorHandler, which sends err.Error() to the client, reveals

@@ -32,10 +32,17 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // newStore starts memcached and returns a memcached-only Store on it.
 func newStore(t testing.TB) (*core.Store, *memcachedtest.Server) {
 	t.Helper()
+	return newStoreClock(t, nil)
+}
+
+// newStoreClock is newStore with the Store's clock (nil: time.Now).
+func newStoreClock(t testing.TB, now func() time.Time) (*core.Store, *memcachedtest.Server) {
+	t.Helper()
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
 		Logger:    quiet,
+		Clock:     now,
 	})
 	if err != nil {
 		t.Fatal(err)

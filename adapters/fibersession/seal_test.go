@@ -43,7 +43,7 @@ func TestStorageSealed(t *testing.T) {
 	if bytes.Contains(it.Value, secret) {
 		t.Fatal("the value is readable in memcached")
 	}
-	rec, found, err := durable.Load(context.Background(), key, time.Now())
+	rec, found, err := durable.Load(context.Background(), key)
 	if err != nil || !found {
 		t.Fatalf("row: found=%v err=%v", found, err)
 	}

@@ -15,8 +15,29 @@ import (
 	"github.com/hybridsession/hybridsession/core"
 )
 
+// clock is a virtual clock for the Store: expiry is judged from the sealed
+// entry with the Store's clock, so advancing it expires entries without
+// waiting (memcached's own expiry, in whole seconds, comes later).
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
 func TestStorage(t *testing.T) {
-	store, _ := newStore(t)
+	clk := &clock{t: time.Now()}
+	store, _ := newStoreClock(t, clk.Now)
 	st := fibersession.NewStorage(store, fibersession.StorageConfig{})
 	tests := []struct {
 		name string
@@ -65,15 +86,17 @@ func TestStorage(t *testing.T) {
 		{"expiry", func(t *testing.T) {
 			mustSet(t, st, "e", []byte("short"), 300*time.Millisecond)
 			expect(t, st, "e", []byte("short"))
-			time.Sleep(400 * time.Millisecond)
+			clk.Advance(400 * time.Millisecond)
 			expect(t, st, "e", nil)
 		}},
 		{"Set slides the expiry", func(t *testing.T) {
 			mustSet(t, st, "f", []byte("v1"), 2*time.Second)
-			time.Sleep(1200 * time.Millisecond)
+			clk.Advance(1200 * time.Millisecond)
 			mustSet(t, st, "f", []byte("v2"), 2*time.Second)
-			time.Sleep(1200 * time.Millisecond)
-			expect(t, st, "f", []byte("v2"))
+			clk.Advance(1200 * time.Millisecond)
+			expect(t, st, "f", []byte("v2")) // 2.4s after the first Set
+			clk.Advance(time.Second)
+			expect(t, st, "f", nil)
 		}},
 		{"entry shape", func(t *testing.T) {
 			start := store.Now()

@@ -12,7 +12,7 @@
 // database-only when memcached is not installed, -memcached ""). The page
 // shows, for the visitor's session, which app server served it and whether
 // it came from memcached or was restored from the database; the panel shows
-// each node's state, the hit ratio, database statements per minute against
+// each node's state, the hit ratio, database calls per minute against
 // what write-through would cost, and the reaper's last pass. /metrics
 // serves every app server's metrics for Prometheus. Restart a node while
 // logged in: the session is read back from the database.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/examples/internal/demo"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 	"github.com/hybridsession/hybridsession/metrics"
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,16 +38,21 @@ type opsPanel struct {
 	done chan struct{}
 }
 
-// totals are the counters of every Store of the cluster, summed.
+// totals are the counters of every Store of the cluster, summed, and of
+// the database and the demo application they share.
 type totals struct {
-	hits, misses, dbReads, dbWrites, skipped, fallbacks uint64
+	hits, misses, dbReads, dbWrites, fallbacks uint64
+	// calls counts the calls that reached the database: row loads, batched
+	// row writes, listings and reaper batches (setup.Outage.Calls).
+	calls uint64
+	// changes counts the requests that changed a session (demo.Changes).
+	changes uint64
 }
 
-func (t totals) statements() uint64 { return t.dbReads + t.dbWrites }
-
 // writeThrough is what a write-through store (Django's cached_db) would
-// have sent the database: the same reads, and a write for every write.
-func (t totals) writeThrough() uint64 { return t.dbReads + t.dbWrites + t.skipped }
+// have sent the database: the same row loads, and a row write for every
+// request that changed a session.
+func (t totals) writeThrough() uint64 { return t.dbReads + t.changes }
 
 // sample is the cluster's totals at one time.
 type sample struct {
@@ -98,9 +104,9 @@ func (p *opsPanel) totals() totals {
 		t.misses += st.CacheMisses
 		t.dbReads += st.DBReads
 		t.dbWrites += st.DBWrites
-		t.skipped += st.DBWritesSkipped
 		t.fallbacks += st.Fallbacks
 	}
+	t.calls, t.changes = p.env.Outage.Calls(), demo.Changes()
 	return t
 }
 
@@ -182,11 +188,11 @@ func ratio(hits, misses uint64) float64 {
 	return float64(hits) / float64(hits+misses)
 }
 
-// rates returns the hit ratio and statements per minute between a and b.
+// rates returns the hit ratio and database calls per minute between a and b.
 func rates(a, b sample) point {
 	p := point{At: b.at, HitRatio: ratio(b.hits-a.hits, b.misses-a.misses)}
 	if d := b.at.Sub(a.at).Minutes(); d > 0 {
-		p.DBPerMin = float64(b.statements()-a.statements()) / d
+		p.DBPerMin = float64(b.calls-a.calls) / d
 		p.WriteThrough = float64(b.writeThrough()-a.writeThrough()) / d
 	}
 	return p

@@ -13,7 +13,6 @@ import (
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
-	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 	"github.com/hybridsession/hybridsession/metrics"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,10 +26,6 @@ func TestDispatch(t *testing.T) {
 	}
 	if err := dispatch(context.Background(), []string{"frobnicate"}, &out, &errOut); !errors.Is(err, errUsage) {
 		t.Errorf("unknown command: %v, want errUsage", err)
-	}
-	t.Setenv(setup.EnvSealKeys, "")
-	if err := dispatch(context.Background(), []string{"reseal"}, &out, &errOut); !errors.Is(err, errNoKeys) {
-		t.Errorf("reseal without keys: %v, want errNoKeys", err)
 	}
 	if err := dispatch(context.Background(), []string{"reap", "-interval", "0"}, &out, &errOut); err == nil {
 		t.Error("reap -interval 0: no error")
@@ -63,8 +58,11 @@ func TestStats(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	managers := map[string]*core.Manager{}
 	for _, name := range []string{"gin", "echo"} {
-		// ReapExternal: no in-process reaper, so "no pass yet" holds.
-		store, err := core.NewStore(core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Durable: durable, ReapMode: core.ReapExternal})
+		// No in-process reaper, so "no pass yet" holds.
+		store, err := core.NewStore(core.StoreConfig{
+			Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Durable: durable,
+			Reaper: core.ReaperConfig{Interval: -1},
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,84 +153,5 @@ func TestReapProgress(t *testing.T) {
 	}
 	if n := strings.Count(progress.String(), "pass in progress"); n < 4 || !strings.Contains(progress.String(), "5 rows examined") {
 		t.Errorf("progress (%d lines):\n%s\nwant a line per full batch, up to 5 rows", n, progress.String())
-	}
-}
-
-// TestReseal rotates the seal key: sessions written under the old key are
-// resealed by hsctl reseal, after which a ring without the old key reads
-// every one of them, from the database and from memcached.
-func TestReseal(t *testing.T) {
-	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	dsn := filepath.Join(t.TempDir(), "sessions.db")
-	oldKey, newKey := core.NewSealKey(), core.NewSealKey()
-	ring := func(keys ...[]byte) string {
-		var parts []string
-		for _, k := range keys {
-			parts = append(parts, core.FormatSealKey(k))
-		}
-		return strings.Join(parts, ",")
-	}
-	open := func(keys ...[]byte) (*core.Manager, func()) {
-		t.Helper()
-		db, err := setup.OpenDSN(dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		durable, err := gormstore.New(db, gormstore.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		store, err := core.NewStore(core.StoreConfig{
-			Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
-			Durable:   durable, Seal: core.SealConfig{Keys: keys}, ReapMode: core.ReapExternal,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := core.New(core.Config{Store: store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m, func() {
-			_ = store.Close(context.Background())
-			if sqlDB, err := db.DB(); err == nil {
-				_ = sqlDB.Close()
-			}
-		}
-	}
-	ctx := context.Background()
-	m, done := open(oldKey)
-	var tokens []string
-	for i := range 30 {
-		s, _ := m.Load(ctx, "")
-		s.Put("n", i)
-		if err := m.Save(ctx, s); err != nil {
-			t.Fatal(err)
-		}
-		tokens = append(tokens, s.Token())
-	}
-	done()
-
-	t.Setenv(setup.EnvSealKeys, ring(newKey, oldKey))
-	var out, errOut bytes.Buffer
-	if err := dispatch(ctx, []string{"reseal", "-dsn", dsn, "-memcached", mc.Addr, "-page", "7"}, &out, &errOut); err != nil {
-		t.Fatalf("reseal: %v (%s)", err, errOut.String())
-	}
-	if !strings.Contains(out.String(), "resealed 60 ") { // 30 rows and 30 memcached copies
-		t.Errorf("reseal output %q, want 60 resealed", out.String())
-	}
-
-	m, done = open(newKey) // the old key has left the ring
-	defer done()
-	for i, tok := range tokens {
-		if s, _ := m.Load(ctx, tok); s.IsNew() || s.GetInt("n") != i {
-			t.Fatalf("session %d unreadable from memcached after the reseal", i)
-		}
-	}
-	mc.Restart() // and from the database alone
-	for i, tok := range tokens {
-		if s, _ := m.Load(ctx, tok); s.IsNew() || s.GetInt("n") != i {
-			t.Fatalf("session %d unreadable from the database after the reseal", i)
-		}
 	}
 }

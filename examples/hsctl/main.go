@@ -1,30 +1,32 @@
 // Command hsctl is hybridsession's operations tool: it runs the reaper,
-// creates or migrates the sessions table, prints a running cluster's
-// statistics, and reseals sessions after a key
-// rotation.
+// creates or migrates the sessions table, and prints a running cluster's
+// statistics.
 //
 //	hsctl reap    -memcached 10.0.0.1:11211,10.0.0.2:11211 -dsn 'postgres://...' [-once] [-interval 1m]
 //	hsctl migrate -dsn 'postgres://...' [-table hybrid_sessions]
 //	hsctl stats   -url http://127.0.0.1:8080/metrics [-watch 5s]
-//	hsctl reseal  -memcached 10.0.0.1:11211 -dsn 'postgres://...'   (keys in HYBRIDSESSION_SEAL_KEYS, the new key first)
 //
-// reap deletes the database rows of dead sessions (optionally archiving
-// them first, -archive FILE appends one JSON line per session) and extends
-// the rows of sessions still alive in memcached with memcached's latest
-// copy. Run it as a daemon, a pass every -interval, or from cron with
-// -once (exit status 1 if the pass failed):
+// reap deletes the database rows of dead sessions and of tombstones past
+// their deadline (optionally archiving dead sessions first, -archive FILE
+// appends one JSON line per session) and rewrites the expired rows of
+// sessions still alive in memcached with memcached's copy. Run it as a
+// daemon, a pass every -interval, or from cron with -once (exit status 1
+// if the pass failed):
 //
 //	*/5 * * * * /usr/local/bin/hsctl reap -once -memcached 10.0.0.1:11211 -dsn 'postgres://...'
 //
-// Every pass prints one summary line: examined, extended, archived,
+// Every pass prints one summary line: rows examined, extended, archived,
 // deleted, skipped, errors and duration; a long pass also prints its
 // progress to stderr every -progress. Any number of reapers may run
-// against one database at once.
+// against one database at once. The reaper needs the app servers' seal
+// keys (HYBRIDSESSION_SEAL_KEYS): it leaves rows sealed with a key it does
+// not hold.
 //
 // stats scrapes a Prometheus endpoint that serves the metrics module's
 // collector (the cluster demo's /metrics) and prints, per app server, the
-// hit ratio, database reads and writes, fallbacks and sync state, each
-// memcached node's breaker, and the reaper's last pass.
+// hit ratio, database reads, writes and errors, fallbacks and the
+// background writer's state, each memcached node's breaker, and the
+// reaper's last pass.
 //
 // The -memcached and -dsn flags default to HYBRIDSESSION_MEMCACHED and
 // HYBRIDSESSION_DSN, as in the samples.
@@ -47,7 +49,6 @@ usage:
   hsctl reap    [-once] [-interval 1m] [-batch 500] [-archive FILE] [-progress 2s] [-memcached ...] [-dsn ...]
   hsctl migrate [-dsn ...] [-table hybrid_sessions]
   hsctl stats   [-url http://127.0.0.1:8080/metrics] [-watch 0]
-  hsctl reseal  -memcached ADDRS -dsn DSN   (HYBRIDSESSION_SEAL_KEYS: the new ring, new key first)
 
 "hsctl <command> -h" lists a command's flags.
 `
@@ -79,7 +80,6 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"reap":    reapCmd,
 		"migrate": migrateCmd,
 		"stats":   statsCmd,
-		"reseal":  resealCmd,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

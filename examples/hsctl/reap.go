@@ -62,12 +62,13 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 		defer cancel()
 		_ = env.Close(cctx)
 	}()
+	durable := &progressDurable{Durable: env.Durable, every: cfg.progress, out: cfg.progressOut}
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: setup.SplitServers(opts.Memcached)},
-		Durable:   &progressDurable{Durable: env.Durable, every: cfg.progress, out: cfg.progressOut},
+		Durable:   durable,
 		Logger:    env.Options.Logger,
 		Seal:      env.SealConfig(),
-		ReapMode:  core.ReapExternal, // this command is the reaper
+		Reaper:    core.ReaperConfig{Interval: -1}, // none in the Store: this command is the reaper
 	})
 	if err != nil {
 		return err
@@ -94,7 +95,10 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 	t := time.NewTicker(cfg.interval)
 	defer t.Stop()
 	for {
-		rep, err := reaper.RunOnce(ctx)
+		before, start := store.Stats(), time.Now()
+		durable.begin(start)
+		err := reaper.RunOnce(ctx)
+		rep := report(before, store.Stats(), durable.claimed(), time.Since(start))
 		if ctx.Err() != nil {
 			fmt.Fprintf(out, "%s pass interrupted: %s\n", time.Now().Format(time.RFC3339), rep)
 			return nil
@@ -115,6 +119,15 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 	}
 }
 
+// report sums up a pass: the rows its batches claimed, and what the Store's
+// reaper counters grew by from before to after.
+func report(before, after core.Stats, examined int, d time.Duration) string {
+	return fmt.Sprintf("examined=%d extended=%d archived=%d deleted=%d skipped=%d errors=%d duration=%s",
+		examined, after.ReapExtended-before.ReapExtended, after.ReapArchived-before.ReapArchived,
+		after.ReapDeleted-before.ReapDeleted, after.ReapSkipped-before.ReapSkipped,
+		after.ReapErrors-before.ReapErrors, d.Round(time.Millisecond))
+}
+
 // archived is one line of the -archive file. Values are the decoded
 // session values; Payload (base64) appears only when no codec could decode
 // them. The token is not known: Key is its hash.
@@ -124,7 +137,6 @@ type archived struct {
 	Created      time.Time      `json:"created"`
 	LastActivity time.Time      `json:"last_activity"`
 	Deadline     time.Time      `json:"deadline"`
-	Version      uint64         `json:"version"`
 	Codec        uint8          `json:"codec"`
 	Values       map[string]any `json:"values,omitempty"`
 	Payload      []byte         `json:"payload,omitempty"`
@@ -138,7 +150,7 @@ func archiveTo(f *os.File) func(context.Context, core.ArchivedSession) error {
 	return func(_ context.Context, s core.ArchivedSession) error {
 		a := archived{
 			Key: s.Key, Subject: s.Subject, Created: s.Created, LastActivity: s.LastActivity,
-			Deadline: s.Deadline, Version: s.Version, Codec: s.Codec, Values: s.Values,
+			Deadline: s.Deadline, Codec: s.Codec, Values: s.Values,
 		}
 		if s.Values == nil {
 			a.Payload = s.Payload
@@ -156,33 +168,44 @@ func archiveTo(f *os.File) func(context.Context, core.ArchivedSession) error {
 	}
 }
 
-// progressDurable reports a long reaper pass as it goes: the batches of one
-// pass share its now; every `every` it prints the rows examined so far.
+// progressDurable counts the rows the reaper's batches claim in a pass,
+// and reports a long pass as it goes: every `every` it prints the rows
+// claimed so far.
 type progressDurable struct {
 	core.Durable
 	every time.Duration
 	out   io.Writer
 
 	mu       sync.Mutex
-	passNow  time.Time
 	start    time.Time
 	rows     int
 	reported time.Time
 }
 
+// begin starts counting a pass that starts at t.
+func (p *progressDurable) begin(t time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.start, p.rows, p.reported = t, 0, t
+}
+
+// claimed returns the rows claimed since begin.
+func (p *progressDurable) claimed() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rows
+}
+
 // Reap runs the batch and reports the pass's progress when due.
 func (p *progressDurable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
 	n, err := p.Durable.Reap(ctx, now, limit, judge)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rows += n
 	if p.every <= 0 || p.out == nil {
 		return n, err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	t := time.Now()
-	if !now.Equal(p.passNow) {
-		p.passNow, p.start, p.rows, p.reported = now, t, 0, t
-	}
-	p.rows += n
 	if n == limit && t.Sub(p.reported) >= p.every {
 		p.reported = t
 		rate := float64(p.rows) / t.Sub(p.start).Seconds()

@@ -17,14 +17,17 @@ import (
 )
 
 // newSession stores a session for user in the database only, as an app
-// server whose clock reads now would.
-func newSession(t *testing.T, durable core.Durable, now time.Time, user string) {
+// server whose clock reads now would, and returns its token.
+func newSession(t *testing.T, durable core.Durable, now time.Time, user string) string {
 	t.Helper()
 	keys, err := core.ParseSealKeys(os.Getenv(setup.EnvSealKeys))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := core.NewStore(core.StoreConfig{Durable: durable, Seal: core.SealConfig{Keys: keys}, Clock: func() time.Time { return now }, ReapMode: core.ReapExternal})
+	store, err := core.NewStore(core.StoreConfig{
+		Durable: durable, Seal: core.SealConfig{Keys: keys}, Clock: func() time.Time { return now },
+		Reaper: core.ReaperConfig{Interval: -1},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +46,7 @@ func newSession(t *testing.T, durable core.Durable, now time.Time, user string) 
 	if err := m.Save(ctx, s); err != nil {
 		t.Fatal(err)
 	}
+	return s.Token()
 }
 
 func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
@@ -68,7 +72,7 @@ func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
 		t.Fatalf("run: %v (output %q)", err, out.String())
 	}
 	summary := out.String()
-	for _, want := range []string{"examined=1 ", "extended=0 ", "archived=1 ", "deleted=1 ", "errors=0 ", "duration="} {
+	for _, want := range []string{"examined=1 ", "extended=0 ", "archived=1 ", "deleted=1 ", "skipped=0 ", "errors=0 ", "duration="} {
 		if !strings.Contains(summary, want) {
 			t.Errorf("summary %q lacks %q", summary, want)
 		}
@@ -99,6 +103,63 @@ func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "examined=0 ") {
 		t.Errorf("second pass: %q, want nothing examined", out.String())
+	}
+}
+
+// TestOnceExtendsLiveSession: a row that expired while memcached holds the
+// session alive (its activity never reached the row: the app server that
+// held the sync is gone) is rewritten from memcached's copy, not deleted.
+func TestOnceExtendsLiveSession(t *testing.T) {
+	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(core.NewSealKey()))
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	opts := setup.Options{Name: "reaper", Memcached: mc.Addr, DSN: filepath.Join(t.TempDir(), "sessions.db")}
+	env, err := setup.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close(context.Background())
+	const idle = 30 * time.Minute // core.Config's default IdleTimeout
+	// Written to the row alone, 31 minutes ago: the row has expired.
+	token := newSession(t, env.Durable, time.Now().Add(-idle-time.Minute), "ada")
+
+	// An app server read it 5 minutes ago: memcached has a live copy
+	// whose activity the row does not know. Its clock stays there, so its
+	// background writer never finds the sync due (as if it had crashed).
+	keys, err := core.ParseSealKeys(os.Getenv(setup.EnvSealKeys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAt := time.Now().Add(-5 * time.Minute)
+	app, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Durable: env.Durable,
+		Seal: core.SealConfig{Keys: keys}, Clock: func() time.Time { return readAt },
+		Reaper: core.ReaperConfig{Interval: -1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(context.Background())
+	m, err := core.New(core.Config{Store: app, IdleTimeout: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := m.Load(context.Background(), token); err != nil || s.GetString("user") != "ada" || s.Source() != core.SourceDatabase {
+		t.Fatalf("Load = %v, %v; want ada's session from the database", s, err)
+	}
+
+	var out bytes.Buffer
+	cfg := config{once: true, interval: time.Minute, batch: 10}
+	if err := run(context.Background(), opts, cfg, &out); err != nil {
+		t.Fatalf("run: %v (output %q)", err, out.String())
+	}
+	for _, want := range []string{"examined=1 ", "extended=1 ", "archived=0 ", "deleted=0 ", "errors=0 "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary %q lacks %q", out.String(), want)
+		}
+	}
+	rec, found, err := env.Durable.Load(context.Background(), core.StorageKey(token))
+	if err != nil || !found || !rec.ExpiresAt.After(time.Now()) {
+		t.Errorf("row after the pass: %+v, found %v, %v; want it kept, expiring in the future", rec, found, err)
 	}
 }
 

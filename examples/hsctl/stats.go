@@ -104,9 +104,8 @@ var columns = []struct{ head, metric string }{
 	{"misses", "hybridsession_cache_misses_total"},
 	{"db reads", "hybridsession_db_reads_total"},
 	{"db writes", "hybridsession_db_writes_total"},
-	{"skipped", "hybridsession_db_writes_skipped_total"},
+	{"db errors", "hybridsession_db_errors_total"},
 	{"fallbacks", "hybridsession_fallbacks_total"},
-	{"write errs", "hybridsession_db_write_errors_total"},
 	{"sync pending", "hybridsession_sync_pending"},
 	{"sync dropped", "hybridsession_sync_dropped_total"},
 }

@@ -12,7 +12,7 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
-	"time"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 
@@ -68,7 +68,7 @@ func (c coreSession) Put(key string, value any) { c.s.Put(key, value) }
 func (c coreSession) RenewToken() error         { c.s.RenewToken(); return nil }
 func (c coreSession) SetSubject(user string)    { c.s.SetSubject(user) }
 func (c coreSession) Destroy() error            { return c.s.Destroy(c.ctx) }
-func (c coreSession) Info() core.TierInfo       { return c.s.TierInfo() }
+func (c coreSession) Source() core.Source       { return c.s.Source() }
 
 // State is what the page and /api/state show.
 type State struct {
@@ -86,19 +86,12 @@ type State struct {
 	// could not be asked) or "none" (a new session). Empty when the
 	// session library cannot tell (the scs sample).
 	Source string `json:"source,omitempty"`
-	// Version is the session's version as read (it increases with every
-	// change); 0 for a new session.
-	Version uint64 `json:"version,omitempty"`
-	// SyncedAt is when the session last reached the database; nil when it
-	// never did or the library cannot tell.
-	SyncedAt *time.Time `json:"synced_at,omitempty"`
 }
 
-// Describer is implemented by Sessions that can tell where they stand in
-// the tiers (Core's do); Read fills State's Source, Version and SyncedAt
-// from it.
+// Describer is implemented by Sessions that can tell which tier they were
+// read from (Core's do); Read fills State's Source from it.
 type Describer interface {
-	Info() core.TierInfo
+	Source() core.Source
 }
 
 // Read returns the session's state without changing it (GET /api/state).
@@ -110,21 +103,27 @@ func Read(s Session, servedBy string) State {
 		Visits:   num(s.Get(KeyVisits)),
 	}
 	if d, ok := s.(Describer); ok {
-		info := d.Info()
-		st.Source, st.Version = info.Source.String(), info.Version
-		if !info.SyncedAt.IsZero() {
-			t := info.SyncedAt.UTC().Truncate(time.Millisecond)
-			st.SyncedAt = &t
-		}
+		st.Source = d.Source().String()
 	}
 	return st
 }
+
+// changes counts the requests that changed a session, in every sample of
+// the process (see Changes).
+var changes atomic.Uint64
+
+// Changes returns how many requests changed a session so far, over every
+// sample in this process: page views, logins, cart additions and logouts.
+// A write-through store (Django's cached_db) writes the database on each;
+// the cluster's operator panel compares that with what hybridsession sent.
+func Changes() uint64 { return changes.Load() }
 
 // Visit counts a page view and returns the state to show (GET /).
 func Visit(s Session, servedBy string) State {
 	st := Read(s, servedBy)
 	st.Visits++
 	s.Put(KeyVisits, st.Visits)
+	changes.Add(1)
 	return st
 }
 
@@ -140,6 +139,7 @@ func Login(s Session, name string) error {
 	}
 	s.Put(KeyUser, name)
 	s.SetSubject(name)
+	changes.Add(1)
 	return nil
 }
 
@@ -154,11 +154,18 @@ func AddToCart(s Session, item string) error {
 		return fmt.Errorf("%w: the cart holds at most %d items", ErrInput, MaxCart)
 	}
 	s.Put(KeyCart, append(cart, item))
+	changes.Add(1)
 	return nil
 }
 
 // Logout ends the session (POST /logout): the cart and counter go with it.
-func Logout(s Session) error { return s.Destroy() }
+func Logout(s Session) error {
+	if err := s.Destroy(); err != nil {
+		return err
+	}
+	changes.Add(1)
+	return nil
+}
 
 // StatusCode maps an error of Login, AddToCart or Logout to an HTTP status:
 // 400 for ErrInput, otherwise core.StatusCode (503 when the session store
@@ -249,14 +256,7 @@ func Page(st State) ([]byte, error) {
 //
 // The operator panel (#ops) stays hidden unless /ops/stats answers: only
 // the cluster demo serves it (examples/cluster).
-var page = template.Must(template.New("page").Funcs(template.FuncMap{
-	"since": func(t *time.Time) string {
-		if t == nil {
-			return "never"
-		}
-		return t.Format("15:04:05") + " UTC (" + time.Since(*t).Round(time.Second).String() + " ago)"
-	},
-}).Parse(`<!doctype html>
+var page = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -300,8 +300,6 @@ button.op{font-size:.85em}
 <dl id="session">
 <dt>App server</dt><dd id="app-server">{{.ServedBy}}</dd>
 <dt>This request read it from</dt><dd id="source" class="src-{{.Source}}">{{if eq .Source "memcached"}}memcached (a hit){{else if eq .Source "database"}}the database — restored: memcached did not have it{{else}}nowhere yet (a new session){{end}}</dd>
-<dt>Version</dt><dd id="version">{{.Version}}</dd>
-<dt>Last database sync</dt><dd id="synced">{{since .SyncedAt}}</dd>
 </dl>
 {{end}}
 </div>
@@ -313,13 +311,13 @@ button.op{font-size:.85em}
 <button class="op" id="db-cut">Cut the database for 30 s</button> <span id="db-state"></span></p>
 <dl>
 <dt>Cache hit ratio</dt><dd id="ops-hit-ratio">–</dd>
-<dt>DB statements / min</dt><dd id="ops-db-rate">–</dd>
+<dt>Database calls / min</dt><dd id="ops-db-rate">–</dd>
 <dt>Write-through would cost</dt><dd id="ops-wt-rate">–</dd>
 <dt>DB reads (misses, fallbacks)</dt><dd id="ops-db-reads">–</dd>
 <dt>Served by the DB, memcached down</dt><dd id="ops-fallbacks">–</dd>
 <dt>Reaper last pass</dt><dd id="ops-reaper">–</dd>
 </dl>
-<p><small>Last minutes: hit ratio (green, 0–100 %); DB statements/min (orange) against write-through (grey)</small></p>
+<p><small>Last minutes: hit ratio (green, 0–100 %); database calls/min (orange) against write-through (grey)</small></p>
 <svg id="chart" width="360" height="120" viewBox="0 0 360 120"></svg>
 </div>
 </div>

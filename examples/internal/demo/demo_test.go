@@ -115,3 +115,53 @@ func TestPageEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestChanges: every request that changes the session counts once (what a
+// write-through store writes); reads and refused inputs do not.
+func TestChanges(t *testing.T) {
+	s := &mapSession{values: map[string]any{}}
+	before := demo.Changes()
+	if err := demo.Login(s, "ada"); err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.AddToCart(s, "apple"); err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.AddToCart(s, ""); err == nil {
+		t.Fatal("adding an empty item: no error")
+	}
+	demo.Read(s, "x")
+	demo.Visit(s, "x")
+	if err := demo.Logout(s); err != nil {
+		t.Fatal(err)
+	}
+	if got := demo.Changes() - before; got != 4 {
+		t.Errorf("Changes grew by %d, want 4: login, add, visit, logout", got)
+	}
+}
+
+// described is a mapSession that tells where it was read from.
+type described struct {
+	mapSession
+	src core.Source
+}
+
+func (d *described) Source() core.Source { return d.src }
+
+func TestReadSource(t *testing.T) {
+	if st := demo.Read(&mapSession{values: map[string]any{}}, "x"); st.Source != "" {
+		t.Errorf("Source of a session that cannot tell = %q, want empty", st.Source)
+	}
+	for src, want := range map[core.Source]string{core.SourceCache: "memcached", core.SourceDatabase: "database", core.SourceNone: "none"} {
+		if st := demo.Read(&described{mapSession{values: map[string]any{}}, src}, "x"); st.Source != want {
+			t.Errorf("Source = %q, want %q", st.Source, want)
+		}
+	}
+	b, err := demo.Page(demo.State{ServedBy: "gin", Source: "database"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `<dd id="source" class="src-database">the database — restored: memcached did not have it</dd>`) {
+		t.Errorf("page of a restored session lacks its source:\n%s", b)
+	}
+}

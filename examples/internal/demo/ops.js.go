@@ -51,7 +51,7 @@ const opsScript = `
     text('db-state', s.db_cut_until ? 'database CUT until ' + s.db_cut_until.substring(11, 19) + ' UTC' : 'database up');
     text('ops-hit-ratio', (100 * s.hit_ratio).toFixed(1) + ' % (last minute; ' + (100 * s.hit_ratio_total).toFixed(1) + ' % since start)');
     text('ops-db-rate', s.db_per_min.toFixed(0));
-    text('ops-wt-rate', s.write_through_per_min.toFixed(0) + ' statements / min');
+    text('ops-wt-rate', s.write_through_per_min.toFixed(0) + ' calls / min');
     text('ops-db-reads', s.db_reads);
     text('ops-fallbacks', s.fallbacks);
     text('ops-reaper', s.reaper.end ? s.reaper.end.substring(11, 19) + ' UTC, ' + s.reaper.examined + ' rows in ' + s.reaper.duration_ms + ' ms' + (s.reaper.error ? ' — ' + s.reaper.error : '') : 'no pass yet');

@@ -14,10 +14,12 @@ var ErrOutage = errors.New("setup: database cut by the demo")
 
 // Outage is a durable tier that can be cut for a while, in the demo only:
 // while it is cut every call fails with ErrOutage, as when the database is
-// unreachable, and the Store carries on with memcached.
+// unreachable, and the Store carries on with memcached. It also counts the
+// calls that reach the database, for the operator panel.
 type Outage struct {
 	core.Durable
-	until atomic.Int64 // Unix nanoseconds; cut while now is before it
+	until atomic.Int64  // Unix nanoseconds; cut while now is before it
+	calls atomic.Uint64 // calls passed to Durable
 }
 
 // Cut makes every call fail for d from now (0 ends a cut at once).
@@ -32,51 +34,41 @@ func (o *Outage) Until() time.Time {
 	return time.Unix(0, u)
 }
 
+// Calls returns how many calls reached the database: row loads, row writes
+// (one call, and a few statements, however many rows its batch holds),
+// listings and reaper batches.
+func (o *Outage) Calls() uint64 { return o.calls.Load() }
+
 func (o *Outage) down() error {
 	if !o.Until().IsZero() {
 		return ErrOutage
 	}
+	o.calls.Add(1)
 	return nil
 }
 
 // Load fails while cut, else calls the database.
-func (o *Outage) Load(ctx context.Context, key string, now time.Time) (core.Record, bool, error) {
+func (o *Outage) Load(ctx context.Context, key string) (core.Record, bool, error) {
 	if err := o.down(); err != nil {
 		return core.Record{}, false, err
 	}
-	return o.Durable.Load(ctx, key, now)
+	return o.Durable.Load(ctx, key)
 }
 
-// Save fails while cut, else calls the database.
-func (o *Outage) Save(ctx context.Context, rec core.Record) (bool, error) {
-	if err := o.down(); err != nil {
-		return false, err
-	}
-	return o.Durable.Save(ctx, rec)
-}
-
-// Delete fails while cut, else calls the database.
-func (o *Outage) Delete(ctx context.Context, keys ...string) error {
-	if err := o.down(); err != nil {
-		return err
-	}
-	return o.Durable.Delete(ctx, keys...)
-}
-
-// DeleteSubject fails while cut, else calls the database.
-func (o *Outage) DeleteSubject(ctx context.Context, subject string) ([]string, error) {
+// Write fails while cut, else calls the database.
+func (o *Outage) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
 	if err := o.down(); err != nil {
 		return nil, err
 	}
-	return o.Durable.DeleteSubject(ctx, subject)
+	return o.Durable.Write(ctx, batch)
 }
 
 // List fails while cut, else calls the database.
-func (o *Outage) List(ctx context.Context, now time.Time, after string, limit int) ([]core.Record, error) {
+func (o *Outage) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
 	if err := o.down(); err != nil {
 		return nil, err
 	}
-	return o.Durable.List(ctx, now, after, limit)
+	return o.Durable.List(ctx, subject, after, limit)
 }
 
 // Reap fails while cut, else calls the database.

@@ -148,7 +148,6 @@ type Env struct {
 	log      *slog.Logger
 	mu       sync.Mutex
 	stores   []*core.Store
-	reaper   *core.Reaper
 	closed   bool
 }
 
@@ -210,8 +209,15 @@ func Open(opts Options) (*Env, error) {
 // Logger returns the logger for this process's log lines.
 func (e *Env) Logger() *slog.Logger { return e.log }
 
-// NewStore returns a new core.Store on the Env's tiers. Close closes it.
+// NewStore returns a new core.Store on the Env's tiers, without a reaper of
+// its own (StartReaper runs the process's one). Close closes it.
 func (e *Env) NewStore() (*core.Store, error) {
+	return e.newStore(core.ReaperConfig{Interval: -1})
+}
+
+// newStore returns a new core.Store on the Env's tiers that runs a reaper
+// with rcfg (a negative Interval: none).
+func (e *Env) newStore(rcfg core.ReaperConfig) (*core.Store, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -222,6 +228,7 @@ func (e *Env) NewStore() (*core.Store, error) {
 		Durable:   e.Observed,
 		Seal:      e.SealConfig(),
 		Logger:    e.Options.Logger,
+		Reaper:    rcfg,
 	})
 	if err != nil {
 		return nil, err
@@ -259,29 +266,21 @@ func (e *Env) NewManager() (*core.Manager, error) {
 	})
 }
 
-// StartReaper starts a reaper with cfg in this process, on its own Store; a
-// pass runs at once and then every cfg.Interval. Close stops it. An app
-// server usually runs one like this; examples/hsctl (hsctl reap) is the standalone
-// form.
+// StartReaper starts the process's reaper with cfg, on a Store of its own:
+// a pass runs at once and then every cfg.Interval (default 1m). Close stops
+// it. An app server usually runs one like this; examples/hsctl (hsctl
+// reap) is the standalone form.
 func (e *Env) StartReaper(cfg core.ReaperConfig) error {
-	s, err := e.NewStore()
-	if err != nil {
-		return err
+	if cfg.Interval < 0 {
+		return errors.New("setup: StartReaper needs a positive ReaperConfig.Interval, or 0 for the default")
 	}
-	r, err := s.NewReaper(cfg)
-	if err != nil {
-		return err
-	}
-	e.mu.Lock()
-	e.reaper = r
-	e.mu.Unlock()
-	r.Start()
-	return nil
+	_, err := e.newStore(cfg)
+	return err
 }
 
-// Close stops the reaper, closes every Store made by NewStore — writing
-// their pending database syncs, waiting at most until ctx ends — and then
-// closes the database.
+// Close closes every Store made by NewStore and StartReaper — stopping the
+// reaper and writing their pending database syncs, waiting at most until
+// ctx ends — and then closes the database.
 func (e *Env) Close(ctx context.Context) error {
 	e.mu.Lock()
 	if e.closed {
@@ -289,11 +288,8 @@ func (e *Env) Close(ctx context.Context) error {
 		return nil
 	}
 	e.closed = true
-	r, stores := e.reaper, e.stores
+	stores := e.stores
 	e.mu.Unlock()
-	if r != nil {
-		r.Stop()
-	}
 	var errs []error
 	for _, s := range stores {
 		if err := s.Close(ctx); err != nil {

@@ -3,10 +3,10 @@
 // own session API, hybridsession's two tiers underneath. examples/scs
 // serves it.
 //
-// Unlike the core.Manager samples, scs writes whole sessions: scsstore
-// sends a session to the database when it is new or its last sync is
-// SyncInterval old, with no durable keys, and scs has no session subject
-// (no "log out everywhere").
+// Unlike the core.Manager samples, scs writes whole sessions: a new session
+// reaches the database at once and later changes within SyncInterval (the
+// Store's background writer), with no durable keys, and scs has no session
+// subject (no "log out everywhere").
 package scsapp
 
 import (
