@@ -29,7 +29,7 @@ fmt:
 # A short run of every fuzz target of every package that has one (FUZZTIME
 # per target). Corpora, hostile inputs included, live in testdata/fuzz.
 FUZZTIME ?= 20s
-FUZZPKGS ?= ./core ./scsstore
+FUZZPKGS ?= ./core ./core/internal/envelope ./scsstore
 fuzz:
 	@for p in $(FUZZPKGS); do \
 		for f in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
