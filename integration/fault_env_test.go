@@ -36,7 +36,7 @@ import (
 // Tunables of the fault tests: short but realistic, so that "an update older
 // than SyncInterval" can be checked in real time.
 const (
-	faultTimeout          = 100 * time.Millisecond // memcached Timeout and DialTimeout
+	faultTimeout          = 100 * time.Millisecond // memcached Timeout
 	faultBreakerThreshold = 3
 	faultBreakerCooldown  = 200 * time.Millisecond
 	faultSyncInterval     = time.Second
@@ -183,13 +183,13 @@ func newFaultEnv(t *testing.T, b faultBackend, rep *faultReport, opts faultEnvOp
 			Memcached: core.MemcachedConfig{
 				Servers:          addrs,
 				Timeout:          faultTimeout,
-				DialTimeout:      faultTimeout,
 				BreakerThreshold: faultBreakerThreshold,
 				BreakerCooldown:  faultBreakerCooldown,
 			},
 			Durable:      d,
 			SyncInterval: faultSyncInterval,
 			DBTimeout:    2 * time.Second,
+			Reaper:       core.ReaperConfig{Interval: -1},
 			Logger:       quiet,
 		})
 		if err != nil {
@@ -257,14 +257,14 @@ func (env *faultEnv) recordError(err error) {
 
 var portRE = regexp.MustCompile(`:\d{2,5}\b`)
 
-// bothTiersDown reports whether err, answered with a 503, says that neither
-// memcached nor the database could serve the request: what I7 allows
-// (docs/consistency.md). On a loaded test machine a memcached read on
-// loopback can exceed the scenarios' 100 ms Timeout; during a database
-// outage that request has no tier left.
+// bothTiersDown reports whether err, answered with a 503, says that the
+// database could not serve a request that memcached did not serve either:
+// what I7 allows (docs/consistency.md). The Store names the database in
+// such errors; expectClean allows them only as far as memcached failed in
+// the same phase (on a loaded test machine a read on loopback can exceed
+// the scenarios' 100 ms Timeout).
 func bothTiersDown(err error) bool {
-	msg := err.Error()
-	return errors.Is(err, core.ErrUnavailable) && strings.Contains(msg, "memcached unavailable") && strings.Contains(msg, "database:")
+	return errors.Is(err, core.ErrUnavailable) && strings.Contains(err.Error(), "database:")
 }
 
 // logErrors logs the errors the middleware answered, most frequent first.
@@ -422,10 +422,9 @@ func faultApp() http.Handler {
 // tierCounts is the sum of the app servers' Stats counters the fault tests
 // look at.
 type tierCounts struct {
-	CacheHits, CacheMisses, CacheErrors, ShortCircuits uint64
-	BreakerOpens, BreakerCloses                        uint64
-	DBReads, DBReadErrors, DBWrites, DBWriteErrors     uint64
-	Fallbacks, SyncDropped, CASConflicts               uint64
+	CacheHits, CacheMisses, CacheErrors, BreakerOpens uint64
+	DBReads, DBWrites, DBErrors                       uint64
+	Fallbacks, SyncDropped, Conflicts, Merges         uint64
 }
 
 func (env *faultEnv) counts() tierCounts {
@@ -435,16 +434,14 @@ func (env *faultEnv) counts() tierCounts {
 		c.CacheHits += st.CacheHits
 		c.CacheMisses += st.CacheMisses
 		c.CacheErrors += st.CacheErrors
-		c.ShortCircuits += st.CacheShortCircuits
 		c.BreakerOpens += st.BreakerOpens
-		c.BreakerCloses += st.BreakerCloses
 		c.DBReads += st.DBReads
-		c.DBReadErrors += st.DBReadErrors
 		c.DBWrites += st.DBWrites
-		c.DBWriteErrors += st.DBWriteErrors
+		c.DBErrors += st.DBErrors
 		c.Fallbacks += st.Fallbacks
 		c.SyncDropped += st.SyncDropped
-		c.CASConflicts += st.CASConflicts
+		c.Conflicts += st.Conflicts
+		c.Merges += st.Merges
 	}
 	return c
 }
@@ -452,12 +449,10 @@ func (env *faultEnv) counts() tierCounts {
 func (c tierCounts) sub(o tierCounts) tierCounts {
 	return tierCounts{
 		CacheHits: c.CacheHits - o.CacheHits, CacheMisses: c.CacheMisses - o.CacheMisses,
-		CacheErrors: c.CacheErrors - o.CacheErrors, ShortCircuits: c.ShortCircuits - o.ShortCircuits,
-		BreakerOpens: c.BreakerOpens - o.BreakerOpens, BreakerCloses: c.BreakerCloses - o.BreakerCloses,
-		DBReads: c.DBReads - o.DBReads, DBReadErrors: c.DBReadErrors - o.DBReadErrors,
-		DBWrites: c.DBWrites - o.DBWrites, DBWriteErrors: c.DBWriteErrors - o.DBWriteErrors,
+		CacheErrors: c.CacheErrors - o.CacheErrors, BreakerOpens: c.BreakerOpens - o.BreakerOpens,
+		DBReads: c.DBReads - o.DBReads, DBWrites: c.DBWrites - o.DBWrites, DBErrors: c.DBErrors - o.DBErrors,
 		Fallbacks: c.Fallbacks - o.Fallbacks, SyncDropped: c.SyncDropped - o.SyncDropped,
-		CASConflicts: c.CASConflicts - o.CASConflicts,
+		Conflicts: c.Conflicts - o.Conflicts, Merges: c.Merges - o.Merges,
 	}
 }
 
@@ -470,17 +465,6 @@ func (c tierCounts) hitRatio() float64 {
 		return 0
 	}
 	return float64(c.CacheHits) / float64(total)
-}
-
-// nodeOpen reports whether node addr's breaker is open on store s, and
-// whether s knows the node at all.
-func nodeOpen(s *core.Store, addr string) (open, known bool) {
-	for _, n := range s.Stats().Nodes {
-		if n.Addr == addr {
-			return n.Open, true
-		}
-	}
-	return false, false
 }
 
 // waitBreaker waits until node's breaker is open (or closed) on every app
@@ -515,25 +499,11 @@ func (env *faultEnv) waitBreaker(node *faultNode, open bool) time.Duration {
 // as the stores' consistent hashing places it.
 func ownerOf(t *testing.T, nodes []*faultNode, token string) int {
 	t.Helper()
-	servers := make([]core.WeightedServer, len(nodes))
+	addrs := make([]string, len(nodes))
 	for i, n := range nodes {
-		servers[i] = core.WeightedServer{Addr: n.Addr()}
+		addrs[i] = n.Addr()
 	}
-	k, err := core.NewKetama(servers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := k.PickServer("hs:" + core.StorageKey(token))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, n := range nodes {
-		if n.Addr() == a.String() {
-			return i
-		}
-	}
-	t.Fatalf("ketama picked %s, not a node", a)
-	return -1
+	return newPlacement(t, addrs...).owner(token)
 }
 
 // memcachedStat reads one counter of memcached's "stats" directly from the

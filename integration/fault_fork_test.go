@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,18 +16,18 @@ import (
 
 // Deterministic reproductions of the anomalies the load scenarios of
 // TestFault meet at random: with several app servers, an older copy of a
-// session can come back over writes that were acknowledged after it.
+// session can meet writes that were acknowledged after it.
 
-// gatedDurable holds every Save while its gate is shut, to delay one app
+// gatedDurable holds every Write while its gate is shut, to delay one app
 // server's background writer at will.
 type gatedDurable struct {
 	core.Durable
 	mu   sync.Mutex
 	gate chan struct{} // nil: open
-	held atomic.Int32  // Saves that waited at the gate
+	held atomic.Int32  // Writes that waited at the gate
 }
 
-func (g *gatedDurable) Save(ctx context.Context, rec core.Record) (bool, error) {
+func (g *gatedDurable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
 	g.mu.Lock()
 	gate := g.gate
 	g.mu.Unlock()
@@ -35,10 +36,10 @@ func (g *gatedDurable) Save(ctx context.Context, rec core.Record) (bool, error) 
 		select {
 		case <-gate:
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	return g.Durable.Save(ctx, rec)
+	return g.Durable.Write(ctx, batch)
 }
 
 func (g *gatedDurable) shut() {
@@ -58,18 +59,14 @@ func (g *gatedDurable) open() {
 	}
 }
 
-// App server A's periodic sync of a session is still on its way to the
-// database (slow database, retry backoff) when memcached loses the session.
-// App server B reloads the session from the database and makes a durable
-// change, written to the database before the response. A's delayed sync
-// then lands and, its version number being higher, replaces B's durable
-// change: the change is gone for good once memcached loses the session
-// again.
-//
-// Cause: versions restart from the database row's version when a session is
-// reloaded after a memcached loss, so the new branch reuses version numbers
-// that the lost branch already handed out (here 2..4), and the database's
-// "higher version wins" upsert cannot tell the branches apart.
+// I5: app server A's background sync of a session is on its way to the
+// database (slow database) when memcached loses the session. App server B
+// restores the session from the row and makes a durable change, written to
+// the row before the response. A's delayed sync then lands on a row that
+// moved on: it is refused, and since the copy it was read from is gone
+// (memcached refilled the session from the row), it is dropped — its
+// changes went with the cache loss — so B's durable change stays, also
+// once memcached loses the session again.
 func TestFaultDelayedSyncAfterCacheLoss(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	var gate *gatedDurable
@@ -81,53 +78,44 @@ func TestFaultDelayedSyncAfterCacheLoss(t *testing.T) {
 	}, durable)
 	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, durable)
 
-	token := put(t, a, "", "n", 1) // version 1, in both tiers
+	token := put(t, a, "", "n", 1) // in both tiers
 	st.clock.Advance(2 * time.Minute)
-	gate.shut()
-	put(t, a, token, "n", 2) // version 2: due, handed to A's background writer, held
-	for deadline := time.Now().Add(5 * time.Second); gate.held.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("A's background writer never tried to sync")
-		}
-	}
-	put(t, a, token, "n", 3) // version 3: memcached only
-	st.clock.Advance(2 * time.Minute)
-	put(t, a, token, "n", 4) // version 4: due, queued behind version 2
+	put(t, a, token, "n", 2) // due: A's writer takes it and waits at the gate
+	flushed := gatedFlush(t, a.Store(), gate)
+	put(t, a, token, "n", 3) // memcached only
 
-	st.mc.Restart() // memcached loses the session; the database holds version 1
+	st.mc.Restart() // memcached loses the session; the row holds n=1
 	// Time moves on while memcached restarts: B's change is made after A's.
 	st.clock.Advance(time.Second)
 	s := load(t, b, token)
 	if s.IsNew() || s.GetInt("n") != 1 {
-		t.Fatalf("after the restart B reads new=%v n=%d, want the database's n=1", s.IsNew(), s.GetInt("n"))
+		t.Fatalf("after the restart B reads new=%v n=%d, want the row's n=1", s.IsNew(), s.GetInt("n"))
 	}
 	s.Put("cart", "book") // durable: in the database before Save returns
 	if err := b.Save(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	if _, e, _ := st.row(t, token); e.Version == 0 {
+	if st.rowValues(t, token)["cart"] != "book" {
 		t.Fatal("B's durable write is not in the database")
 	}
 
-	gate.open() // A's delayed syncs land
-	flush(t, a.Store())
+	gate.open() // A's delayed sync lands
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
 	st.mc.Restart()
-	s = load(t, b, token)
-	if got := s.GetString("cart"); got != "book" {
-		_, e, _ := st.row(t, token)
-		t.Errorf("B's durable write (cart=book) is lost: the database holds version %d with n=%d and no cart — A's delayed sync of the lost copy outranked it",
-			e.Version, s.GetInt("n"))
+	if got := load(t, b, token).GetString("cart"); got != "book" {
+		t.Errorf("B's durable write (cart=book) is lost: the row holds %v", st.rowValues(t, token))
 	}
 }
 
-// A node is cut off from both app servers (paused: it keeps its items) and
-// both breakers open. App server A writes a session through to the
-// database. The node comes back, and B's breaker closes before A's: B has no
-// record of A's write-through, so it serves the node's stale copy (and
-// writes over it), though A will purge that key when its own breaker closes.
-// In production the window is up to one BreakerCooldown (default 2s) per app
-// server; here A's cooldown is long so that B's breaker surely closes first.
-func TestFaultStaleCopyOnOtherAppServerAfterPartition(t *testing.T) {
+// I2 and I4 (rule 3): a node is cut off from both app servers (paused: it
+// keeps its items) and both breakers open. App server A writes a session
+// around it, to the row, and logs another out. The node comes back with
+// its older copies, which may be served until their next sync; that sync
+// merges each with its row: A's change stands, with B's change made on the
+// stale copy meanwhile, and the logout sticks.
+func TestFaultStaleCopyAfterPartitionMergesAtNextSync(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	breaker := func(cooldown time.Duration) func(*core.StoreConfig) {
 		return func(c *core.StoreConfig) {
@@ -139,6 +127,7 @@ func TestFaultStaleCopyOnOtherAppServerAfterPartition(t *testing.T) {
 	a := st.manager(t, breaker(time.Hour), nil)
 	b := st.manager(t, breaker(20*time.Millisecond), nil)
 	token := put(t, a, "", "n", 1)
+	doomed := put(t, a, "", "user", "ada")
 
 	st.mc.Pause()
 	for _, m := range []*core.Manager{a, b} {
@@ -154,41 +143,24 @@ func TestFaultStaleCopyOnOtherAppServerAfterPartition(t *testing.T) {
 			}
 		}
 	}
-	put(t, a, token, "n", 2) // write-through to the database
+	put(t, a, token, "n", 2) // around the node, to the row
+	if err := load(t, a, doomed).Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	st.mc.Resume()
-	deadline := time.Now().Add(5 * time.Second)
-	for b.Store().Stats().Nodes[0].Open {
-		if time.Now().After(deadline) {
-			t.Fatal("B's breaker did not close after the node came back")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if got := load(t, b, token).GetInt("n"); got != 2 {
-		t.Errorf("after the partition B reads n=%d, want 2: the node's stale copy (n=1) hides A's write-through", got)
-	}
-}
+	awaitBreaker(t, b.Store(), st.mc.Addr, false)
 
-// switchDurable is a durable tier that can be switched off: every call then
-// fails, as when the database is unreachable.
-type switchDurable struct {
-	core.Durable
-	down atomic.Bool
-}
-
-var errDatabaseDown = errors.New("injected: database unreachable")
-
-func (d *switchDurable) Load(ctx context.Context, key string, now time.Time) (core.Record, bool, error) {
-	if d.down.Load() {
-		return core.Record{}, false, errDatabaseDown
+	st.clock.Advance(3 * time.Minute) // past SyncInterval and TouchInterval
+	put(t, b, token, "m", "from B")   // on the node's stale copy
+	readOnly(t, b, doomed)            // served from the stale copy; its touch schedules the sync
+	flush(t, b.Store())
+	s := load(t, b, token)
+	if s.GetInt("n") != 2 || s.GetString("m") != "from B" {
+		t.Errorf("after the copy's sync B reads n=%d m=%q, want A's 2 and B's change", s.GetInt("n"), s.GetString("m"))
 	}
-	return d.Durable.Load(ctx, key, now)
-}
-
-func (d *switchDurable) Save(ctx context.Context, rec core.Record) (bool, error) {
-	if d.down.Load() {
-		return false, errDatabaseDown
+	if !load(t, b, doomed).IsNew() {
+		t.Error("the session A logged out during the partition is served after its copy's sync")
 	}
-	return d.Durable.Save(ctx, rec)
 }
 
 // flakyDialer opens memcached connections whose next write fails once when
@@ -218,24 +190,20 @@ func (c *flakyConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// While the database is unreachable, one memcached write fails
+// I7 and I6: while the database is unreachable, one memcached write fails
 // transiently (the node stays up, its breaker closed). The request fails
-// with 503, as it should: neither tier took its change. But the session's
-// memcached copy, the only one holding its changes since the last sync, must
-// survive the failed request.
-//
-// Cause: Store.Update defers markDirty whenever the memcached write failed,
-// and runs it even when the write-through to the database failed too; with
-// the node's breaker closed, markDirty deletes the key at once.
+// with 503, as it should: neither tier took its change. The session's
+// memcached copy, the only one holding its changes since the last sync,
+// survives the failed request.
 func TestFaultFailedWriteThroughKeepsCacheCopy(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	var (
-		durable *switchDurable
+		durable *faultyDurable
 		dialer  flakyDialer
 	)
 	m := st.manager(t, func(c *core.StoreConfig) {
 		c.SyncInterval = time.Minute
-		durable = &switchDurable{Durable: c.Durable}
+		durable = &faultyDurable{Durable: c.Durable}
 		c.Durable = durable
 		c.Memcached.DialContext = dialer.DialContext
 	}, nil)
@@ -264,11 +232,12 @@ func TestFaultFailedWriteThroughKeepsCacheCopy(t *testing.T) {
 	}
 }
 
-// A node is added (scale out), sessions move to it and change there, and
-// then it is removed again (scale in): the sessions move back to the nodes
-// that held them before, which still have their old copies. Those copies
-// are not misses: they are served as current, hiding every change made
-// while the session lived on the added node, synced or not.
+// I4 across a scale-out and back: a node is added, sessions move to it and
+// change there (synced every minute), and then it is removed again: the
+// sessions move back to the nodes that held them before, which still have
+// their old copies. Such a copy may be served until its next sync, which
+// merges it with the row: the changes made on the added node stand, with a
+// change made on the old copy meanwhile.
 func TestFaultScaleOutAndBack(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	extra := memcachedtest.Start(t, memcachedtest.Options{})
@@ -276,11 +245,11 @@ func TestFaultScaleOutAndBack(t *testing.T) {
 	store := m.Store()
 
 	// A session that the added node will take over.
-	nodes := []*faultNode{{name: "n0", proxy: &faultProxy{Addr: st.mc.Addr}}, {name: "n1", proxy: &faultProxy{Addr: extra.Addr}}}
+	p := newPlacement(t, st.mc.Addr, extra.Addr)
 	var token string
 	for i := 0; token == "" && i < 1000; i++ {
 		tok := put(t, m, "", "n", 1)
-		if ownerOf(t, nodes, tok) == 1 {
+		if p.owner(tok) == 1 {
 			token = tok
 		}
 	}
@@ -294,13 +263,110 @@ func TestFaultScaleOutAndBack(t *testing.T) {
 	for i := 2; i <= 5; i++ { // changes on the added node, synced every minute
 		st.clock.Advance(40 * time.Second)
 		put(t, m, token, "n", i)
+		flush(t, store)
 	}
-	flush(t, store)
+	st.syncDue(t, time.Minute, store) // the last change reaches the row too
 	if err := store.RemoveServer(extra.Addr); err != nil {
 		t.Fatal(err)
 	}
-	if got := load(t, m, token).GetInt("n"); got != 5 {
-		_, e, _ := st.row(t, token)
-		t.Errorf("after scaling back in the session reads n=%d, want 5 (the database holds version %d): the old node's copy from before the scale-out was served", got, e.Version)
+	st.clock.Advance(2 * time.Minute)
+	put(t, m, token, "m", "on the old copy") // its sync is due
+	flush(t, store)
+	if s := load(t, m, token); s.GetInt("n") != 5 || s.GetString("m") != "on the old copy" {
+		t.Errorf("after scaling back in and the old copy's sync the session reads n=%d m=%q, want 5 and the change made on the old copy (row: %v)",
+			s.GetInt("n"), s.GetString("m"), st.rowValues(t, token))
+	}
+	st.mc.Restart()
+	if s := load(t, m, token); s.GetInt("n") != 5 || s.GetString("m") != "on the old copy" {
+		t.Errorf("the row reads n=%d m=%q", s.GetInt("n"), s.GetString("m"))
+	}
+}
+
+// gatedFlush starts a Flush of s, whose durable tier is g, with g's gate
+// shut, and returns once the background writer waits at the gate; the
+// Flush's result arrives on the channel after g.open.
+func gatedFlush(t *testing.T, s *core.Store, g *gatedDurable) <-chan error {
+	t.Helper()
+	g.shut()
+	held := g.held.Load()
+	done := make(chan error, 1)
+	go func() { done <- s.Flush(context.Background()) }()
+	waitFor(t, "the background writer to reach the database", func() bool { return g.held.Load() > held })
+	return done
+}
+
+// I6 (rule 1) with two app servers' writers on one copy: B's writer reads
+// the copy (n=2) and is slow to reach the database; meanwhile the user's
+// next change (n=3) is synced by A's writer. B's write, built on the row
+// version both started from, is refused; the row then holds a later state
+// of the same copy than B's, and B's older state must not replace it: a
+// cache loss after that must find n=3, a change synced before the loss.
+func TestSlowWriterDoesNotUndoNewerSyncOfSameCopy(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	minute := func(c *core.StoreConfig) { c.SyncInterval = time.Minute }
+	var gate *gatedDurable
+	a := st.manager(t, minute, nil)
+	b := st.manager(t, func(c *core.StoreConfig) {
+		minute(c)
+		gate = &gatedDurable{Durable: c.Durable}
+		c.Durable = gate
+	}, nil)
+	token := put(t, a, "", "n", 1) // in both tiers
+
+	st.clock.Advance(2 * time.Minute)
+	put(t, b, token, "n", 2) // due on B's writer
+	bFlushed := gatedFlush(t, b.Store(), gate)
+	put(t, a, token, "n", 3) // due on A's writer
+	flush(t, a.Store())
+	if got := st.rowValues(t, token)["n"]; fmt.Sprint(got) != "3" {
+		t.Fatalf("A's sync: the row holds n=%v, want 3", got)
+	}
+	gate.open() // B's write of n=2 lands
+	if err := <-bFlushed; err != nil {
+		t.Fatal(err)
+	}
+	if got := st.rowValues(t, token)["n"]; fmt.Sprint(got) != "3" {
+		t.Errorf("after B's slower sync the row holds n=%v, want 3: an older state of the copy replaced a newer one", got)
+	}
+	st.mc.Restart()
+	if got := load(t, a, token).GetInt("n"); got != 3 {
+		t.Errorf("after a memcached loss the session reads n=%d, want 3 (synced before the loss)", got)
+	}
+}
+
+// I5: app server A's sync of a change of n is on its way to the database
+// when memcached loses the session; app server B restores the session
+// from the row and makes a durable change of the same key. A's delayed
+// sync, of a change made before B's, must not replace B's durable change
+// (docs/consistency.md: it is replaced only by a later change of the same
+// key).
+func TestDelayedSyncDoesNotReplaceLaterDurableChange(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	var gate *gatedDurable
+	a := st.manager(t, func(c *core.StoreConfig) {
+		c.SyncInterval = time.Minute
+		gate = &gatedDurable{Durable: c.Durable}
+		c.Durable = gate
+	}, nil)
+	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, nil)
+	token := put(t, a, "", "n", 1)
+
+	st.clock.Advance(2 * time.Minute)
+	put(t, a, token, "n", 2) // due: A's writer takes it and waits at the gate
+	aFlushed := gatedFlush(t, a.Store(), gate)
+	st.mc.Restart() // memcached loses the session; the row holds n=1
+	st.clock.Advance(time.Second)
+	s := load(t, b, token)
+	s.Put("n", 5)
+	s.MarkDurable()
+	if err := b.Save(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	gate.open() // A's delayed sync of n=2 lands
+	if err := <-aFlushed; err != nil {
+		t.Fatal(err)
+	}
+	if got := st.rowValues(t, token)["n"]; fmt.Sprint(got) != "5" {
+		t.Errorf("the row holds n=%v, want B's durable 5: a delayed sync of an earlier change replaced it", got)
 	}
 }

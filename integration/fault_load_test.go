@@ -28,11 +28,16 @@ const (
 	faultPauseProb = 0.04 // chance of a longer pause after a request
 	faultPauseMin  = 400 * time.Millisecond
 	faultPauseMax  = 900 * time.Millisecond
-	// faultSyncMargin is how long after a write was acknowledged the
-	// background writer is given to store it, before its loss counts as a
-	// loss of a synced update.
+	// faultSyncMargin is how much longer than SyncInterval plus the
+	// writer's tick the background writer is given to store a write (the
+	// time a pass takes), before its loss counts as a loss of a synced
+	// update.
 	faultSyncMargin = 300 * time.Millisecond
-	faultLogLimit   = 5 // detailed log lines per phase and kind
+	// faultSyncBound is how far a row may lag the copy in memcached: a
+	// cache loss costs at most the writes acknowledged within it
+	// (docs/consistency.md, I6).
+	faultSyncBound = faultSyncInterval + faultSyncInterval/8 + faultSyncMargin
+	faultLogLimit  = 5 // detailed log lines per phase and kind
 )
 
 // phaseStats is what the users saw during one phase of a scenario.
@@ -40,6 +45,12 @@ type phaseStats struct {
 	scenario, name string
 	start, end     time.Time
 	before, after  tierCounts
+	// oldMemory marks a phase in which a node may serve copies older than
+	// writes made around it (a node back from a partition with its
+	// memory, keys back on their previous owners): until such a copy's
+	// next sync its reads may be stale (docs/consistency.md, rule 3), so
+	// lost updates and counters that come back are reported, not failed.
+	oldMemory bool
 
 	inflight atomic.Int32 // requests of this phase not finished
 
@@ -123,7 +134,11 @@ type vuser struct {
 	// one was only a stale read (the database answering while memcached
 	// was unreachable), and nothing was lost.
 	before []write
-	token  atomic.Value // string: the session cookie, for node placement
+	// lastGood is when the user's last request began whose answer it
+	// could check (a login, or a counter read back): whatever memcached
+	// lost, it lost after that.
+	lastGood time.Time
+	token    atomic.Value // string: the session cookie, for node placement
 }
 
 // loadDriver runs the virtual users against env until stop.
@@ -197,8 +212,14 @@ func (env *faultEnv) startLoad() *loadDriver {
 // request sent from now on counts in it. It returns once the requests of
 // the previous phase have finished, so that the fault the caller injects
 // next meets only requests of the new phase.
-func (d *loadDriver) begin(name string) *phaseStats {
-	p := &phaseStats{scenario: d.env.scenario, name: name,
+func (d *loadDriver) begin(name string) *phaseStats { return d.startPhase(name, false) }
+
+// beginOldMemory is begin for a phase in which a node may serve copies
+// older than writes made around it (see phaseStats.oldMemory).
+func (d *loadDriver) beginOldMemory(name string) *phaseStats { return d.startPhase(name, true) }
+
+func (d *loadDriver) startPhase(name string, oldMemory bool) *phaseStats {
+	p := &phaseStats{scenario: d.env.scenario, name: name, oldMemory: oldMemory,
 		perUser: make([]int, faultUsers), logged: map[string]int{}}
 	d.switching.Lock()
 	prev := d.phase.Swap(p)
@@ -335,7 +356,7 @@ func (d *loadDriver) login(u *vuser) {
 	}
 	u.loggedIn = true
 	u.hist, u.before = []write{{value: 0, start: r.start, ack: r.end}}, nil
-	u.unsure = 0
+	u.unsure, u.lastGood = 0, r.start
 }
 
 func (d *loadDriver) click(u *vuser) {
@@ -398,13 +419,11 @@ func (d *loadDriver) answer(u *vuser, r response, path string) (int, bool) {
 // observe checks the counter value the store returned at r against what the
 // user wrote, and records lost updates.
 //
-// A lost update counts as "older than SyncInterval" (lostOld) when the user
-// had made another acknowledged write at least SyncInterval after it, and
-// that write was acknowledged faultSyncMargin before r began: the sync rule
-// then guarantees the database holds it, whatever memcached lost. (A write
-// is synced at the first write of the session made SyncInterval or more
-// after the previous sync, which is no later than the first write made
-// SyncInterval after it.)
+// A lost update counts as "older than SyncInterval" (lostOld) when it was
+// acknowledged faultSyncBound before the user's last checked request
+// began: memcached held it then, and the background writer brings every
+// row up to date within SyncInterval (plus its tick), so the database
+// holds it whatever memcached lost since.
 func (d *loadDriver) observe(u *vuser, r response, got int) {
 	p, t := r.phase, d.env.t
 	last := u.hist[len(u.hist)-1]
@@ -430,12 +449,13 @@ func (d *loadDriver) observe(u *vuser, r response, got int) {
 		p.mu.Unlock()
 		u.hist, u.before = []write{{value: got, start: r.start, ack: r.start}}, nil
 	default:
-		floor, floorAt := u.syncedFloor(r.start)
+		floor, floorAt := u.syncedFloor()
 		p.mu.Lock()
 		if got < floor {
 			p.lostOld++
-			p.logf(t, "lost update older than SyncInterval", "%s: read %d at %s, but %d was acknowledged at %s (%v earlier) and followed by a write SyncInterval later; last written %d",
-				u.name, got, r.start.Format("15:04:05.000"), floor, floorAt.Format("15:04:05.000"), r.start.Sub(floorAt).Round(time.Millisecond), last.value)
+			p.logf(t, "lost update older than SyncInterval", "%s: read %d at %s, but %d was acknowledged at %s, %v before the user's last checked request (%s); last written %d",
+				u.name, got, r.start.Format("15:04:05.000"), floor, floorAt.Format("15:04:05.000"), u.lastGood.Sub(floorAt).Round(time.Millisecond),
+				u.lastGood.Format("15:04:05.000"), last.value)
 		} else {
 			p.lostRecent++
 			p.logf(t, "lost recent update", "%s: read %d, last written %d", u.name, got, last.value)
@@ -447,23 +467,14 @@ func (d *loadDriver) observe(u *vuser, r response, got int) {
 		}
 		u.hist = []write{{value: got, start: r.start, ack: r.start}}
 	}
-	u.unsure = 0
+	u.unsure, u.lastGood = 0, r.start
 }
 
-// syncedFloor returns the highest value the database must hold by now (at
-// the start of a request), and when it was acknowledged; -1 when none.
-func (u *vuser) syncedFloor(now time.Time) (int, time.Time) {
-	var later *write // the newest write acknowledged faultSyncMargin before now
-	for i := len(u.hist) - 1; i >= 0; i-- {
-		if w := &u.hist[i]; w.ack.Add(faultSyncMargin).Before(now) {
-			later = w
-			break
-		}
-	}
-	if later == nil {
-		return -1, time.Time{}
-	}
-	limit := later.start.Add(-faultSyncInterval)
+// syncedFloor returns the highest value the database must hold, and when
+// it was acknowledged; -1 when none: the newest write acknowledged
+// faultSyncBound before the user's last checked request.
+func (u *vuser) syncedFloor() (int, time.Time) {
+	limit := u.lastGood.Add(-faultSyncBound)
 	floor, at := -1, time.Time{}
 	for _, w := range u.hist {
 		if !w.ack.After(limit) {
@@ -475,10 +486,15 @@ func (u *vuser) syncedFloor(now time.Time) (int, time.Time) {
 
 // usersOn returns the users whose session lives on node i of nodes.
 func (d *loadDriver) usersOn(nodes []*faultNode, i int) []int {
+	addrs := make([]string, len(nodes))
+	for j, n := range nodes {
+		addrs[j] = n.Addr()
+	}
+	p := newPlacement(d.env.t, addrs...)
 	var ids []int
 	for _, u := range d.users {
 		tok, _ := u.token.Load().(string)
-		if tok != "" && ownerOf(d.env.t, nodes, tok) == i {
+		if tok != "" && p.owner(tok) == i {
 			ids = append(ids, u.id)
 		}
 	}
@@ -495,16 +511,24 @@ func (d *loadDriver) expectClean(phases ...*phaseStats) {
 		phases = d.phases[1:]
 	}
 	for _, p := range phases {
-		status5xx := p.status5xx - min(p.bothDown, p.status503)
-		if p.logouts+p.keyLost+p.wrongUser+p.lostOld+status5xx+p.netErrors > 0 {
+		status5xx := p.status5xx - min(p.bothDown, p.status503, int(p.delta().CacheErrors))
+		lostOld, phantom := p.lostOld, p.phantom
+		if p.oldMemory {
+			if lostOld+phantom > 0 {
+				t.Logf("%s: %d lost updates older than SyncInterval and %d counters that came back, read from copies a node kept across the fault (allowed until each copy's next sync)",
+					p.name, lostOld, phantom)
+			}
+			lostOld, phantom = 0, 0
+		}
+		if p.logouts+p.keyLost+p.wrongUser+lostOld+status5xx+p.netErrors > 0 {
 			t.Errorf("%s: %d logouts, %d sessions without their durable key, %d foreign sessions, %d lost updates older than SyncInterval, %d 5xx (%d more with both tiers down), %d transport errors; want none",
-				p.name, p.logouts, p.keyLost, p.wrongUser, p.lostOld, status5xx, p.status5xx-status5xx, p.netErrors)
+				p.name, p.logouts, p.keyLost, p.wrongUser, lostOld, status5xx, p.status5xx-status5xx, p.netErrors)
 		} else if p.bothDown > 0 {
 			t.Logf("%s: %d 503s of requests neither tier could serve (memcached timed out as well): allowed by I7", p.name, p.bothDown)
 		}
-		if p.phantom > 0 {
-			t.Errorf("%s: %d counters above anything the user wrote since its last lost update: an older copy of the session overrode newer acknowledged writes (see TestFaultDelayedSyncAfterCacheLoss)",
-				p.name, p.phantom)
+		if phantom > 0 {
+			t.Errorf("%s: %d counters above anything the user wrote since its last lost update: an older copy of the session overrode newer acknowledged writes",
+				p.name, phantom)
 		}
 		if p.end.Sub(p.start) >= time.Second && p.requests < 50 {
 			t.Errorf("%s: only %d requests: the load did not run", p.name, p.requests)

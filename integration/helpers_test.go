@@ -2,12 +2,15 @@ package integration
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,7 +96,7 @@ func (st *stack) store(t *testing.T, mod func(*core.StoreConfig)) *core.Store {
 		Logger:    quiet,
 		Clock:     st.clock.Now,
 		// Tests run their reaper passes themselves, on the virtual clock.
-		ReapMode: core.ReapExternal,
+		Reaper: core.ReaperConfig{Interval: -1},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -124,26 +127,48 @@ func (st *stack) manager(t *testing.T, smod func(*core.StoreConfig), mmod func(*
 	return m
 }
 
-// row returns the live database row of token, or found=false.
-func (st *stack) row(t *testing.T, token string) (core.Record, core.Entry, bool) {
+// record returns token's database row as stored, sealed or not.
+func (st *stack) record(t *testing.T, token string) (core.Record, bool) {
 	t.Helper()
-	return st.rowAt(t, token, st.clock.Now())
-}
-
-// rowAt returns the database row of token as Load sees it at now.
-func (st *stack) rowAt(t *testing.T, token string, now time.Time) (core.Record, core.Entry, bool) {
-	t.Helper()
-	rec, found, err := st.durable.Load(context.Background(), core.StorageKey(token), now)
+	rec, found, err := st.durable.Load(context.Background(), core.StorageKey(token))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var e core.Entry
+	return rec, found
+}
+
+// row returns token's database row, whatever its state, and its envelope
+// (the stack's Stores are unsealed); found is false when there is no row.
+func (st *stack) row(t *testing.T, token string) (core.Record, envelope, bool) {
+	t.Helper()
+	rec, found := st.record(t, token)
+	var e envelope
 	if found {
-		if err := core.DecodeEnvelope(rec.Payload, &e); err != nil {
-			t.Fatal(err)
+		var err error
+		if e, err = decodeEnvelope(rec.Payload); err != nil {
+			t.Fatalf("row of %s: %v", core.StorageKey(token), err)
 		}
 	}
 	return rec, e, found
+}
+
+// liveRow reports whether token's row holds a session a reader would serve
+// at the stack's clock: no tombstone, and not past its sealed expiry.
+func (st *stack) liveRow(t *testing.T, token string) bool {
+	t.Helper()
+	_, e, found := st.row(t, token)
+	return found && !e.Destroyed && st.clock.Now().Before(e.rowExpiresAt())
+}
+
+// rowValues returns the values of token's row (the Manager's default
+// codec, msgpack); nil when there is no row.
+func (st *stack) rowValues(t *testing.T, token string) map[string]any {
+	t.Helper()
+	_, e, found := st.row(t, token)
+	if !found {
+		return nil
+	}
+	return e.values(t)
 }
 
 // put loads token's session on m, puts key=value, saves, and returns the token.
@@ -171,13 +196,39 @@ func load(t *testing.T, m *core.Manager, token string) *core.Session {
 	return s
 }
 
-func flush(t *testing.T, s *core.Store) {
+// readOnly loads token's session on m and saves it unchanged: a read-only
+// request (its throttled touch included).
+func readOnly(t *testing.T, m *core.Manager, token string) {
+	t.Helper()
+	s := load(t, m, token)
+	if s.IsNew() {
+		t.Fatal("the session is gone")
+	}
+	if err := m.Save(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flush runs the background writers of stores now: they write the rows
+// whose sync is due at the Stores' clock.
+func flush(t *testing.T, stores ...*core.Store) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.Flush(ctx); err != nil {
-		t.Fatal(err)
+	for _, s := range stores {
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
+}
+
+// syncDue advances the stack's clock by d (at least the Stores'
+// SyncInterval, so that every sync scheduled until now is due) and runs
+// the background writers of stores.
+func (st *stack) syncDue(t *testing.T, d time.Duration, stores ...*core.Store) {
+	t.Helper()
+	st.clock.Advance(d)
+	flush(t, stores...)
 }
 
 // client is a browser: an HTTP client with a cookie jar.
@@ -206,6 +257,47 @@ func serve(t *testing.T, h http.Handler) *httptest.Server {
 	return srv
 }
 
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// awaitBreaker waits until s's breaker for the node at addr is open (or
+// closed), for at most 5 s.
+func awaitBreaker(t *testing.T, s *core.Store, addr string, open bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		o, known := nodeOpen(s, addr)
+		if !known {
+			t.Fatalf("%s is not in the Store's ring", addr)
+		}
+		if o == open {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the breaker of %s is not open=%v after 5 s", addr, open)
+		}
+	}
+}
+
+// nodeOpen reports whether node addr's breaker is open on store s, and
+// whether s knows the node at all.
+func nodeOpen(s *core.Store, addr string) (open, known bool) {
+	for _, n := range s.Stats().Nodes {
+		if n.Addr == addr {
+			return n.Open, true
+		}
+	}
+	return false, false
+}
+
 // rawMemcached talks to memcached without hybridsession, to plant entries.
 type rawMemcached struct{ c *memcache.Client }
 
@@ -218,4 +310,280 @@ func (r rawMemcached) set(t *testing.T, key string, value []byte) {
 	if err := r.c.Set(&memcache.Item{Key: key, Value: value, Expiration: 600}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func mkey(token string) string { return "hs:" + core.StorageKey(token) }
+
+// faultyDurable is a durable tier whose calls can be made to fail, as
+// those of a database that refuses connections.
+type faultyDurable struct {
+	core.Durable
+	writes atomic.Bool // Write fails
+	down   atomic.Bool // every call fails
+}
+
+var errRefused = errors.New("injected: connection refused")
+
+func (f *faultyDurable) Load(ctx context.Context, key string) (core.Record, bool, error) {
+	if f.down.Load() {
+		return core.Record{}, false, errRefused
+	}
+	return f.Durable.Load(ctx, key)
+}
+
+func (f *faultyDurable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+	if f.down.Load() || f.writes.Load() {
+		return nil, errRefused
+	}
+	return f.Durable.Write(ctx, batch)
+}
+
+func (f *faultyDurable) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
+	if f.down.Load() {
+		return nil, errRefused
+	}
+	return f.Durable.List(ctx, subject, after, limit)
+}
+
+func (f *faultyDurable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+	if f.down.Load() {
+		return 0, errRefused
+	}
+	return f.Durable.Reap(ctx, now, limit, judge)
+}
+
+// faulty returns a StoreConfig modifier that puts a faultyDurable around
+// the configured durable tier, and the faultyDurable.
+func faulty() (func(*core.StoreConfig), *faultyDurable) {
+	f := &faultyDurable{}
+	return func(c *core.StoreConfig) {
+		f.Durable = c.Durable
+		c.Durable = f
+	}, f
+}
+
+// opTracer records the memcached operations of a Store (a CacheTracer).
+type opTracer struct {
+	mu  sync.Mutex
+	ops []tracedOp
+}
+
+type tracedOp struct{ op, addr string }
+
+func (o *opTracer) StartCacheOp(_ context.Context, op, addr string) func(error) {
+	o.mu.Lock()
+	o.ops = append(o.ops, tracedOp{op, addr})
+	o.mu.Unlock()
+	return func(error) {}
+}
+
+// count returns how many operations op were recorded.
+func (o *opTracer) count(op string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, r := range o.ops {
+		if r.op == op {
+			n++
+		}
+	}
+	return n
+}
+
+// placement tells which of a ring's memcached nodes holds a token's copy:
+// it asks a Store on that ring, without a durable tier, to read the token,
+// and records which node the read went to.
+type placement struct {
+	t     *testing.T
+	store *core.Store
+	tr    *opTracer
+	addrs []string
+}
+
+func newPlacement(t *testing.T, addrs ...string) *placement {
+	t.Helper()
+	tr := &opTracer{}
+	s, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{
+			Servers: addrs, Timeout: 20 * time.Millisecond, BreakerThreshold: 1 << 30, Tracer: tr,
+		},
+		Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return &placement{t: t, store: s, tr: tr, addrs: addrs}
+}
+
+// owner returns the index in the ring's addresses of the node owning token.
+func (p *placement) owner(token string) int {
+	p.t.Helper()
+	p.tr.mu.Lock()
+	p.tr.ops = nil
+	p.tr.mu.Unlock()
+	_, _ = p.store.Get(context.Background(), token) // read only: a miss or an error tells as much
+	p.tr.mu.Lock()
+	defer p.tr.mu.Unlock()
+	if len(p.tr.ops) != 1 {
+		p.t.Fatalf("placement: %d memcached operations for one read", len(p.tr.ops))
+	}
+	for i, a := range p.addrs {
+		if a == p.tr.ops[0].addr {
+			return i
+		}
+	}
+	p.t.Fatalf("placement: the read went to %s, not a node of the ring", p.tr.ops[0].addr)
+	return -1
+}
+
+// Envelopes as both tiers store them, in plain text (format 3, see
+// core/internal/envelope): the tests decode rows and copies of unsealed
+// Stores to inspect them, and encode envelopes to forge them.
+//
+//	"hs", format 3, codec, flags (1 persistent, 2 destroyed, 4 unsynced),
+//	lineage (8 bytes, big endian), then unsigned varints: created,
+//	deadline (Unix ms), idle (ms), active (Unix ms), grace (ms), version,
+//	base, synced at (Unix ms), synced version, whole-at, count of changed
+//	keys, each (length, bytes, version); written floor, count of written
+//	keys, each (length, bytes, row version); subject (length, bytes);
+//	payload.
+type envelope struct {
+	Codec                           uint8
+	Persistent, Destroyed, Unsynced bool
+	Lineage                         uint64
+	Created, Deadline               time.Time
+	IdleTimeout                     time.Duration
+	ActiveAt                        time.Time
+	Grace                           time.Duration
+	Version, Base                   uint64
+	SyncedAt                        time.Time
+	SyncedVersion, WholeAt          uint64
+	Changed                         []string
+	Subject                         string
+	Payload                         []byte
+}
+
+// rowExpiresAt is when a row holding e stops being served: its last
+// activity plus idle timeout plus grace, capped at the deadline.
+func (e envelope) rowExpiresAt() time.Time {
+	t := e.ActiveAt.Add(e.IdleTimeout + e.Grace)
+	if t.After(e.Deadline) {
+		return e.Deadline
+	}
+	return t
+}
+
+// values decodes e's payload with the Manager's default codec.
+func (e envelope) values(t *testing.T) map[string]any {
+	t.Helper()
+	if len(e.Payload) == 0 {
+		return map[string]any{}
+	}
+	v, err := core.Msgpack.Decode(e.Payload)
+	if err != nil {
+		t.Fatalf("decode values: %v", err)
+	}
+	return v
+}
+
+func msOf(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(t.UnixMilli())
+}
+
+func timeOf(ms uint64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(ms))
+}
+
+// encode returns e as a plain format-3 envelope.
+func (e envelope) encode() []byte {
+	var flags byte
+	if e.Persistent {
+		flags |= 1
+	}
+	if e.Destroyed {
+		flags |= 2
+	}
+	if e.Unsynced {
+		flags |= 4
+	}
+	b := append([]byte("hs\x03"), e.Codec, flags)
+	b = binary.BigEndian.AppendUint64(b, e.Lineage)
+	for _, v := range []uint64{msOf(e.Created), msOf(e.Deadline), uint64(e.IdleTimeout.Milliseconds()),
+		msOf(e.ActiveAt), uint64(e.Grace.Milliseconds()), e.Version, e.Base, msOf(e.SyncedAt),
+		e.SyncedVersion, e.WholeAt, uint64(len(e.Changed))} {
+		b = binary.AppendUvarint(b, v)
+	}
+	for _, k := range e.Changed {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, e.Version)
+	}
+	b = binary.AppendUvarint(b, 0) // written floor
+	b = binary.AppendUvarint(b, 0) // no written keys
+	b = binary.AppendUvarint(b, uint64(len(e.Subject)))
+	b = append(b, e.Subject...)
+	return append(b, e.Payload...)
+}
+
+var errNotPlain = errors.New("not a plain format-3 envelope")
+
+// decodeEnvelope decodes a plain format-3 envelope.
+func decodeEnvelope(b []byte) (envelope, error) {
+	var e envelope
+	if len(b) < 13 || string(b[:3]) != "hs\x03" {
+		return e, errNotPlain
+	}
+	e.Codec = b[3]
+	e.Persistent, e.Destroyed, e.Unsynced = b[4]&1 != 0, b[4]&2 != 0, b[4]&4 != 0
+	e.Lineage = binary.BigEndian.Uint64(b[5:13])
+	rest := b[13:]
+	bad := false
+	next := func() uint64 {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 {
+			bad = true
+			return 0
+		}
+		rest = rest[n:]
+		return v
+	}
+	str := func() string {
+		n := next()
+		if bad || n > uint64(len(rest)) {
+			bad = true
+			return ""
+		}
+		s := string(rest[:n])
+		rest = rest[n:]
+		return s
+	}
+	e.Created, e.Deadline = timeOf(next()), timeOf(next())
+	e.IdleTimeout = time.Duration(next()) * time.Millisecond
+	e.ActiveAt = timeOf(next())
+	e.Grace = time.Duration(next()) * time.Millisecond
+	e.Version, e.Base = next(), next()
+	e.SyncedAt = timeOf(next())
+	e.SyncedVersion, e.WholeAt = next(), next()
+	for n := next(); n > 0 && !bad; n-- {
+		e.Changed = append(e.Changed, str())
+		next()
+	}
+	next() // written floor
+	for n := next(); n > 0 && !bad; n-- {
+		str()
+		next()
+	}
+	e.Subject = str()
+	if bad {
+		return e, errNotPlain
+	}
+	e.Payload = rest
+	return e, nil
 }

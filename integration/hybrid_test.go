@@ -36,7 +36,8 @@ func TestTwoAppServersShareSessions(t *testing.T) {
 }
 
 // With SyncInterval 2m, 100 writes within a minute reach the database once
-// (the insert); the first write after the interval syncs again.
+// (the insert); the first background pass after the interval writes the
+// latest state, once.
 func TestSyncIntervalBoundsDatabaseWrites(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		st := newStack(t, b)
@@ -44,7 +45,7 @@ func TestSyncIntervalBoundsDatabaseWrites(t *testing.T) {
 		store := m.Store()
 
 		token := put(t, m, "", "n", 0)
-		_, inserted, _ := st.row(t, token)
+		inserted, _, _ := st.row(t, token)
 		for i := 1; i <= 100; i++ {
 			st.clock.Advance(500 * time.Millisecond) // 100 writes in 50 s
 			put(t, m, token, "n", i)
@@ -54,23 +55,26 @@ func TestSyncIntervalBoundsDatabaseWrites(t *testing.T) {
 		if stats.DBWrites != 1 {
 			t.Fatalf("DB writes after 101 writes in 50s = %d, want 1 (the insert)", stats.DBWrites)
 		}
-		if stats.DBWritesSkipped != 100 {
-			t.Fatalf("skipped DB writes = %d, want 100", stats.DBWritesSkipped)
+		if stats.SyncPending != 1 {
+			t.Fatalf("SyncPending = %d, want the session's sync", stats.SyncPending)
 		}
-		_, e, _ := st.row(t, token)
-		if e.Version != inserted.Version {
-			t.Fatalf("database holds version %d, want the insert's %d", e.Version, inserted.Version)
+		if rec, _, _ := st.row(t, token); rec.Version != inserted.Version {
+			t.Fatalf("database holds version %d, want the insert's %d", rec.Version, inserted.Version)
 		}
 
-		st.clock.Advance(2 * time.Minute)
-		put(t, m, token, "n", 101)
-		flush(t, store)
+		st.syncDue(t, 2*time.Minute, store)
 		if got := store.Stats().DBWrites; got != 2 {
 			t.Fatalf("DB writes after the interval = %d, want 2", got)
 		}
-		_, e, _ = st.row(t, token)
-		if vals, err := core.Msgpack.Decode(e.Payload); err != nil || fmt.Sprint(vals["n"]) != "101" {
-			t.Fatalf("database holds n=%v (%v), want the latest 101", vals["n"], err)
+		if vals := st.rowValues(t, token); fmt.Sprint(vals["n"]) != "100" {
+			t.Fatalf("database holds n=%v, want the latest 100", vals["n"])
+		}
+		if got := store.Stats().SyncPending; got != 0 {
+			t.Fatalf("SyncPending = %d after the sync, want 0", got)
+		}
+		flush(t, store)
+		if got := store.Stats().DBWrites; got != 2 {
+			t.Fatalf("DB writes after a second pass with nothing due = %d, want 2", got)
 		}
 	})
 }
@@ -167,8 +171,8 @@ func TestConcurrentRequestsKeepEveryKey(t *testing.T) {
 				t.Fatalf("round %d: %d keys survive, want %d: %v", round, len(keys), want, keys)
 			}
 		}
-		if m.Store().Stats().Merges == 0 {
-			t.Log("no CAS conflict happened; the merge path was not exercised in this run")
+		if m.Store().Stats().Conflicts == 0 {
+			t.Log("no compare-and-swap conflict happened; the re-application path was not exercised in this run")
 		}
 	})
 }
@@ -214,11 +218,15 @@ func TestTimeoutsEnforced(t *testing.T) {
 	})
 }
 
-// Read-only requests refresh activity at most once per TouchInterval.
+// Read-only requests refresh activity at most once per TouchInterval: one
+// memcached write each.
 func TestTouchThrottled(t *testing.T) {
 	st := newStack(t, backends(t)[0])
-	m := st.manager(t, nil, func(c *core.Config) { c.TouchInterval = time.Minute })
+	tr := &opTracer{}
+	m := st.manager(t, func(c *core.StoreConfig) { c.Memcached.Tracer = tr }, func(c *core.Config) { c.TouchInterval = time.Minute })
 	token := put(t, m, "", "k", "v")
+	writes := func() int { return tr.count("cas") + tr.count("set") + tr.count("add") }
+	before := writes()
 	for i := 0; i < 24; i++ { // 2 minutes of clicks every 5 s
 		st.clock.Advance(5 * time.Second)
 		s := load(t, m, token)
@@ -227,8 +235,11 @@ func TestTouchThrottled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := m.Store().Stats().Touches; got != 2 {
-		t.Fatalf("touches in 2 minutes of read-only clicks = %d, want 2", got)
+	if got := writes() - before; got != 2 {
+		t.Fatalf("memcached writes in 2 minutes of read-only clicks = %d, want 2 touches", got)
+	}
+	if got := m.Store().Stats().DBWrites; got != 1 {
+		t.Fatalf("database writes = %d, want 1 (the insert): touches reach the row through the writer", got)
 	}
 }
 
@@ -255,8 +266,8 @@ func TestRenewTokenAndDestroy(t *testing.T) {
 		if !load(t, m, old).IsNew() {
 			t.Fatal("old token still valid after RenewToken")
 		}
-		if _, e, found := st.row(t, old); found && !e.Destroyed() {
-			t.Fatal("old token's row still live in the database")
+		if _, e, found := st.row(t, old); !found || !e.Destroyed {
+			t.Fatalf("old token's row: found=%v destroyed=%v, want a tombstone", found, e.Destroyed)
 		}
 		if s := load(t, m, renewed); s.GetString("cart") != "book" || s.GetString("user") != "ada" {
 			t.Fatal("values lost by RenewToken")
@@ -325,7 +336,7 @@ func TestBadInput(t *testing.T) {
 		if s.GetString("user") != "ada" {
 			t.Fatal("corrupt cache entry not replaced by the database copy")
 		}
-		if m.Store().Stats().CacheCorrupt == 0 {
+		if m.Store().Stats().Corrupt == 0 {
 			t.Fatal("corrupt entry not counted")
 		}
 		if s := load(t, m, token); s.GetString("user") != "ada" {
@@ -334,15 +345,19 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// A session written with one codec stays readable after the codec changes,
-// and is rewritten with the new codec on its next change.
+// A codec change, the documented way: the new codec is listed in Codecs
+// everywhere first, then made Codec. A session written with one codec stays
+// readable by a Store that lists it, and is rewritten with the Store's
+// Codec on its next change; a Store that does not list it neither serves
+// nor overwrites it.
 func TestCodecChange(t *testing.T) {
 	st := newStack(t, backends(t)[0])
-	for _, from := range []core.Codec{core.JSON, core.Gob, core.Msgpack} {
-		for _, to := range []core.Codec{core.JSON, core.Gob, core.Msgpack} {
+	codecs := []core.Codec{core.JSON, core.Gob, core.Msgpack}
+	for _, from := range codecs {
+		for _, to := range codecs {
 			t.Run(fmt.Sprintf("%d-to-%d", from.ID(), to.ID()), func(t *testing.T) {
-				a := st.manager(t, nil, func(c *core.Config) { c.Codec = from })
-				b := st.manager(t, nil, func(c *core.Config) { c.Codec = to })
+				a := st.manager(t, func(c *core.StoreConfig) { c.Codec, c.Codecs = from, []core.Codec{to} }, nil)
+				b := st.manager(t, func(c *core.StoreConfig) { c.Codec, c.Codecs = to, []core.Codec{from} }, nil)
 				token := put(t, a, "", "n", 42)
 				s := load(t, b, token)
 				if s.GetInt("n") != 42 {
@@ -352,51 +367,94 @@ func TestCodecChange(t *testing.T) {
 				if got := load(t, a, token); got.GetInt("n") != 42 || got.GetString("m") != "x" {
 					t.Fatal("session unreadable after being rewritten with the new codec")
 				}
+				if from == to {
+					return
+				}
+				// Once the row holds the rewritten session too, a Store
+				// configured with the old codec only cannot read it in
+				// either tier: a new session, and the stored one untouched.
+				st.syncDue(t, 3*time.Minute, a.Store(), b.Store())
+				old := st.manager(t, func(c *core.StoreConfig) { c.Codec = from }, nil)
+				if !load(t, old, token).IsNew() {
+					t.Fatal("a Store without the session's codec served it")
+				}
+				put(t, old, token, "m", "overwritten?")
+				if got := load(t, b, token); got.GetInt("n") != 42 || got.GetString("m") != "x" {
+					t.Fatalf("the unreadable session was changed: n=%v m=%q", got.Get("n"), got.GetString("m"))
+				}
+				st.mc.Restart()
+				if got := load(t, b, token); got.GetInt("n") != 42 || got.GetString("m") != "x" {
+					t.Fatalf("the unreadable session's row was changed: n=%v m=%q", got.Get("n"), got.GetString("m"))
+				}
+				if old.Store().Stats().Unreadable == 0 {
+					t.Error("Stats.Unreadable did not count the session of an unknown codec")
+				}
 			})
 		}
 	}
 }
 
 // A node that was unreachable without losing its items (a partition, not a
-// restart) must not serve the copies that went stale while writes went to
-// the database; nor may it revive a session destroyed meanwhile.
-func TestNodeBackFromPartitionServesNoStaleCopies(t *testing.T) {
+// restart) comes back with copies older than the writes that went around
+// it, to the rows. A copy is built on its row and merged into it at its
+// next sync: the change written around the node survives, the session
+// destroyed meanwhile is not brought back, and a change made on the stale
+// copy before its sync is kept too.
+func TestNodeBackFromPartitionMergesAtNextSync(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	m := st.manager(t, func(c *core.StoreConfig) {
 		c.Memcached.Timeout = 50 * time.Millisecond
 		c.Memcached.BreakerThreshold = 1
 		c.Memcached.BreakerCooldown = 20 * time.Millisecond
 	}, nil)
+	store := m.Store()
 	token := put(t, m, "", "n", 1)
 	doomed := put(t, m, "", "user", "ada")
 
 	st.mc.Pause()
-	// The first request pays the timeout and opens the breaker; it may fail.
-	if s, err := m.Load(context.Background(), token); err == nil {
-		s.Put("n", 2)
-		_ = m.Save(context.Background(), s)
+	// A read pays the timeout, opens the breaker and falls back to the
+	// database. (SIGSTOP takes a moment to land: until then the node still
+	// answers.)
+	for deadline := time.Now().Add(5 * time.Second); !store.Stats().Nodes[0].Open; {
+		if time.Now().After(deadline) {
+			t.Fatal("breaker not open")
+		}
+		load(t, m, token)
 	}
-	put(t, m, token, "n", 3) // write-through to the database
+	put(t, m, token, "n", 3) // around the node, to the row
 	s := load(t, m, doomed)
 	if err := s.Destroy(context.Background()); err != nil {
 		t.Fatalf("Destroy while a node is unreachable: %v", err)
 	}
-	if m.Store().Stats().Nodes[0].Open != true {
-		t.Fatal("breaker not open")
+	if got := st.rowValues(t, token)["n"]; fmt.Sprint(got) != "3" {
+		t.Fatalf("the row holds n=%v, want the change written around the node", got)
 	}
 	st.mc.Resume()
-	deadline := time.Now().Add(5 * time.Second)
-	for m.Store().Stats().Nodes[0].Open {
-		if time.Now().After(deadline) {
-			t.Fatal("breaker did not close after the node came back")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := load(t, m, token).GetInt("n"); got != 3 {
-		t.Fatalf("after the partition the session reads n=%d, want 3 (the stale copy said 1)", got)
+	awaitBreaker(t, store, st.mc.Addr, false)
+
+	// Until its next sync the node's copy may be served (docs/consistency.md,
+	// I2 and rule 3); a change made on it is a change of another key.
+	st.clock.Advance(3 * time.Minute) // past SyncInterval and TouchInterval
+	put(t, m, token, "m", "on the stale copy")
+	readOnly(t, m, doomed) // its touch schedules the copy's sync
+	flush(t, store)
+
+	got := load(t, m, token)
+	if got.GetInt("n") != 3 || got.GetString("m") != "on the stale copy" {
+		t.Errorf("after the sync: n=%d m=%q, want 3 (written around the node) and the change made on the copy", got.GetInt("n"), got.GetString("m"))
 	}
 	if !load(t, m, doomed).IsNew() {
-		t.Fatal("a session destroyed during the partition came back with the node")
+		t.Error("a session destroyed during the partition came back with the node")
+	}
+	st.mc.Restart() // the rows alone
+	if got := load(t, m, token); got.GetInt("n") != 3 || got.GetString("m") != "on the stale copy" {
+		t.Errorf("the row: n=%d m=%q", got.GetInt("n"), got.GetString("m"))
+	}
+	if !load(t, m, doomed).IsNew() {
+		t.Error("the destroyed session came back from its row")
+	}
+	if store.Stats().Merges == 0 {
+		t.Error("Stats.Merges = 0: the stale copy's sync did not merge with the row")
 	}
 }
 
@@ -425,26 +483,27 @@ func TestStoreList(t *testing.T) {
 			}
 		}
 		got := map[string]string{}
-		after := ""
-		for {
-			page, err := m.Store().List(ctx, after, 2)
+		last := ""
+		for after := ""; ; {
+			page, next, err := m.Store().List(ctx, after, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(page) == 0 {
-				break
-			}
 			for _, le := range page {
-				if le.Key <= after {
-					t.Fatalf("keys out of order: %q after %q", le.Key, after)
+				if le.Key <= last {
+					t.Fatalf("keys out of order: %q after %q", le.Key, last)
 				}
-				after = le.Key
+				last = le.Key
 				vals, err := core.Msgpack.Decode(le.Entry.Payload)
 				if err != nil {
 					t.Fatal(err)
 				}
 				got[le.Key] = fmt.Sprint(vals["i"])
 			}
+			if next == "" {
+				break
+			}
+			after = next
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("List = %v, want %v", got, want)
@@ -452,31 +511,34 @@ func TestStoreList(t *testing.T) {
 	})
 }
 
-// A key reused after Delete (fiber.Storage users do this) is stored again
-// in the database, not refused by the tombstone.
-func TestInsertReusesDeletedKey(t *testing.T) {
+// A key reused after a Delete (fiber.Storage users do this, through
+// core.KV) is stored again, in memcached and in the database.
+func TestKVSetAfterDelete(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		st := newStack(t, b)
 		store := st.store(t, nil)
+		kv := core.NewKV(store, time.Hour, 4)
 		ctx := context.Background()
-		now := st.clock.Now()
-		entry := func(payload string) *core.Entry {
-			return &core.Entry{Payload: []byte(payload), Codec: core.FiberCodecID, Created: now,
-				Deadline: now.Add(time.Hour), IdleTimeout: time.Hour}
-		}
-		if err := store.Insert(ctx, "limiter:1.2.3.4", entry("old"), core.WriteReuseKey); err != nil {
+		const key = "limiter:1.2.3.4"
+		if err := kv.Set(ctx, key, []byte("old"), 0); err != nil {
 			t.Fatal(err)
 		}
-		if err := store.Delete(ctx, "limiter:1.2.3.4"); err != nil {
+		if err := kv.Delete(ctx, key); err != nil {
 			t.Fatal(err)
 		}
-		if err := store.Insert(ctx, "limiter:1.2.3.4", entry("new"), core.WriteReuseKey); err != nil {
+		if v, err := kv.Get(ctx, key); err != nil || v != nil {
+			t.Fatalf("Get after Delete = %q, %v; want nothing", v, err)
+		}
+		if err := kv.Set(ctx, key, []byte("new"), 0); err != nil {
 			t.Fatal(err)
 		}
+		if v, err := kv.Get(ctx, key); err != nil || string(v) != "new" {
+			t.Fatalf("Get after the second Set = %q, %v; want \"new\"", v, err)
+		}
+		st.syncDue(t, 3*time.Minute, store)
 		st.mc.Restart() // only the database can answer now
-		e, err := store.Get(ctx, "limiter:1.2.3.4")
-		if err != nil || e == nil || string(e.Payload) != "new" {
-			t.Fatalf("after a memcached loss: %v %v", e, err)
+		if v, err := kv.Get(ctx, key); err != nil || string(v) != "new" {
+			t.Fatalf("after a memcached loss: %q, %v; want \"new\"", v, err)
 		}
 	})
 }

@@ -2,9 +2,9 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,13 +59,32 @@ func reaper(t *testing.T, s *core.Store, cfg core.ReaperConfig) *core.Reaper {
 	return r
 }
 
-func runOnce(t *testing.T, r *core.Reaper) core.ReapReport {
+// reapCounts is what reaper passes did, from the Store's Stats.
+type reapCounts struct{ Extended, Archived, Deleted, Skipped, Errors uint64 }
+
+func reapStats(s *core.Store) reapCounts {
+	st := s.Stats()
+	return reapCounts{st.ReapExtended, st.ReapArchived, st.ReapDeleted, st.ReapSkipped, st.ReapErrors}
+}
+
+func (c reapCounts) sub(o reapCounts) reapCounts {
+	return reapCounts{c.Extended - o.Extended, c.Archived - o.Archived, c.Deleted - o.Deleted, c.Skipped - o.Skipped, c.Errors - o.Errors}
+}
+
+// runOnce runs one pass of r, a reaper of s, and returns what it did.
+func runOnce(t *testing.T, s *core.Store, r *core.Reaper) reapCounts {
 	t.Helper()
-	rep, err := r.RunOnce(context.Background())
-	if err != nil {
+	before := reapStats(s)
+	if err := r.RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return rep
+	return reapStats(s).sub(before)
+}
+
+// reapOnce runs one pass of a new reaper of s with cfg.
+func reapOnce(t *testing.T, s *core.Store, cfg core.ReaperConfig) reapCounts {
+	t.Helper()
+	return runOnce(t, s, reaper(t, s, cfg))
 }
 
 func TestReaperExtendsLiveSessionsWithLatestData(t *testing.T) {
@@ -78,18 +97,18 @@ func TestReaperExtendsLiveSessionsWithLatestData(t *testing.T) {
 			st.clock.Advance(5 * time.Minute)
 			put(t, behind, token, "n", i)
 		}
-		if _, _, found := st.row(t, token); found {
+		if st.liveRow(t, token) {
 			t.Fatal("setup: row should look expired")
 		}
 		arch := newArchive()
-		rep := runOnce(t, reaper(t, m.Store(), core.ReaperConfig{Archive: arch.hook}))
+		rep := reapOnce(t, m.Store(), core.ReaperConfig{Archive: arch.hook})
 		if rep.Extended != 1 || rep.Deleted != 0 || rep.Archived != 0 {
-			t.Fatalf("report %v, want 1 extended and nothing deleted", rep)
+			t.Fatalf("reaper pass %+v, want 1 extended and nothing deleted", rep)
 		}
-		rec, e, found := st.row(t, token)
-		vals, _ := core.Msgpack.Decode(e.Payload)
-		if !found || fmt.Sprint(vals["n"]) != "8" || !rec.ExpiresAt.After(st.clock.Now()) {
-			t.Fatalf("row after reaping: found=%v n=%v expires=%v, want memcached's n=8", found, vals["n"], rec.ExpiresAt)
+		rec, _, _ := st.row(t, token)
+		vals := st.rowValues(t, token)
+		if !st.liveRow(t, token) || fmt.Sprint(vals["n"]) != "8" || !rec.ExpiresAt.After(st.clock.Now()) {
+			t.Fatalf("row after reaping: n=%v expires=%v, want memcached's n=8, live", vals["n"], rec.ExpiresAt)
 		}
 		st.mc.Restart() // the row alone must now carry the latest data
 		if got := load(t, m, token).GetInt("n"); got != 8 {
@@ -114,9 +133,9 @@ func TestReaperArchivesAndDeletesDeadSessions(t *testing.T) {
 		newAlive := put(t, m, "", "k", "v") // fresh: not expired, untouched by the pass
 
 		arch := newArchive()
-		rep := runOnce(t, reaper(t, m.Store(), core.ReaperConfig{Archive: arch.hook}))
-		if rep.Examined != 2 || rep.Archived != 2 || rep.Deleted != 2 || rep.Extended != 0 {
-			t.Fatalf("report %v, want 2 examined, archived and deleted", rep)
+		rep := reapOnce(t, m.Store(), core.ReaperConfig{Archive: arch.hook})
+		if rep.Archived != 2 || rep.Deleted != 2 || rep.Extended != 0 || rep.Skipped != 0 {
+			t.Fatalf("reaper pass %+v, want 2 archived and deleted", rep)
 		}
 		for token, cart := range map[string]string{idle: "book", gone: "pen"} {
 			a, ok := arch.last[core.StorageKey(token)]
@@ -130,29 +149,33 @@ func TestReaperArchivesAndDeletesDeadSessions(t *testing.T) {
 		if a := arch.last[core.StorageKey(gone)]; a.Subject != "user-7" {
 			t.Fatalf("archived subject %q", a.Subject)
 		}
-		if _, _, found := st.row(t, newAlive); !found {
+		if !st.liveRow(t, newAlive) {
 			t.Fatal("a live session's row was reaped")
 		}
-		if rep := runOnce(t, reaper(t, m.Store(), core.ReaperConfig{})); rep.Examined != 0 {
-			t.Fatalf("second pass examined %d rows", rep.Examined)
+		if rep := reapOnce(t, m.Store(), core.ReaperConfig{}); rep != (reapCounts{}) {
+			t.Fatalf("second pass %+v, want nothing to do", rep)
 		}
 	})
 }
 
-// A sync that lands while the reaper holds a dead-looking row keeps it.
-func TestReaperKeepsSessionSyncedDuringThePass(t *testing.T) {
+// A row write that races a reaper pass judging the row dead is never
+// acknowledged and then deleted: either it lands first and the pass leaves
+// the row (the verdict applies only to the version it claimed), or the pass
+// deletes the row first and the write, built on it, is refused.
+func TestReaperRacingWriteIsKeptOrRefused(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		st := newStack(t, b)
 		m := st.manager(t, nil, nil)
 		token := put(t, m, "", "n", 1)
 		st.clock.Advance(40 * time.Minute)
-		st.mc.Restart() // memcached no longer knows the session
+		st.mc.Restart() // memcached forgets the session
 
 		key := core.StorageKey(token)
-		rec, _, _ := st.rowAt(t, token, st.clock.Now().Add(-time.Hour))
+		rec, _, _ := st.row(t, token)
 		var wg sync.WaitGroup
+		var applied atomic.Bool
 		hook := func(ctx context.Context, s core.ArchivedSession) error {
-			// Another app server's delayed sync of a newer version arrives now.
+			// Another app server's write of the row arrives now.
 			newer := rec
 			newer.Version = rec.Version + 1
 			newer.ExpiresAt = st.clock.Now().Add(time.Hour).Truncate(time.Millisecond)
@@ -161,9 +184,12 @@ func TestReaperKeepsSessionSyncedDuringThePass(t *testing.T) {
 				defer wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				if _, err := st.durable.Save(ctx, newer); err != nil {
+				ok, err := st.durable.Write(ctx, []core.Write{{Record: newer, Base: rec.Version}})
+				if err != nil {
 					t.Error(err)
+					return
 				}
+				applied.Store(ok[0])
 			}()
 			// Give it the chance to land before the delete. It cannot be
 			// awaited: on databases with row locks it blocks until this
@@ -171,13 +197,19 @@ func TestReaperKeepsSessionSyncedDuringThePass(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 			return nil
 		}
-		if _, err := reaper(t, m.Store(), core.ReaperConfig{Archive: hook}).RunOnce(context.Background()); err != nil {
+		if err := reaper(t, m.Store(), core.ReaperConfig{Archive: hook}).RunOnce(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		wg.Wait()
-		got, found, err := st.durable.Load(context.Background(), key, st.clock.Now())
-		if err != nil || !found || got.Version != rec.Version+1 {
-			t.Fatalf("the session synced during the pass was lost (found=%v version=%d)", found, got.Version)
+		got, found, err := st.durable.Load(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case applied.Load() && (!found || got.Version != rec.Version+1):
+			t.Fatalf("the write raced in was acknowledged, then lost (found=%v version=%d)", found, got.Version)
+		case !applied.Load() && found:
+			t.Fatalf("the write was refused, yet the row stands (version %d): the pass neither deleted nor left it", got.Version)
 		}
 	})
 }
@@ -193,15 +225,12 @@ func TestReaperDeletesNothingWhileMemcachedIsDown(t *testing.T) {
 		st.clock.Advance(40 * time.Minute)
 		st.mc.Stop()
 		arch := newArchive()
-		rep, err := reaper(t, m.Store(), core.ReaperConfig{Archive: arch.hook}).RunOnce(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		rep := reapOnce(t, m.Store(), core.ReaperConfig{Archive: arch.hook})
 		if rep.Deleted != 0 || rep.Archived != 0 || rep.Skipped != 5 {
-			t.Fatalf("report %v with memcached down, want 5 skipped and nothing deleted", rep)
+			t.Fatalf("reaper pass %+v with memcached down, want 5 skipped and nothing deleted", rep)
 		}
 		for _, tok := range tokens {
-			if _, _, found := st.rowAt(t, tok, st.clock.Now().Add(-time.Hour)); !found {
+			if _, _, found := st.row(t, tok); !found {
 				t.Fatal("a row was deleted while memcached was down")
 			}
 		}
@@ -227,7 +256,7 @@ func TestParallelReapersProcessEachRowOnce(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := r.RunOnce(context.Background()); err != nil {
+				if err := r.RunOnce(context.Background()); err != nil {
 					errs <- err
 				}
 			}()
@@ -259,16 +288,17 @@ func TestReaperArchiveErrorKeepsRow(t *testing.T) {
 	m := st.manager(t, nil, nil)
 	token := put(t, m, "", "k", "v")
 	st.clock.Advance(40 * time.Minute)
-	failing := func(context.Context, core.ArchivedSession) error { return errors.New("archive down") }
-	rep := runOnce(t, reaper(t, m.Store(), core.ReaperConfig{Archive: failing}))
+	rep := reapOnce(t, m.Store(), core.ReaperConfig{Archive: failingArchive})
 	if rep.Errors != 1 || rep.Deleted != 0 {
-		t.Fatalf("report %v", rep)
+		t.Fatalf("reaper pass %+v, want the archive error to leave the row", rep)
 	}
-	st.clock.Advance(2 * time.Minute)
+	if _, _, found := st.row(t, token); !found {
+		t.Fatal("the row is gone after an archive error")
+	}
 	arch := newArchive()
-	rep = runOnce(t, reaper(t, m.Store(), core.ReaperConfig{Archive: arch.hook}))
-	if rep.Archived != 1 || arch.got[core.StorageKey(token)] != 1 {
-		t.Fatalf("row not archived on the next pass: %v", rep)
+	rep = reapOnce(t, m.Store(), core.ReaperConfig{Archive: arch.hook})
+	if rep.Archived != 1 || rep.Deleted != 1 || arch.got[core.StorageKey(token)] != 1 {
+		t.Fatalf("row not archived on the next pass: %+v", rep)
 	}
 }
 
@@ -303,6 +333,111 @@ func TestDestroySubject(t *testing.T) {
 		}
 		if n, _ := m.DestroySubject(ctx, ""); n != 0 {
 			t.Fatal("empty subject destroyed sessions")
+		}
+	})
+}
+
+// I1 and rule 2: a session that is only read, once a minute for an hour.
+// Each touch (one per TouchInterval) reaches the row through the
+// background writer within SyncInterval, in one row write per
+// SyncInterval, so a reaper passing every minute never finds the row
+// expired, and a memcached restart logs nobody out.
+func TestReadOnlySessionRowKeepsUp(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, nil, nil) // SyncInterval 2m, TouchInterval 1m
+		store := m.Store()
+		r := reaper(t, store, core.ReaperConfig{})
+		token := put(t, m, "", "user", "alice")
+		writes := store.Stats().DBWrites
+		var reaped reapCounts
+		for minute := 1; minute <= 60; minute++ {
+			st.clock.Advance(time.Minute)
+			readOnly(t, m, token)
+			flush(t, store)
+			got := runOnce(t, store, r)
+			reaped.Extended += got.Extended
+			reaped.Deleted += got.Deleted
+			if !st.liveRow(t, token) {
+				t.Fatalf("minute %d: the row of a session read every minute has expired", minute)
+			}
+		}
+		if reaped.Extended != 0 || reaped.Deleted != 0 {
+			t.Errorf("the reaper extended %d and deleted %d rows: the row fell behind", reaped.Extended, reaped.Deleted)
+		}
+		if got := store.Stats().DBWrites - writes; got < 25 || got > 35 {
+			t.Errorf("an hour of read-only requests wrote the row %d times, want about 30 (one per SyncInterval)", got)
+		}
+		st.mc.Restart()
+		if s := load(t, m, token); s.IsNew() || s.GetString("user") != "alice" {
+			t.Error("a read-only user was logged out by a memcached restart")
+		}
+	})
+}
+
+// I3: the reaper does not extend a session that went idle: its row expires
+// and is deleted.
+func TestReaperDoesNotExtendIdleSession(t *testing.T) {
+	st := newStack(t, backends(t)[0])
+	m := st.manager(t, nil, nil)
+	r := reaper(t, m.Store(), core.ReaperConfig{})
+	token := put(t, m, "", "user", "alice")
+	var total reapCounts
+	for minute := 1; minute <= 40; minute++ { // idle: 30m of idle timeout pass
+		st.clock.Advance(time.Minute)
+		got := runOnce(t, m.Store(), r)
+		total.Extended += got.Extended
+		total.Deleted += got.Deleted
+	}
+	if total.Extended != 0 || total.Deleted != 1 {
+		t.Errorf("over 40 idle minutes the reaper extended %d and deleted %d rows, want 0 and 1", total.Extended, total.Deleted)
+	}
+	if _, _, found := st.row(t, token); found {
+		t.Error("the idle session's row was not reaped")
+	}
+}
+
+// Two Stores on one database, each with its in-process reaper (a positive
+// ReaperConfig.Interval): the rows of sessions that live on in memcached
+// only (their app server's syncs were lost) are each extended once, by one
+// of the two, with memcached's copy.
+func TestInProcessReapersExtendEachRowOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		fast := func(c *core.StoreConfig) { c.Reaper = core.ReaperConfig{Interval: 20 * time.Millisecond} }
+		a := st.manager(t, fast, nil)
+		bm := st.manager(t, fast, nil)
+		behind := memcachedOnly(t, st)
+		const n = 60
+		tokens := make([]string, n)
+		for i := range tokens {
+			tokens[i] = put(t, a, "", "i", i)
+		}
+		// Everyone works on the app server whose syncs are lost for 29
+		// minutes; then their rows (idle 30m + sync 2m from the login)
+		// expire while memcached holds them alive.
+		st.clock.Advance(29 * time.Minute)
+		for i, tok := range tokens {
+			put(t, behind, tok, "i", i+100)
+		}
+		st.clock.Advance(4 * time.Minute)
+		extended := func() uint64 { return a.Store().Stats().ReapExtended + bm.Store().Stats().ReapExtended }
+		waitFor(t, "the in-process reapers to extend every row", func() bool { return extended() >= n })
+		for _, s := range []*core.Store{a.Store(), bm.Store()} {
+			if got := reapOnce(t, s, core.ReaperConfig{}); got != (reapCounts{}) {
+				t.Errorf("a pass after the extension did %+v, want nothing", got)
+			}
+		}
+		if got := extended(); got != n {
+			t.Errorf("the two reapers extended %d rows, want each of %d once", got, n)
+		}
+		for i, tok := range tokens {
+			if !st.liveRow(t, tok) {
+				t.Fatal("a live session's row was not extended")
+			}
+			if got := st.rowValues(t, tok)["i"]; fmt.Sprint(got) != fmt.Sprint(i+100) {
+				t.Fatalf("row %d holds i=%v, want memcached's %d", i, got, i+100)
+			}
 		}
 	})
 }

@@ -32,18 +32,6 @@ func withTLS(cfg *tls.Config, keys ...[]byte) func(*core.StoreConfig) {
 	}
 }
 
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestTLSPlainTextClientRefused(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{TLS: true})
 	plain := memcache.New(mc.Addr)
@@ -111,7 +99,7 @@ func TestTLSBreakerProbeAddServerReaper(t *testing.T) {
 		load(t, m, token) // served by the database
 	}
 	st.mc.Restart()
-	waitFor(t, "the probe to close the breaker over TLS", func() bool { return store.Stats().BreakerCloses > 0 })
+	awaitBreaker(t, store, st.mc.Addr, false) // the probe closes it over TLS
 	if got := load(t, m, token).GetInt("n"); got != 1 {
 		t.Fatalf("n = %d after the restart", got)
 	}
@@ -154,9 +142,15 @@ func TestTLSBreakerProbeAddServerReaper(t *testing.T) {
 		st.clock.Advance(5 * time.Minute)
 		put(t, behind, tok, "n", i)
 	}
-	rep := runOnce(t, reaper(t, store, core.ReaperConfig{}))
-	if rep.Skipped != 0 || rep.Extended == 0 {
-		t.Fatalf("reaper over TLS: %v", rep)
+	before, _ := st.record(t, tok)
+	if before.ExpiresAt.After(st.clock.Now()) {
+		t.Fatal("the row did not expire: the test needs the reaper to ask memcached")
+	}
+	if rep := reapOnce(t, store, core.ReaperConfig{}); rep.Skipped != 0 || rep.Extended != 1 {
+		t.Fatalf("reaper over TLS: %+v, want the row extended", rep)
+	}
+	if after, _ := st.record(t, tok); !after.ExpiresAt.After(st.clock.Now()) || after.Version != before.Version+1 {
+		t.Fatalf("after the reaper the row (version %d, expires %v) was not extended", after.Version, after.ExpiresAt)
 	}
 }
 
