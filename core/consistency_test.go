@@ -443,3 +443,22 @@ func TestReaperIsNotStalledByUnreadableRows(t *testing.T) {
 		t.Errorf("%d rows left; want the 3 this reaper cannot read", len(recs))
 	}
 }
+
+// I5: a durable write is later than every write before it, whatever copy it
+// was made on: app server A, on a copy that missed a durable change written
+// around the node, changes the same key durably afterwards, and A's value
+// stands (the row's direct write wins only over changes made before it).
+func TestLaterDurableWriteWinsOverEarlierDirectWrite(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	c := newClock()
+	db := durabletest.NewMemory()
+	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
+	d := newServer(t, c, serverOpts{servers: []string{deadAddr(t)}, durable: db})
+	token := login(a)
+	d.request(token, func(s *core.Session) { s.Put("k1", "first"); s.MarkDurable() })  // around the node
+	a.request(token, func(s *core.Session) { s.Put("k1", "second"); s.MarkDurable() }) // on the copy that missed it
+	mc.Restart()
+	if got := d.value(token, "k1"); got != "second" {
+		t.Errorf("k1 = %q; the later durable write lost to the earlier one", got)
+	}
+}

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"slices"
 	"time"
 
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
@@ -94,6 +95,18 @@ type Change struct {
 	// Durable makes Update write the database before it returns, and fail
 	// with ErrUnavailable when the database does not take the write.
 	Durable bool
+}
+
+// has reports whether c, a write being made now, changes key (AllKeys:
+// the whole payload; headerKey: the header). A nil c changes nothing.
+func (c *Change) has(key string) bool {
+	switch {
+	case c == nil:
+		return false
+	case c.All, key == headerKey && c.Header:
+		return true
+	}
+	return slices.Contains(c.Keys, key)
 }
 
 // changes reports whether c changes the session (anything but a touch).

@@ -160,7 +160,7 @@ func (r *Reaper) live(ctx context.Context, rec Record, row *envelope.Envelope, c
 		return Verdict{Action: ReapLeave}
 	case c != nil && (c.e.env.Destroyed || now.Before(c.e.env.ExpiresAt())):
 		e := &c.e
-		switch err := s.rebase(e, rec, true); {
+		switch err := s.rebase(e, rec, true, nil); {
 		case errors.Is(err, errSuperseded):
 			return r.byRow(rec, row, now)
 		case err != nil:

@@ -71,7 +71,7 @@ func (s *Store) sync(ctx context.Context, e *Entry, direct *Change) error {
 		if err != nil {
 			return err
 		}
-		if err := s.rebase(e, rec, found); err != nil {
+		if err := s.rebase(e, rec, found, direct); err != nil {
 			return err
 		}
 	}
@@ -85,7 +85,7 @@ func (s *Store) sync(ctx context.Context, e *Entry, direct *Change) error {
 //   - any other row gets e's changes since its last sync, key by key, on top
 //     of the row's values, except where the row took a key directly since
 //     e's base (see merge).
-func (s *Store) rebase(e *Entry, rec Record, found bool) error {
+func (s *Store) rebase(e *Entry, rec Record, found bool, direct *Change) error {
 	v := &e.env
 	if !found {
 		if v.Base == 0 { // a new session's row vanished between insert and load: insert again
@@ -108,7 +108,7 @@ func (s *Store) rebase(e *Entry, rec Record, found bool) error {
 	case row.Lineage == v.Lineage && v.Lineage != 0:
 		return errSuperseded
 	default:
-		if err := s.merge(v, &row); err != nil {
+		if err := s.merge(v, &row, direct); err != nil {
 			return err
 		}
 		v.Lineage = newLineage() // a state no copy held: no copy may take it for its own
@@ -123,15 +123,17 @@ func (s *Store) rebase(e *Entry, rec Record, found bool) error {
 // for every key v did not change since its last sync (v.SyncedVersion) and
 // for every key the row took directly since v's base (a durable write or a
 // write around memcached is later than any change of a copy built before
-// it), and the row's header unless v alone changed it. The result carries
-// the row's list of directly written keys.
-func (s *Store) merge(v, row *envelope.Envelope) error {
+// it) — except the keys of direct, the write being made now, which is later
+// still — and the row's header unless v alone changed it. The result
+// carries the row's list of directly written keys.
+func (s *Store) merge(v, row *envelope.Envelope, direct *Change) error {
 	since, base := v.SyncedVersion, v.Base
+	lost := func(k string) bool { return row.WrittenSince(k, base) && !direct.has(k) }
 	var mine []string
 	header := false
 	for _, c := range v.Changed {
 		switch {
-		case c.Version <= since || row.WrittenSince(c.Key, base):
+		case c.Version <= since || lost(c.Key):
 		case c.Key == headerKey:
 			header = true
 		default:
@@ -144,13 +146,13 @@ func (s *Store) merge(v, row *envelope.Envelope) error {
 	v.ActiveAt = maxTime(v.ActiveAt, row.ActiveAt)
 	v.Written, v.WrittenFloor = row.Written, row.WrittenFloor
 	switch {
-	case v.WholeAt > since && !row.AnyWrittenSince(base):
+	case v.WholeAt > since && (!row.AnyWrittenSince(base) || direct.has(envelope.AllKeys)):
 		return nil // the copy's whole payload, unchallenged
 	case v.WholeAt > since && (opaqueCodec(v.Codec) || row.WrittenFloor > base):
 		v.Payload, v.Codec = row.Payload, row.Codec // cannot tell keys apart: the direct write wins
 		return nil
 	case v.WholeAt > since:
-		return s.mergeKeys(v, row, func(k string) bool { return !row.WrittenSince(k, base) }, true)
+		return s.mergeKeys(v, row, func(k string) bool { return !lost(k) }, true)
 	case len(mine) == 0:
 		v.Payload, v.Codec = row.Payload, row.Codec
 		return nil
