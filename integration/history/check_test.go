@@ -2,26 +2,38 @@ package history
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/hybridsession/hybridsession/core"
 )
 
 // Slack of the checker's timing judgements. Operation times are taken in
 // the test process around each call, so the moment a request acted lies
 // between its Start and End; the slacks cover scheduling delays between
-// those stamps and the library's own clock reads (2 shared cores), and the
-// app servers' clock skew.
+// those stamps and the library's own clock reads (2 shared cores). Clock
+// offsets are not slack: each request carries its app server's.
 const (
+	slackTight = 250 * time.Millisecond // expiry judgements (I1, I2, I3)
+	slackLag   = 400 * time.Millisecond // when a change reaches the row (I1, I4, I5)
+	dbSettle   = time.Second            // a database fault's effects outlast its healing by this
+
 	// breakerRecovery is how long after a node answers again an app
 	// server may still have its breaker open: the cooldown, then a dial
 	// and a request of the probe.
 	breakerRecovery = breakerCool + 2*mcTimeout + slackTight
 
-	slackTight = 250*time.Millisecond + 2*maxSkew // expiry judgements (I1, I3)
-	slackLag   = 500 * time.Millisecond           // data lag judgements (I4, I5)
-	dbSettle   = time.Second                      // a database fault's effects outlast its healing by this
+	// slackClock is the slack of I3's judgements: a request's clock
+	// reading lies after its Start and an activity's before its End, both
+	// on the app server's own clock, so only the envelope's rounding to
+	// the millisecond is left.
+	slackClock = 5 * time.Millisecond
 )
+
+// never is a time after every history.
+var never = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // violation is one broken invariant with the evidence.
 type violation struct {
@@ -29,66 +41,111 @@ type violation struct {
 	Backend   string
 	Profile   string
 	Invariant string
-	Msg       string
-	Trace     []string
+	// Known names the open core bug (knownBugs) the violation matches; it
+	// is then logged, not failed.
+	Known string
+	Msg   string
+	Trace []string
 }
 
 func (v violation) String() string {
-	return fmt.Sprintf("seed %d (%s, %s): %s: %s\n    %s", v.Seed, v.Profile, v.Backend, v.Invariant, v.Msg,
+	known := ""
+	if v.Known != "" {
+		known = " [known: " + v.Known + "]"
+	}
+	return fmt.Sprintf("seed %d (%s, %s): %s%s: %s\n    %s", v.Seed, v.Profile, v.Backend, v.Invariant, known, v.Msg,
 		strings.Join(v.Trace, "\n    "))
 }
 
 // lineage is one session across its token renewals: values carry over,
-// the deadline stays.
+// the deadline and the idle timeout stay.
 type lineage struct {
-	id  int
-	scs bool // an scs session: only commits extend it, no absolute deadline
-	// tainted: the session was served when it must not have been (I2,
-	// I3). Later judgements on it would report consequences of that
-	// first violation, so they are skipped.
-	tainted bool
-	created *opRec // the request that created the session
-	ops     []*opRec
+	id   int
+	scs  bool   // an scs session: Commit sets its expiry, no renewals
+	root *opRec // the request that created the session
+	idle time.Duration
+	life time.Duration
 }
 
+// tokenInfo is what the model knows of one token.
 type tokenInfo struct {
-	tok      string
-	lin      *lineage
-	subject  string
-	created  *opRec
-	gone     time.Time // acknowledged destroyed (Destroy, RenewToken, DestroySubject) at; zero: never
-	goneBy   *opRec
-	maybe    time.Time // a destroying request started at; zero: never
-	dbFaulty bool      // created while the database was in trouble
+	tok     string
+	lin     *lineage
+	parent  *tokenInfo // the token it was renewed from
+	created *opRec     // the request whose response carried it first
+	subject string
+	ops     []*opRec // the requests that found it, and created, by Start
+	writes  []*opRec // the acknowledged requests that changed its values
+	// destroyers are the requests that may have destroyed it, acked the
+	// earliest acknowledged one.
+	destroyers []*opRec
+	acked      *opRec
+	// resurrected: served from its row after memcached lost the logout
+	// that the database had not taken (I2's double fault): a live session
+	// again, whose data is not judged.
+	resurrected bool
+	// tainted: served when it must not have been, or found missing when
+	// it must have been served; later judgements would report
+	// consequences of that first violation.
+	tainted bool
 }
 
 // model is the reference model built from a history.
 type model struct {
-	h      *history
-	ops    []*opRec
-	faults []*faultRec
-	tokens map[string]*tokenInfo
-	lins   []*lineage
-	writes map[string]*opRec // value -> the request that wrote it
-	out    []violation
+	h       *history
+	ops     []*opRec // by Start
+	faults  []*faultRec
+	tokens  map[string]*tokenInfo
+	lins    []*lineage
+	writes  map[string]*opRec // value -> the request that wrote it
+	out     []violation
+	noCache bool // the app servers run without memcached
+	// excused counts the judgements that an exception of
+	// docs/consistency.md decided, by exception, and judged the requests
+	// judged, by kind of judgement: evidence that the histories reach them.
+	excused, judged map[string]int
+
+	maxSync, maxTick time.Duration // over every configuration the history ran
+	minSkew, maxSkew time.Duration // over every app server
+	spread           time.Duration // maxSkew - minSkew
+	staleWindow      time.Duration // how long a copy left stale may be served after its first use
 }
 
-func check(h *history) []violation {
+func check(h *history) []violation { return newModel(h).out }
+
+func newModel(h *history) *model {
 	m := &model{h: h, ops: append([]*opRec(nil), h.rec.ops...), faults: h.rec.faults,
-		tokens: map[string]*tokenInfo{}, writes: map[string]*opRec{}}
-	sort.Slice(m.ops, func(i, j int) bool { return m.ops[i].Start.Before(m.ops[j].Start) })
+		tokens: map[string]*tokenInfo{}, writes: map[string]*opRec{}, noCache: h.p.noMemcached,
+		excused: map[string]int{}, judged: map[string]int{}}
+	sort.SliceStable(m.ops, func(i, j int) bool { return m.ops[i].Start.Before(m.ops[j].Start) })
+	m.maxSync = syncInterval
+	first := true
+	for _, op := range m.ops {
+		m.maxSync = max(m.maxSync, op.Sync)
+		if first || op.Skew < m.minSkew {
+			m.minSkew = op.Skew
+		}
+		if first || op.Skew > m.maxSkew {
+			m.maxSkew = op.Skew
+		}
+		first = false
+	}
+	m.maxTick = writerTick(m.maxSync)
+	m.spread = m.maxSkew - m.minSkew
+	m.staleWindow = m.maxSync + touchInterval + m.maxTick + m.spread + slackTight
 	m.build()
 	for _, op := range m.ops {
 		m.judge(op)
 	}
-	return m.out
+	return m
 }
 
 // build assigns tokens to lineages (in order of completion, which is when
-// a token becomes known) and works out when each token was destroyed.
+// a token becomes known) and collects each token's requests, changes and
+// destroyers.
 func (m *model) build() {
 	byEnd := append([]*opRec(nil), m.ops...)
-	sort.Slice(byEnd, func(i, j int) bool { return byEnd[i].End.Before(byEnd[j].End) })
+	sort.SliceStable(byEnd, func(i, j int) bool { return byEnd[i].End.Before(byEnd[j].End) })
 	for _, op := range byEnd {
 		for _, v := range op.Writes {
 			m.writes[v] = op
@@ -99,45 +156,50 @@ func (m *model) build() {
 		// A new token: a new session, or a renewal of a found one.
 		ti := &tokenInfo{tok: op.TokenOut, created: op}
 		if in := m.tokens[op.TokenIn]; op.Found && in != nil {
-			ti.lin, ti.subject = in.lin, in.subject
+			ti.lin, ti.subject, ti.parent = in.lin, in.subject, in
 		} else {
-			ti.lin = &lineage{id: len(m.lins), created: op, scs: strings.HasPrefix(op.Kind, "scs-")}
-			m.lins = append(m.lins, ti.lin)
+			l := &lineage{id: len(m.lins), root: op, scs: strings.HasPrefix(op.Kind, "scs-"), idle: op.CfgIdle, life: lifetime}
+			if op.Remember {
+				l.idle, l.life = rememberIdle, rememberLifetime
+			}
+			ti.lin = l
+			m.lins = append(m.lins, l)
 		}
 		if op.SetSubject != "" {
 			ti.subject = op.SetSubject
 		}
-		ti.dbFaulty = m.dbFault(op.Start.Add(-dbSettle), op.End)
 		m.tokens[op.TokenOut] = ti
 	}
 	for _, op := range m.ops {
-		if tl := m.tokens[op.TokenIn]; tl != nil && op.Found && op.Kind != "replay" {
-			tl.lin.ops = append(tl.lin.ops, op)
+		if ti := m.tokens[op.TokenIn]; ti != nil && op.Found {
+			ti.ops = append(ti.ops, op)
+			if op.ok() && op.wrote() && op.TokenOut == op.TokenIn {
+				ti.writes = append(ti.writes, op)
+			}
 		}
-		if tl := m.tokens[op.TokenOut]; tl != nil && tl.created == op {
-			tl.lin.ops = append(tl.lin.ops, op)
-		}
-	}
-	for _, l := range m.lins {
-		sort.Slice(l.ops, func(i, j int) bool { return l.ops[i].Start.Before(l.ops[j].Start) })
-		l.ops = dedup(l.ops)
-	}
-	gone := func(ti *tokenInfo, op *opRec, acked bool) {
-		if ti.maybe.IsZero() || op.Start.Before(ti.maybe) {
-			ti.maybe = op.Start
-		}
-		if acked && (ti.gone.IsZero() || op.End.Before(ti.gone)) {
-			ti.gone, ti.goneBy = op.End, op
+		if ti := m.tokens[op.TokenOut]; ti != nil && ti.created == op {
+			ti.ops = append(ti.ops, op)
+			if op.wrote() {
+				ti.writes = append(ti.writes, op)
+			}
 		}
 	}
 	for _, op := range m.ops {
 		ti := m.tokens[op.TokenIn]
 		switch {
 		case ti == nil:
-		case (op.Kind == "destroy" || op.Kind == "scs-destroy") && (op.Destroy || !op.ok()):
-			gone(ti, op, op.ok())
+		case op.Kind == "destroy" && (op.Destroy || !op.ok()):
+			m.destroyer(ti, op, op.ok())
+		case op.Kind == "scs-destroy" && (op.Destroy || !op.ok()):
+			// A Delete destroys a session its app server still holds
+			// alive; one that may have expired there (another may still
+			// serve it, within scsstore's overshoot) destroys nothing.
+			m.destroyer(ti, op, op.ok() && op.End.Add(op.Skew).Before(ti.scsExpiry(op.Start).Add(-slackTight)))
 		case op.Renew && op.Found:
-			gone(ti, op, op.ok() && op.TokenOut != op.TokenIn)
+			// RenewToken destroys the old token last, and a failure there
+			// (both tiers unavailable) does not fail the request.
+			m.destroyer(ti, op, op.ok() && op.TokenOut != op.TokenIn &&
+				!(m.dbDown(op.Start, op.End) && m.unreachable(op.Server, op.Start, op.End)))
 		}
 		if op.DSubject == "" {
 			continue
@@ -146,53 +208,74 @@ func (m *model) build() {
 			if ti.subject != op.DSubject || !ti.created.Start.Before(op.End) {
 				continue
 			}
-			// Only sessions whose subject was acknowledged before the
-			// logout began, with the database healthy meanwhile, must be
-			// found by it.
-			sure := op.ok() && ti.created.End.Before(op.Start) && !ti.dbFaulty &&
-				!m.dbFault(ti.created.Start, op.End)
-			gone(ti, op, sure)
+			// DestroySubject finds the sessions whose rows carry the
+			// subject: those acknowledged before it began, once their rows
+			// were written.
+			sure := op.ok() && ti.created.End.Before(op.Start) && m.held(ti.created, ti).Before(op.Start)
+			m.destroyer(ti, op, sure)
 		}
 	}
 }
 
-func dedup(ops []*opRec) []*opRec {
-	out := ops[:0]
-	for i, op := range ops {
-		if i > 0 && ops[i-1] == op {
-			continue
-		}
-		out = append(out, op)
+func (m *model) destroyer(ti *tokenInfo, op *opRec, acked bool) {
+	ti.destroyers = append(ti.destroyers, op)
+	if acked && (ti.acked == nil || op.End.Before(ti.acked.End)) {
+		ti.acked = op
 	}
-	return out
 }
 
-func (m *model) report(inv string, op *opRec, lin *lineage, format string, args ...any) {
+// scsExpiry returns the latest expiry that an scs Commit acknowledged
+// before t gave ti.
+func (ti *tokenInfo) scsExpiry(t time.Time) time.Time {
+	var exp time.Time
+	for _, o := range ti.ops {
+		if o.ok() && o.End.Before(t) && o.ScsExpiry.After(exp) {
+			exp = o.ScsExpiry
+		}
+	}
+	return exp
+}
+
+// maybeDestroyed reports whether a request that may have destroyed ti
+// started before t.
+func (ti *tokenInfo) maybeDestroyed(t time.Time) bool {
+	for _, d := range ti.destroyers {
+		if d.Start.Before(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *model) report(inv string, op *opRec, ti *tokenInfo, format string, args ...any) *violation {
 	v := violation{Seed: m.h.seed, Backend: m.h.c.backend, Profile: m.h.p.name, Invariant: inv,
 		Msg: fmt.Sprintf(format, args...)}
-	if lin != nil {
-		var tr []*opRec
-		for _, o := range lin.ops {
-			if !o.Start.After(op.End) {
+	var tr []*opRec
+	for t := ti; t != nil; t = t.parent {
+		for _, o := range t.ops {
+			if !o.Start.After(op.End) && !slices.Contains(tr, o) {
 				tr = append(tr, o)
 			}
 		}
-		if len(tr) > 14 {
-			tr = tr[len(tr)-14:]
+		for _, d := range t.destroyers {
+			if !slices.Contains(tr, d) {
+				tr = append(tr, d)
+			}
 		}
-		for _, o := range tr {
-			v.Trace = append(v.Trace, o.format(m.h.epoch))
-		}
 	}
-	if lin == nil || lin.ops == nil || !contains(lin.ops, op) {
-		v.Trace = append(v.Trace, op.format(m.h.epoch))
+	if !slices.Contains(tr, op) {
+		tr = append(tr, op)
 	}
-	if ti := m.tokens[op.TokenIn]; ti != nil && ti.goneBy != nil && (lin == nil || !contains(lin.ops, ti.goneBy)) {
-		v.Trace = append(v.Trace, ti.goneBy.format(m.h.epoch))
+	sort.SliceStable(tr, func(i, j int) bool { return tr[i].Start.Before(tr[j].Start) })
+	if len(tr) > 16 {
+		tr = tr[len(tr)-16:]
 	}
-	from := op.Start.Add(-idleTimeout - syncInterval)
-	if lin != nil && len(lin.ops) > 0 {
-		from = lin.ops[0].Start
+	for _, o := range tr {
+		v.Trace = append(v.Trace, o.format(m.h.epoch))
+	}
+	from := op.Start.Add(-2 * idleTimeout)
+	if ti != nil {
+		from = ti.lin.root.Start
 	}
 	for _, f := range m.faults {
 		if f.End.After(from) && f.Start.Before(op.End) {
@@ -200,293 +283,411 @@ func (m *model) report(inv string, op *opRec, lin *lineage, format string, args 
 		}
 	}
 	m.out = append(m.out, v)
-}
-
-func contains(ops []*opRec, op *opRec) bool {
-	for _, o := range ops {
-		if o == op {
-			return true
-		}
-	}
-	return false
+	return &m.out[len(m.out)-1]
 }
 
 // Fault predicates over a window [from, to].
 
 func (m *model) any(from, to time.Time, pred func(*faultRec) bool) bool {
+	return m.first(from, to, pred) != nil
+}
+
+func (m *model) first(from, to time.Time, pred func(*faultRec) bool) *faultRec {
 	for _, f := range m.faults {
 		if pred(f) && !f.End.Before(from) && !f.Start.After(to) {
-			return true
+			return f
 		}
 	}
-	return false
+	return nil
 }
 
-func (m *model) dbFault(from, to time.Time) bool {
-	return m.any(from.Add(-dbSettle), to, func(f *faultRec) bool { return f.DB })
-}
-
-func (m *model) cacheFault(from, to time.Time) bool {
-	return m.any(from, to, func(f *faultRec) bool { return f.Loss || f.Unavail })
-}
-
-// breakerRecovering reports whether w ran while a node unreachable before
-// it may still have been unreachable to w's app server: its breaker closes
-// at the first probe after the node answers (BreakerCooldown, then a dial
-// and a request), and until then that app server writes around the node.
-func (m *model) breakerRecovering(w *opRec) bool {
-	return m.any(w.Start.Add(-breakerRecovery), w.End, func(f *faultRec) bool { return f.Unavail })
-}
-
-// purgePending reports whether a memcached node may have been unreachable
-// to the destroying app server while destroy ran (the fault, or its
-// breaker's recovery after it: seed 900198) and at is no later than that
-// server's probe after the node came back.
-func (m *model) purgePending(destroy *opRec, at time.Time) bool {
-	if destroy == nil {
-		return false
-	}
+// dbWindow returns the end of the database trouble overlapping [from, to]
+// (the fault's end plus its settling time), or the zero time.
+func (m *model) dbWindow(from, to time.Time) time.Time {
+	var end time.Time
 	for _, f := range m.faults {
-		if f.Unavail && !f.End.Add(breakerRecovery).Before(destroy.Start) && !f.Start.After(destroy.End) &&
-			at.Before(f.End.Add(breakerRecovery)) {
-			return true
+		if f.DB && !f.End.Add(dbSettle).Before(from) && !f.Start.After(to) && f.End.Add(dbSettle).After(end) {
+			end = f.End.Add(dbSettle)
 		}
 	}
-	return false
+	return end
 }
 
-// tombstoneHeld reports whether destroy ran while the database failed, so
-// that its row's tombstone waited in the destroying app server's background
-// writer, a cache fault since may have hidden memcached's tombstone, and
-// either at is no later than the writer's retry after the database
-// recovered (one DBTimeout for an attempt caught by a hang, then the
-// longest backoff) or that app server stopped before then, with the
-// tombstone in its queue: I5's double fault (docs/consistency.md, I2).
-func (m *model) tombstoneHeld(destroy *opRec, at time.Time) bool {
-	if destroy == nil || !m.cacheFault(destroy.Start, at) {
-		return false
+func (m *model) dbDown(from, to time.Time) bool { return !m.dbWindow(from, to).IsZero() }
+
+// unreachable reports whether some node may have been unreachable to app
+// server srv within [from, to]: a fault on it, or its breaker's recovery
+// after one.
+func (m *model) unreachable(srv int, from, to time.Time) bool {
+	return m.any(from.Add(-breakerRecovery), to, func(f *faultRec) bool { return f.Unavail && f.affects(srv) })
+}
+
+// cacheThreat returns the first fault that started before by and overlaps
+// [from, to] after which a request may not see memcached's copy of a
+// session: a loss, a node unreachable (to any app server: it reads and
+// writes the row), its breakers' recovery, or a ring change.
+func (m *model) cacheThreat(from, to, by time.Time) *faultRec {
+	return m.first(from.Add(-breakerRecovery), to, func(f *faultRec) bool {
+		return (f.Loss || f.Unavail || f.Ring) && f.Start.Before(by)
+	})
+}
+
+// queueLost returns when app server srv lost its writer's queue within
+// [from, to] — a crash, or a restart while the database refused (Close
+// cannot write what it holds then) — or the zero time.
+func (m *model) queueLost(srv int, from, to time.Time) time.Time {
+	f := m.first(from, to, func(f *faultRec) bool {
+		return f.Server == srv && (f.Crash || m.dbDown(f.Start, f.End) || strings.Contains(f.Note, "close:"))
+	})
+	if f == nil {
+		return time.Time{}
 	}
-	server := fmt.Sprintf("s%d", destroy.Server)
-	for _, f := range m.faults {
-		if !f.DB || f.Start.After(destroy.End) || f.End.Add(dbSettle).Before(destroy.Start) {
-			continue
+	return f.Start
+}
+
+// held returns when o's state is in its token's row at the latest, as far
+// as the model can tell: at once for a new session, a renewal or a durable
+// change while the database answered, and without memcached; otherwise
+// when its sync is due (SyncInterval after o, plus the writer's tick and
+// the clocks' spread). A database fault defers it to the writer's retry
+// after the database answers again, or to the first request after that
+// (which schedules the sync anew); an app server that loses its queue
+// defers it to the next request.
+func (m *model) held(o *opRec, ti *tokenInfo) time.Time {
+	if m.noCache || (o.Durable || o == ti.created) && !m.dbDown(o.Start, o.End) && o.ok() {
+		return o.End
+	}
+	t := o.End.Add(o.Sync + writerTick(o.Sync) + m.spread + slackLag)
+	for range 8 {
+		moved := false
+		if end := m.dbWindow(o.Start, t); !end.IsZero() {
+			if nt := minTime(end.Add(retryDelay+m.maxTick+dbTimeout+slackLag), m.rescue(ti, end)); nt.After(t) {
+				t, moved = nt, true
+			}
 		}
-		landed := f.End.Add(dbSettle + dbTimeout + retryBackoffCap + slackTight)
-		if at.Before(landed) || m.any(destroy.Start, landed, func(c *faultRec) bool {
-			return c.Target == server && (c.Crash || c.Kind == "restart" && c.Note != "")
-		}) {
-			return true
+		if lost := m.queueLost(o.Server, o.Start, t); !lost.IsZero() {
+			if nt := m.rescue(ti, lost); nt.After(t) {
+				t, moved = nt, true
+			}
+		}
+		if !moved {
+			break
 		}
 	}
-	return false
+	return t
 }
 
-func (m *model) cacheLoss(from, to time.Time) bool {
-	return m.any(from, to, func(f *faultRec) bool { return f.Loss })
+// rescue returns when the first request on ti after from, late enough to
+// record activity (TouchInterval), has its sync written; never when there
+// is none.
+func (m *model) rescue(ti *tokenInfo, from time.Time) time.Time {
+	for _, o := range ti.ops {
+		if o.ok() && !o.Start.Before(from.Add(touchInterval)) && !m.dbDown(o.Start, o.End) {
+			return o.End.Add(o.Sync + writerTick(o.Sync) + m.spread + slackLag)
+		}
+	}
+	return never
 }
 
-func (m *model) crash(from, to time.Time) bool {
-	return m.any(from, to, func(f *faultRec) bool { return f.Crash || (f.Kind == "restart" && f.Note != "") })
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
-// doubleFault reports whether, within [from, to], memcached lost or could
-// not serve data while the database or an app server's queue could not
-// stand in for it.
-func (m *model) doubleFault(from, to time.Time) bool {
-	return (m.dbFault(from, to) || m.crash(from, to)) && m.cacheFault(from, to)
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // judge checks one request against the invariants.
 func (m *model) judge(op *opRec) {
-	// I7 (liveness): every request answers within opBound.
+	// I7 (liveness): Load answers within loadBound, the request within
+	// opBound.
+	if !op.LoadEnd.IsZero() {
+		if d := op.LoadEnd.Sub(op.Start); d > loadBound {
+			m.report("I7 liveness", op, m.tokens[op.TokenIn], "Load took %v (bound %v)", d.Round(time.Millisecond), loadBound)
+		}
+	}
 	if d := op.End.Sub(op.Start); d > opBound {
-		m.report("I7 liveness", op, nil, "request took %v (bound %v)", d.Round(time.Millisecond), opBound)
+		m.report("I7 liveness", op, m.tokens[op.TokenIn], "request took %v (bound %v)", d.Round(time.Millisecond), opBound)
 	}
 	if !op.ok() {
 		m.judgeError(op)
 	}
-	if op.TokenIn == "" {
-		return
-	}
 	ti := m.tokens[op.TokenIn]
-	if ti == nil {
-		return // a token never acknowledged (its creating request failed)
+	if ti == nil || ti.tainted || !op.Loaded {
+		return // a token never acknowledged (its creating request failed), or Load failed
 	}
 	if op.Found {
 		m.judgeFound(op, ti)
-	} else if op.Err == "" || op.Unavail {
-		if !op.Unavail {
-			m.judgeAbsent(op, ti)
-		}
+	} else {
+		m.judgeAbsent(op, ti)
 	}
 }
 
+// judgeError: I7, a 503 only when the database could not answer (memcached
+// alone unavailable: the row serves; both: a 503).
 func (m *model) judgeError(op *opRec) {
 	switch {
 	case op.Conflict:
 		// Gave up after MaxRetries: allowed, not acknowledged.
 	case op.Unavail:
-		// I7: 503 only when both tiers are unavailable for the session.
-		if !m.dbFault(op.Start, op.End) && !m.crash(op.Start, op.End) {
-			m.report("I7", op, m.linOf(op), "503 (%s) while the database was reachable", op.Err)
+		if !m.dbDown(op.Start, op.End) {
+			m.report("I7", op, m.tokens[op.TokenIn], "503 (%s) while the database answered", op.Err)
 		}
 	case op.LongSubject:
 		// A named error for a subject the library cannot store is fine.
 	default:
-		m.report("I7", op, m.linOf(op), "unexpected error: %s", op.Err)
+		m.report("I7", op, m.tokens[op.TokenIn], "unexpected error: %s", op.Err)
 	}
 }
 
-func (m *model) linOf(op *opRec) *lineage {
-	if ti := m.tokens[op.TokenIn]; ti != nil {
-		return ti.lin
-	}
-	return nil
-}
-
-// judgeFound checks a request that was served token's session.
+// judgeFound checks a request that was served ti's session.
 func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
-	lin := ti.lin
-	if lin.tainted {
-		return
-	}
-	// I2: a destroyed token is never served again — except, as
-	// docs/consistency.md states, when the destroy could not reach the
-	// session's memcached node: an app server that reaches the node again
-	// before the destroying one has purged it (its next probe) may serve
-	// the node's copy until then; and when the destroy's database write
-	// failed, so its tombstone is held by the background writer, a reader
-	// that cannot see memcached's tombstone may be served the row until the
-	// writer's retry lands after the database recovers.
-	if !ti.gone.IsZero() && ti.gone.Before(op.Start) && !m.purgePending(ti.goneBy, op.Start) && !m.tombstoneHeld(ti.goneBy, op.Start) {
-		m.report("I2", op, lin, "token %s served %v after #%d (%s) destroyed it", short(ti.tok),
-			op.Start.Sub(ti.gone).Round(time.Millisecond), ti.goneBy.ID, ti.goneBy.Kind)
-		lin.tainted = true
-		return
-	}
-	// A destroyed token served within those exceptions is served the
-	// session as its last copy held it, perhaps an older row: changes made
-	// since under the token that replaced it (RenewToken) are not its to
-	// show, and its data is not judged.
-	destroyed := !ti.gone.IsZero() && ti.gone.Before(op.Start)
-	// I3: the absolute deadline is never exceeded.
-	if over := op.Start.Sub(lin.created.End.Add(lifetime)); over > slackTight && !lin.scs {
-		m.report("I3 deadline", op, lin, "served %v past the absolute deadline", over.Round(time.Millisecond))
-		lin.tainted = true
-		return
-	}
-	// I3: never served after IdleTimeout of inactivity, except within
-	// SyncInterval after a real cache loss (or while memcached was
-	// unreachable and the row stood in).
-	var last, lastStart time.Time
-	for _, o := range lin.ops {
-		if lin.scs && len(o.Writes) == 0 {
-			continue // scs: only a Commit sets a new expiry
-		}
-		if o != op && o.Start.Before(op.Start) && o.End.After(last) {
-			last, lastStart = o.End, o.Start
-		}
-	}
-	if !last.IsZero() {
-		idle := op.Start.Sub(last)
-		bound := idleTimeout
-		// A cache loss during the last request counts too: what it wrote
-		// to memcached may be gone, and the row stands in.
-		// So does one during the breaker's recovery before it: memcached
-		// may still have been unreachable to that request's app server
-		// (seed 200145).
-		if m.cacheFault(lastStart.Add(-breakerRecovery), op.End) || m.crash(lastStart, op.End) {
-			bound += syncInterval
-		}
-		if idle > bound+slackTight {
-			why := "within the database row's life (IdleTimeout+SyncInterval after its last sync)"
-			if idle > idleTimeout+syncInterval+slackTight {
-				why = "beyond the row's own life: a postponed or extended row"
+	if d := ti.acked; d != nil && d.End.Before(op.Start) && !ti.resurrected {
+		m.judged["I2"]++
+		switch {
+		case m.logoutLostWithDatabaseDown(d, op):
+			ti.resurrected = true
+			m.excused["I2 logout lost with the database down"]++
+		case m.staleAfter(ti, d.End, d, op):
+			// A copy the logout could not reach, until its next sync.
+			m.excused["I2 stale copy"]++
+		default:
+			v := m.report("I2", op, ti, "token %s served %v after #%d (%s) destroyed it", short(ti.tok),
+				op.Start.Sub(d.End).Round(time.Millisecond), d.ID, d.Kind)
+			if m.commitAfterDelete(ti, d) {
+				v.Known = bugInsertOverTombRow
 			}
-			m.report("I3 idle", op, lin, "served after %v idle (bound %v), %s", idle.Round(time.Millisecond), bound, why)
-			lin.tainted = true
-			return
+			ti.tainted = true
 		}
-		if idle > bound-touchInterval {
-			// Near expiry: a read within TouchInterval of the last write
-			// does not refresh the session, and memcached's clock ticks
-			// once a second, so whether it may still be served is unclear,
-			// and so is its data.
-			return
-		}
+		return // a destroyed session's data is not judged
 	}
-	if destroyed {
+	if ti.resurrected {
 		return
 	}
-	m.judgeValues(op, lin)
+	if !m.judgeExpiry(op, ti) {
+		ti.tainted = true
+		return
+	}
+	m.judgeValues(op, ti)
 }
 
-// judgeValues checks what a request saw against the acknowledged writes
-// that finished before it started (I4, I5, I6).
-func (m *model) judgeValues(op *opRec, lin *lineage) {
+// commitAfterDelete reports whether d, an scs Delete, raced a Commit on
+// its own app server that had found the session before d and committed
+// after it (bugInsertOverTombRow).
+func (m *model) commitAfterDelete(ti *tokenInfo, d *opRec) bool {
+	if d.Kind != "scs-destroy" {
+		return false
+	}
+	for _, o := range ti.ops {
+		if o.Server == d.Server && o.wrote() && o.ok() && o.Start.Before(d.Start) && o.End.After(d.End) {
+			return true
+		}
+	}
+	return false
+}
+
+// logoutLostWithDatabaseDown reports whether d, a logout made while the
+// database did not answer (its tombstone in memcached and in its app
+// server's writer), may have been lost to a cache fault before the writer
+// brought it to the row, so that r was served from the row (I2's double
+// fault).
+func (m *model) logoutLostWithDatabaseDown(d, r *opRec) bool {
+	end := m.dbWindow(d.Start, d.End)
+	if end.IsZero() || m.cacheThreat(d.Start, r.End, r.End) == nil {
+		return false
+	}
+	landed := end.Add(retryDelay + m.maxTick + dbTimeout + slackLag)
+	if !m.queueLost(d.Server, d.Start, landed).IsZero() {
+		landed = never
+	}
+	return r.Start.Before(landed)
+}
+
+// staleAfter reports whether r may have been served a copy of ti that
+// missed what request w did at `at` (a logout, or a change): a copy on a
+// node w's app server could not reach (a fault, or its breaker's
+// recovery), or on a node another app server's ring put the key on (a ring
+// change: during it, and after it a node may come back into a ring with
+// the memory it had, or hold a copy an app server wrote just before its
+// ring dropped the node). Such a copy is served until its next sync, which
+// its first use schedules — the first request served from memcached after
+// w (after the ring change, for a ring change): within SyncInterval plus
+// TouchInterval of that use (plus the writer's tick and the clocks'
+// spread); a database fault meanwhile defers the sync to the writer's
+// retry.
+func (m *model) staleAfter(ti *tokenInfo, at time.Time, w, r *opRec) bool {
+	for _, f := range m.faults {
+		var until time.Time
+		from := at
+		switch {
+		case f.Unavail && f.affects(w.Server) && !f.End.Add(breakerRecovery).Before(w.Start) && !f.Start.After(w.End):
+		case f.Ring && !f.End.Before(w.Start) && !f.Start.After(r.End):
+			from = maxTime(at, f.End)
+			until = f.End.Add(m.staleWindow)
+		default:
+			continue
+		}
+		for _, o := range ti.ops {
+			if o != ti.created && !o.Start.Before(from) && !o.Start.After(r.Start) && m.readCopy(o) {
+				until = maxTime(until, o.Start.Add(m.staleWindow))
+				break
+			}
+		}
+		if until.IsZero() {
+			continue
+		}
+		if end := m.dbWindow(from, until); !end.IsZero() {
+			until = maxTime(until, end.Add(retryDelay+m.maxTick+dbTimeout+m.staleWindow))
+		}
+		if r.Start.Before(until) {
+			return true
+		}
+	}
+	return false
+}
+
+// readCopy reports whether o was served a memcached copy (scs requests do
+// not say: they may have been, unless memcached was unreachable to their
+// app server).
+func (m *model) readCopy(o *opRec) bool {
+	switch o.Source {
+	case core.SourceCache:
+		return true
+	case core.SourceNone:
+		return !m.unreachable(o.Server, o.Start, o.End)
+	}
+	return false
+}
+
+// judgeExpiry checks I3 for a request served ti's session; it reports
+// whether the session was alive.
+func (m *model) judgeExpiry(op *opRec, ti *tokenInfo) bool {
+	lin := ti.lin
+	now := op.Start.Add(op.Skew) // the app server's clock, at the earliest
+	if lin.scs {
+		// scs: the expiry of the last Commit, exact from memcached; a copy
+		// read back from the row may be up to SyncInterval past it
+		// (scsstore's documented overshoot).
+		var exp time.Time
+		for _, o := range ti.ops {
+			if o != op && o.Start.Before(op.Start) && o.ScsExpiry.After(exp) {
+				exp = o.ScsExpiry
+			}
+		}
+		// (Find does not say which tier answered.)
+		if over := now.Sub(exp.Add(m.maxSync)); over > slackClock {
+			m.report("I3 idle", op, ti, "scs session served %v past its expiry and SyncInterval", over.Round(time.Millisecond))
+			return false
+		}
+		return true
+	}
+	// The absolute deadline: the lineage's creation on its app server's
+	// clock, plus its lifetime.
+	root := lin.root
+	if over := now.Sub(root.End.Add(root.Skew + lin.life)); over > slackClock {
+		m.report("I3 deadline", op, ti, "served %v past the absolute deadline", over.Round(time.Millisecond))
+		return false
+	}
+	// Idle expiry: the latest activity any earlier request may have
+	// recorded, on its own app server's clock.
+	var active time.Time
+	var last *opRec
+	for _, o := range ti.ops {
+		if o != op && o.Start.Before(op.Start) && o.End.Add(o.Skew).After(active) {
+			active, last = o.End.Add(o.Skew), o
+		}
+	}
+	if last == nil {
+		return true
+	}
+	bound := active.Add(lin.idle)
+	m.judged["I3"]++
+	cacheFault := m.cacheThreat(last.Start.Add(-lin.idle), op.End, op.End) != nil
+	if op.Source == core.SourceDatabase && cacheFault {
+		if now.After(bound) {
+			m.excused["I3 row after a cache fault"]++
+		}
+		// After a cache loss the row may serve it SyncInterval longer (its
+		// writer's; the longest configured).
+		bound = bound.Add(m.maxSync)
+	}
+	over := now.Sub(bound)
+	if over <= slackClock {
+		return true
+	}
+	v := m.report("I3 idle", op, ti, "served %v past IdleTimeout (%v) after its last activity (from %s)",
+		over.Round(time.Millisecond), lin.idle, op.Source)
+	if op.Source == core.SourceDatabase && !cacheFault && over <= m.maxSync+slackClock {
+		v.Known = bugRowOutlivesCopy
+	}
+	return false
+}
+
+// judgeValues checks what a request saw against the acknowledged changes
+// of its session (its token's, and its ancestors' made before the renewal)
+// that finished before it started (I4, I5).
+func (m *model) judgeValues(op *opRec, ti *tokenInfo) {
 	type miss struct {
 		w   *opRec
 		key string
 		inv string
 		lag time.Duration
 	}
-	var worst *miss
-	for _, w := range lin.ops {
-		if !w.ok() || len(w.Writes) == 0 || !w.End.Before(op.Start) {
-			continue
+	for key, got := range op.Seen {
+		if src := m.writes[got]; src == nil || !m.sameLineage(src, ti.lin) {
+			m.report("I4", op, ti, "key %s holds %q, written by no request of this session", key, got)
+			return
 		}
-		for key, want := range w.Writes {
-			got := op.Seen[key]
-			if got == want {
+	}
+	m.judged["I4/I5"]++
+	var worst *miss
+	cutoff := never
+	for t := ti; t != nil; t = t.parent {
+		for _, w := range t.writes {
+			if !w.End.Before(op.Start) || !w.End.Before(cutoff) {
 				continue
 			}
-			if got != "" {
-				src := m.writes[got]
-				if src == nil || !sameLineage(m, src, lin) {
-					m.report("I4", op, lin, "key %s holds %q, written by no request of this session", key, got)
-					return
-				}
-				if !src.ok() || !src.End.Before(w.Start) {
-					continue // concurrent with w, or newer, or of unknown fate
-				}
-			}
-			lag := op.Start.Sub(w.End)
-			var inv string
-			quiet := !m.dbFault(w.Start, op.End) && !m.crash(w.Start, op.End)
-			switch {
-			case overlapsWriter(w, lin) && (m.h.p.noMemcached || m.cacheFault(w.Start, w.End) || m.breakerRecovering(w)):
-				// Without memcached (none, or a fault on its node)
-				// concurrent writes of one session are last-writer-wins,
-				// whole session for whole session (docs/consistency.md: I6
-				// holds only while memcached is up).
-				continue
-			case m.forked(w, lin) && (!w.Durable || m.dbFault(w.Start, op.End)):
-				// Built on a copy that had forked from the row: the
-				// database refused w's write, and the row replaced the copy
-				// (docs/consistency.md, I4). A durable change was
-				// re-applied by its request, unless the database held it
-				// back (I5).
-				continue
-			case quiet && m.h.p.noMemcached:
-				// Database only, nothing failing: every acknowledged change
-				// stays.
-				inv = "I4 (no fault, database only)"
-			case quiet && !m.cacheFault(w.Start.Add(-2*time.Second), op.End):
-				inv = "I6"
-			case w.Durable:
-				if lag <= syncInterval+slackLag || m.durableExcused(w, op) || m.duringRollout(w) {
+			for key, want := range w.Writes {
+				got := op.Seen[key]
+				if got == want {
 					continue
 				}
-				inv = "I5"
-			default:
-				if lag <= syncInterval+slackLag || m.cacheExcused(w, op, lin) || m.doubleFault(w.Start.Add(-syncInterval), op.End) {
-					continue
+				if got != "" {
+					if src := m.writes[got]; !src.ok() || !src.End.Before(w.Start) {
+						continue // concurrent with w, or newer, or of unknown fate
+					}
 				}
-				inv = "I4"
+				if m.staleAfter(ti, w.End, w, op) {
+					m.excused["I4/I5 stale copy"]++
+					continue // a copy w did not reach, until its next sync
+				}
+				durable := w.Durable && !m.dbDown(w.Start, w.End)
+				inv := "I5"
+				if !durable {
+					held := m.held(w, t)
+					if f := m.cacheThreat(w.Start, held, op.Start); f != nil {
+						m.excused["I4 lost to a cache fault"]++
+						continue // lost to a cache fault before it reached the row
+					}
+					if !held.Before(m.vanish(ti.lin)) && !op.Start.Before(m.vanish(ti.lin)) {
+						m.excused["I4 lost with a copy memcached dropped before the deadline"]++
+						continue
+					}
+					inv = "I4"
+				}
+				if lag := op.Start.Sub(w.End); worst == nil || lag > worst.lag {
+					worst = &miss{w: w, key: key, inv: inv, lag: lag}
+				}
 			}
-			if worst == nil || lag > worst.lag {
-				worst = &miss{w: w, key: key, inv: inv, lag: lag}
-			}
+		}
+		if t.created != nil && t.parent != nil {
+			cutoff = t.created.Start // what the renewal carried over
 		}
 	}
 	if worst != nil {
@@ -494,46 +695,23 @@ func (m *model) judgeValues(op *opRec, lin *lineage) {
 		if got == "" {
 			got = "nothing"
 		}
-		m.report(worst.inv, op, lin, "key %s: saw %s, %v after #%d acknowledged %s (durable=%v)",
+		m.report(worst.inv, op, ti, "key %s: saw %s, %v after #%d acknowledged %s (durable=%v)",
 			worst.key, got, worst.lag.Round(time.Millisecond), worst.w.ID, worst.w.Writes[worst.key], worst.w.Durable)
 	}
 }
 
-// overlapsWriter reports whether another write of lin ran at the same time
-// as w.
-func overlapsWriter(w *opRec, lin *lineage) bool {
-	for _, o := range lin.ops {
-		if o != w && o.ok() && len(o.Writes) > 0 && o.Start.Before(w.End) && w.Start.Before(o.End) {
-			return true
-		}
+// vanish returns when memcached may drop lin's copies whatever their
+// activity: their TTL ends at the absolute deadline, and memcached's clock,
+// counting whole seconds, may end it up to a second early — an eviction no
+// fault records, which takes the changes that had not reached the row.
+func (m *model) vanish(lin *lineage) time.Time {
+	if lin.scs {
+		return never
 	}
-	return false
+	return lin.root.Start.Add(lin.root.Skew + lin.life - m.maxSkew - memcachedTick)
 }
 
-// forked reports whether w was built on a copy that had forked from the
-// row: the session w read lacked a change acknowledged before w started
-// that was made while a node was unreachable, or its breaker recovering,
-// so it may have gone around the node to the row.
-func (m *model) forked(w *opRec, lin *lineage) bool {
-	for _, o := range lin.ops {
-		if o == w || !o.ok() || len(o.Writes) == 0 || !o.End.Before(w.Start) || !m.breakerRecovering(o) {
-			continue
-		}
-		for key, want := range o.Writes {
-			got := w.Seen[key]
-			if got == want {
-				continue
-			}
-			if src := m.writes[got]; got != "" && src != nil && src.ok() && !src.End.Before(o.Start) {
-				continue // w saw a newer or concurrent value
-			}
-			return true
-		}
-	}
-	return false
-}
-
-func sameLineage(m *model, src *opRec, lin *lineage) bool {
+func (m *model) sameLineage(src *opRec, lin *lineage) bool {
 	for _, tok := range []string{src.TokenIn, src.TokenOut} {
 		if ti := m.tokens[tok]; ti != nil && ti.lin == lin {
 			return true
@@ -542,98 +720,57 @@ func sameLineage(m *model, src *opRec, lin *lineage) bool {
 	return false
 }
 
-// cacheExcused reports whether write w may be missing from op because a
-// cache fault lost it while it was within SyncInterval of the session's
-// newest change before the fault (the database copy lags memcached by at
-// most that much; changes made while a node is unreachable branch from the
-// row, so they do not count). A ring change counts as one fault from its
-// first server to its last, and changes made during it count.
-func (m *model) cacheExcused(w, op *opRec, lin *lineage) bool {
-	for _, f := range m.faults {
-		if !f.Loss && !f.Unavail || f.End.Before(w.Start) || f.Start.After(op.End) {
-			continue
-		}
-		before := f.Start
-		if strings.HasPrefix(f.Kind, "ring") {
-			before = f.End
-		}
-		var newest time.Time
-		for _, o := range lin.ops {
-			if o.ok() && len(o.Writes) > 0 && o.Start.Before(before) && o.Start.After(newest) {
-				newest = o.Start
-			}
-		}
-		if !w.End.Before(newest.Add(-syncInterval - slackLag)) {
-			return true
-		}
-	}
-	return false
-}
-
-// durableExcused reports whether durable write w may be missing from op
-// under the double fault: memcached lost the copy while the database was
-// failing (within SyncInterval after it healed, before retries got
-// through), or after the app server holding the write crashed or reported
-// a failed Close.
-func (m *model) durableExcused(w, op *opRec) bool {
-	for _, f := range m.faults {
-		if !f.Loss && !f.Unavail || f.End.Before(w.Start) || f.Start.After(op.End) {
-			continue
-		}
-		if m.dbFault(f.Start.Add(-syncInterval), f.End) || m.crash(w.Start, f.End) {
-			return true
-		}
-	}
-	return false
-}
-
-// duringRollout reports whether w ran while a ring change rolled out, from
-// the first app server applying it to the last: an app server that had not
-// applied it yet may have built on the previous owner's older copy, and a
-// durable change then is no safer than any other (docs/consistency.md, I5,
-// not covered; seed 70200079).
-func (m *model) duringRollout(w *opRec) bool {
-	return m.any(w.Start, w.End, func(f *faultRec) bool { return strings.HasPrefix(f.Kind, "ring") })
-}
-
 // judgeAbsent checks a request that found no session for a token it held
-// (I1).
+// (I1): it must be served while the database answers, until IdleTimeout
+// after the last activity the row or memcached must know of.
 func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
-	if op.Kind == "replay" {
+	if ti.maybeDestroyed(op.End) || ti.resurrected {
 		return
 	}
-	if !ti.maybe.IsZero() && ti.maybe.Before(op.End) {
-		return // destroyed, or maybe destroyed, by then
+	if m.dbDown(op.Start, op.End) {
+		m.excused["I1 database down"]++
+		return
 	}
 	lin := ti.lin
-	if lin.tainted {
-		return
-	}
-	var active time.Time
-	for _, o := range lin.ops {
-		if lin.scs && len(o.Writes) == 0 {
+	var alive time.Time // the session must be alive before this, on op's app server's clock
+	var from *opRec
+	for _, o := range ti.ops {
+		if !o.ok() || !o.End.Before(op.Start) {
 			continue
 		}
-		if o != op && o.ok() && o.End.Before(op.Start) && o.Start.After(active) {
-			active = o.Start
+		active := o.Start // a change or a touch records activity; a read without a touch had one within TouchInterval
+		if !o.wrote() && o != ti.created {
+			active = active.Add(-touchInterval)
+		}
+		held := m.held(o, ti)
+		if m.cacheThreat(active, held, op.Start) != nil || !held.Before(active.Add(lin.idle-memcachedTick)) {
+			continue // its activity may be lost with memcached's copy
+		}
+		var until time.Time
+		if lin.scs {
+			if o.ScsExpiry.IsZero() {
+				continue
+			}
+			until = o.ScsExpiry
+		} else {
+			// The row expires IdleTimeout plus SyncInterval after the
+			// activity it knows of, which lags by the writer's tick at
+			// most; the app servers' clocks spread it.
+			until = active.Add(m.minSkew + lin.idle - m.maxTick - m.spread)
+			if d := lin.root.Start.Add(lin.root.Skew + lin.life); d.Before(until) {
+				until = d
+			}
+		}
+		if until.After(alive) {
+			alive, from = until, o
 		}
 	}
-	if active.IsZero() {
+	if from == nil {
 		return
 	}
-	expires := active.Add(-touchInterval).Add(idleTimeout)
-	if d := lin.created.Start.Add(lifetime); d.Before(expires) && !lin.scs {
-		expires = d
+	m.judged["I1"]++
+	if early := alive.Sub(op.LoadEnd.Add(op.Skew)); early > slackTight {
+		m.report("I1", op, ti, "session absent %v before it may expire (activity of #%d)", early.Round(time.Millisecond), from.ID)
+		ti.tainted = true
 	}
-	if !op.Start.Before(expires.Add(-slackTight)) {
-		return
-	}
-	if m.dbFault(op.Start, op.End) {
-		return // the database was not reachable
-	}
-	if m.doubleFault(active.Add(-idleTimeout-syncInterval), op.End) || ti.dbFaulty {
-		return
-	}
-	m.report("I1", op, lin, "session absent %v after its last activity (expires no sooner than %v after it)",
-		op.Start.Sub(active).Round(time.Millisecond), expires.Sub(active).Round(time.Millisecond))
 }

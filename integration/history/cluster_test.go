@@ -32,29 +32,52 @@ import (
 	"github.com/hybridsession/hybridsession/scsstore"
 )
 
-// Timing of every history: seconds, so that idle expiry, syncs and reaping
-// all happen within one history.
+// Timing of every history. IdleTimeout, SyncInterval, the reaper's
+// Interval and TouchInterval keep the proportions of the defaults (30m, 2m,
+// 1m, 1m), scaled to one tenth of a second a minute, so that idle expiry,
+// syncs and reaping all happen many times within one history. Timeouts of
+// the network and the database cannot shrink with them.
 const (
-	idleTimeout   = 3 * time.Second
-	syncInterval  = 1500 * time.Millisecond
-	touchInterval = 300 * time.Millisecond
-	lifetime      = 9 * time.Second
-	reapPostpone  = 3 * time.Second // ReaperConfig.Interval: how far a postponed row moves
-	mcTimeout     = 150 * time.Millisecond
-	breakerCool   = 200 * time.Millisecond
-	dbTimeout     = time.Second // StoreConfig.DBTimeout
-	// retryBackoffCap is the background writer's longest wait between
-	// retries (core's maxRetryBackoff).
-	retryBackoffCap = time.Second
-	maxSkew         = 40 * time.Millisecond
-	opBound         = 6 * time.Second // liveness: every request answers within this
-	dbHangDuration  = 7 * time.Second // longer than opBound, so a hang that blocks shows
+	unit          = 100 * time.Millisecond // one minute of production time
+	idleTimeout   = 30 * unit              // Config.IdleTimeout of most app servers
+	idleLong      = 40 * unit              // Config.IdleTimeout after some deploys
+	syncInterval  = 2 * unit               // StoreConfig.SyncInterval of most app servers
+	syncSlow      = 4 * unit               // StoreConfig.SyncInterval after some deploys
+	touchInterval = unit                   // Config.TouchInterval
+	lifetime      = 80 * unit              // Config.Lifetime: shorter than production's, so deadlines pass within a history
+	// A remembered session (Session.RememberMe with SetIdleTimeout) outlives
+	// every history and every partition, beside sessions that idle out.
+	rememberIdle     = 120 * unit
+	rememberLifetime = 200 * unit
+
+	mcTimeout   = 150 * time.Millisecond
+	breakerCool = 200 * time.Millisecond
+	dbTimeout   = time.Second // StoreConfig.DBTimeout
+	// retryDelay is how long the background writer waits after a failed
+	// batch before it tries again (core's retryDelay).
+	retryDelay = 5 * time.Second
+	// memcachedTick: memcached's clock counts whole seconds, so an item
+	// may vanish up to a second before its TTL.
+	memcachedTick = time.Second
+	maxSkew       = 40 * time.Millisecond // ordinary clock offsets
+	// A skewed app server's clock is minutes off (scaled).
+	bigSkewMin, bigSkewMax = 2 * unit, 5 * unit
+	// loadBound and opBound bound a request's Load and the whole request
+	// (I7): Load is one memcached read and one row read, each bounded, and
+	// a refill; a renewal makes up to four database calls.
+	loadBound      = 3*mcTimeout + dbTimeout + 500*time.Millisecond
+	opBound        = 6 * time.Second
+	dbHangDuration = 7 * time.Second // longer than opBound, so a hang that blocks shows
 )
+
+// writerTick is the background writer's tick for a SyncInterval (core:
+// SyncInterval/8, at least 10ms).
+func writerTick(sync time.Duration) time.Duration { return max(sync/8, 10*time.Millisecond) }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // storeLog collects what the app servers log (breakers opening and
-// closing, purges, background write failures) for HISTORY_TRACE: each line
+// closing, background write failures) for HISTORY_TRACE: each line
 // stamped with its time since the history began.
 type storeLog struct {
 	mu    sync.Mutex
@@ -84,6 +107,24 @@ func (l *storeLog) logger(id int) *slog.Logger {
 	return slog.New(h).With("srv", id)
 }
 
+// cacheErrors logs, for HISTORY_TRACE, every memcached operation of app
+// server srv that failed (misses and other protocol answers are not
+// failures).
+type cacheErrors struct {
+	log *storeLog
+	srv int
+}
+
+func (c cacheErrors) StartCacheOp(_ context.Context, op, addr string) func(error) {
+	return func(err error) {
+		if err == nil || errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrNotStored) ||
+			errors.Is(err, memcache.ErrCASConflict) {
+			return
+		}
+		fmt.Fprintf(c.log, "srv=%d memcached %s %s: %v\n", c.srv, op, addr, err)
+	}
+}
+
 var silenceToxiproxy sync.Once
 
 func newToxiproxy() *toxiproxy.ApiServer {
@@ -106,8 +147,8 @@ func startProxy(t testing.TB, srv *toxiproxy.ApiServer, name, upstream string) *
 	// A port below the ephemeral range: Restore listens on it again, and an
 	// outgoing connection may have taken an ephemeral one meanwhile. A
 	// process that does not reserve its ports may still take one between
-	// FreePort's check and the proxy's listen (soak seeds 21000084 and
-	// 90100099): nothing uses the port yet, so another is tried.
+	// FreePort's check and the proxy's listen: nothing uses the port yet,
+	// so another is tried.
 	var err error
 	for range 3 {
 		var port int
@@ -179,12 +220,12 @@ func (p *proxy) Restore() error {
 	return nil
 }
 
-// node is a memcached process behind its proxy; app servers know the
-// proxy's address.
+// node is a memcached process. App servers know it by its address (the
+// ring hashes that) and reach it through their own proxy (server.proxies),
+// so that a partition can cut some app servers off and not others.
 type node struct {
-	name  string
-	mc    *memcachedtest.Server
-	proxy *proxy
+	name string
+	mc   *memcachedtest.Server
 }
 
 // raw returns a client straight to the process, for evictions: a new one
@@ -196,7 +237,7 @@ func (n *node) raw() *memcache.Client {
 }
 
 // crashable wraps an app server's durable tier so that a crash stops its
-// writes: a dead process's background writer writes nothing.
+// writes: a dead process's background writer and reaper write nothing.
 type crashable struct {
 	core.Durable
 	dead *atomic.Bool
@@ -204,32 +245,45 @@ type crashable struct {
 
 var errCrashed = errors.New("history: app server crashed")
 
-func (c crashable) Save(ctx context.Context, rec core.Record) (bool, error) {
+func (c crashable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
 	if c.dead.Load() {
-		return false, errCrashed
+		return nil, errCrashed
 	}
-	return c.Durable.Save(ctx, rec)
+	return c.Durable.Write(ctx, batch)
 }
 
-func (c crashable) Delete(ctx context.Context, keys ...string) error {
+func (c crashable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
 	if c.dead.Load() {
-		return errCrashed
+		return 0, errCrashed
 	}
-	return c.Durable.Delete(ctx, keys...)
+	return c.Durable.Reap(ctx, now, limit, judge)
+}
+
+// config is an app server's configuration; deploys change it.
+type config struct {
+	sync     time.Duration // StoreConfig.SyncInterval
+	idle     time.Duration // Config.IdleTimeout
+	sealStep int           // the seal key ring: 0 [k1], 1 [k1 k2], 2 [k2 k1]
+}
+
+func (c config) String() string {
+	return fmt.Sprintf("sync=%v idle=%v seal=%s", c.sync, c.idle, [...]string{"k1", "k1+k2", "k2+k1"}[c.sealStep])
 }
 
 // server is one app server: a Store and a Manager with their own clock
-// offset and their own view of the memcached ring.
+// offset, configuration, view of the memcached ring and proxies to the
+// nodes.
 type server struct {
-	id     int
-	skew   time.Duration
-	mu     sync.RWMutex // requests hold R; crash and restart hold W
-	store  *core.Store
-	mgr    *core.Manager
-	reaper *core.Reaper
-	scs    *scsstore.Store // scs's store on the same core.Store
-	dead   *atomic.Bool
-	nodes  map[string]bool // addresses in this server's ring
+	id      int
+	skew    time.Duration
+	mu      sync.RWMutex // requests hold R; crash and restart hold W
+	cfg     config
+	store   *core.Store
+	mgr     *core.Manager
+	scs     *scsstore.Store // scs's store on the same core.Store
+	dead    *atomic.Bool
+	nodes   map[string]bool // node addresses in this server's ring
+	proxies []*proxy        // this server's way to each node, by node index
 }
 
 // cluster is one history's world.
@@ -243,23 +297,22 @@ type cluster struct {
 	appDB     *gorm.DB
 	table     string
 	servers   []*server
+	keys      [2][]byte   // seal keys k1, k2
 	log       *storeLog   // nil unless traced
 	archiveOK func() bool // the reaper's archive hook succeeds when true
 	// noMemcached runs the app servers on the database alone.
 	noMemcached bool
 }
 
-func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool, rng *rand.Rand, archiveOK func() bool) *cluster {
+func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool, rng *rand.Rand, bigSkew bool, archiveOK func() bool) *cluster {
 	t.Helper()
-	c := &cluster{t: t, backend: b.Name, tox: newToxiproxy(), spare: 2, archiveOK: archiveOK, noMemcached: noMemcached}
+	c := &cluster{t: t, backend: b.Name, tox: newToxiproxy(), spare: 2, archiveOK: archiveOK, noMemcached: noMemcached,
+		keys: [2][]byte{core.NewSealKey(), core.NewSealKey()}}
 	if os.Getenv(envTrace) != "" {
 		c.log = &storeLog{epoch: time.Now()}
 	}
 	for i := 0; i < 3; i++ {
-		mc := memcachedtest.Start(t, memcachedtest.Options{})
-		n := &node{name: fmt.Sprintf("n%d", i), mc: mc}
-		n.proxy = startProxy(t, c.tox, n.name, mc.Addr)
-		c.nodes = append(c.nodes, n)
+		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("n%d", i), mc: memcachedtest.Start(t, memcachedtest.Options{})})
 	}
 	var adminDB *gorm.DB
 	switch b.DSN {
@@ -294,8 +347,18 @@ func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = adminDB.Migrator().DropTable(c.table) })
+	skewed := -1
+	if bigSkew {
+		skewed = rng.IntN(nServers)
+	}
 	for i := 0; i < nServers; i++ {
 		skew := time.Duration(rng.Int64N(int64(2*maxSkew+1))) - maxSkew
+		if i == skewed {
+			skew = bigSkewMin + time.Duration(rng.Int64N(int64(bigSkewMax-bigSkewMin)))
+			if rng.IntN(2) == 0 {
+				skew = -skew
+			}
+		}
 		c.servers = append(c.servers, c.newServer(i, skew))
 	}
 	t.Cleanup(func() {
@@ -319,11 +382,9 @@ const (
 )
 
 // warmPool opens warmConns connections of the pool before the history
-// starts, enough for its first requests.
-// The checker judges the database reachable while no fault is injected,
-// and a request's database call is bounded by DBTimeout (1s): on a loaded
-// CI machine, setting up a connection in the first requests can take
-// longer than that, which is not the outage I7 is about.
+// starts, enough for its first requests: the checker judges the database
+// reachable while no fault is injected, and on a loaded machine setting up
+// a connection can take longer than DBTimeout.
 func warmPool(t testing.TB, sqlDB *sql.DB) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -354,18 +415,45 @@ func closeDB(t testing.TB, db *gorm.DB) {
 }
 
 // newServer starts app server id with the initial ring (every node but the
-// spare).
+// spare), its proxies and the initial configuration.
 func (c *cluster) newServer(id int, skew time.Duration) *server {
-	s := &server{id: id, skew: skew, dead: new(atomic.Bool), nodes: map[string]bool{}}
+	s := &server{id: id, skew: skew, dead: new(atomic.Bool), nodes: map[string]bool{},
+		cfg: config{sync: syncInterval, idle: idleTimeout}}
 	var addrs []string
 	for i, n := range c.nodes {
+		s.proxies = append(s.proxies, startProxy(c.t, c.tox, fmt.Sprintf("s%d-%s", id, n.name), n.mc.Addr))
 		if i != c.spare {
-			addrs = append(addrs, n.proxy.Addr)
-			s.nodes[n.proxy.Addr] = true
+			addrs = append(addrs, n.mc.Addr)
+			s.nodes[n.mc.Addr] = true
 		}
 	}
 	c.startServer(s, addrs)
 	return s
+}
+
+// dialer connects app server s to a node through its own proxy.
+func (c *cluster) dialer(s *server) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	byAddr := map[string]string{}
+	for i, n := range c.nodes {
+		byAddr[n.mc.Addr] = s.proxies[i].Addr
+	}
+	var d net.Dialer
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if p, ok := byAddr[addr]; ok {
+			addr = p
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+func (c *cluster) sealKeys(step int) [][]byte {
+	switch step {
+	case 1:
+		return [][]byte{c.keys[0], c.keys[1]}
+	case 2:
+		return [][]byte{c.keys[1], c.keys[0]}
+	}
+	return [][]byte{c.keys[0]}
 }
 
 func (c *cluster) startServer(s *server, addrs []string) {
@@ -377,26 +465,43 @@ func (c *cluster) startServer(s *server, addrs []string) {
 	if c.noMemcached {
 		addrs = nil
 	}
+	archiveOK := c.archiveOK
+	var tracer core.CacheTracer
+	if c.log != nil {
+		tracer = cacheErrors{log: c.log, srv: s.id}
+	}
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{
 			Servers:          addrs,
 			Timeout:          mcTimeout,
-			DialTimeout:      mcTimeout,
 			BreakerThreshold: 3,
 			BreakerCooldown:  breakerCool,
+			DialContext:      c.dialer(s),
+			Tracer:           tracer,
 		},
+		Seal:         core.SealConfig{Keys: c.sealKeys(s.cfg.sealStep)},
 		Durable:      crashable{Durable: d, dead: s.dead},
-		SyncInterval: syncInterval,
+		SyncInterval: s.cfg.sync,
 		DBTimeout:    dbTimeout,
-		Logger:       c.log.logger(s.id),
-		Clock:        func() time.Time { return time.Now().Add(skew) },
+		Reaper: core.ReaperConfig{
+			Interval: s.cfg.sync / 2, // the default proportion: 1m to 2m
+			Batch:    50,
+			Archive: func(context.Context, core.ArchivedSession) error {
+				if archiveOK() {
+					return nil
+				}
+				return errors.New("history: archive hook failed")
+			},
+		},
+		Logger: c.log.logger(s.id),
+		Clock:  func() time.Time { return time.Now().Add(skew) },
 	})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	mgr, err := core.New(core.Config{
 		Store:         store,
-		IdleTimeout:   idleTimeout,
+		IdleTimeout:   s.cfg.idle,
 		Lifetime:      lifetime,
 		TouchInterval: touchInterval,
 		DurableKeys:   []string{"d0", "d1"},
@@ -407,25 +512,11 @@ func (c *cluster) startServer(s *server, addrs []string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	archiveOK := c.archiveOK
-	reaper, err := store.NewReaper(core.ReaperConfig{
-		Interval: reapPostpone,
-		Batch:    50,
-		Archive: func(context.Context, core.ArchivedSession) error {
-			if archiveOK() {
-				return nil
-			}
-			return errors.New("history: archive hook failed")
-		},
-	})
-	if err != nil {
-		c.t.Fatal(err)
-	}
 	sc, err := scsstore.New(store, scsstore.Config{})
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	s.store, s.mgr, s.reaper, s.scs = store, mgr, reaper, sc
+	s.store, s.mgr, s.scs = store, mgr, sc
 }
 
 // proxiedDSN returns the host:port of a PostgreSQL URL DSN or a

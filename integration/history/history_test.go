@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,26 +17,34 @@ import (
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 )
 
-// opRec is one request as the recorder saw it: when it started and ended
-// (wall clock of the test process, monotonic), what it presented, what it
-// observed and what it changed.
+// opRec is one request as the recorder saw it: when it started, when its
+// Load returned and when it ended (wall clock of the test process,
+// monotonic), what it presented, what it observed and what it changed, and
+// the app server's clock offset and configuration.
 type opRec struct {
-	ID     int
-	Client int
-	Server int
-	Kind   string
-	Start  time.Time
-	End    time.Time
+	ID      int
+	Client  int
+	Server  int
+	Kind    string
+	Start   time.Time
+	LoadEnd time.Time
+	End     time.Time
+	Skew    time.Duration // the app server's clock offset
+	Sync    time.Duration // the app server's SyncInterval
+	CfgIdle time.Duration // the app server's Config.IdleTimeout
 
 	TokenIn string
+	Loaded  bool              // Load (or Find) answered without error
 	Found   bool              // Load returned the stored session
+	Source  core.Source       // where Load found it
 	Seen    map[string]string // values observed at Load
-	Subject string            // subject observed at Load
 
 	SetSubject  string            // SetSubject called with this
 	LongSubject bool              // the subject is longer than 255 bytes, non-ASCII
+	Remember    bool              // RememberMe and SetIdleTimeout(rememberIdle)
 	Writes      map[string]string // Put key -> unique value
-	Durable     bool              // the change was durable (MarkDurable or DurableKeys)
+	ScsExpiry   time.Time         // the expiry an scs Commit gave
+	Durable     bool              // the change was durable (MarkDurable, DurableKeys, a login)
 	Renew       bool
 	Destroy     bool
 	DSubject    string // DestroySubject of this user
@@ -48,12 +57,18 @@ type opRec struct {
 
 func (r *opRec) ok() bool { return r.Err == "" }
 
+// wrote reports whether the request changed values.
+func (r *opRec) wrote() bool { return len(r.Writes) > 0 }
+
 func (r *opRec) format(ep time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "#%d c%d s%d %-8s %s..%s tok=%s", r.ID, r.Client, r.Server, r.Kind,
+	fmt.Fprintf(&b, "#%d c%d s%d %-9s %s..%s tok=%s", r.ID, r.Client, r.Server, r.Kind,
 		fmtT(ep, r.Start), fmtT(ep, r.End), short(r.TokenIn))
-	if r.TokenIn != "" {
+	if r.TokenIn != "" && r.Loaded {
 		fmt.Fprintf(&b, " found=%v", r.Found)
+		if r.Found {
+			fmt.Fprintf(&b, "(%s)", r.Source)
+		}
 	}
 	if len(r.Seen) > 0 {
 		fmt.Fprintf(&b, " seen=%s", fmtMap(r.Seen))
@@ -61,8 +76,14 @@ func (r *opRec) format(ep time.Time) string {
 	if r.SetSubject != "" {
 		fmt.Fprintf(&b, " subject=%s", short(r.SetSubject))
 	}
+	if r.Remember {
+		b.WriteString(" remember")
+	}
 	if len(r.Writes) > 0 {
 		fmt.Fprintf(&b, " put=%s", fmtMap(r.Writes))
+	}
+	if !r.ScsExpiry.IsZero() {
+		fmt.Fprintf(&b, " expiry=%s", fmtT(ep, r.ScsExpiry))
 	}
 	if r.Durable {
 		b.WriteString(" durable")
@@ -79,6 +100,9 @@ func (r *opRec) format(ep time.Time) string {
 	if r.TokenOut != r.TokenIn {
 		fmt.Fprintf(&b, " -> %s", short(r.TokenOut))
 	}
+	if r.Skew > maxSkew || r.Skew < -maxSkew {
+		fmt.Fprintf(&b, " skew=%v", r.Skew)
+	}
 	if r.Err != "" {
 		fmt.Fprintf(&b, " ERR %s", r.Err)
 	}
@@ -89,17 +113,28 @@ func (r *opRec) format(ep time.Time) string {
 type faultRec struct {
 	Kind    string
 	Target  string
+	Servers []int // the app servers it cuts off from a node; nil: all
+	Server  int   // the app server crashed, restarted or redeployed; -1: none
 	Start   time.Time
 	End     time.Time // == Start for instantaneous faults
-	Loss    bool      // memcached lost data (kill, stop, flush, eviction, ring change)
-	Unavail bool      // memcached unreachable for [Start, End]
+	Loss    bool      // memcached lost data (kill, stop, flush, eviction)
+	Unavail bool      // a node unreachable (to Servers) for [Start, End]
+	Ring    bool      // app servers' rings changed over [Start, End]
 	DB      bool      // the database refused or hung for [Start, End]
-	Crash   bool      // an app server died with its queue
+	Crash   bool      // an app server died with its writer's queue
 	Note    string
+}
+
+// affects reports whether f cut app server srv off from its node.
+func (f *faultRec) affects(srv int) bool {
+	return f.Servers == nil || slices.Contains(f.Servers, srv)
 }
 
 func (f *faultRec) format(ep time.Time) string {
 	s := fmt.Sprintf("fault %-9s %-6s %s..%s", f.Kind, f.Target, fmtT(ep, f.Start), fmtT(ep, f.End))
+	if f.Servers != nil {
+		s += fmt.Sprintf(" from s%v", f.Servers)
+	}
 	if f.Note != "" {
 		s += " " + f.Note
 	}
@@ -163,70 +198,79 @@ func (r *recorder) fault(f *faultRec) {
 	r.faults = append(r.faults, f)
 }
 
-// profile weights a history's operations and faults towards some defects.
+// profile weights a history's operations and faults towards some
+// invariants and some faults.
 type profile struct {
 	name string
 	// operation weights
-	login, put, dput, read, renew, destroy, dsubject, burst, race, probe, replay int
-	scs                                                                          int     // weight of scs requests (scsstore), each client its own scs session
-	longSubject                                                                  float64 // share of logins with a long non-ASCII subject
+	login, put, dput, read, renew, destroy, dsubject, burst, race, probe, replay, scs int
+	longSubject                                                                       float64 // share of logins with a long non-ASCII subject
+	remember                                                                          float64 // share of clients whose logins are remembered (RememberMe)
 	// fault weights
 	kill, stop, flush, evict, pause, cut, hole, ring, dbcut, dbhang, crash, restart int
+	deploy                                                                          int     // a rolling deploy of a new configuration (see deploy)
+	partitionCrash                                                                  int     // an app server crashes inside its partition (see partitionCrash)
+	outageDeploy                                                                    int     // a deploy during a database outage (see outageDeploy)
+	logoutScript                                                                    int     // add a node, log out everywhere, lose the node (see logoutScript)
+	longFaults                                                                      float64 // share of node faults that outlast IdleTimeout
+	partial                                                                         float64 // share of cuts and blackholes that cut off only some app servers
 	faultGap                                                                        [2]time.Duration
 	archiveFail                                                                     float64 // share of failing archive hooks
-	// reapEvery is the mean time between reaper passes (each ±50%): at
-	// most SyncInterval/1.5, so that passes are at most SyncInterval apart
-	// (I1's condition on ReaperConfig.Interval)
-	reapEvery          time.Duration
-	duration           time.Duration
-	clients            int
-	networkedDB        bool // prefers PostgreSQL/MariaDB (DB faults)
-	noMemcached        bool // app servers without memcached: database only
-	spareFaults        bool // flush and evict hit only the node that joins and leaves the ring
-	ringAtOnce         bool // ring changes reach every app server at the same moment
-	logoutScript       int  // weight of the scripted add-node, log-out-everywhere, lose-node sequence (see logoutScript)
-	outageDeploy       int  // weight of the scripted outage-and-deploy sequence (see outageDeploy)
-	probeMin, probeMax time.Duration
+	duration                                                                        time.Duration
+	clients                                                                         int
+	networkedDB                                                                     bool // prefers PostgreSQL/MariaDB (database faults)
+	noMemcached                                                                     bool // app servers without memcached: database only
+	spareFaults                                                                     bool // flush and evict hit only the node that joins and leaves the ring
+	ringAtOnce                                                                      bool // ring changes reach every app server at the same moment
+	bigSkew                                                                         bool // one app server's clock is minutes off
+	probeMin                                                                        time.Duration
+	probeMax                                                                        time.Duration
 }
 
 var profiles = []profile{
 	{name: "mixed", login: 3, put: 8, dput: 2, read: 8, renew: 2, destroy: 1, dsubject: 1, burst: 1, race: 1, probe: 1, replay: 1, scs: 4,
-		longSubject: 0.1, kill: 2, stop: 1, flush: 1, evict: 2, pause: 1, cut: 1, hole: 1, ring: 1, dbcut: 1, dbhang: 0, crash: 1, restart: 1,
-		faultGap: [2]time.Duration{400 * time.Millisecond, 1200 * time.Millisecond}, archiveFail: 0.2, reapEvery: time.Second,
-		duration: 8 * time.Second, clients: 6, probeMin: idleTimeout - 500*time.Millisecond, probeMax: idleTimeout + syncInterval + time.Second},
-	// a, b: idle sessions come back from the database row (ordinary expiry;
-	// reaper postponement). Few faults: an ordinary expiry is the case.
-	{name: "idle", login: 2, put: 3, dput: 1, read: 3, probe: 8, replay: 1, scs: 3,
-		pause: 1, faultGap: [2]time.Duration{3 * time.Second, 6 * time.Second}, archiveFail: 0.7, reapEvery: 400 * time.Millisecond,
-		duration: 10 * time.Second, clients: 6, probeMin: idleTimeout - 300*time.Millisecond, probeMax: idleTimeout + syncInterval + reapPostpone},
-	// c: DestroySubject after AddServer; the new owner then loses its copy.
-	// The ring changes on every app server at once: divergent rings are
-	// the rolling profile's business.
+		longSubject: 0.1, remember: 0.3, kill: 2, stop: 1, flush: 1, evict: 2, pause: 1, cut: 1, hole: 1, ring: 1, dbcut: 1, crash: 1, restart: 1,
+		deploy: 1, partitionCrash: 1, longFaults: 0.15, partial: 0.6, bigSkew: true,
+		faultGap: [2]time.Duration{400 * time.Millisecond, 1200 * time.Millisecond}, archiveFail: 0.2,
+		duration: 9 * time.Second, clients: 6, probeMin: idleTimeout - 500*time.Millisecond, probeMax: idleTimeout + syncSlow + time.Second},
+	// Idle expiry at production proportions: probes around IdleTimeout,
+	// remembered sessions beside short ones, failing archive hooks, few
+	// faults.
+	{name: "idle", login: 2, put: 3, dput: 1, read: 3, probe: 8, replay: 1, scs: 3, remember: 0.3,
+		pause: 1, cut: 1, partial: 0.5, faultGap: [2]time.Duration{3 * time.Second, 6 * time.Second}, archiveFail: 0.7,
+		duration: 10 * time.Second, clients: 6, probeMin: idleTimeout - 300*time.Millisecond, probeMax: idleTimeout + syncInterval + 200*time.Millisecond},
+	// Log out everywhere beside ring changes: a node joins, a user logs out
+	// everywhere, the node loses its data.
 	{name: "subject", login: 2, put: 3, read: 5, dsubject: 1, replay: 3, spareFaults: true, ringAtOnce: true,
-		flush: 1, evict: 1, logoutScript: 4, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond}, reapEvery: time.Second,
+		flush: 1, evict: 1, logoutScript: 4, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond},
 		duration: 8 * time.Second, clients: 6, probeMin: time.Second, probeMax: 2 * time.Second},
-	// d: reads race writes while memcached is out of the picture.
+	// No memcached: every change goes to the row.
 	{name: "dbonly", login: 1, put: 4, read: 3, race: 8, dput: 1, burst: 2, renew: 1, destroy: 1, dsubject: 1, replay: 1, scs: 8,
-		crash: 1, restart: 1, faultGap: [2]time.Duration{time.Second, 2 * time.Second}, reapEvery: time.Second,
+		remember: 0.2, crash: 1, restart: 1, faultGap: [2]time.Duration{time.Second, 2 * time.Second},
 		duration: 7 * time.Second, clients: 5, noMemcached: true, probeMin: time.Second, probeMax: 2 * time.Second},
-	// e: durable writes while the database refuses; graceful restarts; then
-	// memcached loses the copies.
+	// Durable writes while the database refuses; deploys during the outage;
+	// memcached losing the copies.
 	{name: "durable", put: 2, dput: 8, read: 4, // no renewals: one failing during an outage ends the session
-
-		kill: 3, flush: 2, dbcut: 1, restart: 1, outageDeploy: 3, faultGap: [2]time.Duration{400 * time.Millisecond, 1000 * time.Millisecond}, reapEvery: time.Second,
+		kill: 3, flush: 2, dbcut: 1, restart: 1, outageDeploy: 3, faultGap: [2]time.Duration{400 * time.Millisecond, 1000 * time.Millisecond},
 		duration: 9 * time.Second, clients: 5, networkedDB: true, probeMin: time.Second, probeMax: 2 * time.Second},
-	// f: the database hangs: logins must still answer.
-	{name: "hang", login: 6, put: 3, dput: 2, read: 3, renew: 1,
-		dbhang: 1, kill: 1, faultGap: [2]time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond}, reapEvery: time.Second,
+	// The database hangs: requests still answer.
+	{name: "hang", login: 6, put: 3, dput: 2, read: 3, renew: 1, longSubject: 0.2,
+		dbhang: 1, kill: 1, faultGap: [2]time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond},
 		duration: 9 * time.Second, clients: 4, networkedDB: true, probeMin: time.Second, probeMax: 2 * time.Second},
-	// g: long non-ASCII subjects; memcached down or losing data.
-	{name: "longsubj", login: 6, put: 3, read: 4, dsubject: 1, longSubject: 0.6,
-		kill: 3, cut: 2, flush: 2, faultGap: [2]time.Duration{400 * time.Millisecond, 900 * time.Millisecond}, reapEvery: time.Second,
-		duration: 8 * time.Second, clients: 4, networkedDB: true, probeMin: time.Second, probeMax: 2 * time.Second},
-	// i: ring changes rolled across app servers under load.
-	{name: "rolling", login: 2, put: 8, dput: 2, read: 5, burst: 2, renew: 1, dsubject: 2, destroy: 1, replay: 2,
-		ring: 6, evict: 1, faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond}, reapEvery: time.Second,
-		duration: 8 * time.Second, clients: 6, probeMin: time.Second, probeMax: 2 * time.Second},
+	// Partitions between app servers and nodes, many longer than a short
+	// session's idle timeout, app servers crashing inside them, remembered
+	// sessions beside short ones, one clock minutes off.
+	{name: "partition", login: 2, put: 6, dput: 2, read: 6, renew: 1, destroy: 1, dsubject: 1, burst: 1, probe: 3, replay: 2, scs: 2,
+		remember: 0.5, cut: 3, hole: 3, pause: 1, crash: 1, partitionCrash: 2, longFaults: 0.6, partial: 0.8, bigSkew: true,
+		faultGap: [2]time.Duration{500 * time.Millisecond, 1500 * time.Millisecond},
+		duration: 11 * time.Second, clients: 6, probeMin: idleTimeout - 300*time.Millisecond, probeMax: idleTimeout + syncSlow + time.Second},
+	// Rolling changes: ring changes and deploys of new configurations
+	// (SyncInterval, IdleTimeout, a seal key added at the end of the ring,
+	// then moved to the front) one app server at a time, under load.
+	{name: "deploy", login: 2, put: 8, dput: 2, read: 5, burst: 2, renew: 1, dsubject: 2, destroy: 1, replay: 2, probe: 1, scs: 2,
+		remember: 0.3, ring: 4, deploy: 4, evict: 1, crash: 1, restart: 1, bigSkew: true,
+		faultGap: [2]time.Duration{300 * time.Millisecond, 900 * time.Millisecond},
+		duration: 10 * time.Second, clients: 6, probeMin: idleTimeout - 500*time.Millisecond, probeMax: idleTimeout + syncSlow + time.Second},
 }
 
 func profileFor(seed uint64) profile { return profiles[seed%uint64(len(profiles))] }
@@ -261,27 +305,29 @@ type history struct {
 	archiveMu  sync.Mutex
 	archiveRng *rand.Rand
 
-	users     []string
-	clients   []*client
-	crashed   []*core.Store // stores dropped without Close, closed at the end
-	faultWG   sync.WaitGroup
-	ringBusy  bool
-	nodeBusy  []bool
-	dbBusy    bool
-	busyMu    sync.Mutex
-	gate      sync.RWMutex // clients hold R for each operation; scripted faults pause them with W
-	faultStat map[string]int
+	users      []string
+	clients    []*client
+	crashed    []*core.Store // stores dropped without Close, closed at the end
+	faultWG    sync.WaitGroup
+	ringBusy   bool
+	deployBusy bool
+	nodeBusy   []bool
+	dbBusy     bool
+	busyMu     sync.Mutex
+	gate       sync.RWMutex // clients hold R for each operation; scripted faults pause them with W
+	faultStat  map[string]int
 }
 
 type client struct {
-	id     int
-	rng    *rand.Rand
-	user   string
-	token  string
-	old    []string // tokens this client held before (destroyed or renewed)
-	scsTok string   // the client's scs session ("" none)
-	scsOld []string // scs sessions it held before
-	seq    int
+	id       int
+	rng      *rand.Rand
+	user     string
+	remember bool // logs in with RememberMe
+	token    string
+	old      []string // tokens this client held before (destroyed or renewed)
+	scsTok   string   // the client's scs session ("" none)
+	scsOld   []string // scs sessions it held before
+	seq      int
 }
 
 func (h *history) value(op *opRec, key string) string {
@@ -293,7 +339,7 @@ func newHistory(t testing.TB, seed uint64, b gormtest.Backend) *history {
 	h := &history{t: t, seed: seed, p: p, stop: make(chan struct{}), faultStat: map[string]int{}}
 	h.archiveRng = rand.New(rand.NewPCG(seed, 7))
 	setup := rand.New(rand.NewPCG(seed, 1))
-	h.c = newCluster(t, b, 3, p.noMemcached, setup, func() bool {
+	h.c = newCluster(t, b, 3, p.noMemcached, setup, p.bigSkew, func() bool {
 		h.archiveMu.Lock()
 		defer h.archiveMu.Unlock()
 		return h.archiveRng.Float64() >= h.p.archiveFail
@@ -303,14 +349,18 @@ func newHistory(t testing.TB, seed uint64, b gormtest.Backend) *history {
 		h.users = append(h.users, fmt.Sprintf("user%d", i))
 	}
 	for i := 0; i < p.clients; i++ {
-		h.clients = append(h.clients, &client{id: i, rng: rand.New(rand.NewPCG(seed, uint64(100+i))), user: h.users[i/2]})
+		h.clients = append(h.clients, &client{id: i, rng: rand.New(rand.NewPCG(seed, uint64(100+i))), user: h.users[i/2],
+			remember: setup.Float64() < p.remember})
 	}
 	return h
 }
 
-// run plays the history: clients and faults for p.duration, then every
-// fault is healed, and after SyncInterval every client's tokens are read
-// from every app server.
+// run plays the history: clients and faults for p.duration. Then every
+// fault heals; after the database's settling time and the longest
+// SyncInterval every client's tokens are read from every app server, the
+// app servers' writers run, memcached loses everything, and every token is
+// read again: the rows alone must hold every live session and every change
+// that had reached them (I1, I4, I5).
 func (h *history) run() {
 	h.epoch = time.Now()
 	if l := h.c.log; l != nil {
@@ -325,12 +375,6 @@ func (h *history) run() {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); h.faultLoop(rand.New(rand.NewPCG(h.seed, 2))) }()
-	// The reaper passes until the final reads, as in production, where
-	// one passes every ReaperConfig.Interval (I1 assumes it).
-	reapStop, reaped := make(chan struct{}), make(chan struct{})
-	go func() { defer close(reaped); h.reaperLoop(rand.New(rand.NewPCG(h.seed, 3)), reapStop) }()
-	stopReaper := sync.OnceFunc(func() { close(reapStop); <-reaped })
-	defer stopReaper()
 	time.Sleep(h.p.duration)
 	close(h.stop)
 	done := make(chan struct{})
@@ -341,19 +385,27 @@ func (h *history) run() {
 		h.t.Errorf("seed %d: clients or faults still running 40s after the history ended (an operation never returned)", h.seed)
 		return
 	}
-	// Everything is healed. Give background syncs one SyncInterval (and a
-	// database its settling time), then read every token from every app
-	// server; then memcached loses everything, and the database alone must
-	// hold every session and every change up to SyncInterval before the
-	// newest, and every durable change (I1, I4, I5).
-	time.Sleep(syncInterval + dbSettle + 300*time.Millisecond)
-	stopReaper()
+	time.Sleep(dbSettle + syncSlow + 100*time.Millisecond)
 	h.finalReads()
+	time.Sleep(syncSlow + writerTick(syncSlow) + 100*time.Millisecond)
+	h.flushWriters()
 	if h.c.noMemcached {
 		return
 	}
 	h.flushAll()
 	h.finalReads()
+}
+
+// flushWriters runs every app server's background writer for the rows that
+// are due.
+func (h *history) flushWriters() {
+	for _, s := range h.c.servers {
+		s.mu.RLock()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*dbTimeout)
+		_ = s.store.Flush(ctx)
+		cancel()
+		s.mu.RUnlock()
+	}
 }
 
 func (h *history) finalReads() {
@@ -484,9 +536,10 @@ func (h *history) request(cl *client, srv *server, kind, token string, fn func(*
 	op := h.rec.newOp(cl.id, srv.id, kind, token)
 	srv.mu.RLock()
 	defer srv.mu.RUnlock()
+	begin(op, srv)
 	ctx := context.Background() // a request without a deadline: the library must bound its own waits
-	op.Start = time.Now()
 	s, err := srv.mgr.Load(ctx, token)
+	op.LoadEnd = time.Now()
 	if err == nil {
 		h.observe(s, op)
 		if fn != nil {
@@ -505,12 +558,20 @@ func (h *history) request(cl *client, srv *server, kind, token string, fn func(*
 	return op
 }
 
+// begin stamps op with its start and its app server's clock offset and
+// configuration; srv.mu is held.
+func begin(op *opRec, srv *server) {
+	op.Skew, op.Sync, op.CfgIdle = srv.skew, srv.cfg.sync, srv.cfg.idle
+	op.Start = time.Now()
+}
+
 func (h *history) observe(s *core.Session, op *opRec) {
+	op.Loaded = true
 	op.Found = op.TokenIn != "" && !s.IsNew()
 	if !op.Found {
 		return
 	}
-	op.Subject = s.Subject()
+	op.Source = s.Source()
 	op.Seen = map[string]string{}
 	for _, k := range s.Keys() {
 		op.Seen[k] = s.GetString(k)
@@ -572,6 +633,11 @@ func (h *history) login(cl *client) {
 	op := h.request(cl, h.server(cl.rng), "login", cl.token, func(s *core.Session, op *opRec) {
 		s.SetSubject(subject)
 		op.SetSubject, op.LongSubject = subject, long
+		if cl.remember {
+			s.RememberMe(rememberLifetime)
+			s.SetIdleTimeout(rememberIdle)
+			op.Remember = true
+		}
 		op.Durable = true // a new session, a subject and a renewal are durable changes
 		s.RenewToken()
 		op.Renew = op.Found
@@ -601,6 +667,9 @@ func (h *history) put(cl *client, durable bool) {
 		kind = "dput"
 	}
 	op := h.request(cl, h.server(cl.rng), kind, cl.token, func(s *core.Session, op *opRec) {
+		if !op.Found {
+			return // expired or destroyed: only a login starts a session
+		}
 		op.Writes = map[string]string{}
 		for k := range chosen {
 			op.Writes[k] = h.value(op, k)
@@ -658,7 +727,7 @@ func (h *history) destroySubject(cl *client) {
 	op := h.rec.newOp(cl.id, srv.id, "dsubject", "")
 	op.DSubject = user
 	srv.mu.RLock()
-	op.Start = time.Now()
+	begin(op, srv)
 	_, err := srv.mgr.DestroySubject(context.Background(), user)
 	op.End = time.Now()
 	srv.mu.RUnlock()
@@ -720,13 +789,15 @@ func (h *history) race(cl *client) {
 		defer sr.mu.RUnlock()
 	}
 	ctx := context.Background()
-	w.Start = time.Now()
+	begin(w, sw)
 	ws, werr := sw.mgr.Load(ctx, cl.token)
+	w.LoadEnd = time.Now()
 	if werr == nil {
 		h.observe(ws, w)
 	}
-	r.Start = time.Now()
+	begin(r, sr)
 	rs, rerr := sr.mgr.Load(ctx, cl.token)
+	r.LoadEnd = time.Now()
 	if rerr == nil {
 		h.observe(rs, r)
 	}
@@ -755,37 +826,21 @@ func (h *history) race(cl *client) {
 	h.rec.done(r)
 }
 
-func (h *history) reaperLoop(rng *rand.Rand, stop <-chan struct{}) {
-	for {
-		select {
-		case <-stop:
-			return
-		case <-time.After(between(rng, h.p.reapEvery/2, h.p.reapEvery*3/2)):
-		}
-		srv := h.server(rng)
-		srv.mu.RLock()
-		ctx, cancel := context.WithTimeout(context.Background(), opBound)
-		_, _ = srv.reaper.RunOnce(ctx)
-		cancel()
-		srv.mu.RUnlock()
-	}
-}
-
 // faultLoop injects faults from the profile's weights until the history
 // stops. Each fault runs in its own goroutine and heals itself.
 func (h *history) faultLoop(rng *rand.Rand) {
 	p := h.p
 	for h.sleep(between(rng, p.faultGap[0], p.faultGap[1])) {
-		dbw := [2]int{p.dbcut, p.dbhang}
+		dbw := [3]int{p.dbcut, p.dbhang, p.outageDeploy}
 		if h.c.dbProxy == nil {
-			dbw = [2]int{}
+			dbw = [3]int{}
 		}
-		deploy := p.outageDeploy
-		if h.c.dbProxy == nil {
-			deploy = 0
-		}
-		kind := pick(rng, p.kill, p.stop, p.flush, p.evict, p.pause, p.cut, p.hole, p.ring, dbw[0], dbw[1], p.crash, p.restart, deploy, p.logoutScript)
+		kind := pick(rng, p.kill, p.stop, p.flush, p.evict, p.pause, p.cut, p.hole, p.ring, dbw[0], dbw[1], p.crash, p.restart,
+			dbw[2], p.logoutScript, p.deploy, p.partitionCrash)
 		dur := between(rng, 300*time.Millisecond, 1800*time.Millisecond)
+		if rng.Float64() < p.longFaults {
+			dur = between(rng, idleTimeout+500*time.Millisecond, idleTimeout+2*time.Second) // a short session idles out meanwhile
+		}
 		sub := rand.New(rand.NewPCG(h.seed, rng.Uint64()))
 		switch kind {
 		case 0, 1, 4, 5, 6:
@@ -793,13 +848,17 @@ func (h *history) faultLoop(rng *rand.Rand) {
 			if ni < 0 {
 				continue
 			}
-			h.spawn(func() { h.nodeFault(kind, ni, dur) })
+			var cut []int // nil: every app server
+			if (kind == 5 || kind == 6) && rng.Float64() < p.partial {
+				cut = h.someServers(rng)
+			}
+			h.spawn(func() { h.nodeFault(nodeFaultNames[kind], ni, cut, dur) })
 		case 2:
 			n := h.c.nodes[rng.IntN(len(h.c.nodes))]
 			if p.spareFaults {
 				n = h.c.nodes[h.c.spare]
 			}
-			f := &faultRec{Kind: "flush", Target: n.name, Loss: true}
+			f := &faultRec{Kind: "flush", Target: n.name, Loss: true, Server: -1}
 			f.Start = time.Now()
 			err := n.raw().FlushAll()
 			f.End = time.Now()
@@ -810,19 +869,11 @@ func (h *history) faultLoop(rng *rand.Rand) {
 		case 3:
 			h.evict(rng)
 		case 7:
-			h.busyMu.Lock()
-			busy := h.ringBusy
-			h.ringBusy = true
-			h.busyMu.Unlock()
-			if !busy {
+			if h.claim(&h.ringBusy) {
 				h.spawn(func() { h.ringChange(sub) })
 			}
 		case 8, 9:
-			h.busyMu.Lock()
-			busy := h.dbBusy
-			h.dbBusy = true
-			h.busyMu.Unlock()
-			if !busy {
+			if h.claim(&h.dbBusy) {
 				if kind == 9 {
 					dur = dbHangDuration
 				} else {
@@ -833,23 +884,49 @@ func (h *history) faultLoop(rng *rand.Rand) {
 		case 10, 11:
 			h.appFault(h.c.servers[rng.IntN(len(h.c.servers))], kind == 10)
 		case 12:
-			h.busyMu.Lock()
-			busy := h.dbBusy
-			h.dbBusy = true
-			h.busyMu.Unlock()
-			if !busy {
+			if h.claim(&h.dbBusy) {
 				h.outageDeploy(rng)
 			}
 		case 13:
-			h.busyMu.Lock()
-			busy := h.ringBusy
-			h.ringBusy = true
-			h.busyMu.Unlock()
-			if !busy {
+			if h.claim(&h.ringBusy) {
 				h.logoutScript(rng)
+			}
+		case 14:
+			if h.claim(&h.deployBusy) {
+				h.spawn(func() { h.deploy(sub) })
+			}
+		case 15:
+			if ni := h.pickNode(rng); ni >= 0 {
+				h.spawn(func() { h.partitionCrash(sub, ni) })
 			}
 		}
 	}
+}
+
+// claim sets *busy and reports whether it was clear.
+func (h *history) claim(busy *bool) bool {
+	h.busyMu.Lock()
+	defer h.busyMu.Unlock()
+	if *busy {
+		return false
+	}
+	*busy = true
+	return true
+}
+
+func (h *history) release(busy *bool) {
+	h.busyMu.Lock()
+	*busy = false
+	h.busyMu.Unlock()
+}
+
+// someServers returns a random non-empty proper subset of the app servers.
+func (h *history) someServers(rng *rand.Rand) []int {
+	n := len(h.c.servers)
+	k := 1 + rng.IntN(n-1)
+	cut := rng.Perm(n)[:k]
+	slices.Sort(cut)
+	return cut
 }
 
 func (h *history) spawn(fn func()) {
@@ -877,37 +954,59 @@ func (h *history) pickNode(rng *rand.Rand) int {
 
 var nodeFaultNames = map[int]string{0: "kill", 1: "stop", 4: "pause", 5: "cut", 6: "blackhole"}
 
-func (h *history) nodeFault(kind, i int, dur time.Duration) {
+// nodeFault makes node i unreachable for dur: the process killed or
+// stopped (and restarted empty), paused (memory kept), or the proxies of
+// the app servers cut (nil: all) refusing (cut) or swallowing (blackhole)
+// their traffic — a partition, after which the node comes back with the
+// memory it had.
+func (h *history) nodeFault(kind string, i int, cut []int, dur time.Duration) {
 	n := h.c.nodes[i]
-	f := &faultRec{Kind: nodeFaultNames[kind], Target: n.name, Unavail: true, Loss: kind <= 1}
+	f := &faultRec{Kind: kind, Target: n.name, Servers: cut, Unavail: true, Loss: kind == "kill" || kind == "stop", Server: -1}
+	proxies := func() []*proxy {
+		var ps []*proxy
+		for _, s := range h.c.servers {
+			if f.affects(s.id) {
+				ps = append(ps, s.proxies[i])
+			}
+		}
+		return ps
+	}
 	f.Start = time.Now()
 	switch kind {
-	case 0:
+	case "kill":
 		n.mc.Kill()
-	case 1:
+	case "stop":
 		n.mc.Stop()
-	case 4:
+	case "pause":
 		n.mc.Pause()
-	case 5:
-		n.proxy.Cut()
-	case 6:
-		if err := n.proxy.Blackhole(); err != nil {
-			f.Note = err.Error()
+	case "cut":
+		for _, p := range proxies() {
+			p.Cut()
+		}
+	case "blackhole":
+		for _, p := range proxies() {
+			if err := p.Blackhole(); err != nil {
+				f.Note = err.Error()
+			}
 		}
 	}
 	time.Sleep(dur) // heals even after the history stops: bounded
 	switch kind {
-	case 0, 1:
+	case "kill", "stop":
 		n.mc.Restart()
-	case 4:
+	case "pause":
 		n.mc.Resume()
-	case 5:
-		if err := n.proxy.Restore(); err != nil {
-			f.Note = err.Error()
+	case "cut":
+		for _, p := range proxies() {
+			if err := p.Restore(); err != nil {
+				f.Note = err.Error()
+			}
 		}
-	case 6:
-		if err := n.proxy.Unblackhole(); err != nil {
-			f.Note = err.Error()
+	case "blackhole":
+		for _, p := range proxies() {
+			if err := p.Unblackhole(); err != nil {
+				f.Note = err.Error()
+			}
 		}
 	}
 	f.End = time.Now()
@@ -917,10 +1016,35 @@ func (h *history) nodeFault(kind, i int, dur time.Duration) {
 	h.busyMu.Unlock()
 }
 
+// partitionCrash cuts one app server off from node i for longer than
+// IdleTimeout, crashes it inside the partition (its writer's queue is
+// lost; its replacement is cut off too), and heals the partition.
+func (h *history) partitionCrash(rng *rand.Rand, i int) {
+	s := h.c.servers[rng.IntN(len(h.c.servers))]
+	kind := "cut"
+	if rng.IntN(2) == 0 {
+		kind = "blackhole"
+	}
+	dur := between(rng, idleTimeout+500*time.Millisecond, idleTimeout+2*time.Second)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(between(rng, 500*time.Millisecond, 2*time.Second))
+		for range 20 {
+			if h.appFault(s, true) {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	h.nodeFault(kind, i, []int{s.id}, dur)
+	<-done
+}
+
 // evict deletes the memcached entries of a few clients' sessions on every
 // node, as memcached's LRU would.
 func (h *history) evict(rng *rand.Rand) {
-	f := &faultRec{Kind: "evict", Loss: true}
+	f := &faultRec{Kind: "evict", Loss: true, Server: -1}
 	f.Start = time.Now()
 	var names []string
 	for _, cl := range h.clients {
@@ -956,41 +1080,47 @@ func (h *history) lastToken(id int) string {
 	return ""
 }
 
+// setRing adds the spare node to app server s's ring, or removes it.
+func (h *history) setRing(s *server, add bool) error {
+	spare := h.c.nodes[h.c.spare]
+	s.mu.RLock()
+	var err error
+	if add {
+		err = s.store.AddServer(spare.mc.Addr, 1)
+	} else {
+		err = s.store.RemoveServer(spare.mc.Addr)
+	}
+	s.mu.RUnlock()
+	h.busyMu.Lock()
+	s.nodes[spare.mc.Addr] = add
+	h.busyMu.Unlock()
+	return err
+}
+
+func (h *history) spareIn() bool {
+	h.busyMu.Lock()
+	defer h.busyMu.Unlock()
+	return h.c.servers[0].nodes[h.c.nodes[h.c.spare].mc.Addr]
+}
+
 // ringChange adds the spare node to every app server's ring (or removes
 // it, when it is in), one server at a time with a random gap, waits, and
 // undoes the change the same way (or leaves it for the rest of the
 // history).
 func (h *history) ringChange(rng *rand.Rand) {
-	defer func() {
-		h.busyMu.Lock()
-		h.ringBusy = false
-		h.busyMu.Unlock()
-	}()
-	spare := h.c.nodes[h.c.spare]
+	defer h.release(&h.ringBusy)
 	roll := func(add bool) {
-		f := &faultRec{Kind: "ring-add", Target: spare.name, Loss: true}
+		f := &faultRec{Kind: "ring-add", Target: h.c.nodes[h.c.spare].name, Ring: true, Server: -1}
 		if !add {
 			f.Kind = "ring-del"
 		}
 		f.Start = time.Now()
-		order := rng.Perm(len(h.c.servers))
 		var notes []string
-		for j, si := range order {
+		for j, si := range rng.Perm(len(h.c.servers)) {
 			if j > 0 && !h.p.ringAtOnce {
 				time.Sleep(between(rng, 100*time.Millisecond, 900*time.Millisecond))
 			}
-			s := h.c.servers[si]
-			s.mu.RLock()
-			var err error
-			if add {
-				err = s.store.AddServer(spare.proxy.Addr, 1)
-			} else {
-				err = s.store.RemoveServer(spare.proxy.Addr)
-			}
-			s.mu.RUnlock()
-			h.busyMu.Lock()
-			s.nodes[spare.proxy.Addr] = add
-			h.busyMu.Unlock()
+			err := h.setRing(h.c.servers[si], add)
 			notes = append(notes, fmt.Sprintf("s%d@%s", si, fmtT(h.epoch, time.Now())))
 			if err != nil {
 				notes = append(notes, err.Error())
@@ -1000,9 +1130,7 @@ func (h *history) ringChange(rng *rand.Rand) {
 		f.Note = strings.Join(notes, " ")
 		h.record(f)
 	}
-	h.busyMu.Lock()
-	in := h.c.servers[0].nodes[spare.proxy.Addr]
-	h.busyMu.Unlock()
+	in := h.spareIn()
 	roll(!in)
 	if time.Sleep(between(rng, 500*time.Millisecond, 2500*time.Millisecond)); rng.IntN(3) > 0 {
 		roll(in)
@@ -1010,7 +1138,7 @@ func (h *history) ringChange(rng *rand.Rand) {
 }
 
 func (h *history) dbFault(hang bool, dur time.Duration) {
-	f := &faultRec{Kind: "db-refuse", Target: "db", DB: true}
+	f := &faultRec{Kind: "db-refuse", Target: "db", DB: true, Server: -1}
 	if hang {
 		f.Kind = "db-hang"
 	}
@@ -1032,53 +1160,32 @@ func (h *history) dbFault(hang bool, dur time.Duration) {
 	}
 	f.End = time.Now()
 	h.record(f)
-	h.busyMu.Lock()
-	h.dbBusy = false
-	h.busyMu.Unlock()
+	h.release(&h.dbBusy)
 }
 
 // logoutScript is a scripted sequence: the spare node joins every app
 // server's ring at once; moments later a user logs out everywhere, through
 // a random app server; then the spare node loses its data (the tombstones
 // of the keys that moved to it); after a while the node leaves the ring
-// again. The user's tokens must stay dead (I2) — in particular, a miss on
-// the new node must not move the previous owner's live copy back.
+// again. The user's tokens must stay dead (I2).
 func (h *history) logoutScript(rng *rand.Rand) {
-	defer func() {
-		h.busyMu.Lock()
-		h.ringBusy = false
-		h.busyMu.Unlock()
-	}()
+	defer h.release(&h.ringBusy)
 	spare := h.c.nodes[h.c.spare]
 	setRing := func(add bool) {
-		f := &faultRec{Kind: "ring-add", Target: spare.name, Loss: true, Note: "at once"}
+		f := &faultRec{Kind: "ring-add", Target: spare.name, Ring: true, Note: "at once", Server: -1}
 		if !add {
 			f.Kind = "ring-del"
 		}
 		f.Start = time.Now()
 		for _, s := range h.c.servers {
-			s.mu.RLock()
-			var err error
-			if add {
-				err = s.store.AddServer(spare.proxy.Addr, 1)
-			} else {
-				err = s.store.RemoveServer(spare.proxy.Addr)
-			}
-			s.mu.RUnlock()
-			h.busyMu.Lock()
-			s.nodes[spare.proxy.Addr] = add
-			h.busyMu.Unlock()
-			if err != nil {
+			if err := h.setRing(s, add); err != nil {
 				f.Note += " " + err.Error()
 			}
 		}
 		f.End = time.Now()
 		h.record(f)
 	}
-	h.busyMu.Lock()
-	in := h.c.servers[0].nodes[spare.proxy.Addr]
-	h.busyMu.Unlock()
-	if in {
+	if h.spareIn() {
 		setRing(false)
 		time.Sleep(between(rng, 300*time.Millisecond, 800*time.Millisecond))
 	}
@@ -1091,14 +1198,14 @@ func (h *history) logoutScript(rng *rand.Rand) {
 	op := h.rec.newOp(-1, srv.id, "dsubject", "")
 	op.DSubject = h.users[rng.IntN(len(h.users))]
 	srv.mu.RLock()
-	op.Start = time.Now()
+	begin(op, srv)
 	_, err := srv.mgr.DestroySubject(context.Background(), op.DSubject)
 	op.End = time.Now()
 	srv.mu.RUnlock()
 	h.setErr(op, err)
 	h.rec.done(op)
 	time.Sleep(between(rng, 20*time.Millisecond, 200*time.Millisecond))
-	f := &faultRec{Kind: "flush", Target: spare.name, Loss: true}
+	f := &faultRec{Kind: "flush", Target: spare.name, Loss: true, Server: -1}
 	f.Start = time.Now()
 	if err := spare.raw().FlushAll(); err != nil {
 		f.Note = err.Error()
@@ -1114,18 +1221,17 @@ func (h *history) logoutScript(rng *rand.Rand) {
 // write durably; the clients pause and every app server is restarted
 // gracefully (a deploy) during the outage; the database comes back; after
 // SyncInterval and the database's settling time memcached loses everything;
-// then the clients go on. A durable change acknowledged before the deploy
-// must have reached the database by then, or Close must have said it could
-// not (I5).
+// then the clients go on. Durable changes acknowledged before the outage
+// are in the rows (I5); those tried during it failed.
 func (h *history) outageDeploy(rng *rand.Rand) {
-	f := &faultRec{Kind: "db-refuse", Target: "db", DB: true, Note: "deploy"}
+	f := &faultRec{Kind: "db-refuse", Target: "db", DB: true, Note: "deploy", Server: -1}
 	f.Start = time.Now()
 	h.c.dbProxy.Cut()
 	time.Sleep(between(rng, 400*time.Millisecond, 900*time.Millisecond))
 	h.gate.Lock()
 	for _, s := range h.c.servers {
 		s.mu.Lock()
-		h.replaceServer(s, false)
+		h.replaceServer(s, false, "restart")
 		s.mu.Unlock()
 	}
 	if err := h.c.dbProxy.Restore(); err != nil {
@@ -1133,16 +1239,41 @@ func (h *history) outageDeploy(rng *rand.Rand) {
 	}
 	f.End = time.Now()
 	h.record(f)
-	h.busyMu.Lock()
-	h.dbBusy = false
-	h.busyMu.Unlock()
-	time.Sleep(syncInterval + dbSettle + 200*time.Millisecond)
+	h.release(&h.dbBusy)
+	time.Sleep(syncSlow + dbSettle + 200*time.Millisecond)
 	h.flushAll()
 	h.gate.Unlock()
 }
 
+// deploy rolls a new configuration out, one app server at a time with a
+// random gap: each is restarted (gracefully, or crashed) with another
+// SyncInterval and IdleTimeout, and the seal key ring one step further
+// (k2 added at the end of every server's ring, then moved to the front once
+// every server holds it).
+func (h *history) deploy(rng *rand.Rand) {
+	defer h.release(&h.deployBusy)
+	step := 2
+	for _, s := range h.c.servers {
+		s.mu.RLock()
+		step = min(step, s.cfg.sealStep+1)
+		s.mu.RUnlock()
+	}
+	for j, si := range rng.Perm(len(h.c.servers)) {
+		if j > 0 {
+			time.Sleep(between(rng, 200*time.Millisecond, 800*time.Millisecond))
+		}
+		s := h.c.servers[si]
+		cfg := config{sync: []time.Duration{syncInterval, syncSlow}[rng.IntN(2)],
+			idle: []time.Duration{idleTimeout, idleLong}[rng.IntN(2)], sealStep: step}
+		s.mu.Lock()
+		s.cfg = cfg
+		h.replaceServer(s, rng.IntN(4) == 0, "deploy")
+		s.mu.Unlock()
+	}
+}
+
 func (h *history) flushAll() {
-	f := &faultRec{Kind: "flush-all", Target: "all", Loss: true}
+	f := &faultRec{Kind: "flush-all", Target: "all", Loss: true, Server: -1}
 	f.Start = time.Now()
 	for _, n := range h.c.nodes {
 		if err := n.raw().FlushAll(); err != nil {
@@ -1154,37 +1285,41 @@ func (h *history) flushAll() {
 }
 
 // appFault crashes an app server (its Store is dropped without Close: its
-// queued syncs die with it) or restarts it gracefully (Close, whose error
-// is recorded). Either way a new Store takes its place with the same ring.
-func (h *history) appFault(s *server, crash bool) {
+// writer's queue dies with it) or restarts it gracefully (Close, whose
+// error is recorded). Either way a new Store takes its place with the same
+// ring and configuration. It reports false when a request was in flight
+// there (nothing done).
+func (h *history) appFault(s *server, crash bool) bool {
 	if !s.mu.TryLock() {
-		return // a request is in flight there; try another time
+		return false
 	}
 	defer s.mu.Unlock()
-	h.replaceServer(s, crash)
+	h.replaceServer(s, crash, "restart")
+	return true
 }
 
-// replaceServer crashes or closes s's Store and starts a new one; s.mu is
-// held.
-func (h *history) replaceServer(s *server, crash bool) {
-	f := &faultRec{Kind: "restart", Target: fmt.Sprintf("s%d", s.id)}
+// replaceServer crashes or closes s's Store and starts a new one with
+// s.cfg; s.mu is held.
+func (h *history) replaceServer(s *server, crash bool, kind string) {
+	f := &faultRec{Kind: kind, Target: fmt.Sprintf("s%d", s.id), Server: s.id, Note: s.cfg.String()}
 	f.Start = time.Now()
 	if crash {
-		f.Kind, f.Crash = "crash", true
+		f.Crash = true
+		f.Kind += "-crash"
 		s.dead.Store(true)
 		h.crashed = append(h.crashed, s.store)
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		if err := s.store.Close(ctx); err != nil {
-			f.Note = "close: " + err.Error()
+			f.Note += " close: " + err.Error()
 		}
 		cancel()
 	}
 	h.busyMu.Lock()
 	var addrs []string
 	for _, n := range h.c.nodes {
-		if s.nodes[n.proxy.Addr] {
-			addrs = append(addrs, n.proxy.Addr)
+		if s.nodes[n.mc.Addr] {
+			addrs = append(addrs, n.mc.Addr)
 		}
 	}
 	h.busyMu.Unlock()
@@ -1216,8 +1351,9 @@ func (h *history) scsStep(cl *client) {
 		op := h.rec.newOp(cl.id, srv.id, "scs-new", "")
 		op.Writes = map[string]string{"s": h.value(op, "s")}
 		srv.mu.RLock()
-		op.Start = time.Now()
-		err := srv.scs.Commit(tok, []byte(op.Writes["s"]), time.Now().Add(idleTimeout))
+		begin(op, srv)
+		op.ScsExpiry = time.Now().Add(idleTimeout)
+		err := srv.scs.Commit(tok, []byte(op.Writes["s"]), op.ScsExpiry)
 		op.End = time.Now()
 		srv.mu.RUnlock()
 		h.setErr(op, err)
@@ -1236,13 +1372,13 @@ func (h *history) scsStep(cl *client) {
 		}
 		h.scsRequest(cl, srv, kind, tok)
 	case 2:
-		if h.sleep(between(cl.rng, idleTimeout-300*time.Millisecond, idleTimeout+syncInterval+time.Second)) {
+		if h.sleep(between(cl.rng, idleTimeout-300*time.Millisecond, idleTimeout+syncSlow+time.Second)) {
 			h.scsRequest(cl, srv, "scs-probe", tok)
 		}
 	case 3:
 		op := h.rec.newOp(cl.id, srv.id, "scs-destroy", tok)
 		srv.mu.RLock()
-		op.Start = time.Now()
+		begin(op, srv)
 		err := srv.scs.Delete(tok)
 		op.End = time.Now()
 		srv.mu.RUnlock()
@@ -1263,13 +1399,16 @@ func (h *history) scsRequest(cl *client, srv *server, kind, tok string) *opRec {
 	op := h.rec.newOp(cl.id, srv.id, kind, tok)
 	srv.mu.RLock()
 	defer srv.mu.RUnlock()
-	op.Start = time.Now()
+	begin(op, srv)
 	b, found, err := srv.scs.Find(tok)
+	op.LoadEnd = time.Now()
+	op.Loaded = err == nil
 	if err == nil && found {
 		op.Found, op.Seen = true, map[string]string{"s": string(b)}
 		if kind == "scs-write" {
 			op.Writes = map[string]string{"s": h.value(op, "s")}
-			err = srv.scs.Commit(tok, []byte(op.Writes["s"]), time.Now().Add(idleTimeout))
+			op.ScsExpiry = time.Now().Add(idleTimeout)
+			err = srv.scs.Commit(tok, []byte(op.Writes["s"]), op.ScsExpiry)
 		}
 	}
 	op.End = time.Now()
@@ -1296,15 +1435,18 @@ func (h *history) scsRace(cl *client, sw, sl *server, tok string) {
 		sl.mu.RLock()
 		defer sl.mu.RUnlock()
 	}
-	w.Start = time.Now()
+	begin(w, sw)
 	b, found, werr := sw.scs.Find(tok)
-	l.Start = time.Now()
+	w.LoadEnd = time.Now()
+	w.Loaded = werr == nil
+	begin(l, sl)
 	lerr := sl.scs.Delete(tok)
 	l.End = time.Now()
 	if werr == nil && found {
 		w.Found, w.Seen = true, map[string]string{"s": string(b)}
 		w.Writes = map[string]string{"s": h.value(w, "s")}
-		werr = sw.scs.Commit(tok, []byte(w.Writes["s"]), time.Now().Add(idleTimeout))
+		w.ScsExpiry = time.Now().Add(idleTimeout)
+		werr = sw.scs.Commit(tok, []byte(w.Writes["s"]), w.ScsExpiry)
 		if werr == nil {
 			w.TokenOut = tok
 		}
