@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -460,5 +461,37 @@ func TestLaterDurableWriteWinsOverEarlierDirectWrite(t *testing.T) {
 	mc.Restart()
 	if got := d.value(token, "k1"); got != "second" {
 		t.Errorf("k1 = %q; the later durable write lost to the earlier one", got)
+	}
+}
+
+// I2: a destroyed session's tombstone stands until the session's deadline:
+// inserting under its token again (a scs Commit racing a Delete) is
+// refused, in the row as in memcached.
+func TestInsertDoesNotReplaceATombstone(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	c := newClock()
+	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: durabletest.NewMemory()})
+	ctx := context.Background()
+	token := core.NewToken()
+	entry := func() *core.Entry {
+		now := a.store.Now()
+		return &core.Entry{Codec: core.SCSCodecID, Created: now, Deadline: now.Add(time.Hour), IdleTimeout: 30 * time.Minute, Payload: []byte("x")}
+	}
+	if err := a.store.Insert(ctx, token, entry(), false); err != nil {
+		t.Fatal(err)
+	}
+	c.advance(40 * time.Minute) // the session idled out; its deadline is ahead
+	if err := a.store.Delete(ctx, token); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.store.Insert(ctx, token, entry(), false); err != nil {
+		t.Fatal(err) // nothing live to destroy: the idled-out session's key is free
+	}
+	if err := a.store.Delete(ctx, token); err != nil {
+		t.Fatal(err)
+	}
+	mc.Restart() // only the row's tombstone is left
+	if err := a.store.Insert(ctx, token, entry(), false); !errors.Is(err, core.ErrExists) {
+		t.Fatalf("Insert over a tombstone row = %v, want ErrExists", err)
 	}
 }

@@ -111,7 +111,7 @@ func (s *Store) refill(ctx context.Context, e *Entry, now time.Time, replace boo
 	v.Grace = s.grace()
 	v.Unsynced = true // this read is activity the row has not seen
 	buf := s.seal(nil, e.mkey, v)
-	exp := cache.Expiration(now, v.RowExpiresAt())
+	exp := cache.Expiration(now, copyExpiry(v))
 	var err error
 	if replace {
 		err = s.mc.Set(ctx, e.mkey, buf, exp)

@@ -271,6 +271,17 @@ func (r *rateLimited) log(kind, msg string, err error) {
 	r.next[kind], r.n[kind] = now.Add(time.Minute), 0
 }
 
+// copyExpiry is when memcached may drop v's copy: when its row may be
+// reaped, so that a copy that idled out is still there to say so when the
+// row is read, plus a second, since memcached's clock counts whole seconds
+// and may drop an item up to one early.
+func copyExpiry(v *envelope.Envelope) time.Time {
+	if v.Destroyed {
+		return v.Deadline
+	}
+	return v.RowExpiresAt().Add(time.Second)
+}
+
 // grace is how far a row this Store writes may lag the session's activity:
 // SyncInterval when memcached runs ahead of the database, 0 when every
 // write goes to the row.

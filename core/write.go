@@ -68,6 +68,15 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry, durable bool
 	return nil
 }
 
+// dead reports whether a row holding v is dead at now: past its own
+// expiry, or, for a tombstone, past the destroyed session's deadline.
+func dead(v *envelope.Envelope, now time.Time) bool {
+	if v.Destroyed {
+		return !now.Before(v.Deadline)
+	}
+	return !now.Before(v.RowExpiresAt())
+}
+
 // errNoTier stands for the failure of a tier the Store does not have.
 var errNoTier = errors.New("not configured")
 
@@ -82,7 +91,7 @@ func (s *Store) insertRow(ctx context.Context, e *Entry) error {
 		switch {
 		case lerr != nil:
 			return lerr
-		case found && s.open(rec.Payload, e.mkey, &old, true) == nil && !s.now().Before(old.RowExpiresAt()):
+		case found && s.open(rec.Payload, e.mkey, &old, true) == nil && dead(&old, s.now()):
 			applied, err = s.write(ctx, s.record(e.mkey, v, rec.Version))
 			v.Base = rec.Version
 		}
@@ -102,7 +111,7 @@ func (s *Store) insertRow(ctx context.Context, e *Entry) error {
 // over nothing, a dead copy or a corrupt one.
 func (s *Store) addCopy(ctx context.Context, e *Entry, now time.Time, rowTook bool) error {
 	buf := s.seal(nil, e.mkey, &e.env)
-	exp := cache.Expiration(now, e.env.RowExpiresAt())
+	exp := cache.Expiration(now, copyExpiry(&e.env))
 	e.via = viaAdded
 	if rowTook {
 		return s.mc.Set(ctx, e.mkey, buf, exp)
@@ -288,7 +297,7 @@ func (s *Store) cas(ctx context.Context, e *Entry, read readState, now time.Time
 	}
 	buf := s.buffer()
 	*buf = s.seal((*buf)[:0], e.mkey, &e.env)
-	err := s.mc.CompareAndSwap(ctx, e.mkey, *buf, cache.Expiration(now, e.env.RowExpiresAt()), casID)
+	err := s.mc.CompareAndSwap(ctx, e.mkey, *buf, cache.Expiration(now, copyExpiry(&e.env)), casID)
 	if cap(*buf) <= 64<<10 { // do not pin large buffers
 		s.bufs.Put(buf)
 	}

@@ -289,7 +289,7 @@ func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 		default:
 			continue
 		}
-		_ = s.mc.CompareAndSwap(ctx, p.e.mkey, s.seal(nil, p.e.mkey, next), cache.Expiration(now, next.RowExpiresAt()), it.CasID)
+		_ = s.mc.CompareAndSwap(ctx, p.e.mkey, s.seal(nil, p.e.mkey, next), cache.Expiration(now, copyExpiry(next)), it.CasID)
 	}
 }
 

@@ -1,8 +1,8 @@
 package scsstore
 
 import (
-	"fmt"
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -113,7 +113,7 @@ func TestMemoSizeBound(t *testing.T) {
 		t.Error("the oldest was not dropped")
 	}
 	m.put("b", &core.Entry{Subject: "9"}) // b becomes the newest
-	m.put("e", &core.Entry{})           // drops c, the oldest now
+	m.put("e", &core.Entry{})             // drops c, the oldest now
 	if m.take("c") != nil || m.take("b") == nil || m.take("d") == nil || m.take("e") == nil {
 		t.Error("least recently put was not the one dropped")
 	}
