@@ -458,11 +458,8 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 			// A copy the logout could not reach, until its next sync.
 			m.excused["I2 stale copy"]++
 		default:
-			v := m.report("I2", op, ti, "token %s served %v after #%d (%s) destroyed it", short(ti.tok),
+			m.report("I2", op, ti, "token %s served %v after #%d (%s) destroyed it", short(ti.tok),
 				op.Start.Sub(d.End).Round(time.Millisecond), d.ID, d.Kind)
-			if m.commitAfterDelete(ti, d) {
-				v.Known = bugInsertOverTombRow
-			}
 			ti.tainted = true
 		}
 		return // a destroyed session's data is not judged
@@ -475,21 +472,6 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 		return
 	}
 	m.judgeValues(op, ti)
-}
-
-// commitAfterDelete reports whether d, an scs Delete, raced a Commit on
-// its own app server that had found the session before d and committed
-// after it (bugInsertOverTombRow).
-func (m *model) commitAfterDelete(ti *tokenInfo, d *opRec) bool {
-	if d.Kind != "scs-destroy" {
-		return false
-	}
-	for _, o := range ti.ops {
-		if o.Server == d.Server && o.wrote() && o.ok() && o.Start.Before(d.Start) && o.End.After(d.End) {
-			return true
-		}
-	}
-	return false
 }
 
 // logoutLostWithDatabaseDown reports whether d, a logout made while the
@@ -621,11 +603,8 @@ func (m *model) judgeExpiry(op *opRec, ti *tokenInfo) bool {
 	if over <= slackClock {
 		return true
 	}
-	v := m.report("I3 idle", op, ti, "served %v past IdleTimeout (%v) after its last activity (from %s)",
+	m.report("I3 idle", op, ti, "served %v past IdleTimeout (%v) after its last activity (from %s)",
 		over.Round(time.Millisecond), lin.idle, op.Source)
-	if op.Source == core.SourceDatabase && !cacheFault && over <= m.maxSync+slackClock {
-		v.Known = bugRowOutlivesCopy
-	}
 	return false
 }
 

@@ -22,20 +22,7 @@ var ciSeeds = []uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 22}
 // counted, not failed, so that a run stays useful until the bug is fixed;
 // HISTORY_STRICT=1 fails them too. Remove an entry, and the judge's
 // attribution, with the fix.
-var knownBugs = map[string]string{
-	bugRowOutlivesCopy: "memcached's clock counts whole seconds and may drop an item up to a second before its TTL " +
-		"(the copy's RowExpiresAt): with a SyncInterval under a second the copy of a session that idled out vanishes " +
-		"before its row expires, the row serves the session and the refill records the read as activity, with no " +
-		"cache fault",
-	bugInsertOverTombRow: "Insert treats a tombstone row as dead once its ActiveAt passed (RowExpiresAt of a tombstone), " +
-		"not at the session's deadline, and writes the new session over it: an scs Commit racing a Delete on the " +
-		"same app server brings the destroyed session back",
-}
-
-const (
-	bugRowOutlivesCopy   = "row-outlives-copy"
-	bugInsertOverTombRow = "insert-over-tombstone"
-)
+var knownBugs = map[string]string{}
 
 // Environment variables of the soak run (make soak).
 const (
