@@ -43,9 +43,11 @@ func TestWriteThroughTargets(t *testing.T) {
 					clicks, d.writes, d.onPathWrites, tc.writes, tc.writesOnThePath)
 			}
 			// A get and a compare-and-swap per click on the request path;
-			// a GetMulti and a confirmation per background sync off it.
+			// per background sync off it, a GetMulti of the copies, and a
+			// confirmation: a GetMulti that reads them afresh and a
+			// compare-and-swap.
 			path, all := r.pathTrips-r0.pathTrips, r.trips-r0.trips
-			if want := 2 * (tc.writes - tc.writesOnThePath); path != 2*clicks || all-path != want {
+			if want := 3 * (tc.writes - tc.writesOnThePath); path != 2*clicks || all-path != want {
 				t.Errorf("%d clicks: %d memcached round trips on the request path, %d off it; want %d, %d",
 					clicks, path, all-path, 2*clicks, want)
 			}
