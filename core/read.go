@@ -175,7 +175,7 @@ func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]L
 	if len(recs) == 0 {
 		return nil, "", nil
 	}
-	copies := s.copies(ctx, recs)
+	copies, _ := s.copies(ctx, recs)
 	now := s.now()
 	var out []ListedEntry
 	for _, rec := range recs {
@@ -201,24 +201,31 @@ func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]L
 }
 
 // copies returns the readable memcached copies of recs' sessions, by
-// storage key. Unreachable nodes leave gaps: the
-// rows stand for their sessions.
-func (s *Store) copies(ctx context.Context, recs []Record) map[string]envelope.Envelope {
+// storage key, and the keys whose copy is unknown here: its node did not
+// answer, or it cannot be read by this Store (another key ring).
+func (s *Store) copies(ctx context.Context, recs []Record) (map[string]envelope.Envelope, map[string]bool) {
 	if s.mc == nil {
-		return nil
+		return nil, nil
 	}
 	mkeys := make([]string, len(recs))
 	for i, rec := range recs {
 		mkeys[i] = s.prefix + rec.Key
 	}
-	items, _ := s.mc.GetMulti(ctx, mkeys)
-	out := make(map[string]envelope.Envelope, len(items))
-	for mkey, it := range items {
-		key := mkey[len(s.prefix):]
+	items, err := s.mc.GetMulti(ctx, mkeys)
+	out, unknown := make(map[string]envelope.Envelope, len(items)), map[string]bool{}
+	for i, rec := range recs {
+		it := items[mkeys[i]]
+		if it == nil {
+			unknown[rec.Key] = err != nil // a node that failed may hold it
+			continue
+		}
 		var v envelope.Envelope
-		if s.open(it.Value, mkey, &v, false) == nil {
-			out[key] = v
+		switch err := s.open(it.Value, mkeys[i], &v, false); {
+		case err == nil:
+			out[rec.Key] = v
+		case errors.Is(err, envelope.ErrUnreadable):
+			unknown[rec.Key] = true
 		}
 	}
-	return out
+	return out, unknown
 }

@@ -103,7 +103,7 @@ type reapCounts struct{ examined, extended, archived, deleted, skipped, errors i
 func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *reapCounts) ([]Verdict, error) {
 	s := r.store
 	rep.examined = len(batch)
-	copies, failed := r.copies(ctx, batch)
+	copies, unknown := s.copies(ctx, batch)
 	out := make([]Verdict, len(batch))
 	for i, rec := range batch {
 		var row envelope.Envelope
@@ -116,7 +116,11 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 		case row.Destroyed:
 			out[i] = r.tombstone(rec, &row, now)
 		default:
-			out[i] = r.live(ctx, rec, &row, copies[rec.Key], failed[rec.Key], now, rep)
+			if c, ok := copies[rec.Key]; ok {
+				out[i] = r.live(ctx, rec, &row, &c, false, now, rep)
+			} else {
+				out[i] = r.live(ctx, rec, &row, nil, unknown[rec.Key], now, rep)
+			}
 		}
 		if out[i].Action == ReapDelete {
 			rep.deleted++
@@ -144,22 +148,23 @@ func (r *Reaper) postpone(rec Record, now time.Time, rep *reapCounts) Verdict {
 
 // tombstone keeps a tombstone row until the session's deadline.
 func (r *Reaper) tombstone(rec Record, row *envelope.Envelope, now time.Time) Verdict {
-	if !now.Before(row.Deadline) {
+	if dead(row, now) {
 		return Verdict{Action: ReapDelete}
 	}
 	return Verdict{Action: ReapKeep, Record: r.store.record(r.store.prefix+rec.Key, row, rec.Version).Record}
 }
 
 // live judges a row that is not a tombstone, given memcached's copy (nil
-// when memcached has none, failed when it could not be asked).
-func (r *Reaper) live(ctx context.Context, rec Record, row *envelope.Envelope, c *copyRead, failed bool, now time.Time, rep *reapCounts) Verdict {
+// when memcached has none; unknown when it could not be asked, or the copy
+// cannot be read here).
+func (r *Reaper) live(ctx context.Context, rec Record, row, c *envelope.Envelope, unknown bool, now time.Time, rep *reapCounts) Verdict {
 	s := r.store
 	switch {
-	case failed:
+	case unknown:
 		rep.skipped++
 		return Verdict{Action: ReapLeave}
-	case c != nil && (c.e.env.Destroyed || now.Before(c.e.env.ExpiresAt())):
-		e := &c.e
+	case c != nil && (c.Destroyed || now.Before(c.ExpiresAt())):
+		e := &Entry{key: rec.Key, mkey: s.prefix + rec.Key, env: *c}
 		switch err := s.rebase(e, rec, true, nil); {
 		case errors.Is(err, errSuperseded):
 			return r.byRow(rec, row, now)
@@ -190,41 +195,10 @@ func (r *Reaper) live(ctx context.Context, rec Record, row *envelope.Envelope, c
 // byRow judges a row by its own sealed data: alive, its ExpiresAt column
 // was wrong, and is corrected; dead, it is deleted.
 func (r *Reaper) byRow(rec Record, row *envelope.Envelope, now time.Time) Verdict {
-	if !now.Before(row.RowExpiresAt()) {
+	if dead(row, now) {
 		return Verdict{Action: ReapDelete}
 	}
 	return Verdict{Action: ReapKeep, Record: r.store.record(r.store.prefix+rec.Key, row, rec.Version).Record}
-}
-
-// copies reads the memcached copies of batch's sessions: by storage key,
-// and the keys memcached could not be asked about.
-func (r *Reaper) copies(ctx context.Context, batch []Record) (map[string]*copyRead, map[string]bool) {
-	s := r.store
-	if s.mc == nil {
-		return nil, nil
-	}
-	mkeys := make([]string, len(batch))
-	for i, rec := range batch {
-		mkeys[i] = s.prefix + rec.Key
-	}
-	items, err := s.mc.GetMulti(ctx, mkeys)
-	out, failed := map[string]*copyRead{}, map[string]bool{}
-	for i, rec := range batch {
-		it := items[mkeys[i]]
-		if it == nil {
-			failed[rec.Key] = err != nil
-			continue
-		}
-		p := &copyRead{e: Entry{key: rec.Key, mkey: mkeys[i]}}
-		switch err := s.open(it.Value, mkeys[i], &p.e.env, false); {
-		case errors.Is(err, envelope.ErrUnreadable):
-			failed[rec.Key] = true
-		case err == nil:
-			p.read = readOf(&p.e)
-			out[rec.Key] = p
-		}
-	}
-	return out, failed
 }
 
 // archived describes a dead session for the archive hook.

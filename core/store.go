@@ -279,7 +279,7 @@ func copyExpiry(v *envelope.Envelope) time.Time {
 	if v.Destroyed {
 		return v.Deadline
 	}
-	return v.RowExpiresAt().Add(time.Second)
+	return rowExpiry(v).Add(time.Second)
 }
 
 // grace is how far a row this Store writes may lag the session's activity:

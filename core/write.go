@@ -68,14 +68,18 @@ func (s *Store) Insert(ctx context.Context, token string, e *Entry, durable bool
 	return nil
 }
 
-// dead reports whether a row holding v is dead at now: past its own
-// expiry, or, for a tombstone, past the destroyed session's deadline.
-func dead(v *envelope.Envelope, now time.Time) bool {
+// rowExpiry is when a row holding v may be reaped: its session's expiry
+// plus the writer's grace, or, for a tombstone, the destroyed session's
+// deadline.
+func rowExpiry(v *envelope.Envelope) time.Time {
 	if v.Destroyed {
-		return !now.Before(v.Deadline)
+		return v.Deadline
 	}
-	return !now.Before(v.RowExpiresAt())
+	return v.RowExpiresAt()
 }
+
+// dead reports whether a row holding v is dead at now.
+func dead(v *envelope.Envelope, now time.Time) bool { return !now.Before(rowExpiry(v)) }
 
 // errNoTier stands for the failure of a tier the Store does not have.
 var errNoTier = errors.New("not configured")
@@ -382,7 +386,8 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 		if len(recs) == 0 {
 			return n, nil
 		}
-		copies, now := s.copies(ctx, recs), s.now()
+		copies, _ := s.copies(ctx, recs)
+		now := s.now()
 		for _, rec := range recs {
 			e := &Entry{key: rec.Key, mkey: s.prefix + rec.Key}
 			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.env, false) != nil || e.env.Destroyed || !now.Before(e.env.Deadline) {
@@ -426,10 +431,7 @@ const envelopeGrowth = 64 + envelope.MaxChanged*8
 // record returns the conditional row write of v under its memcached key
 // mkey, built on the row version base.
 func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) Write {
-	expires := v.RowExpiresAt()
-	if v.Destroyed {
-		expires = v.Deadline
-	}
+	expires := rowExpiry(v)
 	return Write{Base: base, Record: Record{
 		Key: mkey[len(s.prefix):], Payload: s.seal(nil, mkey, v), Version: base + 1,
 		ExpiresAt: expires.Truncate(time.Millisecond), Deadline: v.Deadline.Truncate(time.Millisecond), Subject: v.Subject,
