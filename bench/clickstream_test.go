@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 	"github.com/hybridsession/hybridsession/memcachedtest"
@@ -32,19 +33,19 @@ var clickUsers = flag.Int("clickstream.users", 400,
 // writes (the writes of Write's batches) and Write calls (one multi-row
 // statement each, or a few).
 type countingDurable struct {
-	core.Durable
+	durable.Tier
 	reads, writes, writeCalls atomic.Int64
 }
 
-func (d *countingDurable) Load(ctx context.Context, key string) (core.Record, bool, error) {
+func (d *countingDurable) Load(ctx context.Context, key string) (durable.Record, bool, error) {
 	d.reads.Add(1)
-	return d.Durable.Load(ctx, key)
+	return d.Tier.Load(ctx, key)
 }
 
-func (d *countingDurable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+func (d *countingDurable) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
 	d.writes.Add(int64(len(batch)))
 	d.writeCalls.Add(1)
-	return d.Durable.Write(ctx, batch)
+	return d.Tier.Write(ctx, batch)
 }
 
 // BenchmarkClickStream counts database reads and writes of the click stream
@@ -96,7 +97,7 @@ func runClickStream(b *testing.B, mc *memcachedtest.Server, mode string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	durable := &countingDurable{Durable: gs}
+	durable := &countingDurable{Tier: gs}
 	var trips atomic.Int64
 	cfg := core.StoreConfig{Durable: durable, Clock: clock.Now, Logger: quiet, Reaper: core.ReaperConfig{Interval: -1}}
 	workers := 16

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkReaper(b *testing.B) {
 	ctx := context.Background()
 	counter := new(sqlCounter)
 	var trips atomic.Int64
-	durable := &claimCounter{Durable: openDurable(b, "hs_reap", counter)}
+	durable := &claimCounter{Tier: openDurable(b, "hs_reap", counter)}
 	st, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, Timeout: memcacheTimeout, DialContext: countingDialer(&trips)},
 		Durable:   durable,
@@ -97,12 +98,12 @@ func BenchmarkReaper(b *testing.B) {
 
 // claimCounter counts the rows the reaper's batches claim.
 type claimCounter struct {
-	core.Durable
+	durable.Tier
 	claimed atomic.Int64
 }
 
-func (d *claimCounter) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
-	n, err := d.Durable.Reap(ctx, now, limit, judge)
+func (d *claimCounter) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
+	n, err := d.Tier.Reap(ctx, now, limit, judge)
 	d.claimed.Add(int64(n))
 	return n, err
 }

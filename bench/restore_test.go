@@ -27,7 +27,7 @@ func BenchmarkRestore(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	durable := &countingDurable{Durable: gs}
+	durable := &countingDurable{Tier: gs}
 	var trips atomic.Int64
 	st, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, KeyPrefix: "restore:", Timeout: memcacheTimeout, DialContext: countingDialer(&trips)},

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/hybridsession/hybridsession/core/durable"
 )
 
 // StoreConfig configures a Store. At least one tier must be configured.
@@ -26,7 +28,7 @@ type StoreConfig struct {
 	// Durable is the database tier (see the gormstore module, and
 	// durabletest.Memory for tests). Optional, but without it a memcached
 	// restart or eviction logs users out. The Store never closes it.
-	Durable Durable
+	Durable durable.Tier
 
 	// Codec encodes the values of new and changed sessions. Optional.
 	// Default Msgpack.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
@@ -38,7 +39,7 @@ type server struct {
 
 type serverOpts struct {
 	servers      []string // memcached; nil: none
-	durable      core.Durable
+	durable      durable.Tier
 	syncInterval time.Duration
 	skew         time.Duration
 	seal         core.SealConfig

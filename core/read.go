@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/internal/cache"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
@@ -130,7 +131,7 @@ func (s *Store) refill(ctx context.Context, e *Entry, now time.Time, replace boo
 }
 
 // load reads key's row within DBTimeout; the error wraps ErrUnavailable.
-func (s *Store) load(ctx context.Context, key string) (Record, bool, error) {
+func (s *Store) load(ctx context.Context, key string) (durable.Record, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
 	defer cancel()
 	s.stats.dbReads.Add(1)
@@ -203,7 +204,7 @@ func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]L
 // copies returns the readable memcached copies of recs' sessions, by
 // storage key, and the keys whose copy is unknown here: its node did not
 // answer, or it cannot be read by this Store (another key ring).
-func (s *Store) copies(ctx context.Context, recs []Record) (map[string]envelope.Envelope, map[string]bool) {
+func (s *Store) copies(ctx context.Context, recs []durable.Record) (map[string]envelope.Envelope, map[string]bool) {
 	if s.mc == nil {
 		return nil, nil
 	}

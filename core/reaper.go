@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
@@ -79,7 +80,7 @@ func (r *Reaper) RunOnce(ctx context.Context) error {
 	for ctx.Err() == nil {
 		bctx, cancel := context.WithTimeout(ctx, r.store.dbTimeout)
 		var b reapCounts
-		n, err := r.store.durable.Reap(bctx, now, r.cfg.Batch, func(ctx context.Context, batch []Record) ([]Verdict, error) {
+		n, err := r.store.durable.Reap(bctx, now, r.cfg.Batch, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 			b = reapCounts{}
 			return r.judge(ctx, now, batch, &b)
 		})
@@ -100,11 +101,11 @@ func (r *Reaper) RunOnce(ctx context.Context) error {
 type reapCounts struct{ examined, extended, archived, deleted, skipped, errors int }
 
 // judge decides each row of a batch; see Reaper.
-func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *reapCounts) ([]Verdict, error) {
+func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Record, rep *reapCounts) ([]durable.Verdict, error) {
 	s := r.store
 	rep.examined = len(batch)
 	copies, unknown := s.copies(ctx, batch)
-	out := make([]Verdict, len(batch))
+	out := make([]durable.Verdict, len(batch))
 	for i, rec := range batch {
 		var row envelope.Envelope
 		err := s.open(rec.Payload, s.prefix+rec.Key, &row, false)
@@ -112,7 +113,7 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 		case errors.Is(err, envelope.ErrUnreadable):
 			out[i] = r.postpone(rec, now, rep)
 		case err != nil:
-			out[i].Action = ReapDelete // corrupt: nothing to keep
+			out[i].Action = durable.Delete // corrupt: nothing to keep
 		case row.Destroyed:
 			out[i] = r.tombstone(rec, &row, now)
 		default:
@@ -122,7 +123,7 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 				out[i] = r.live(ctx, rec, &row, nil, unknown[rec.Key], now, rep)
 			}
 		}
-		if out[i].Action == ReapDelete {
+		if out[i].Action == durable.Delete {
 			rep.deleted++
 		}
 	}
@@ -136,33 +137,33 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []Record, rep *
 // be asked, the archive hook failed — are left as they are: a write
 // racing the pass, a touch among them, must not lose to the reaper.) A
 // row past its absolute deadline is dead whatever it holds.
-func (r *Reaper) postpone(rec Record, now time.Time, rep *reapCounts) Verdict {
+func (r *Reaper) postpone(rec durable.Record, now time.Time, rep *reapCounts) durable.Verdict {
 	if !now.Before(rec.Deadline) {
-		return Verdict{Action: ReapDelete}
+		return durable.Verdict{Action: durable.Delete}
 	}
 	rep.skipped++
 	rec.Version++
 	rec.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
-	return Verdict{Action: ReapKeep, Record: rec}
+	return durable.Verdict{Action: durable.Keep, Record: rec}
 }
 
 // tombstone keeps a tombstone row until the session's deadline.
-func (r *Reaper) tombstone(rec Record, row *envelope.Envelope, now time.Time) Verdict {
+func (r *Reaper) tombstone(rec durable.Record, row *envelope.Envelope, now time.Time) durable.Verdict {
 	if dead(row, now) {
-		return Verdict{Action: ReapDelete}
+		return durable.Verdict{Action: durable.Delete}
 	}
-	return Verdict{Action: ReapKeep, Record: r.store.record(r.store.prefix+rec.Key, row, rec.Version).Record}
+	return durable.Verdict{Action: durable.Keep, Record: r.store.record(r.store.prefix+rec.Key, row, rec.Version).Record}
 }
 
 // live judges a row that is not a tombstone, given memcached's copy (nil
 // when memcached has none; unknown when it could not be asked, or the copy
 // cannot be read here).
-func (r *Reaper) live(ctx context.Context, rec Record, row, c *envelope.Envelope, unknown bool, now time.Time, rep *reapCounts) Verdict {
+func (r *Reaper) live(ctx context.Context, rec durable.Record, row, c *envelope.Envelope, unknown bool, now time.Time, rep *reapCounts) durable.Verdict {
 	s := r.store
 	switch {
 	case unknown:
 		rep.skipped++
-		return Verdict{Action: ReapLeave}
+		return durable.Verdict{Action: durable.Leave}
 	case c != nil && (c.Destroyed || now.Before(c.ExpiresAt())):
 		e := &Entry{key: rec.Key, mkey: s.prefix + rec.Key, env: *c}
 		switch err := s.rebase(e, rec, true, nil); {
@@ -170,7 +171,7 @@ func (r *Reaper) live(ctx context.Context, rec Record, row, c *envelope.Envelope
 			return r.byRow(rec, row, now)
 		case err != nil:
 			rep.skipped++
-			return Verdict{Action: ReapLeave}
+			return durable.Verdict{Action: durable.Leave}
 		}
 		if !e.env.Destroyed {
 			rep.extended++
@@ -178,27 +179,27 @@ func (r *Reaper) live(ctx context.Context, rec Record, row, c *envelope.Envelope
 		// The copy is not told of the row version it now stands for:
 		// Durable.Reap does not say which verdicts applied. Its next sync
 		// is refused once and finds its own state in the row (rule 1).
-		return Verdict{Action: ReapKeep, Record: s.record(e.mkey, &e.env, rec.Version).Record}
+		return durable.Verdict{Action: durable.Keep, Record: s.record(e.mkey, &e.env, rec.Version).Record}
 	case now.Before(row.RowExpiresAt()):
 		return r.byRow(rec, row, now)
 	}
 	if r.cfg.Archive != nil {
 		if err := r.cfg.Archive(ctx, r.archived(rec.Key, row)); err != nil {
 			rep.errors++
-			return Verdict{Action: ReapLeave}
+			return durable.Verdict{Action: durable.Leave}
 		}
 		rep.archived++
 	}
-	return Verdict{Action: ReapDelete}
+	return durable.Verdict{Action: durable.Delete}
 }
 
 // byRow judges a row by its own sealed data: alive, its ExpiresAt column
 // was wrong, and is corrected; dead, it is deleted.
-func (r *Reaper) byRow(rec Record, row *envelope.Envelope, now time.Time) Verdict {
+func (r *Reaper) byRow(rec durable.Record, row *envelope.Envelope, now time.Time) durable.Verdict {
 	if dead(row, now) {
-		return Verdict{Action: ReapDelete}
+		return durable.Verdict{Action: durable.Delete}
 	}
-	return Verdict{Action: ReapKeep, Record: r.store.record(r.store.prefix+rec.Key, row, rec.Version).Record}
+	return durable.Verdict{Action: durable.Keep, Record: r.store.record(r.store.prefix+rec.Key, row, rec.Version).Record}
 }
 
 // archived describes a dead session for the archive hook.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
@@ -53,38 +54,38 @@ func (c *cutConn) Write(b []byte) (int, error) {
 
 // downDB is a Durable that refuses every call while down.
 type downDB struct {
-	core.Durable
+	durable.Tier
 	down atomic.Bool
 }
 
 var errDown = errors.New("adversary: database down")
 
-func (d *downDB) Load(ctx context.Context, key string) (core.Record, bool, error) {
+func (d *downDB) Load(ctx context.Context, key string) (durable.Record, bool, error) {
 	if d.down.Load() {
-		return core.Record{}, false, errDown
+		return durable.Record{}, false, errDown
 	}
-	return d.Durable.Load(ctx, key)
+	return d.Tier.Load(ctx, key)
 }
 
-func (d *downDB) Write(ctx context.Context, ws []core.Write) ([]bool, error) {
-	if d.down.Load() {
-		return nil, errDown
-	}
-	return d.Durable.Write(ctx, ws)
-}
-
-func (d *downDB) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
+func (d *downDB) Write(ctx context.Context, ws []durable.Write) ([]bool, error) {
 	if d.down.Load() {
 		return nil, errDown
 	}
-	return d.Durable.List(ctx, subject, after, limit)
+	return d.Tier.Write(ctx, ws)
 }
 
-func (d *downDB) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+func (d *downDB) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
+	if d.down.Load() {
+		return nil, errDown
+	}
+	return d.Tier.List(ctx, subject, after, limit)
+}
+
+func (d *downDB) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
 	if d.down.Load() {
 		return 0, errDown
 	}
-	return d.Durable.Reap(ctx, now, limit, judge)
+	return d.Tier.Reap(ctx, now, limit, judge)
 }
 
 // newAdvServer is newServer with a whole StoreConfig.
@@ -108,12 +109,12 @@ func newAdvServer(t *testing.T, c *clock, cfg core.StoreConfig) *server {
 // hookDB runs during, a hook, after each Reap judge has decided and before
 // the durable tier applies the verdicts: a write racing the reaper.
 type hookDB struct {
-	core.Durable
+	durable.Tier
 	during func()
 }
 
-func (h *hookDB) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
-	return h.Durable.Reap(ctx, now, limit, func(ctx context.Context, batch []core.Record) ([]core.Verdict, error) {
+func (h *hookDB) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
+	return h.Tier.Reap(ctx, now, limit, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		v, err := judge(ctx, batch)
 		if h.during != nil {
 			h.during()
@@ -164,7 +165,7 @@ func TestDurableWriteSurvivesCopyThatMissedIt(t *testing.T) {
 func TestReaperRaceKeepsDurableWriteAroundNode(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	c := newClock()
-	h := &hookDB{Durable: durabletest.NewMemory()}
+	h := &hookDB{Tier: durabletest.NewMemory()}
 	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: h})
 	d := newServer(t, c, serverOpts{servers: []string{deadAddr(t)}, durable: h})
 	ctx := context.Background()
@@ -231,7 +232,7 @@ func TestWriteAroundClaimsOnlyItsKeys(t *testing.T) {
 func TestLoginWithSubjectNeedsTheDatabase(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	c := newClock()
-	db := &downDB{Durable: durabletest.NewMemory()}
+	db := &downDB{Tier: durabletest.NewMemory()}
 	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
 	ctx := context.Background()
 	db.down.Store(true)
@@ -316,7 +317,7 @@ func TestReaperKeepsTombstoneWithEarlyExpiresAt(t *testing.T) {
 	rec := recs[0]
 	rec.Version++
 	rec.ExpiresAt = a.store.Now().Add(-90 * time.Minute) // the plain column is edited; the sealed deadline is not
-	if applied, err := db.Write(ctx, []core.Write{{Record: rec, Base: rec.Version - 1}}); err != nil || !applied[0] {
+	if applied, err := db.Write(ctx, []durable.Write{{Record: rec, Base: rec.Version - 1}}); err != nil || !applied[0] {
 		t.Fatalf("edit: %v %v", applied, err)
 	}
 	r, err := a.store.NewReaper(core.ReaperConfig{})

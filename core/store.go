@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/internal/cache"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
@@ -40,7 +41,7 @@ import (
 type Store struct {
 	mc      *cache.Cache // nil: no memcached
 	prefix  string       // memcached key prefix
-	durable Durable      // nil: no durable tier
+	durable durable.Tier // nil: no durable tier
 	ring    *envelope.Ring
 	codec   Codec      // encodes
 	codecs  [256]Codec // decode: codec and StoreConfig.Codecs

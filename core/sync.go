@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
@@ -85,7 +86,7 @@ func (s *Store) sync(ctx context.Context, e *Entry, direct *Change) error {
 //   - any other row gets e's changes since its last sync, key by key, on top
 //     of the row's values, except where the row took a key directly since
 //     e's base (see merge).
-func (s *Store) rebase(e *Entry, rec Record, found bool, direct *Change) error {
+func (s *Store) rebase(e *Entry, rec durable.Record, found bool, direct *Change) error {
 	v := &e.env
 	if !found {
 		if v.Base == 0 { // a new session's row vanished between insert and load: insert again

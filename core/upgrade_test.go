@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
@@ -61,9 +62,9 @@ func TestPreviousReleaseSessionsSurviveTheUpgrade(t *testing.T) {
 			mc := memcachedtest.Start(t, memcachedtest.Options{})
 			mem := durabletest.NewMemory()
 			ctx := context.Background()
-			rec := core.Record{Key: core.StorageKey(legacyToken), Payload: tc.payload, Version: 1,
+			rec := durable.Record{Key: core.StorageKey(legacyToken), Payload: tc.payload, Version: 1,
 				ExpiresAt: legacyCreated.Add(30 * time.Minute), Deadline: legacyCreated.Add(24 * time.Hour)}
-			if _, err := mem.Write(ctx, []core.Write{{Record: rec}}); err != nil {
+			if _, err := mem.Write(ctx, []durable.Write{{Record: rec}}); err != nil {
 				t.Fatal(err)
 			}
 			c := newClock()

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/internal/cache"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
@@ -430,9 +431,9 @@ const envelopeGrowth = 64 + envelope.MaxChanged*8
 
 // record returns the conditional row write of v under its memcached key
 // mkey, built on the row version base.
-func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) Write {
+func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) durable.Write {
 	expires := rowExpiry(v)
-	return Write{Base: base, Record: Record{
+	return durable.Write{Base: base, Record: durable.Record{
 		Key: mkey[len(s.prefix):], Payload: s.seal(nil, mkey, v), Version: base + 1,
 		ExpiresAt: expires.Truncate(time.Millisecond), Deadline: v.Deadline.Truncate(time.Millisecond), Subject: v.Subject,
 	}}
@@ -440,15 +441,15 @@ func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) Write {
 
 // write applies one conditional row write within DBTimeout; the error wraps
 // ErrUnavailable.
-func (s *Store) write(ctx context.Context, w Write) (bool, error) {
-	applied, err := s.writeBatch(ctx, []Write{w})
+func (s *Store) write(ctx context.Context, w durable.Write) (bool, error) {
+	applied, err := s.writeBatch(ctx, []durable.Write{w})
 	if err != nil {
 		return false, err
 	}
 	return applied[0], nil
 }
 
-func (s *Store) writeBatch(ctx context.Context, ws []Write) ([]bool, error) {
+func (s *Store) writeBatch(ctx context.Context, ws []durable.Write) ([]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
 	defer cancel()
 	applied, err := s.durable.Write(ctx, ws)

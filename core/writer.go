@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/internal/cache"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
@@ -152,7 +153,7 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	if len(copies) == 0 {
 		return
 	}
-	ws := make([]Write, len(copies))
+	ws := make([]durable.Write, len(copies))
 	for i := range copies {
 		ws[i] = s.record(copies[i].e.mkey, &copies[i].e.env, copies[i].e.env.Base)
 	}

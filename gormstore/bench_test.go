@@ -10,7 +10,7 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/gormstore"
 )
@@ -55,8 +55,8 @@ func BenchmarkReap(b *testing.B) {
 				}
 				b.StartTimer()
 				start := time.Now()
-				n, err := s.Reap(ctx, now, batch, func(_ context.Context, recs []core.Record) ([]core.Verdict, error) {
-					return make([]core.Verdict, len(recs)), nil
+				n, err := s.Reap(ctx, now, batch, func(_ context.Context, recs []durable.Record) ([]durable.Verdict, error) {
+					return make([]durable.Verdict, len(recs)), nil
 				})
 				reapTime += time.Since(start)
 				if err != nil || n != batch {
@@ -81,9 +81,9 @@ func BenchmarkWrite(b *testing.B) {
 		start := time.Now()
 		b.RunParallel(func(pb *testing.PB) {
 			g := goroutines.Add(1)
-			ws := make([]core.Write, batch)
+			ws := make([]durable.Write, batch)
 			for i := range ws {
-				ws[i].Record = core.Record{Key: durabletest.Key(fmt.Sprint(g, "-", i)), Payload: make([]byte, 200), Version: 1,
+				ws[i].Record = durable.Record{Key: durabletest.Key(fmt.Sprint(g, "-", i)), Payload: make([]byte, 200), Version: 1,
 					ExpiresAt: now.Add(time.Hour), Deadline: now.Add(2 * time.Hour)}
 			}
 			for pb.Next() {
@@ -105,9 +105,9 @@ func BenchmarkWrite(b *testing.B) {
 func BenchmarkLoad(b *testing.B) {
 	forEachSetup(b, func(b *testing.B, s *gormstore.Store) {
 		now := time.Now()
-		ws := make([]core.Write, 1000)
+		ws := make([]durable.Write, 1000)
 		for i := range ws {
-			ws[i].Record = core.Record{Key: durabletest.Key(fmt.Sprint(i)), Payload: make([]byte, 200), Version: 1,
+			ws[i].Record = durable.Record{Key: durabletest.Key(fmt.Sprint(i)), Payload: make([]byte, 200), Version: 1,
 				ExpiresAt: now.Add(time.Hour), Deadline: now.Add(2 * time.Hour)}
 		}
 		if _, err := s.Write(context.Background(), ws); err != nil {

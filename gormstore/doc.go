@@ -1,5 +1,5 @@
 // Package gormstore is hybridsession's durable tier on GORM: a
-// core.Durable that keeps every session in one table of a PostgreSQL,
+// durable.Tier that keeps every session in one table of a PostgreSQL,
 // MySQL/MariaDB or SQLite database, so that losing memcached logs nobody
 // out.
 //
@@ -32,7 +32,7 @@
 //	            differ only in case are distinct and List's order is Go's
 //	            string order
 //	payload     bytea / longblob / blob: the envelope, opaque here
-//	version     bigint: core.Record.Version (a uint64) as an int64; versions
+//	version     bigint: durable.Record.Version (a uint64) as an int64; versions
 //	            above math.MaxInt64 are refused with ErrInvalidRecord
 //	expires_at  bigint, Unix milliseconds, indexed: what the reaper scans
 //	deadline    bigint, Unix milliseconds

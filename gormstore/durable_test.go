@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 )
@@ -12,7 +12,7 @@ import (
 // The conformance suite, once per database and connection setting.
 
 func TestDurableSQLite(t *testing.T) {
-	durabletest.Run(t, func(t *testing.T) core.Durable {
+	durabletest.Run(t, func(t *testing.T) durable.Tier {
 		s, _ := newStore(t, openSQLite(t))
 		return s
 	})
@@ -21,7 +21,7 @@ func TestDurableSQLite(t *testing.T) {
 // TestDurableSQLitePool runs the suite with several connections to one
 // SQLite file, where writers meet SQLITE_BUSY and wait for each other.
 func TestDurableSQLitePool(t *testing.T) {
-	durabletest.Run(t, func(t *testing.T) core.Durable {
+	durabletest.Run(t, func(t *testing.T) durable.Tier {
 		db := openSQLite(t)
 		sqlDB, err := db.DB()
 		if err != nil {
@@ -35,7 +35,7 @@ func TestDurableSQLitePool(t *testing.T) {
 
 func TestDurablePostgres(t *testing.T) {
 	db := openServer(t, postgresEnv)
-	durabletest.Run(t, func(t *testing.T) core.Durable {
+	durabletest.Run(t, func(t *testing.T) durable.Tier {
 		s, _ := newStore(t, db)
 		return s
 	})
@@ -43,7 +43,7 @@ func TestDurablePostgres(t *testing.T) {
 
 func TestDurableMySQL(t *testing.T) {
 	db := openServer(t, mysqlEnv)
-	durabletest.Run(t, func(t *testing.T) core.Durable {
+	durabletest.Run(t, func(t *testing.T) durable.Tier {
 		s, _ := newStore(t, db)
 		return s
 	})
@@ -64,7 +64,7 @@ func TestDurableMySQLClientFoundRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { closeDB(t, db) })
-	durabletest.Run(t, func(t *testing.T) core.Durable {
+	durabletest.Run(t, func(t *testing.T) durable.Tier {
 		s, _ := newStore(t, db)
 		return s
 	})

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 )
@@ -35,14 +35,14 @@ func Example() {
 
 	ctx := context.Background()
 	now := time.Now()
-	rec := core.Record{
+	rec := durable.Record{
 		Key:       "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg", // a hashed token
 		Payload:   []byte("envelope bytes"),
 		Version:   1,
 		ExpiresAt: now.Add(30 * time.Minute),
 		Deadline:  now.Add(24 * time.Hour),
 	}
-	applied, err := store.Write(ctx, []core.Write{{Record: rec}}) // Base 0: insert
+	applied, err := store.Write(ctx, []durable.Write{{Record: rec}}) // Base 0: insert
 	fmt.Println("inserted:", applied, err)
 
 	// Two servers write the session, both built on version 1: the first
@@ -50,7 +50,7 @@ func Example() {
 	next := rec
 	next.Version, next.Payload = 2, []byte("new envelope bytes")
 	for range 2 {
-		applied, err = store.Write(ctx, []core.Write{{Record: next, Base: 1}})
+		applied, err = store.Write(ctx, []durable.Write{{Record: next, Base: 1}})
 		fmt.Println("written on version 1:", applied, err)
 	}
 
@@ -60,8 +60,8 @@ func Example() {
 	// An hour later the row has expired; the reaper asks the judge (in core,
 	// memcached) what became of the session.
 	claimed, err := store.Reap(ctx, now.Add(time.Hour), 500,
-		func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-			return make([]core.Verdict, len(batch)), nil // all dead: ReapDelete
+		func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
+			return make([]durable.Verdict, len(batch)), nil // all dead: durable.Delete
 		})
 	fmt.Println("reaped:", claimed, err)
 

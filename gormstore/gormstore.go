@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"gorm.io/gorm"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // DefaultTableName is the table a zero Config uses.
@@ -32,7 +31,7 @@ type Config struct {
 
 var tableNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 
-// Store is the durable tier on GORM: it implements core.Durable on one table
+// Store is the durable tier on GORM: it implements durable.Tier on one table
 // of a PostgreSQL, MySQL/MariaDB or SQLite database. It is safe for
 // concurrent use by many goroutines, and many processes may share the table.
 type Store struct {
@@ -40,7 +39,7 @@ type Store struct {
 	q  *queries
 }
 
-var _ core.Durable = (*Store)(nil)
+var _ durable.Tier = (*Store)(nil)
 
 // New returns a Store on db, using the table named by cfg.TableName.
 // Unless cfg.SkipMigration is set, it creates the table and its indexes, or
@@ -83,12 +82,12 @@ func errorf(sentinel error, format string, args ...any) error {
 }
 
 // scanRecords reads rows of q.cols into records.
-func scanRecords(rows *sql.Rows, capacity int) ([]core.Record, error) {
+func scanRecords(rows *sql.Rows, capacity int) ([]durable.Record, error) {
 	defer rows.Close()
-	recs := make([]core.Record, 0, capacity)
+	recs := make([]durable.Record, 0, capacity)
 	for rows.Next() {
 		var (
-			r              core.Record
+			r              durable.Record
 			version        int64
 			expires, dline int64
 		)
@@ -106,17 +105,17 @@ func scanRecords(rows *sql.Rows, capacity int) ([]core.Record, error) {
 // Load returns the row stored under key, whatever its ExpiresAt and
 // Deadline: one lookup of the primary key. A missing row gives found ==
 // false and a nil error. Times come back in UTC.
-func (s *Store) Load(ctx context.Context, key string) (rec core.Record, found bool, err error) {
+func (s *Store) Load(ctx context.Context, key string) (rec durable.Record, found bool, err error) {
 	rows, err := s.db.WithContext(ctx).Raw(s.q.load, key).Rows()
 	if err != nil {
-		return core.Record{}, false, fmt.Errorf("gormstore: load: %w", err)
+		return durable.Record{}, false, fmt.Errorf("gormstore: load: %w", err)
 	}
 	recs, err := scanRecords(rows, 1)
 	if err != nil {
-		return core.Record{}, false, fmt.Errorf("gormstore: load: %w", err)
+		return durable.Record{}, false, fmt.Errorf("gormstore: load: %w", err)
 	}
 	if len(recs) == 0 {
-		return core.Record{}, false, nil
+		return durable.Record{}, false, nil
 	}
 	return recs[0], true, nil
 }
@@ -128,7 +127,7 @@ func (s *Store) Load(ctx context.Context, key string) (rec core.Record, found bo
 // of the primary key; with one, a scan of the subject index. An empty
 // result means the end. It returns an error wrapping ErrInvalidLimit when
 // limit is not positive.
-func (s *Store) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
+func (s *Store) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
 	if limit <= 0 {
 		return nil, errorf(ErrInvalidLimit, "List limit %d", limit)
 	}

@@ -4,13 +4,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/libtnb/sqlite"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // TestNoPlaceholderAfterParenthesis checks the rule stated on queries: a
@@ -46,10 +45,10 @@ func TestNoPlaceholderAfterParenthesis(t *testing.T) {
 		}
 		if c.d != dialectPostgres {
 			for _, n := range []int{1, writeChunk} {
-				if got, want := strings.Count(q.updateN(n), "?"), len(updateArgs(make([]core.Write, n), 0)); got != want {
+				if got, want := strings.Count(q.updateN(n), "?"), len(updateArgs(make([]durable.Write, n), 0)); got != want {
 					t.Errorf("%s: updateN(%d) has %d placeholders, updateArgs gives %d", c.d, n, got, want)
 				}
-				if got, want := strings.Count(q.insertN(n), "?"), len(insertArgs(make([]core.Write, n), 0)); got != want {
+				if got, want := strings.Count(q.insertN(n), "?"), len(insertArgs(make([]durable.Write, n), 0)); got != want {
 					t.Errorf("%s: insertN(%d) has %d placeholders, insertArgs gives %d", c.d, n, got, want)
 				}
 			}

@@ -4,10 +4,9 @@ import (
 	"math"
 	"time"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"gorm.io/gorm"
 	"gorm.io/gorm/schema"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // Column limits, checked by Write and Reap before anything is written.
@@ -26,7 +25,7 @@ const (
 //	            byte by byte everywhere, so List's Key order is Go's string order
 //	            and keys differing only in case are distinct.
 //	payload     the envelope: bytea, longblob or blob.
-//	version     bigint; core.Record.Version is a uint64, stored as int64.
+//	version     bigint; durable.Record.Version is a uint64, stored as int64.
 //	expires_at  bigint, Unix milliseconds, indexed (the reaper's scan).
 //	deadline    bigint, Unix milliseconds.
 //	subject     varchar(255) (varbinary(255) on MySQL, for exact matching),
@@ -81,7 +80,7 @@ func millis(t time.Time) int64 { return t.UnixMilli() }
 func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
 
 // checkRecord reports whether the table can hold rec exactly.
-func checkRecord(rec *core.Record) error {
+func checkRecord(rec *durable.Record) error {
 	switch {
 	case rec.Key == "":
 		return errorf(ErrInvalidRecord, "empty key")

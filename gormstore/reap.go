@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"gorm.io/gorm"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // claim is what Reap read of one row: its key, and the version a
@@ -20,8 +19,8 @@ type claim struct {
 
 // Reap claims up to limit rows whose ExpiresAt is not after now, oldest
 // ExpiresAt first, hands them to judge once, and applies the verdicts, all
-// in one transaction: ReapDelete deletes the row, ReapKeep replaces it with
-// the verdict's Record (all columns but created_at), ReapLeave leaves it
+// in one transaction: durable.Delete deletes the row, durable.Keep replaces it with
+// the verdict's Record (all columns but created_at), durable.Leave leaves it
 // for a later Reap. It returns how many rows it claimed: 0 means that no
 // expired row was left to claim, or that every one was claimed by another
 // reaper at that moment.
@@ -57,7 +56,7 @@ type claim struct {
 //
 // Reap returns an error wrapping ErrInvalidLimit when limit is not positive,
 // and panics when judge is nil.
-func (s *Store) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (claimed int, err error) {
+func (s *Store) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (claimed int, err error) {
 	if limit <= 0 {
 		return 0, errorf(ErrInvalidLimit, "Reap limit %d", limit)
 	}
@@ -98,7 +97,7 @@ func (s *Store) Reap(ctx context.Context, now time.Time, limit int, judge core.R
 
 // claimRows locks and returns up to limit rows whose ExpiresAt is not after
 // now, oldest first, in transaction tx.
-func (s *Store) claimRows(tx *gorm.DB, now time.Time, limit int) ([]core.Record, error) {
+func (s *Store) claimRows(tx *gorm.DB, now time.Time, limit int) ([]durable.Record, error) {
 	if s.q.reapLock != "" {
 		if err := tx.Exec(s.q.reapLock).Error; err != nil {
 			return nil, fmt.Errorf("gormstore: reap: take the write lock: %w", err)
@@ -118,17 +117,17 @@ func (s *Store) claimRows(tx *gorm.DB, now time.Time, limit int) ([]core.Record,
 // sortVerdicts checks verdicts against batch and returns the rows to
 // delete, and the writes that keep rows, conditional on the version
 // claimed.
-func sortVerdicts(batch []core.Record, verdicts []core.Verdict) (dead []claim, kept []core.Write, err error) {
+func sortVerdicts(batch []durable.Record, verdicts []durable.Verdict) (dead []claim, kept []durable.Write, err error) {
 	if len(verdicts) != len(batch) {
 		return nil, nil, errorf(ErrBadVerdicts, "%d verdicts for %d rows", len(verdicts), len(batch))
 	}
 	for i, v := range verdicts {
 		r := &batch[i]
 		switch v.Action {
-		case core.ReapDelete:
+		case durable.Delete:
 			dead = append(dead, claim{r.Key, int64(r.Version)})
-		case core.ReapLeave:
-		case core.ReapKeep:
+		case durable.Leave:
+		case durable.Keep:
 			if v.Record.Key != r.Key || v.Record.Version != r.Version+1 {
 				return nil, nil, errorf(ErrBadVerdicts, "verdict %d keeps key %q at version %d for row %q at version %d",
 					i, v.Record.Key, v.Record.Version, r.Key, r.Version)
@@ -136,7 +135,7 @@ func sortVerdicts(batch []core.Record, verdicts []core.Verdict) (dead []claim, k
 			if err := checkRecord(&v.Record); err != nil {
 				return nil, nil, fmt.Errorf("%w (verdict %d)", err, i)
 			}
-			kept = append(kept, core.Write{Record: v.Record, Base: r.Version})
+			kept = append(kept, durable.Write{Record: v.Record, Base: r.Version})
 		default:
 			return nil, nil, errorf(ErrBadVerdicts, "verdict %d has unknown action %d", i, v.Action)
 		}
@@ -179,7 +178,7 @@ func (s *Store) deleteClaimed(tx *gorm.DB, dead []claim) error {
 
 // updateKept replaces the claimed rows that are still at their claimed
 // version (each write's Base) by the kept records.
-func (s *Store) updateKept(tx *gorm.DB, kept []core.Write) error {
+func (s *Store) updateKept(tx *gorm.DB, kept []durable.Write) error {
 	if len(kept) == 0 {
 		return nil
 	}
@@ -189,7 +188,7 @@ func (s *Store) updateKept(tx *gorm.DB, kept []core.Write) error {
 		c.add(kept)
 		return tx.Exec(s.q.update, append([]any{nowMs}, c.args(true)...)...).Error
 	}
-	return chunks(kept, func(c []core.Write) error {
+	return chunks(kept, func(c []durable.Write) error {
 		return tx.Exec(s.q.updateN(len(c)), updateArgs(c, nowMs)...).Error
 	})
 }

@@ -18,7 +18,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
@@ -77,11 +77,11 @@ func TestNewDoesNotCloseDB(t *testing.T) {
 
 // mustWrite writes each of recs on the version before its own, and fails
 // t unless all apply.
-func mustWrite(t testing.TB, s *gormstore.Store, recs ...core.Record) {
+func mustWrite(t testing.TB, s *gormstore.Store, recs ...durable.Record) {
 	t.Helper()
-	batch := make([]core.Write, len(recs))
+	batch := make([]durable.Write, len(recs))
 	for i, r := range recs {
-		batch[i] = core.Write{Record: r, Base: r.Version - 1}
+		batch[i] = durable.Write{Record: r, Base: r.Version - 1}
 	}
 	applied, err := s.Write(context.Background(), batch)
 	if err != nil {
@@ -94,8 +94,8 @@ func mustWrite(t testing.TB, s *gormstore.Store, recs ...core.Record) {
 	}
 }
 
-func testRecord(name string, version uint64, expiresAt time.Time) core.Record {
-	return core.Record{
+func testRecord(name string, version uint64, expiresAt time.Time) durable.Record {
+	return durable.Record{
 		Key:       durabletest.Key(name),
 		Payload:   []byte("payload " + name),
 		Version:   version,
@@ -129,9 +129,9 @@ func TestCorruptPayload(t *testing.T) {
 			t.Fatalf("Load of a garbage row = %q, %v, %v; want %q", got.Payload, found, err, garbage)
 		}
 		var judged []byte
-		n, err := s.Reap(ctx, now.Add(2*time.Hour), 10, func(_ context.Context, b []core.Record) ([]core.Verdict, error) {
+		n, err := s.Reap(ctx, now.Add(2*time.Hour), 10, func(_ context.Context, b []durable.Record) ([]durable.Verdict, error) {
 			judged = b[0].Payload
-			return make([]core.Verdict, len(b)), nil
+			return make([]durable.Verdict, len(b)), nil
 		})
 		if err != nil || n != 1 || string(judged) != string(garbage) {
 			t.Fatalf("Reap = %d, %v, judged %q; want the garbage row handed to the judge", n, err, judged)
@@ -201,7 +201,7 @@ func TestSkipMigration(t *testing.T) {
 	if db.Migrator().HasTable("not_created") {
 		t.Fatal("New created the table despite SkipMigration")
 	}
-	applied, err := s.Write(t.Context(), []core.Write{{Record: testRecord("x", 1, time.Now().Add(time.Hour))}})
+	applied, err := s.Write(t.Context(), []durable.Write{{Record: testRecord("x", 1, time.Now().Add(time.Hour))}})
 	if err == nil || !strings.HasPrefix(err.Error(), "gormstore: ") || applied != nil {
 		t.Fatalf("Write to a missing table = %v, %v; want a gormstore error", applied, err)
 	}
@@ -218,29 +218,29 @@ func TestInvalidArguments(t *testing.T) {
 	if _, err := s.Reap(ctx, now, -1, nil); !errors.Is(err, gormstore.ErrInvalidLimit) {
 		t.Errorf("Reap(limit -1) error = %v, want ErrInvalidLimit", err)
 	}
-	ok := core.Write{Record: testRecord("ok", 1, now.Add(time.Hour))}
-	bad := map[string]func(w *core.Write){
-		"empty key":           func(w *core.Write) { w.Key = "" },
-		"65-byte key":         func(w *core.Write) { w.Key = strings.Repeat("k", 65) },
-		"256-byte subject":    func(w *core.Write) { w.Subject = strings.Repeat("s", 256) },
-		"version > int64":     func(w *core.Write) { w.Version, w.Base = math.MaxInt64+1, math.MaxInt64 },
-		"version 0":           func(w *core.Write) { w.Version = 0 },
-		"version not base+1":  func(w *core.Write) { w.Base = 2 },
-		"version with base 0": func(w *core.Write) { w.Version = 5 },
+	ok := durable.Write{Record: testRecord("ok", 1, now.Add(time.Hour))}
+	bad := map[string]func(w *durable.Write){
+		"empty key":           func(w *durable.Write) { w.Key = "" },
+		"65-byte key":         func(w *durable.Write) { w.Key = strings.Repeat("k", 65) },
+		"256-byte subject":    func(w *durable.Write) { w.Subject = strings.Repeat("s", 256) },
+		"version > int64":     func(w *durable.Write) { w.Version, w.Base = math.MaxInt64+1, math.MaxInt64 },
+		"version 0":           func(w *durable.Write) { w.Version = 0 },
+		"version not base+1":  func(w *durable.Write) { w.Base = 2 },
+		"version with base 0": func(w *durable.Write) { w.Version = 5 },
 	}
-	other := core.Write{Record: testRecord("other", 1, now.Add(time.Hour))}
+	other := durable.Write{Record: testRecord("other", 1, now.Add(time.Hour))}
 	for name, mutate := range bad {
 		w := ok
 		mutate(&w)
 		// The valid write of the batch is not written either.
-		if applied, err := s.Write(ctx, []core.Write{other, w}); !errors.Is(err, gormstore.ErrInvalidRecord) || applied != nil {
+		if applied, err := s.Write(ctx, []durable.Write{other, w}); !errors.Is(err, gormstore.ErrInvalidRecord) || applied != nil {
 			t.Errorf("Write(%s) = %v, %v; want ErrInvalidRecord", name, applied, err)
 		}
 		if _, found, _ := s.Load(ctx, other.Key); found {
 			t.Fatalf("Write(%s) wrote the valid write of its batch", name)
 		}
 	}
-	if applied, err := s.Write(ctx, []core.Write{ok, other, ok}); !errors.Is(err, gormstore.ErrInvalidRecord) || applied != nil {
+	if applied, err := s.Write(ctx, []durable.Write{ok, other, ok}); !errors.Is(err, gormstore.ErrInvalidRecord) || applied != nil {
 		t.Errorf("Write of a key twice = %v, %v; want ErrInvalidRecord", applied, err)
 	}
 
@@ -266,26 +266,26 @@ func TestBadVerdicts(t *testing.T) {
 	now := time.Now()
 	expired := testRecord("expired", 1, now.Add(-time.Minute))
 	mustWrite(t, s, expired)
-	keep := func(mutate func(r *core.Record)) core.ReapJudge {
-		return func(_ context.Context, b []core.Record) ([]core.Verdict, error) {
+	keep := func(mutate func(r *durable.Record)) durable.Judge {
+		return func(_ context.Context, b []durable.Record) ([]durable.Verdict, error) {
 			r := b[0]
 			r.Version++
 			mutate(&r)
-			return []core.Verdict{{Action: core.ReapKeep, Record: r}}, nil
+			return []durable.Verdict{{Action: durable.Keep, Record: r}}, nil
 		}
 	}
-	verdicts := func(v ...core.Verdict) core.ReapJudge {
-		return func(context.Context, []core.Record) ([]core.Verdict, error) { return v, nil }
+	verdicts := func(v ...durable.Verdict) durable.Judge {
+		return func(context.Context, []durable.Record) ([]durable.Verdict, error) { return v, nil }
 	}
 	for name, c := range map[string]struct {
-		judge core.ReapJudge
+		judge durable.Judge
 		want  error
 	}{
-		"kept record the table cannot hold":  {keep(func(r *core.Record) { r.Subject = strings.Repeat("s", 256) }), gormstore.ErrInvalidRecord},
-		"kept record under another key":      {keep(func(r *core.Record) { r.Key = durabletest.Key("another") }), gormstore.ErrBadVerdicts},
-		"kept record at the claimed version": {keep(func(r *core.Record) { r.Version-- }), gormstore.ErrBadVerdicts},
-		"unknown action":                     {verdicts(core.Verdict{Action: core.ReapLeave + 1}), gormstore.ErrBadVerdicts},
-		"verdict too many":                   {verdicts(core.Verdict{}, core.Verdict{}), gormstore.ErrBadVerdicts},
+		"kept record the table cannot hold":  {keep(func(r *durable.Record) { r.Subject = strings.Repeat("s", 256) }), gormstore.ErrInvalidRecord},
+		"kept record under another key":      {keep(func(r *durable.Record) { r.Key = durabletest.Key("another") }), gormstore.ErrBadVerdicts},
+		"kept record at the claimed version": {keep(func(r *durable.Record) { r.Version-- }), gormstore.ErrBadVerdicts},
+		"unknown action":                     {verdicts(durable.Verdict{Action: durable.Leave + 1}), gormstore.ErrBadVerdicts},
+		"verdict too many":                   {verdicts(durable.Verdict{}, durable.Verdict{}), gormstore.ErrBadVerdicts},
 	} {
 		if n, err := s.Reap(ctx, now, 10, c.judge); !errors.Is(err, c.want) || n != 0 {
 			t.Errorf("Reap with a %s = %d, %v; want 0 and %v", name, n, err, c.want)
@@ -308,13 +308,13 @@ func TestReapStatementsPerBatch(t *testing.T) {
 		for _, size := range []int{10, 500} {
 			insertExpired(t, s, fmt.Sprint("expired-", size, "-"), size, now)
 			log.reset()
-			n, err := s.Reap(ctx, now, size, func(_ context.Context, b []core.Record) ([]core.Verdict, error) {
-				v := make([]core.Verdict, len(b))
+			n, err := s.Reap(ctx, now, size, func(_ context.Context, b []durable.Record) ([]durable.Verdict, error) {
+				v := make([]durable.Verdict, len(b))
 				for i := range 2 { // a few survivors
 					r := b[i]
 					r.Version++
 					r.ExpiresAt = now.Add(time.Hour)
-					v[i] = core.Verdict{Action: core.ReapKeep, Record: r}
+					v[i] = durable.Verdict{Action: durable.Keep, Record: r}
 				}
 				return v, nil
 			})
@@ -340,13 +340,13 @@ func TestWriteStatementsPerBatch(t *testing.T) {
 		counts := map[int]int{}
 		for _, size := range []int{10, 500, 1200} {
 			insertExpired(t, s, fmt.Sprint("write-", size, "-"), size/2, time.Now())
-			batch := make([]core.Write, size)
+			batch := make([]durable.Write, size)
 			for i := range batch {
 				r := testRecord(fmt.Sprint("write-", size, "-", i), 1, time.Now().Add(time.Hour))
 				if i < size/2 {
 					r.Version = 2
 				}
-				batch[i] = core.Write{Record: r, Base: r.Version - 1}
+				batch[i] = durable.Write{Record: r, Base: r.Version - 1}
 			}
 			log.reset()
 			applied, err := s.Write(t.Context(), batch)
@@ -377,7 +377,7 @@ func firstWords(stmts []string) []string {
 // one batch.
 func insertExpired(t testing.TB, s *gormstore.Store, prefix string, n int, now time.Time) {
 	t.Helper()
-	recs := make([]core.Record, n)
+	recs := make([]durable.Record, n)
 	for i := range recs {
 		recs[i] = testRecord(fmt.Sprint(prefix, i), 1, now.Add(-time.Duration(n-i)*time.Millisecond))
 	}
@@ -414,14 +414,14 @@ func TestSQLiteReapersAcrossHandles(t *testing.T) {
 
 	var mu sync.Mutex
 	seen := map[string]int{}
-	judge := func(_ context.Context, b []core.Record) ([]core.Verdict, error) {
+	judge := func(_ context.Context, b []durable.Record) ([]durable.Verdict, error) {
 		mu.Lock()
 		for _, r := range b {
 			seen[r.Key]++
 		}
 		mu.Unlock()
 		time.Sleep(3 * time.Millisecond)
-		return make([]core.Verdict, len(b)), nil
+		return make([]durable.Verdict, len(b)), nil
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 6)
@@ -486,7 +486,7 @@ func TestOpenForms(t *testing.T) {
 		t.Cleanup(func() { closeDB(t, db) })
 		s, _ := newStore(t, db)
 		rec := testRecord("open", 1, time.Now().Add(time.Hour))
-		if applied, err := s.Write(t.Context(), []core.Write{{Record: rec}}); err != nil || !applied[0] {
+		if applied, err := s.Write(t.Context(), []durable.Write{{Record: rec}}); err != nil || !applied[0] {
 			t.Errorf("Open(%q): Write = %v, %v", dsn, applied, err)
 		}
 		t.Logf("Open(%q): dialect %s", dsn, db.Dialector.Name())

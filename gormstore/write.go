@@ -9,9 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"gorm.io/gorm"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // writeChunk is the most rows one statement of Write or Reap carries on
@@ -59,7 +58,7 @@ var errInsertRaced = errors.New("gormstore: a concurrent insert took a key of th
 // Base+1, or when batch repeats a key. On any error no write is reported
 // applied, and none applied unless the connection failed while the
 // database committed them.
-func (s *Store) Write(ctx context.Context, batch []core.Write) (applied []bool, err error) {
+func (s *Store) Write(ctx context.Context, batch []durable.Write) (applied []bool, err error) {
 	order, err := checkBatch(batch)
 	if err != nil {
 		return nil, err
@@ -86,7 +85,7 @@ func (s *Store) Write(ctx context.Context, batch []core.Write) (applied []bool, 
 
 // checkBatch checks every write of batch (see Write) and returns the
 // indexes of batch in Key order.
-func checkBatch(batch []core.Write) (order []int, err error) {
+func checkBatch(batch []durable.Write) (order []int, err error) {
 	order = make([]int, len(batch))
 	for i := range batch {
 		w := &batch[i]
@@ -109,7 +108,7 @@ func checkBatch(batch []core.Write) (order []int, err error) {
 
 // split returns the writes of batch that insert and those that update, in
 // the given order.
-func split(batch []core.Write, order []int) (inserts, updates []core.Write) {
+func split(batch []durable.Write, order []int) (inserts, updates []durable.Write) {
 	for _, i := range order {
 		if batch[i].Base == 0 {
 			inserts = append(inserts, batch[i])
@@ -122,7 +121,7 @@ func split(batch []core.Write, order []int) (inserts, updates []core.Write) {
 
 // markApplied returns a function that sets the flags of the writes of
 // batch under the keys it is given.
-func markApplied(batch []core.Write, applied []bool) func(keys []string) {
+func markApplied(batch []durable.Write, applied []bool) func(keys []string) {
 	index := make(map[string]int, len(batch))
 	for i := range batch {
 		index[batch[i].Key] = i
@@ -137,7 +136,7 @@ func markApplied(batch []core.Write, applied []bool) func(keys []string) {
 }
 
 // writePostgres runs Write's single statement on PostgreSQL.
-func (s *Store) writePostgres(ctx context.Context, batch []core.Write, order []int, applied []bool) error {
+func (s *Store) writePostgres(ctx context.Context, batch []durable.Write, order []int, applied []bool) error {
 	inserts, updates := split(batch, order)
 	var upd, ins pgColumns
 	upd.add(updates)
@@ -159,7 +158,7 @@ func (s *Store) writePostgres(ctx context.Context, batch []core.Write, order []i
 }
 
 // writeSQLite runs Write's statements on SQLite, in transaction tx.
-func (s *Store) writeSQLite(tx *gorm.DB, batch []core.Write, order []int, applied []bool) error {
+func (s *Store) writeSQLite(tx *gorm.DB, batch []durable.Write, order []int, applied []bool) error {
 	inserts, updates := split(batch, order)
 	nowMs := time.Now().UnixMilli()
 	mark := markApplied(batch, applied)
@@ -175,20 +174,20 @@ func (s *Store) writeSQLite(tx *gorm.DB, batch []core.Write, order []int, applie
 		mark(keys)
 		return nil
 	}
-	err := chunks(updates, func(c []core.Write) error {
+	err := chunks(updates, func(c []durable.Write) error {
 		return run(s.q.updateN(len(c))+" RETURNING "+s.q.key, updateArgs(c, nowMs))
 	})
 	if err != nil {
 		return err
 	}
-	return chunks(inserts, func(c []core.Write) error {
+	return chunks(inserts, func(c []durable.Write) error {
 		return run(s.q.insertN(len(c)), insertArgs(c, nowMs))
 	})
 }
 
 // writeMySQL runs Write's transaction on MySQL, again while a concurrent
 // insert makes it start over.
-func (s *Store) writeMySQL(ctx context.Context, batch []core.Write, order []int, applied []bool) error {
+func (s *Store) writeMySQL(ctx context.Context, batch []durable.Write, order []int, applied []bool) error {
 	var err error
 	for range mysqlAttempts {
 		clear(applied)
@@ -204,12 +203,12 @@ func (s *Store) writeMySQL(ctx context.Context, batch []core.Write, order []int,
 
 // writeMySQLTx locks the stored rows of the batch's keys, decides which
 // writes apply, and writes them, in transaction tx.
-func (s *Store) writeMySQLTx(tx *gorm.DB, batch []core.Write, order []int, applied []bool) error {
+func (s *Store) writeMySQLTx(tx *gorm.DB, batch []durable.Write, order []int, applied []bool) error {
 	stored, err := s.lockVersions(tx, batch, order)
 	if err != nil {
 		return err
 	}
-	var inserts, updates []core.Write
+	var inserts, updates []durable.Write
 	for _, i := range order {
 		w := &batch[i]
 		v, ok := stored[w.Key]
@@ -224,7 +223,7 @@ func (s *Store) writeMySQLTx(tx *gorm.DB, batch []core.Write, order []int, appli
 		applied[i] = true
 	}
 	nowMs := time.Now().UnixMilli()
-	err = chunks(updates, func(c []core.Write) error {
+	err = chunks(updates, func(c []durable.Write) error {
 		res := tx.Exec(s.q.updateN(len(c)), updateArgs(c, nowMs)...)
 		if res.Error == nil && res.RowsAffected != int64(len(c)) {
 			return fmt.Errorf("%d of %d locked rows updated", res.RowsAffected, len(c))
@@ -234,7 +233,7 @@ func (s *Store) writeMySQLTx(tx *gorm.DB, batch []core.Write, order []int, appli
 	if err != nil {
 		return err
 	}
-	return chunks(inserts, func(c []core.Write) error {
+	return chunks(inserts, func(c []durable.Write) error {
 		res := tx.Exec(s.q.insertN(len(c)), insertArgs(c, nowMs)...)
 		if res.Error == nil && res.RowsAffected != int64(len(c)) {
 			return errInsertRaced
@@ -245,7 +244,7 @@ func (s *Store) writeMySQLTx(tx *gorm.DB, batch []core.Write, order []int, appli
 
 // lockVersions locks, in Key order, the stored rows of the keys of batch
 // and returns their versions.
-func (s *Store) lockVersions(tx *gorm.DB, batch []core.Write, order []int) (map[string]int64, error) {
+func (s *Store) lockVersions(tx *gorm.DB, batch []durable.Write, order []int) (map[string]int64, error) {
 	stored := make(map[string]int64, len(batch))
 	for rest := order; len(rest) > 0; {
 		chunk := rest[:min(len(rest), writeChunk)]
@@ -295,7 +294,7 @@ func scanKeys(rows *sql.Rows) ([]string, error) {
 
 // chunks calls fn with successive parts of ws of at most writeChunk
 // writes, until it fails.
-func chunks(ws []core.Write, fn func([]core.Write) error) error {
+func chunks(ws []durable.Write, fn func([]durable.Write) error) error {
 	for len(ws) > 0 {
 		c := ws[:min(len(ws), writeChunk)]
 		ws = ws[len(c):]
@@ -307,7 +306,7 @@ func chunks(ws []core.Write, fn func([]core.Write) error) error {
 }
 
 // updateArgs returns the arguments of updateN for ws.
-func updateArgs(ws []core.Write, updatedMs int64) []any {
+func updateArgs(ws []durable.Write, updatedMs int64) []any {
 	args := make([]any, 0, 7*len(ws)+1)
 	for i := range ws {
 		w := &ws[i]
@@ -318,7 +317,7 @@ func updateArgs(ws []core.Write, updatedMs int64) []any {
 }
 
 // insertArgs returns the arguments of insertN for ws.
-func insertArgs(ws []core.Write, nowMs int64) []any {
+func insertArgs(ws []durable.Write, nowMs int64) []any {
 	args := make([]any, 0, 8*len(ws))
 	for i := range ws {
 		w := &ws[i]
@@ -338,7 +337,7 @@ type pgColumns struct {
 }
 
 // add appends ws to the columns.
-func (c *pgColumns) add(ws []core.Write) {
+func (c *pgColumns) add(ws []durable.Write) {
 	for i := range ws {
 		w := &ws[i]
 		c.keys = append(c.keys, w.Key)

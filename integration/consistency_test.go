@@ -14,6 +14,7 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
@@ -725,14 +726,14 @@ func TestLogoutReachesRowWhenDatabaseReturns(t *testing.T) {
 // heldLoad holds the result of the next Load while hold is set: the app
 // server has read the row, and the rest of its request waits.
 type heldLoad struct {
-	core.Durable
+	durable.Tier
 	hold    atomic.Bool
 	reached chan struct{} // closed when a Load is held
 	release chan struct{} // close to let it go on
 }
 
-func (h *heldLoad) Load(ctx context.Context, key string) (core.Record, bool, error) {
-	rec, found, err := h.Durable.Load(ctx, key)
+func (h *heldLoad) Load(ctx context.Context, key string) (durable.Record, bool, error) {
+	rec, found, err := h.Tier.Load(ctx, key)
 	if h.hold.CompareAndSwap(true, false) {
 		close(h.reached)
 		<-h.release
@@ -771,7 +772,7 @@ func TestReadAroundNodeWhileReaperLeavesRow(t *testing.T) {
 	reader := st.manager(t, func(c *core.StoreConfig) {
 		short(c)
 		cutNode(proxy, 2*time.Second)(c)
-		held.Durable = c.Durable
+		held.Tier = c.Durable
 		c.Durable = held
 	}, idle)
 	other := st.manager(t, short, idle)

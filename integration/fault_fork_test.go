@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -21,13 +22,13 @@ import (
 // gatedDurable holds every Write while its gate is shut, to delay one app
 // server's background writer at will.
 type gatedDurable struct {
-	core.Durable
+	durable.Tier
 	mu   sync.Mutex
 	gate chan struct{} // nil: open
 	held atomic.Int32  // Writes that waited at the gate
 }
 
-func (g *gatedDurable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+func (g *gatedDurable) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
 	g.mu.Lock()
 	gate := g.gate
 	g.mu.Unlock()
@@ -39,7 +40,7 @@ func (g *gatedDurable) Write(ctx context.Context, batch []core.Write) ([]bool, e
 			return nil, ctx.Err()
 		}
 	}
-	return g.Durable.Write(ctx, batch)
+	return g.Tier.Write(ctx, batch)
 }
 
 func (g *gatedDurable) shut() {
@@ -73,7 +74,7 @@ func TestFaultDelayedSyncAfterCacheLoss(t *testing.T) {
 	durable := func(c *core.Config) { c.DurableKeys = []string{"cart"} }
 	a := st.manager(t, func(c *core.StoreConfig) {
 		c.SyncInterval = time.Minute
-		gate = &gatedDurable{Durable: c.Durable}
+		gate = &gatedDurable{Tier: c.Durable}
 		c.Durable = gate
 	}, durable)
 	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, durable)
@@ -203,7 +204,7 @@ func TestFaultFailedWriteThroughKeepsCacheCopy(t *testing.T) {
 	)
 	m := st.manager(t, func(c *core.StoreConfig) {
 		c.SyncInterval = time.Minute
-		durable = &faultyDurable{Durable: c.Durable}
+		durable = &faultyDurable{Tier: c.Durable}
 		c.Durable = durable
 		c.Memcached.DialContext = dialer.DialContext
 	}, nil)
@@ -308,7 +309,7 @@ func TestSlowWriterDoesNotUndoNewerSyncOfSameCopy(t *testing.T) {
 	a := st.manager(t, minute, nil)
 	b := st.manager(t, func(c *core.StoreConfig) {
 		minute(c)
-		gate = &gatedDurable{Durable: c.Durable}
+		gate = &gatedDurable{Tier: c.Durable}
 		c.Durable = gate
 	}, nil)
 	token := put(t, a, "", "n", 1) // in both tiers
@@ -345,7 +346,7 @@ func TestDelayedSyncDoesNotReplaceLaterDurableChange(t *testing.T) {
 	var gate *gatedDurable
 	a := st.manager(t, func(c *core.StoreConfig) {
 		c.SyncInterval = time.Minute
-		gate = &gatedDurable{Durable: c.Durable}
+		gate = &gatedDurable{Tier: c.Durable}
 		c.Durable = gate
 	}, nil)
 	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, nil)

@@ -18,6 +18,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
@@ -128,7 +129,7 @@ func (st *stack) manager(t *testing.T, smod func(*core.StoreConfig), mmod func(*
 }
 
 // record returns token's database row as stored, sealed or not.
-func (st *stack) record(t *testing.T, token string) (core.Record, bool) {
+func (st *stack) record(t *testing.T, token string) (durable.Record, bool) {
 	t.Helper()
 	rec, found, err := st.durable.Load(context.Background(), core.StorageKey(token))
 	if err != nil {
@@ -139,7 +140,7 @@ func (st *stack) record(t *testing.T, token string) (core.Record, bool) {
 
 // row returns token's database row, whatever its state, and its envelope
 // (the stack's Stores are unsealed); found is false when there is no row.
-func (st *stack) row(t *testing.T, token string) (core.Record, envelope, bool) {
+func (st *stack) row(t *testing.T, token string) (durable.Record, envelope, bool) {
 	t.Helper()
 	rec, found := st.record(t, token)
 	var e envelope
@@ -317,39 +318,39 @@ func mkey(token string) string { return "hs:" + core.StorageKey(token) }
 // faultyDurable is a durable tier whose calls can be made to fail, as
 // those of a database that refuses connections.
 type faultyDurable struct {
-	core.Durable
+	durable.Tier
 	writes atomic.Bool // Write fails
 	down   atomic.Bool // every call fails
 }
 
 var errRefused = errors.New("injected: connection refused")
 
-func (f *faultyDurable) Load(ctx context.Context, key string) (core.Record, bool, error) {
+func (f *faultyDurable) Load(ctx context.Context, key string) (durable.Record, bool, error) {
 	if f.down.Load() {
-		return core.Record{}, false, errRefused
+		return durable.Record{}, false, errRefused
 	}
-	return f.Durable.Load(ctx, key)
+	return f.Tier.Load(ctx, key)
 }
 
-func (f *faultyDurable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+func (f *faultyDurable) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
 	if f.down.Load() || f.writes.Load() {
 		return nil, errRefused
 	}
-	return f.Durable.Write(ctx, batch)
+	return f.Tier.Write(ctx, batch)
 }
 
-func (f *faultyDurable) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
+func (f *faultyDurable) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
 	if f.down.Load() {
 		return nil, errRefused
 	}
-	return f.Durable.List(ctx, subject, after, limit)
+	return f.Tier.List(ctx, subject, after, limit)
 }
 
-func (f *faultyDurable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+func (f *faultyDurable) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
 	if f.down.Load() {
 		return 0, errRefused
 	}
-	return f.Durable.Reap(ctx, now, limit, judge)
+	return f.Tier.Reap(ctx, now, limit, judge)
 }
 
 // faulty returns a StoreConfig modifier that puts a faultyDurable around
@@ -357,7 +358,7 @@ func (f *faultyDurable) Reap(ctx context.Context, now time.Time, limit int, judg
 func faulty() (func(*core.StoreConfig), *faultyDurable) {
 	f := &faultyDurable{}
 	return func(c *core.StoreConfig) {
-		f.Durable = c.Durable
+		f.Tier = c.Durable
 		c.Durable = f
 	}, f
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 )
 
 // memcachedOnly is an app server whose writes never reach the database —
@@ -184,7 +185,7 @@ func TestReaperRacingWriteIsKeptOrRefused(t *testing.T) {
 				defer wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				ok, err := st.durable.Write(ctx, []core.Write{{Record: newer, Base: rec.Version}})
+				ok, err := st.durable.Write(ctx, []durable.Write{{Record: newer, Base: rec.Version}})
 				if err != nil {
 					t.Error(err)
 					return

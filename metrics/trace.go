@@ -9,6 +9,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -103,12 +104,12 @@ func cacheSpanName(op string) string {
 	return "memcached " + op
 }
 
-// Durable wraps a core.Durable: it records an OpenTelemetry span around
+// Durable wraps a durable.Tier: it records an OpenTelemetry span around
 // every call when it has a TracerProvider, and remembers the reaper's last
-// complete pass (see LastReapPass) either way. It is a core.Durable itself:
+// complete pass (see LastReapPass) either way. It is a durable.Tier itself:
 // give it to core.StoreConfig.Durable in place of the one it wraps.
 type Durable struct {
-	next   core.Durable
+	next   durable.Tier
 	tracer trace.Tracer // nil: no spans
 
 	mu        sync.Mutex
@@ -118,7 +119,7 @@ type Durable struct {
 	last      ReapPass
 }
 
-var _ core.Durable = (*Durable)(nil)
+var _ durable.Tier = (*Durable)(nil)
 
 // ReapPass describes the reaper's last complete pass, as seen by Durable.
 type ReapPass struct {
@@ -136,9 +137,9 @@ type ReapPass struct {
 // mutex per reaper batch, nothing per request); otherwise each call is a
 // client span named "db <Method>" (db.operation.name=<Method>), with the
 // error recorded on failure. It panics when d is nil.
-func NewDurable(d core.Durable, tp trace.TracerProvider) *Durable {
+func NewDurable(d durable.Tier, tp trace.TracerProvider) *Durable {
 	if d == nil {
-		panic("metrics: NewDurable needs a core.Durable")
+		panic("metrics: NewDurable needs a durable.Tier")
 	}
 	w := &Durable{next: d}
 	if tp != nil {
@@ -148,7 +149,7 @@ func NewDurable(d core.Durable, tp trace.TracerProvider) *Durable {
 }
 
 // Unwrap returns the wrapped durable tier.
-func (d *Durable) Unwrap() core.Durable { return d.next }
+func (d *Durable) Unwrap() durable.Tier { return d.next }
 
 // LastReapPass returns the reaper's last complete pass through this
 // Durable: the pass ends with a batch that examined fewer rows than its
@@ -186,7 +187,7 @@ func end(span trace.Span, err error) {
 }
 
 // Load calls the wrapped Load in a span.
-func (d *Durable) Load(ctx context.Context, key string) (core.Record, bool, error) {
+func (d *Durable) Load(ctx context.Context, key string) (durable.Record, bool, error) {
 	ctx, span := d.start(ctx, "db Load", "Load")
 	rec, found, err := d.next.Load(ctx, key)
 	if span != nil {
@@ -198,7 +199,7 @@ func (d *Durable) Load(ctx context.Context, key string) (core.Record, bool, erro
 
 // Write calls the wrapped Write in a span, with the batch's size and the
 // number of writes that applied.
-func (d *Durable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+func (d *Durable) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
 	ctx, span := d.start(ctx, "db Write", "Write")
 	applied, err := d.next.Write(ctx, batch)
 	if span != nil {
@@ -215,7 +216,7 @@ func (d *Durable) Write(ctx context.Context, batch []core.Write) ([]bool, error)
 }
 
 // List calls the wrapped List in a span.
-func (d *Durable) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
+func (d *Durable) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
 	ctx, span := d.start(ctx, "db List", "List")
 	recs, err := d.next.List(ctx, subject, after, limit)
 	end(span, err)
@@ -225,8 +226,8 @@ func (d *Durable) List(ctx context.Context, subject, after string, limit int) ([
 // Reap calls the wrapped Reap in a span and keeps track of the reaper's
 // passes: the batches of one pass share its now, and a pass ends with a
 // batch that claimed fewer rows than its limit, left every row it claimed
-// for a later pass (core.ReapLeave), or failed.
-func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+// for a later pass (durable.Leave), or failed.
+func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
 	ctx, span := d.start(ctx, "db Reap", "Reap")
 	d.mu.Lock()
 	if !now.Equal(d.passNow) || d.passStart.IsZero() {
@@ -234,11 +235,11 @@ func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge core
 	}
 	d.mu.Unlock()
 	left := -1 // rows the batch left; -1: judge not called
-	n, err := d.next.Reap(ctx, now, limit, func(ctx context.Context, batch []core.Record) ([]core.Verdict, error) {
+	n, err := d.next.Reap(ctx, now, limit, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		vs, err := judge(ctx, batch)
 		left = 0
 		for _, v := range vs {
-			if v.Action == core.ReapLeave {
+			if v.Action == durable.Leave {
 				left++
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 	"github.com/hybridsession/hybridsession/metrics"
@@ -21,7 +22,7 @@ import (
 // The wrapper is a durable tier like any other: it passes the conformance suite.
 func TestDurableConformance(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewInMemoryExporter()))
-	durabletest.Run(t, func(t *testing.T) core.Durable {
+	durabletest.Run(t, func(t *testing.T) durable.Tier {
 		return metrics.NewDurable(durabletest.NewMemory(), tp)
 	})
 }
@@ -176,9 +177,9 @@ func TestLastReapPass(t *testing.T) {
 	d := metrics.NewDurable(durabletest.NewMemory(), sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp)))
 	ctx := context.Background()
 	now := time.Now().Truncate(time.Millisecond)
-	var batch []core.Write
+	var batch []durable.Write
 	for _, k := range []string{"a", "b", "c"} {
-		batch = append(batch, core.Write{Record: core.Record{
+		batch = append(batch, durable.Write{Record: durable.Record{
 			Key: strings.Repeat(k, 43), Payload: []byte("x"), Version: 1,
 			ExpiresAt: now.Add(-time.Minute), Deadline: now.Add(time.Hour),
 		}})
@@ -190,9 +191,9 @@ func TestLastReapPass(t *testing.T) {
 	if pass := d.LastReapPass(); !pass.End.IsZero() {
 		t.Fatalf("LastReapPass before any pass = %+v", pass)
 	}
-	verdicts := func(a core.ReapAction) core.ReapJudge {
-		return func(_ context.Context, rows []core.Record) ([]core.Verdict, error) {
-			out := make([]core.Verdict, len(rows))
+	verdicts := func(a durable.Action) durable.Judge {
+		return func(_ context.Context, rows []durable.Record) ([]durable.Verdict, error) {
+			out := make([]durable.Verdict, len(rows))
 			for i := range out {
 				out[i].Action = a
 			}
@@ -201,7 +202,7 @@ func TestLastReapPass(t *testing.T) {
 	}
 
 	// A full batch whose rows are all left ends the pass.
-	if n, err := d.Reap(ctx, now, 2, verdicts(core.ReapLeave)); n != 2 || err != nil {
+	if n, err := d.Reap(ctx, now, 2, verdicts(durable.Leave)); n != 2 || err != nil {
 		t.Fatalf("Reap = %d, %v; want 2 rows claimed", n, err)
 	}
 	if pass := d.LastReapPass(); pass.End.IsZero() || pass.Examined != 2 || pass.Err != nil {
@@ -211,13 +212,13 @@ func TestLastReapPass(t *testing.T) {
 	// Two batches of one pass (one now): a full one, then a short one.
 	later := now.Add(time.Second)
 	first := d.LastReapPass()
-	if n, err := d.Reap(ctx, later, 2, verdicts(core.ReapDelete)); n != 2 || err != nil {
+	if n, err := d.Reap(ctx, later, 2, verdicts(durable.Delete)); n != 2 || err != nil {
 		t.Fatalf("Reap = %d, %v; want 2 rows claimed", n, err)
 	}
 	if pass := d.LastReapPass(); pass != first {
 		t.Errorf("after the first, full batch of a pass: last pass %+v, want the previous one %+v", pass, first)
 	}
-	if n, err := d.Reap(ctx, later, 2, verdicts(core.ReapDelete)); n != 1 || err != nil {
+	if n, err := d.Reap(ctx, later, 2, verdicts(durable.Delete)); n != 1 || err != nil {
 		t.Fatalf("Reap = %d, %v; want the last row claimed", n, err)
 	}
 	if pass := d.LastReapPass(); pass.Examined != 3 || !pass.End.After(first.End) {
@@ -229,7 +230,7 @@ func TestLastReapPass(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	d.Reap(ctx, later.Add(time.Second), 2, func(context.Context, []core.Record) ([]core.Verdict, error) { return nil, boom })
+	d.Reap(ctx, later.Add(time.Second), 2, func(context.Context, []durable.Record) ([]durable.Verdict, error) { return nil, boom })
 	if pass := d.LastReapPass(); !errors.Is(pass.Err, boom) {
 		t.Errorf("after a failed batch: last pass %+v, want its error", pass)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/hybridsession/hybridsession/adapters/echo5session"
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/adaptertest"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
@@ -106,7 +107,7 @@ func TestConformanceDurable(t *testing.T) {
 	}
 	for _, b := range gormtest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
-			adaptertest.Run(t, harness, adaptertest.Options{Durable: func(t testing.TB) core.Durable {
+			adaptertest.Run(t, harness, adaptertest.Options{Durable: func(t testing.TB) durable.Tier {
 				db := b.Open(t)
 				table := gormtest.UniqueTable("e5s_")
 				st, err := gormstore.New(db, gormstore.Config{TableName: table})

@@ -17,6 +17,7 @@ import (
 	"github.com/hybridsession/hybridsession/adapters/fiber3session"
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/adaptertest"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
@@ -102,7 +103,7 @@ func TestConformanceDurable(t *testing.T) {
 	}
 	for _, b := range gormtest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
-			adaptertest.Run(t, harness, adaptertest.Options{Durable: func(t testing.TB) core.Durable {
+			adaptertest.Run(t, harness, adaptertest.Options{Durable: func(t testing.TB) durable.Tier {
 				db := b.Open(t)
 				table := gormtest.UniqueTable("f3s_")
 				st, err := gormstore.New(db, gormstore.Config{TableName: table})

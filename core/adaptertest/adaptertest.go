@@ -40,6 +40,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -116,7 +117,7 @@ type Options struct {
 	// that tolerates one (it should register its cleanup with t.Cleanup).
 	// Tests of failures always run on memcached alone, so that stopping
 	// memcached makes the store unavailable.
-	Durable func(t testing.TB) core.Durable
+	Durable func(t testing.TB) durable.Tier
 }
 
 // env is one subtest's memcached, store and log.
@@ -127,7 +128,7 @@ type env struct {
 	log *logCapture
 }
 
-func newEnv(t *testing.T, durable func(testing.TB) core.Durable) *env {
+func newEnv(t *testing.T, durable func(testing.TB) durable.Tier) *env {
 	t.Helper()
 	e := &env{t: t, mc: memcachedtest.Start(t, memcachedtest.Options{}), log: &logCapture{}}
 	cfg := core.StoreConfig{

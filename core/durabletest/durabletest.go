@@ -1,17 +1,17 @@
 // Package durabletest is the conformance suite for implementations of
-// core.Durable, the durable (database) tier of hybridsession, and Memory, an
+// durable.Tier, the durable (database) tier of hybridsession, and Memory, an
 // in-memory implementation for tests.
 //
 // Every implementation runs the suite from its own tests, once per database
 // it supports:
 //
 //	func TestDurable(t *testing.T) {
-//		durabletest.Run(t, func(t *testing.T) core.Durable {
+//		durabletest.Run(t, func(t *testing.T) durable.Tier {
 //			return newEmptyStore(t) // a fresh, empty store; cleaned up by t.Cleanup
 //		})
 //	}
 //
-// The suite only uses the methods of core.Durable and the standard library.
+// The suite only uses the methods of durable.Tier and the standard library.
 // The only time it passes is Reap's now, so it does not depend on the clock
 // of the database server.
 package durabletest
@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 )
 
 // Run runs the conformance suite as subtests of t. newDurable is called once
@@ -42,11 +42,11 @@ import (
 // use the store concurrently; the two that race a Write with a Reap give it
 // 300 ms each on purpose. A call that hangs for 30 seconds (60 for the tests
 // of parallel reapers) fails the subtest with a message naming the call.
-func Run(t *testing.T, newDurable func(t *testing.T) core.Durable) {
+func Run(t *testing.T, newDurable func(t *testing.T) durable.Tier) {
 	t.Helper()
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, d core.Durable)
+		fn   func(t *testing.T, d durable.Tier)
 	}{
 		{"Load/Missing", testLoadMissing},
 		{"Load/RoundTrip", testLoadRoundTrip},
@@ -105,23 +105,23 @@ const (
 func base() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
 
 // noJudge is a judge that fails the test when it is called.
-func noJudge(t *testing.T) core.ReapJudge {
-	return func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+func noJudge(t *testing.T) durable.Judge {
+	return func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		t.Errorf("judge called with %d rows, want no call: %q", len(batch), keysOf(batch))
-		return make([]core.Verdict, len(batch)), nil
+		return make([]durable.Verdict, len(batch)), nil
 	}
 }
 
 // allDead is a judge that deletes every row (the zero Verdict is
-// ReapDelete).
-func allDead(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-	return make([]core.Verdict, len(batch)), nil
+// durable.Delete).
+func allDead(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
+	return make([]durable.Verdict, len(batch)), nil
 }
 
 // record returns a record for key name at version, with a binary payload
 // naming both.
-func record(name string, version uint64, expiresAt, deadline time.Time, subject string) core.Record {
-	return core.Record{
+func record(name string, version uint64, expiresAt, deadline time.Time, subject string) durable.Record {
+	return durable.Record{
 		Key:       Key(name),
 		Payload:   fmt.Appendf(nil, "payload of %s at version %d\x00\xff", name, version),
 		Version:   version,
@@ -133,13 +133,13 @@ func record(name string, version uint64, expiresAt, deadline time.Time, subject 
 
 // writeOf returns the write of rec built on the version before its own:
 // an insert for version 1.
-func writeOf(rec core.Record) core.Write {
-	return core.Write{Record: rec, Base: rec.Version - 1}
+func writeOf(rec durable.Record) durable.Write {
+	return durable.Write{Record: rec, Base: rec.Version - 1}
 }
 
 // diff describes how got differs from want, or returns "" when they are equal
 // field by field (times compared as instants).
-func diff(got, want core.Record) string {
+func diff(got, want durable.Record) string {
 	var d []string
 	if got.Key != want.Key {
 		d = append(d, fmt.Sprintf("Key = %q, want %q", got.Key, want.Key))
@@ -172,7 +172,7 @@ func describe(b []byte) string {
 }
 
 // keysOf returns the keys of recs, in order.
-func keysOf(recs []core.Record) []string {
+func keysOf(recs []durable.Record) []string {
 	keys := make([]string, len(recs))
 	for i, r := range recs {
 		keys[i] = r.Key
@@ -181,8 +181,8 @@ func keysOf(recs []core.Record) []string {
 }
 
 // byKey sorts recs in Key (byte) order.
-func byKey(recs []core.Record) {
-	slices.SortFunc(recs, func(a, b core.Record) int { return strings.Compare(a.Key, b.Key) })
+func byKey(recs []durable.Record) {
+	slices.SortFunc(recs, func(a, b durable.Record) int { return strings.Compare(a.Key, b.Key) })
 }
 
 // within runs fn and fails the test if it does not return within limit.
@@ -202,10 +202,10 @@ func within(t *testing.T, limit time.Duration, what string, fn func()) {
 }
 
 // load returns what d.Load finds under key, failing t on an error.
-func load(t *testing.T, d core.Durable, key string) (core.Record, bool) {
+func load(t *testing.T, d durable.Tier, key string) (durable.Record, bool) {
 	t.Helper()
 	var (
-		rec   core.Record
+		rec   durable.Record
 		found bool
 		err   error
 	)
@@ -217,7 +217,7 @@ func load(t *testing.T, d core.Durable, key string) (core.Record, bool) {
 }
 
 // write returns d.Write's applied flags for batch, failing t on an error.
-func write(t *testing.T, d core.Durable, batch ...core.Write) []bool {
+func write(t *testing.T, d durable.Tier, batch ...durable.Write) []bool {
 	t.Helper()
 	var (
 		applied []bool
@@ -234,10 +234,10 @@ func write(t *testing.T, d core.Durable, batch ...core.Write) []bool {
 }
 
 // list returns d.List's page, failing t on an error.
-func list(t *testing.T, d core.Durable, subject, after string, limit int) []core.Record {
+func list(t *testing.T, d durable.Tier, subject, after string, limit int) []durable.Record {
 	t.Helper()
 	var (
-		page []core.Record
+		page []durable.Record
 		err  error
 	)
 	within(t, callTimeout, "List", func() { page, err = d.List(t.Context(), subject, after, limit) })
@@ -251,9 +251,9 @@ func list(t *testing.T, d core.Durable, subject, after string, limit int) []core
 }
 
 // listAll returns every row of subject ("" for all), by paging through List.
-func listAll(t *testing.T, d core.Durable, subject string) []core.Record {
+func listAll(t *testing.T, d durable.Tier, subject string) []durable.Record {
 	t.Helper()
-	var all []core.Record
+	var all []durable.Record
 	after := ""
 	for range 100000 {
 		page := list(t, d, subject, after, 100)
@@ -268,7 +268,7 @@ func listAll(t *testing.T, d core.Durable, subject string) []core.Record {
 }
 
 // reap runs d.Reap, failing t if it hangs.
-func reap(t *testing.T, d core.Durable, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+func reap(t *testing.T, d durable.Tier, now time.Time, limit int, judge durable.Judge) (int, error) {
 	t.Helper()
 	var (
 		n   int
@@ -279,7 +279,7 @@ func reap(t *testing.T, d core.Durable, now time.Time, limit int, judge core.Rea
 }
 
 // mustReap runs d.Reap and fails t unless it claims want rows without error.
-func mustReap(t *testing.T, d core.Durable, now time.Time, limit int, judge core.ReapJudge, want int) {
+func mustReap(t *testing.T, d durable.Tier, now time.Time, limit int, judge durable.Judge, want int) {
 	t.Helper()
 	n, err := reap(t, d, now, limit, judge)
 	if err != nil || n != want {
@@ -289,7 +289,7 @@ func mustReap(t *testing.T, d core.Durable, now time.Time, limit int, judge core
 
 // mustStore brings each of recs into d at its Version (at least 1): it
 // inserts them, then writes them again, one version at a time, in batches.
-func mustStore(t *testing.T, d core.Durable, recs ...core.Record) {
+func mustStore(t *testing.T, d durable.Tier, recs ...durable.Record) {
 	t.Helper()
 	top := uint64(0)
 	for _, r := range recs {
@@ -299,7 +299,7 @@ func mustStore(t *testing.T, d core.Durable, recs ...core.Record) {
 		top = max(top, r.Version)
 	}
 	for v := uint64(1); v <= top; v++ {
-		var batch []core.Write
+		var batch []durable.Write
 		for _, r := range recs {
 			if r.Version >= v {
 				r.Version = v
@@ -316,7 +316,7 @@ func mustStore(t *testing.T, d core.Durable, recs ...core.Record) {
 }
 
 // wantStored fails unless Load finds exactly want.
-func wantStored(t *testing.T, d core.Durable, want core.Record) {
+func wantStored(t *testing.T, d durable.Tier, want durable.Record) {
 	t.Helper()
 	got, found := load(t, d, want.Key)
 	if !found {
@@ -328,7 +328,7 @@ func wantStored(t *testing.T, d core.Durable, want core.Record) {
 }
 
 // wantMissing fails unless Load reports no row for key.
-func wantMissing(t *testing.T, d core.Durable, key string) {
+func wantMissing(t *testing.T, d durable.Tier, key string) {
 	t.Helper()
 	if got, found := load(t, d, key); found {
 		t.Fatalf("Load(%q): found version %d, want not found", key, got.Version)
@@ -336,7 +336,7 @@ func wantMissing(t *testing.T, d core.Durable, key string) {
 }
 
 // wantApplied fails unless applied is want.
-func wantApplied(t *testing.T, batch []core.Write, applied, want []bool) {
+func wantApplied(t *testing.T, batch []durable.Write, applied, want []bool) {
 	t.Helper()
 	wrong := 0
 	for i := range want {
@@ -354,7 +354,7 @@ func wantApplied(t *testing.T, batch []core.Write, applied, want []bool) {
 	}
 }
 
-func testLoadMissing(t *testing.T, d core.Durable) {
+func testLoadMissing(t *testing.T, d durable.Tier) {
 	now := base()
 	wantMissing(t, d, Key("missing"))
 	mustStore(t, d, record("other", 1, now.Add(time.Hour), now.Add(2*time.Hour), ""))
@@ -365,7 +365,7 @@ func testLoadMissing(t *testing.T, d core.Durable) {
 // roundTripCases returns records that stress every column: binary and
 // large payloads, empty values, times in another zone and below the
 // millisecond or before 1970, a subject of the maximum length.
-func roundTripCases(now time.Time) (cases, stored []core.Record) {
+func roundTripCases(now time.Time) (cases, stored []durable.Record) {
 	allBytes := []byte{0}
 	for i := range 256 {
 		allBytes = append(allBytes, byte(i), byte(255-i))
@@ -381,7 +381,7 @@ func roundTripCases(now time.Time) (cases, stored []core.Record) {
 	}
 	zone := time.FixedZone("UTC+05:30", 5*3600+30*60)
 	hour, day := now.Add(time.Hour), now.Add(24*time.Hour)
-	cases = []core.Record{
+	cases = []durable.Record{
 		{Key: Key("binary"), Payload: allBytes, Version: 1, ExpiresAt: hour, Deadline: day, Subject: "user-1"},
 		{Key: Key("64KiB"), Payload: large, Version: 2, ExpiresAt: hour, Deadline: day, Subject: "user-2"},
 		{Key: Key("empty subject"), Payload: []byte("p"), Version: 1, ExpiresAt: hour, Deadline: day},
@@ -403,7 +403,7 @@ func roundTripCases(now time.Time) (cases, stored []core.Record) {
 	return cases, stored
 }
 
-func testLoadRoundTrip(t *testing.T, d core.Durable) {
+func testLoadRoundTrip(t *testing.T, d durable.Tier) {
 	now := base()
 	cases, want := roundTripCases(now)
 	mustStore(t, d, cases...)
@@ -417,7 +417,7 @@ func testLoadRoundTrip(t *testing.T, d core.Durable) {
 		}
 	}
 	// A write replaces every column: each row takes the next one's values.
-	batch := make([]core.Write, len(cases))
+	batch := make([]durable.Write, len(cases))
 	for i := range cases {
 		next := cases[(i+1)%len(cases)]
 		next.Key, next.Version = cases[i].Key, cases[i].Version+1
@@ -433,9 +433,9 @@ func testLoadRoundTrip(t *testing.T, d core.Durable) {
 
 // testLoadEveryState checks that Load returns rows whatever their times:
 // liveness is the Store's decision, from the payload.
-func testLoadEveryState(t *testing.T, d core.Durable) {
+func testLoadEveryState(t *testing.T, d durable.Tier) {
 	now := base()
-	recs := []core.Record{
+	recs := []durable.Record{
 		record("live", 1, now.Add(time.Hour), now.Add(2*time.Hour), "user"),
 		record("expires now", 1, now, now.Add(time.Hour), "user"),
 		record("expired", 2, now.Add(-time.Millisecond), now.Add(time.Hour), "user"),
@@ -451,7 +451,7 @@ func testLoadEveryState(t *testing.T, d core.Durable) {
 	}
 }
 
-func testKeysCaseSensitive(t *testing.T, d core.Durable) {
+func testKeysCaseSensitive(t *testing.T, d durable.Tier) {
 	now := base()
 	lower := record("case", 1, now.Add(time.Hour), now.Add(2*time.Hour), "")
 	upper := lower
@@ -465,7 +465,7 @@ func testKeysCaseSensitive(t *testing.T, d core.Durable) {
 	wantStored(t, d, upper)
 	next := upper
 	next.Version, next.Payload = 2, []byte("the other row, written again")
-	wantApplied(t, []core.Write{writeOf(next)}, write(t, d, writeOf(next)), []bool{true})
+	wantApplied(t, []durable.Write{writeOf(next)}, write(t, d, writeOf(next)), []bool{true})
 	wantStored(t, d, next)
 	wantStored(t, d, lower)
 }
@@ -482,35 +482,35 @@ func swapCase(s string) string {
 	}, s)
 }
 
-func testWriteInsertIfAbsent(t *testing.T, d core.Durable) {
+func testWriteInsertIfAbsent(t *testing.T, d durable.Tier) {
 	now := base()
 	first := record("insert", 1, now.Add(time.Hour), now.Add(2*time.Hour), "user-a")
-	wantApplied(t, []core.Write{writeOf(first)}, write(t, d, writeOf(first)), []bool{true})
+	wantApplied(t, []durable.Write{writeOf(first)}, write(t, d, writeOf(first)), []bool{true})
 	wantStored(t, d, first)
 
 	// Another insert of the key, with other values: refused, alone or in a
 	// batch with an insert that applies.
 	second := record("insert", 1, now.Add(3*time.Hour), now.Add(4*time.Hour), "user-b")
 	second.Payload = []byte("the second insert")
-	wantApplied(t, []core.Write{writeOf(second)}, write(t, d, writeOf(second)), []bool{false})
+	wantApplied(t, []durable.Write{writeOf(second)}, write(t, d, writeOf(second)), []bool{false})
 	other := record("insert-other", 1, now.Add(time.Hour), now.Add(2*time.Hour), "user-b")
-	batch := []core.Write{writeOf(second), writeOf(other)}
+	batch := []durable.Write{writeOf(second), writeOf(other)}
 	wantApplied(t, batch, write(t, d, batch...), []bool{false, true})
 	wantStored(t, d, first)
 	wantStored(t, d, other)
 }
 
-func testWriteConditional(t *testing.T, d core.Durable) {
+func testWriteConditional(t *testing.T, d durable.Tier) {
 	now := base()
 	dl := now.Add(24 * time.Hour)
-	v := func(name string, version, base uint64, tag string) core.Write {
+	v := func(name string, version, base uint64, tag string) durable.Write {
 		r := record(name, version, now.Add(time.Duration(len(tag))*time.Minute), dl.Add(time.Duration(len(tag))*time.Millisecond), "user-"+tag)
 		r.Payload = append(r.Payload, tag...)
-		return core.Write{Record: r, Base: base}
+		return durable.Write{Record: r, Base: base}
 	}
 	steps := []struct {
 		name    string
-		w       core.Write
+		w       durable.Write
 		applied bool
 	}{
 		{"insert", v("cond", 1, 0, "a"), true},
@@ -523,7 +523,7 @@ func testWriteConditional(t *testing.T, d core.Durable) {
 		{"on a missing row", v("cond-missing", 2, 1, "g"), false},
 		{"on a missing row, far ahead", v("cond-missing", 8, 7, "h"), false},
 	}
-	stored := map[string]core.Record{}
+	stored := map[string]durable.Record{}
 	for _, s := range steps {
 		applied := write(t, d, s.w)
 		if applied[0] != s.applied {
@@ -543,18 +543,18 @@ func testWriteConditional(t *testing.T, d core.Durable) {
 
 // testWriteBatch checks that each write of a batch applies on its own
 // condition and that the flags come back in the batch's order.
-func testWriteBatch(t *testing.T, d core.Durable) {
+func testWriteBatch(t *testing.T, d durable.Tier) {
 	now := base()
-	rec := func(name string, version uint64) core.Record {
+	rec := func(name string, version uint64) durable.Record {
 		return record(name, version, now.Add(time.Hour), now.Add(2*time.Hour), "user-"+name)
 	}
-	refused := func(r core.Record) core.Record {
+	refused := func(r durable.Record) durable.Record {
 		r.Payload = append(r.Payload, " (refused)"...)
 		return r
 	}
-	old := []core.Record{rec("b", 1), rec("c", 1), rec("d", 3), rec("g", 2)}
+	old := []durable.Record{rec("b", 1), rec("c", 1), rec("d", 3), rec("g", 2)}
 	mustStore(t, d, old...)
-	batch := []core.Write{
+	batch := []durable.Write{
 		writeOf(rec("g", 3)),          // on the stored version
 		writeOf(rec("a", 1)),          // insert
 		writeOf(refused(rec("b", 1))), // insert over a row
@@ -565,7 +565,7 @@ func testWriteBatch(t *testing.T, d core.Durable) {
 	}
 	want := []bool{true, true, false, true, false, false, true}
 	wantApplied(t, batch, write(t, d, batch...), want)
-	for _, r := range []core.Record{rec("g", 3), rec("a", 1), old[0], rec("c", 2), old[2], rec("f", 1)} {
+	for _, r := range []durable.Record{rec("g", 3), rec("a", 1), old[0], rec("c", 2), old[2], rec("f", 1)} {
 		wantStored(t, d, r)
 	}
 	wantMissing(t, d, Key("e"))
@@ -578,15 +578,15 @@ func testWriteBatch(t *testing.T, d core.Durable) {
 // rows than one statement of an implementation is likely to carry.
 const largeBatch = 1200
 
-func testWriteLargeBatch(t *testing.T, d core.Durable) {
+func testWriteLargeBatch(t *testing.T, d durable.Tier) {
 	now := base()
-	rec := func(i int, version uint64, tag string) core.Record {
+	rec := func(i int, version uint64, tag string) durable.Record {
 		r := record(fmt.Sprint("large-", i), version, now.Add(time.Duration(i)*time.Millisecond), now.Add(time.Hour), fmt.Sprint("user-", i%10))
 		r.Payload = append(r.Payload, tag...)
 		return r
 	}
-	want := make(map[string]core.Record, 2*largeBatch)
-	batch := make([]core.Write, largeBatch)
+	want := make(map[string]durable.Record, 2*largeBatch)
+	batch := make([]durable.Write, largeBatch)
 	for i := range batch {
 		batch[i] = writeOf(rec(i, 1, ""))
 		want[batch[i].Key] = batch[i].Record
@@ -598,7 +598,7 @@ func testWriteLargeBatch(t *testing.T, d core.Durable) {
 	// after every sixth.
 	batch, flags := batch[:0], []bool(nil)
 	for i := range largeBatch {
-		var w core.Write
+		var w durable.Write
 		switch i % 3 {
 		case 0:
 			w = writeOf(rec(i, 2, " written"))
@@ -629,7 +629,7 @@ func testWriteLargeBatch(t *testing.T, d core.Durable) {
 
 // writeAll runs the batches concurrently, one goroutine each, started
 // together, and returns their applied flags.
-func writeAll(t *testing.T, d core.Durable, batches [][]core.Write) [][]bool {
+func writeAll(t *testing.T, d durable.Tier, batches [][]durable.Write) [][]bool {
 	t.Helper()
 	applied := make([][]bool, len(batches))
 	errs := make([]error, len(batches))
@@ -656,15 +656,15 @@ func writeAll(t *testing.T, d core.Durable, batches [][]core.Write) [][]bool {
 
 // testWriteConcurrent checks that of several writes of one key on the same
 // base, started together, exactly one applies.
-func testWriteConcurrent(t *testing.T, d core.Durable) {
+func testWriteConcurrent(t *testing.T, d durable.Tier) {
 	const writers = 8
 	now := base()
 	for round := range 4 {
-		batches := make([][]core.Write, writers)
+		batches := make([][]durable.Write, writers)
 		for w := range batches {
 			r := record("concurrent", uint64(round+1), now.Add(time.Duration(w)*time.Minute), now.Add(time.Hour), fmt.Sprint("writer-", w))
 			r.Payload = fmt.Appendf(nil, "writer %d, round %d", w, round)
-			batches[w] = []core.Write{writeOf(r)}
+			batches[w] = []durable.Write{writeOf(r)}
 		}
 		var winners []int
 		for w, applied := range writeAll(t, d, batches) {
@@ -682,15 +682,15 @@ func testWriteConcurrent(t *testing.T, d core.Durable) {
 // testWriteOverlapping checks that concurrent batches over the same
 // rows, in different orders, each write atomic on its own, neither deadlock
 // nor apply two writes on one base.
-func testWriteOverlapping(t *testing.T, d core.Durable) {
+func testWriteOverlapping(t *testing.T, d durable.Tier) {
 	const writers, rows = 4, 40
 	now := base()
-	var old []core.Record
+	var old []durable.Record
 	for i := range rows {
 		old = append(old, record(fmt.Sprint("overlap-", i), 1, now.Add(time.Hour), now.Add(2*time.Hour), "user"))
 	}
 	mustStore(t, d, old...)
-	batches := make([][]core.Write, writers)
+	batches := make([][]durable.Write, writers)
 	for w := range batches {
 		for _, i := range rand.New(rand.NewPCG(uint64(w), 0)).Perm(rows) { // a different order per writer
 			r := old[i]
@@ -699,7 +699,7 @@ func testWriteOverlapping(t *testing.T, d core.Durable) {
 			batches[w] = append(batches[w], writeOf(r))
 		}
 	}
-	winner := map[string]core.Record{}
+	winner := map[string]durable.Record{}
 	for w, applied := range writeAll(t, d, batches) {
 		for j, ok := range applied {
 			key := batches[w][j].Key
@@ -727,7 +727,7 @@ var listSubjects = []string{"alice", "bob", "", "Alice", "alice "}
 // listFixture stores 30 rows of every state — live, expired, past their
 // deadline, tombstones — under the subjects of listSubjects, and returns
 // them in Key order.
-func listFixture(t *testing.T, d core.Durable, now time.Time) []core.Record {
+func listFixture(t *testing.T, d durable.Tier, now time.Time) []durable.Record {
 	t.Helper()
 	states := []struct{ expires, deadline time.Duration }{
 		{time.Hour, 2 * time.Hour},    // live
@@ -737,7 +737,7 @@ func listFixture(t *testing.T, d core.Durable, now time.Time) []core.Record {
 		{0, 24 * time.Hour},           // expiring now
 		{time.Millisecond, time.Hour}, // about to expire
 	}
-	var recs []core.Record
+	var recs []durable.Record
 	for i := range 30 {
 		s := states[i%len(states)]
 		r := record(fmt.Sprint("list-", i), uint64(1+i%2), now.Add(s.expires), now.Add(s.deadline), listSubjects[i%len(listSubjects)])
@@ -749,7 +749,7 @@ func listFixture(t *testing.T, d core.Durable, now time.Time) []core.Record {
 }
 
 // wantRows fails unless got is want, row for row.
-func wantRows(t *testing.T, what string, got, want []core.Record) {
+func wantRows(t *testing.T, what string, got, want []durable.Record) {
 	t.Helper()
 	if !slices.Equal(keysOf(got), keysOf(want)) {
 		t.Fatalf("%s: keys =\n%q\nwant, in Key (byte) order,\n%q", what, keysOf(got), keysOf(want))
@@ -761,7 +761,7 @@ func wantRows(t *testing.T, what string, got, want []core.Record) {
 	}
 }
 
-func testListEmpty(t *testing.T, d core.Durable) {
+func testListEmpty(t *testing.T, d durable.Tier) {
 	now := base()
 	for _, subject := range []string{"", "alice"} {
 		if page := list(t, d, subject, "", 10); len(page) != 0 {
@@ -777,7 +777,7 @@ func testListEmpty(t *testing.T, d core.Durable) {
 	}
 }
 
-func testListAll(t *testing.T, d core.Durable) {
+func testListAll(t *testing.T, d durable.Tier) {
 	now := base()
 	all := listFixture(t, d, now)
 	wantRows(t, "List(\"\", \"\", 1000)", list(t, d, "", "", 1000), all)
@@ -787,14 +787,14 @@ func testListAll(t *testing.T, d core.Durable) {
 	wantRows(t, "List with a limit", list(t, d, "", all[3].Key, 4), all[4:8])
 }
 
-func testListSubject(t *testing.T, d core.Durable) {
+func testListSubject(t *testing.T, d durable.Tier) {
 	now := base()
 	all := listFixture(t, d, now)
 	for _, subject := range listSubjects {
 		if subject == "" {
 			continue // "" lists every row
 		}
-		var want []core.Record
+		var want []durable.Record
 		for _, r := range all {
 			if r.Subject == subject {
 				want = append(want, r)
@@ -810,7 +810,7 @@ func testListSubject(t *testing.T, d core.Durable) {
 	}
 }
 
-func testListPaging(t *testing.T, d core.Durable) {
+func testListPaging(t *testing.T, d durable.Tier) {
 	now := base()
 	all := listFixture(t, d, now)
 	for _, subject := range []string{"", "alice"} {
@@ -849,7 +849,7 @@ func testListPaging(t *testing.T, d core.Durable) {
 	}
 }
 
-func testListInvalidLimit(t *testing.T, d core.Durable) {
+func testListInvalidLimit(t *testing.T, d durable.Tier) {
 	now := base()
 	mustStore(t, d, record("limit", 1, now.Add(time.Hour), now.Add(2*time.Hour), "alice"))
 	for _, subject := range []string{"", "alice"} {
@@ -863,10 +863,10 @@ func testListInvalidLimit(t *testing.T, d core.Durable) {
 	}
 }
 
-func testReapNothingExpired(t *testing.T, d core.Durable) {
+func testReapNothingExpired(t *testing.T, d durable.Tier) {
 	now := base()
 	mustReap(t, d, now, 10, noJudge(t), 0)
-	recs := []core.Record{
+	recs := []durable.Record{
 		record("reap-live-1", 1, now.Add(time.Millisecond), now.Add(time.Hour), ""),
 		record("reap-live-2", 2, now.Add(time.Hour), now.Add(2*time.Hour), "user"),
 		// Reap looks at ExpiresAt only: a passed Deadline alone is no claim.
@@ -879,29 +879,29 @@ func testReapNothingExpired(t *testing.T, d core.Durable) {
 	}
 }
 
-func testReapOldestFirst(t *testing.T, d core.Durable) {
+func testReapOldestFirst(t *testing.T, d durable.Tier) {
 	now := base()
-	var expired []core.Record
+	var expired []durable.Record
 	for _, i := range []int{7, 2, 9, 0, 5, 3, 8, 1, 6, 4} { // stored out of order
 		expired = append(expired, record(fmt.Sprint("reap-", i), uint64(1+i%3), now.Add(-time.Duration(10-i)*time.Minute), now.Add(time.Hour), fmt.Sprint("user-", i)))
 	}
 	expired = append(expired, record("reap-expires-now", 1, now, now.Add(time.Hour), ""))
-	live := []core.Record{
+	live := []durable.Record{
 		record("reap-live-1", 1, now.Add(time.Millisecond), now.Add(time.Hour), ""),
 		record("reap-live-2", 1, now.Add(time.Hour), now.Add(2*time.Hour), ""),
 	}
 	mustStore(t, d, expired...)
 	mustStore(t, d, live...)
 	want := slices.Clone(expired)
-	slices.SortStableFunc(want, func(a, b core.Record) int { return a.ExpiresAt.Compare(b.ExpiresAt) })
+	slices.SortStableFunc(want, func(a, b durable.Record) int { return a.ExpiresAt.Compare(b.ExpiresAt) })
 
-	var judged []core.Record
-	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+	var judged []durable.Record
+	judge := func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		if len(batch) == 0 || len(batch) > 4 {
 			t.Errorf("judge called with %d rows, want 1 to 4", len(batch))
 		}
 		judged = append(judged, slices.Clone(batch)...)
-		return make([]core.Verdict, len(batch)), nil
+		return make([]durable.Verdict, len(batch)), nil
 	}
 	mustReap(t, d, now, 4, judge, 4)
 	wantRows(t, "the first batch, oldest first", judged, want[:4])
@@ -920,9 +920,9 @@ func testReapOldestFirst(t *testing.T, d core.Durable) {
 	}
 }
 
-// keepVerdict returns a ReapKeep verdict for r: r at the next version with
+// keepVerdict returns a durable.Keep verdict for r: r at the next version with
 // a new payload, times and subject.
-func keepVerdict(r core.Record, expiresAt time.Time) core.Verdict {
+func keepVerdict(r durable.Record, expiresAt time.Time) durable.Verdict {
 	kept := r
 	kept.Payload = append([]byte{0, 0xff, 0x80}, r.Payload...)
 	kept.Payload = append(kept.Payload, 0, 0xfe)
@@ -930,25 +930,25 @@ func keepVerdict(r core.Record, expiresAt time.Time) core.Verdict {
 	kept.ExpiresAt = expiresAt
 	kept.Deadline = r.Deadline.Add(time.Millisecond)
 	kept.Subject = "kept"
-	return core.Verdict{Action: core.ReapKeep, Record: kept}
+	return durable.Verdict{Action: durable.Keep, Record: kept}
 }
 
-func testReapVerdicts(t *testing.T, d core.Durable) {
+func testReapVerdicts(t *testing.T, d durable.Tier) {
 	now := base()
-	var recs []core.Record
+	var recs []durable.Record
 	for i := range 9 {
 		recs = append(recs, record(fmt.Sprint("verdict-", i), uint64(1+i%2), now.Add(-time.Duration(9-i)*time.Minute), now.Add(time.Hour), "user"))
 	}
 	mustStore(t, d, recs...)
-	verdicts := map[string]core.Verdict{}
-	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-		out := make([]core.Verdict, len(batch))
+	verdicts := map[string]durable.Verdict{}
+	judge := func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
+		out := make([]durable.Verdict, len(batch))
 		for i, r := range batch {
 			switch i % 3 {
 			case 1:
 				out[i] = keepVerdict(r, now.Add(30*time.Minute+7*time.Millisecond))
 			case 2:
-				out[i] = core.Verdict{Action: core.ReapLeave, Record: r} // Record is ignored
+				out[i] = durable.Verdict{Action: durable.Leave, Record: r} // Record is ignored
 				out[i].Record.Payload = []byte("not written")
 			}
 			verdicts[r.Key] = out[i]
@@ -956,40 +956,40 @@ func testReapVerdicts(t *testing.T, d core.Durable) {
 		return out, nil
 	}
 	mustReap(t, d, now, 10, judge, len(recs))
-	var left []core.Record
+	var left []durable.Record
 	for _, r := range recs {
 		switch v := verdicts[r.Key]; v.Action {
-		case core.ReapDelete:
+		case durable.Delete:
 			wantMissing(t, d, r.Key)
-		case core.ReapKeep:
+		case durable.Keep:
 			wantStored(t, d, v.Record)
-		case core.ReapLeave:
+		case durable.Leave:
 			wantStored(t, d, r)
 			left = append(left, r)
 		}
 	}
 	// The rows left are handed out again; the kept ones only once they
 	// expire again; and a kept row is an ordinary row to Write.
-	var judged []core.Record
-	mustReap(t, d, now, 10, func(ctx context.Context, batch []core.Record) ([]core.Verdict, error) {
+	var judged []durable.Record
+	mustReap(t, d, now, 10, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		judged = append(judged, batch...)
 		return allDead(ctx, batch)
 	}, len(left))
-	wantRows(t, "the batch after ReapLeave", judged, left)
+	wantRows(t, "the batch after durable.Leave", judged, left)
 	kept := verdicts[recs[1].Key].Record
 	next := kept
 	next.Version++
 	next.Payload = []byte("written after the reaper kept it")
-	wantApplied(t, []core.Write{writeOf(next)}, write(t, d, writeOf(next)), []bool{true})
+	wantApplied(t, []durable.Write{writeOf(next)}, write(t, d, writeOf(next)), []bool{true})
 	wantStored(t, d, next)
 	mustReap(t, d, now.Add(time.Hour), 10, allDead, 3)
 }
 
 // expiredRows stores n rows named prefix-0 ... that expired before now,
 // at version 2, and returns them.
-func expiredRows(t *testing.T, d core.Durable, now time.Time, prefix string, n int) []core.Record {
+func expiredRows(t *testing.T, d durable.Tier, now time.Time, prefix string, n int) []durable.Record {
 	t.Helper()
-	var recs []core.Record
+	var recs []durable.Record
 	for i := range n {
 		recs = append(recs, record(fmt.Sprint(prefix, "-", i), 2, now.Add(-time.Duration(n-i)*time.Minute), now.Add(time.Hour), ""))
 	}
@@ -999,7 +999,7 @@ func expiredRows(t *testing.T, d core.Durable, now time.Time, prefix string, n i
 
 // wantUnchanged fails unless every row of recs is stored as it is, and
 // Reap hands them all out again (no claim outlived a failed Reap).
-func wantUnchanged(t *testing.T, d core.Durable, now time.Time, recs []core.Record) {
+func wantUnchanged(t *testing.T, d durable.Tier, now time.Time, recs []durable.Record) {
 	t.Helper()
 	for _, r := range recs {
 		wantStored(t, d, r)
@@ -1007,15 +1007,15 @@ func wantUnchanged(t *testing.T, d core.Durable, now time.Time, recs []core.Reco
 	mustReap(t, d, now, 100, allDead, len(recs))
 }
 
-func testReapJudgeError(t *testing.T, d core.Durable) {
+func testReapJudgeError(t *testing.T, d durable.Tier) {
 	now := base()
 	recs := expiredRows(t, d, now, "judge-error", 5)
 	boom := errors.New("durabletest: judge failed")
 	calls := 0
-	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+	judge := func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		calls++
 		// Verdicts that would change every row if they were applied.
-		v := make([]core.Verdict, len(batch))
+		v := make([]durable.Verdict, len(batch))
 		for i, r := range batch {
 			if i%2 == 0 {
 				v[i] = keepVerdict(r, now.Add(time.Hour))
@@ -1033,12 +1033,12 @@ func testReapJudgeError(t *testing.T, d core.Durable) {
 	wantUnchanged(t, d, now, recs)
 }
 
-func testReapWrongVerdictCount(t *testing.T, d core.Durable) {
+func testReapWrongVerdictCount(t *testing.T, d durable.Tier) {
 	now := base()
 	recs := expiredRows(t, d, now, "wrong-count", 3)
 	for _, extra := range []int{-1, 1, -3} {
-		_, err := reap(t, d, now, 10, func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-			return make([]core.Verdict, len(batch)+extra), nil
+		_, err := reap(t, d, now, 10, func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
+			return make([]durable.Verdict, len(batch)+extra), nil
 		})
 		if err == nil {
 			t.Fatalf("Reap with a judge returning %+d verdicts: err = nil, want an error", extra)
@@ -1049,19 +1049,19 @@ func testReapWrongVerdictCount(t *testing.T, d core.Durable) {
 
 // testReapBadKept checks that a kept Record under another key, or at a
 // version other than the claimed one's plus one, aborts the batch.
-func testReapBadKept(t *testing.T, d core.Durable) {
+func testReapBadKept(t *testing.T, d durable.Tier) {
 	now := base()
 	recs := expiredRows(t, d, now, "bad-kept", 3)
-	bad := map[string]func(r core.Record) core.Record{
-		"another row's key":   func(r core.Record) core.Record { r.Key = recs[2].Key; return r },
-		"a key not stored":    func(r core.Record) core.Record { r.Key = Key("not stored"); return r },
-		"the claimed version": func(r core.Record) core.Record { r.Version--; return r },
-		"a version skipped":   func(r core.Record) core.Record { r.Version++; return r },
-		"an older version":    func(r core.Record) core.Record { r.Version -= 2; return r },
+	bad := map[string]func(r durable.Record) durable.Record{
+		"another row's key":   func(r durable.Record) durable.Record { r.Key = recs[2].Key; return r },
+		"a key not stored":    func(r durable.Record) durable.Record { r.Key = Key("not stored"); return r },
+		"the claimed version": func(r durable.Record) durable.Record { r.Version--; return r },
+		"a version skipped":   func(r durable.Record) durable.Record { r.Version++; return r },
+		"an older version":    func(r durable.Record) durable.Record { r.Version -= 2; return r },
 	}
 	for name, mutate := range bad {
-		_, err := reap(t, d, now, 10, func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-			v := make([]core.Verdict, len(batch))
+		_, err := reap(t, d, now, 10, func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
+			v := make([]durable.Verdict, len(batch))
 			v[0] = keepVerdict(batch[0], now.Add(time.Hour)) // valid
 			v[1] = keepVerdict(batch[1], now.Add(time.Hour))
 			v[1].Record = mutate(v[1].Record)
@@ -1077,7 +1077,7 @@ func testReapBadKept(t *testing.T, d core.Durable) {
 	wantUnchanged(t, d, now, recs)
 }
 
-func testReapInvalidLimit(t *testing.T, d core.Durable) {
+func testReapInvalidLimit(t *testing.T, d durable.Tier) {
 	now := base()
 	recs := expiredRows(t, d, now, "invalid-limit", 2)
 	for _, limit := range []int{0, -1} {
@@ -1093,14 +1093,14 @@ func testReapInvalidLimit(t *testing.T, d core.Durable) {
 // nothing holds it back, and short when it waits for a row lock the
 // reaper holds, as it may. landed reports whether it returned in that
 // time; wait returns its applied flag once it has.
-func raceWrite(t *testing.T, d core.Durable, w core.Write) (landed bool, wait func() bool) {
+func raceWrite(t *testing.T, d durable.Tier, w durable.Write) (landed bool, wait func() bool) {
 	type result struct {
 		applied []bool
 		err     error
 	}
 	done := make(chan result, 1)
 	go func() {
-		applied, err := d.Write(context.WithoutCancel(t.Context()), []core.Write{w})
+		applied, err := d.Write(context.WithoutCancel(t.Context()), []durable.Write{w})
 		done <- result{applied, err}
 	}()
 	var res *result
@@ -1131,7 +1131,7 @@ func raceWrite(t *testing.T, d core.Durable, w core.Write) (landed bool, wait fu
 // Write that returns while the judge runs must have applied, and the
 // verdict must leave its row alone; a Write held back until the verdict
 // applied (by a row lock) is then refused, its base being gone.
-func reapRace(t *testing.T, d core.Durable, now time.Time, old core.Record, verdict core.Verdict) {
+func reapRace(t *testing.T, d durable.Tier, now time.Time, old durable.Record, verdict durable.Verdict) {
 	t.Helper()
 	mustStore(t, d, old)
 	raced := old
@@ -1140,12 +1140,12 @@ func reapRace(t *testing.T, d core.Durable, now time.Time, old core.Record, verd
 	raced.ExpiresAt = now.Add(time.Hour)
 	var landed bool
 	var wait func() bool
-	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+	judge := func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		if len(batch) != 1 || diff(batch[0], old) != "" {
 			return nil, fmt.Errorf("durabletest: unexpected batch %q", keysOf(batch))
 		}
 		landed, wait = raceWrite(t, d, writeOf(raced))
-		return []core.Verdict{verdict}, nil
+		return []durable.Verdict{verdict}, nil
 	}
 	mustReap(t, d, now, 10, judge, 1)
 	applied := wait()
@@ -1155,7 +1155,7 @@ func reapRace(t *testing.T, d core.Durable, now time.Time, old core.Record, verd
 		wantStored(t, d, raced)
 	case landed:
 		t.Fatal("a Write built on the claimed row returned while the judge ran, refused: it must apply, and the verdict give way")
-	case verdict.Action == core.ReapKeep:
+	case verdict.Action == durable.Keep:
 		wantStored(t, d, verdict.Record)
 	default:
 		wantMissing(t, d, old.Key)
@@ -1163,13 +1163,13 @@ func reapRace(t *testing.T, d core.Durable, now time.Time, old core.Record, verd
 	mustReap(t, d, now, 10, noJudge(t), 0)
 }
 
-func testReapRaceDelete(t *testing.T, d core.Durable) {
+func testReapRaceDelete(t *testing.T, d durable.Tier) {
 	now := base()
 	old := record("race-delete", 3, now.Add(-time.Minute), now.Add(time.Hour), "user")
-	reapRace(t, d, now, old, core.Verdict{Action: core.ReapDelete})
+	reapRace(t, d, now, old, durable.Verdict{Action: durable.Delete})
 }
 
-func testReapRaceKeep(t *testing.T, d core.Durable) {
+func testReapRaceKeep(t *testing.T, d durable.Tier) {
 	now := base()
 	old := record("race-keep", 3, now.Add(-time.Minute), now.Add(time.Hour), "user")
 	reapRace(t, d, now, old, keepVerdict(old, now.Add(30*time.Minute)))
@@ -1177,7 +1177,7 @@ func testReapRaceKeep(t *testing.T, d core.Durable) {
 
 // reapAll runs reapers goroutines that call Reap until it claims no row
 // or fails, and returns how many rows they claimed in all.
-func reapAll(t *testing.T, d core.Durable, now time.Time, reapers, limit int, judge core.ReapJudge) int {
+func reapAll(t *testing.T, d durable.Tier, now time.Time, reapers, limit int, judge durable.Judge) int {
 	t.Helper()
 	var mu sync.Mutex
 	var claimed int
@@ -1209,11 +1209,11 @@ func reapAll(t *testing.T, d core.Durable, now time.Time, reapers, limit int, ju
 	return claimed
 }
 
-func testReapParallel(t *testing.T, d core.Durable) {
+func testReapParallel(t *testing.T, d durable.Tier) {
 	const rows, limit = 300, 20
 	now := base()
 	want := make(map[string]bool, rows)
-	var recs []core.Record
+	var recs []durable.Record
 	for i := range rows {
 		r := record(fmt.Sprint("parallel-", i), 1, now.Add(-time.Duration(rows-i)*time.Second), now.Add(time.Hour), fmt.Sprint("user-", i%7))
 		recs = append(recs, r)
@@ -1222,7 +1222,7 @@ func testReapParallel(t *testing.T, d core.Durable) {
 	mustStore(t, d, recs...)
 	var mu sync.Mutex
 	seen := make(map[string]int, rows)
-	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
+	judge := func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		mu.Lock()
 		for _, r := range batch {
 			seen[r.Key]++
@@ -1232,7 +1232,7 @@ func testReapParallel(t *testing.T, d core.Durable) {
 		if len(batch) == 0 || len(batch) > limit {
 			return nil, fmt.Errorf("durabletest: judge called with %d rows, want 1 to %d", len(batch), limit)
 		}
-		return make([]core.Verdict, len(batch)), nil
+		return make([]durable.Verdict, len(batch)), nil
 	}
 	if claimed := reapAll(t, d, now, 3, limit, judge); claimed != rows {
 		t.Errorf("the reapers claimed %d rows in all, want %d", claimed, rows)
@@ -1256,7 +1256,7 @@ func testReapParallel(t *testing.T, d core.Durable) {
 // rewrite loads the row under key and writes it again on its version.
 // When the write applies, a Load right after must find it or a later
 // version: a verdict on a claim older than the write must not replace it.
-func rewrite(ctx context.Context, d core.Durable, key, tag string) error {
+func rewrite(ctx context.Context, d durable.Tier, key, tag string) error {
 	cur, found, err := d.Load(ctx, key)
 	if err != nil || !found {
 		return fmt.Errorf("Load(%q) = %v, %v; want the row", key, found, err)
@@ -1265,7 +1265,7 @@ func rewrite(ctx context.Context, d core.Durable, key, tag string) error {
 	next.Version++
 	next.Payload = []byte(tag)
 	next.ExpiresAt = cur.ExpiresAt.Add(time.Millisecond) // still expired
-	applied, err := d.Write(ctx, []core.Write{writeOf(next)})
+	applied, err := d.Write(ctx, []durable.Write{writeOf(next)})
 	if err != nil || len(applied) != 1 {
 		return fmt.Errorf("Write(%q, version %d) = %v, %v", key, next.Version, applied, err)
 	}
@@ -1284,12 +1284,12 @@ func rewrite(ctx context.Context, d core.Durable, key, tag string) error {
 // claim the same rows again and again (every verdict keeps its row,
 // expired still): nothing may fail or deadlock, and no verdict may
 // replace a write that applied after the claim.
-func testReapWithWriters(t *testing.T, d core.Durable) {
+func testReapWithWriters(t *testing.T, d durable.Tier) {
 	const rows, writers, passes = 30, 2, 3
 	now := base()
 	recs := expiredRows(t, d, now, "with-writers", rows)
-	judge := func(_ context.Context, batch []core.Record) ([]core.Verdict, error) {
-		v := make([]core.Verdict, len(batch))
+	judge := func(_ context.Context, batch []durable.Record) ([]durable.Verdict, error) {
+		v := make([]durable.Verdict, len(batch))
 		for i, r := range batch {
 			v[i] = keepVerdict(r, r.ExpiresAt.Add(time.Millisecond))
 		}
@@ -1327,7 +1327,7 @@ func testReapWithWriters(t *testing.T, d core.Durable) {
 // startReapers starts n goroutines that each call Reap once per value
 // received from progress, and send their first error to errs. The
 // function it returns stops them and waits for them.
-func startReapers(t *testing.T, d core.Durable, now time.Time, n int, judge core.ReapJudge, progress <-chan struct{}, errs chan<- error) (stop func()) {
+func startReapers(t *testing.T, d durable.Tier, now time.Time, n int, judge durable.Judge, progress <-chan struct{}, errs chan<- error) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for range n {

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 )
 
-// Memory is a core.Durable that keeps its rows in a map: a durable tier for
+// Memory is a durable.Tier that keeps its rows in a map: a durable tier for
 // tests and examples that cannot start a database. It passes Run, so code
 // tested against it sees the same semantics as with gormstore: conditional
 // writes, listing in Key order and reaping with verdicts.
@@ -32,19 +32,19 @@ import (
 // verdict instead; the suite accepts both.
 type Memory struct {
 	mu      sync.Mutex
-	rows    map[string]core.Record
+	rows    map[string]durable.Record
 	claimed map[string]bool // keys handed to a judge that has not returned
 }
 
-var _ core.Durable = (*Memory)(nil)
+var _ durable.Tier = (*Memory)(nil)
 
 // NewMemory returns an empty Memory.
 func NewMemory() *Memory {
-	return &Memory{rows: map[string]core.Record{}, claimed: map[string]bool{}}
+	return &Memory{rows: map[string]durable.Record{}, claimed: map[string]bool{}}
 }
 
 // stored returns the copy of r that Memory keeps or hands out.
-func stored(r core.Record) core.Record {
+func stored(r durable.Record) durable.Record {
 	r.Payload = slices.Clone(r.Payload)
 	if r.Payload == nil {
 		r.Payload = []byte{}
@@ -54,25 +54,25 @@ func stored(r core.Record) core.Record {
 	return r
 }
 
-// Load implements core.Durable. It returns a copy of the row stored under
+// Load implements durable.Tier. It returns a copy of the row stored under
 // key, whatever its times, and an error only when ctx is done.
-func (m *Memory) Load(ctx context.Context, key string) (core.Record, bool, error) {
+func (m *Memory) Load(ctx context.Context, key string) (durable.Record, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return core.Record{}, false, err
+		return durable.Record{}, false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, ok := m.rows[key]
 	if !ok {
-		return core.Record{}, false, nil
+		return durable.Record{}, false, nil
 	}
 	return stored(r), true, nil
 }
 
-// Write implements core.Durable. The whole batch is applied at once, under
+// Write implements durable.Tier. The whole batch is applied at once, under
 // one lock. It returns an error, and writes nothing, when ctx is done, when
 // a write's Record.Version is not its Base+1, or when batch repeats a key.
-func (m *Memory) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+func (m *Memory) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -100,9 +100,9 @@ func (m *Memory) Write(ctx context.Context, batch []core.Write) ([]bool, error) 
 	return applied, nil
 }
 
-// List implements core.Durable. It returns an error when limit is below 1
+// List implements durable.Tier. It returns an error when limit is below 1
 // or ctx is done.
-func (m *Memory) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
+func (m *Memory) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
 	if limit < 1 {
 		return nil, fmt.Errorf("durabletest: memory: List limit %d, want at least 1", limit)
 	}
@@ -111,13 +111,13 @@ func (m *Memory) List(ctx context.Context, subject, after string, limit int) ([]
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []core.Record
+	var out []durable.Record
 	for k, r := range m.rows {
 		if k > after && (subject == "" || r.Subject == subject) {
 			out = append(out, r)
 		}
 	}
-	slices.SortFunc(out, func(a, b core.Record) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b durable.Record) int { return strings.Compare(a.Key, b.Key) })
 	out = out[:min(len(out), limit)]
 	for i := range out {
 		out[i] = stored(out[i])
@@ -125,12 +125,12 @@ func (m *Memory) List(ctx context.Context, subject, after string, limit int) ([]
 	return out, nil
 }
 
-// Reap implements core.Durable. Rows handed to a judge are marked claimed
+// Reap implements durable.Tier. Rows handed to a judge are marked claimed
 // until Reap returns, so that concurrent Reaps never hand out a row twice;
 // no lock is held while judge runs. Rows whose ExpiresAt ties are claimed
 // in Key order. Reap returns an error when limit is below 1 or ctx is done,
 // and panics when judge is nil.
-func (m *Memory) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+func (m *Memory) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
 	if limit < 1 {
 		return 0, fmt.Errorf("durabletest: memory: Reap limit %d, want at least 1", limit)
 	}
@@ -160,9 +160,9 @@ func (m *Memory) Reap(ctx context.Context, now time.Time, limit int, judge core.
 			continue // a write raced in: it stays
 		}
 		switch verdicts[i].Action {
-		case core.ReapDelete:
+		case durable.Delete:
 			delete(m.rows, r.Key)
-		case core.ReapKeep:
+		case durable.Keep:
 			m.rows[r.Key] = stored(verdicts[i].Record)
 		}
 	}
@@ -171,16 +171,16 @@ func (m *Memory) Reap(ctx context.Context, now time.Time, limit int, judge core.
 
 // claim marks and returns copies of up to limit unclaimed rows whose
 // ExpiresAt is not after now, oldest first.
-func (m *Memory) claim(now time.Time, limit int) []core.Record {
+func (m *Memory) claim(now time.Time, limit int) []durable.Record {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var batch []core.Record
+	var batch []durable.Record
 	for k, r := range m.rows {
 		if !m.claimed[k] && !r.ExpiresAt.After(now) {
 			batch = append(batch, r)
 		}
 	}
-	slices.SortFunc(batch, func(a, b core.Record) int {
+	slices.SortFunc(batch, func(a, b durable.Record) int {
 		return cmp.Or(a.ExpiresAt.Compare(b.ExpiresAt), strings.Compare(a.Key, b.Key))
 	})
 	batch = batch[:min(len(batch), limit)]
@@ -192,7 +192,7 @@ func (m *Memory) claim(now time.Time, limit int) []core.Record {
 }
 
 // release ends the claim on the rows of batch.
-func (m *Memory) release(batch []core.Record) {
+func (m *Memory) release(batch []durable.Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range batch {
@@ -206,14 +206,14 @@ var errBadVerdicts = errors.New("durabletest: memory: judge verdicts do not matc
 
 // checkVerdicts reports whether verdicts fit batch: one per row, a known
 // Action, and kept records under the row's Key at the next Version.
-func checkVerdicts(batch []core.Record, verdicts []core.Verdict) error {
+func checkVerdicts(batch []durable.Record, verdicts []durable.Verdict) error {
 	if len(verdicts) != len(batch) {
 		return fmt.Errorf("%w: %d verdicts for %d rows", errBadVerdicts, len(verdicts), len(batch))
 	}
 	for i, v := range verdicts {
 		switch v.Action {
-		case core.ReapDelete, core.ReapLeave:
-		case core.ReapKeep:
+		case durable.Delete, durable.Leave:
+		case durable.Keep:
 			if v.Record.Key != batch[i].Key || v.Record.Version != batch[i].Version+1 {
 				return fmt.Errorf("%w: verdict %d keeps key %q at version %d for row %q at version %d",
 					errBadVerdicts, i, v.Record.Key, v.Record.Version, batch[i].Key, batch[i].Version)

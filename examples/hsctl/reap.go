@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 )
 
@@ -62,7 +63,7 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 		defer cancel()
 		_ = env.Close(cctx)
 	}()
-	durable := &progressDurable{Durable: env.Durable, every: cfg.progress, out: cfg.progressOut}
+	durable := &progressDurable{Tier: env.Durable, every: cfg.progress, out: cfg.progressOut}
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: setup.SplitServers(opts.Memcached)},
 		Durable:   durable,
@@ -172,7 +173,7 @@ func archiveTo(f *os.File) func(context.Context, core.ArchivedSession) error {
 // and reports a long pass as it goes: every `every` it prints the rows
 // claimed so far.
 type progressDurable struct {
-	core.Durable
+	durable.Tier
 	every time.Duration
 	out   io.Writer
 
@@ -197,8 +198,8 @@ func (p *progressDurable) claimed() int {
 }
 
 // Reap runs the batch and reports the pass's progress when due.
-func (p *progressDurable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
-	n, err := p.Durable.Reap(ctx, now, limit, judge)
+func (p *progressDurable) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
+	n, err := p.Tier.Reap(ctx, now, limit, judge)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rows += n

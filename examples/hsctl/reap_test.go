@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
 // newSession stores a session for user in the database only, as an app
 // server whose clock reads now would, and returns its token.
-func newSession(t *testing.T, durable core.Durable, now time.Time, user string) string {
+func newSession(t *testing.T, durable durable.Tier, now time.Time, user string) string {
 	t.Helper()
 	keys, err := core.ParseSealKeys(os.Getenv(setup.EnvSealKeys))
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/gormstore/gormtest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
@@ -239,24 +240,24 @@ func (n *node) raw() *memcache.Client {
 // crashable wraps an app server's durable tier so that a crash stops its
 // writes: a dead process's background writer and reaper write nothing.
 type crashable struct {
-	core.Durable
+	durable.Tier
 	dead *atomic.Bool
 }
 
 var errCrashed = errors.New("history: app server crashed")
 
-func (c crashable) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+func (c crashable) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
 	if c.dead.Load() {
 		return nil, errCrashed
 	}
-	return c.Durable.Write(ctx, batch)
+	return c.Tier.Write(ctx, batch)
 }
 
-func (c crashable) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+func (c crashable) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
 	if c.dead.Load() {
 		return 0, errCrashed
 	}
-	return c.Durable.Reap(ctx, now, limit, judge)
+	return c.Tier.Reap(ctx, now, limit, judge)
 }
 
 // config is an app server's configuration; deploys change it.
@@ -480,7 +481,7 @@ func (c *cluster) startServer(s *server, addrs []string) {
 			Tracer:           tracer,
 		},
 		Seal:         core.SealConfig{Keys: c.sealKeys(s.cfg.sealStep)},
-		Durable:      crashable{Durable: d, dead: s.dead},
+		Durable:      crashable{Tier: d, dead: s.dead},
 		SyncInterval: s.cfg.sync,
 		DBTimeout:    dbTimeout,
 		Reaper: core.ReaperConfig{

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 )
 
 // ErrOutage is what the durable tier answers while an Outage is cut.
@@ -17,7 +17,7 @@ var ErrOutage = errors.New("setup: database cut by the demo")
 // unreachable, and the Store carries on with memcached. It also counts the
 // calls that reach the database, for the operator panel.
 type Outage struct {
-	core.Durable
+	durable.Tier
 	until atomic.Int64  // Unix nanoseconds; cut while now is before it
 	calls atomic.Uint64 // calls passed to Durable
 }
@@ -48,33 +48,33 @@ func (o *Outage) down() error {
 }
 
 // Load fails while cut, else calls the database.
-func (o *Outage) Load(ctx context.Context, key string) (core.Record, bool, error) {
+func (o *Outage) Load(ctx context.Context, key string) (durable.Record, bool, error) {
 	if err := o.down(); err != nil {
-		return core.Record{}, false, err
+		return durable.Record{}, false, err
 	}
-	return o.Durable.Load(ctx, key)
+	return o.Tier.Load(ctx, key)
 }
 
 // Write fails while cut, else calls the database.
-func (o *Outage) Write(ctx context.Context, batch []core.Write) ([]bool, error) {
+func (o *Outage) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
 	if err := o.down(); err != nil {
 		return nil, err
 	}
-	return o.Durable.Write(ctx, batch)
+	return o.Tier.Write(ctx, batch)
 }
 
 // List fails while cut, else calls the database.
-func (o *Outage) List(ctx context.Context, subject, after string, limit int) ([]core.Record, error) {
+func (o *Outage) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
 	if err := o.down(); err != nil {
 		return nil, err
 	}
-	return o.Durable.List(ctx, subject, after, limit)
+	return o.Tier.List(ctx, subject, after, limit)
 }
 
 // Reap fails while cut, else calls the database.
-func (o *Outage) Reap(ctx context.Context, now time.Time, limit int, judge core.ReapJudge) (int, error) {
+func (o *Outage) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
 	if err := o.down(); err != nil {
 		return 0, err
 	}
-	return o.Durable.Reap(ctx, now, limit, judge)
+	return o.Tier.Reap(ctx, now, limit, judge)
 }

@@ -201,7 +201,7 @@ func Open(opts Options) (*Env, error) {
 	} else {
 		log.Info("tiers", "memcached", strings.Join(servers, ","), "database", db.Dialector.Name())
 	}
-	outage := &Outage{Durable: durable}
+	outage := &Outage{Tier: durable}
 	return &Env{Options: opts, DB: db, Durable: durable, Outage: outage,
 		Observed: metrics.NewDurable(outage, nil), sealKeys: keys, log: log}, nil
 }

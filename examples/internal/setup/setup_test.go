@@ -8,17 +8,18 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 )
 
 // TestOutage: a cut tier fails every call with ErrOutage and counts none;
 // a tier that is up passes calls through and counts each.
 func TestOutage(t *testing.T) {
-	o := &Outage{Durable: durabletest.NewMemory()}
+	o := &Outage{Tier: durabletest.NewMemory()}
 	ctx := context.Background()
 	now := time.Now().Truncate(time.Millisecond)
-	w := core.Write{Record: core.Record{Key: "k", Payload: []byte("p"), Version: 1, ExpiresAt: now.Add(time.Hour), Deadline: now.Add(time.Hour)}}
-	if applied, err := o.Write(ctx, []core.Write{w}); err != nil || !applied[0] {
+	w := durable.Write{Record: durable.Record{Key: "k", Payload: []byte("p"), Version: 1, ExpiresAt: now.Add(time.Hour), Deadline: now.Add(time.Hour)}}
+	if applied, err := o.Write(ctx, []durable.Write{w}); err != nil || !applied[0] {
 		t.Fatalf("Write = %v, %v", applied, err)
 	}
 	if _, found, err := o.Load(ctx, "k"); err != nil || !found {
@@ -35,9 +36,9 @@ func TestOutage(t *testing.T) {
 	if u := o.Until(); time.Until(u) < 50*time.Second {
 		t.Errorf("Until = %v, want a minute from now", u)
 	}
-	judge := func(context.Context, []core.Record) ([]core.Verdict, error) { return nil, nil }
+	judge := func(context.Context, []durable.Record) ([]durable.Verdict, error) { return nil, nil }
 	_, _, lerr := o.Load(ctx, "k")
-	_, werr := o.Write(ctx, []core.Write{w})
+	_, werr := o.Write(ctx, []durable.Write{w})
 	_, ierr := o.List(ctx, "", "", 10)
 	_, rerr := o.Reap(ctx, now, 10, judge)
 	for _, err := range []error{lerr, werr, ierr, rerr} {

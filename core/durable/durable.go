@@ -1,4 +1,8 @@
-package core
+// Package durable is the contract between hybridsession's core and the
+// database that keeps every session: the Tier interface, the row it stores
+// (Record) and the reaper's verdicts. The gormstore module implements it;
+// core/durabletest is its conformance suite.
+package durable
 
 import (
 	"context"
@@ -33,12 +37,12 @@ type Record struct {
 	// extended. A tombstone (a destroyed session) keeps its row until then.
 	Deadline time.Time
 	// Subject is the optional user id the session belongs to, for "log out
-	// everywhere" (Manager.DestroySubject). Empty when unset. At most 255
+	// everywhere" (core.Manager.DestroySubject). Empty when unset. At most 255
 	// bytes of UTF-8 without NUL.
 	Subject string
 }
 
-// Write is one conditional row write, as Durable.Write takes it.
+// Write is one conditional row write, as Tier.Write takes it.
 type Write struct {
 	// Record is the row to store. Record.Version must be Base+1.
 	Record
@@ -50,34 +54,34 @@ type Write struct {
 }
 
 // Verdict is the reaper's decision on one row of a batch handed to the judge
-// function of Durable.Reap.
+// function of Tier.Reap.
 type Verdict struct {
 	// Action says what to do with the row.
-	Action ReapAction
-	// Record is the row to write when Action is ReapKeep (same Key, Version
+	Action Action
+	// Record is the row to write when Action is Keep (same Key, Version
 	// the claimed row's Version+1); ignored otherwise.
 	Record Record
 }
 
-// ReapAction is what Durable.Reap does with one claimed row.
-type ReapAction uint8
+// Action is what Tier.Reap does with one claimed row.
+type Action uint8
 
 const (
-	// ReapDelete deletes the row (the session is dead).
-	ReapDelete ReapAction = iota
-	// ReapKeep replaces the row with Verdict.Record (the session lives on).
-	ReapKeep
-	// ReapLeave leaves the row as it is, for a later pass.
-	ReapLeave
+	// Delete deletes the row (the session is dead).
+	Delete Action = iota
+	// Keep replaces the row with Verdict.Record (the session lives on).
+	Keep
+	// Leave leaves the row as it is, for a later pass.
+	Leave
 )
 
-// ReapJudge decides, for each row of a batch of expired-looking rows, what
+// Judge decides, for each row of a batch of expired-looking rows, what
 // to do with it. It returns one Verdict per row, in the order of batch. An
 // error aborts the batch: no row of it is changed. It must not call the
-// Durable that called it.
-type ReapJudge func(ctx context.Context, batch []Record) ([]Verdict, error)
+// Tier that called it.
+type Judge func(ctx context.Context, batch []Record) ([]Verdict, error)
 
-// Durable is the durable tier: the database that keeps every session so that
+// Tier is the durable tier: the database that keeps every session so that
 // losing memcached logs nobody out. The gormstore module implements it on GORM
 // (SQLite, PostgreSQL, MySQL/MariaDB); core/durabletest is the conformance
 // suite every implementation must pass, and its Memory type is an in-memory
@@ -85,7 +89,7 @@ type ReapJudge func(ctx context.Context, batch []Record) ([]Verdict, error)
 //
 // All methods must be safe for concurrent use by many goroutines and by many
 // processes sharing one database. A missing row is never an error.
-type Durable interface {
+type Tier interface {
 	// Load returns the row stored under key, whatever its ExpiresAt and
 	// Deadline: the Store judges liveness from the sealed payload. found is
 	// false, with a nil error, when there is no row.
@@ -126,5 +130,5 @@ type Durable interface {
 	// Several reapers may run at once, in one process or many: no row may be
 	// handed to two judges at the same time (row locks with SKIP LOCKED where
 	// the database has them), and none may deadlock.
-	Reap(ctx context.Context, now time.Time, limit int, judge ReapJudge) (claimed int, err error)
+	Reap(ctx context.Context, now time.Time, limit int, judge Judge) (claimed int, err error)
 }
