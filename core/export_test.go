@@ -7,6 +7,6 @@ import "context"
 // virtual clock call it where the writer's own ticker would have run.
 func (s *Store) WriterPass() {
 	if s.writer != nil {
-		s.writer.pass(context.Background(), false)
+		_ = s.writer.flush(context.Background(), false)
 	}
 }

@@ -14,26 +14,23 @@ import (
 // writer is the background half of the sync rule: it brings the row of
 // every session written to memcached up to date within SyncInterval of the
 // write. It tracks storage keys and when each is due, not data: at the due
-// time it reads the sessions' current copies from memcached (whichever app
-// server wrote them last) and writes the rows in one multi-row statement
-// per batch, so the database sees few statements however many sessions
-// there are.
+// time it reads the current copies (whichever app server wrote them last)
+// and writes their rows in one multi-row statement per batch, so the
+// database sees few statements however many sessions there are.
 type writer struct {
 	s     *Store
 	limit int
 	tick  time.Duration
 
-	mu      sync.Mutex
-	due     map[string]time.Time // storage key → when its row must be written
-	flushes []flushReq           // Flush and Close calls waiting for a pass
-
-	wake chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	mu     sync.Mutex
+	due    map[string]time.Time // storage key → when its row must be written
+	passMu sync.Mutex           // one pass at a time
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 const (
-	writerBatch   = 2000            // sessions per GetMulti and Durable.Write
+	writerBatch   = 2000            // sessions per GetMulti and Tier.Write
 	retryDelay    = 5 * time.Second // after a failed batch
 	maxWriterTick = time.Minute     // longest wait between passes
 )
@@ -42,35 +39,30 @@ func newWriter(s *Store, limit int) *writer {
 	w := &writer{
 		s: s, limit: limit, due: map[string]time.Time{},
 		tick: min(max(s.syncInterval/8, 10*time.Millisecond), maxWriterTick),
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go w.run()
 	return w
 }
 
-// schedule makes key's row due at the latest at at. A nil writer does
-// nothing (a Store without both tiers).
+// schedule makes key's row due at the latest at at. A nil writer (a Store
+// without both tiers) does nothing.
 func (w *writer) schedule(key string, at time.Time) {
 	if w == nil {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if old, ok := w.due[key]; ok {
-		if at.Before(old) {
-			w.due[key] = at
-		}
-		return
-	}
-	if len(w.due) >= w.limit {
+	switch old, ok := w.due[key]; {
+	case ok && at.Before(old), !ok && len(w.due) < w.limit:
+		w.due[key] = at
+	case !ok:
 		w.s.stats.syncDropped.Add(1)
-		return
 	}
-	w.due[key] = at
 }
 
-// take removes and returns up to writerBatch keys due before until (all
-// keys with all).
+// take removes and returns up to writerBatch keys due before until (any
+// key with all).
 func (w *writer) take(until time.Time, all bool) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -87,12 +79,6 @@ func (w *writer) take(until time.Time, all bool) []string {
 	return keys
 }
 
-// flushReq is a Flush (all false) or Close (all true) waiting for a pass.
-type flushReq struct {
-	all  bool
-	done chan struct{}
-}
-
 func (w *writer) run() {
 	defer close(w.done)
 	t := time.NewTicker(w.tick)
@@ -102,36 +88,35 @@ func (w *writer) run() {
 		case <-w.stop:
 			return
 		case <-t.C:
-		case <-w.wake:
-		}
-		w.mu.Lock()
-		waiting := w.flushes
-		w.flushes = nil
-		w.mu.Unlock()
-		all := false
-		for _, f := range waiting {
-			all = all || f.all
-		}
-		w.pass(context.Background(), all)
-		for _, f := range waiting {
-			close(f.done)
+			_ = w.flush(context.Background(), false)
 		}
 	}
 }
 
-// pass writes the rows due before the next tick, or all with all.
-func (w *writer) pass(ctx context.Context, all bool) {
+// flush writes the rows due before the next tick, or every tracked row
+// with all, and returns ctx's error if it ended meanwhile (what was not
+// written stays queued).
+func (w *writer) flush(ctx context.Context, all bool) error {
+	w.passMu.Lock()
+	defer w.passMu.Unlock()
 	until := w.s.now().Add(w.tick)
-	for {
+	for ctx.Err() == nil {
 		keys := w.take(until, all)
-		if len(keys) == 0 {
-			return
+		if len(keys) > 0 {
+			w.writeBatch(ctx, keys, all)
 		}
-		w.writeBatch(ctx, keys, all)
 		if len(keys) < writerBatch {
-			return
+			break
 		}
 	}
+	return ctx.Err()
+}
+
+// close stops the writer and writes every tracked session.
+func (w *writer) close(ctx context.Context) error {
+	close(w.stop)
+	<-w.done
+	return w.flush(ctx, true)
 }
 
 // copyRead is a memcached copy read for a sync, and which copy it was.
@@ -240,9 +225,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	switch {
 	case err == nil, errors.Is(err, errSuperseded):
 	case errors.Is(err, ErrDestroyed):
-		t := p.e.env
-		t.Destroyed, t.Payload, t.Unsynced = true, nil, false
-		_ = s.mc.Set(ctx, p.e.mkey, s.seal(nil, p.e.mkey, &t), cache.Expiration(now, t.Deadline))
+		s.bury(ctx, p.e.mkey, &p.e.env, now)
 	case errors.Is(err, ErrUnavailable):
 		w.schedule(p.e.key, now.Add(retryDelay))
 	default:
@@ -292,35 +275,6 @@ func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 		}
 		_ = s.mc.CompareAndSwap(ctx, p.e.mkey, s.seal(nil, p.e.mkey, next), cache.Expiration(now, copyExpiry(next)), it.CasID)
 	}
-}
-
-// flush runs a pass now — over every tracked session with all, over those
-// due before the next tick otherwise — and waits for it.
-func (w *writer) flush(ctx context.Context, all bool) error {
-	c := make(chan struct{})
-	w.mu.Lock()
-	w.flushes = append(w.flushes, flushReq{all, c})
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-	select {
-	case <-c:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-w.done:
-		return nil
-	}
-}
-
-// close writes every tracked session and stops the writer.
-func (w *writer) close(ctx context.Context) error {
-	err := w.flush(ctx, true)
-	close(w.stop)
-	<-w.done
-	return err
 }
 
 // pendingCount returns how many sessions the writer tracks.
