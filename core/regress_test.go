@@ -334,3 +334,26 @@ func TestReaperKeepsTombstoneWithEarlyExpiresAt(t *testing.T) {
 		t.Error("the destroyed session is served")
 	}
 }
+
+// A durable write that the row refuses because the session was logged out
+// turns the copy it was made from into a tombstone: an app server that
+// could not reach the copy at the logout stops serving it at that write,
+// not at some later sync.
+func TestRefusedDurableWriteBuriesStaleCopy(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	c := newClock()
+	db := durabletest.NewMemory()
+	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
+	d := newServer(t, c, serverOpts{servers: []string{deadAddr(t)}, durable: db})
+	token := login(a)
+	if n, err := d.m.DestroySubject(context.Background(), "ada"); err != nil || n != 1 {
+		t.Fatalf("DestroySubject = %d, %v; want 1, nil", n, err)
+	}
+	if !a.alive(token) {
+		t.Fatal("setup: the copy the logout could not reach should still be served until its next write")
+	}
+	a.request(token, func(s *core.Session) { s.Put("cart", "book"); s.MarkDurable() })
+	if a.alive(token) {
+		t.Fatal("the copy is still served after the row refused its durable write as logged out")
+	}
+}

@@ -244,6 +244,9 @@ func (s *Store) writeCopy(ctx context.Context, e *Entry, c Change, read readStat
 func (s *Store) writeDurable(ctx context.Context, e *Entry, c Change, read readState, now time.Time) error {
 	e.env.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
+		if errors.Is(err, ErrDestroyed) {
+			s.bury(ctx, e.mkey, &e.env, now)
+		}
 		return err
 	}
 	err := s.cas(ctx, e, read, now)
@@ -253,6 +256,15 @@ func (s *Store) writeDurable(ctx context.Context, e *Entry, c Change, read readS
 		return nil
 	}
 	return err
+}
+
+// bury replaces the copy under mkey, whose row says the session is gone,
+// with a tombstone: the write that learned it ends the copy, so a copy a
+// logout could not reach is served no longer than until its next write.
+func (s *Store) bury(ctx context.Context, mkey string, v *envelope.Envelope, now time.Time) {
+	t := *v
+	t.Destroyed, t.Payload, t.Unsynced = true, nil, false
+	_ = s.mc.Set(ctx, mkey, s.seal(nil, mkey, &t), cache.Expiration(now, t.Deadline))
 }
 
 // writeRow writes a row-mode entry: conditional on the row version it was
