@@ -189,7 +189,7 @@ type ReaperConfig struct {
 // The zero value seals nothing: sessions are stored in plain text, and
 // NewStore logs a warning saying so.
 type SealConfig struct {
-	// Keys is the key ring: each key SealKeySize bytes from a
+	// Keys is the key ring: each key 32 bytes (AES-256) from a
 	// cryptographically secure source (NewSealKey, ParseSealKeys). The
 	// first key seals every write; every key opens. An app server that
 	// meets an envelope sealed with a key it does not hold treats it as a
@@ -225,7 +225,7 @@ const (
 // fill sets the defaults of zero fields and validates cfg.
 func (cfg *StoreConfig) fill() error {
 	if len(cfg.Memcached.Servers) == 0 && cfg.Durable == nil {
-		return ErrNoStore
+		return errors.New("core: no memcached servers and no durable tier configured")
 	}
 	if err := cfg.Memcached.fill(); err != nil {
 		return err

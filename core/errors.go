@@ -1,10 +1,6 @@
 package core
 
-import (
-	"errors"
-
-	"github.com/hybridsession/hybridsession/core/internal/cache"
-)
+import "errors"
 
 // Errors returned by the Store, the Manager and the Session. Compare with
 // errors.Is: most are returned wrapped with context.
@@ -27,14 +23,6 @@ var (
 	// ErrUnavailable is returned when neither memcached nor the database
 	// could serve a request. Adapters answer it with HTTP 503.
 	ErrUnavailable = errors.New("core: session store unavailable")
-
-	// ErrCacheUnavailable is wrapped by the error a CacheTracer is given for
-	// a memcached operation that failed: a network error, a timeout, or a
-	// node whose circuit breaker is open. Protocol answers (a miss, not
-	// stored, a CAS conflict) do not wrap it. The Store falls back to the
-	// database on it; it reaches callers of the Store only wrapped in
-	// ErrUnavailable.
-	ErrCacheUnavailable = cache.ErrUnavailable
 
 	// ErrMalformed is returned, wrapped, by the built-in codecs' Decode for
 	// input that breaks their limits: a length that exceeds the input, or
@@ -61,10 +49,6 @@ var (
 	// is not valid UTF-8 or holds a NUL byte (which PostgreSQL refuses).
 	// Nothing is written.
 	ErrInvalidSubject = errors.New("core: invalid session subject")
-
-	// ErrNoStore is returned by NewStore when neither memcached servers nor a
-	// durable tier are configured.
-	ErrNoStore = errors.New("core: no memcached servers and no durable tier configured")
 
 	// ErrChangedAfterCommit is logged (by Manager.CheckCommitted, which the
 	// middleware calls) when a handler changes a session after the
