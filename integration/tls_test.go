@@ -146,7 +146,7 @@ func TestTLSBreakerProbeAddServerReaper(t *testing.T) {
 	if before.ExpiresAt.After(st.clock.Now()) {
 		t.Fatal("the row did not expire: the test needs the reaper to ask memcached")
 	}
-	if rep := reapOnce(t, store, core.ReaperConfig{}); rep != (reapCounts{Extended: 1}) {
+	if rep := reapOnce(t, store, core.ReaperConfig{}); rep.Extended != 1 {
 		t.Fatalf("reaper over TLS: %+v, want the row extended", rep)
 	}
 	if after, _ := st.record(t, tok); !after.ExpiresAt.After(st.clock.Now()) || after.Version != before.Version+1 {
