@@ -55,8 +55,8 @@ func benchAdapters(b *testing.B, cfg core.StoreConfig) {
 	}
 	b.Cleanup(func() { _ = st.Close(context.Background()) })
 	m := hybridManager(b, st)
-	read := func(s *core.Session) string { return strconv.Itoa(s.GetInt("n")) }
-	modify := func(s *core.Session) string { s.Put("n", s.GetInt("n")+1); return "ok" }
+	read := func(s *core.Session) string { return strconv.Itoa(getInt(s, "n")) }
+	modify := func(s *core.Session) string { s.Put("n", getInt(s, "n")+1); return "ok" }
 
 	// One session shared by all adapters.
 	s, _ := m.Load(context.Background(), "")

@@ -148,7 +148,7 @@ func runClickStream(b *testing.B, mc *memcachedtest.Server, mode string) {
 		case clickModifies(u, k):
 			s.Put("n", k)
 		default:
-			_ = s.GetString("user")
+			_ = getString(s, "user")
 		}
 		if err := m.Save(ctx, s); err != nil {
 			failures.Add(1)

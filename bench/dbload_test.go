@@ -78,7 +78,7 @@ func runDatabaseLoad(b *testing.B, name string, modifying bool) {
 		case modifying:
 			s.Put("n", k)
 		default:
-			_ = s.GetInt("user")
+			_ = getInt(s, "user")
 		}
 		if err := m.Save(ctx, s); err != nil {
 			failures.Add(1)

@@ -64,9 +64,9 @@ func benchRequestsWith(b *testing.B, modify bool, pad int, keys [][]byte) {
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := core.FromContext(r.Context())
 		if modify {
-			s.Put("n", s.GetInt("n")+1)
+			s.Put("n", getInt(s, "n")+1)
 		} else {
-			_ = s.GetString("user")
+			_ = getString(s, "user")
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))

@@ -51,7 +51,7 @@ func opaqueCodec(id uint8) bool { return id == SCSCodecID || id == FiberCodecID 
 
 // JSON is the encoding/json codec. It is the most portable (any language can
 // read a session), but JSON has one number type: integers come back as
-// float64 (GetInt and Value convert them back when they are whole), []byte
+// float64 (Value converts them back when they are whole), []byte
 // comes back as a base64 string, and structs come back as map[string]any.
 // encoding/json limits nesting to 10000 levels and allocates in proportion
 // to the input.

@@ -146,7 +146,7 @@ type ReaperConfig struct {
 // forge, alter or move a session (docs/security.md). The zero value seals
 // nothing, and NewStore warns.
 type SealConfig struct {
-	// Keys is the key ring, each key SealKeySize random bytes (NewSealKey,
+	// Keys is the key ring, each key 32 random bytes (AES-256; NewSealKey,
 	// ParseSealKeys). The first seals, all open. An envelope sealed with a
 	// key this server lacks is a miss and is never overwritten, so keys
 	// rotate one server at a time (docs/operations.md). Optional.
@@ -178,7 +178,7 @@ const (
 // fill sets the defaults of zero fields and validates cfg.
 func (cfg *StoreConfig) fill() error {
 	if len(cfg.Memcached.Servers) == 0 && cfg.Durable == nil {
-		return ErrNoStore
+		return errors.New("core: no memcached servers and no durable tier configured")
 	}
 	if err := cfg.Memcached.fill(); err != nil {
 		return err

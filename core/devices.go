@@ -58,36 +58,23 @@ func (s *Session) ID() string {
 }
 
 // SetDeviceInfo records metadata the application chooses — user agent, IP
-// address, a device name — for Manager.Sessions to list, typically at
-// login. It replaces what was recorded before; a nil or empty info removes
-// it. It is stored as a session value (key "hs.device"), and the change is
-// durable, so the devices page sees it at once.
+// address, a device name — for Manager.Sessions to list (SessionInfo.Info),
+// typically at login. It replaces what was recorded before; a nil or empty
+// info removes it. It is stored as a session value (key "hs.device"), and
+// the change is durable, so the devices page sees it at once.
 func (s *Session) SetDeviceInfo(info map[string]string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v := s.valuesLocked()
 	if len(info) == 0 {
-		if _, ok := v[deviceKey]; ok {
-			delete(v, deviceKey)
-			s.record(op{kind: opDelete, key: deviceKey})
-			s.durable = true
+		if s.Pop(deviceKey) != nil {
+			s.MarkDurable()
 		}
 		return
 	}
 	pairs := make([]string, 0, 2*len(info))
-	for k, val := range info {
-		pairs = append(pairs, k, val)
+	for k, v := range info {
+		pairs = append(pairs, k, v)
 	}
-	v[deviceKey] = pairs
-	s.record(op{kind: opPut, key: deviceKey, value: pairs})
-	s.durable = true
-}
-
-// DeviceInfo returns what SetDeviceInfo recorded, nil when nothing was.
-func (s *Session) DeviceInfo() map[string]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return deviceInfo(s.valuesLocked())
+	s.Put(deviceKey, pairs)
+	s.MarkDurable()
 }
 
 func deviceInfo(values map[string]any) map[string]string {
@@ -103,10 +90,9 @@ func deviceInfo(values map[string]any) map[string]string {
 }
 
 // Sessions lists the live sessions of subject (see Session.SetSubject),
-// oldest first, however many there are (paging through the database). It
-// reads the database, where every
-// session with a subject has a row, and overlays memcached's copies, which
-// may be ahead of the rows: a session memcached holds as destroyed or
+// oldest first, however many there are (paging through the database, where
+// every session with a subject has a row). memcached's copies, which may be
+// ahead of the rows, overlay them: a session memcached holds as destroyed or
 // expired is left out, and last activity and device info come from the
 // newest copy. It returns an error when the Store has no durable tier, and
 // one wrapping ErrUnavailable when the database could not answer.

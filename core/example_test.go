@@ -30,7 +30,8 @@ func ExampleManager_Handler() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s := core.FromContext(r.Context())
-		n := s.GetInt("visits") + 1
+		n, _ := core.Value[int](s, "visits")
+		n++
 		s.Put("visits", n)
 		fmt.Fprintf(w, "visit %d", n)
 	})
@@ -78,7 +79,9 @@ func ExampleSession_RenewToken() {
 
 	old, _ := m.Load(ctx, before)
 	now, _ := m.Load(ctx, s.Token())
-	fmt.Println(old.IsNew(), now.GetString("cart"), now.GetString("user"), now.Subject())
+	cart, _ := core.Value[string](now, "cart")
+	user, _ := core.Value[string](now, "user")
+	fmt.Println(old.IsNew(), cart, user, now.Subject())
 	// Output: true book ada user-42
 }
 
@@ -108,7 +111,7 @@ func ExampleSealConfig() {
 	rec, _, _ := durable.Load(ctx, core.StorageKey(s.Token()))
 	fmt.Println(len(keys), bytes.Contains(rec.Payload, []byte("book")))
 	s, _ = m.Load(ctx, s.Token())
-	fmt.Println(s.GetString("cart"))
+	fmt.Println(s.Get("cart"))
 	// Output:
 	// 2 false
 	// book

@@ -27,7 +27,7 @@ func ExampleSession_RememberMe() {
 			s.RememberMe(30 * 24 * time.Hour)
 			s.SetIdleTimeout(7 * 24 * time.Hour)
 		}
-		fmt.Println("idle timeout:", s.IdleTimeout(), "lifetime:", s.Deadline().Sub(store.Now()).Round(time.Hour))
+		fmt.Println("idle timeout:", s.IdleExpiry().Sub(store.Now()).Round(time.Minute), "lifetime:", s.Deadline().Sub(store.Now()).Round(time.Hour))
 	}))
 	for _, target := range []string{"https://example.com/login", "https://example.com/login?remember=on"} {
 		rec := httptest.NewRecorder()
@@ -113,30 +113,6 @@ func ExampleManager_Sessions() {
 	// Safari on iPhone false
 	// Chrome on Windows false
 	// true 1 1
-}
-
-// Code that runs after the handler can see what the request did.
-func ExampleSession_Status() {
-	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
-	defer store.Close(context.Background())
-	m, _ := core.New(core.Config{Store: store})
-
-	audit := func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			next.ServeHTTP(w, r)
-			fmt.Println(r.URL.Path, core.FromContext(r.Context()).Status())
-		})
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) { _ = core.FromContext(r.Context()).Get("x") })
-	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) { core.FromContext(r.Context()).Put("x", 1) })
-	h := m.Handler(audit(mux))
-	for _, p := range []string{"/read", "/write"} {
-		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "https://example.com"+p, nil))
-	}
-	// Output:
-	// /read unmodified
-	// /write modified
 }
 
 // The net/http middleware's error hook, Config.ErrorHandler: here a

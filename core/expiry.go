@@ -15,10 +15,8 @@ func (c expiryChange) pending() bool { return c.lifetime > 0 || c.idle > 0 || c.
 // apply writes c into e and reports whether the cookie the browser holds
 // must change (a new deadline, or a cookie that becomes persistent).
 func (c expiryChange) apply(e *Entry) (cookieChanged bool) {
-	if c.lifetime > 0 {
-		if d := e.Created.Add(c.lifetime); !d.Equal(e.Deadline) {
-			e.Deadline, cookieChanged = d, true
-		}
+	if d := e.Created.Add(c.lifetime); c.lifetime > 0 && !d.Equal(e.Deadline) {
+		e.Deadline, cookieChanged = d, true
 	}
 	if c.idle > 0 {
 		e.IdleTimeout = c.idle
@@ -27,21 +25,6 @@ func (c expiryChange) apply(e *Entry) (cookieChanged bool) {
 		e.Persistent, cookieChanged = true, true
 	}
 	return cookieChanged
-}
-
-// SetLifetime sets this session's absolute lifetime, counted from its
-// creation, in place of Config.Lifetime: the deadline becomes creation +
-// d, earlier or later than before, and the response carries a cookie with
-// the new expiry. Like every expiry change it is durable (written to the
-// database on Save). It panics if d is not positive.
-func (s *Session) SetLifetime(d time.Duration) {
-	if d <= 0 {
-		panic("core: Session.SetLifetime expects a positive duration")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.expiry.lifetime = d
-	s.changedExpiry()
 }
 
 // SetIdleTimeout sets how long this session lives without activity, in
@@ -54,17 +37,17 @@ func (s *Session) SetIdleTimeout(d time.Duration) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.expiry.idle = d
-	s.changedExpiry()
+	s.expiry.idle, s.saved = d, false
 }
 
 // RememberMe gives this session a persistent cookie that lasts until its
-// deadline, and, when lifetime is positive, the absolute lifetime lifetime
-// (as SetLifetime). With CookieConfig.SessionOnly set, sessions that are
-// not remembered keep browser-session cookies, forgotten when the browser
-// closes: the usual "remember me" box at login. The choice survives
-// RenewToken and is stored with the session (it is durable). Pair it with
-// SetIdleTimeout for a longer idle timeout too:
+// deadline and, when lifetime is positive, an absolute lifetime of
+// lifetime counted from its creation in place of Config.Lifetime (the
+// deadline moves earlier or later). With CookieConfig.SessionOnly set,
+// sessions that are not remembered keep browser-session cookies, forgotten
+// when the browser closes: the usual "remember me" box at login. The choice
+// survives RenewToken and is stored with the session (it is durable). Pair
+// it with SetIdleTimeout for a longer idle timeout too:
 //
 //	s.RenewToken()
 //	if remember {
@@ -77,28 +60,13 @@ func (s *Session) RememberMe(lifetime time.Duration) {
 	if lifetime > 0 {
 		s.expiry.lifetime = lifetime
 	}
-	s.expiry.persist = true
-	s.changedExpiry()
-}
-
-func (s *Session) changedExpiry() {
-	s.saved = false
-	s.status = Modified
-}
-
-// Persistent reports whether the session's cookie outlives the browser
-// session: true after RememberMe, and for every session when
-// CookieConfig.SessionOnly is false (the default).
-func (s *Session) Persistent() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.m.cfg.Cookie.SessionOnly || s.expiry.persist || (s.entry != nil && s.entry.Persistent)
+	s.expiry.persist, s.saved = true, false
 }
 
 // Deadline returns the end of the session's absolute lifetime, which no
-// activity extends: creation + Config.Lifetime, or the lifetime set with
-// SetLifetime or RememberMe (in effect once saved). For a session this
-// request creates, creation is taken to be now.
+// activity extends: creation + Config.Lifetime, or the lifetime given to
+// RememberMe. For a session this request creates, creation is taken to be
+// now.
 func (s *Session) Deadline() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -117,39 +85,28 @@ func (s *Session) deadlineLocked() time.Time {
 	return deadline
 }
 
-// IdleTimeout returns how long the session lives without activity:
-// Config.IdleTimeout, or what SetIdleTimeout chose.
-func (s *Session) IdleTimeout() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.idleLocked()
-}
-
-func (s *Session) idleLocked() time.Duration {
-	switch {
-	case s.expiry.idle > 0:
-		return s.expiry.idle
-	case s.entry != nil:
-		return s.entry.IdleTimeout
-	}
-	return s.m.cfg.IdleTimeout
-}
-
 // IdleExpiry returns when the session expires if no further request
-// arrives: its last recorded activity plus its idle timeout, capped at
-// Deadline. Read-only requests record activity at most once per
-// TouchInterval, so during a request it may lie up to TouchInterval before
-// now + IdleTimeout; after a write it is exact. For a session this request
-// creates, the activity is now.
+// arrives: its last recorded activity plus its idle timeout
+// (Config.IdleTimeout or SetIdleTimeout's), capped at Deadline. Read-only
+// requests record activity at most once per TouchInterval, so during a
+// request it may lie up to TouchInterval before now + the idle timeout;
+// after a write it is exact. For a session this request creates, the
+// activity is now.
 func (s *Session) IdleExpiry() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	active := s.m.store.Now()
-	if s.entry != nil && s.expiry.idle == 0 && !s.entry.ActiveAt.IsZero() {
-		active = s.entry.ActiveAt
+	active, idle := s.m.store.Now(), s.m.cfg.IdleTimeout
+	if s.entry != nil {
+		idle = s.entry.IdleTimeout
+		if !s.entry.ActiveAt.IsZero() {
+			active = s.entry.ActiveAt
+		}
 	}
-	t := active.Add(s.idleLocked())
-	if d := s.deadlineLocked(); t.After(d) {
+	if s.expiry.idle > 0 {
+		active, idle = s.m.store.Now(), s.expiry.idle
+	}
+	t, d := active.Add(idle), s.deadlineLocked()
+	if t.After(d) {
 		return d
 	}
 	return t

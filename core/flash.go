@@ -21,10 +21,8 @@ type Flash struct {
 func (s *Session) AddFlash(kind, message string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := s.valuesLocked()
-	pairs := flashPairs(v[flashKey])
-	pairs = append(pairs, kind, message)
-	v[flashKey] = pairs
+	pairs := append(flashPairs(s.valuesLocked()[flashKey]), kind, message)
+	s.values[flashKey] = pairs
 	s.record(op{kind: opPut, key: flashKey, value: pairs})
 }
 
@@ -32,15 +30,10 @@ func (s *Session) AddFlash(kind, message string) {
 // them from the session: each message is read once. It returns nil when
 // there are none, which is not a change.
 func (s *Session) Flashes() []Flash {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	raw, ok := s.valuesLocked()[flashKey]
-	if !ok {
+	pairs := flashPairs(s.Pop(flashKey))
+	if pairs == nil {
 		return nil
 	}
-	delete(s.values, flashKey)
-	s.record(op{kind: opDelete, key: flashKey})
-	pairs := flashPairs(raw)
 	out := make([]Flash, 0, len(pairs)/2)
 	for i := 0; i+1 < len(pairs); i += 2 {
 		out = append(out, Flash{Kind: pairs[i], Message: pairs[i+1]})
@@ -50,7 +43,7 @@ func (s *Session) Flashes() []Flash {
 
 // flashPairs reads the stored list whatever the codec made of it: []string
 // (gob, or this request) or []any of strings (JSON, msgpack). Anything else
-// is dropped rather than trusted.
+// is dropped rather than trusted. The result is a copy.
 func flashPairs(v any) []string {
 	switch l := v.(type) {
 	case []string:

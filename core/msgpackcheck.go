@@ -81,21 +81,16 @@ func (c *msgpackChecker) value(depth int) *checkError {
 		return c.skip(8)
 	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1, 2, 4, 8, 16 (plus the type byte)
 		return c.skip(1 + 1<<(t-0xd4))
-	case 0xdc, 0xdd, 0xde, 0xdf: // array16, array32, map16, map32
-		return c.container(t, depth)
+	case 0xdc, 0xdd: // array16, array32
+		return c.counted(2<<(t-0xdc), 1, depth)
+	case 0xde, 0xdf: // map16, map32: a key and a value per item
+		return c.counted(2<<(t-0xde), 2, depth)
 	}
 	return errBadType // 0xc1
 }
 
-// container checks an array16, array32, map16 or map32 of type byte t.
-func (c *msgpackChecker) container(t byte, depth int) *checkError {
-	size, per := 2, uint64(1)
-	if t == 0xdd || t == 0xdf {
-		size = 4
-	}
-	if t >= 0xde {
-		per = 2 // a map's items are keys and values
-	}
+// counted checks a container whose item count takes size bytes.
+func (c *msgpackChecker) counted(size int, per uint64, depth int) *checkError {
 	n, err := c.length(size)
 	if err != nil {
 		return err

@@ -9,12 +9,9 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// SealKeySize is the length of a seal key in bytes (AES-256).
-const SealKeySize = envelope.KeySize
-
-// NewSealKey returns a new random seal key of SealKeySize bytes.
+// NewSealKey returns a new random seal key: 32 bytes (AES-256).
 func NewSealKey() []byte {
-	k := make([]byte, SealKeySize)
+	k := make([]byte, envelope.KeySize)
 	_, _ = rand.Read(k) // never fails (crypto/rand)
 	return k
 }
@@ -25,18 +22,16 @@ func FormatSealKey(key []byte) string { return base64.RawURLEncoding.EncodeToStr
 
 // ParseSealKeys parses a key ring written as text, such as an environment
 // variable: keys separated by commas or white space, each base64 (standard
-// or URL alphabet, padded or not) of SealKeySize bytes, the sealing key
-// first. It returns nil for a string with no keys, and an error naming the
-// position of a key that is not valid base64 of SealKeySize bytes.
+// or URL alphabet, padded or not) of 32 bytes, the sealing key first. It
+// returns nil for a string with no keys, and an error naming the position
+// of a key that is not valid base64 of 32 bytes.
 func ParseSealKeys(s string) ([][]byte, error) {
-	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' })
 	var keys [][]byte
-	for i, f := range fields {
-		f = strings.TrimRight(f, "=")
-		f = strings.NewReplacer("+", "-", "/", "_").Replace(f)
-		k, err := base64.RawURLEncoding.DecodeString(f)
-		if err != nil || len(k) != SealKeySize {
-			return nil, fmt.Errorf("core: seal key %d is not base64 of %d bytes", i+1, SealKeySize)
+	toURLAlphabet := strings.NewReplacer("+", "-", "/", "_")
+	for i, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || strings.ContainsRune(" \t\n\r", r) }) {
+		k, err := base64.RawURLEncoding.DecodeString(toURLAlphabet.Replace(strings.TrimRight(f, "=")))
+		if err != nil || len(k) != envelope.KeySize {
+			return nil, fmt.Errorf("core: seal key %d is not base64 of %d bytes", i+1, envelope.KeySize)
 		}
 		keys = append(keys, k)
 	}

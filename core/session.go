@@ -2,7 +2,7 @@ package core
 
 import (
 	"context"
-	"sort"
+	"slices"
 	"sync"
 )
 
@@ -10,8 +10,8 @@ import (
 // changes this request made to them. Get it from the Manager (or from an
 // adapter's accessor), use it in the handler, and let the middleware Save it.
 //
-// Values are decoded on first use. A Session is safe for concurrent use by
-// the goroutines of one request.
+// Values are decoded on first use; read them typed with Value. A Session is
+// safe for concurrent use by the goroutines of one request.
 type Session struct {
 	m     *Manager
 	mu    sync.Mutex
@@ -31,7 +31,6 @@ type Session struct {
 	saved      bool
 
 	expiry   expiryChange // per-session lifetime, idle timeout, remember me
-	status   Status       // what this request did to the session
 	plainReq bool         // loaded from a plain-HTTP request (see Manager.WriteCookie)
 }
 
@@ -53,22 +52,19 @@ type op struct {
 // is logged and counted, and the session continues with no values; the next
 // change overwrites it. s.mu is held.
 func (s *Session) valuesLocked() map[string]any {
-	if s.decoded {
-		return s.values
+	if !s.decoded {
+		s.decoded, s.values = true, map[string]any{}
+		if s.entry != nil {
+			v, err := s.m.decode(s.entry)
+			if err != nil {
+				s.m.store.stats.corrupt.Add(1)
+				s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
+			} else {
+				s.values = v
+			}
+		}
 	}
-	s.decoded = true
-	if s.entry == nil {
-		s.values = map[string]any{}
-		return s.values
-	}
-	v, err := s.m.decode(s.entry)
-	if err != nil {
-		s.m.store.stats.corrupt.Add(1)
-		s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
-		v = map[string]any{}
-	}
-	s.values = v
-	return v
+	return s.values
 }
 
 // replay applies this request's ops to base (a fresh copy read after a
@@ -89,7 +85,6 @@ func (s *Session) replay(base map[string]any) map[string]any {
 
 func (s *Session) record(o op) {
 	s.saved = false
-	s.status = Modified
 	s.ops = append(s.ops, o)
 	if o.kind != opClear && s.m.durableKey[o.key] {
 		s.durable = true
@@ -112,58 +107,38 @@ func (s *Session) IsNew() bool {
 	return s.entry == nil
 }
 
+// Source reports where this request found the session: memcached, the
+// database (memcached had lost it, or could not be asked), or nowhere (a
+// new session). After Save it reports SourceNone for a session that was
+// created.
+func (s *Session) Source() Source {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entry == nil {
+		return SourceNone
+	}
+	return s.entry.Source
+}
+
 // Get returns the value stored under key, nil when absent. The dynamic type
-// depends on the codec (see JSON, Gob, Msgpack); the typed getters convert
-// where it is exact.
+// depends on the codec (see JSON, Gob, Msgpack); Value converts it to the
+// type you stored.
 func (s *Session) Get(key string) any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.valuesLocked()[key]
 }
 
-// Exists reports whether key is present.
-func (s *Session) Exists(key string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.valuesLocked()[key]
-	return ok
-}
-
 // Keys returns the session's keys in sorted order.
 func (s *Session) Keys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v := s.valuesLocked()
-	keys := make([]string, 0, len(v))
-	for k := range v {
+	keys := make([]string, 0, len(s.valuesLocked()))
+	for k := range s.values {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	return keys
-}
-
-// GetString returns the string under key, "" when absent or not a string.
-func (s *Session) GetString(key string) string {
-	v, _ := s.Get(key).(string)
-	return v
-}
-
-// GetBool returns the bool under key, false when absent or not a bool.
-func (s *Session) GetBool(key string) bool {
-	v, _ := s.Get(key).(bool)
-	return v
-}
-
-// GetInt returns the integer under key as an int, 0 when absent or not a
-// whole number that fits: whatever integer type the codec returned (JSON:
-// float64; msgpack: int64 or uint64; gob: the type stored) is converted
-// when it fits exactly (see Value). Strings are not parsed.
-func (s *Session) GetInt(key string) int {
-	n, ok := toInt64(s.Get(key))
-	if !ok || int64(int(n)) != n {
-		return 0
-	}
-	return int(n)
 }
 
 // Put stores value under key. The value must be encodable by the Manager's
@@ -177,30 +152,21 @@ func (s *Session) Put(key string, value any) {
 	s.record(op{kind: opPut, key: key, value: value})
 }
 
-// Pop returns the value under key and deletes it — for one-time flash
-// messages.
+// Pop returns the value under key and deletes it, nil when absent (which
+// is not a change).
 func (s *Session) Pop(key string) any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, ok := s.valuesLocked()[key]
-	if !ok {
-		return nil
+	if ok {
+		delete(s.values, key)
+		s.record(op{kind: opDelete, key: key})
 	}
-	delete(s.values, key)
-	s.record(op{kind: opDelete, key: key})
 	return v
 }
 
 // Delete removes key. Deleting a missing key is not a change.
-func (s *Session) Delete(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.valuesLocked()[key]; !ok {
-		return
-	}
-	delete(s.values, key)
-	s.record(op{kind: opDelete, key: key})
-}
+func (s *Session) Delete(key string) { s.Pop(key) }
 
 // Clear removes every value but keeps the session and its token.
 func (s *Session) Clear() {
@@ -216,19 +182,17 @@ func (s *Session) Clear() {
 func (s *Session) MarkDurable() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.durable = true
-	s.saved = false
-	s.status = Modified
+	s.durable, s.saved = true, false
 }
 
 // Subject returns the user id set with SetSubject, "" when none.
 func (s *Session) Subject() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.subjectSet {
+	switch {
+	case s.subjectSet:
 		return s.subject
-	}
-	if s.entry != nil {
+	case s.entry != nil:
 		return s.entry.Subject
 	}
 	return ""
@@ -243,7 +207,6 @@ func (s *Session) SetSubject(subject string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subject, s.subjectSet, s.saved = subject, true, false
-	s.status = Modified
 }
 
 // RenewToken moves the session to a new token on Save, keeping its values,
@@ -257,7 +220,6 @@ func (s *Session) RenewToken() {
 	defer s.mu.Unlock()
 	if s.entry != nil {
 		s.renew, s.saved = true, false
-		s.status = Modified
 	}
 }
 
@@ -275,11 +237,8 @@ func (s *Session) Destroy(ctx context.Context) error {
 			return err
 		}
 	}
-	s.token, s.entry = "", nil
-	s.values, s.decoded = map[string]any{}, true
-	s.ops, s.subject, s.subjectSet, s.durable, s.renew = nil, "", false, false, false
-	s.expiry = expiryChange{}
+	s.token, s.entry, s.values, s.decoded, s.ops = "", nil, map[string]any{}, true, nil
+	s.subject, s.subjectSet, s.durable, s.renew, s.expiry = "", false, false, false, expiryChange{}
 	s.setCookie, s.saved = true, false
-	s.status = Destroyed
 	return nil
 }

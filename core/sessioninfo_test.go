@@ -44,7 +44,7 @@ func TestSource(t *testing.T) {
 	if got := s.Source(); got != core.SourceDatabase || got.String() != "database" {
 		t.Errorf("after a memcached restart: Source = %v, want the database", got)
 	}
-	if s.GetString("k") != "v" {
+	if getString(s, "k") != "v" {
 		t.Errorf("restored session lost its value: %v", s.Get("k"))
 	}
 }

@@ -8,20 +8,19 @@ import "sync/atomic"
 // metrics system.
 type Stats struct {
 	// CacheHits and CacheMisses count memcached reads that found, or did
-	// not find, a live or destroyed session.
-	CacheHits, CacheMisses uint64
-	// CacheErrors counts memcached operations that failed (network errors,
-	// timeouts, and operations refused by an open circuit breaker);
-	// BreakerOpens counts circuit breakers opening, over all nodes.
-	CacheErrors, BreakerOpens uint64
+	// not find, a live or destroyed session. CacheErrors counts memcached
+	// operations that failed: network errors, timeouts, and operations
+	// refused by an open circuit breaker.
+	CacheHits, CacheMisses, CacheErrors uint64
 	// Fallbacks counts reads and writes served by the database because
 	// memcached was unavailable for the key.
 	Fallbacks uint64
 	// Corrupt counts envelopes, from either tier, that failed to decode or
 	// to authenticate (tampering, or a broken writer): each was a miss.
 	// Unreadable counts envelopes this Store could not read and left in
-	// place: sealed with a key not in its ring, plain text where sealing is
-	// required, a newer format, or a codec it is not configured with.
+	// place — sealed with a key not in its ring, plain text where sealing is
+	// required, a newer format, or a codec it is not configured with — a
+	// configuration to fix rather than an attack.
 	Corrupt, Unreadable uint64
 	// DBReads counts row loads and DBWrites row writes, batched or not;
 	// DBErrors the calls to the durable tier that failed.
@@ -36,28 +35,24 @@ type Stats struct {
 	// now; SyncDropped counts sessions it could not track (SyncQueueSize).
 	SyncPending int
 	SyncDropped uint64
-	// ReapExamined, ReapExtended, ReapArchived, ReapDeleted, ReapSkipped
-	// and ReapErrors count the reaper's work: expired rows claimed, rows
-	// rewritten from a live memcached copy,
-	// dead sessions handed to the archive hook, rows deleted (dead sessions,
-	// expired tombstones), rows left for a later pass (memcached could not
-	// be asked, or a key this Store does not hold), and failures.
-	ReapExamined, ReapExtended, ReapArchived, ReapDeleted, ReapSkipped, ReapErrors uint64
+	// ReapExtended counts expired rows the reaper rewrote from a live
+	// memcached copy, ReapDeleted rows it deleted (dead sessions, expired
+	// tombstones), ReapErrors its failures (archive hook, batches).
+	ReapExtended, ReapDeleted, ReapErrors uint64
 	// Nodes describes each memcached node, in address order.
 	Nodes []NodeStats
 }
 
-// NodeStats describes one memcached node and its circuit breaker.
+// NodeStats describes one memcached node.
 type NodeStats struct {
 	// Addr is the node's address.
 	Addr string
 	// Open is true while the node's circuit breaker is open: its sessions
 	// are served by the database until a probe succeeds.
 	Open bool
-	// ConsecutiveFailures counts failures since the last success.
-	ConsecutiveFailures int
 }
 
+// counters are the Store's own counters; memcached's are in its client.
 type counters struct {
 	cacheHits, cacheMisses, fallbacks, corrupt, unreadable atomic.Uint64
 	dbReads, dbWrites, dbErrors, conflicts, merges         atomic.Uint64
@@ -84,14 +79,13 @@ func (s *Store) Stats() Stats {
 		DBReads: c.dbReads.Load(), DBWrites: c.dbWrites.Load(), DBErrors: c.dbErrors.Load(),
 		Conflicts: c.conflicts.Load(), Merges: c.merges.Load(),
 		SyncPending: s.writer.pendingCount(), SyncDropped: c.syncDropped.Load(),
-		ReapExamined: c.reapExamined.Load(), ReapExtended: c.reapExtended.Load(), ReapArchived: c.reapArchived.Load(), ReapDeleted: c.reapDeleted.Load(),
-		ReapSkipped: c.reapSkipped.Load(), ReapErrors: c.reapErrors.Load(),
+		ReapExtended: c.reapExtended.Load(), ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(),
 	}
 	if s.mc != nil {
 		mc := s.mc.Counters()
-		st.CacheErrors, st.BreakerOpens = mc.Errors+mc.ShortCircuits, mc.BreakerOpens
+		st.CacheErrors = mc.Errors + mc.ShortCircuits
 		for _, n := range s.mc.Nodes() {
-			st.Nodes = append(st.Nodes, NodeStats{Addr: n.Addr, Open: n.Open, ConsecutiveFailures: n.Failures})
+			st.Nodes = append(st.Nodes, NodeStats{Addr: n.Addr, Open: n.Open})
 		}
 	}
 	return st

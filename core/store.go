@@ -63,7 +63,7 @@ type Store struct {
 
 // NewStore validates cfg, fills its defaults and returns a Store. It does not
 // contact the servers: a memcached or database that is down at start-up is
-// handled like one that goes down later. It returns ErrNoStore when neither
+// handled like one that goes down later. It returns an error when neither
 // tier is configured.
 func NewStore(cfg StoreConfig) (*Store, error) {
 	if err := cfg.fill(); err != nil {

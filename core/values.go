@@ -28,7 +28,7 @@ func Value[T any](s *Session, key string) (T, bool) {
 	var t T
 	s.mu.Lock()
 	v := s.valuesLocked()[key]
-	jsonCodec := s.entry != nil && s.entry.Codec == JSON.ID() || s.entry == nil && s.m != nil && s.m.store.codec.ID() == JSON.ID()
+	isJSON := s.entry != nil && s.entry.Codec == jsonCodecID || s.entry == nil && s.m != nil && s.m.store.codec.ID() == jsonCodecID
 	s.mu.Unlock()
 	if v == nil {
 		return t, false
@@ -36,21 +36,16 @@ func Value[T any](s *Session, key string) (T, bool) {
 	if x, ok := v.(T); ok {
 		return x, true
 	}
-	rv := reflect.ValueOf(&t).Elem()
-	if convertNumber(v, rv) {
+	if convertNumber(v, reflect.ValueOf(&t).Elem()) {
 		return t, true
 	}
-	var err error
-	if jsonCodec {
-		var b []byte
-		if b, err = json.Marshal(v); err == nil {
-			err = json.Unmarshal(b, &t)
-		}
-	} else {
-		var b []byte
-		if b, err = msgpack.Marshal(v); err == nil {
-			err = msgpack.Unmarshal(b, &t)
-		}
+	marshal, unmarshal := msgpack.Marshal, msgpack.Unmarshal
+	if isJSON {
+		marshal, unmarshal = json.Marshal, json.Unmarshal
+	}
+	b, err := marshal(v)
+	if err == nil {
+		err = unmarshal(b, &t)
 	}
 	if err != nil {
 		var zero T
@@ -66,40 +61,41 @@ func convertNumber(v any, dst reflect.Value) bool {
 	if !isNumber(src.Kind()) || !isNumber(dst.Kind()) {
 		return false
 	}
-	var f float64
 	switch {
-	case src.CanInt():
-		f = float64(src.Int())
-	case src.CanUint():
-		f = float64(src.Uint())
-	default:
-		f = src.Float()
-	}
-	switch {
-	case dst.CanInt():
-		i, ok := toInt64(v)
-		if !ok || dst.OverflowInt(i) {
-			return false
+	case dst.CanFloat():
+		f := float64(0)
+		switch {
+		case src.CanInt():
+			f = float64(src.Int())
+		case src.CanUint():
+			f = float64(src.Uint())
+		default:
+			f = src.Float()
 		}
-		dst.SetInt(i)
-	case dst.CanUint():
-		if src.CanUint() {
-			if dst.OverflowUint(src.Uint()) {
-				return false
-			}
-			dst.SetUint(src.Uint())
-			return true
-		}
-		i, ok := toInt64(v)
-		if !ok || i < 0 || dst.OverflowUint(uint64(i)) {
-			return false
-		}
-		dst.SetUint(uint64(i))
-	default:
 		if dst.OverflowFloat(f) {
 			return false
 		}
 		dst.SetFloat(f)
+	case src.CanUint() && dst.CanUint():
+		if dst.OverflowUint(src.Uint()) {
+			return false
+		}
+		dst.SetUint(src.Uint())
+	default:
+		i, ok := toInt64(src)
+		switch {
+		case !ok:
+			return false
+		case dst.CanInt():
+			if dst.OverflowInt(i) {
+				return false
+			}
+			dst.SetInt(i)
+		case i < 0 || dst.OverflowUint(uint64(i)):
+			return false
+		default:
+			dst.SetUint(uint64(i))
+		}
 	}
 	return true
 }
@@ -108,32 +104,15 @@ func isNumber(k reflect.Kind) bool {
 	return k >= reflect.Int && k <= reflect.Float64 && k != reflect.Uintptr
 }
 
-// toInt64 converts an integer, or a float that is a whole number, to
-// int64 when it fits exactly. The common types go without reflection.
-func toInt64(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int:
-		return int64(n), true
-	case int64:
-		return n, true
-	case uint64:
-		return int64(n), n <= math.MaxInt64
-	case float64:
-		return int64(n), n == math.Trunc(n) && n >= -(1<<63) && n < 1<<63
-	}
-	rv := reflect.ValueOf(v)
+// toInt64 converts v, an integer or a float that is a whole number, to
+// int64 when it fits exactly.
+func toInt64(v reflect.Value) (int64, bool) {
 	switch {
-	case !isNumber(rv.Kind()):
-	case rv.CanInt():
-		return rv.Int(), true
-	case rv.CanUint():
-		if u := rv.Uint(); u <= math.MaxInt64 {
-			return int64(u), true
-		}
-	default:
-		if f := rv.Float(); f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63 {
-			return int64(f), true
-		}
+	case v.CanInt():
+		return v.Int(), true
+	case v.CanUint():
+		return int64(v.Uint()), v.Uint() <= math.MaxInt64
 	}
-	return 0, false
+	f := v.Float()
+	return int64(f), f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63
 }

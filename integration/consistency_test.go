@@ -171,7 +171,7 @@ func TestReadDoesNotRevertWriteWithoutMemcached(t *testing.T) {
 		if err := m.Save(ctx, reader); err != nil { // read-only: a touch
 			t.Fatal(err)
 		}
-		if got := load(t, m, token).GetString("cart"); got != "book" {
+		if got := getString(load(t, m, token), "cart"); got != "book" {
 			t.Errorf("cart = %q after a read-only request, want the saved change %q", got, "book")
 		}
 	})
@@ -194,7 +194,7 @@ func TestDurableWriteFailsWhileDatabaseRefuses(t *testing.T) {
 	if err := m.Save(ctx, s); !errors.Is(err, core.ErrUnavailable) {
 		t.Fatalf("a durable write the database refused: Save = %v, want ErrUnavailable", err)
 	}
-	if got := load(t, m, token).GetString("cart"); got != "" {
+	if got := getString(load(t, m, token), "cart"); got != "" {
 		t.Fatalf("cart = %q: the refused durable write is served", got)
 	}
 	put(t, m, token, "n", 2) // not durable: memcached takes it
@@ -202,8 +202,8 @@ func TestDurableWriteFailsWhileDatabaseRefuses(t *testing.T) {
 	fd.writes.Store(false)
 	put(t, m, token, "cart", "book")
 	st.mc.Restart()
-	if s := load(t, m, token); s.GetString("cart") != "book" || s.GetInt("n") != 2 {
-		t.Errorf("from the row: cart=%q n=%d, want book and 2", s.GetString("cart"), s.GetInt("n"))
+	if s := load(t, m, token); getString(s, "cart") != "book" || getInt(s, "n") != 2 {
+		t.Errorf("from the row: cart=%q n=%d, want book and 2", getString(s, "cart"), getInt(s, "n"))
 	}
 }
 
@@ -255,7 +255,7 @@ func TestHungDatabaseDoesNotBlockLogin(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("login took %v with DBTimeout 300ms: the hung database blocked it", took)
 	}
-	if got := load(t, m, s.Token()).GetString("user"); got != "alice" {
+	if got := getString(load(t, m, s.Token()), "user"); got != "alice" {
 		t.Errorf("user = %q, want the new session from memcached", got)
 	}
 	closeCtx, closeCancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -290,7 +290,7 @@ func TestLongSubjectRefused(t *testing.T) {
 			if core.StatusCode(err) == 503 {
 				t.Errorf("memcached=%v: a data error answered 503", cache)
 			}
-			if got := load(t, m, token); got.IsNew() || got.GetString("user") != "alice" || got.Subject() != "" {
+			if got := load(t, m, token); got.IsNew() || getString(got, "user") != "alice" || got.Subject() != "" {
 				t.Errorf("memcached=%v: the stored session changed: new=%v subject=%q", cache, got.IsNew(), got.Subject())
 			}
 		}
@@ -346,9 +346,9 @@ func TestWriteAroundNodeMergesAtNextSync(t *testing.T) {
 				t.Helper()
 				for i, m := range []*core.Manager{r, w} {
 					if g := load(t, m, token); logout && !g.IsNew() {
-						t.Errorf("%s: app server %d serves the destroyed session: n=%d", when, i, g.GetInt("n"))
-					} else if !logout && g.GetInt("n") != 2 {
-						t.Errorf("%s: app server %d reads n=%d, want W's 2", when, i, g.GetInt("n"))
+						t.Errorf("%s: app server %d serves the destroyed session: n=%d", when, i, getInt(g, "n"))
+					} else if !logout && getInt(g, "n") != 2 {
+						t.Errorf("%s: app server %d reads n=%d, want W's 2", when, i, getInt(g, "n"))
 					}
 				}
 			}
@@ -382,7 +382,7 @@ func TestChangeAfterWriteAroundSurvivesNodeReturn(t *testing.T) {
 	if err := memcache.New(st.mc.Addr).Delete(mkey(token)); err != nil {
 		t.Fatal(err) // the node loses the session (restart, eviction)
 	}
-	if got := load(t, b, token).GetInt("n"); got != 2 {
+	if got := getInt(load(t, b, token), "n"); got != 2 {
 		t.Fatalf("B restored n=%d, want 2", got)
 	}
 	put(t, b, token, "n", 3)
@@ -398,7 +398,7 @@ func TestChangeAfterWriteAroundSurvivesNodeReturn(t *testing.T) {
 	proxy.Restore()
 	awaitBreaker(t, a.Store(), proxy.Addr, false)
 	for i, m := range []*core.Manager{a, b} {
-		if got := load(t, m, token).GetInt("n"); got != 4 {
+		if got := getInt(load(t, m, token), "n"); got != 4 {
 			t.Errorf("app server %d reads n=%d once A reaches the node again, want B's 4", i, got)
 		}
 	}
@@ -437,7 +437,7 @@ func TestReadAroundNodeMovesRowAhead(t *testing.T) {
 		t.Fatal(err) // the cache loss
 	}
 	st.clock.Advance(2 * time.Minute) // past the row's old expiry, well within IdleTimeout of the request
-	if s := load(t, m, token); s.IsNew() || s.GetString("user") != "alice" {
+	if s := load(t, m, token); s.IsNew() || getString(s, "user") != "alice" {
 		t.Errorf("the user was logged out %v after their last request", 2*time.Minute)
 	}
 }
@@ -458,7 +458,7 @@ func TestTouchAroundNodeOutlivesIdleCopy(t *testing.T) {
 	proxy.Restore()
 	awaitBreaker(t, m.Store(), proxy.Addr, false)
 	st.clock.Advance(2 * time.Minute) // 31m after the node's copy, 2m after the touch
-	if s := load(t, m, token); s.IsNew() || s.GetString("user") != "alice" {
+	if s := load(t, m, token); s.IsNew() || getString(s, "user") != "alice" {
 		t.Error("the user was logged out 2 minutes after their last request: the node's idle copy hid the row")
 	}
 }
@@ -530,8 +530,8 @@ func TestRemovedNodeDeadCopyCheckedAgainstRow(t *testing.T) {
 	if err := m.Store().RemoveServer(extra.Addr); err != nil {
 		t.Fatal(err)
 	}
-	if s := load(t, m, token); s.IsNew() || s.GetString("cart") != "book" {
-		t.Errorf("after the node was removed: new=%v cart=%q, want the active session with cart=book", s.IsNew(), s.GetString("cart"))
+	if s := load(t, m, token); s.IsNew() || getString(s, "cart") != "book" {
+		t.Errorf("after the node was removed: new=%v cart=%q, want the active session with cart=book", s.IsNew(), getString(s, "cart"))
 	}
 }
 
@@ -549,7 +549,7 @@ func TestDeadCopyCheckedAgainstRow(t *testing.T) {
 	st.clock.Advance(31 * time.Minute) // the copy is dead; the row still stands
 	proxy.Cut()
 	readOnly(t, a, token)
-	if s := load(t, b, token); s.IsNew() || s.GetString("user") != "alice" {
+	if s := load(t, b, token); s.IsNew() || getString(s, "user") != "alice" {
 		t.Error("B logged out the user A served a moment ago: the node's dead copy hid the row")
 	}
 }
@@ -598,8 +598,8 @@ func TestDurableChangeAroundRemovedNodeSurvives(t *testing.T) {
 	// is there on its ring.
 	b := st.manager(t, func(c *core.StoreConfig) { c.SyncInterval = time.Minute }, durable)
 	token := loginOn(t, a, p, 0)
-	if s := load(t, b, token); s.GetString("user") != "alice" {
-		t.Fatalf("B reads user=%q, want alice", s.GetString("user"))
+	if s := load(t, b, token); getString(s, "user") != "alice" {
+		t.Fatalf("B reads user=%q, want alice", getString(s, "user"))
 	}
 
 	proxy.Cut()
@@ -616,8 +616,8 @@ func TestDurableChangeAroundRemovedNodeSurvives(t *testing.T) {
 	put(t, b, token, "page", 7) // on the node's older copy, its sync due
 	flush(t, b.Store())
 	for i, m := range []*core.Manager{a, b} {
-		if s := load(t, m, token); s.GetString("cart") != "book" || s.GetInt("page") != 7 {
-			t.Errorf("app server %d reads cart=%q page=%d, want A's durable book and B's 7", i, s.GetString("cart"), s.GetInt("page"))
+		if s := load(t, m, token); getString(s, "cart") != "book" || getInt(s, "page") != 7 {
+			t.Errorf("app server %d reads cart=%q page=%d, want A's durable book and B's 7", i, getString(s, "cart"), getInt(s, "page"))
 		}
 	}
 	if vals := st.rowValues(t, token); vals["cart"] != "book" || fmt.Sprint(vals["page"]) != "7" {
@@ -655,8 +655,8 @@ func TestDurableChangeAroundAddedNodeIsRead(t *testing.T) {
 	}
 	proxy.Restore()
 
-	if s := load(t, b, token); s.GetString("cart") != "book" {
-		t.Errorf("B reads cart=%q, want book: A's durable change is lost", s.GetString("cart"))
+	if s := load(t, b, token); getString(s, "cart") != "book" {
+		t.Errorf("B reads cart=%q, want book: A's durable change is lost", getString(s, "cart"))
 	}
 }
 
@@ -845,7 +845,7 @@ func TestStaleCopyKeepsDurableChangeWrittenAround(t *testing.T) {
 		}},
 		{"sync due after unsynced", func(t *testing.T, st *stack, b *core.Manager, token string) (string, []string) {
 			put(t, b, token, "w", 1) // memcached only
-			if load(t, b, token).GetInt("w") != 1 {
+			if getInt(load(t, b, token), "w") != 1 {
 				t.Fatal("B's first change did not land in memcached")
 			}
 			st.clock.Advance(2 * time.Minute)
@@ -902,7 +902,7 @@ func TestStaleCopyKeepsDurableChangeWrittenAround(t *testing.T) {
 				}
 			}
 			got := load(t, b, tok)
-			check("B", map[string]any{"role": got.Get("role"), "n": got.GetInt("n"), "x": got.GetInt("x"), "w": got.GetInt("w")})
+			check("B", map[string]any{"role": got.Get("role"), "n": getInt(got, "n"), "x": getInt(got, "x"), "w": getInt(got, "w")})
 			check("the row", st.rowValues(t, tok))
 		})
 	}

@@ -378,7 +378,7 @@ func faultApp() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/visit", func(w http.ResponseWriter, r *http.Request) {
 		s := core.FromContext(r.Context())
-		s.Put("visits", s.GetInt("visits")+1)
+		s.Put("visits", getInt(s, "visits")+1)
 		fmt.Fprint(w, "ok")
 	})
 	mux.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
@@ -389,7 +389,7 @@ func faultApp() http.Handler {
 		fmt.Fprint(w, "ok")
 	})
 	loggedIn := func(w http.ResponseWriter, s *core.Session) string {
-		u := s.GetString("user")
+		u := getString(s, "user")
 		if u == "" {
 			w.WriteHeader(http.StatusUnauthorized)
 			if s.IsNew() {
@@ -406,14 +406,14 @@ func faultApp() http.Handler {
 		if u == "" {
 			return
 		}
-		n := s.GetInt("clicks") + 1
+		n := getInt(s, "clicks") + 1
 		s.Put("clicks", n)
 		fmt.Fprintf(w, "%s %d", u, n)
 	})
 	mux.HandleFunc("/cart", func(w http.ResponseWriter, r *http.Request) {
 		s := core.FromContext(r.Context())
 		if u := loggedIn(w, s); u != "" {
-			fmt.Fprintf(w, "%s %d", u, s.GetInt("clicks"))
+			fmt.Fprintf(w, "%s %d", u, getInt(s, "clicks"))
 		}
 	})
 	return mux
@@ -422,9 +422,9 @@ func faultApp() http.Handler {
 // tierCounts is the sum of the app servers' Stats counters the fault tests
 // look at.
 type tierCounts struct {
-	CacheHits, CacheMisses, CacheErrors, BreakerOpens uint64
-	DBReads, DBWrites, DBErrors                       uint64
-	Fallbacks, SyncDropped, Conflicts, Merges         uint64
+	CacheHits, CacheMisses, CacheErrors       uint64
+	DBReads, DBWrites, DBErrors               uint64
+	Fallbacks, SyncDropped, Conflicts, Merges uint64
 }
 
 func (env *faultEnv) counts() tierCounts {
@@ -434,7 +434,6 @@ func (env *faultEnv) counts() tierCounts {
 		c.CacheHits += st.CacheHits
 		c.CacheMisses += st.CacheMisses
 		c.CacheErrors += st.CacheErrors
-		c.BreakerOpens += st.BreakerOpens
 		c.DBReads += st.DBReads
 		c.DBWrites += st.DBWrites
 		c.DBErrors += st.DBErrors
@@ -449,8 +448,8 @@ func (env *faultEnv) counts() tierCounts {
 func (c tierCounts) sub(o tierCounts) tierCounts {
 	return tierCounts{
 		CacheHits: c.CacheHits - o.CacheHits, CacheMisses: c.CacheMisses - o.CacheMisses,
-		CacheErrors: c.CacheErrors - o.CacheErrors, BreakerOpens: c.BreakerOpens - o.BreakerOpens,
-		DBReads: c.DBReads - o.DBReads, DBWrites: c.DBWrites - o.DBWrites, DBErrors: c.DBErrors - o.DBErrors,
+		CacheErrors: c.CacheErrors - o.CacheErrors,
+		DBReads:     c.DBReads - o.DBReads, DBWrites: c.DBWrites - o.DBWrites, DBErrors: c.DBErrors - o.DBErrors,
 		Fallbacks: c.Fallbacks - o.Fallbacks, SyncDropped: c.SyncDropped - o.SyncDropped,
 		Conflicts: c.Conflicts - o.Conflicts, Merges: c.Merges - o.Merges,
 	}

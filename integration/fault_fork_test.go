@@ -89,8 +89,8 @@ func TestFaultDelayedSyncAfterCacheLoss(t *testing.T) {
 	// Time moves on while memcached restarts: B's change is made after A's.
 	st.clock.Advance(time.Second)
 	s := load(t, b, token)
-	if s.IsNew() || s.GetInt("n") != 1 {
-		t.Fatalf("after the restart B reads new=%v n=%d, want the row's n=1", s.IsNew(), s.GetInt("n"))
+	if s.IsNew() || getInt(s, "n") != 1 {
+		t.Fatalf("after the restart B reads new=%v n=%d, want the row's n=1", s.IsNew(), getInt(s, "n"))
 	}
 	s.Put("cart", "book") // durable: in the database before Save returns
 	if err := b.Save(context.Background(), s); err != nil {
@@ -105,7 +105,7 @@ func TestFaultDelayedSyncAfterCacheLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.mc.Restart()
-	if got := load(t, b, token).GetString("cart"); got != "book" {
+	if got := getString(load(t, b, token), "cart"); got != "book" {
 		t.Errorf("B's durable write (cart=book) is lost: the row holds %v", st.rowValues(t, token))
 	}
 }
@@ -139,8 +139,8 @@ func TestFaultStaleCopyAfterPartitionMergesAtNextSync(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatal("breaker not open")
 			}
-			if s := load(t, m, token); s.GetInt("n") != 1 {
-				t.Fatalf("n = %d during the partition, want 1", s.GetInt("n"))
+			if s := load(t, m, token); getInt(s, "n") != 1 {
+				t.Fatalf("n = %d during the partition, want 1", getInt(s, "n"))
 			}
 		}
 	}
@@ -156,8 +156,8 @@ func TestFaultStaleCopyAfterPartitionMergesAtNextSync(t *testing.T) {
 	readOnly(t, b, doomed)            // served from the stale copy; its touch schedules the sync
 	flush(t, b.Store())
 	s := load(t, b, token)
-	if s.GetInt("n") != 2 || s.GetString("m") != "from B" {
-		t.Errorf("after the copy's sync B reads n=%d m=%q, want A's 2 and B's change", s.GetInt("n"), s.GetString("m"))
+	if getInt(s, "n") != 2 || getString(s, "m") != "from B" {
+		t.Errorf("after the copy's sync B reads n=%d m=%q, want A's 2 and B's change", getInt(s, "n"), getString(s, "m"))
 	}
 	if !load(t, b, doomed).IsNew() {
 		t.Error("the session A logged out during the partition is served after its copy's sync")
@@ -216,8 +216,8 @@ func TestFaultFailedWriteThroughKeepsCacheCopy(t *testing.T) {
 
 	durable.down.Store(true)
 	s := load(t, m, token)
-	if s.GetInt("n") != 2 {
-		t.Fatalf("n = %d, want 2", s.GetInt("n"))
+	if getInt(s, "n") != 2 {
+		t.Fatalf("n = %d, want 2", getInt(s, "n"))
 	}
 	s.Put("n", 3)
 	dialer.armed.Store(true)
@@ -228,7 +228,7 @@ func TestFaultFailedWriteThroughKeepsCacheCopy(t *testing.T) {
 		t.Fatal("one failure opened the breaker; the test needs it closed")
 	}
 	durable.down.Store(false)
-	if got := load(t, m, token).GetInt("n"); got != 2 {
+	if got := getInt(load(t, m, token), "n"); got != 2 {
 		t.Errorf("after a failed request the session reads n=%d, want 2: its memcached copy was deleted though the database never got the change", got)
 	}
 }
@@ -273,13 +273,13 @@ func TestFaultScaleOutAndBack(t *testing.T) {
 	st.clock.Advance(2 * time.Minute)
 	put(t, m, token, "m", "on the old copy") // its sync is due
 	flush(t, store)
-	if s := load(t, m, token); s.GetInt("n") != 5 || s.GetString("m") != "on the old copy" {
+	if s := load(t, m, token); getInt(s, "n") != 5 || getString(s, "m") != "on the old copy" {
 		t.Errorf("after scaling back in and the old copy's sync the session reads n=%d m=%q, want 5 and the change made on the old copy (row: %v)",
-			s.GetInt("n"), s.GetString("m"), st.rowValues(t, token))
+			getInt(s, "n"), getString(s, "m"), st.rowValues(t, token))
 	}
 	st.mc.Restart()
-	if s := load(t, m, token); s.GetInt("n") != 5 || s.GetString("m") != "on the old copy" {
-		t.Errorf("the row reads n=%d m=%q", s.GetInt("n"), s.GetString("m"))
+	if s := load(t, m, token); getInt(s, "n") != 5 || getString(s, "m") != "on the old copy" {
+		t.Errorf("the row reads n=%d m=%q", getInt(s, "n"), getString(s, "m"))
 	}
 }
 
@@ -330,7 +330,7 @@ func TestSlowWriterDoesNotUndoNewerSyncOfSameCopy(t *testing.T) {
 		t.Errorf("after B's slower sync the row holds n=%v, want 3: an older state of the copy replaced a newer one", got)
 	}
 	st.mc.Restart()
-	if got := load(t, a, token).GetInt("n"); got != 3 {
+	if got := getInt(load(t, a, token), "n"); got != 3 {
 		t.Errorf("after a memcached loss the session reads n=%d, want 3 (synced before the loss)", got)
 	}
 }

@@ -39,7 +39,7 @@ func (r *faultReport) add(backend string, p *phaseStats) {
 		backend, p.scenario, name, p.end.Sub(p.start).Seconds(), p.requests,
 		p.logouts+p.keyLost+p.wrongUser, p.lostOld, lostRecent, p.phantom, p.status5xx+p.netErrors,
 		ms(p.percentile(0.50)), ms(p.percentile(0.99)), hit,
-		d.Fallbacks, d.DBErrors, d.Merges, d.BreakerOpens)
+		d.Fallbacks, d.DBErrors, d.Merges, d.CacheErrors)
 	r.mu.Lock()
 	r.rows = append(r.rows, row)
 	r.mu.Unlock()
@@ -57,7 +57,7 @@ func (r *faultReport) markdown() string {
 		"- resurrected: newer than anything the user wrote since such a loss: an older copy of the session came back over newer acknowledged writes\n" +
 		"- phases marked *: a node may serve copies older than writes made around it (back from a partition with its memory, or keys back on their previous owners); their reads may be stale until each copy's next sync (docs/consistency.md, rule 3), so lost >SI and resurrected are not failures there\n" +
 		"- 5xx: 5xx answers and transport errors; hit: memcached hits / session reads; DB errors: failed calls to the database; merges: copies merged with a row that moved on; breaker opens: both app servers\n\n")
-	b.WriteString("| db | scenario | phase | s | requests | logouts | lost >SI | lost recent | resurrected | 5xx | p50 ms | p99 ms | hit | fallbacks | DB errors | merges | breaker opens |\n")
+	b.WriteString("| db | scenario | phase | s | requests | logouts | lost >SI | lost recent | resurrected | 5xx | p50 ms | p99 ms | hit | fallbacks | DB errors | merges | cache errors |\n")
 	b.WriteString("| --- | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
 	for _, row := range r.rows {
 		b.WriteString(row)

@@ -152,7 +152,7 @@ func faultDeadAndBlackholedNode(t *testing.T, b faultBackend, rep *faultReport) 
 	ld.hold(faultBaseline)
 
 	n0 := env.nodes[0]
-	killed := ld.begin("n0 killed")
+	ld.begin("n0 killed")
 	n0.mc.Kill()
 	env.waitBreaker(n0, true)
 	dead := ld.begin("n0 dead")
@@ -164,7 +164,7 @@ func faultDeadAndBlackholedNode(t *testing.T, b faultBackend, rep *faultReport) 
 	ld.hold(time.Second)
 
 	n1 := env.nodes[1]
-	holed := ld.begin("n1 blackholed")
+	ld.begin("n1 blackholed")
 	n1.proxy.Blackhole()
 	env.waitBreaker(n1, true)
 	ld.hold(100 * time.Millisecond) // requests that met the black hole finish
@@ -178,14 +178,6 @@ func faultDeadAndBlackholedNode(t *testing.T, b faultBackend, rep *faultReport) 
 	ld.stop()
 	ld.expectClean()
 	env.expectBreakersClosed()
-
-	// Every app server opened the breaker of the failed node (waitBreaker
-	// saw each close again when the node answered).
-	for _, p := range []*phaseStats{killed, holed} {
-		if d := p.delta(); d.BreakerOpens < faultAppServers {
-			t.Errorf("%s: %d breaker opens over %d app servers", p.name, d.BreakerOpens, faultAppServers)
-		}
-	}
 
 	// Per-node breaker: while n0 was dead, sessions on n1 and n2 were still
 	// served by memcached.

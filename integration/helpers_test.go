@@ -588,3 +588,8 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	e.Payload = rest
 	return e, nil
 }
+
+// getInt and getString read a session value as the tests compare it: the zero value
+// when it is absent or does not convert.
+func getInt(s *core.Session, key string) int       { v, _ := core.Value[int](s, key); return v }
+func getString(s *core.Session, key string) string { v, _ := core.Value[string](s, key); return v }

@@ -24,12 +24,12 @@ func TestTwoAppServersShareSessions(t *testing.T) {
 		if !core.ValidToken(token) {
 			t.Fatalf("token %q is not a valid token", token)
 		}
-		if got := load(t, bm, token).GetString("user"); got != "ada" {
+		if got := getString(load(t, bm, token), "user"); got != "ada" {
 			t.Fatalf("server B reads user %q, want ada", got)
 		}
 		put(t, bm, token, "cart", 3)
 		s := load(t, a, token)
-		if s.GetString("user") != "ada" || s.GetInt("cart") != 3 {
+		if getString(s, "user") != "ada" || getInt(s, "cart") != 3 {
 			t.Fatalf("server A reads %v, want user=ada cart=3", s.Keys())
 		}
 	})
@@ -98,13 +98,13 @@ func TestMemcachedRestartKeepsUsersLoggedIn(t *testing.T) {
 		if s.IsNew() {
 			t.Fatal("user logged out by a memcached restart")
 		}
-		if s.GetString("user") != "ada" || s.GetString("cart") != "book" {
-			t.Fatalf("after restart: user=%q cart=%q, want ada and book", s.GetString("user"), s.GetString("cart"))
+		if getString(s, "user") != "ada" || getString(s, "cart") != "book" {
+			t.Fatalf("after restart: user=%q cart=%q, want ada and book", getString(s, "user"), getString(s, "cart"))
 		}
 		// "theme" was written within SyncInterval before the durable write,
 		// which carried it along: the durable write syncs the whole session.
-		if s.GetString("theme") != "dark" {
-			t.Fatalf("theme %q lost although a later durable write synced the session", s.GetString("theme"))
+		if getString(s, "theme") != "dark" {
+			t.Fatalf("theme %q lost although a later durable write synced the session", getString(s, "theme"))
 		}
 
 		// Changes after the last sync and younger than SyncInterval may be
@@ -113,10 +113,10 @@ func TestMemcachedRestartKeepsUsersLoggedIn(t *testing.T) {
 		put(t, m, token, "theme", "light")
 		st.mc.Restart()
 		s = load(t, m, token)
-		if s.IsNew() || s.GetString("user") != "ada" {
+		if s.IsNew() || getString(s, "user") != "ada" {
 			t.Fatal("user logged out by the second restart")
 		}
-		if got := s.GetString("theme"); got != "dark" && got != "light" {
+		if got := getString(s, "theme"); got != "dark" && got != "light" {
 			t.Fatalf("theme = %q", got)
 		}
 		// The database read refilled memcached: the next read is a hit.
@@ -230,7 +230,7 @@ func TestTouchThrottled(t *testing.T) {
 	for i := 0; i < 24; i++ { // 2 minutes of clicks every 5 s
 		st.clock.Advance(5 * time.Second)
 		s := load(t, m, token)
-		_ = s.GetString("k")
+		_ = getString(s, "k")
 		if err := m.Save(context.Background(), s); err != nil {
 			t.Fatal(err)
 		}
@@ -269,7 +269,7 @@ func TestRenewTokenAndDestroy(t *testing.T) {
 		if _, e, found := st.row(t, old); !found || !e.Destroyed {
 			t.Fatalf("old token's row: found=%v destroyed=%v, want a tombstone", found, e.Destroyed)
 		}
-		if s := load(t, m, renewed); s.GetString("cart") != "book" || s.GetString("user") != "ada" {
+		if s := load(t, m, renewed); getString(s, "cart") != "book" || getString(s, "user") != "ada" {
 			t.Fatal("values lost by RenewToken")
 		}
 
@@ -314,7 +314,7 @@ func TestBadInput(t *testing.T) {
 		if err := m.Save(ctx, s); !errors.Is(err, core.ErrTooLarge) {
 			t.Fatalf("Save of a 2 MiB session: %v, want ErrTooLarge", err)
 		}
-		if s := load(t, m, token); s.GetString("user") != "ada" || s.Exists("blob") {
+		if s := load(t, m, token); getString(s, "user") != "ada" || s.Get("blob") != nil {
 			t.Fatal("stored session changed by a refused write")
 		}
 	})
@@ -324,7 +324,7 @@ func TestBadInput(t *testing.T) {
 		if err := m.Save(ctx, s); !errors.Is(err, core.ErrEncode) {
 			t.Fatalf("Save of a channel: %v, want ErrEncode", err)
 		}
-		if s := load(t, m, token); s.GetString("user") != "ada" {
+		if s := load(t, m, token); getString(s, "user") != "ada" {
 			t.Fatal("stored session lost")
 		}
 	})
@@ -333,13 +333,13 @@ func TestBadInput(t *testing.T) {
 		mc := newRawMemcached(t, st.mc.Addr)
 		mc.set(t, "hs:"+core.StorageKey(token), []byte("\xff\x00garbage"))
 		s := load(t, m, token)
-		if s.GetString("user") != "ada" {
+		if getString(s, "user") != "ada" {
 			t.Fatal("corrupt cache entry not replaced by the database copy")
 		}
 		if m.Store().Stats().Corrupt == 0 {
 			t.Fatal("corrupt entry not counted")
 		}
-		if s := load(t, m, token); s.GetString("user") != "ada" {
+		if s := load(t, m, token); getString(s, "user") != "ada" {
 			t.Fatal("cache not repaired")
 		}
 	})
@@ -360,11 +360,11 @@ func TestCodecChange(t *testing.T) {
 				b := st.manager(t, func(c *core.StoreConfig) { c.Codec, c.Codecs = to, []core.Codec{from} }, nil)
 				token := put(t, a, "", "n", 42)
 				s := load(t, b, token)
-				if s.GetInt("n") != 42 {
+				if getInt(s, "n") != 42 {
 					t.Fatalf("n = %v after codec change", s.Get("n"))
 				}
 				put(t, b, token, "m", "x")
-				if got := load(t, a, token); got.GetInt("n") != 42 || got.GetString("m") != "x" {
+				if got := load(t, a, token); getInt(got, "n") != 42 || getString(got, "m") != "x" {
 					t.Fatal("session unreadable after being rewritten with the new codec")
 				}
 				if from == to {
@@ -379,12 +379,12 @@ func TestCodecChange(t *testing.T) {
 					t.Fatal("a Store without the session's codec served it")
 				}
 				put(t, old, token, "m", "overwritten?")
-				if got := load(t, b, token); got.GetInt("n") != 42 || got.GetString("m") != "x" {
-					t.Fatalf("the unreadable session was changed: n=%v m=%q", got.Get("n"), got.GetString("m"))
+				if got := load(t, b, token); getInt(got, "n") != 42 || getString(got, "m") != "x" {
+					t.Fatalf("the unreadable session was changed: n=%v m=%q", got.Get("n"), getString(got, "m"))
 				}
 				st.mc.Restart()
-				if got := load(t, b, token); got.GetInt("n") != 42 || got.GetString("m") != "x" {
-					t.Fatalf("the unreadable session's row was changed: n=%v m=%q", got.Get("n"), got.GetString("m"))
+				if got := load(t, b, token); getInt(got, "n") != 42 || getString(got, "m") != "x" {
+					t.Fatalf("the unreadable session's row was changed: n=%v m=%q", got.Get("n"), getString(got, "m"))
 				}
 				if old.Store().Stats().Unreadable == 0 {
 					t.Error("Stats.Unreadable did not count the session of an unknown codec")
@@ -440,15 +440,15 @@ func TestNodeBackFromPartitionMergesAtNextSync(t *testing.T) {
 	flush(t, store)
 
 	got := load(t, m, token)
-	if got.GetInt("n") != 3 || got.GetString("m") != "on the stale copy" {
-		t.Errorf("after the sync: n=%d m=%q, want 3 (written around the node) and the change made on the copy", got.GetInt("n"), got.GetString("m"))
+	if getInt(got, "n") != 3 || getString(got, "m") != "on the stale copy" {
+		t.Errorf("after the sync: n=%d m=%q, want 3 (written around the node) and the change made on the copy", getInt(got, "n"), getString(got, "m"))
 	}
 	if !load(t, m, doomed).IsNew() {
 		t.Error("a session destroyed during the partition came back with the node")
 	}
 	st.mc.Restart() // the rows alone
-	if got := load(t, m, token); got.GetInt("n") != 3 || got.GetString("m") != "on the stale copy" {
-		t.Errorf("the row: n=%d m=%q", got.GetInt("n"), got.GetString("m"))
+	if got := load(t, m, token); getInt(got, "n") != 3 || getString(got, "m") != "on the stale copy" {
+		t.Errorf("the row: n=%d m=%q", getInt(got, "n"), getString(got, "m"))
 	}
 	if !load(t, m, doomed).IsNew() {
 		t.Error("the destroyed session came back from its row")

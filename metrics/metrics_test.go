@@ -116,9 +116,9 @@ hybridsession_memcached_breaker_open{app="shop",node="` + f.mc.Addr + `"} 0
 		"hybridsession_db_reads_total", "hybridsession_db_writes_total", "hybridsession_memcached_breaker_open"); err != nil {
 		t.Error(err)
 	}
-	// 21 from Stats, 3 of the reaper's last pass, 2 for the one node.
-	if n := testutil.CollectAndCount(c); n != 26 {
-		t.Errorf("collector exports %d metrics, want 26", n)
+	// 17 from Stats, 3 of the reaper's last pass, 1 for the one node.
+	if n := testutil.CollectAndCount(c); n != 21 {
+		t.Errorf("collector exports %d metrics, want 21", n)
 	}
 	if v := gauge(t, reg, "hybridsession_reaper_last_pass_timestamp_seconds"); v == 0 {
 		t.Error("reaper_last_pass_timestamp_seconds = 0 after a pass")

@@ -50,7 +50,6 @@ var stats = []stat{
 	{"cache_misses_total", counter, "{read}", "memcached reads that found no live or destroyed session (corrupt, unreadable and expired entries included).", func(s *snapshot) float64 { return u(s.CacheMisses) }},
 	{"cache_errors_total", counter, "{operation}", "memcached operations that failed: network errors, timeouts, and operations refused by an open circuit breaker.", func(s *snapshot) float64 { return u(s.CacheErrors) }},
 	{"cache_hit_ratio", gauge, "1", "Cache hits / (hits + misses) since the Store started; alert on rate() of the counters instead.", func(s *snapshot) float64 { return hitRatio(s.CacheHits, s.CacheMisses) }},
-	{"breaker_opens_total", counter, "{transition}", "Circuit breaker openings over all memcached nodes.", func(s *snapshot) float64 { return u(s.BreakerOpens) }},
 	{"fallbacks_total", counter, "{operation}", "Reads and writes served by the database because memcached was unavailable for the key.", func(s *snapshot) float64 { return u(s.Fallbacks) }},
 	{"corrupt_total", counter, "{envelope}", "Envelopes from memcached or the database that failed to decode or to authenticate (tampering, or a broken writer), treated as misses.", func(s *snapshot) float64 { return u(s.Corrupt) }},
 	{"unreadable_total", counter, "{envelope}", "Envelopes this Store could not read and left in place: sealed with a key not in its ring, plain text where sealing is required, a newer format, or a codec it is not configured with.", func(s *snapshot) float64 { return u(s.Unreadable) }},
@@ -61,11 +60,8 @@ var stats = []stat{
 	{"merges_total", counter, "{write}", "memcached copies merged key by key with a row that had moved on (a change written around a memcached node, or by an app server that could not read the copy).", func(s *snapshot) float64 { return u(s.Merges) }},
 	{"sync_pending", gauge, "{session}", "Sessions the background writer tracks: changes and activity not yet written to the database.", func(s *snapshot) float64 { return float64(s.SyncPending) }},
 	{"sync_dropped_total", counter, "{session}", "Sessions the background writer could not track (SyncQueueSize); their changes stay in memcached until their next write or the reaper.", func(s *snapshot) float64 { return u(s.SyncDropped) }},
-	{"reaper_examined_total", counter, "{row}", "Expired rows the reaper claimed and judged.", func(s *snapshot) float64 { return u(s.ReapExamined) }},
 	{"reaper_extended_total", counter, "{row}", "Expired rows the reaper rewrote from a live memcached copy (activity that had not reached the row).", func(s *snapshot) float64 { return u(s.ReapExtended) }},
-	{"reaper_archived_total", counter, "{row}", "Dead sessions handed to the archive hook.", func(s *snapshot) float64 { return u(s.ReapArchived) }},
 	{"reaper_deleted_total", counter, "{row}", "Rows the reaper deleted: dead sessions and tombstones past their deadline.", func(s *snapshot) float64 { return u(s.ReapDeleted) }},
-	{"reaper_skipped_total", counter, "{row}", "Rows the reaper left for a later pass: memcached could not be asked, or a key this Store does not hold.", func(s *snapshot) float64 { return u(s.ReapSkipped) }},
 	{"reaper_errors_total", counter, "{error}", "Archive hook failures and failed reaper batches.", func(s *snapshot) float64 { return u(s.ReapErrors) }},
 }
 
@@ -80,7 +76,6 @@ const nodeLabel = "node"
 
 var nodeStats = []nodeStat{
 	{"memcached_breaker_open", "1", "1 while the node's circuit breaker is open (its sessions are served from the database), else 0.", func(n *core.NodeStats) float64 { return b2f(n.Open) }},
-	{"memcached_consecutive_failures", "{failure}", "Failures of the node since its last success.", func(n *core.NodeStats) float64 { return float64(n.ConsecutiveFailures) }},
 }
 
 // reapStats are gauges about the reaper's last complete pass, present only

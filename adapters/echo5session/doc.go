@@ -22,7 +22,8 @@
 //	e.Use(echo5session.New(m, echo5session.Config{}))
 //	e.GET("/", func(c *echo.Context) error {
 //		s := echo5session.Get(c)
-//		n := s.GetInt("visits") + 1
+//		n, _ := core.Value[int](s, "visits")
+//		n++
 //		s.Put("visits", n) // change the session before writing the response
 //		return c.String(http.StatusOK, fmt.Sprintf("visit %d", n))
 //	})

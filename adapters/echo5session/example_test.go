@@ -34,7 +34,8 @@ func Example() {
 	}))
 	e.GET("/", func(c *echo.Context) error {
 		s := echo5session.Get(c)
-		n := s.GetInt("visits") + 1
+		n, _ := core.Value[int](s, "visits")
+		n++
 		s.Put("visits", n)
 		return c.String(http.StatusOK, fmt.Sprintf("visit %d", n))
 	})
@@ -82,7 +83,8 @@ func Example_bearer() {
 		return c.NoContent(http.StatusNoContent)
 	})
 	e.GET("/me", func(c *echo.Context) error {
-		return c.String(http.StatusOK, echo5session.Get(c).GetString("user"))
+		user, _ := core.Value[string](echo5session.Get(c), "user")
+		return c.String(http.StatusOK, user)
 	})
 
 	rec := httptest.NewRecorder()

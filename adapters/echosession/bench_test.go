@@ -21,11 +21,11 @@ func BenchmarkMiddleware(b *testing.B) {
 	e := newEcho()
 	e.Use(echosession.New(m, echosession.Config{}))
 	e.GET("/read", func(c echo.Context) error {
-		return c.String(http.StatusOK, fmt.Sprint(echosession.Get(c).GetInt("n")))
+		return c.String(http.StatusOK, fmt.Sprint(getInt(echosession.Get(c), "n")))
 	})
 	e.GET("/modify", func(c echo.Context) error {
 		s := echosession.Get(c)
-		s.Put("n", s.GetInt("n")+1)
+		s.Put("n", getInt(s, "n")+1)
 		return c.String(http.StatusOK, "ok")
 	})
 	rec := httptest.NewRecorder()

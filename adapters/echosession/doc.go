@@ -22,7 +22,8 @@
 //	e.Use(echosession.New(m, echosession.Config{}))
 //	e.GET("/", func(c echo.Context) error {
 //		s := echosession.Get(c)
-//		n := s.GetInt("visits") + 1
+//		n, _ := core.Value[int](s, "visits")
+//		n++
 //		s.Put("visits", n) // change the session before writing the response
 //		return c.String(http.StatusOK, fmt.Sprintf("visit %d", n))
 //	})

@@ -68,13 +68,13 @@ func (rt *routes) newEcho(m *core.Manager, cfg echosession.Config) *echo.Echo {
 	})
 	e.GET("/incr", func(c echo.Context) error {
 		s := echosession.Get(c)
-		n := s.GetInt("n") + 1
+		n := getInt(s, "n") + 1
 		s.Put("n", n)
 		return c.String(http.StatusOK, fmt.Sprintf("n=%d", n))
 	})
 	e.GET("/read", func(c echo.Context) error {
 		s := echosession.Get(c)
-		return c.String(http.StatusOK, fmt.Sprintf("n=%d new=%t", s.GetInt("n"), s.IsNew()))
+		return c.String(http.StatusOK, fmt.Sprintf("n=%d new=%t", getInt(s, "n"), s.IsNew()))
 	})
 	e.GET("/put/:key", func(c echo.Context) error {
 		echosession.Get(c).Put(c.Param("key"), true)
@@ -215,7 +215,7 @@ func TestCommitBeforeHeaders(t *testing.T) {
 	}
 	e := newEcho()
 	e.Use(echosession.New(m, echosession.Config{}))
-	e.GET("/read", func(c echo.Context) error { return c.String(http.StatusOK, echosession.Get(c).GetString("by")) })
+	e.GET("/read", func(c echo.Context) error { return c.String(http.StatusOK, getString(echosession.Get(c), "by")) })
 	for i, tt := range tests {
 		e.GET(fmt.Sprintf("/t%d", i), func(c echo.Context) error {
 			echosession.Get(c).Put("by", tt.name)
@@ -252,7 +252,7 @@ func TestBeforeFuncsMayChangeSession(t *testing.T) {
 			return next(c)
 		}
 	})
-	e.GET("/", func(c echo.Context) error { return c.String(http.StatusOK, echosession.Get(c).GetString("before")) })
+	e.GET("/", func(c echo.Context) error { return c.String(http.StatusOK, getString(echosession.Get(c), "before")) })
 	c := newClient(t, serve(t, e))
 	if _, body := c.get("/"); body != "" {
 		t.Fatalf("first request: %q", body)
@@ -417,3 +417,8 @@ var harness = adaptertest.Harness{
 func TestConformance(t *testing.T) {
 	adaptertest.Run(t, harness, adaptertest.Options{})
 }
+
+// getInt and getString read a session value as the tests compare it: the zero value
+// when it is absent or does not convert.
+func getInt(s *core.Session, key string) int       { v, _ := core.Value[int](s, key); return v }
+func getString(s *core.Session, key string) string { v, _ := core.Value[string](s, key); return v }

@@ -24,7 +24,8 @@
 //	app.Use(fiber3session.New(m, fiber3session.Config{}))
 //	app.Get("/", func(c fiber.Ctx) error {
 //		s := fiber3session.Get(c)
-//		n := s.GetInt("visits") + 1
+//		n, _ := core.Value[int](s, "visits")
+//		n++
 //		s.Put("visits", n)
 //		return c.SendString(fmt.Sprintf("visit %d", n))
 //	})

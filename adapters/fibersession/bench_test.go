@@ -21,11 +21,11 @@ func BenchmarkMiddleware(b *testing.B) {
 	app := newApp()
 	app.Use(fibersession.New(m, fibersession.Config{}))
 	app.Get("/read", func(c *fiber.Ctx) error {
-		return c.SendString(fmt.Sprint(fibersession.Get(c).GetInt("n")))
+		return c.SendString(fmt.Sprint(getInt(fibersession.Get(c), "n")))
 	})
 	app.Get("/modify", func(c *fiber.Ctx) error {
 		s := fibersession.Get(c)
-		s.Put("n", s.GetInt("n")+1)
+		s.Put("n", getInt(s, "n")+1)
 		return c.SendString("ok")
 	})
 	h := app.Handler()

@@ -23,7 +23,8 @@
 //	app.Use(fibersession.New(m, fibersession.Config{}))
 //	app.Get("/", func(c *fiber.Ctx) error {
 //		s := fibersession.Get(c)
-//		n := s.GetInt("visits") + 1
+//		n, _ := core.Value[int](s, "visits")
+//		n++
 //		s.Put("visits", n)
 //		return c.SendString(fmt.Sprintf("visit %d", n))
 //	})

@@ -177,7 +177,7 @@ func TestStorageAndManager(t *testing.T) {
 	if err := st.Set(s.Token(), []byte("x"), time.Minute); err == nil {
 		t.Error("Set overwrote a Manager session")
 	}
-	if s2, _ := m.Load(ctx, s.Token()); s2.GetString("k") != "v" {
+	if s2, _ := m.Load(ctx, s.Token()); getString(s2, "k") != "v" {
 		t.Error("the Manager session was damaged")
 	}
 }

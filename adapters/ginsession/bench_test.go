@@ -20,11 +20,11 @@ func BenchmarkMiddleware(b *testing.B) {
 	r := gin.New()
 	r.Use(ginsession.New(m, ginsession.Config{}))
 	r.GET("/read", func(c *gin.Context) {
-		c.String(http.StatusOK, "%d", ginsession.Get(c).GetInt("n"))
+		c.String(http.StatusOK, "%d", getInt(ginsession.Get(c), "n"))
 	})
 	r.GET("/modify", func(c *gin.Context) {
 		s := ginsession.Get(c)
-		s.Put("n", s.GetInt("n")+1)
+		s.Put("n", getInt(s, "n")+1)
 		c.String(http.StatusOK, "ok")
 	})
 	rec := httptest.NewRecorder()

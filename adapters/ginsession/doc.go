@@ -21,7 +21,8 @@
 //	r.Use(ginsession.New(m, ginsession.Config{}))
 //	r.GET("/", func(c *gin.Context) {
 //		s := ginsession.Get(c)
-//		n := s.GetInt("visits") + 1
+//		n, _ := core.Value[int](s, "visits")
+//		n++
 //		s.Put("visits", n) // change the session before writing the response
 //		c.String(http.StatusOK, "visit %d", n)
 //	})

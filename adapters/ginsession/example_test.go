@@ -32,7 +32,8 @@ func Example() {
 	r.Use(ginsession.New(m, ginsession.Config{}))
 	r.GET("/", func(c *gin.Context) {
 		s := ginsession.Get(c)
-		n := s.GetInt("visits") + 1
+		n, _ := core.Value[int](s, "visits")
+		n++
 		s.Put("visits", n)
 		c.String(http.StatusOK, "visit %d", n)
 	})

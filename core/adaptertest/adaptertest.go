@@ -194,11 +194,17 @@ func (l *logCapture) has(target error) bool {
 	return false
 }
 
+// intValue returns the int under key, 0 when absent.
+func intValue(s *core.Session, key string) int {
+	n, _ := core.Value[int](s, key)
+	return n
+}
+
 // The routes most tests use, on the plain accessor.
 func basicRoutes(extra ...Route) []Route {
 	rs := []Route{
 		{Path: "/incr", Do: func(s *core.Session, _ string) string {
-			n := s.GetInt("n") + 1
+			n := intValue(s, "n") + 1
 			s.Put("n", n)
 			return fmt.Sprintf("n=%d", n)
 		}},
@@ -206,7 +212,7 @@ func basicRoutes(extra ...Route) []Route {
 			if s == nil {
 				return "no session"
 			}
-			return fmt.Sprintf("n=%d new=%t", s.GetInt("n"), s.IsNew())
+			return fmt.Sprintf("n=%d new=%t", intValue(s, "n"), s.IsNew())
 		}},
 		{Path: "/put", Do: func(s *core.Session, a string) string { s.Put(a, true); return "ok" }},
 		{Path: "/keys", Do: func(s *core.Session, _ string) string { return strings.Join(s.Keys(), ",") }},

@@ -130,7 +130,7 @@ func (r *runner) savedBeforeHeaders(t *testing.T) {
 		routes = append(routes, Route{Path: fmt.Sprintf("/m%d", i), Mode: tt.mode, Do: put})
 	}
 	routes = append(routes, Route{Path: "/has", Do: func(s *core.Session, _ string) string {
-		return fmt.Sprint(s.Exists("k"))
+		return fmt.Sprint(s.Get("k") != nil)
 	}})
 	base := r.serve(t, m, routes)
 	for i, tt := range tests {
@@ -438,9 +438,9 @@ func (r *runner) severalManagers(t *testing.T) {
 	routes := []Route{
 		{Path: "/user", Manager: user, Do: func(s *core.Session, a string) string { s.Put("who", "user"); return "ok" }},
 		{Path: "/admin", Manager: admin, Do: func(s *core.Session, a string) string { s.Put("who", "admin"); return "ok" }},
-		{Path: "/whoami-user", Manager: user, Do: func(s *core.Session, _ string) string { return s.GetString("who") }},
-		{Path: "/whoami-admin", Manager: admin, Do: func(s *core.Session, _ string) string { return s.GetString("who") }},
-		{Path: "/inner", Do: func(s *core.Session, _ string) string { return s.GetString("who") }},
+		{Path: "/whoami-user", Manager: user, Do: func(s *core.Session, _ string) string { who, _ := core.Value[string](s, "who"); return who }},
+		{Path: "/whoami-admin", Manager: admin, Do: func(s *core.Session, _ string) string { who, _ := core.Value[string](s, "who"); return who }},
+		{Path: "/inner", Do: func(s *core.Session, _ string) string { who, _ := core.Value[string](s, "who"); return who }},
 	}
 	c := newClient(t, r.h.Serve(t, []*core.Manager{user, admin}, "", routes))
 	c.get("/user")

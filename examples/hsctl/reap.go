@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
@@ -80,13 +81,14 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 		_ = store.Close(cctx)
 	}()
 	rcfg := core.ReaperConfig{Interval: cfg.interval, Batch: cfg.batch}
+	var archivedN atomic.Int64 // sessions the archive hook wrote
 	if cfg.archive != "" {
 		f, err := os.OpenFile(cfg.archive, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		rcfg.Archive = archiveTo(f)
+		rcfg.Archive = archiveTo(f, &archivedN)
 	}
 	reaper, err := store.NewReaper(rcfg)
 	if err != nil {
@@ -98,8 +100,9 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 	for {
 		before, start := store.Stats(), time.Now()
 		durable.begin(start)
+		archivedN.Store(0)
 		err := reaper.RunOnce(ctx)
-		rep := report(before, store.Stats(), durable.claimed(), time.Since(start))
+		rep := report(before, store.Stats(), durable.claimed(), archivedN.Load(), time.Since(start))
 		if ctx.Err() != nil {
 			fmt.Fprintf(out, "%s pass interrupted: %s\n", time.Now().Format(time.RFC3339), rep)
 			return nil
@@ -120,12 +123,12 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 	}
 }
 
-// report sums up a pass: the rows its batches claimed, and what the Store's
-// reaper counters grew by from before to after.
-func report(before, after core.Stats, examined int, d time.Duration) string {
-	return fmt.Sprintf("examined=%d extended=%d archived=%d deleted=%d skipped=%d errors=%d duration=%s",
-		examined, after.ReapExtended-before.ReapExtended, after.ReapArchived-before.ReapArchived,
-		after.ReapDeleted-before.ReapDeleted, after.ReapSkipped-before.ReapSkipped,
+// report sums up a pass: the rows its batches claimed, the sessions it
+// archived, and what the Store's reaper counters grew by from before to
+// after.
+func report(before, after core.Stats, examined int, archived int64, d time.Duration) string {
+	return fmt.Sprintf("examined=%d extended=%d archived=%d deleted=%d errors=%d duration=%s",
+		examined, after.ReapExtended-before.ReapExtended, archived, after.ReapDeleted-before.ReapDeleted,
 		after.ReapErrors-before.ReapErrors, d.Round(time.Millisecond))
 }
 
@@ -147,7 +150,7 @@ type archived struct {
 // per session, so that a failed write keeps the row for the next pass.
 // A batch that fails after its lines are written is archived again next
 // time: the file is at-least-once.
-func archiveTo(f *os.File) func(context.Context, core.ArchivedSession) error {
+func archiveTo(f *os.File, n *atomic.Int64) func(context.Context, core.ArchivedSession) error {
 	return func(_ context.Context, s core.ArchivedSession) error {
 		a := archived{
 			Key: s.Key, Subject: s.Subject, Created: s.Created, LastActivity: s.LastActivity,
@@ -164,7 +167,9 @@ func archiveTo(f *os.File) func(context.Context, core.ArchivedSession) error {
 				return err
 			}
 		}
-		_, err = f.Write(append(b, '\n'))
+		if _, err = f.Write(append(b, '\n')); err == nil {
+			n.Add(1)
+		}
 		return err
 	}
 }

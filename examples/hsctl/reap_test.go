@@ -73,7 +73,7 @@ func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
 		t.Fatalf("run: %v (output %q)", err, out.String())
 	}
 	summary := out.String()
-	for _, want := range []string{"examined=1 ", "extended=0 ", "archived=1 ", "deleted=1 ", "skipped=0 ", "errors=0 ", "duration="} {
+	for _, want := range []string{"examined=1 ", "extended=0 ", "archived=1 ", "deleted=1 ", "errors=0 ", "duration="} {
 		if !strings.Contains(summary, want) {
 			t.Errorf("summary %q lacks %q", summary, want)
 		}
@@ -144,7 +144,7 @@ func TestOnceExtendsLiveSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := m.Load(context.Background(), token); err != nil || s.GetString("user") != "ada" || s.Source() != core.SourceDatabase {
+	if s, err := m.Load(context.Background(), token); err != nil || getString(s, "user") != "ada" || s.Source() != core.SourceDatabase {
 		t.Fatalf("Load = %v, %v; want ada's session from the database", s, err)
 	}
 
@@ -170,3 +170,7 @@ func TestFlagValidation(t *testing.T) {
 		t.Fatal("run accepted -interval 0")
 	}
 }
+
+// getString read a session value as the tests compare it: the zero value
+// when it is absent or does not convert.
+func getString(s *core.Session, key string) string { v, _ := core.Value[string](s, key); return v }

@@ -26,7 +26,8 @@ func ExampleStart() {
 
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := core.FromContext(r.Context())
-		n := s.GetInt("visits") + 1
+		n, _ := core.Value[int](s, "visits")
+		n++
 		s.Put("visits", n)
 		fmt.Fprintf(w, "visit %d", n)
 	}))
