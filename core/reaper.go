@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/hybridsession/hybridsession/core/durable"
@@ -32,8 +31,8 @@ type ArchivedSession struct {
 
 // Reaper is the batch half of the hybrid pattern: it deletes the rows of
 // dead sessions. Each pass claims the rows whose ExpiresAt has passed,
-// oldest first, asks memcached for each session's copy in one GetMulti per
-// batch, and
+// oldest first, asks memcached for their copies in one GetMulti per batch,
+// and
 //
 //   - extends the rows of sessions memcached still holds alive (their
 //     activity never reached the row: an app server crashed with it
@@ -43,14 +42,12 @@ type ArchivedSession struct {
 //   - leaves rows it cannot decide (memcached unreachable, a key it does
 //     not hold) for a later pass.
 //
-// Several reapers, in one process or many, may run against one database at
-// once: the durable tier hands each row to one of them at a time.
+// Reapers in one process or many may run against one database at once: the
+// durable tier hands each row to one of them at a time.
 type Reaper struct {
-	store *Store
-	cfg   ReaperConfig
-
-	mu     sync.Mutex
-	cancel context.CancelFunc
+	store  *Store
+	cfg    ReaperConfig
+	cancel context.CancelFunc // of the Store's own reaper
 	done   chan struct{}
 }
 
@@ -61,8 +58,7 @@ func (s *Store) NewReaper(cfg ReaperConfig) (*Reaper, error) {
 	if s.durable == nil {
 		return nil, errors.New("core: NewReaper: the Store has no durable tier")
 	}
-	cfg.Interval = max(cfg.Interval, 0)
-	if cfg.Interval == 0 {
+	if cfg.Interval <= 0 {
 		cfg.Interval = defaultReapInterval
 	}
 	if cfg.Batch <= 0 {
@@ -73,24 +69,26 @@ func (s *Store) NewReaper(cfg ReaperConfig) (*Reaper, error) {
 
 // RunOnce makes one pass: batches of expired rows, oldest first, until none
 // is left or a batch left every row it claimed; what it did is added to the
-// Store's Stats (ReapExtended, ReapDeleted, ...). The error reports a batch
-// that failed; the pass stops there. It is the form for cron.
+// Store's Stats (ReapExtended, ReapDeleted, ReapErrors). The error reports
+// a batch that failed; the pass stops there. It is the form for cron.
 func (r *Reaper) RunOnce(ctx context.Context) error {
-	now := r.store.now()
+	s, now := r.store, r.store.now()
 	for ctx.Err() == nil {
-		bctx, cancel := context.WithTimeout(ctx, r.store.dbTimeout)
+		bctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
 		var b reapCounts
-		n, err := r.store.durable.Reap(bctx, now, r.cfg.Batch, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
+		n, err := s.durable.Reap(bctx, now, r.cfg.Batch, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 			b = reapCounts{}
-			return r.judge(ctx, now, batch, &b)
+			return r.judge(ctx, now, batch, &b), nil
 		})
 		cancel()
 		if err != nil {
-			r.store.stats.reapErrors.Add(1)
+			s.stats.reapErrors.Add(1)
 			return fmt.Errorf("core: reaper: %w", err)
 		}
-		r.store.stats.addReap(b)
-		if n < r.cfg.Batch || b.skipped == n {
+		s.stats.reapExtended.Add(uint64(b.extended))
+		s.stats.reapDeleted.Add(uint64(b.deleted))
+		s.stats.reapErrors.Add(uint64(b.errors))
+		if n < r.cfg.Batch || b.left == n {
 			break
 		}
 	}
@@ -98,106 +96,83 @@ func (r *Reaper) RunOnce(ctx context.Context) error {
 }
 
 // reapCounts is what one batch did.
-type reapCounts struct{ examined, extended, archived, deleted, skipped, errors int }
+type reapCounts struct{ extended, deleted, left, errors int }
+
+var (
+	reapDelete = durable.Verdict{Action: durable.Delete}
+	reapLeave  = durable.Verdict{Action: durable.Leave}
+)
 
 // judge decides each row of a batch; see Reaper.
-func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Record, rep *reapCounts) ([]durable.Verdict, error) {
+func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Record, n *reapCounts) []durable.Verdict {
 	s := r.store
-	rep.examined = len(batch)
 	copies, unknown := s.copies(ctx, batch)
 	out := make([]durable.Verdict, len(batch))
 	for i, rec := range batch {
 		var row envelope.Envelope
 		err := s.open(rec.Payload, s.prefix+rec.Key, &row, false)
-		switch {
+		switch c, ok := copies[rec.Key]; {
+		case errors.Is(err, envelope.ErrUnreadable) && !now.Before(rec.Deadline):
+			out[i] = reapDelete // past its absolute deadline, whatever it holds
 		case errors.Is(err, envelope.ErrUnreadable):
-			out[i] = r.postpone(rec, now, rep)
+			// Sealed with a key this Store lacks: postponed one Interval,
+			// as it is, so that it does not stay first in line and stall
+			// every pass.
+			rec.Version++
+			rec.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
+			out[i] = durable.Verdict{Action: durable.Keep, Record: rec}
 		case err != nil:
-			out[i].Action = durable.Delete // corrupt: nothing to keep
+			out[i] = reapDelete // corrupt: nothing to keep
 		case row.Destroyed:
-			out[i] = r.tombstone(rec, &row, now)
+			out[i] = r.byRow(rec, &row, now)
+		case unknown[rec.Key]:
+			out[i] = reapLeave
+		case ok && (c.Destroyed || now.Before(c.ExpiresAt())):
+			out[i] = r.byCopy(rec, &row, &c, now, n)
+		case now.Before(row.RowExpiresAt()):
+			out[i] = r.byRow(rec, &row, now)
+		case r.cfg.Archive != nil && r.cfg.Archive(ctx, r.archived(rec.Key, &row)) != nil:
+			n.errors++
+			out[i] = reapLeave
 		default:
-			if c, ok := copies[rec.Key]; ok {
-				out[i] = r.live(ctx, rec, &row, &c, false, now, rep)
-			} else {
-				out[i] = r.live(ctx, rec, &row, nil, unknown[rec.Key], now, rep)
-			}
+			out[i] = reapDelete
 		}
-		if out[i].Action == durable.Delete {
-			rep.deleted++
+		switch out[i].Action {
+		case durable.Delete:
+			n.deleted++
+		case durable.Leave:
+			n.left++
 		}
 	}
-	return out, nil
+	return out
 }
 
-// postpone keeps a row sealed with a key this Store does not hold for a
-// pass one Interval later, its payload as it is: left in place, such rows
-// would stay first in line for as long as the key is missing here and
-// stall every pass. (Rows left for a passing reason — memcached could not
-// be asked, the archive hook failed — are left as they are: a write
-// racing the pass, a touch among them, must not lose to the reaper.) A
-// row past its absolute deadline is dead whatever it holds.
-func (r *Reaper) postpone(rec durable.Record, now time.Time, rep *reapCounts) durable.Verdict {
-	if !now.Before(rec.Deadline) {
-		return durable.Verdict{Action: durable.Delete}
-	}
-	rep.skipped++
-	rec.Version++
-	rec.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
-	return durable.Verdict{Action: durable.Keep, Record: rec}
-}
-
-// tombstone keeps a tombstone row until the session's deadline.
-func (r *Reaper) tombstone(rec durable.Record, row *envelope.Envelope, now time.Time) durable.Verdict {
-	if dead(row, now) {
-		return durable.Verdict{Action: durable.Delete}
-	}
-	return durable.Verdict{Action: durable.Keep, Record: r.store.record(r.store.prefix+rec.Key, row, rec.Version).Record}
-}
-
-// live judges a row that is not a tombstone, given memcached's copy (nil
-// when memcached has none; unknown when it could not be asked, or the copy
-// cannot be read here).
-func (r *Reaper) live(ctx context.Context, rec durable.Record, row, c *envelope.Envelope, unknown bool, now time.Time, rep *reapCounts) durable.Verdict {
+// byCopy keeps a row whose memcached copy is alive (or a tombstone),
+// rebased on the row: the copy's state, merged as a sync would.
+func (r *Reaper) byCopy(rec durable.Record, row, c *envelope.Envelope, now time.Time, n *reapCounts) durable.Verdict {
 	s := r.store
-	switch {
-	case unknown:
-		rep.skipped++
-		return durable.Verdict{Action: durable.Leave}
-	case c != nil && (c.Destroyed || now.Before(c.ExpiresAt())):
-		e := &Entry{key: rec.Key, mkey: s.prefix + rec.Key, env: *c}
-		switch err := s.rebase(e, rec, true, nil); {
-		case errors.Is(err, errSuperseded):
-			return r.byRow(rec, row, now)
-		case err != nil:
-			rep.skipped++
-			return durable.Verdict{Action: durable.Leave}
-		}
-		if !e.env.Destroyed {
-			rep.extended++
-		}
-		// The copy is not told of the row version it now stands for:
-		// Durable.Reap does not say which verdicts applied. Its next sync
-		// is refused once and finds its own state in the row (rule 1).
-		return durable.Verdict{Action: durable.Keep, Record: s.record(e.mkey, &e.env, rec.Version).Record}
-	case now.Before(row.RowExpiresAt()):
+	e := &Entry{key: rec.Key, mkey: s.prefix + rec.Key, env: *c}
+	switch err := s.rebase(e, rec, true, nil); {
+	case errors.Is(err, errSuperseded):
 		return r.byRow(rec, row, now)
+	case err != nil:
+		return reapLeave
 	}
-	if r.cfg.Archive != nil {
-		if err := r.cfg.Archive(ctx, r.archived(rec.Key, row)); err != nil {
-			rep.errors++
-			return durable.Verdict{Action: durable.Leave}
-		}
-		rep.archived++
+	if !e.env.Destroyed {
+		n.extended++
 	}
-	return durable.Verdict{Action: durable.Delete}
+	// The copy is not told of the row version it now stands for (Tier.Reap
+	// does not say which verdicts applied): its next sync is refused once
+	// and finds its own state in the row.
+	return durable.Verdict{Action: durable.Keep, Record: s.record(e.mkey, &e.env, rec.Version).Record}
 }
 
-// byRow judges a row by its own sealed data: alive, its ExpiresAt column
-// was wrong, and is corrected; dead, it is deleted.
+// byRow judges a row by its own sealed data: alive (or a tombstone before
+// its deadline), it is kept with its ExpiresAt column corrected; dead, it
+// is deleted.
 func (r *Reaper) byRow(rec durable.Record, row *envelope.Envelope, now time.Time) durable.Verdict {
 	if dead(row, now) {
-		return durable.Verdict{Action: durable.Delete}
+		return reapDelete
 	}
 	return durable.Verdict{Action: durable.Keep, Record: r.store.record(r.store.prefix+rec.Key, row, rec.Version).Record}
 }
@@ -208,9 +183,7 @@ func (r *Reaper) archived(key string, e *envelope.Envelope) ArchivedSession {
 		Key: key, Subject: e.Subject, Created: e.Created, LastActivity: e.ActiveAt, Deadline: e.Deadline,
 		Codec: e.Codec, Payload: e.Payload,
 	}
-	if v, err := r.store.decode(e.Codec, e.Payload); err == nil {
-		a.Values = v
-	}
+	a.Values, _ = r.store.decode(e.Codec, e.Payload)
 	return a
 }
 
@@ -235,24 +208,17 @@ func (r *Reaper) Run(ctx context.Context) error {
 // start runs Run in a goroutine until stop.
 func (r *Reaper) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	r.mu.Lock()
 	r.cancel, r.done = cancel, make(chan struct{})
-	r.mu.Unlock()
-	go func(done chan struct{}) {
-		defer close(done)
+	go func() {
+		defer close(r.done)
 		_ = r.Run(ctx)
-	}(r.done)
+	}()
 }
 
 // stop ends the goroutine start began, waiting for a batch in progress.
 func (r *Reaper) stop() {
-	r.mu.Lock()
-	cancel, done := r.cancel, r.done
-	r.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		<-done
-	}
+	r.cancel()
+	<-r.done
 }
 
 func maxTime(a, b time.Time) time.Time {

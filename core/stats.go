@@ -56,18 +56,7 @@ type NodeStats struct {
 type counters struct {
 	cacheHits, cacheMisses, fallbacks, corrupt, unreadable atomic.Uint64
 	dbReads, dbWrites, dbErrors, conflicts, merges         atomic.Uint64
-	syncDropped                                            atomic.Uint64
-	reapExamined, reapExtended, reapArchived, reapDeleted  atomic.Uint64
-	reapSkipped, reapErrors                                atomic.Uint64
-}
-
-func (c *counters) addReap(r reapCounts) {
-	c.reapExamined.Add(uint64(r.examined))
-	c.reapExtended.Add(uint64(r.extended))
-	c.reapArchived.Add(uint64(r.archived))
-	c.reapDeleted.Add(uint64(r.deleted))
-	c.reapSkipped.Add(uint64(r.skipped))
-	c.reapErrors.Add(uint64(r.errors))
+	syncDropped, reapExtended, reapDeleted, reapErrors     atomic.Uint64
 }
 
 // Stats returns a snapshot of the Store's counters.
