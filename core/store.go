@@ -19,11 +19,8 @@ import (
 )
 
 // Store is the tiered session store: memcached first, the database second.
-// It keeps sessions as Entries (a header around opaque, codec-encoded
-// bytes) under their tokens; it knows nothing of cookies. The Manager
-// builds sessions on it; scsstore uses it directly.
-//
-// Its rules, each kept by one mechanism (docs/consistency.md):
+// It keeps sessions under their tokens and knows nothing of cookies; the
+// Manager builds sessions on it. Its rules (docs/consistency.md):
 //   - the database row is the authority on whether a session exists and in
 //     which order its changes happened: every row write is conditional on
 //     the row version it was built on, and a refused one is merged key by
@@ -33,11 +30,11 @@ import (
 //     SyncInterval, in multi-row statements;
 //   - a destroyed session is a row state (a tombstone) until its absolute
 //     deadline;
-//   - an entry this Store cannot read (another key ring, a newer format, an
+//   - what this Store cannot read (another key ring, a newer format, an
 //     unknown codec) is never overwritten.
 //
-// The token is never stored: both tiers hold SHA-256 of it (StorageKey).
-// A Store is safe for concurrent use. Close it to flush pending syncs.
+// Both tiers hold SHA-256 of the token, never the token (StorageKey). A
+// Store is safe for concurrent use. Close it to write pending syncs.
 type Store struct {
 	mc      *cache.Cache // nil: no memcached
 	prefix  string       // memcached key prefix
@@ -55,10 +52,9 @@ type Store struct {
 	writeThrough bool
 	dbTimeout    time.Duration
 	maxItem      int
-	bufs         sync.Pool // *[]byte, for envelopes memcached copies out before returning
-
-	closeOnce sync.Once
-	closeErr  error
+	bufs         sync.Pool // *[]byte for envelopes memcached copies before returning
+	closeOnce    sync.Once
+	closeErr     error
 }
 
 // NewStore validates cfg, fills its defaults and returns a Store. It does not
@@ -117,10 +113,9 @@ const warnUnsealed = "hybridsession: StoreConfig.Seal.Keys is empty, so sessions
 	"and anyone who can write to memcached can forge any session. Set Seal.Keys (see docs/security.md)"
 
 // Close stops the reaper, writes every session the background writer holds,
-// due or not (waiting at most until ctx ends), and closes the memcached connections. It
-// does not close the durable tier. It returns ctx's error when ctx ended
-// before the writer was done; what it did not write stays in memcached.
-// Calls after the first return the first result.
+// due or not, and closes the memcached connections (not the durable tier).
+// It returns ctx's error when ctx ended first; what it did not write stays
+// in memcached. Later calls return the first result.
 func (s *Store) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		if s.reaper != nil {
@@ -136,11 +131,9 @@ func (s *Store) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// Flush runs the background writer now: it writes the rows whose sync is
-// due (SyncInterval after their session's last sync, give or take the
-// writer's tick of SyncInterval/8) and returns when it is done or ctx ends
-// (then with ctx's error). Sessions it could not write stay queued; Close
-// writes every session the writer holds, due or not.
+// Flush runs the background writer now: it writes the rows due within its
+// tick (SyncInterval/8) and returns when done or, with ctx's error, when
+// ctx ends. What it could not write stays queued.
 func (s *Store) Flush(ctx context.Context) error {
 	if s.writer == nil {
 		return nil
@@ -180,8 +173,8 @@ func StorageKey(token string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// keys returns token's storage key and memcached key in one allocation (the
-// storage key is a suffix of the memcached key).
+// keys returns token's storage key and memcached key in one allocation:
+// the storage key is a suffix of the memcached key.
 func (s *Store) keys(token string) (key, mkey string) {
 	var sum [sha256.Size]byte
 	if len(token) <= 64 { // hash a copy on the stack: []byte(token) would allocate
@@ -200,18 +193,16 @@ func (s *Store) keys(token string) (key, mkey string) {
 // storageKeyLen is the length of a storage key: base64 of 32 bytes, unpadded.
 const storageKeyLen = 43
 
-// seal appends e, sealed for the memcached key mkey, to dst. The seal is
-// bound to mkey — the storage key behind the Store's key prefix — so an
-// envelope copied to another key, or to another prefix, does not open.
+// seal appends e, sealed for the memcached key mkey, to dst: bound to the
+// storage key and the prefix, it opens under no other key.
 func (s *Store) seal(dst []byte, mkey string, e *envelope.Envelope) []byte {
 	return s.ring.Seal(dst, unsafe.Slice(unsafe.StringData(mkey), len(mkey)), e)
 }
 
-// open opens b, read from a tier under the memcached key mkey (rows too:
-// the seal binds the prefix), into e; not inPlace, it also opens envelopes
-// of releases before format 3 (see envelope.Ring.Open). A corrupt envelope is counted and
-// logged (at most once a minute); an unreadable one is counted. Both are
-// misses for the caller, which must not overwrite an unreadable one.
+// open opens b, read from either tier for the memcached key mkey, into e;
+// not inPlace, it also opens envelopes of releases before format 3. A
+// corrupt or unreadable envelope is counted and logged (once a minute per
+// kind); both are misses, and an unreadable one must not be overwritten.
 func (s *Store) open(b []byte, mkey string, e *envelope.Envelope, inPlace bool) error {
 	ad := unsafe.Slice(unsafe.StringData(mkey), len(mkey))
 	err := s.ring.Open(b, ad, ad[len(s.prefix):], e, inPlace)
@@ -232,8 +223,8 @@ func (s *Store) open(b []byte, mkey string, e *envelope.Envelope, inPlace bool) 
 	return err
 }
 
-// buffer returns a buffer for an envelope that does not outlive the write
-// it is sealed for; put it back in s.bufs.
+// buffer returns a buffer for an envelope that does not outlive its write;
+// put it back in s.bufs.
 func (s *Store) buffer() *[]byte {
 	if b, ok := s.bufs.Get().(*[]byte); ok {
 		return b
@@ -273,9 +264,8 @@ func (r *rateLimited) log(kind, msg string, err error) {
 }
 
 // copyExpiry is when memcached may drop v's copy: when its row may be
-// reaped, so that a copy that idled out is still there to say so when the
-// row is read, plus a second, since memcached's clock counts whole seconds
-// and may drop an item up to one early.
+// reaped (a copy that idled out must still be there to say so when the row
+// is read), plus a second, since memcached's clock counts whole seconds.
 func copyExpiry(v *envelope.Envelope) time.Time {
 	if v.Destroyed {
 		return v.Deadline
@@ -284,8 +274,7 @@ func copyExpiry(v *envelope.Envelope) time.Time {
 }
 
 // grace is how far a row this Store writes may lag the session's activity:
-// SyncInterval when memcached runs ahead of the database, 0 when every
-// write goes to the row.
+// SyncInterval, or 0 when every write goes to the row.
 func (s *Store) grace() time.Duration {
 	if s.mc == nil || s.writeThrough {
 		return 0

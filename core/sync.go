@@ -100,10 +100,8 @@ func (s *Store) rebase(e *Entry, rec durable.Record, found bool, direct *Change)
 	case errors.Is(err, envelope.ErrUnreadable):
 		return errLeave
 	case err != nil: // corrupt: e replaces it
-	case row.Destroyed && v.Destroyed:
-		return ErrDestroyed // already destroyed: nothing to write
 	case row.Destroyed:
-		return ErrDestroyed
+		return ErrDestroyed // a tombstone wins; over a tombstone, nothing to write
 	case v.Destroyed:
 	case row.Lineage == v.Lineage && v.Lineage != 0 && row.Version <= v.Version:
 	case row.Lineage == v.Lineage && v.Lineage != 0:
@@ -178,14 +176,14 @@ func (s *Store) mergeKeys(v, row *envelope.Envelope, ours func(string) bool, who
 		from, into = rowValues, values
 		take = func(k string) bool { return !ours(k) }
 	}
-	for k := range keysOf(from, into) {
-		if !take(k) {
-			continue
-		}
-		if val, ok := from[k]; ok {
-			into[k] = val
-		} else {
+	for k := range into {
+		if _, ok := from[k]; !ok && take(k) {
 			delete(into, k)
+		}
+	}
+	for k, val := range from {
+		if take(k) {
+			into[k] = val
 		}
 	}
 	p, err := s.codec.Encode(into)
@@ -194,18 +192,6 @@ func (s *Store) mergeKeys(v, row *envelope.Envelope, ours func(string) bool, who
 	}
 	v.Payload, v.Codec = p, s.codec.ID()
 	return nil
-}
-
-// keysOf returns the keys of a and b.
-func keysOf(a, b map[string]any) map[string]struct{} {
-	keys := make(map[string]struct{}, len(a)+len(b))
-	for k := range a {
-		keys[k] = struct{}{}
-	}
-	for k := range b {
-		keys[k] = struct{}{}
-	}
-	return keys
 }
 
 // decode decodes a payload with the Store's codec for id.
