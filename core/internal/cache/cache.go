@@ -3,6 +3,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -27,65 +28,50 @@ import (
 // cause is wrapped too), an open circuit breaker, or no server on the ring.
 var ErrUnavailable = errors.New("cache: memcached unavailable")
 
-// Config configures a Cache. The caller applies defaults; New rejects a
-// zero or negative Timeout, DialTimeout, BreakerThreshold or BreakerCooldown.
+// Config configures a Cache. The caller applies defaults; New rejects a zero
+// or negative Timeout, DialTimeout, BreakerThreshold or BreakerCooldown.
 type Config struct {
-	// Servers lists the nodes as "host:port" or, for a unix socket, a path
-	// containing "/". Keys are spread over them by consistent hashing.
-	Servers []string
-	// Timeout is the deadline of each network read and write, and of a dial.
-	Timeout time.Duration
-	// DialTimeout bounds connecting to a node when DialContext is nil.
-	DialTimeout time.Duration
-	// MaxIdleConns is the number of idle connections kept per node. Zero
-	// means gomemcache's default, 2.
-	MaxIdleConns int
-	// BreakerThreshold is how many failures in a row open a node's breaker.
-	BreakerThreshold int
-	// BreakerCooldown is how long an open breaker waits between probes.
-	BreakerCooldown time.Duration
-	// DialContext, when set, opens the connections instead of a net.Dialer.
-	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	Servers          []string      // "host:port", or a unix socket path containing "/"
+	Timeout          time.Duration // deadline of each network read and write, and of a dial
+	DialTimeout      time.Duration // bounds connecting to a node when DialContext is nil
+	MaxIdleConns     int           // idle connections kept per node; 0 means gomemcache's default, 2
+	BreakerThreshold int           // failures in a row that open a node's breaker
+	BreakerCooldown  time.Duration // how long an open breaker waits between probes
+	DialContext      dialFunc      // when set, opens the connections instead of a net.Dialer
 	// TLS, when set, speaks TLS to every node (memcached -Z) over the dialed
 	// connections. An empty ServerName is set to the node's host.
-	TLS *tls.Config
-	// Tracer, when set, is told about every operation sent to a node.
-	Tracer Tracer
-	// Logger, when set, is told when a breaker opens (Warn) and closes (Info).
-	Logger *slog.Logger
+	TLS    *tls.Config
+	Tracer Tracer       // when set, told about every operation sent to a node
+	Logger *slog.Logger // when set, told when a breaker opens (Warn) and closes (Info)
 }
+
+// dialFunc opens a connection, as net.Dialer.DialContext does.
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Tracer is told about every operation a Cache sends to a node.
 type Tracer interface {
-	// StartCacheOp is called with the caller's ctx before operation op
-	// ("get", "get_multi", "add", "set", "cas" or "delete") on the node at
-	// addr (its resolved address). The function it returns is called once
-	// with the result: nil, a protocol answer such as memcache.ErrCacheMiss,
-	// or an error wrapping ErrUnavailable. It is called concurrently and must
-	// not block.
+	// StartCacheOp is called with the caller's ctx before operation op ("get",
+	// "get_multi", "add", "set", "cas" or "delete") on the node at addr (its
+	// resolved address). The function it returns is called once with the
+	// result: nil, a protocol answer such as memcache.ErrCacheMiss, or an
+	// error wrapping ErrUnavailable. It is called concurrently and must not
+	// block.
 	StartCacheOp(ctx context.Context, op, addr string) (end func(err error))
 }
 
 // NodeStats describes one node of a Cache.
 type NodeStats struct {
-	// Addr is the node's resolved address, as RemoveServer accepts it.
-	Addr string
-	// Open is true while the node's circuit breaker is open.
-	Open bool
-	// Failures counts the node's consecutive failures.
-	Failures int
-	// Opens counts the times the node's breaker opened.
-	Opens uint64
+	Addr     string // the resolved address, as RemoveServer accepts it
+	Open     bool   // whether the circuit breaker is open
+	Failures int    // consecutive failures
+	Opens    uint64 // times the breaker opened
 }
 
-// Counters are cumulative counts of a Cache since New.
+// Counters are cumulative counts of a Cache since New: operations that
+// failed on the network or timed out, operations refused by an open breaker,
+// and breaker transitions.
 type Counters struct {
-	// Errors counts operations that failed on the network or timed out.
-	Errors uint64
-	// ShortCircuits counts operations refused by an open breaker.
-	ShortCircuits uint64
-	// BreakerOpens and BreakerCloses count breaker transitions.
-	BreakerOpens, BreakerCloses uint64
+	Errors, ShortCircuits, BreakerOpens, BreakerCloses uint64
 }
 
 // Cache is the memcached tier. Protocol answers (miss, not stored, CAS
@@ -110,21 +96,18 @@ type Cache struct {
 	errors, shortCircuits, opens, closes atomic.Uint64
 }
 
-// dialFunc opens a connection, as net.Dialer.DialContext does.
-type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
-
-// node is one memcached server, its own client and its breaker.
+// node is one memcached server with its own client (whose idle pool is the
+// node's) and breaker. epoch counts the times the node was seen closing
+// pooled connections, as a restart does, and tags the CAS ids it hands out:
+// memcached numbers them anew when it restarts, so an id read before could
+// name another item after.
 type node struct {
 	addr     net.Addr
-	client   *memcache.Client // on addr alone: its idle pool is the node's
+	client   *memcache.Client
 	open     atomic.Bool
 	failures atomic.Int32
 	opens    atomic.Uint64
-	// epoch counts the times the node was seen closing pooled connections
-	// (a restart does). It tags the CAS ids the node hands out: memcached
-	// numbers its CAS ids anew when it restarts, so an id read before a
-	// restart could name another item after it.
-	epoch atomic.Uint32
+	epoch    atomic.Uint32
 }
 
 // casBits is how many low bits of a tagged CAS id are memcached's.
@@ -147,17 +130,14 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Timeout <= 0 || cfg.DialTimeout <= 0 || cfg.BreakerThreshold <= 0 || cfg.BreakerCooldown <= 0 {
 		return nil, errors.New("cache: Timeout, DialTimeout, BreakerThreshold and BreakerCooldown must be positive")
 	}
-	r := &ring.Ring{}
+	c := &Cache{cfg: cfg, dial: cfg.DialContext, log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
+		ring: &ring.Ring{}, stop: make(chan struct{})}
 	for _, s := range cfg.Servers {
-		if err := r.Add(ring.Server{Addr: s}); err != nil {
+		if err := c.ring.Add(s, 0); err != nil {
 			return nil, fmt.Errorf("cache: %w", err)
 		}
 	}
-	c := &Cache{cfg: cfg, dial: cfg.DialContext, log: cfg.Logger, ring: r, stop: make(chan struct{})}
 	c.nodes.Store(&map[net.Addr]*node{})
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
 	if c.dial == nil {
 		c.dial = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
 	}
@@ -171,7 +151,7 @@ func New(cfg Config) (*Cache, error) {
 // 1): it takes over about weight/totalWeight of the keys, all from the
 // other nodes. It fails if addr does not resolve or is already a node.
 func (c *Cache) AddServer(addr string, weight int) error {
-	return c.ringChanged(c.ring.Add(ring.Server{Addr: addr, Weight: weight}))
+	return c.ringChanged(c.ring.Add(addr, weight))
 }
 
 // RemoveServer removes a node at run time, by its configured or resolved

@@ -35,6 +35,32 @@ func testKeys(n int, seed uint64) []string {
 	return keys
 }
 
+// Server is a server to add to a test ring.
+type Server struct {
+	Addr   string
+	Weight int
+}
+
+// newRing adds servers to an empty ring, in order.
+func newRing(servers ...Server) (*Ring, error) {
+	r := &Ring{}
+	for _, s := range servers {
+		if err := r.Add(s.Addr, s.Weight); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// names returns the servers' addresses as added, in order.
+func names(r *Ring) []string {
+	var out []string
+	for _, s := range r.servers() {
+		out = append(out, s.name)
+	}
+	return out
+}
+
 func plainServers(addrs ...string) []Server {
 	s := make([]Server, len(addrs))
 	for i, a := range addrs {
@@ -45,9 +71,9 @@ func plainServers(addrs ...string) []Server {
 
 func mustRing(t testing.TB, servers ...Server) *Ring {
 	t.Helper()
-	k, err := New(servers...)
+	k, err := newRing(servers...)
 	if err != nil {
-		t.Fatalf("New(%v): %v", servers, err)
+		t.Fatalf("newRing(%v): %v", servers, err)
 	}
 	return k
 }
@@ -186,7 +212,7 @@ func TestAddMovesFewKeys(t *testing.T) {
 
 	k := mustRing(t, plainServers(three...)...)
 	before := pickAll(t, k, keys)
-	if err := k.Add(Server{Addr: fourth}); err != nil {
+	if err := k.Add(fourth, 0); err != nil {
 		t.Fatal(err)
 	}
 	after := pickAll(t, k, keys)
@@ -256,7 +282,7 @@ func TestRemoveMovesOnlyItsKeys(t *testing.T) {
 			if moved == 0 {
 				t.Errorf("removed server held no keys")
 			}
-			if got := k.Servers(); slices.Contains(got, victim) || len(got) != 3 {
+			if got := names(k); slices.Contains(got, victim) || len(got) != 3 {
 				t.Errorf("Servers() = %v after removing %s", got, victim)
 			}
 		})
@@ -264,10 +290,10 @@ func TestRemoveMovesOnlyItsKeys(t *testing.T) {
 }
 
 func TestSearchWrapAround(t *testing.T) {
-	a, b, c := &addr{"tcp", "a"}, &addr{"tcp", "b"}, &addr{"tcp", "c"}
+	a, b, c := &server{network: "tcp", str: "a"}, &server{network: "tcp", str: "b"}, &server{network: "tcp", str: "c"}
 	cont := &continuum{
 		hashes: []uint32{100, 200, 300},
-		owners: []*addr{a, b, c},
+		owners: []*server{a, b, c},
 	}
 	tests := []struct {
 		h    uint32
@@ -371,12 +397,12 @@ func TestEmpty(t *testing.T) {
 			if err := k.Each(func(net.Addr) error { n++; return nil }); err != nil || n != 0 {
 				t.Errorf("%s: Each visited %d servers, err %v", name, n, err)
 			}
-			if s := k.Servers(); len(s) != 0 {
+			if s := names(k); len(s) != 0 {
 				t.Errorf("%s: Servers() = %v", name, s)
 			}
 		}
 		// The zero value accepts Add.
-		if err := zero.Add(Server{Addr: "10.0.0.1:11211"}); err != nil {
+		if err := zero.Add("10.0.0.1:11211", 0); err != nil {
 			t.Fatal(err)
 		}
 		if a, err := zero.PickServer("key"); err != nil || a.String() != "10.0.0.1:11211" {
@@ -400,14 +426,14 @@ func TestInvalidServers(t *testing.T) {
 	}
 	for _, tt := range invalid {
 		t.Run("invalid/"+tt.name, func(t *testing.T) {
-			if k, err := New(Server{Addr: "10.0.0.1:11211"}, tt.s); err == nil || k != nil {
-				t.Errorf("New(%+v) = %v, %v; want an error", tt.s, k, err)
+			if k, err := newRing(Server{Addr: "10.0.0.1:11211"}, tt.s); err == nil || k != nil {
+				t.Errorf("newRing(%+v) = %v, %v; want an error", tt.s, k, err)
 			}
 			k := mustRing(t, Server{Addr: "10.0.0.1:11211"})
-			if err := k.Add(tt.s); err == nil {
+			if err := k.Add(tt.s.Addr, tt.s.Weight); err == nil {
 				t.Errorf("Add(%+v) succeeded, want an error", tt.s)
 			}
-			if got := k.Servers(); !slices.Equal(got, []string{"10.0.0.1:11211"}) {
+			if got := names(k); !slices.Equal(got, []string{"10.0.0.1:11211"}) {
 				t.Errorf("failed Add changed the servers: %v", got)
 			}
 		})
@@ -426,13 +452,13 @@ func TestInvalidServers(t *testing.T) {
 	for _, tt := range duplicates {
 		t.Run("duplicate/"+tt.name, func(t *testing.T) {
 			k := mustRing(t, Server{Addr: tt.first})
-			if err := k.Add(Server{Addr: tt.then}); err == nil {
+			if err := k.Add(tt.then, 0); err == nil {
 				t.Errorf("Add(%q) after %q succeeded, want an error", tt.then, tt.first)
 			}
-			if _, err := New(Server{Addr: tt.first}, Server{Addr: tt.then}); err == nil {
-				t.Errorf("New(%q, %q) succeeded, want an error", tt.first, tt.then)
+			if _, err := newRing(Server{Addr: tt.first}, Server{Addr: tt.then}); err == nil {
+				t.Errorf("newRing(%q, %q) succeeded, want an error", tt.first, tt.then)
 			}
-			if got := k.Servers(); len(got) != 1 {
+			if got := names(k); len(got) != 1 {
 				t.Errorf("Servers() = %v, want one", got)
 			}
 		})
@@ -448,7 +474,7 @@ func TestRemoveAndEach(t *testing.T) {
 				t.Errorf("Remove(%q) succeeded, want an error", addr)
 			}
 		}
-		if got := k.Servers(); len(got) != 2 {
+		if got := names(k); len(got) != 2 {
 			t.Errorf("Servers() = %v after failed removes", got)
 		}
 		var zero Ring
@@ -462,7 +488,7 @@ func TestRemoveAndEach(t *testing.T) {
 		if err := k.Remove("[::1]:11211"); err != nil {
 			t.Fatal(err)
 		}
-		if got := k.Servers(); !slices.Equal(got, []string{"10.0.0.1:11211"}) {
+		if got := names(k); !slices.Equal(got, []string{"10.0.0.1:11211"}) {
 			t.Errorf("Servers() = %v", got)
 		}
 	})
@@ -524,7 +550,7 @@ func TestAddrs(t *testing.T) {
 			if fromEach != a {
 				t.Errorf("Each gave %p, PickServer %p", fromEach, a)
 			}
-			if err := k.Add(Server{Addr: "10.9.9.8:11211"}); err != nil {
+			if err := k.Add("10.9.9.8:11211", 0); err != nil {
 				t.Fatal(err)
 			}
 			if err := k.Remove("10.9.9.9:11211"); err != nil {
@@ -564,7 +590,7 @@ func TestDeterministic(t *testing.T) {
 		// Built incrementally, in yet another order.
 		k := mustRing(t)
 		for j := len(shuffled) - 1; j >= 0; j-- {
-			if err := k.Add(shuffled[j]); err != nil {
+			if err := k.Add(shuffled[j].Addr, shuffled[j].Weight); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -604,7 +630,7 @@ func TestConcurrent(t *testing.T) {
 				}
 				if i%64 == 0 {
 					_ = k.Each(func(net.Addr) error { return nil })
-					_ = k.Servers()
+					_ = names(k)
 				}
 				picks.Add(1)
 			}
@@ -623,7 +649,7 @@ func TestConcurrent(t *testing.T) {
 	for err := range errc {
 		t.Error(err)
 	}
-	if got := k.Servers(); !slices.Equal(got, stable) {
+	if got := names(k); !slices.Equal(got, stable) {
 		t.Errorf("Servers() = %v, want %v", got, stable)
 	}
 	t.Logf("%d picks during 180 Add/Remove", picks.Load())
@@ -633,7 +659,7 @@ func TestConcurrent(t *testing.T) {
 func churn(k *Ring, servers []string, rounds int) error {
 	for round := range rounds {
 		for _, s := range servers {
-			if err := k.Add(Server{Addr: s, Weight: 1 + round%3}); err != nil {
+			if err := k.Add(s, 1+round%3); err != nil {
 				return err
 			}
 		}
