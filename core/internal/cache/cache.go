@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
-
-	"github.com/hybridsession/hybridsession/core/internal/ring"
 )
 
 // ErrUnavailable marks a failed operation: a network error or timeout (the
@@ -74,7 +72,8 @@ type Counters struct {
 	Errors, ShortCircuits, BreakerOpens, BreakerCloses uint64
 }
 
-// Cache is the memcached tier. Protocol answers (miss, not stored, CAS
+// Cache is the memcached tier, its nodes on a consistent-hashing ring (see
+// ring.go). Protocol answers (miss, not stored, CAS
 // conflict, a SERVER_ERROR line, a malformed key) are returned as gomemcache
 // reports them and prove the node alive. Network errors and timeouts are
 // failures: after BreakerThreshold in a row a node's breaker opens, its
@@ -85,10 +84,9 @@ type Cache struct {
 	cfg  Config
 	dial dialFunc
 	log  *slog.Logger
-	ring *ring.Ring
+	ring atomic.Pointer[continuum] // replaced whole under mu
 
-	nodes  atomic.Pointer[map[net.Addr]*node] // replaced whole by ringChanged
-	mu     sync.Mutex                         // serializes ringChanged; guards closed
+	mu     sync.Mutex // serializes ring changes; guards closed
 	closed bool
 	stop   chan struct{} // closed by Close: stops the probes
 	probes sync.WaitGroup
@@ -96,19 +94,23 @@ type Cache struct {
 	errors, shortCircuits, opens, closes atomic.Uint64
 }
 
-// node is one memcached server with its own client (whose idle pool is the
-// node's) and breaker. epoch counts the times the node was seen closing
-// pooled connections, as a restart does, and tags the CAS ids it hands out:
-// memcached numbers them anew when it restarts, so an id read before could
-// name another item after.
+// node is one memcached server, its net.Addr, with its own client (whose idle
+// pool is the node's) and breaker. epoch counts the times the node was seen
+// closing pooled connections, as a restart does, and tags the CAS ids it
+// hands out: memcached numbers them anew when it restarts, so an id read
+// before could name another item after.
 type node struct {
-	addr     net.Addr
-	client   *memcache.Client
-	open     atomic.Bool
-	failures atomic.Int32
-	opens    atomic.Uint64
-	epoch    atomic.Uint32
+	name, network, str string // the address as added (the points hash it), and as resolved
+	points             []uint32
+	client             *memcache.Client
+	open               atomic.Bool
+	failures           atomic.Int32
+	opens              atomic.Uint64
+	epoch              atomic.Uint32
 }
+
+func (n *node) Network() string { return n.network }
+func (n *node) String() string  { return n.str }
 
 // casBits is how many low bits of a tagged CAS id are memcached's.
 const casBits = 48
@@ -131,91 +133,87 @@ func New(cfg Config) (*Cache, error) {
 		return nil, errors.New("cache: Timeout, DialTimeout, BreakerThreshold and BreakerCooldown must be positive")
 	}
 	c := &Cache{cfg: cfg, dial: cfg.DialContext, log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
-		ring: &ring.Ring{}, stop: make(chan struct{})}
-	for _, s := range cfg.Servers {
-		if err := c.ring.Add(s, 0); err != nil {
-			return nil, fmt.Errorf("cache: %w", err)
-		}
-	}
-	c.nodes.Store(&map[net.Addr]*node{})
+		stop: make(chan struct{})}
+	c.ring.Store(&continuum{})
 	if c.dial == nil {
 		c.dial = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
 	}
 	if cfg.TLS != nil {
 		c.dial = tlsDialer(c.dial, cfg.TLS)
 	}
-	return c, c.ringChanged(nil)
+	for _, s := range cfg.Servers {
+		if err := c.AddServer(s, 0); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // AddServer adds a node at run time, with a weight from 1 to 1000 (0 means
-// 1): it takes over about weight/totalWeight of the keys, all from the
-// other nodes. It fails if addr does not resolve or is already a node.
+// 1): it takes over about weight/totalWeight of the keys, all from the other
+// nodes. addr is "host:port" or a unix socket path containing "/"; the ring
+// hashes it as written, so spell it the same way on every instance. It fails
+// if addr does not resolve or is already a node under any spelling.
 func (c *Cache) AddServer(addr string, weight int) error {
-	return c.ringChanged(c.ring.Add(addr, weight))
-}
-
-// RemoveServer removes a node at run time, by its configured or resolved
-// address; its keys move to the other nodes. It fails if there is no such
-// node.
-func (c *Cache) RemoveServer(addr string) error {
-	return c.ringChanged(c.ring.Remove(addr))
-}
-
-// ringChanged makes c.nodes match the ring's servers after a change that
-// returned err: a client for each new server, the idle connections of each
-// removed one closed.
-func (c *Cache) ringChanged(err error) error {
+	n, err := c.newNode(addr, weight) // outside the lock: resolving may be slow
 	if err != nil {
-		return fmt.Errorf("cache: %w", err)
+		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old, nodes := *c.nodes.Load(), map[net.Addr]*node{}
-	_ = c.ring.Each(func(a net.Addr) error {
-		n := old[a]
-		if n == nil {
-			mc := memcache.New(a.String()) // a resolved address: no lookup
-			mc.Timeout, mc.MaxIdleConns, mc.DialContext = c.cfg.Timeout, c.cfg.MaxIdleConns, c.dial
-			n = &node{addr: a, client: mc}
-		}
-		nodes[a] = n
-		return nil
-	})
-	for a, n := range old {
-		if nodes[a] == nil {
-			_ = n.client.Close()
+	cur := c.ring.Load().servers
+	for _, o := range cur {
+		if o.name == n.name || o.network == n.network && o.str == n.str {
+			return fmt.Errorf("cache: server %q (%s) is already in the ring as %q", n.name, n.str, o.name)
 		}
 	}
-	c.nodes.Store(&nodes)
+	c.ring.Store(build(append(slices.Clip(cur), n)))
 	return nil
 }
 
-// node returns the node at addr, or an error wrapping ErrUnavailable when
-// its breaker is open or it left the ring.
-func (c *Cache) node(addr net.Addr) (*node, error) {
-	n := (*c.nodes.Load())[addr]
-	if n == nil { // added to the ring a moment ago: sync now, not after AddServer
-		_ = c.ringChanged(nil)
-		n = (*c.nodes.Load())[addr]
+// RemoveServer removes a node at run time, by its configured or resolved
+// address, and closes its idle connections; its keys move to the other nodes
+// and no other key moves. It fails if there is no such node.
+func (c *Cache) RemoveServer(addr string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := c.ring.Load().servers
+	i := slices.IndexFunc(cur, func(n *node) bool { return n.name == addr || n.str == addr })
+	if i < 0 {
+		return fmt.Errorf("cache: server %q is not in the ring", addr)
 	}
+	c.ring.Store(build(slices.Delete(slices.Clone(cur), i, i+1)))
+	_ = cur[i].client.Close()
+	return nil
+}
+
+// pick returns the node owning key, or nil when the ring is empty. It is
+// lock-free and does not allocate.
+func (c *Cache) pick(key string) *node {
+	r := c.ring.Load()
+	if len(r.hashes) == 0 {
+		return nil
+	}
+	return r.owners[r.search(keyHash(key))]
+}
+
+// usable returns nil, or an error wrapping ErrUnavailable when n is nil (no
+// node) or its breaker is open.
+func (c *Cache) usable(n *node) error {
 	if n == nil {
-		return nil, fmt.Errorf("%w: %s left the ring", ErrUnavailable, addr)
+		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
 	}
 	if n.open.Load() {
 		c.shortCircuits.Add(1)
-		return nil, fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, addr)
+		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n)
 	}
-	return n, nil
+	return nil
 }
 
 // on runs op f on the client of the node owning key.
 func (c *Cache) on(ctx context.Context, op, key string, f func(*node) error) error {
-	addr, err := c.ring.PickServer(key)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	n, err := c.node(addr)
-	if err != nil {
+	n := c.pick(key)
+	if err := c.usable(n); err != nil {
 		return err
 	}
 	return c.do(ctx, n, op, f)
@@ -230,7 +228,7 @@ func (c *Cache) on(ctx context.Context, op, key string, f func(*node) error) err
 // that does not answer costs one Timeout.
 func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error) (err error) {
 	if c.cfg.Tracer != nil {
-		end := c.cfg.Tracer.StartCacheOp(ctx, op, n.addr.String())
+		end := c.cfg.Tracer.StartCacheOp(ctx, op, n.str)
 		defer func() { end(err) }()
 	}
 	err = f(n)
@@ -252,7 +250,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 	if int(n.failures.Add(1)) >= c.cfg.BreakerThreshold && n.open.CompareAndSwap(false, true) {
 		n.opens.Add(1)
 		c.opens.Add(1)
-		c.log.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.addr.String(), "error", err)
+		c.log.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.str, "error", err)
 		c.mu.Lock() // orders probes.Add before Close's probes.Wait
 		if !c.closed {
 			c.probes.Add(1)
@@ -260,7 +258,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		}
 		c.mu.Unlock()
 	}
-	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n.addr, err)
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n, err)
 }
 
 // isProtocolAnswer reports whether err is an answer from the node rather
@@ -291,7 +289,7 @@ func (c *Cache) probe(n *node) {
 			return
 		case <-time.After(c.cfg.BreakerCooldown):
 		}
-		if (*c.nodes.Load())[n.addr] != n { // removed from the ring
+		if !slices.Contains(c.ring.Load().servers, n) { // removed from the ring
 			return
 		}
 		_ = n.client.Close() // idle connections from before the failure
@@ -300,7 +298,7 @@ func (c *Cache) probe(n *node) {
 			n.failures.Store(0)
 			n.open.Store(false)
 			c.closes.Add(1)
-			c.log.Info("hybridsession: memcached node reachable again; circuit breaker closed", "node", n.addr.String())
+			c.log.Info("hybridsession: memcached node reachable again; circuit breaker closed", "node", n.str)
 			return
 		}
 	}
@@ -328,17 +326,17 @@ func (c *Cache) Get(ctx context.Context, key string) (*memcache.Item, error) {
 // returned: a key absent from the map is then unknown rather than missing.
 func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcache.Item, error) {
 	items := make(map[string]*memcache.Item, len(keys))
-	byAddr := map[net.Addr][]string{}
+	byNode := map[*node][]string{}
 	for _, k := range keys {
-		a, err := c.ring.PickServer(k)
-		if err != nil {
-			return items, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		n := c.pick(k)
+		if n == nil {
+			return items, c.usable(n)
 		}
-		byAddr[a] = append(byAddr[a], k)
+		byNode[n] = append(byNode[n], k)
 	}
 	var errs []error
-	for a, ks := range byAddr {
-		n, err := c.node(a)
+	for n, ks := range byNode {
+		err := c.usable(n)
 		if err == nil {
 			err = c.do(ctx, n, "get_multi", func(n *node) error {
 				got, err := n.client.GetMulti(ks)
@@ -396,8 +394,8 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 // Nodes returns the state of every node, sorted by Addr.
 func (c *Cache) Nodes() []NodeStats {
 	var out []NodeStats
-	for _, n := range *c.nodes.Load() {
-		out = append(out, NodeStats{n.addr.String(), n.open.Load(), int(n.failures.Load()), n.opens.Load()})
+	for _, n := range c.ring.Load().servers {
+		out = append(out, NodeStats{n.str, n.open.Load(), int(n.failures.Load()), n.opens.Load()})
 	}
 	slices.SortFunc(out, func(a, b NodeStats) int { return strings.Compare(a.Addr, b.Addr) })
 	return out
@@ -419,7 +417,7 @@ func (c *Cache) Close() {
 	}
 	c.mu.Unlock()
 	c.probes.Wait()
-	for _, n := range *c.nodes.Load() {
+	for _, n := range c.ring.Load().servers {
 		_ = n.client.Close()
 	}
 }

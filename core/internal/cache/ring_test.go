@@ -1,4 +1,4 @@
-package ring
+package cache
 
 import (
 	"crypto/md5"
@@ -17,8 +17,32 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 )
 
-// The selector must satisfy gomemcache's interface.
+// Ring exposes a Cache's ring as a memcache.ServerSelector, the interface
+// these tests compare it with gomemcache's ServerList through.
+type Ring struct{ *Cache }
+
 var _ memcache.ServerSelector = (*Ring)(nil)
+
+func (r *Ring) PickServer(key string) (net.Addr, error) {
+	if n := r.pick(key); n != nil {
+		return n, nil
+	}
+	return nil, memcache.ErrNoServers
+}
+
+func (r *Ring) Add(addr string, weight int) error { return r.AddServer(addr, weight) }
+func (r *Ring) Remove(addr string) error          { return r.RemoveServer(addr) }
+
+// Each calls f for every node, in the order they were added, and returns
+// the first error f returns.
+func (r *Ring) Each(f func(net.Addr) error) error {
+	for _, n := range r.ring.Load().servers {
+		if err := f(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // testKeys returns n keys shaped like session storage keys (base64url
 // of 32 random bytes), from a fixed seed so that results are reproducible.
@@ -43,7 +67,11 @@ type Server struct {
 
 // newRing adds servers to an empty ring, in order.
 func newRing(servers ...Server) (*Ring, error) {
-	r := &Ring{}
+	c, err := New(testConfig())
+	if err != nil {
+		return nil, err
+	}
+	r := &Ring{c}
 	for _, s := range servers {
 		if err := r.Add(s.Addr, s.Weight); err != nil {
 			return nil, err
@@ -55,8 +83,8 @@ func newRing(servers ...Server) (*Ring, error) {
 // names returns the servers' addresses as added, in order.
 func names(r *Ring) []string {
 	var out []string
-	for _, s := range r.servers() {
-		out = append(out, s.name)
+	for _, n := range r.ring.Load().servers {
+		out = append(out, n.name)
 	}
 	return out
 }
@@ -139,11 +167,9 @@ func TestDistribution(t *testing.T) {
 
 			// The same servers on a broken ring with a single point each,
 			// to show that the bound discriminates.
-			var one []*server
-			for _, s := range k.cont.Load().servers {
-				c := *s
-				c.points = c.points[:1]
-				one = append(one, &c)
+			var one []*node
+			for _, n := range k.ring.Load().servers {
+				one = append(one, &node{name: n.name, network: n.network, str: n.str, points: n.points[:1]})
 			}
 			broken := build(one)
 			brokenCounts := make(map[string]int)
@@ -290,10 +316,10 @@ func TestRemoveMovesOnlyItsKeys(t *testing.T) {
 }
 
 func TestSearchWrapAround(t *testing.T) {
-	a, b, c := &server{network: "tcp", str: "a"}, &server{network: "tcp", str: "b"}, &server{network: "tcp", str: "c"}
+	a, b, c := &node{network: "tcp", str: "a"}, &node{network: "tcp", str: "b"}, &node{network: "tcp", str: "c"}
 	cont := &continuum{
 		hashes: []uint32{100, 200, 300},
-		owners: []*server{a, b, c},
+		owners: []*node{a, b, c},
 	}
 	tests := []struct {
 		h    uint32
@@ -319,7 +345,7 @@ func TestSearchWrapAround(t *testing.T) {
 	// The same on a built continuum: just past its last point, and at the
 	// very top of the ring, is the owner of its first point.
 	k := mustRing(t, plainServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
-	rc := k.cont.Load()
+	rc := k.ring.Load()
 	last := rc.hashes[len(rc.hashes)-1]
 	if last == ^uint32(0) {
 		t.Skip("last point at the top of the ring")
@@ -341,7 +367,7 @@ func TestPoints(t *testing.T) {
 	// Points are libketama's: four little-endian uint32s of MD5("addr-i"),
 	// 40 digests per unit of weight.
 	k := mustRing(t, Server{Addr: "10.0.0.1:11211"}, Server{Addr: "10.0.0.2:11211", Weight: 3})
-	c := k.cont.Load()
+	c := k.ring.Load()
 	if got, want := len(c.hashes), 4*160; got != want {
 		t.Fatalf("continuum has %d points, want %d", got, want)
 	}
@@ -383,13 +409,12 @@ func TestPoints(t *testing.T) {
 
 func TestEmpty(t *testing.T) {
 	t.Run("no-servers", func(t *testing.T) {
-		var zero Ring
 		empty := mustRing(t)
 		emptied := mustRing(t, Server{Addr: "10.0.0.1:11211"})
 		if err := emptied.Remove("10.0.0.1:11211"); err != nil {
 			t.Fatal(err)
 		}
-		for name, k := range map[string]*Ring{"zero": &zero, "empty": empty, "emptied": emptied} {
+		for name, k := range map[string]*Ring{"empty": empty, "emptied": emptied} {
 			if a, err := k.PickServer("key"); !errors.Is(err, memcache.ErrNoServers) || a != nil {
 				t.Errorf("%s: PickServer = %v, %v; want nil, ErrNoServers", name, a, err)
 			}
@@ -401,12 +426,12 @@ func TestEmpty(t *testing.T) {
 				t.Errorf("%s: Servers() = %v", name, s)
 			}
 		}
-		// The zero value accepts Add.
-		if err := zero.Add("10.0.0.1:11211", 0); err != nil {
+		// An empty ring accepts Add.
+		if err := empty.Add("10.0.0.1:11211", 0); err != nil {
 			t.Fatal(err)
 		}
-		if a, err := zero.PickServer("key"); err != nil || a.String() != "10.0.0.1:11211" {
-			t.Errorf("zero value after Add: PickServer = %v, %v", a, err)
+		if a, err := empty.PickServer("key"); err != nil || a.String() != "10.0.0.1:11211" {
+			t.Errorf("empty ring after Add: PickServer = %v, %v", a, err)
 		}
 	})
 }
@@ -477,9 +502,8 @@ func TestRemoveAndEach(t *testing.T) {
 		if got := names(k); len(got) != 2 {
 			t.Errorf("Servers() = %v after failed removes", got)
 		}
-		var zero Ring
-		if err := zero.Remove("10.0.0.1:11211"); err == nil {
-			t.Error("Remove on the zero value succeeded")
+		if err := mustRing(t).Remove("10.0.0.1:11211"); err == nil {
+			t.Error("Remove on an empty ring succeeded")
 		}
 	})
 
