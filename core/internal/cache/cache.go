@@ -73,9 +73,9 @@ type Counters struct {
 }
 
 // Cache is the memcached tier, its nodes on a consistent-hashing ring (see
-// ring.go). Protocol answers (miss, not stored, CAS
-// conflict, a SERVER_ERROR line, a malformed key) are returned as gomemcache
-// reports them and prove the node alive. Network errors and timeouts are
+// ring.go). Protocol answers (miss, not stored, CAS conflict, a SERVER_ERROR
+// line, a malformed key) are returned as gomemcache reports them and prove
+// the node alive. Network errors and timeouts are
 // failures: after BreakerThreshold in a row a node's breaker opens, its
 // operations fail at once with ErrUnavailable, and a background probe pings
 // it every BreakerCooldown until it answers. Methods are safe for concurrent
@@ -197,36 +197,20 @@ func (c *Cache) pick(key string) *node {
 	return r.owners[r.search(keyHash(key))]
 }
 
-// usable returns nil, or an error wrapping ErrUnavailable when n is nil (no
-// node) or its breaker is open.
-func (c *Cache) usable(n *node) error {
-	if n == nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
-	}
-	if n.open.Load() {
-		c.shortCircuits.Add(1)
-		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n)
-	}
-	return nil
-}
-
-// on runs op f on the client of the node owning key.
-func (c *Cache) on(ctx context.Context, op, key string, f func(*node) error) error {
-	n := c.pick(key)
-	if err := c.usable(n); err != nil {
-		return err
-	}
-	return c.do(ctx, n, op, f)
-}
-
 // do runs op f on n and returns its result, a failure wrapped in
-// ErrUnavailable. When f fails on a connection the node closed (reset or
+// ErrUnavailable; so is a nil n (an empty ring) or an open breaker. When f fails on a connection the node closed (reset or
 // EOF on an idle pooled connection, as after a memcached restart), the
 // node's epoch moves on, its idle connections are dropped and f runs once
 // more on a fresh one — except a compare-and-swap, whose CAS id belongs to
 // the epoch before: it is a conflict. Timeouts are not retried: a node
 // that does not answer costs one Timeout.
 func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error) (err error) {
+	if n == nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
+	} else if n.open.Load() {
+		c.shortCircuits.Add(1)
+		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n)
+	}
 	if c.cfg.Tracer != nil {
 		end := c.cfg.Tracer.StartCacheOp(ctx, op, n.str)
 		defer func() { end(err) }()
@@ -308,7 +292,7 @@ func (c *Cache) probe(n *node) {
 // error on a miss.
 func (c *Cache) Get(ctx context.Context, key string) (*memcache.Item, error) {
 	var it *memcache.Item
-	err := c.on(ctx, "get", key, func(n *node) (err error) {
+	err := c.do(ctx, c.pick(key), "get", func(n *node) (err error) {
 		if it, err = n.client.Get(key); it != nil {
 			it.CasID = n.tag(it.CasID)
 		}
@@ -326,28 +310,21 @@ func (c *Cache) Get(ctx context.Context, key string) (*memcache.Item, error) {
 // returned: a key absent from the map is then unknown rather than missing.
 func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcache.Item, error) {
 	items := make(map[string]*memcache.Item, len(keys))
-	byNode := map[*node][]string{}
+	byNode := map[*node][]string{} // nil: no node
 	for _, k := range keys {
 		n := c.pick(k)
-		if n == nil {
-			return items, c.usable(n)
-		}
 		byNode[n] = append(byNode[n], k)
 	}
 	var errs []error
 	for n, ks := range byNode {
-		err := c.usable(n)
-		if err == nil {
-			err = c.do(ctx, n, "get_multi", func(n *node) error {
-				got, err := n.client.GetMulti(ks)
-				for k, it := range got {
-					it.CasID = n.tag(it.CasID)
-					items[k] = it
-				}
-				return err
-			})
-		}
-		errs = append(errs, err)
+		errs = append(errs, c.do(ctx, n, "get_multi", func(n *node) error {
+			got, err := n.client.GetMulti(ks)
+			for k, it := range got {
+				it.CasID = n.tag(it.CasID)
+				items[k] = it
+			}
+			return err
+		}))
 	}
 	return items, errors.Join(errs...)
 }
@@ -355,14 +332,14 @@ func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcac
 // Add stores value under key unless the key exists, when it returns
 // memcache.ErrNotStored. exp is memcached's exptime (see Expiration).
 func (c *Cache) Add(ctx context.Context, key string, value []byte, exp int32) error {
-	return c.on(ctx, "add", key, func(n *node) error {
+	return c.do(ctx, c.pick(key), "add", func(n *node) error {
 		return n.client.Add(&memcache.Item{Key: key, Value: value, Expiration: exp})
 	})
 }
 
 // Set stores value under key. exp is memcached's exptime (see Expiration).
 func (c *Cache) Set(ctx context.Context, key string, value []byte, exp int32) error {
-	return c.on(ctx, "set", key, func(n *node) error {
+	return c.do(ctx, c.pick(key), "set", func(n *node) error {
 		return n.client.Set(&memcache.Item{Key: key, Value: value, Expiration: exp})
 	})
 }
@@ -373,7 +350,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, exp int32) er
 // memcache.ErrCacheMiss (or memcache.ErrNotStored) when it is gone. exp is
 // memcached's exptime (see Expiration).
 func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, exp int32, casID uint64) error {
-	return c.on(ctx, "cas", key, func(n *node) error {
+	return c.do(ctx, c.pick(key), "cas", func(n *node) error {
 		id, ok := n.untag(casID)
 		if !ok {
 			return memcache.ErrCASConflict
@@ -384,7 +361,7 @@ func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, ex
 
 // Delete removes key; a key that is not there is not an error.
 func (c *Cache) Delete(ctx context.Context, key string) error {
-	err := c.on(ctx, "delete", key, func(n *node) error { return n.client.Delete(key) })
+	err := c.do(ctx, c.pick(key), "delete", func(n *node) error { return n.client.Delete(key) })
 	if errors.Is(err, memcache.ErrCacheMiss) {
 		return nil
 	}
@@ -422,18 +399,15 @@ func (c *Cache) Close() {
 	}
 }
 
-// maxRelative is the largest exptime memcached reads as seconds from now,
-// 30 days; it reads a larger one as a Unix time.
-const maxRelative = 30 * 24 * time.Hour
-
 // Expiration returns memcached's exptime for an item that must live until
 // expires, seen at now: the seconds until then, rounded up, when that is at
-// most 30 days, or else the Unix time of expires plus one second (at most
-// math.MaxInt32). It is never 0, which memcached reads as "never expire":
-// an expiry at or before now gives 1, which expires within a second.
+// most 30 days, or else (memcached reads a larger exptime as a Unix time) the
+// Unix time of expires plus one second, at most math.MaxInt32. It is never 0,
+// which memcached reads as "never expire": an expiry at or before now gives
+// 1, which expires within a second.
 func Expiration(now, expires time.Time) int32 {
 	d := expires.Sub(now)
-	if d > maxRelative {
+	if d > 30*24*time.Hour {
 		return int32(min(expires.Unix()+1, math.MaxInt32))
 	}
 	return int32(max((d+time.Second-1)/time.Second, 1))

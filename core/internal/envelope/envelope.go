@@ -9,30 +9,31 @@ import (
 	"cmp"
 	"encoding/binary"
 	"errors"
-	"math/bits"
 	"slices"
 	"time"
 )
 
-// Layout, format 3: magic "hs", format, codec, flags (bit 0 persistent, 1
-// destroyed, 2 unsynced), lineage (8 bytes big endian), then unsigned varints
-// created, deadline, idle, active, grace, version, base, syncedAt,
-// syncedVersion, wholeAt; changed (count, then per key: length, bytes,
-// version); written (floor, then as changed); subject (length, bytes); and
-// the payload, the rest. Times are Unix milliseconds (0: the zero time),
-// durations milliseconds.
+// Format 3: "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2
+// unsynced), lineage (8 bytes big endian), then unsigned varints created,
+// deadline, idle, active, grace, version, base, syncedAt, syncedVersion,
+// wholeAt, Changed (count, then per key: length, bytes, version),
+// WrittenFloor, Written (as Changed), subject (length, bytes), and the rest is
+// the payload. Times are Unix milliseconds (0: the zero time), durations
+// milliseconds.
 const (
 	magic0, magic1 = 'h', 's'
 	format         = 3
 	fixedLen       = 5 + 8
 	knownFlags     = 7
+	maxKey         = 255 // longer keys count as the whole payload
 
 	// MaxSubject bounds a subject: the database column is varchar(255).
 	MaxSubject = 255
 	// MaxChanged bounds the keys listed in Changed (past it, the whole
 	// payload counts as changed) and in Written.
 	MaxChanged = 64
-	maxKey     = 255 // longer keys count as the whole payload
+	// AllKeys is the key Written uses for a direct write of the whole payload.
+	AllKeys = "\x00all"
 )
 
 var (
@@ -54,35 +55,28 @@ type Changed struct {
 	Version uint64
 }
 
-// AllKeys is the key Written uses for a direct write of the whole payload.
-const AllKeys = "\x00all"
-
 // Envelope is a session as both tiers store it.
 type Envelope struct {
 	Codec      uint8
 	Persistent bool // the cookie lasts until Deadline (remember me)
 	Destroyed  bool // a tombstone: the session was destroyed
 	Unsynced   bool // activity or changes the row has not seen
-
 	// Lineage names the history this copy belongs to. A copy written only
 	// through memcached keeps it; a write that did not go through the
 	// memcached copy (a refill from the row, a write around an unreachable
 	// node) starts a new one. Versions compare only within one lineage.
-	Lineage uint64
-
-	Created     time.Time
-	Deadline    time.Time     // end of the absolute lifetime
-	IdleTimeout time.Duration // inactivity before the session dies
-	ActiveAt    time.Time     // last recorded activity
-	Grace       time.Duration // how far the row's ActiveAt may lag: the writer's SyncInterval
-
-	Version       uint64    // bumped on every change of the values or subject
-	Base          uint64    // the row version this copy was built on; 0: no row
-	SyncedAt      time.Time // when the row last took (or gave) this copy
-	SyncedVersion uint64    // Version at SyncedAt
-	WholeAt       uint64    // Version of the last change of the whole payload since SyncedVersion; 0: none
-	Changed       []Changed // keys changed since SyncedVersion
-
+	Lineage       uint64
+	Created       time.Time
+	Deadline      time.Time     // end of the absolute lifetime
+	IdleTimeout   time.Duration // inactivity before the session dies
+	ActiveAt      time.Time     // last recorded activity
+	Grace         time.Duration // how far the row's ActiveAt may lag: the writer's SyncInterval
+	Version       uint64        // bumped on every change of the values or subject
+	Base          uint64        // the row version this copy was built on; 0: no row
+	SyncedAt      time.Time     // when the row last took (or gave) this copy
+	SyncedVersion uint64        // Version at SyncedAt
+	WholeAt       uint64        // Version of the last change of the whole payload since SyncedVersion; 0: none
+	Changed       []Changed     // keys changed since SyncedVersion
 	// Written lists the keys the row took directly (durable writes, and
 	// writes around memcached), each with the row version that wrote it;
 	// WrittenFloor is the row version up to which keys that fell off the
@@ -91,9 +85,8 @@ type Envelope struct {
 	// merge: the direct write is the later one.
 	Written      []Changed
 	WrittenFloor uint64
-
-	Subject string
-	Payload []byte
+	Subject      string
+	Payload      []byte
 }
 
 // ExpiresAt returns when the session dies if nothing more happens: the
@@ -186,25 +179,11 @@ func (e *Envelope) MarkSynced(base, v uint64, at time.Time) {
 	e.Unsynced = e.Version > v
 }
 
-// varints returns the header's varints from created to the changed count.
-func (e *Envelope) varints() [11]uint64 {
-	return [...]uint64{ms(e.Created), ms(e.Deadline), durMs(e.IdleTimeout), ms(e.ActiveAt), durMs(e.Grace),
-		e.Version, e.Base, ms(e.SyncedAt), e.SyncedVersion, e.WholeAt, uint64(len(e.Changed))}
-}
-
 // Size returns the exact length Append produces for e.
 func (e *Envelope) Size() int {
-	n := fixedLen + uvarintLen(e.WrittenFloor) + uvarintLen(uint64(len(e.Written))) +
-		uvarintLen(uint64(len(e.Subject))) + len(e.Subject) + len(e.Payload)
-	for _, v := range e.varints() {
-		n += uvarintLen(v)
-	}
-	for _, list := range [...][]Changed{e.Changed, e.Written} {
-		for _, c := range list {
-			n += uvarintLen(uint64(len(c.Key))) + len(c.Key) + uvarintLen(c.Version)
-		}
-	}
-	return n
+	h := *e
+	h.Payload = nil
+	return len(h.Append(nil)) + len(e.Payload)
 }
 
 // Append appends the encoded envelope to dst.
@@ -216,7 +195,8 @@ func (e *Envelope) Append(dst []byte) []byte {
 		}
 	}
 	dst = binary.BigEndian.AppendUint64(append(dst, magic0, magic1, format, e.Codec, flags), e.Lineage)
-	for _, v := range e.varints() {
+	for _, v := range [...]uint64{ms(e.Created), ms(e.Deadline), durMs(e.IdleTimeout), ms(e.ActiveAt), durMs(e.Grace),
+		e.Version, e.Base, ms(e.SyncedAt), e.SyncedVersion, e.WholeAt, uint64(len(e.Changed))} {
 		dst = binary.AppendUvarint(dst, v)
 	}
 	dst = appendKeys(dst, e.Changed)
@@ -298,12 +278,8 @@ func (d *decoder) finish(e *Envelope) error {
 }
 
 func (d *decoder) uvarint() uint64 {
-	if d.bad {
-		return 0
-	}
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.bad = true
+	if d.bad = d.bad || n <= 0; d.bad {
 		return 0
 	}
 	d.b = d.b[n:]
@@ -316,8 +292,7 @@ func (d *decoder) keys(list []Changed) []Changed {
 	n := d.uvarint()
 	d.bad = d.bad || n > MaxChanged
 	for i := uint64(0); i < n && !d.bad; i++ {
-		key := d.bytes(maxKey)
-		list = append(list, Changed{string(key), d.uvarint()})
+		list = append(list, Changed{string(d.bytes(maxKey)), d.uvarint()})
 	}
 	return list
 }
@@ -325,8 +300,7 @@ func (d *decoder) keys(list []Changed) []Changed {
 // bytes reads a length-prefixed byte string of at most limit bytes.
 func (d *decoder) bytes(limit uint64) []byte {
 	n := d.uvarint()
-	if d.bad || n > limit || n > uint64(len(d.b)) {
-		d.bad = true
+	if d.bad = d.bad || n > limit || n > uint64(len(d.b)); d.bad {
 		return nil
 	}
 	b := d.b[:n]
@@ -343,22 +317,24 @@ const (
 	maxDuration = time.Duration(maxMs/2000) * time.Millisecond
 )
 
-func (d *decoder) time() time.Time {
+// upTo reads a varint of at most limit.
+func (d *decoder) upTo(limit uint64) uint64 {
 	v := d.uvarint()
-	d.bad = d.bad || v > maxMs
-	if v == 0 || d.bad {
-		return time.Time{}
+	if d.bad = d.bad || v > limit; d.bad {
+		return 0
 	}
-	return time.UnixMilli(int64(v))
+	return v
+}
+
+func (d *decoder) time() time.Time {
+	if v := d.upTo(maxMs); v != 0 {
+		return time.UnixMilli(int64(v))
+	}
+	return time.Time{}
 }
 
 func (d *decoder) duration() time.Duration {
-	v := d.uvarint()
-	d.bad = d.bad || v > uint64(maxDuration/time.Millisecond)
-	if d.bad {
-		return 0
-	}
-	return time.Duration(v) * time.Millisecond
+	return time.Duration(d.upTo(uint64(maxDuration/time.Millisecond))) * time.Millisecond
 }
 
 // ms maps the zero time, and times before 1970, to 0.
@@ -366,5 +342,3 @@ func ms(t time.Time) uint64 { return uint64(max(t.UnixMilli(), 0)) }
 
 // durMs maps a duration to milliseconds, clamped to what an envelope holds.
 func durMs(d time.Duration) uint64 { return uint64(min(max(d, 0), maxDuration) / time.Millisecond) }
-
-func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
