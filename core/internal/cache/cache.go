@@ -48,12 +48,11 @@ type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error
 
 // Tracer is told about every operation a Cache sends to a node.
 type Tracer interface {
-	// StartCacheOp is called with the caller's ctx before operation op ("get",
-	// "get_multi", "add", "set", "cas" or "delete") on the node at addr (its
-	// resolved address). The function it returns is called once with the
+	// StartCacheOp is called, concurrently, with the caller's ctx before op
+	// ("get", "get_multi", "add", "set", "cas" or "delete") on the node at
+	// addr (resolved), and must not block. end is called once with the
 	// result: nil, a protocol answer such as memcache.ErrCacheMiss, or an
-	// error wrapping ErrUnavailable. It is called concurrently and must not
-	// block.
+	// error wrapping ErrUnavailable.
 	StartCacheOp(ctx context.Context, op, addr string) (end func(err error))
 }
 
@@ -65,9 +64,8 @@ type NodeStats struct {
 	Opens    uint64 // times the breaker opened
 }
 
-// Counters are cumulative counts of a Cache since New: operations that
-// failed on the network or timed out, operations refused by an open breaker,
-// and breaker transitions.
+// Counters count since New the operations that failed on the network or
+// timed out, those refused by an open breaker, and breaker transitions.
 type Counters struct {
 	Errors, ShortCircuits, BreakerOpens, BreakerCloses uint64
 }
@@ -85,8 +83,8 @@ type Cache struct {
 	dial dialFunc
 	log  *slog.Logger
 	ring atomic.Pointer[continuum] // replaced whole under mu
+	mu   sync.Mutex                // serializes ring changes; guards closed
 
-	mu     sync.Mutex // serializes ring changes; guards closed
 	closed bool
 	stop   chan struct{} // closed by Close: stops the probes
 	probes sync.WaitGroup
@@ -94,11 +92,10 @@ type Cache struct {
 	errors, shortCircuits, opens, closes atomic.Uint64
 }
 
-// node is one memcached server, its net.Addr, with its own client (whose idle
-// pool is the node's) and breaker. epoch counts the times the node was seen
-// closing pooled connections, as a restart does, and tags the CAS ids it
-// hands out: memcached numbers them anew when it restarts, so an id read
-// before could name another item after.
+// node is one memcached server and its net.Addr, with its own client and
+// breaker. epoch counts the times the node was seen closing pooled
+// connections, as a restart does; it tags the node's CAS ids, which memcached
+// numbers anew when it restarts.
 type node struct {
 	name, network, str string // the address as added (the points hash it), and as resolved
 	points             []uint32
@@ -112,16 +109,15 @@ type node struct {
 func (n *node) Network() string { return n.network }
 func (n *node) String() string  { return n.str }
 
-// casBits is how many low bits of a tagged CAS id are memcached's.
-const casBits = 48
+const casBits = 48 // the low bits of a tagged CAS id, memcached's
 
-// tag returns memcached's CAS id id tagged with the node's epoch.
+// tag returns memcached's CAS id tagged with the node's epoch.
 func (n *node) tag(id uint64) uint64 {
 	return id&(1<<casBits-1) | uint64(n.epoch.Load()&0xffff)<<casBits
 }
 
-// untag returns memcached's CAS id from a tagged one, and false when it
-// was read in another epoch of the node.
+// untag returns memcached's CAS id, and false when it was read in another
+// epoch of the node.
 func (n *node) untag(id uint64) (uint64, bool) {
 	return id & (1<<casBits - 1), id>>casBits == uint64(n.epoch.Load()&0xffff)
 }
@@ -149,11 +145,11 @@ func New(cfg Config) (*Cache, error) {
 	return c, nil
 }
 
-// AddServer adds a node at run time, with a weight from 1 to 1000 (0 means
-// 1): it takes over about weight/totalWeight of the keys, all from the other
-// nodes. addr is "host:port" or a unix socket path containing "/"; the ring
-// hashes it as written, so spell it the same way on every instance. It fails
-// if addr does not resolve or is already a node under any spelling.
+// AddServer adds a node, "host:port" or a unix socket path containing "/",
+// with a weight from 1 to 1000 (0 means 1): it takes over about
+// weight/totalWeight of the keys, all from the other nodes. The ring hashes
+// addr as written: spell it alike on every instance. It fails if addr does
+// not resolve or is already a node under any spelling.
 func (c *Cache) AddServer(addr string, weight int) error {
 	n, err := c.newNode(addr, weight) // outside the lock: resolving may be slow
 	if err != nil {
@@ -171,9 +167,9 @@ func (c *Cache) AddServer(addr string, weight int) error {
 	return nil
 }
 
-// RemoveServer removes a node at run time, by its configured or resolved
-// address, and closes its idle connections; its keys move to the other nodes
-// and no other key moves. It fails if there is no such node.
+// RemoveServer removes a node, by its address as added or resolved, and
+// closes its idle connections; only its keys move. It fails if there is no
+// such node.
 func (c *Cache) RemoveServer(addr string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -187,8 +183,8 @@ func (c *Cache) RemoveServer(addr string) error {
 	return nil
 }
 
-// pick returns the node owning key, or nil when the ring is empty. It is
-// lock-free and does not allocate.
+// pick returns the node owning key, or nil when the ring is empty, without
+// a lock or an allocation.
 func (c *Cache) pick(key string) *node {
 	r := c.ring.Load()
 	if len(r.hashes) == 0 {
@@ -198,12 +194,12 @@ func (c *Cache) pick(key string) *node {
 }
 
 // do runs op f on n and returns its result, a failure wrapped in
-// ErrUnavailable; so is a nil n (an empty ring) or an open breaker. When f fails on a connection the node closed (reset or
-// EOF on an idle pooled connection, as after a memcached restart), the
-// node's epoch moves on, its idle connections are dropped and f runs once
-// more on a fresh one — except a compare-and-swap, whose CAS id belongs to
-// the epoch before: it is a conflict. Timeouts are not retried: a node
-// that does not answer costs one Timeout.
+// ErrUnavailable; so is a nil n (an empty ring) or an open breaker. When f
+// fails on a connection the node closed (reset or EOF on an idle pooled
+// connection, as after a memcached restart), the node's epoch moves on, its
+// idle connections are dropped and f runs once more on a fresh one, except a
+// compare-and-swap, whose CAS id belongs to the epoch before: a conflict.
+// Timeouts are not retried: a node that does not answer costs one Timeout.
 func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error) (err error) {
 	if n == nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
@@ -245,26 +241,25 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n, err)
 }
 
-// isProtocolAnswer reports whether err is an answer from the node rather
-// than a failure to reach it. gomemcache reports SERVER_ERROR lines (out of
-// memory, object too large) as an unexpected response line.
+// isProtocolAnswer reports whether err is an answer from the node, not a
+// failure to reach it; gomemcache reports some SERVER_ERROR lines (out of
+// memory, too large) as an unexpected response line.
 func isProtocolAnswer(err error) bool {
 	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrCASConflict) ||
 		errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrMalformedKey) ||
 		errors.Is(err, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR")
 }
 
-// staleConn reports whether err is a connection the peer closed, as opposed
-// to a timeout or a refused dial.
+// staleConn reports whether err is a connection the peer closed, not a
+// timeout or a refused dial.
 func staleConn(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
-// probe runs while n's breaker is open: every BreakerCooldown it pings the
-// node on a fresh connection (gomemcache's Ping, a "version" command) and
-// closes the breaker when it answers. It stops on Close and when n leaves
-// the ring.
+// probe runs while n's breaker is open: every BreakerCooldown it pings n on
+// a fresh connection and closes the breaker when it answers. It stops on
+// Close and when n leaves the ring.
 func (c *Cache) probe(n *node) {
 	defer c.probes.Done()
 	for {
@@ -344,11 +339,10 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, exp int32) er
 	})
 }
 
-// CompareAndSwap stores value under key if the item still has casID, from
-// Get or GetMulti. It returns memcache.ErrCASConflict when the item changed
-// since (or the node restarted since: its CAS ids start over), and
-// memcache.ErrCacheMiss (or memcache.ErrNotStored) when it is gone. exp is
-// memcached's exptime (see Expiration).
+// CompareAndSwap stores value under key if the item still has casID (from
+// Get or GetMulti), or returns memcache.ErrCASConflict if it changed or the
+// node restarted since, memcache.ErrCacheMiss or ErrNotStored if it is gone.
+// exp is memcached's exptime (see Expiration).
 func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, exp int32, casID uint64) error {
 	return c.do(ctx, c.pick(key), "cas", func(n *node) error {
 		id, ok := n.untag(casID)
@@ -383,9 +377,9 @@ func (c *Cache) Counters() Counters {
 	return Counters{c.errors.Load(), c.shortCircuits.Load(), c.opens.Load(), c.closes.Load()}
 }
 
-// Close stops the probes, waiting for one in progress (at most about
-// DialTimeout plus Timeout), and closes idle connections. It is idempotent.
-// Do not use the Cache after Close: an open breaker would stay open.
+// Close stops the probes, waiting up to about DialTimeout plus Timeout for
+// one in progress, and closes idle connections. It is idempotent. Do not use
+// the Cache after Close: an open breaker would stay open.
 func (c *Cache) Close() {
 	c.mu.Lock()
 	if !c.closed {
@@ -413,9 +407,8 @@ func Expiration(now, expires time.Time) int32 {
 	return int32(max((d+time.Second-1)/time.Second, 1))
 }
 
-// tlsDialer wraps dial's connections in TLS with cfg, handshaking before it
-// returns so that a refused certificate is a dial error, which counts
-// toward the breaker like an unreachable node.
+// tlsDialer wraps dial's connections in TLS, handshaking before it returns so
+// that a refused certificate counts toward the breaker as a dial error.
 func tlsDialer(dial dialFunc, cfg *tls.Config) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)
