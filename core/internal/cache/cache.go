@@ -79,9 +79,7 @@ type Counters struct {
 // it every BreakerCooldown until it answers. Methods are safe for concurrent
 // use; ctx is handed to the Tracer only (gomemcache cannot be cancelled).
 type Cache struct {
-	cfg  Config
-	dial dialFunc
-	log  *slog.Logger
+	cfg  Config                    // with defaults: Logger, DialContext (wrapped in TLS)
 	ring atomic.Pointer[continuum] // replaced whole under mu
 	mu   sync.Mutex                // serializes ring changes; guards closed
 
@@ -128,15 +126,15 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Timeout <= 0 || cfg.DialTimeout <= 0 || cfg.BreakerThreshold <= 0 || cfg.BreakerCooldown <= 0 {
 		return nil, errors.New("cache: Timeout, DialTimeout, BreakerThreshold and BreakerCooldown must be positive")
 	}
-	c := &Cache{cfg: cfg, dial: cfg.DialContext, log: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
-		stop: make(chan struct{})}
-	c.ring.Store(&continuum{})
-	if c.dial == nil {
-		c.dial = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	if cfg.DialContext == nil {
+		cfg.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
 	}
 	if cfg.TLS != nil {
-		c.dial = tlsDialer(c.dial, cfg.TLS)
+		cfg.DialContext = tlsDialer(cfg.DialContext, cfg.TLS)
 	}
+	c := &Cache{cfg: cfg, stop: make(chan struct{})}
+	c.ring.Store(&continuum{})
 	for _, s := range cfg.Servers {
 		if err := c.AddServer(s, 0); err != nil {
 			return nil, err
@@ -230,7 +228,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 	if int(n.failures.Add(1)) >= c.cfg.BreakerThreshold && n.open.CompareAndSwap(false, true) {
 		n.opens.Add(1)
 		c.opens.Add(1)
-		c.log.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.str, "error", err)
+		c.cfg.Logger.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.str, "error", err)
 		c.mu.Lock() // orders probes.Add before Close's probes.Wait
 		if !c.closed {
 			c.probes.Add(1)
@@ -277,7 +275,7 @@ func (c *Cache) probe(n *node) {
 			n.failures.Store(0)
 			n.open.Store(false)
 			c.closes.Add(1)
-			c.log.Info("hybridsession: memcached node reachable again; circuit breaker closed", "node", n.str)
+			c.cfg.Logger.Info("hybridsession: memcached node reachable again; circuit breaker closed", "node", n.str)
 			return
 		}
 	}

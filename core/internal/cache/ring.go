@@ -46,18 +46,16 @@ func (c *Cache) newNode(addr string, weight int) (*node, error) {
 	} else if w < 0 || w > maxWeight {
 		return nil, fmt.Errorf("cache: server %q: weight %d out of range [0, %d]", addr, weight, maxWeight)
 	}
-	var a net.Addr
+	var a net.Addr = &net.UnixAddr{Name: addr, Net: "unix"} // as net.ResolveUnixAddr returns it
 	var err error
-	if strings.Contains(addr, "/") {
-		a, err = net.ResolveUnixAddr("unix", addr)
-	} else {
+	if !strings.Contains(addr, "/") {
 		a, err = net.ResolveTCPAddr("tcp", addr)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cache: server %q: %w", addr, err)
 	}
 	n := &node{name: addr, network: a.Network(), str: a.String(), client: memcache.New(a.String())}
-	n.client.Timeout, n.client.MaxIdleConns, n.client.DialContext = c.cfg.Timeout, c.cfg.MaxIdleConns, c.dial
+	n.client.Timeout, n.client.MaxIdleConns, n.client.DialContext = c.cfg.Timeout, c.cfg.MaxIdleConns, c.cfg.DialContext
 	n.points = make([]uint32, 0, w*digestsPerWeight*4)
 	buf := make([]byte, 0, len(addr)+12)
 	for i := range w * digestsPerWeight {

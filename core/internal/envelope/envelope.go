@@ -24,7 +24,6 @@ const (
 	magic0, magic1 = 'h', 's'
 	format         = 3
 	fixedLen       = 5 + 8
-	knownFlags     = 7
 	maxKey         = 255 // longer keys count as the whole payload
 
 	// MaxSubject bounds a subject: the database column is varchar(255).
@@ -226,7 +225,7 @@ func Decode(b []byte, e *Envelope) error {
 		return decodeLegacy(b, e)
 	case b[2] > format && b[2] < sealedFormat:
 		return ErrUnreadable
-	case b[2] != format || len(b) < fixedLen || b[4]&^knownFlags != 0:
+	case b[2] != format || len(b) < fixedLen || b[4]&^7 != 0:
 		return ErrCorrupt
 	}
 	e.Codec, e.Lineage = b[3], binary.BigEndian.Uint64(b[5:13])

@@ -26,7 +26,7 @@ const (
 )
 
 type sealKey struct {
-	id   [keyIDLen]byte
+	id   string // keyIDLen bytes
 	aead cipher.AEAD
 }
 
@@ -51,8 +51,7 @@ func NewRing(keys [][]byte, acceptPlain bool) (*Ring, error) {
 		// 32-byte key, and GCM on AES, cannot fail.
 		block, _ := aes.NewCipher(derive(k, "hybridsession seal v1 aes-256-gcm"))
 		aead, _ := cipher.NewGCM(block)
-		sk := sealKey{aead: aead}
-		copy(sk.id[:], derive(k, "hybridsession seal v1 key id"))
+		sk := sealKey{string(derive(k, "hybridsession seal v1 key id")[:keyIDLen]), aead}
 		if slices.ContainsFunc(r.keys, func(o sealKey) bool { return o.id == sk.id }) {
 			return nil, fmt.Errorf("seal key %d repeats an earlier key", i+1)
 		}
@@ -117,7 +116,7 @@ func (r *Ring) Open(b, ad, legacyAD []byte, e *Envelope, inPlace bool) error {
 	case len(b) < Overhead:
 		return ErrCorrupt
 	}
-	i := slices.IndexFunc(r.keys, func(k sealKey) bool { return string(k.id[:]) == string(b[3:3+keyIDLen]) })
+	i := slices.IndexFunc(r.keys, func(k sealKey) bool { return k.id == string(b[3:3+keyIDLen]) })
 	if i < 0 {
 		return fmt.Errorf("%w: sealed with a key not in the ring", ErrUnreadable)
 	}
