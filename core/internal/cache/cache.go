@@ -143,54 +143,6 @@ func New(cfg Config) (*Cache, error) {
 	return c, nil
 }
 
-// AddServer adds a node, "host:port" or a unix socket path containing "/",
-// with a weight from 1 to 1000 (0 means 1): it takes over about
-// weight/totalWeight of the keys, all from the other nodes. The ring hashes
-// addr as written: spell it alike on every instance. It fails if addr does
-// not resolve or is already a node under any spelling.
-func (c *Cache) AddServer(addr string, weight int) error {
-	n, err := c.newNode(addr, weight) // outside the lock: resolving may be slow
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur := c.ring.Load().servers
-	for _, o := range cur {
-		if o.name == n.name || o.network == n.network && o.str == n.str {
-			return fmt.Errorf("cache: server %q (%s) is already in the ring as %q", n.name, n.str, o.name)
-		}
-	}
-	c.ring.Store(build(append(slices.Clip(cur), n)))
-	return nil
-}
-
-// RemoveServer removes a node, by its address as added or resolved, and
-// closes its idle connections; only its keys move. It fails if there is no
-// such node.
-func (c *Cache) RemoveServer(addr string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur := c.ring.Load().servers
-	i := slices.IndexFunc(cur, func(n *node) bool { return n.name == addr || n.str == addr })
-	if i < 0 {
-		return fmt.Errorf("cache: server %q is not in the ring", addr)
-	}
-	c.ring.Store(build(slices.Delete(slices.Clone(cur), i, i+1)))
-	_ = cur[i].client.Close()
-	return nil
-}
-
-// pick returns the node owning key, or nil when the ring is empty, without
-// a lock or an allocation.
-func (c *Cache) pick(key string) *node {
-	r := c.ring.Load()
-	if len(r.hashes) == 0 {
-		return nil
-	}
-	return r.owners[r.search(keyHash(key))]
-}
-
 // do runs op f on n and returns its result, a failure wrapped in
 // ErrUnavailable; so is a nil n (an empty ring) or an open breaker. When f
 // fails on a connection the node closed (reset or EOF on an idle pooled
