@@ -73,20 +73,18 @@ type Counters struct {
 // Cache is the memcached tier, its nodes on a consistent-hashing ring (see
 // ring.go). Protocol answers (miss, not stored, CAS conflict, a SERVER_ERROR
 // line, a malformed key) are returned as gomemcache reports them and prove
-// the node alive. Network errors and timeouts are
-// failures: after BreakerThreshold in a row a node's breaker opens, its
-// operations fail at once with ErrUnavailable, and a background probe pings
-// it every BreakerCooldown until it answers. Methods are safe for concurrent
-// use; ctx is handed to the Tracer only (gomemcache cannot be cancelled).
+// the node alive. Network errors and timeouts are failures: after
+// BreakerThreshold in a row a node's breaker opens, its operations fail at
+// once with ErrUnavailable, and a background probe pings it every
+// BreakerCooldown until it answers. Methods are safe for concurrent use; ctx
+// is handed to the Tracer only (gomemcache cannot be cancelled).
 type Cache struct {
-	cfg  Config                    // with defaults: Logger, DialContext (wrapped in TLS)
-	ring atomic.Pointer[continuum] // replaced whole under mu
-	mu   sync.Mutex                // serializes ring changes; guards closed
-
-	closed bool
-	stop   chan struct{} // closed by Close: stops the probes
-	probes sync.WaitGroup
-
+	cfg                                  Config                    // with defaults: Logger, DialContext (wrapped in TLS)
+	ring                                 atomic.Pointer[continuum] // replaced whole under mu
+	mu                                   sync.Mutex                // serializes ring changes; guards closed
+	closed                               bool
+	stop                                 chan struct{} // closed by Close: stops the probes
+	probes                               sync.WaitGroup
 	errors, shortCircuits, opens, closes atomic.Uint64
 }
 
