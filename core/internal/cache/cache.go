@@ -3,6 +3,7 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -19,124 +20,100 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
-
-	"github.com/hybridsession/hybridsession/core/internal/ring"
 )
 
 // ErrUnavailable marks a failed operation: a network error or timeout (the
 // cause is wrapped too), an open circuit breaker, or no server on the ring.
 var ErrUnavailable = errors.New("cache: memcached unavailable")
 
-// Config configures a Cache. The caller applies defaults; New rejects a
-// zero or negative Timeout, DialTimeout, BreakerThreshold or BreakerCooldown.
+// Config configures a Cache. The caller applies defaults; New rejects a zero
+// or negative Timeout, DialTimeout, BreakerThreshold or BreakerCooldown.
 type Config struct {
-	// Servers lists the nodes as "host:port" or, for a unix socket, a path
-	// containing "/". Keys are spread over them by consistent hashing.
-	Servers []string
-	// Timeout is the deadline of each network read and write, and of a dial.
-	Timeout time.Duration
-	// DialTimeout bounds connecting to a node when DialContext is nil.
-	DialTimeout time.Duration
-	// MaxIdleConns is the number of idle connections kept per node. Zero
-	// means gomemcache's default, 2.
-	MaxIdleConns int
-	// BreakerThreshold is how many failures in a row open a node's breaker.
-	BreakerThreshold int
-	// BreakerCooldown is how long an open breaker waits between probes.
-	BreakerCooldown time.Duration
-	// DialContext, when set, opens the connections instead of a net.Dialer.
-	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	Servers          []string      // "host:port", or a unix socket path containing "/"
+	Timeout          time.Duration // deadline of each network read and write, and of a dial
+	DialTimeout      time.Duration // bounds connecting to a node when DialContext is nil
+	MaxIdleConns     int           // idle connections kept per node; 0 means gomemcache's default, 2
+	BreakerThreshold int           // failures in a row that open a node's breaker
+	BreakerCooldown  time.Duration // how long an open breaker waits between probes
+	DialContext      dialFunc      // when set, opens the connections instead of a net.Dialer
 	// TLS, when set, speaks TLS to every node (memcached -Z) over the dialed
 	// connections. An empty ServerName is set to the node's host.
-	TLS *tls.Config
-	// Tracer, when set, is told about every operation sent to a node.
-	Tracer Tracer
-	// Logger, when set, is told when a breaker opens (Warn) and closes (Info).
-	Logger *slog.Logger
-}
-
-// Tracer is told about every operation a Cache sends to a node.
-type Tracer interface {
-	// StartCacheOp is called with the caller's ctx before operation op
-	// ("get", "get_multi", "add", "set", "cas" or "delete") on the node at
-	// addr (its resolved address). The function it returns is called once
-	// with the result: nil, a protocol answer such as memcache.ErrCacheMiss,
-	// or an error wrapping ErrUnavailable. It is called concurrently and must
-	// not block.
-	StartCacheOp(ctx context.Context, op, addr string) (end func(err error))
-}
-
-// NodeStats describes one node of a Cache.
-type NodeStats struct {
-	// Addr is the node's resolved address, as RemoveServer accepts it.
-	Addr string
-	// Open is true while the node's circuit breaker is open.
-	Open bool
-	// Failures counts the node's consecutive failures.
-	Failures int
-	// Opens counts the times the node's breaker opened.
-	Opens uint64
-}
-
-// Counters are cumulative counts of a Cache since New.
-type Counters struct {
-	// Errors counts operations that failed on the network or timed out.
-	Errors uint64
-	// ShortCircuits counts operations refused by an open breaker.
-	ShortCircuits uint64
-	// BreakerOpens and BreakerCloses count breaker transitions.
-	BreakerOpens, BreakerCloses uint64
-}
-
-// Cache is the memcached tier. Protocol answers (miss, not stored, CAS
-// conflict, a SERVER_ERROR line, a malformed key) are returned as gomemcache
-// reports them and prove the node alive. Network errors and timeouts are
-// failures: after BreakerThreshold in a row a node's breaker opens, its
-// operations fail at once with ErrUnavailable, and a background probe pings
-// it every BreakerCooldown until it answers. Methods are safe for concurrent
-// use; ctx is handed to the Tracer only (gomemcache cannot be cancelled).
-type Cache struct {
-	cfg  Config
-	dial dialFunc
-	log  *slog.Logger
-	ring *ring.Ring
-
-	nodes  atomic.Pointer[map[net.Addr]*node] // replaced whole by ringChanged
-	mu     sync.Mutex                         // serializes ringChanged; guards closed
-	closed bool
-	stop   chan struct{} // closed by Close: stops the probes
-	probes sync.WaitGroup
-
-	errors, shortCircuits, opens, closes atomic.Uint64
+	TLS    *tls.Config
+	Tracer Tracer       // when set, told about every operation sent to a node
+	Logger *slog.Logger // when set, told when a breaker opens (Warn) and closes (Info)
 }
 
 // dialFunc opens a connection, as net.Dialer.DialContext does.
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// node is one memcached server, its own client and its breaker.
-type node struct {
-	addr     net.Addr
-	client   *memcache.Client // on addr alone: its idle pool is the node's
-	open     atomic.Bool
-	failures atomic.Int32
-	opens    atomic.Uint64
-	// epoch counts the times the node was seen closing pooled connections
-	// (a restart does). It tags the CAS ids the node hands out: memcached
-	// numbers its CAS ids anew when it restarts, so an id read before a
-	// restart could name another item after it.
-	epoch atomic.Uint32
+// Tracer is told about every operation a Cache sends to a node.
+type Tracer interface {
+	// StartCacheOp is called, concurrently, with the caller's ctx before op
+	// ("get", "get_multi", "add", "set", "cas" or "delete") on the node at
+	// addr (resolved), and must not block. end is called once with the
+	// result: nil, a protocol answer such as memcache.ErrCacheMiss, or an
+	// error wrapping ErrUnavailable.
+	StartCacheOp(ctx context.Context, op, addr string) (end func(err error))
 }
 
-// casBits is how many low bits of a tagged CAS id are memcached's.
-const casBits = 48
+// NodeStats describes one node of a Cache.
+type NodeStats struct {
+	Addr     string // the resolved address, as RemoveServer accepts it
+	Open     bool   // whether the circuit breaker is open
+	Failures int    // consecutive failures
+	Opens    uint64 // times the breaker opened
+}
 
-// tag returns memcached's CAS id id tagged with the node's epoch.
+// Counters count since New the operations that failed on the network or
+// timed out, those refused by an open breaker, and breaker transitions.
+type Counters struct {
+	Errors, ShortCircuits, BreakerOpens, BreakerCloses uint64
+}
+
+// Cache is the memcached tier, its nodes on a consistent-hashing ring (see
+// ring.go). Protocol answers (miss, not stored, CAS conflict, a SERVER_ERROR
+// line, a malformed key) are returned as gomemcache reports them and prove
+// the node alive. Network errors and timeouts are failures: after
+// BreakerThreshold in a row a node's breaker opens, its operations fail at
+// once with ErrUnavailable, and a background probe pings it every
+// BreakerCooldown until it answers. Methods are safe for concurrent use; ctx
+// is handed to the Tracer only (gomemcache cannot be cancelled).
+type Cache struct {
+	cfg                                  Config                    // with defaults: Logger, DialContext (wrapped in TLS)
+	ring                                 atomic.Pointer[continuum] // replaced whole under mu
+	mu                                   sync.Mutex                // serializes ring changes; guards closed
+	closed                               bool
+	stop                                 chan struct{} // closed by Close: stops the probes
+	probes                               sync.WaitGroup
+	errors, shortCircuits, opens, closes atomic.Uint64
+}
+
+// node is one memcached server and its net.Addr, with its own client and
+// breaker. epoch counts the times the node was seen closing pooled
+// connections, as a restart does; it tags the node's CAS ids, which memcached
+// numbers anew when it restarts.
+type node struct {
+	name, network, str string // the address as added (the points hash it), and as resolved
+	points             []uint32
+	client             *memcache.Client
+	open               atomic.Bool
+	failures           atomic.Int32
+	opens              atomic.Uint64
+	epoch              atomic.Uint32
+}
+
+func (n *node) Network() string { return n.network }
+func (n *node) String() string  { return n.str }
+
+const casBits = 48 // the low bits of a tagged CAS id, memcached's
+
+// tag returns memcached's CAS id tagged with the node's epoch.
 func (n *node) tag(id uint64) uint64 {
 	return id&(1<<casBits-1) | uint64(n.epoch.Load()&0xffff)<<casBits
 }
 
-// untag returns memcached's CAS id from a tagged one, and false when it
-// was read in another epoch of the node.
+// untag returns memcached's CAS id, and false when it was read in another
+// epoch of the node.
 func (n *node) untag(id uint64) (uint64, bool) {
 	return id & (1<<casBits - 1), id>>casBits == uint64(n.epoch.Load()&0xffff)
 }
@@ -147,110 +124,39 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Timeout <= 0 || cfg.DialTimeout <= 0 || cfg.BreakerThreshold <= 0 || cfg.BreakerCooldown <= 0 {
 		return nil, errors.New("cache: Timeout, DialTimeout, BreakerThreshold and BreakerCooldown must be positive")
 	}
-	r := &ring.Ring{}
-	for _, s := range cfg.Servers {
-		if err := r.Add(ring.Server{Addr: s}); err != nil {
-			return nil, fmt.Errorf("cache: %w", err)
-		}
-	}
-	c := &Cache{cfg: cfg, dial: cfg.DialContext, log: cfg.Logger, ring: r, stop: make(chan struct{})}
-	c.nodes.Store(&map[net.Addr]*node{})
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
-	if c.dial == nil {
-		c.dial = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
+	if cfg.DialContext == nil {
+		cfg.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
 	}
 	if cfg.TLS != nil {
-		c.dial = tlsDialer(c.dial, cfg.TLS)
+		cfg.DialContext = tlsDialer(cfg.DialContext, cfg.TLS)
 	}
-	return c, c.ringChanged(nil)
-}
-
-// AddServer adds a node at run time, with a weight from 1 to 1000 (0 means
-// 1): it takes over about weight/totalWeight of the keys, all from the
-// other nodes. It fails if addr does not resolve or is already a node.
-func (c *Cache) AddServer(addr string, weight int) error {
-	return c.ringChanged(c.ring.Add(ring.Server{Addr: addr, Weight: weight}))
-}
-
-// RemoveServer removes a node at run time, by its configured or resolved
-// address; its keys move to the other nodes. It fails if there is no such
-// node.
-func (c *Cache) RemoveServer(addr string) error {
-	return c.ringChanged(c.ring.Remove(addr))
-}
-
-// ringChanged makes c.nodes match the ring's servers after a change that
-// returned err: a client for each new server, the idle connections of each
-// removed one closed.
-func (c *Cache) ringChanged(err error) error {
-	if err != nil {
-		return fmt.Errorf("cache: %w", err)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old, nodes := *c.nodes.Load(), map[net.Addr]*node{}
-	_ = c.ring.Each(func(a net.Addr) error {
-		n := old[a]
-		if n == nil {
-			mc := memcache.New(a.String()) // a resolved address: no lookup
-			mc.Timeout, mc.MaxIdleConns, mc.DialContext = c.cfg.Timeout, c.cfg.MaxIdleConns, c.dial
-			n = &node{addr: a, client: mc}
-		}
-		nodes[a] = n
-		return nil
-	})
-	for a, n := range old {
-		if nodes[a] == nil {
-			_ = n.client.Close()
+	c := &Cache{cfg: cfg, stop: make(chan struct{})}
+	c.ring.Store(&continuum{})
+	for _, s := range cfg.Servers {
+		if err := c.AddServer(s, 0); err != nil {
+			return nil, err
 		}
 	}
-	c.nodes.Store(&nodes)
-	return nil
-}
-
-// node returns the node at addr, or an error wrapping ErrUnavailable when
-// its breaker is open or it left the ring.
-func (c *Cache) node(addr net.Addr) (*node, error) {
-	n := (*c.nodes.Load())[addr]
-	if n == nil { // added to the ring a moment ago: sync now, not after AddServer
-		_ = c.ringChanged(nil)
-		n = (*c.nodes.Load())[addr]
-	}
-	if n == nil {
-		return nil, fmt.Errorf("%w: %s left the ring", ErrUnavailable, addr)
-	}
-	if n.open.Load() {
-		c.shortCircuits.Add(1)
-		return nil, fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, addr)
-	}
-	return n, nil
-}
-
-// on runs op f on the client of the node owning key.
-func (c *Cache) on(ctx context.Context, op, key string, f func(*node) error) error {
-	addr, err := c.ring.PickServer(key)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	n, err := c.node(addr)
-	if err != nil {
-		return err
-	}
-	return c.do(ctx, n, op, f)
+	return c, nil
 }
 
 // do runs op f on n and returns its result, a failure wrapped in
-// ErrUnavailable. When f fails on a connection the node closed (reset or
-// EOF on an idle pooled connection, as after a memcached restart), the
-// node's epoch moves on, its idle connections are dropped and f runs once
-// more on a fresh one — except a compare-and-swap, whose CAS id belongs to
-// the epoch before: it is a conflict. Timeouts are not retried: a node
-// that does not answer costs one Timeout.
+// ErrUnavailable; so is a nil n (an empty ring) or an open breaker. When f
+// fails on a connection the node closed (reset or EOF on an idle pooled
+// connection, as after a memcached restart), the node's epoch moves on, its
+// idle connections are dropped and f runs once more on a fresh one, except a
+// compare-and-swap, whose CAS id belongs to the epoch before: a conflict.
+// Timeouts are not retried: a node that does not answer costs one Timeout.
 func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error) (err error) {
+	if n == nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
+	} else if n.open.Load() {
+		c.shortCircuits.Add(1)
+		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n)
+	}
 	if c.cfg.Tracer != nil {
-		end := c.cfg.Tracer.StartCacheOp(ctx, op, n.addr.String())
+		end := c.cfg.Tracer.StartCacheOp(ctx, op, n.str)
 		defer func() { end(err) }()
 	}
 	err = f(n)
@@ -272,7 +178,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 	if int(n.failures.Add(1)) >= c.cfg.BreakerThreshold && n.open.CompareAndSwap(false, true) {
 		n.opens.Add(1)
 		c.opens.Add(1)
-		c.log.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.addr.String(), "error", err)
+		c.cfg.Logger.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.str, "error", err)
 		c.mu.Lock() // orders probes.Add before Close's probes.Wait
 		if !c.closed {
 			c.probes.Add(1)
@@ -280,29 +186,28 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		}
 		c.mu.Unlock()
 	}
-	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n.addr, err)
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n, err)
 }
 
-// isProtocolAnswer reports whether err is an answer from the node rather
-// than a failure to reach it. gomemcache reports SERVER_ERROR lines (out of
-// memory, object too large) as an unexpected response line.
+// isProtocolAnswer reports whether err is an answer from the node, not a
+// failure to reach it; gomemcache reports some SERVER_ERROR lines (out of
+// memory, too large) as an unexpected response line.
 func isProtocolAnswer(err error) bool {
 	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrCASConflict) ||
 		errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrMalformedKey) ||
 		errors.Is(err, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR")
 }
 
-// staleConn reports whether err is a connection the peer closed, as opposed
-// to a timeout or a refused dial.
+// staleConn reports whether err is a connection the peer closed, not a
+// timeout or a refused dial.
 func staleConn(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
-// probe runs while n's breaker is open: every BreakerCooldown it pings the
-// node on a fresh connection (gomemcache's Ping, a "version" command) and
-// closes the breaker when it answers. It stops on Close and when n leaves
-// the ring.
+// probe runs while n's breaker is open: every BreakerCooldown it pings n on
+// a fresh connection and closes the breaker when it answers. It stops on
+// Close and when n leaves the ring.
 func (c *Cache) probe(n *node) {
 	defer c.probes.Done()
 	for {
@@ -311,7 +216,7 @@ func (c *Cache) probe(n *node) {
 			return
 		case <-time.After(c.cfg.BreakerCooldown):
 		}
-		if (*c.nodes.Load())[n.addr] != n { // removed from the ring
+		if !slices.Contains(c.ring.Load().servers, n) { // removed from the ring
 			return
 		}
 		_ = n.client.Close() // idle connections from before the failure
@@ -320,7 +225,7 @@ func (c *Cache) probe(n *node) {
 			n.failures.Store(0)
 			n.open.Store(false)
 			c.closes.Add(1)
-			c.log.Info("hybridsession: memcached node reachable again; circuit breaker closed", "node", n.addr.String())
+			c.cfg.Logger.Info("hybridsession: memcached node reachable again; circuit breaker closed", "node", n.str)
 			return
 		}
 	}
@@ -330,7 +235,7 @@ func (c *Cache) probe(n *node) {
 // error on a miss.
 func (c *Cache) Get(ctx context.Context, key string) (*memcache.Item, error) {
 	var it *memcache.Item
-	err := c.on(ctx, "get", key, func(n *node) (err error) {
+	err := c.do(ctx, c.pick(key), "get", func(n *node) (err error) {
 		if it, err = n.client.Get(key); it != nil {
 			it.CasID = n.tag(it.CasID)
 		}
@@ -348,28 +253,21 @@ func (c *Cache) Get(ctx context.Context, key string) (*memcache.Item, error) {
 // returned: a key absent from the map is then unknown rather than missing.
 func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcache.Item, error) {
 	items := make(map[string]*memcache.Item, len(keys))
-	byAddr := map[net.Addr][]string{}
+	byNode := map[*node][]string{} // nil: no node
 	for _, k := range keys {
-		a, err := c.ring.PickServer(k)
-		if err != nil {
-			return items, fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
-		byAddr[a] = append(byAddr[a], k)
+		n := c.pick(k)
+		byNode[n] = append(byNode[n], k)
 	}
 	var errs []error
-	for a, ks := range byAddr {
-		n, err := c.node(a)
-		if err == nil {
-			err = c.do(ctx, n, "get_multi", func(n *node) error {
-				got, err := n.client.GetMulti(ks)
-				for k, it := range got {
-					it.CasID = n.tag(it.CasID)
-					items[k] = it
-				}
-				return err
-			})
-		}
-		errs = append(errs, err)
+	for n, ks := range byNode {
+		errs = append(errs, c.do(ctx, n, "get_multi", func(n *node) error {
+			got, err := n.client.GetMulti(ks)
+			for k, it := range got {
+				it.CasID = n.tag(it.CasID)
+				items[k] = it
+			}
+			return err
+		}))
 	}
 	return items, errors.Join(errs...)
 }
@@ -377,25 +275,24 @@ func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcac
 // Add stores value under key unless the key exists, when it returns
 // memcache.ErrNotStored. exp is memcached's exptime (see Expiration).
 func (c *Cache) Add(ctx context.Context, key string, value []byte, exp int32) error {
-	return c.on(ctx, "add", key, func(n *node) error {
+	return c.do(ctx, c.pick(key), "add", func(n *node) error {
 		return n.client.Add(&memcache.Item{Key: key, Value: value, Expiration: exp})
 	})
 }
 
 // Set stores value under key. exp is memcached's exptime (see Expiration).
 func (c *Cache) Set(ctx context.Context, key string, value []byte, exp int32) error {
-	return c.on(ctx, "set", key, func(n *node) error {
+	return c.do(ctx, c.pick(key), "set", func(n *node) error {
 		return n.client.Set(&memcache.Item{Key: key, Value: value, Expiration: exp})
 	})
 }
 
-// CompareAndSwap stores value under key if the item still has casID, from
-// Get or GetMulti. It returns memcache.ErrCASConflict when the item changed
-// since (or the node restarted since: its CAS ids start over), and
-// memcache.ErrCacheMiss (or memcache.ErrNotStored) when it is gone. exp is
-// memcached's exptime (see Expiration).
+// CompareAndSwap stores value under key if the item still has casID (from
+// Get or GetMulti), or returns memcache.ErrCASConflict if it changed or the
+// node restarted since, memcache.ErrCacheMiss or ErrNotStored if it is gone.
+// exp is memcached's exptime (see Expiration).
 func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, exp int32, casID uint64) error {
-	return c.on(ctx, "cas", key, func(n *node) error {
+	return c.do(ctx, c.pick(key), "cas", func(n *node) error {
 		id, ok := n.untag(casID)
 		if !ok {
 			return memcache.ErrCASConflict
@@ -406,7 +303,7 @@ func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, ex
 
 // Delete removes key; a key that is not there is not an error.
 func (c *Cache) Delete(ctx context.Context, key string) error {
-	err := c.on(ctx, "delete", key, func(n *node) error { return n.client.Delete(key) })
+	err := c.do(ctx, c.pick(key), "delete", func(n *node) error { return n.client.Delete(key) })
 	if errors.Is(err, memcache.ErrCacheMiss) {
 		return nil
 	}
@@ -416,8 +313,8 @@ func (c *Cache) Delete(ctx context.Context, key string) error {
 // Nodes returns the state of every node, sorted by Addr.
 func (c *Cache) Nodes() []NodeStats {
 	var out []NodeStats
-	for _, n := range *c.nodes.Load() {
-		out = append(out, NodeStats{n.addr.String(), n.open.Load(), int(n.failures.Load()), n.opens.Load()})
+	for _, n := range c.ring.Load().servers {
+		out = append(out, NodeStats{n.str, n.open.Load(), int(n.failures.Load()), n.opens.Load()})
 	}
 	slices.SortFunc(out, func(a, b NodeStats) int { return strings.Compare(a.Addr, b.Addr) })
 	return out
@@ -428,9 +325,9 @@ func (c *Cache) Counters() Counters {
 	return Counters{c.errors.Load(), c.shortCircuits.Load(), c.opens.Load(), c.closes.Load()}
 }
 
-// Close stops the probes, waiting for one in progress (at most about
-// DialTimeout plus Timeout), and closes idle connections. It is idempotent.
-// Do not use the Cache after Close: an open breaker would stay open.
+// Close stops the probes, waiting up to about DialTimeout plus Timeout for
+// one in progress, and closes idle connections. It is idempotent. Do not use
+// the Cache after Close: an open breaker would stay open.
 func (c *Cache) Close() {
 	c.mu.Lock()
 	if !c.closed {
@@ -439,31 +336,27 @@ func (c *Cache) Close() {
 	}
 	c.mu.Unlock()
 	c.probes.Wait()
-	for _, n := range *c.nodes.Load() {
+	for _, n := range c.ring.Load().servers {
 		_ = n.client.Close()
 	}
 }
 
-// maxRelative is the largest exptime memcached reads as seconds from now,
-// 30 days; it reads a larger one as a Unix time.
-const maxRelative = 30 * 24 * time.Hour
-
 // Expiration returns memcached's exptime for an item that must live until
 // expires, seen at now: the seconds until then, rounded up, when that is at
-// most 30 days, or else the Unix time of expires plus one second (at most
-// math.MaxInt32). It is never 0, which memcached reads as "never expire":
-// an expiry at or before now gives 1, which expires within a second.
+// most 30 days, or else (memcached reads a larger exptime as a Unix time) the
+// Unix time of expires plus one second, at most math.MaxInt32. It is never 0,
+// which memcached reads as "never expire": an expiry at or before now gives
+// 1, which expires within a second.
 func Expiration(now, expires time.Time) int32 {
 	d := expires.Sub(now)
-	if d > maxRelative {
+	if d > 30*24*time.Hour {
 		return int32(min(expires.Unix()+1, math.MaxInt32))
 	}
 	return int32(max((d+time.Second-1)/time.Second, 1))
 }
 
-// tlsDialer wraps dial's connections in TLS with cfg, handshaking before it
-// returns so that a refused certificate is a dial error, which counts
-// toward the breaker like an unreachable node.
+// tlsDialer wraps dial's connections in TLS, handshaking before it returns so
+// that a refused certificate counts toward the breaker as a dial error.
 func tlsDialer(dial dialFunc, cfg *tls.Config) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)

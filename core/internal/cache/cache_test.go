@@ -60,7 +60,7 @@ func keysOn(t *testing.T, c *Cache, addr string, n int) []string {
 			t.Fatalf("no keys land on %s", addr)
 		}
 		k := fmt.Sprint("key-", i)
-		if a, err := c.ring.PickServer(k); err == nil && a.String() == addr {
+		if n := c.pick(k); n != nil && n.str == addr {
 			keys = append(keys, k)
 		}
 	}

@@ -1,4 +1,4 @@
-package ring
+package cache
 
 import (
 	"crypto/md5"
@@ -17,8 +17,32 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 )
 
-// The selector must satisfy gomemcache's interface.
+// Ring exposes a Cache's ring as a memcache.ServerSelector, the interface
+// these tests compare it with gomemcache's ServerList through.
+type Ring struct{ *Cache }
+
 var _ memcache.ServerSelector = (*Ring)(nil)
+
+func (r *Ring) PickServer(key string) (net.Addr, error) {
+	if n := r.pick(key); n != nil {
+		return n, nil
+	}
+	return nil, memcache.ErrNoServers
+}
+
+func (r *Ring) Add(addr string, weight int) error { return r.AddServer(addr, weight) }
+func (r *Ring) Remove(addr string) error          { return r.RemoveServer(addr) }
+
+// Each calls f for every node, in the order they were added, and returns
+// the first error f returns.
+func (r *Ring) Each(f func(net.Addr) error) error {
+	for _, n := range r.ring.Load().servers {
+		if err := f(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // testKeys returns n keys shaped like session storage keys (base64url
 // of 32 random bytes), from a fixed seed so that results are reproducible.
@@ -35,6 +59,36 @@ func testKeys(n int, seed uint64) []string {
 	return keys
 }
 
+// Server is a server to add to a test ring.
+type Server struct {
+	Addr   string
+	Weight int
+}
+
+// newRing adds servers to an empty ring, in order.
+func newRing(servers ...Server) (*Ring, error) {
+	c, err := New(testConfig())
+	if err != nil {
+		return nil, err
+	}
+	r := &Ring{c}
+	for _, s := range servers {
+		if err := r.Add(s.Addr, s.Weight); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// names returns the servers' addresses as added, in order.
+func names(r *Ring) []string {
+	var out []string
+	for _, n := range r.ring.Load().servers {
+		out = append(out, n.name)
+	}
+	return out
+}
+
 func plainServers(addrs ...string) []Server {
 	s := make([]Server, len(addrs))
 	for i, a := range addrs {
@@ -45,9 +99,9 @@ func plainServers(addrs ...string) []Server {
 
 func mustRing(t testing.TB, servers ...Server) *Ring {
 	t.Helper()
-	k, err := New(servers...)
+	k, err := newRing(servers...)
 	if err != nil {
-		t.Fatalf("New(%v): %v", servers, err)
+		t.Fatalf("newRing(%v): %v", servers, err)
 	}
 	return k
 }
@@ -113,11 +167,9 @@ func TestDistribution(t *testing.T) {
 
 			// The same servers on a broken ring with a single point each,
 			// to show that the bound discriminates.
-			var one []*server
-			for _, s := range k.cont.Load().servers {
-				c := *s
-				c.points = c.points[:1]
-				one = append(one, &c)
+			var one []*node
+			for _, n := range k.ring.Load().servers {
+				one = append(one, &node{name: n.name, network: n.network, str: n.str, points: n.points[:1]})
 			}
 			broken := build(one)
 			brokenCounts := make(map[string]int)
@@ -186,7 +238,7 @@ func TestAddMovesFewKeys(t *testing.T) {
 
 	k := mustRing(t, plainServers(three...)...)
 	before := pickAll(t, k, keys)
-	if err := k.Add(Server{Addr: fourth}); err != nil {
+	if err := k.Add(fourth, 0); err != nil {
 		t.Fatal(err)
 	}
 	after := pickAll(t, k, keys)
@@ -256,7 +308,7 @@ func TestRemoveMovesOnlyItsKeys(t *testing.T) {
 			if moved == 0 {
 				t.Errorf("removed server held no keys")
 			}
-			if got := k.Servers(); slices.Contains(got, victim) || len(got) != 3 {
+			if got := names(k); slices.Contains(got, victim) || len(got) != 3 {
 				t.Errorf("Servers() = %v after removing %s", got, victim)
 			}
 		})
@@ -264,10 +316,10 @@ func TestRemoveMovesOnlyItsKeys(t *testing.T) {
 }
 
 func TestSearchWrapAround(t *testing.T) {
-	a, b, c := &addr{"tcp", "a"}, &addr{"tcp", "b"}, &addr{"tcp", "c"}
+	a, b, c := &node{network: "tcp", str: "a"}, &node{network: "tcp", str: "b"}, &node{network: "tcp", str: "c"}
 	cont := &continuum{
 		hashes: []uint32{100, 200, 300},
-		owners: []*addr{a, b, c},
+		owners: []*node{a, b, c},
 	}
 	tests := []struct {
 		h    uint32
@@ -293,7 +345,7 @@ func TestSearchWrapAround(t *testing.T) {
 	// The same on a built continuum: just past its last point, and at the
 	// very top of the ring, is the owner of its first point.
 	k := mustRing(t, plainServers("10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211")...)
-	rc := k.cont.Load()
+	rc := k.ring.Load()
 	last := rc.hashes[len(rc.hashes)-1]
 	if last == ^uint32(0) {
 		t.Skip("last point at the top of the ring")
@@ -315,7 +367,7 @@ func TestPoints(t *testing.T) {
 	// Points are libketama's: four little-endian uint32s of MD5("addr-i"),
 	// 40 digests per unit of weight.
 	k := mustRing(t, Server{Addr: "10.0.0.1:11211"}, Server{Addr: "10.0.0.2:11211", Weight: 3})
-	c := k.cont.Load()
+	c := k.ring.Load()
 	if got, want := len(c.hashes), 4*160; got != want {
 		t.Fatalf("continuum has %d points, want %d", got, want)
 	}
@@ -357,13 +409,12 @@ func TestPoints(t *testing.T) {
 
 func TestEmpty(t *testing.T) {
 	t.Run("no-servers", func(t *testing.T) {
-		var zero Ring
 		empty := mustRing(t)
 		emptied := mustRing(t, Server{Addr: "10.0.0.1:11211"})
 		if err := emptied.Remove("10.0.0.1:11211"); err != nil {
 			t.Fatal(err)
 		}
-		for name, k := range map[string]*Ring{"zero": &zero, "empty": empty, "emptied": emptied} {
+		for name, k := range map[string]*Ring{"empty": empty, "emptied": emptied} {
 			if a, err := k.PickServer("key"); !errors.Is(err, memcache.ErrNoServers) || a != nil {
 				t.Errorf("%s: PickServer = %v, %v; want nil, ErrNoServers", name, a, err)
 			}
@@ -371,16 +422,16 @@ func TestEmpty(t *testing.T) {
 			if err := k.Each(func(net.Addr) error { n++; return nil }); err != nil || n != 0 {
 				t.Errorf("%s: Each visited %d servers, err %v", name, n, err)
 			}
-			if s := k.Servers(); len(s) != 0 {
+			if s := names(k); len(s) != 0 {
 				t.Errorf("%s: Servers() = %v", name, s)
 			}
 		}
-		// The zero value accepts Add.
-		if err := zero.Add(Server{Addr: "10.0.0.1:11211"}); err != nil {
+		// An empty ring accepts Add.
+		if err := empty.Add("10.0.0.1:11211", 0); err != nil {
 			t.Fatal(err)
 		}
-		if a, err := zero.PickServer("key"); err != nil || a.String() != "10.0.0.1:11211" {
-			t.Errorf("zero value after Add: PickServer = %v, %v", a, err)
+		if a, err := empty.PickServer("key"); err != nil || a.String() != "10.0.0.1:11211" {
+			t.Errorf("empty ring after Add: PickServer = %v, %v", a, err)
 		}
 	})
 }
@@ -400,14 +451,14 @@ func TestInvalidServers(t *testing.T) {
 	}
 	for _, tt := range invalid {
 		t.Run("invalid/"+tt.name, func(t *testing.T) {
-			if k, err := New(Server{Addr: "10.0.0.1:11211"}, tt.s); err == nil || k != nil {
-				t.Errorf("New(%+v) = %v, %v; want an error", tt.s, k, err)
+			if k, err := newRing(Server{Addr: "10.0.0.1:11211"}, tt.s); err == nil || k != nil {
+				t.Errorf("newRing(%+v) = %v, %v; want an error", tt.s, k, err)
 			}
 			k := mustRing(t, Server{Addr: "10.0.0.1:11211"})
-			if err := k.Add(tt.s); err == nil {
+			if err := k.Add(tt.s.Addr, tt.s.Weight); err == nil {
 				t.Errorf("Add(%+v) succeeded, want an error", tt.s)
 			}
-			if got := k.Servers(); !slices.Equal(got, []string{"10.0.0.1:11211"}) {
+			if got := names(k); !slices.Equal(got, []string{"10.0.0.1:11211"}) {
 				t.Errorf("failed Add changed the servers: %v", got)
 			}
 		})
@@ -426,13 +477,13 @@ func TestInvalidServers(t *testing.T) {
 	for _, tt := range duplicates {
 		t.Run("duplicate/"+tt.name, func(t *testing.T) {
 			k := mustRing(t, Server{Addr: tt.first})
-			if err := k.Add(Server{Addr: tt.then}); err == nil {
+			if err := k.Add(tt.then, 0); err == nil {
 				t.Errorf("Add(%q) after %q succeeded, want an error", tt.then, tt.first)
 			}
-			if _, err := New(Server{Addr: tt.first}, Server{Addr: tt.then}); err == nil {
-				t.Errorf("New(%q, %q) succeeded, want an error", tt.first, tt.then)
+			if _, err := newRing(Server{Addr: tt.first}, Server{Addr: tt.then}); err == nil {
+				t.Errorf("newRing(%q, %q) succeeded, want an error", tt.first, tt.then)
 			}
-			if got := k.Servers(); len(got) != 1 {
+			if got := names(k); len(got) != 1 {
 				t.Errorf("Servers() = %v, want one", got)
 			}
 		})
@@ -448,12 +499,11 @@ func TestRemoveAndEach(t *testing.T) {
 				t.Errorf("Remove(%q) succeeded, want an error", addr)
 			}
 		}
-		if got := k.Servers(); len(got) != 2 {
+		if got := names(k); len(got) != 2 {
 			t.Errorf("Servers() = %v after failed removes", got)
 		}
-		var zero Ring
-		if err := zero.Remove("10.0.0.1:11211"); err == nil {
-			t.Error("Remove on the zero value succeeded")
+		if err := mustRing(t).Remove("10.0.0.1:11211"); err == nil {
+			t.Error("Remove on an empty ring succeeded")
 		}
 	})
 
@@ -462,7 +512,7 @@ func TestRemoveAndEach(t *testing.T) {
 		if err := k.Remove("[::1]:11211"); err != nil {
 			t.Fatal(err)
 		}
-		if got := k.Servers(); !slices.Equal(got, []string{"10.0.0.1:11211"}) {
+		if got := names(k); !slices.Equal(got, []string{"10.0.0.1:11211"}) {
 			t.Errorf("Servers() = %v", got)
 		}
 	})
@@ -524,7 +574,7 @@ func TestAddrs(t *testing.T) {
 			if fromEach != a {
 				t.Errorf("Each gave %p, PickServer %p", fromEach, a)
 			}
-			if err := k.Add(Server{Addr: "10.9.9.8:11211"}); err != nil {
+			if err := k.Add("10.9.9.8:11211", 0); err != nil {
 				t.Fatal(err)
 			}
 			if err := k.Remove("10.9.9.9:11211"); err != nil {
@@ -564,7 +614,7 @@ func TestDeterministic(t *testing.T) {
 		// Built incrementally, in yet another order.
 		k := mustRing(t)
 		for j := len(shuffled) - 1; j >= 0; j-- {
-			if err := k.Add(shuffled[j]); err != nil {
+			if err := k.Add(shuffled[j].Addr, shuffled[j].Weight); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -604,7 +654,7 @@ func TestConcurrent(t *testing.T) {
 				}
 				if i%64 == 0 {
 					_ = k.Each(func(net.Addr) error { return nil })
-					_ = k.Servers()
+					_ = names(k)
 				}
 				picks.Add(1)
 			}
@@ -623,7 +673,7 @@ func TestConcurrent(t *testing.T) {
 	for err := range errc {
 		t.Error(err)
 	}
-	if got := k.Servers(); !slices.Equal(got, stable) {
+	if got := names(k); !slices.Equal(got, stable) {
 		t.Errorf("Servers() = %v, want %v", got, stable)
 	}
 	t.Logf("%d picks during 180 Add/Remove", picks.Load())
@@ -633,7 +683,7 @@ func TestConcurrent(t *testing.T) {
 func churn(k *Ring, servers []string, rounds int) error {
 	for round := range rounds {
 		for _, s := range servers {
-			if err := k.Add(Server{Addr: s, Weight: 1 + round%3}); err != nil {
+			if err := k.Add(s, 1+round%3); err != nil {
 				return err
 			}
 		}
