@@ -182,7 +182,8 @@ func (e *Envelope) MarkSynced(base, v uint64, at time.Time) {
 func (e *Envelope) Size() int {
 	h := *e
 	h.Payload = nil
-	return len(h.Append(nil)) + len(e.Payload)
+	var buf [256]byte // most headers fit: no allocation
+	return len(h.Append(buf[:0])) + len(e.Payload)
 }
 
 // Append appends the encoded envelope to dst.
