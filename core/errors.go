@@ -66,7 +66,7 @@ var (
 	// durable tier are configured.
 	ErrNoStore = errors.New("core: no memcached servers and no durable tier configured")
 
-	// ErrChangedAfterCommit is logged (by Manager.CheckCommitted, which the
+	// ErrChangedAfterCommit is logged (by Manager.SaveTo, which the
 	// middleware calls) when a handler changes a session after the
 	// middleware saved it because the response headers were going out:
 	// the change is not saved.

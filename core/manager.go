@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -32,8 +32,8 @@ type Config struct {
 
 	// TouchInterval is how often a session that is only read refreshes its
 	// activity (and memcached TTL) — one extra memcached write at most per
-	// interval instead of one per request. Optional. Default 1m; must be
-	// less than IdleTimeout.
+	// interval instead of one per request. Optional. Default 1m (at most
+	// IdleTimeout/2); must be less than IdleTimeout.
 	TouchInterval time.Duration
 
 	// DurableKeys lists session keys whose changes are written to the
@@ -48,14 +48,10 @@ type Config struct {
 	// response headers instead of the cookie. Optional.
 	Header HeaderConfig
 
-	// MaxRetries bounds how often Save re-reads and re-applies its changes
-	// when concurrent requests keep changing the same session. Optional.
-	// Default 16.
-	MaxRetries int
-
 	// ErrorHandler answers a request whose session could not be loaded or
-	// saved, in the net/http middleware (Manager.Handler). Optional. Default
-	// DefaultErrorHandler: 503 for ErrUnavailable, 500 otherwise.
+	// saved, in the net/http middleware (Manager.Handler). Optional.
+	// Default: StatusCode(err) with its status text as the body; err is
+	// never shown to the client.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 
 	// Logger receives problems that do not fail a request. Optional.
@@ -67,8 +63,9 @@ type Config struct {
 // cookie named "session" on path "/", HttpOnly, Secure, SameSite=Lax,
 // persistent until the session's absolute deadline.
 type CookieConfig struct {
-	// Name is the cookie's name. Optional. Default "session". Every app
-	// server that shares sessions must use the same name.
+	// Name is the cookie's name, an HTTP token. Optional. Default
+	// "session". Every app server that shares sessions must use the same
+	// name.
 	Name string
 	// Path is the cookie's path. Optional. Default "/".
 	Path string
@@ -77,7 +74,7 @@ type CookieConfig struct {
 	// Insecure drops the Secure attribute, so browsers send the cookie over
 	// plain HTTP. Optional. Default false. Set it only for local development
 	// without TLS. While it is false, the Manager logs a warning the first
-	// time it sets the cookie on a plain-HTTP request (see WarnPlainHTTP).
+	// time it sets the cookie in answer to a plain-HTTP request.
 	Insecure bool
 	// SameSite is the cookie's SameSite attribute. Optional. Default
 	// http.SameSiteLaxMode.
@@ -89,18 +86,14 @@ type CookieConfig struct {
 	SessionOnly bool
 }
 
-const (
-	defaultIdleTimeout   = 30 * time.Minute
-	defaultLifetime      = 24 * time.Hour
-	defaultTouchInterval = time.Minute
-	defaultMaxRetries    = 16
-	defaultCookieName    = "session"
-)
+// maxRetries bounds how often Save re-reads and re-applies its changes
+// while concurrent requests keep changing the same session.
+const maxRetries = 16
 
 // Manager loads and saves sessions for HTTP requests: tokens and cookies,
 // typed values, timeouts, renewal and destruction, and the merging of
-// concurrent changes. Framework adapters and Manager.Handler are thin
-// wrappers around LoadRequest, Save and WriteCookie.
+// concurrent changes. Manager.Handler serves net/http; framework adapters
+// use Serve, or LoadFrom and SaveTo.
 //
 // A Manager is safe for concurrent use.
 type Manager struct {
@@ -117,44 +110,25 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("core: Config.Store is required")
 	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = defaultIdleTimeout
-	}
-	if cfg.Lifetime == 0 {
-		cfg.Lifetime = defaultLifetime
-	}
-	if cfg.TouchInterval == 0 {
-		cfg.TouchInterval = min(defaultTouchInterval, cfg.IdleTimeout/2)
-	}
-	if cfg.MaxRetries == 0 {
-		cfg.MaxRetries = defaultMaxRetries
-	}
-	if cfg.Cookie.Name == "" {
-		cfg.Cookie.Name = defaultCookieName
-	}
-	if cfg.Cookie.Path == "" {
-		cfg.Cookie.Path = "/"
-	}
-	if cfg.Cookie.SameSite == 0 {
-		cfg.Cookie.SameSite = http.SameSiteLaxMode
-	}
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 30*time.Minute)
+	cfg.Lifetime = cmp.Or(cfg.Lifetime, 24*time.Hour)
+	cfg.TouchInterval = cmp.Or(cfg.TouchInterval, min(time.Minute, cfg.IdleTimeout/2))
+	cfg.Cookie.Name = cmp.Or(cfg.Cookie.Name, "session")
+	cfg.Cookie.Path = cmp.Or(cfg.Cookie.Path, "/")
+	cfg.Cookie.SameSite = cmp.Or(cfg.Cookie.SameSite, http.SameSiteLaxMode)
 	if cfg.ErrorHandler == nil {
-		cfg.ErrorHandler = DefaultErrorHandler
+		cfg.ErrorHandler = defaultErrorHandler
 	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.Header.fill()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
 	switch {
 	case cfg.IdleTimeout < 0 || cfg.Lifetime < 0 || cfg.TouchInterval < 0:
 		return nil, errors.New("core: IdleTimeout, Lifetime and TouchInterval must not be negative")
 	case cfg.TouchInterval >= cfg.IdleTimeout:
 		return nil, errors.New("core: TouchInterval must be less than IdleTimeout")
-	case cfg.MaxRetries < 0:
-		return nil, errors.New("core: MaxRetries must not be negative")
-	case !validCookieName(cfg.Cookie.Name):
+	case !isToken(cfg.Cookie.Name):
 		return nil, fmt.Errorf("core: invalid cookie name %q", cfg.Cookie.Name)
-	case !cfg.Header.valid():
+	case !isToken(cfg.Header.Name) || !isToken(cfg.Header.Response):
 		return nil, fmt.Errorf("core: invalid header name in %+v", cfg.Header)
 	}
 	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, durableKey: map[string]bool{}}
@@ -165,24 +139,9 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-func validCookieName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || c == '=' || c == ';' || c == ',' || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// Store returns the Manager's Store.
+// Store returns the Manager's Store, for the Store's own API (Stats, List,
+// a metrics collector, scsstore).
 func (m *Manager) Store() *Store { return m.store }
-
-// CookieName returns the configured cookie name.
-func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
 
 // Load returns the session for a cookie value. A value that is not shaped
 // like a token, or a token the store does not know (expired, destroyed,
@@ -204,48 +163,6 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	return s, nil
 }
 
-// LoadRequest is Load with the token r carries (RequestToken): the value
-// of its session cookie, or of the token header in header mode.
-func (m *Manager) LoadRequest(r *http.Request) (*Session, error) {
-	s, err := m.Load(r.Context(), m.RequestToken(r))
-	if s != nil && r.TLS == nil && !m.cfg.Cookie.Insecure {
-		s.plainReq = r.Header.Get("X-Forwarded-Proto") != "https"
-	}
-	return s, err
-}
-
-// cookieValue returns the value of the first cookie named like ours. It
-// scans the Cookie headers in place instead of parsing every cookie of the
-// request: http.Request.Cookie allocates the cookies it returns (measured
-// on a five-cookie header: 2 allocations, 240 B and 1.2–2.7× the time,
-// against none here — BenchmarkCookieValue); values that are not
-// token-shaped are rejected by Load anyway.
-func (m *Manager) cookieValue(r *http.Request) string {
-	return cookieValue(r.Header["Cookie"], m.cfg.Cookie.Name)
-}
-
-// cookieValue returns the value of the first cookie called name in the
-// given Cookie header lines, "" when there is none. Surrounding double
-// quotes are removed.
-func cookieValue(lines []string, name string) string {
-	for _, line := range lines {
-		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
-			k, v, ok := strings.Cut(part, "=")
-			if !ok || k != name {
-				continue
-			}
-			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
-			}
-			return v
-		}
-	}
-	return ""
-}
-
 // Save writes the session's changes, if any, before the response headers
 // are sent. Unchanged sessions are not written, except for a throttled
 // activity refresh (at most once per TouchInterval). When another request
@@ -254,7 +171,7 @@ func cookieValue(lines []string, name string) string {
 // requests that change different keys keep each other's changes.
 //
 // It returns ErrTooLarge or an error wrapping ErrEncode (nothing written,
-// the stored copy intact), ErrConflict after MaxRetries lost races, and
+// the stored copy intact), ErrConflict after 16 lost races, and
 // errors wrapping ErrUnavailable when the store could not take the write.
 func (m *Manager) Save(ctx context.Context, s *Session) error {
 	s.mu.Lock()
@@ -406,7 +323,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 		if !errors.Is(err, ErrConflict) {
 			break
 		}
-		if attempt >= m.cfg.MaxRetries {
+		if attempt >= maxRetries {
 			return fmt.Errorf("core: gave up after %d concurrent changes: %w", attempt+1, ErrConflict)
 		}
 		if attempt > 0 {
@@ -453,90 +370,11 @@ func (m *Manager) decode(e *Entry) (map[string]any, error) {
 	return m.store.decode(e.Codec, e.Payload)
 }
 
-// Cookie returns the Set-Cookie this response needs after Save, or nil when
-// the browser's cookie is already right: a cookie carrying the token when
-// the session was created or renewed, an expired cookie when it was
-// destroyed and not replaced. In header mode (Config.Header) it returns
-// nil: see ResponseHeader.
-func (m *Manager) Cookie(s *Session) *http.Cookie {
-	if m.cfg.Header.Name != "" {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.setCookie {
-		return nil
-	}
-	c := &http.Cookie{
-		Name:     m.cfg.Cookie.Name,
-		Path:     m.cfg.Cookie.Path,
-		Domain:   m.cfg.Cookie.Domain,
-		Secure:   !m.cfg.Cookie.Insecure,
-		HttpOnly: true,
-		SameSite: m.cfg.Cookie.SameSite,
-	}
-	if s.token == "" || s.entry == nil {
-		c.MaxAge = -1
-		c.Expires = time.Unix(1, 0)
-		return c
-	}
-	c.Value = s.token
-	if !m.cfg.Cookie.SessionOnly || s.entry.Persistent {
-		c.Expires = s.entry.Deadline.UTC()
-		// Rounded up: a browser must not drop the cookie before the deadline.
-		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.Now())+time.Second-1)/time.Second), 1)
-	}
-	return c
-}
-
-// WriteCookie adds the Set-Cookie that Cookie returns, if any, to h, with
-// "Vary: Cookie" and `Cache-Control: no-cache="Set-Cookie"` so shared caches
-// never hand one user's cookie to another. In header mode it sets the
-// ResponseHeader instead, with "Vary: <token header>" and
-// "Cache-Control: no-store".
-//
-// The first time it writes a Secure cookie in answer to a plain-HTTP request
-// (one loaded with LoadRequest, without TLS and without
-// "X-Forwarded-Proto: https"), it logs a warning: browsers other than on
-// localhost drop such cookies, and every request then starts a new session.
-func (m *Manager) WriteCookie(h http.Header, s *Session) {
-	if m.cfg.Header.Name != "" {
-		m.writeHeaderToken(h, s)
-		return
-	}
-	c := m.Cookie(s)
-	if c == nil {
-		return
-	}
-	m.WarnPlainHTTP(c, !s.plainReq)
-	if v := c.String(); v != "" {
-		h.Add("Set-Cookie", v)
-	}
-	h.Add("Vary", "Cookie")
-	h.Add("Cache-Control", `no-cache="Set-Cookie"`)
-}
-
 // DestroySubject destroys every session of subject (see Session.SetSubject)
 // in both tiers — "log out everywhere", for example after a password
 // change — and returns how many it destroyed.
 func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, error) {
 	return m.store.DestroySubject(ctx, subject)
-}
-
-// WarnPlainHTTP logs, once per Manager, when c — the session cookie from
-// Cookie, nil when there is none — is a Secure cookie carrying a token set
-// in answer to a request that did not come over HTTPS (secure false):
-// browsers drop it (except some on localhost), so every request starts a
-// new session. WriteCookie calls it; adapters for frameworks without an
-// *http.Request call it before setting the cookie. It does nothing when
-// CookieConfig.Insecure is set.
-func (m *Manager) WarnPlainHTTP(c *http.Cookie, secure bool) {
-	if c == nil || !c.Secure || c.Value == "" || secure || m.cfg.Cookie.Insecure || m.warnedHTTP.Swap(true) {
-		return
-	}
-	m.log.Warn("hybridsession: a Secure session cookie was set on a plain-HTTP request; " +
-		"browsers drop it outside localhost and every request starts a new session. " +
-		"Serve HTTPS (behind a proxy: X-Forwarded-Proto: https), or set Cookie.Insecure for local development")
 }
 
 // StatusCode maps a Load or Save error to an HTTP status: 503 Service
@@ -553,9 +391,8 @@ func StatusCode(err error) int {
 	return http.StatusInternalServerError
 }
 
-// DefaultErrorHandler writes StatusCode(err) with its status text. It does
-// not reveal err to the client.
-func DefaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
+// defaultErrorHandler is Config.ErrorHandler's default.
+func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
 	code := StatusCode(err)
 	http.Error(w, http.StatusText(code), code)
 }

@@ -30,9 +30,9 @@ type Session struct {
 	setCookie  bool // Set-Cookie needed
 	saved      bool
 
-	expiry   expiryChange // per-session lifetime, idle timeout, remember me
-	status   Status       // what this request did to the session
-	plainReq bool         // loaded from a plain-HTTP request (see Manager.WriteCookie)
+	expiry expiryChange // per-session lifetime, idle timeout, remember me
+	status Status       // what this request did to the session
+	sent   bool         // SaveTo added the response headers
 }
 
 type opKind uint8
