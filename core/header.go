@@ -9,41 +9,25 @@ import (
 )
 
 // HeaderConfig moves the session token from the cookie to HTTP headers,
-// for API and mobile clients. The zero value keeps the cookie.
-//
-// CSRF: in cookie mode the browser attaches the cookie to every request to
-// the site, cross-site ones included, so state-changing endpoints need
-// CSRF protection (SameSite=Lax, the default, stops most cross-site POSTs;
-// a CSRF token middleware covers the rest). In header mode the browser
-// never attaches the token by itself, so cross-site request forgery does
-// not apply; instead the client stores the token where page scripts can
-// read it, so an XSS flaw can steal it — keep it out of localStorage where
-// possible.
+// for API and mobile clients. The zero value keeps the cookie. Browsers
+// never attach a header token by themselves, so cross-site request forgery
+// does not apply (in cookie mode SameSite=Lax and a CSRF middleware cover
+// it); but the client keeps the token where page scripts can read it, so
+// an XSS flaw can steal it: keep it out of localStorage where possible.
 type HeaderConfig struct {
 	// Name is the request header that carries the token. Optional.
-	// Default "": the token travels in the cookie (CookieConfig). When it
-	// is "Authorization" the header is read as "Authorization: Bearer
-	// <token>"; any other name carries the bare token, for example
-	// "X-Session-Token". When Name is set the cookie is neither read nor
-	// written.
+	// Default "": the token travels in the cookie. "Authorization" is read
+	// as "Authorization: Bearer <token>"; any other name, for example
+	// "X-Session-Token", carries the bare token. When Name is set the
+	// cookie is neither read nor written.
 	Name string
 
-	// Response is the response header in which a new or renewed token is
-	// returned, and an empty value when the session was destroyed; it is
-	// absent when the client's token is still right. Optional. Default:
-	// Name, or "Session-Token" when Name is "Authorization". Browsers that
-	// call cross-origin must be allowed to read it
+	// Response is the response header that returns a new or renewed
+	// token, or "" when the session was destroyed; it is absent while the
+	// client's token is right. Optional. Default: Name, or "Session-Token"
+	// for Authorization. Cross-origin browsers must be allowed to read it
 	// (Access-Control-Expose-Headers).
 	Response string
-}
-
-func (h *HeaderConfig) fill() {
-	if h.Name != "" && h.Response == "" {
-		h.Response = h.Name
-		if http.CanonicalHeaderKey(h.Name) == "Authorization" {
-			h.Response = "Session-Token"
-		}
-	}
 }
 
 // isToken reports whether s is empty or an HTTP token (RFC 9110), as
@@ -57,38 +41,27 @@ func isToken(s string) bool {
 	return true
 }
 
-// LoadFrom is Load with the token a request carries, for framework
-// adapters: header returns the request's value of a header ("" when
-// absent), for example r.Header.Get. The token is read from the session
-// cookie in the Cookie header, or from the token header in header mode
-// (Config.Header). LoadFrom keeps no string header returned, so they may
+// LoadFrom is Load with the token of a request, for framework adapters:
+// header returns the value of a request header ("" when absent), such as
+// r.Header.Get. The token comes from the session cookie, or in header mode
+// from the token header. LoadFrom keeps none of header's strings, which may
 // point into buffers the framework reuses. Errors are Load's.
 func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, error) {
 	var token string
-	if m.cfg.Header.Name != "" {
-		token = m.headerToken(header(m.cfg.Header.Name))
-	} else {
+	if m.cfg.Header.Name == "" {
 		token = cookieValue(header("Cookie"), m.cfg.Cookie.Name)
+	} else if token = strings.TrimSpace(header(m.cfg.Header.Name)); m.bearer {
+		scheme, cred, ok := strings.Cut(token, " ") // Authorization: Bearer <token>
+		token = ""
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			token = strings.TrimSpace(cred)
+		}
 	}
 	s, err := m.Load(ctx, token)
 	if s != nil && s.token != "" {
 		s.token = strings.Clone(s.token)
 	}
 	return s, err
-}
-
-// headerToken returns the token in v, a value of the token header: the
-// credentials of "Bearer <token>" for Authorization, v itself otherwise.
-func (m *Manager) headerToken(v string) string {
-	v = strings.TrimSpace(v)
-	if !m.bearer {
-		return v
-	}
-	scheme, cred, ok := strings.Cut(v, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(cred)
 }
 
 // cookieValue returns the value of the first cookie called name in a
@@ -111,23 +84,20 @@ func cookieValue(line, name string) string {
 	return ""
 }
 
-// SaveTo is Save for framework adapters, called once just before the
-// response header goes out: it saves s and then, with addHeader, adds the
-// response headers the client needs. In cookie mode that is the
-// Set-Cookie of a created, renewed or destroyed session (an expired cookie
-// for the latter) with "Vary: Cookie" and `Cache-Control:
+// SaveTo is Save for framework adapters, called just before the response
+// header goes out; then it adds the headers the client needs with
+// addHeader: the Set-Cookie of a created, renewed or destroyed (expired
+// cookie) session with "Vary: Cookie" and `Cache-Control:
 // no-cache="Set-Cookie"`, so shared caches never hand one user's cookie to
-// another; in header mode it is the token in HeaderConfig.Response ("" for
-// a destroyed session) with "Vary: <token header>" and "Cache-Control:
-// no-store". https says whether the request came over HTTPS: the first
-// Secure cookie set in answer to a plain-HTTP request is logged as a
-// warning, since browsers other than on localhost drop it.
+// another — or in header mode the token in HeaderConfig.Response ("" when
+// destroyed), "Vary: <Name>" and "Cache-Control: no-store". https says
+// whether the request came over HTTPS: the first Secure cookie set on a
+// plain-HTTP request is logged: browsers drop it outside localhost.
 //
-// It returns Save's errors, and then adds nothing. Called again after it
-// succeeded, it saves and adds nothing: when the session changed since
-// (the change is lost, as its headers are gone) it logs and returns an
-// error wrapping ErrChangedAfterCommit, otherwise nil. Adapters call it
-// again after the handler returned, to report such changes.
+// On error (Save's) it adds nothing. Once it succeeded, calling it again
+// saves and adds nothing (addHeader may be nil) and reports a change made
+// since, which is lost: it logs and returns an error wrapping
+// ErrChangedAfterCommit. Adapters do so when the handler returns.
 func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
 	s.mu.Lock()
 	sent, late := s.sent, !s.saved

@@ -9,54 +9,40 @@ import (
 
 type ctxKey struct{}
 
-// sessionCtx is the context NewContext returns: one node that answers both
-// the package-level key (FromContext) and its session's Manager
-// (Manager.FromContext), so each Manager in a chain keeps its own accessor
-// for the price of a single context.WithValue.
+// sessionCtx answers both FromContext's key and its session's Manager
+// (Manager.FromContext), so several Managers cost one context node each.
 type sessionCtx struct {
 	context.Context
 	s *Session
 }
 
 func (c *sessionCtx) Value(key any) any {
-	switch k := key.(type) {
-	case ctxKey:
+	if k, ok := key.(*Manager); key == (ctxKey{}) || ok && k == c.s.m {
 		return c.s
-	case *Manager:
-		if k == c.s.m {
-			return c.s
-		}
 	}
 	return c.Context.Value(key)
 }
 
-// NewContext returns a copy of ctx that carries s. Adapters use it; handlers
-// get the session back with FromContext, or with the session's
-// Manager.FromContext when several Managers serve one request.
+// NewContext returns a copy of ctx that carries s, for adapters; handlers
+// get s back with FromContext or s's Manager.FromContext.
 func NewContext(ctx context.Context, s *Session) context.Context {
 	return &sessionCtx{Context: ctx, s: s}
 }
 
-// FromContext returns the session stored in ctx by the middleware, or nil
-// when there is none (the handler is not behind the middleware). When the
-// middleware of several Managers ran for the request it returns the
-// session of the innermost one; use Manager.FromContext to choose.
-//
-// ctx must be the request's context (r.Context() in net/http,
-// c.Request.Context() in gin, c.Request().Context() in echo): a
-// framework's own context type does not always forward lookups to it
-// (*gin.Context does so only with Engine.ContextWithFallback). Each
-// adapter's Get takes the framework's context and needs no such care.
+// FromContext returns the session the middleware stored in ctx, nil when
+// there is none; with several Managers, the innermost one's (see
+// Manager.FromContext). ctx must be the request's context (r.Context(),
+// c.Request.Context() in gin, c.Request().Context() in echo): a *gin.Context
+// forwards lookups only with Engine.ContextWithFallback. Each adapter's Get
+// takes the framework's context and needs no such care.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(ctxKey{}).(*Session)
 	return s
 }
 
-// FromContext returns the session that m's middleware stored in ctx, or nil
-// when m's middleware did not run for the request. With several Managers
-// in one request (an admin session and a user session under different
-// cookie names) each Manager finds its own session here, whatever the
-// order of the middleware.
+// FromContext returns the session m's middleware stored in ctx, nil when it
+// did not run: with several Managers in one request (an admin and a user
+// session under different cookie names) each finds its own.
 func (m *Manager) FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(m).(*Session)
 	return s
@@ -64,18 +50,15 @@ func (m *Manager) FromContext(ctx context.Context) *Session {
 
 // Handler is net/http middleware: it loads the request's session, puts it
 // in the request context (FromContext), runs next, and saves the session
-// and writes its cookie just before the response header goes out — on the
-// handler's first WriteHeader with a final status, Write, Flush or Hijack,
-// or when it returns having written nothing. Load and save failures go to
-// Config.ErrorHandler instead of the handler's response, never after it:
-// after a failed save whatever the handler writes is discarded, and once it
-// returns the headers it set are cleared and the error handler answers.
-//
-// The ResponseWriter given to next keeps Flush, Hijack and the other
-// optional interfaces reachable through http.NewResponseController (it
-// implements Unwrap). Informational responses (103 Early Hints) pass
-// through without committing the session. To serve some paths without a
-// session (static assets), route them around Handler:
+// and adds its cookie just before the response header goes out: on the
+// first WriteHeader with a final status, Write, Flush or Hijack, or when
+// next returns having written nothing. Informational responses (103 Early
+// Hints) pass through. Failures go to Config.ErrorHandler, never after the
+// handler's output: after a failed save, what next writes is discarded,
+// and when it returns its headers are cleared and the error handler
+// answers. next's ResponseWriter implements Unwrap, for
+// http.NewResponseController. Paths to serve without a session (static
+// assets) are routed around Handler:
 //
 //	mux.Handle("/static/", static)
 //	mux.Handle("/", m.Handler(app))
@@ -84,9 +67,7 @@ func (m *Manager) Handler(next http.Handler) http.Handler {
 		s, err := m.LoadFrom(r.Context(), r.Header.Get)
 		if err == nil {
 			if err = m.serve(w, r, s, next.ServeHTTP); err != nil {
-				// The handler's headers (Location, cookies) belong to the
-				// response that is not sent.
-				clear(w.Header())
+				clear(w.Header()) // they described the response not sent
 			}
 		}
 		if err != nil {
@@ -121,8 +102,8 @@ func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next
 	return sw.err
 }
 
-// saveWriter saves a session and adds its cookie just before the response
-// header goes out, and discards the handler's output after a failed save.
+// saveWriter saves a session and adds its cookie before the response
+// header goes out, and discards the output after a failed save.
 type saveWriter struct {
 	http.ResponseWriter
 	m    *Manager
@@ -132,8 +113,7 @@ type saveWriter struct {
 	err  error // its error
 }
 
-// commit saves the session and adds its cookie, once, and reports whether
-// the save succeeded.
+// commit saves the session once, and reports whether that succeeded.
 func (w *saveWriter) commit() bool {
 	if !w.done {
 		w.done = true
@@ -143,23 +123,17 @@ func (w *saveWriter) commit() bool {
 	return w.err == nil
 }
 
-// WriteHeader commits the session and sends the header. An informational
-// status (103 Early Hints) passes through before the commit: the handler
-// may still change the session until the real response.
 func (w *saveWriter) WriteHeader(code int) {
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		if !w.done {
+		if !w.done { // the handler may change the session until the real response
 			w.ResponseWriter.WriteHeader(code)
 		}
-		return
-	}
-	if w.commit() {
+	} else if w.commit() {
 		w.ResponseWriter.WriteHeader(code)
 	}
 }
 
-// Write commits the session and writes b. After a failed save it discards
-// b and reports success, so the handler runs to its end undisturbed.
+// Write reports success after a failed save, so the handler runs its course.
 func (w *saveWriter) Write(b []byte) (int, error) {
 	if !w.commit() {
 		return len(b), nil
@@ -173,8 +147,7 @@ func (w *saveWriter) Flush() {
 	}
 }
 
-// Hijack commits the session (its cookie is not sent: the handler owns the
-// connection) and hands over the connection, or returns the save error.
+// Hijack commits first: the cookie is not sent, but the session is saved.
 func (w *saveWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !w.commit() {
 		return nil, nil, w.err
