@@ -21,7 +21,6 @@ type HeaderConfig struct {
 	// "X-Session-Token", carries the bare token. When Name is set the
 	// cookie is neither read nor written.
 	Name string
-
 	// Response is the response header that returns a new or renewed
 	// token, or "" when the session was destroyed; it is absent while the
 	// client's token is right. Optional. Default: Name, or "Session-Token"

@@ -17,40 +17,32 @@ import (
 type Config struct {
 	// Store holds the sessions. Required.
 	Store *Store
-
 	// IdleTimeout is how long a session lives without activity; it is also
 	// memcached's TTL for the entry. Optional. Default 30m. Reads record
 	// activity at most once per TouchInterval, so a session expires between
 	// IdleTimeout−TouchInterval and IdleTimeout after the last request
 	// (OWASP suggests 15–30 minutes for ordinary applications).
 	IdleTimeout time.Duration
-
 	// Lifetime is the absolute lifetime of a session from its creation,
 	// never extended, not even by RenewToken. Optional. Default 24h.
 	Lifetime time.Duration
-
 	// TouchInterval is how often a session that is only read refreshes its
 	// activity and memcached TTL (one memcached write). Optional. Default
 	// 1m, or IdleTimeout/2 when shorter; must be less than IdleTimeout.
 	TouchInterval time.Duration
-
 	// DurableKeys lists session keys whose changes are written to the
 	// database at once rather than at the next sync (for example a user id
 	// or a cart). Optional.
 	DurableKeys []string
-
 	// Cookie configures the session cookie.
 	Cookie CookieConfig
-
 	// Header, when Header.Name is set, carries the token in request and
 	// response headers instead of the cookie. Optional.
 	Header HeaderConfig
-
 	// ErrorHandler answers a request whose session could not be loaded or
 	// saved, in Manager.Handler. Optional. Default: StatusCode(err) with its
 	// status text as the body; err is never shown to the client.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
-
 	// Logger receives problems that do not fail a request. Optional.
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -135,8 +127,7 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Store returns the Manager's Store, for the Store's own API (Stats, List,
-// a metrics collector, scsstore).
+// Store returns the Manager's Store (for Stats, List, metrics, scsstore).
 func (m *Manager) Store() *Store { return m.store }
 
 // Load returns the session of a token. A value not shaped like a token, or
@@ -268,7 +259,8 @@ func (s *Session) dropDestroyed() {
 
 // change describes this request's changes for Store.Update.
 func (s *Session) change() Change {
-	c := Change{Keys: s.keysBuf[:0], Header: s.subjectSet || s.expiry.pending(), Durable: s.durable || s.subjectSet || s.expiry.pending()}
+	header := s.subjectSet || s.expiry.pending()
+	c := Change{Keys: s.keysBuf[:0], Header: header, Durable: s.durable || header}
 	for _, o := range s.ops {
 		if o.kind == opClear {
 			c.All = true

@@ -92,7 +92,7 @@ func (m *Manager) Serve(w http.ResponseWriter, r *http.Request, next func(http.R
 	return m.serve(w, r, s, next)
 }
 
-func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next func(http.ResponseWriter, *http.Request)) error {
+func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next http.HandlerFunc) error {
 	r = r.WithContext(NewContext(r.Context(), s))
 	sw := &saveWriter{ResponseWriter: w, m: m, r: r, s: s}
 	next(sw, r)
