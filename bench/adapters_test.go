@@ -76,35 +76,35 @@ func benchAdapters(b *testing.B, cfg core.StoreConfig) {
 			e.GET("/read", func(c echo4.Context) error { return c.String(200, read(echosession.Get(c))) })
 			e.GET("/modify", func(c echo4.Context) error { return c.String(200, modify(echosession.Get(c))) })
 			return e
-		}(), m.CookieName(), token)},
+		}(), "session", token)},
 		{"echo5", httpDo(func() http.Handler {
 			e := echo5.New()
 			e.Use(echo5session.New(m, echo5session.Config{}))
 			e.GET("/read", func(c *echo5.Context) error { return c.String(200, read(echo5session.Get(c))) })
 			e.GET("/modify", func(c *echo5.Context) error { return c.String(200, modify(echo5session.Get(c))) })
 			return e
-		}(), m.CookieName(), token)},
+		}(), "session", token)},
 		{"fiber2", fastDo(func() fasthttp.RequestHandler {
 			app := fiber2.New(fiber2.Config{DisableStartupMessage: true})
 			app.Use(fibersession.New(m, fibersession.Config{}))
 			app.Get("/read", func(c *fiber2.Ctx) error { return c.SendString(read(fibersession.Get(c))) })
 			app.Get("/modify", func(c *fiber2.Ctx) error { return c.SendString(modify(fibersession.Get(c))) })
 			return app.Handler()
-		}(), m.CookieName(), token)},
+		}(), "session", token)},
 		{"fiber3", fastDo(func() fasthttp.RequestHandler {
 			app := fiber3.New()
 			app.Use(fiber3session.New(m, fiber3session.Config{}))
 			app.Get("/read", func(c fiber3.Ctx) error { return c.SendString(read(fiber3session.Get(c))) })
 			app.Get("/modify", func(c fiber3.Ctx) error { return c.SendString(modify(fiber3session.Get(c))) })
 			return app.Handler()
-		}(), m.CookieName(), token)},
+		}(), "session", token)},
 		{"gin", httpDo(func() http.Handler {
 			r := gin.New()
 			r.Use(ginsession.New(m, ginsession.Config{}))
 			r.GET("/read", func(c *gin.Context) { c.String(200, read(ginsession.Get(c))) })
 			r.GET("/modify", func(c *gin.Context) { c.String(200, modify(ginsession.Get(c))) })
 			return r
-		}(), m.CookieName(), token)},
+		}(), "session", token)},
 		{"nethttp", httpDo(func() http.Handler {
 			mux := http.NewServeMux()
 			mux.HandleFunc("/read", func(w http.ResponseWriter, r *http.Request) {
@@ -114,7 +114,7 @@ func benchAdapters(b *testing.B, cfg core.StoreConfig) {
 				_, _ = w.Write([]byte(modify(core.FromContext(r.Context()))))
 			})
 			return m.Handler(mux)
-		}(), m.CookieName(), token)},
+		}(), "session", token)},
 	}
 	for _, op := range []string{"read", "modify"} {
 		for _, a := range adapters {

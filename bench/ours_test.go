@@ -57,7 +57,7 @@ func ourTarget(e *env, tb testing.TB, name string, writeThrough bool) (*target, 
 		pathKnown:  true,
 		clock:      clock,
 		writer:     newWriterDriver(tb, st, clock),
-		cookieName: m.CookieName(),
+		cookieName: "session",
 		flush:      func() { _ = st.Flush(context.Background()) },
 	}, m
 }

@@ -41,7 +41,7 @@ var (
 	// is not valid UTF-8 or holds a NUL byte (which PostgreSQL refuses).
 	// Nothing is written.
 	ErrInvalidSubject = errors.New("core: invalid session subject")
-	// ErrChangedAfterCommit is logged (by Manager.CheckCommitted, which the
+	// ErrChangedAfterCommit is logged (by Manager.SaveTo, which the
 	// middleware calls) when a handler changes a session after the
 	// middleware saved it because the response headers were going out:
 	// the change is not saved.

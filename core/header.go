@@ -1,115 +1,162 @@
 package core
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // HeaderConfig moves the session token from the cookie to HTTP headers,
-// for API and mobile clients. The zero value keeps the cookie.
-//
-// CSRF: in cookie mode the browser attaches the cookie to every request to
-// the site, cross-site ones included, so state-changing endpoints need
-// CSRF protection (SameSite=Lax, the default, stops most cross-site POSTs;
-// a CSRF token middleware covers the rest). In header mode the browser
-// never attaches the token by itself, so cross-site request forgery does
-// not apply; instead the client stores the token where page scripts can
-// read it, so an XSS flaw can steal it — keep it out of localStorage where
-// possible.
+// for API and mobile clients. The zero value keeps the cookie. Browsers
+// never attach a header token by themselves, so cross-site request forgery
+// does not apply (in cookie mode SameSite=Lax and a CSRF middleware cover
+// it); but the client keeps the token where page scripts can read it, so
+// an XSS flaw can steal it: keep it out of localStorage where possible.
 type HeaderConfig struct {
 	// Name is the request header that carries the token. Optional.
-	// Default "": the token travels in the cookie (CookieConfig). When it
-	// is "Authorization" the header is read as "Authorization: Bearer
-	// <token>"; any other name carries the bare token, for example
-	// "X-Session-Token". When Name is set the cookie is neither read nor
-	// written.
+	// Default "": the token travels in the cookie. "Authorization" is read
+	// as "Authorization: Bearer <token>"; any other name, for example
+	// "X-Session-Token", carries the bare token. When Name is set the
+	// cookie is neither read nor written.
 	Name string
-
-	// Response is the response header in which a new or renewed token is
-	// returned, and an empty value when the session was destroyed; it is
-	// absent when the client's token is still right. Optional. Default:
-	// Name, or "Session-Token" when Name is "Authorization". Browsers that
-	// call cross-origin must be allowed to read it
+	// Response is the response header that returns a new or renewed
+	// token, or "" when the session was destroyed; it is absent while the
+	// client's token is right. Optional. Default: Name, or "Session-Token"
+	// for Authorization. Cross-origin browsers must be allowed to read it
 	// (Access-Control-Expose-Headers).
 	Response string
 }
 
-// fill fills the HeaderConfig defaults; New calls it.
-func (h *HeaderConfig) fill() {
-	if h.Name != "" && h.Response == "" {
-		h.Response = h.Name
-		if http.CanonicalHeaderKey(h.Name) == "Authorization" {
-			h.Response = "Session-Token"
-		}
-	}
-}
-
-// valid reports whether the header names are HTTP tokens (or empty).
-func (h *HeaderConfig) valid() bool {
-	for _, name := range []string{h.Name, h.Response} {
-		for i := 0; i < len(name); i++ {
-			c := name[i]
-			if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-				return false
-			}
+// isToken reports whether s is empty or an HTTP token (RFC 9110), as
+// header and cookie names must be.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
 		}
 	}
 	return true
 }
 
-// TokenHeader returns the request header that carries the token
-// (Config.Header.Name), "" when the token travels in the cookie.
-func (m *Manager) TokenHeader() string { return m.cfg.Header.Name }
-
-// HeaderToken returns the token in v, a value of the TokenHeader request
-// header: the credentials of "Bearer <token>" for Authorization, v itself
-// for any other header. It returns "" when v carries no token.
-func (m *Manager) HeaderToken(v string) string {
-	if !m.bearer {
-		return strings.TrimSpace(v)
-	}
-	scheme, cred, ok := strings.Cut(strings.TrimSpace(v), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(cred)
-}
-
-// RequestToken returns the token r carries: from the TokenHeader header
-// when one is configured, from the session cookie otherwise.
-func (m *Manager) RequestToken(r *http.Request) string {
-	if m.cfg.Header.Name != "" {
-		return m.HeaderToken(r.Header.Get(m.cfg.Header.Name))
-	}
-	return m.cookieValue(r)
-}
-
-// ResponseHeader returns the response header that returns the token to a
-// client in header mode after Save: the token when the session was
-// created or renewed, "" when it was destroyed. ok is false when no header
-// is needed, and always in cookie mode (see Cookie).
-func (m *Manager) ResponseHeader(s *Session) (name, value string, ok bool) {
+// LoadFrom is Load with the token of a request, for framework adapters:
+// header returns the value of a request header ("" when absent), such as
+// r.Header.Get. The token comes from the session cookie, or in header mode
+// from the token header. LoadFrom keeps none of header's strings, which may
+// point into buffers the framework reuses. Errors are Load's.
+func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, error) {
+	var token string
 	if m.cfg.Header.Name == "" {
-		return "", "", false
+		token = cookieValue(header("Cookie"), m.cfg.Cookie.Name)
+	} else if token = strings.TrimSpace(header(m.cfg.Header.Name)); m.bearer {
+		scheme, cred, ok := strings.Cut(token, " ") // Authorization: Bearer <token>
+		token = ""
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			token = strings.TrimSpace(cred)
+		}
+	}
+	s, err := m.Load(ctx, token)
+	if s != nil && s.token != "" {
+		s.token = strings.Clone(s.token)
+	}
+	return s, err
+}
+
+// cookieValue returns the value of the first cookie called name in a
+// Cookie header, without surrounding double quotes; "" when there is none.
+// It scans in place: http.Request.Cookie allocates every cookie it parses
+// (BenchmarkCookieValue).
+func cookieValue(line, name string) string {
+	for len(line) > 0 {
+		var part string
+		part, line, _ = strings.Cut(line, ";")
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || k != name {
+			continue
+		}
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		return v
+	}
+	return ""
+}
+
+// SaveTo is Save for framework adapters, called just before the response
+// header goes out; then it adds the headers the client needs with
+// addHeader: the Set-Cookie of a created, renewed or destroyed (expired
+// cookie) session with "Vary: Cookie" and `Cache-Control:
+// no-cache="Set-Cookie"`, so shared caches never hand one user's cookie to
+// another — or in header mode the token in HeaderConfig.Response ("" when
+// destroyed), "Vary: <Name>" and "Cache-Control: no-store". https says
+// whether the request came over HTTPS: the first Secure cookie set on a
+// plain-HTTP request is logged: browsers drop it outside localhost.
+//
+// On error (Save's) it adds nothing. Once it succeeded, calling it again
+// saves and adds nothing (addHeader may be nil) and reports a change made
+// since, which is lost: it logs and returns an error wrapping
+// ErrChangedAfterCommit. Adapters do so when the handler returns.
+func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
+	s.mu.Lock()
+	sent, late := s.sent, !s.saved
+	s.mu.Unlock()
+	if sent {
+		if !late {
+			return nil
+		}
+		err := fmt.Errorf("%w (change the session before writing the response)", ErrChangedAfterCommit)
+		m.log.Warn("hybridsession: session changed after the response was committed; the change is lost", "error", err)
+		return err
+	}
+	if err := m.Save(ctx, s); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.setCookie {
-		return "", "", false
+	s.sent = true
+	switch {
+	case !s.setCookie:
+	case m.cfg.Header.Name != "":
+		addHeader(m.cfg.Header.Response, s.token) // "" once destroyed
+		addHeader("Vary", m.cfg.Header.Name)
+		addHeader("Cache-Control", "no-store")
+	default:
+		c := m.cookie(s)
+		if c.Secure && c.Value != "" && !https && !m.warnedHTTP.Swap(true) {
+			m.log.Warn("hybridsession: a Secure session cookie was set on a plain-HTTP request; " +
+				"browsers drop it outside localhost and every request starts a new session. " +
+				"Serve HTTPS (behind a proxy: X-Forwarded-Proto: https), or set Cookie.Insecure for local development")
+		}
+		if v := c.String(); v != "" {
+			addHeader("Set-Cookie", v)
+		}
+		addHeader("Vary", "Cookie")
+		addHeader("Cache-Control", `no-cache="Set-Cookie"`)
 	}
-	if s.entry != nil {
-		value = s.token
-	}
-	return m.cfg.Header.Response, value, true
+	return nil
 }
 
-// writeHeaderToken is WriteCookie in header mode.
-func (m *Manager) writeHeaderToken(h http.Header, s *Session) {
-	name, value, ok := m.ResponseHeader(s)
-	if !ok {
-		return
+// cookie returns the session cookie for s: its token, or an expired cookie
+// once s was destroyed. s.mu is held.
+func (m *Manager) cookie(s *Session) *http.Cookie {
+	c := &http.Cookie{
+		Name:     m.cfg.Cookie.Name,
+		Path:     m.cfg.Cookie.Path,
+		Domain:   m.cfg.Cookie.Domain,
+		Secure:   !m.cfg.Cookie.Insecure,
+		HttpOnly: true,
+		SameSite: m.cfg.Cookie.SameSite,
 	}
-	h.Set(name, value)
-	h.Add("Vary", m.cfg.Header.Name)
-	h.Set("Cache-Control", "no-store")
+	if s.token == "" || s.entry == nil {
+		c.MaxAge, c.Expires = -1, time.Unix(1, 0)
+		return c
+	}
+	c.Value = s.token
+	if !m.cfg.Cookie.SessionOnly || s.entry.Persistent {
+		c.Expires = s.entry.Deadline.UTC()
+		// Rounded up: a browser must not drop the cookie before the deadline.
+		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.Now())+time.Second-1)/time.Second), 1)
+	}
+	return c
 }

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -17,47 +17,32 @@ import (
 type Config struct {
 	// Store holds the sessions. Required.
 	Store *Store
-
-	// IdleTimeout is how long a session lives without activity: it is also
-	// memcached's TTL for the entry. Optional. Default 30m. Activity is
-	// recorded on every write and, for read-only requests, at most once per
-	// TouchInterval, so a session expires between IdleTimeout−TouchInterval
-	// and IdleTimeout after the last request (OWASP suggests 15–30 minutes
-	// for ordinary applications).
+	// IdleTimeout is how long a session lives without activity; it is also
+	// memcached's TTL for the entry. Optional. Default 30m. Reads record
+	// activity at most once per TouchInterval, so a session expires between
+	// IdleTimeout−TouchInterval and IdleTimeout after the last request
+	// (OWASP suggests 15–30 minutes for ordinary applications).
 	IdleTimeout time.Duration
-
-	// Lifetime is the absolute lifetime of a session from its creation; it
-	// is never extended, not even by RenewToken. Optional. Default 24h.
+	// Lifetime is the absolute lifetime of a session from its creation,
+	// never extended, not even by RenewToken. Optional. Default 24h.
 	Lifetime time.Duration
-
 	// TouchInterval is how often a session that is only read refreshes its
-	// activity (and memcached TTL) — one extra memcached write at most per
-	// interval instead of one per request. Optional. Default 1m; must be
-	// less than IdleTimeout.
+	// activity and memcached TTL (one memcached write). Optional. Default
+	// 1m, or IdleTimeout/2 when shorter; must be less than IdleTimeout.
 	TouchInterval time.Duration
-
 	// DurableKeys lists session keys whose changes are written to the
 	// database at once rather than at the next sync (for example a user id
 	// or a cart). Optional.
 	DurableKeys []string
-
 	// Cookie configures the session cookie.
 	Cookie CookieConfig
-
 	// Header, when Header.Name is set, carries the token in request and
 	// response headers instead of the cookie. Optional.
 	Header HeaderConfig
-
-	// MaxRetries bounds how often Save re-reads and re-applies its changes
-	// when concurrent requests keep changing the same session. Optional.
-	// Default 16.
-	MaxRetries int
-
 	// ErrorHandler answers a request whose session could not be loaded or
-	// saved, in the net/http middleware (Manager.Handler). Optional. Default
-	// DefaultErrorHandler: 503 for ErrUnavailable, 500 otherwise.
+	// saved, in Manager.Handler. Optional. Default: StatusCode(err) with its
+	// status text as the body; err is never shown to the client.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
-
 	// Logger receives problems that do not fail a request. Optional.
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -67,42 +52,35 @@ type Config struct {
 // cookie named "session" on path "/", HttpOnly, Secure, SameSite=Lax,
 // persistent until the session's absolute deadline.
 type CookieConfig struct {
-	// Name is the cookie's name. Optional. Default "session". Every app
-	// server that shares sessions must use the same name.
+	// Name is the cookie's name, an HTTP token. Optional. Default
+	// "session". App servers that share sessions must use the same name.
 	Name string
 	// Path is the cookie's path. Optional. Default "/".
 	Path string
 	// Domain is the cookie's domain. Optional. Default: none (host-only).
 	Domain string
 	// Insecure drops the Secure attribute, so browsers send the cookie over
-	// plain HTTP. Optional. Default false. Set it only for local development
-	// without TLS. While it is false, the Manager logs a warning the first
-	// time it sets the cookie on a plain-HTTP request (see WarnPlainHTTP).
+	// plain HTTP: for local development without TLS only. Optional. Default
+	// false; then the first cookie set in answer to a plain-HTTP request
+	// logs a warning.
 	Insecure bool
 	// SameSite is the cookie's SameSite attribute. Optional. Default
 	// http.SameSiteLaxMode.
 	SameSite http.SameSite
-	// SessionOnly makes the cookie a browser-session cookie (no Expires),
-	// forgotten when the browser closes, for every session not given
-	// Session.RememberMe. Optional. Default false: the cookie expires at the
-	// session's absolute deadline.
+	// SessionOnly makes the cookie of every session not given
+	// Session.RememberMe a browser-session cookie (no Expires), forgotten
+	// when the browser closes. Optional. Default false: the cookie expires
+	// at the session's absolute deadline.
 	SessionOnly bool
 }
 
-const (
-	defaultIdleTimeout   = 30 * time.Minute
-	defaultLifetime      = 24 * time.Hour
-	defaultTouchInterval = time.Minute
-	defaultMaxRetries    = 16
-	defaultCookieName    = "session"
-)
+// maxRetries bounds Save's re-reads while other requests keep changing the session.
+const maxRetries = 16
 
 // Manager loads and saves sessions for HTTP requests: tokens and cookies,
 // typed values, timeouts, renewal and destruction, and the merging of
-// concurrent changes. Framework adapters and Manager.Handler are thin
-// wrappers around LoadRequest, Save and WriteCookie.
-//
-// A Manager is safe for concurrent use.
+// concurrent changes. Handler serves net/http; framework adapters use
+// Serve, or LoadFrom and SaveTo. A Manager is safe for concurrent use.
 type Manager struct {
 	store      *Store
 	cfg        Config
@@ -117,77 +95,45 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("core: Config.Store is required")
 	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = defaultIdleTimeout
-	}
-	if cfg.Lifetime == 0 {
-		cfg.Lifetime = defaultLifetime
-	}
-	if cfg.TouchInterval == 0 {
-		cfg.TouchInterval = min(defaultTouchInterval, cfg.IdleTimeout/2)
-	}
-	if cfg.MaxRetries == 0 {
-		cfg.MaxRetries = defaultMaxRetries
-	}
-	if cfg.Cookie.Name == "" {
-		cfg.Cookie.Name = defaultCookieName
-	}
-	if cfg.Cookie.Path == "" {
-		cfg.Cookie.Path = "/"
-	}
-	if cfg.Cookie.SameSite == 0 {
-		cfg.Cookie.SameSite = http.SameSiteLaxMode
-	}
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 30*time.Minute)
+	cfg.Lifetime = cmp.Or(cfg.Lifetime, 24*time.Hour)
+	cfg.TouchInterval = cmp.Or(cfg.TouchInterval, min(time.Minute, cfg.IdleTimeout/2))
+	cfg.Cookie.Name = cmp.Or(cfg.Cookie.Name, "session")
+	cfg.Cookie.Path = cmp.Or(cfg.Cookie.Path, "/")
+	cfg.Cookie.SameSite = cmp.Or(cfg.Cookie.SameSite, http.SameSiteLaxMode)
 	if cfg.ErrorHandler == nil {
-		cfg.ErrorHandler = DefaultErrorHandler
+		cfg.ErrorHandler = defaultErrorHandler
 	}
-	cfg.Header.fill()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	bearer := http.CanonicalHeaderKey(cfg.Header.Name) == "Authorization"
+	if bearer {
+		cfg.Header.Response = cmp.Or(cfg.Header.Response, "Session-Token")
 	}
+	cfg.Header.Response = cmp.Or(cfg.Header.Response, cfg.Header.Name)
 	switch {
 	case cfg.IdleTimeout < 0 || cfg.Lifetime < 0 || cfg.TouchInterval < 0:
 		return nil, errors.New("core: IdleTimeout, Lifetime and TouchInterval must not be negative")
 	case cfg.TouchInterval >= cfg.IdleTimeout:
 		return nil, errors.New("core: TouchInterval must be less than IdleTimeout")
-	case cfg.MaxRetries < 0:
-		return nil, errors.New("core: MaxRetries must not be negative")
-	case !validCookieName(cfg.Cookie.Name):
+	case !isToken(cfg.Cookie.Name):
 		return nil, fmt.Errorf("core: invalid cookie name %q", cfg.Cookie.Name)
-	case !cfg.Header.valid():
+	case !isToken(cfg.Header.Name) || !isToken(cfg.Header.Response):
 		return nil, fmt.Errorf("core: invalid header name in %+v", cfg.Header)
 	}
-	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, durableKey: map[string]bool{}}
-	m.bearer = http.CanonicalHeaderKey(cfg.Header.Name) == "Authorization"
+	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, bearer: bearer, durableKey: map[string]bool{}}
 	for _, k := range cfg.DurableKeys {
 		m.durableKey[k] = true
 	}
 	return m, nil
 }
 
-func validCookieName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || c == '=' || c == ';' || c == ',' || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// Store returns the Manager's Store.
+// Store returns the Manager's Store (for Stats, List, metrics, scsstore).
 func (m *Manager) Store() *Store { return m.store }
 
-// CookieName returns the configured cookie name.
-func (m *Manager) CookieName() string { return m.cfg.Cookie.Name }
-
-// Load returns the session for a cookie value. A value that is not shaped
-// like a token, or a token the store does not know (expired, destroyed,
-// forged), yields a new empty session: client-supplied tokens are never
-// adopted. The error wraps ErrUnavailable when the store could not answer.
+// Load returns the session of a token. A value not shaped like a token, or
+// a token the store does not know (expired, destroyed, forged), yields a
+// new empty session: client-supplied tokens are never adopted. The error
+// wraps ErrUnavailable when the store could not answer.
 func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error) {
 	s := &Session{m: m}
 	if !ValidToken(cookieValue) {
@@ -204,58 +150,13 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	return s, nil
 }
 
-// LoadRequest is Load with the token r carries (RequestToken): the value
-// of its session cookie, or of the token header in header mode.
-func (m *Manager) LoadRequest(r *http.Request) (*Session, error) {
-	s, err := m.Load(r.Context(), m.RequestToken(r))
-	if s != nil && r.TLS == nil && !m.cfg.Cookie.Insecure {
-		s.plainReq = r.Header.Get("X-Forwarded-Proto") != "https"
-	}
-	return s, err
-}
-
-// cookieValue returns the value of the first cookie named like ours. It
-// scans the Cookie headers in place instead of parsing every cookie of the
-// request: http.Request.Cookie allocates the cookies it returns (measured
-// on a five-cookie header: 2 allocations, 240 B and 1.2–2.7× the time,
-// against none here — BenchmarkCookieValue); values that are not
-// token-shaped are rejected by Load anyway.
-func (m *Manager) cookieValue(r *http.Request) string {
-	return cookieValue(r.Header["Cookie"], m.cfg.Cookie.Name)
-}
-
-// cookieValue returns the value of the first cookie called name in the
-// given Cookie header lines, "" when there is none. Surrounding double
-// quotes are removed.
-func cookieValue(lines []string, name string) string {
-	for _, line := range lines {
-		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
-			k, v, ok := strings.Cut(part, "=")
-			if !ok || k != name {
-				continue
-			}
-			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
-			}
-			return v
-		}
-	}
-	return ""
-}
-
-// Save writes the session's changes, if any, before the response headers
-// are sent. Unchanged sessions are not written, except for a throttled
-// activity refresh (at most once per TouchInterval). When another request
-// changed the session meanwhile, Save re-reads it, re-applies this request's
-// own Put, Delete and Clear calls key by key, and retries, so concurrent
-// requests that change different keys keep each other's changes.
-//
-// It returns ErrTooLarge or an error wrapping ErrEncode (nothing written,
-// the stored copy intact), ErrConflict after MaxRetries lost races, and
-// errors wrapping ErrUnavailable when the store could not take the write.
+// Save writes the session's changes, if any; an unchanged session only
+// refreshes its activity, at most once per TouchInterval. When another
+// request changed the session meanwhile, Save re-reads it and re-applies
+// this request's Put, Delete and Clear calls key by key, so concurrent
+// requests that change different keys keep each other's changes. It
+// returns ErrTooLarge or an error wrapping ErrEncode (nothing written),
+// ErrConflict after 16 lost races, and errors wrapping ErrUnavailable.
 func (m *Manager) Save(ctx context.Context, s *Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -263,9 +164,7 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 		return nil
 	}
 	err := m.save(ctx, s)
-	if err == nil {
-		s.saved = true
-	}
+	s.saved = err == nil
 	return err
 }
 
@@ -291,23 +190,15 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 		e.Created, e.Deadline, e.Subject = s.entry.Created, s.entry.Deadline, s.entry.Subject
 		e.IdleTimeout, e.Persistent = s.entry.IdleTimeout, s.entry.Persistent
 	}
-	if s.subjectSet {
-		e.Subject = s.subject
-	}
-	s.expiry.apply(e)
 	values := s.valuesLocked()
-	var err error
-	if e.Payload, err = m.encode(values); err != nil {
+	if _, err := m.prepare(e, s, values); err != nil {
 		return err
 	}
-	e.Codec = m.store.codec.ID()
 	token := NewToken()
-	for {
+	err := m.store.Insert(ctx, token, e, s.durable || s.expiry.pending())
+	for errors.Is(err, ErrExists) { // 2^-256: only a broken random source gets here
+		token = NewToken()
 		err = m.store.Insert(ctx, token, e, s.durable || s.expiry.pending())
-		if !errors.Is(err, ErrExists) {
-			break
-		}
-		token = NewToken() // 2^-256: only a broken random source gets here
 	}
 	if err != nil {
 		return err
@@ -318,12 +209,11 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// renew moves the session to a fresh token. This request's changes are
-// first written to the old token's row (durably, merging with whatever the
-// row holds that this request's copy never saw), so that the new session
-// starts from everything the old one had; then the new session is inserted,
-// and the old one destroyed. While the database is unavailable the new
-// session starts from this request's copy.
+// renew moves the session to a fresh token: this request's changes go to
+// the old token's row first (durably, merged with what this request never
+// saw), so the new session, inserted next, starts from everything the old
+// one had (from this request's copy while the database is unavailable);
+// then the old one is destroyed.
 func (m *Manager) renew(ctx context.Context, s *Session) error {
 	s.durable = true
 	err := m.update(ctx, s)
@@ -345,9 +235,8 @@ func (m *Manager) renew(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// touch refreshes the activity of an unchanged session when the last
-// refresh is TouchInterval old. Failures do not fail the request: the
-// session was served, and the next request tries again.
+// touch refreshes an unchanged session's activity once TouchInterval old.
+// Failures do not fail the request: the next request tries again.
 func (m *Manager) touch(ctx context.Context, s *Session) error {
 	if m.store.Now().Sub(s.entry.ActiveAt) < m.cfg.TouchInterval {
 		return nil
@@ -360,11 +249,9 @@ func (m *Manager) touch(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// dropDestroyed forgets a session another request destroyed (or that
-// expired) while this one changed it: the destruction wins, and this
-// request's changes are dropped. No cookie change: the request that
-// destroyed or renewed the session sent the right one, and an expiring
-// cookie from this response could arrive after it and undo a fresh login.
+// dropDestroyed forgets a session destroyed (or expired) while this request
+// changed it: the destruction wins. No cookie change: the destroying or
+// renewing request sent the right one, which ours could overtake.
 func (s *Session) dropDestroyed() {
 	s.entry, s.token, s.values, s.decoded = nil, "", nil, false
 	s.ops, s.subjectSet = nil, false
@@ -372,7 +259,8 @@ func (s *Session) dropDestroyed() {
 
 // change describes this request's changes for Store.Update.
 func (s *Session) change() Change {
-	c := Change{Keys: s.keysBuf[:0], Header: s.subjectSet || s.expiry.pending(), Durable: s.durable || s.subjectSet || s.expiry.pending()}
+	header := s.subjectSet || s.expiry.pending()
+	c := Change{Keys: s.keysBuf[:0], Header: header, Durable: s.durable || header}
 	for _, o := range s.ops {
 		if o.kind == opClear {
 			c.All = true
@@ -383,33 +271,33 @@ func (s *Session) change() Change {
 	return c
 }
 
-// update writes this request's changes with compare-and-swap, re-reading
-// the session and re-applying them on conflict.
+// update writes this request's changes with compare-and-swap, re-applying
+// them to a fresh read on conflict.
 func (m *Manager) update(ctx context.Context, s *Session) error {
+	values, e, c := s.valuesLocked(), s.entry, s.change()
 	cookieChanged := false
-	values := s.valuesLocked()
-	e := s.entry
-	c := s.change()
-	var err error
 	for attempt := 0; ; attempt++ {
-		e.Codec = m.store.codec.ID()
-		if s.subjectSet {
-			e.Subject = s.subject
-		}
-		if s.expiry.apply(e) {
-			cookieChanged = true
-		}
-		if e.Payload, err = m.encode(values); err != nil {
+		changed, err := m.prepare(e, s, values)
+		if err != nil {
 			return err
 		}
+		cookieChanged = cookieChanged || changed
 		err = m.store.Update(ctx, e, c)
-		if !errors.Is(err, ErrConflict) {
-			break
-		}
-		if attempt >= m.cfg.MaxRetries {
+		switch {
+		case err == nil:
+			s.entry, s.values, s.decoded = e, values, !e.merged
+			s.ops, s.subjectSet, s.durable = nil, false, false
+			s.expiry = expiryChange{}
+			s.setCookie = s.setCookie || cookieChanged
+			return nil
+		case errors.Is(err, ErrDestroyed):
+			s.dropDestroyed()
+			return nil
+		case !errors.Is(err, ErrConflict):
+			return err
+		case attempt >= maxRetries:
 			return fmt.Errorf("core: gave up after %d concurrent changes: %w", attempt+1, ErrConflict)
-		}
-		if attempt > 0 {
+		case attempt > 0:
 			// Lost twice in a row: spread out from the other writers.
 			time.Sleep(rand.N(time.Duration(min(attempt, 8)) * 200 * time.Microsecond))
 		}
@@ -417,7 +305,8 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 			return err
 		}
 		if e == nil {
-			break
+			s.dropDestroyed()
+			return nil
 		}
 		base, err := m.decode(e)
 		if err != nil {
@@ -425,124 +314,34 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 		}
 		values = s.replay(base)
 	}
-	if e == nil || errors.Is(err, ErrDestroyed) {
-		s.dropDestroyed()
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	s.entry, s.values, s.decoded = e, values, !e.merged
-	s.ops, s.subjectSet, s.durable = nil, false, false
-	s.expiry = expiryChange{}
-	if cookieChanged {
-		s.setCookie = true
-	}
-	return nil
 }
 
-func (m *Manager) encode(values map[string]any) ([]byte, error) {
-	b, err := m.store.codec.Encode(values)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrEncode, err)
+// prepare writes this request's subject, expiry and values into e, and
+// reports whether the cookie must change (see expiryChange.apply).
+func (m *Manager) prepare(e *Entry, s *Session, values map[string]any) (cookieChanged bool, err error) {
+	if s.subjectSet {
+		e.Subject = s.subject
 	}
-	return b, nil
+	cookieChanged = s.expiry.apply(e)
+	e.Codec = m.store.codec.ID()
+	if e.Payload, err = m.store.codec.Encode(values); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrEncode, err)
+	}
+	return cookieChanged, nil
 }
 
-func (m *Manager) decode(e *Entry) (map[string]any, error) {
-	return m.store.decode(e.Codec, e.Payload)
-}
+func (m *Manager) decode(e *Entry) (map[string]any, error) { return m.store.decode(e.Codec, e.Payload) }
 
-// Cookie returns the Set-Cookie this response needs after Save, or nil when
-// the browser's cookie is already right: a cookie carrying the token when
-// the session was created or renewed, an expired cookie when it was
-// destroyed and not replaced. In header mode (Config.Header) it returns
-// nil: see ResponseHeader.
-func (m *Manager) Cookie(s *Session) *http.Cookie {
-	if m.cfg.Header.Name != "" {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.setCookie {
-		return nil
-	}
-	c := &http.Cookie{
-		Name:     m.cfg.Cookie.Name,
-		Path:     m.cfg.Cookie.Path,
-		Domain:   m.cfg.Cookie.Domain,
-		Secure:   !m.cfg.Cookie.Insecure,
-		HttpOnly: true,
-		SameSite: m.cfg.Cookie.SameSite,
-	}
-	if s.token == "" || s.entry == nil {
-		c.MaxAge = -1
-		c.Expires = time.Unix(1, 0)
-		return c
-	}
-	c.Value = s.token
-	if !m.cfg.Cookie.SessionOnly || s.entry.Persistent {
-		c.Expires = s.entry.Deadline.UTC()
-		// Rounded up: a browser must not drop the cookie before the deadline.
-		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.Now())+time.Second-1)/time.Second), 1)
-	}
-	return c
-}
-
-// WriteCookie adds the Set-Cookie that Cookie returns, if any, to h, with
-// "Vary: Cookie" and `Cache-Control: no-cache="Set-Cookie"` so shared caches
-// never hand one user's cookie to another. In header mode it sets the
-// ResponseHeader instead, with "Vary: <token header>" and
-// "Cache-Control: no-store".
-//
-// The first time it writes a Secure cookie in answer to a plain-HTTP request
-// (one loaded with LoadRequest, without TLS and without
-// "X-Forwarded-Proto: https"), it logs a warning: browsers other than on
-// localhost drop such cookies, and every request then starts a new session.
-func (m *Manager) WriteCookie(h http.Header, s *Session) {
-	if m.cfg.Header.Name != "" {
-		m.writeHeaderToken(h, s)
-		return
-	}
-	c := m.Cookie(s)
-	if c == nil {
-		return
-	}
-	m.WarnPlainHTTP(c, !s.plainReq)
-	if v := c.String(); v != "" {
-		h.Add("Set-Cookie", v)
-	}
-	h.Add("Vary", "Cookie")
-	h.Add("Cache-Control", `no-cache="Set-Cookie"`)
-}
-
-// DestroySubject destroys every session of subject (see Session.SetSubject)
-// in both tiers — "log out everywhere", for example after a password
-// change — and returns how many it destroyed.
+// DestroySubject destroys every session of subject (Session.SetSubject) in
+// both tiers — "log out everywhere", say after a password change — and
+// returns how many it destroyed.
 func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, error) {
 	return m.store.DestroySubject(ctx, subject)
 }
 
-// WarnPlainHTTP logs, once per Manager, when c — the session cookie from
-// Cookie, nil when there is none — is a Secure cookie carrying a token set
-// in answer to a request that did not come over HTTPS (secure false):
-// browsers drop it (except some on localhost), so every request starts a
-// new session. WriteCookie calls it; adapters for frameworks without an
-// *http.Request call it before setting the cookie. It does nothing when
-// CookieConfig.Insecure is set.
-func (m *Manager) WarnPlainHTTP(c *http.Cookie, secure bool) {
-	if c == nil || !c.Secure || c.Value == "" || secure || m.cfg.Cookie.Insecure || m.warnedHTTP.Swap(true) {
-		return
-	}
-	m.log.Warn("hybridsession: a Secure session cookie was set on a plain-HTTP request; " +
-		"browsers drop it outside localhost and every request starts a new session. " +
-		"Serve HTTPS (behind a proxy: X-Forwarded-Proto: https), or set Cookie.Insecure for local development")
-}
-
-// StatusCode maps a Load or Save error to an HTTP status: 503 Service
-// Unavailable for ErrUnavailable, 413 Content Too Large for ErrTooLarge (the
-// request made the session exceed the item size limit), 500 Internal Server
-// Error otherwise.
+// StatusCode maps a Load or Save error to an HTTP status: 503 for
+// ErrUnavailable, 413 Content Too Large for ErrTooLarge (the session
+// outgrew the item size limit), 500 otherwise.
 func StatusCode(err error) int {
 	switch {
 	case errors.Is(err, ErrUnavailable):
@@ -553,9 +352,8 @@ func StatusCode(err error) int {
 	return http.StatusInternalServerError
 }
 
-// DefaultErrorHandler writes StatusCode(err) with its status text. It does
-// not reveal err to the client.
-func DefaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
+// defaultErrorHandler is Config.ErrorHandler's default.
+func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
 	code := StatusCode(err)
 	http.Error(w, http.StatusText(code), code)
 }

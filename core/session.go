@@ -30,8 +30,8 @@ type Session struct {
 	setCookie  bool // Set-Cookie needed
 	saved      bool
 
-	expiry   expiryChange // per-session lifetime, idle timeout, remember me
-	plainReq bool         // loaded from a plain-HTTP request (see Manager.WriteCookie)
+	expiry expiryChange // per-session idle timeout, remember me
+	sent   bool         // SaveTo added the response headers
 }
 
 type opKind uint8

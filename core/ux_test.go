@@ -59,7 +59,7 @@ func serve(m *core.Manager, h http.HandlerFunc, cookie *http.Cookie) (*httptest.
 	rec := httptest.NewRecorder()
 	m.Handler(h).ServeHTTP(rec, req)
 	for _, c := range rec.Result().Cookies() {
-		if c.Name == m.CookieName() {
+		if c.Name == "session" { // the default name, which uxManager keeps
 			return rec, c
 		}
 	}

@@ -210,7 +210,7 @@ func newFaultEnv(t *testing.T, b faultBackend, rep *faultReport, opts faultEnvOp
 			Logger:      quiet,
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 				env.recordError(err)
-				core.DefaultErrorHandler(w, r, err)
+				http.Error(w, http.StatusText(core.StatusCode(err)), core.StatusCode(err))
 			},
 		})
 		if err != nil {

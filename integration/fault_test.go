@@ -306,7 +306,7 @@ func faultDatabaseOutage(t *testing.T, b faultBackend, rep *faultReport) {
 }
 
 // Every memcached node and the database go down: requests get a clear 503
-// (core.ErrUnavailable through DefaultErrorHandler), never a 500 or a hang,
+// (core.ErrUnavailable through the default error handler), never a 500 or a hang,
 // and everything recovers when the servers return.
 func faultEverythingDown(t *testing.T, b faultBackend, rep *faultReport) {
 	requireNetworkedDB(t, b)

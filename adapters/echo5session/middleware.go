@@ -63,65 +63,40 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 			if cfg.Skipper != nil && cfg.Skipper(c) {
 				return next(c)
 			}
-			req := c.Request()
-			s, err := m.LoadRequest(req)
+			// The session's writer goes in front of echo's Response's writer,
+			// or of c.Response() when another middleware put a writer there
+			// that hides echo's Response.
+			var inner http.ResponseWriter = c.Response()
+			set := c.SetResponse
+			resp, uerr := echo.UnwrapResponse(inner)
+			if uerr == nil {
+				inner = resp.ResponseWriter
+				set = func(w http.ResponseWriter) { resp.ResponseWriter = w }
+			}
+			// Restore the writer even when the handler panics, so that a
+			// recovery middleware's error page does not save the session.
+			defer set(inner)
+			var herr error
+			err := m.Serve(inner, c.Request(), func(w http.ResponseWriter, r *http.Request) {
+				c.SetRequest(r) // Get, GetFor and core.FromContext read r's context
+				set(w)
+				herr = next(c)
+			})
 			if err != nil {
+				// Nothing reached the client: start the response afresh.
+				set(inner)
+				if resp != nil {
+					resp.Committed, resp.Status, resp.Size = false, http.StatusOK, 0
+				}
+				h := inner.Header()
+				h.Del(echo.HeaderContentLength)
+				h.Del(echo.HeaderContentEncoding)
+				h.Del(echo.HeaderContentType)
 				return cfg.ErrorHandler(c, err)
 			}
-			// The request context is the session's only home: Get, GetFor
-			// and core.FromContext read it.
-			req = req.WithContext(core.NewContext(req.Context(), s))
-			c.SetRequest(req)
-
-			resp, err := echo.UnwrapResponse(c.Response())
-			if err != nil {
-				// Another middleware put a writer that hides echo's
-				// Response in front of it: wrap that writer instead.
-				return serveWrapped(c, m, s, cfg, next)
-			}
-			w := m.NewSaveWriter(resp.ResponseWriter, req, s, nil)
-			resp.ResponseWriter = w
-			// Restore echo's writer even when the handler panics, so that a
-			// recovery middleware's error page does not save the session.
-			defer func() { resp.ResponseWriter = w.ResponseWriter }()
-
-			herr := next(c)
-			if !w.Commit() {
-				// Nothing reached the client: start the response afresh.
-				resp.ResponseWriter = w.ResponseWriter
-				resp.Committed, resp.Status, resp.Size = false, http.StatusOK, 0
-				dropBodyHeaders(resp.Header())
-				return cfg.ErrorHandler(c, w.Err())
-			}
-			_ = m.CheckCommitted(s)
 			return herr
 		}
 	}
-}
-
-// serveWrapped runs next with the session writer in front of c.Response()
-// when that does not unwrap to echo's Response.
-func serveWrapped(c *echo.Context, m *core.Manager, s *core.Session, cfg Config, next echo.HandlerFunc) error {
-	orig := c.Response()
-	w := m.NewSaveWriter(orig, c.Request(), s, nil)
-	c.SetResponse(w)
-	defer c.SetResponse(orig)
-	herr := next(c)
-	if !w.Commit() {
-		c.SetResponse(orig)
-		dropBodyHeaders(orig.Header())
-		return cfg.ErrorHandler(c, w.Err())
-	}
-	_ = m.CheckCommitted(s)
-	return herr
-}
-
-// dropBodyHeaders removes the headers that described a body that is not
-// sent.
-func dropBodyHeaders(h http.Header) {
-	h.Del(echo.HeaderContentLength)
-	h.Del(echo.HeaderContentEncoding)
-	h.Del(echo.HeaderContentType)
 }
 
 // Get returns the session of the request, loaded by the middleware New, or

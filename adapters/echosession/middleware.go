@@ -65,35 +65,27 @@ func New(m *core.Manager, cfg Config) echo.MiddlewareFunc {
 			if cfg.Skipper != nil && cfg.Skipper(c) {
 				return next(c)
 			}
-			req := c.Request()
-			s, err := m.LoadRequest(req)
-			if err != nil {
-				return cfg.ErrorHandler(c, err)
-			}
-			// The request context is the session's only home: Get and
-			// core.FromContext both read it.
-			req = req.WithContext(core.NewContext(req.Context(), s))
-			c.SetRequest(req)
-
 			resp := c.Response()
-			w := m.NewSaveWriter(resp.Writer, req, s, nil)
-			resp.Writer = w
+			orig := resp.Writer
 			// Restore echo's writer even when the handler panics, so that a
 			// recovery middleware's error page does not save the session.
-			defer func() { resp.Writer = w.ResponseWriter }()
-
-			herr := next(c)
-			if !w.Commit() {
+			defer func() { resp.Writer = orig }()
+			var herr error
+			err := m.Serve(orig, c.Request(), func(w http.ResponseWriter, r *http.Request) {
+				c.SetRequest(r) // Get and core.FromContext read r's context
+				resp.Writer = w
+				herr = next(c)
+			})
+			if err != nil {
 				// Nothing reached the client: start the response afresh.
-				resp.Writer = w.ResponseWriter
+				resp.Writer = orig
 				resp.Committed, resp.Status, resp.Size = false, http.StatusOK, 0
 				h := resp.Header()
 				h.Del("Content-Length")
 				h.Del("Content-Encoding")
 				h.Del("Content-Type")
-				return cfg.ErrorHandler(c, w.Err())
+				return cfg.ErrorHandler(c, err)
 			}
-			_ = m.CheckCommitted(s)
 			return herr
 		}
 	}

@@ -1,9 +1,6 @@
 package fiber3session
 
 import (
-	"net/http"
-	"strings"
-
 	"github.com/gofiber/fiber/v3"
 	"github.com/hybridsession/hybridsession/core"
 )
@@ -47,12 +44,9 @@ type localsKey struct{}
 // the session before it returns. 103 Early Hints (c.SendEarlyHints) go out
 // at once and do not commit the session.
 //
-// The cookie is set with c.Cookie, so fasthttp writes Max-Age without
-// Expires for a persistent cookie, and an Expires in 1970 for a destroyed
-// one. Vary: Cookie and Cache-Control: no-cache="Set-Cookie" accompany it,
-// as with core.Manager.WriteCookie. In header mode (core.Config.Header)
-// the token is read from that request header and a new one is returned in
-// core.HeaderConfig.Response instead.
+// The cookie (or token header) and its Vary and Cache-Control headers are
+// those core.Manager.SaveTo adds; the first Secure cookie set on a
+// plain-HTTP request (c.Protocol() is not "https") logs a warning.
 //
 // Register it once, before the handlers that use sessions:
 //
@@ -66,26 +60,12 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 	if cfg.ErrorHandler == nil {
 		cfg.ErrorHandler = defaultErrorHandler
 	}
-	name, header := m.CookieName(), m.TokenHeader()
 	return func(c fiber.Ctx) error {
 		if cfg.Next != nil && cfg.Next(c) {
 			return c.Next()
 		}
-		var token string
-		if header != "" {
-			token = m.HeaderToken(c.Get(header))
-		} else {
-			token = c.Cookies(name)
-		}
-		// fiber's strings point into buffers reused by the next request:
-		// copy the value before the session keeps it as its token.
-		if core.ValidToken(token) {
-			token = strings.Clone(token)
-		} else {
-			token = ""
-		}
 		ctx := c.Context()
-		s, err := m.Load(ctx, token)
+		s, err := m.LoadFrom(ctx, func(name string) string { return c.Get(name) })
 		if err != nil {
 			return cfg.ErrorHandler(c, err)
 		}
@@ -97,7 +77,7 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 		c.SetContext(core.NewContext(ctx, s))
 
 		herr := c.Next()
-		if err := m.Save(c.Context(), s); err != nil {
+		if err := m.SaveTo(c.Context(), s, c.Protocol() == "https", c.Response().Header.Add); err != nil {
 			// Nothing was sent yet: drop the handler's response body and
 			// the headers that described it.
 			resp := c.Response()
@@ -105,15 +85,6 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			resp.Header.Del(fiber.HeaderContentEncoding)
 			resp.Header.Del(fiber.HeaderContentType)
 			return cfg.ErrorHandler(c, err)
-		}
-		if n, v, ok := m.ResponseHeader(s); ok {
-			c.Set(n, v)
-			c.Vary(header)
-			c.Set(fiber.HeaderCacheControl, "no-store")
-		} else {
-			hc := m.Cookie(s)
-			m.WarnPlainHTTP(hc, c.Protocol() == "https")
-			setCookie(c, hc)
 		}
 		return herr
 	}
@@ -133,41 +104,6 @@ func Get(c fiber.Ctx) *core.Session {
 func GetFor(c fiber.Ctx, m *core.Manager) *core.Session {
 	s, _ := c.Locals(m).(*core.Session)
 	return s
-}
-
-// setCookie converts the cookie core.Manager.Cookie returned, if any, and
-// sets it with the headers core.Manager.WriteCookie adds.
-func setCookie(c fiber.Ctx, hc *http.Cookie) {
-	if hc == nil {
-		return
-	}
-	c.Cookie(&fiber.Cookie{
-		Name:     hc.Name,
-		Value:    hc.Value,
-		Path:     hc.Path,
-		Domain:   hc.Domain,
-		MaxAge:   hc.MaxAge,
-		Expires:  hc.Expires,
-		Secure:   hc.Secure,
-		HTTPOnly: hc.HttpOnly,
-		SameSite: sameSite(hc.SameSite),
-	})
-	c.Vary(fiber.HeaderCookie)
-	c.Append(fiber.HeaderCacheControl, `no-cache="Set-Cookie"`)
-}
-
-// sameSite maps net/http's SameSite to fiber's. http.SameSiteDefaultMode,
-// which net/http writes as no attribute, becomes fiber's "disabled".
-func sameSite(s http.SameSite) string {
-	switch s {
-	case http.SameSiteStrictMode:
-		return fiber.CookieSameSiteStrictMode
-	case http.SameSiteNoneMode:
-		return fiber.CookieSameSiteNoneMode
-	case http.SameSiteLaxMode:
-		return fiber.CookieSameSiteLaxMode
-	}
-	return fiber.CookieSameSiteDisabled
 }
 
 func defaultErrorHandler(_ fiber.Ctx, err error) error {

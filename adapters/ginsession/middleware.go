@@ -1,6 +1,8 @@
 package ginsession
 
 import (
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/gin-gonic/gin"
@@ -53,13 +55,19 @@ func New(m *core.Manager, cfg Config) gin.HandlerFunc {
 	if cfg.ErrorHandler == nil {
 		cfg.ErrorHandler = defaultErrorHandler
 	}
-	skip := core.Skipper(cfg.Skip, func(c *gin.Context) string { return c.Request.URL.Path }, cfg.SkipPaths)
+	skipPaths := slices.Clone(cfg.SkipPaths)
+	skip := func(c *gin.Context) bool {
+		if cfg.Skip != nil && cfg.Skip(c) {
+			return true
+		}
+		return slices.ContainsFunc(skipPaths, func(p string) bool { return strings.HasPrefix(c.Request.URL.Path, p) })
+	}
 	return func(c *gin.Context) {
-		if skip != nil && skip(c) {
+		if skip(c) {
 			c.Next()
 			return
 		}
-		s, err := m.LoadRequest(c.Request)
+		s, err := m.LoadFrom(c.Request.Context(), c.Request.Header.Get)
 		if err != nil {
 			cfg.ErrorHandler(c, err)
 			c.Abort()
@@ -84,7 +92,7 @@ func New(m *core.Manager, cfg Config) gin.HandlerFunc {
 		}()
 		c.Next()
 		if w.commit() {
-			_ = m.CheckCommitted(s)
+			_ = m.SaveTo(c.Request.Context(), s, false, nil) // logs a change made too late
 		}
 	}
 }

@@ -45,12 +45,13 @@ func (w *writer) commit() bool {
 		return false
 	}
 	w.state = committed
-	if err := w.m.Save(w.c.Request.Context(), w.s); err != nil {
+	r := w.c.Request
+	https := r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
+	if err := w.m.SaveTo(r.Context(), w.s, https, w.ResponseWriter.Header().Add); err != nil {
 		w.state, w.err = failed, err
 		w.fail(err)
 		return false
 	}
-	w.m.WriteCookie(w.ResponseWriter.Header(), w.s)
 	return true
 }
 

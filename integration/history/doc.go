@@ -113,7 +113,7 @@
 //     answered, with only the stale-copy exception.
 //   - I7: a 503 only while the database does not answer (with memcached
 //     unavailable for the key the row serves); no other error but a
-//     conflict after MaxRetries or an invalid subject; Load answers within
+//     conflict after 16 retries or an invalid subject; Load answers within
 //     three memcached timeouts and DBTimeout (plus 500ms), the request
 //     within 6s.
 //

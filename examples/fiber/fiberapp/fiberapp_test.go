@@ -23,5 +23,5 @@ func (t appTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func TestJourney(t *testing.T) {
 	m := demotest.Manager(t)
-	demotest.Journey(t, appTransport{fiberapp.New(m)}, fiberapp.Name, m.CookieName())
+	demotest.Journey(t, appTransport{fiberapp.New(m)}, fiberapp.Name, "session")
 }

@@ -11,5 +11,5 @@ import (
 func TestJourney(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	m := demotest.Manager(t)
-	demotest.Journey(t, demotest.HandlerTransport{Handler: ginapp.New(m)}, ginapp.Name, m.CookieName())
+	demotest.Journey(t, demotest.HandlerTransport{Handler: ginapp.New(m)}, ginapp.Name, "session")
 }

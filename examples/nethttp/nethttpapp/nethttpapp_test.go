@@ -9,5 +9,5 @@ import (
 
 func TestJourney(t *testing.T) {
 	m := demotest.Manager(t)
-	demotest.Journey(t, demotest.HandlerTransport{Handler: nethttpapp.New(m)}, nethttpapp.Name, m.CookieName())
+	demotest.Journey(t, demotest.HandlerTransport{Handler: nethttpapp.New(m)}, nethttpapp.Name, "session")
 }
