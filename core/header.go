@@ -43,8 +43,8 @@ func isToken(s string) bool {
 // LoadFrom is Load with the token of a request, for framework adapters:
 // header returns the value of a request header ("" when absent), such as
 // r.Header.Get. The token comes from the session cookie, or in header mode
-// from the token header. LoadFrom keeps none of header's strings, which may
-// point into buffers the framework reuses. Errors are Load's.
+// from the token header. The Session keeps the token: a framework that
+// reuses its buffers (fasthttp) must return copies. Errors are Load's.
 func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, error) {
 	var token string
 	if m.cfg.Header.Name == "" {
@@ -56,11 +56,7 @@ func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string)
 			token = strings.TrimSpace(cred)
 		}
 	}
-	s, err := m.Load(ctx, token)
-	if s != nil && s.token != "" {
-		s.token = strings.Clone(s.token)
-	}
-	return s, err
+	return m.Load(ctx, token)
 }
 
 // cookieValue returns the value of the first cookie called name in a

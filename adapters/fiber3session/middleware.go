@@ -1,6 +1,8 @@
 package fiber3session
 
 import (
+	"strings"
+
 	"github.com/gofiber/fiber/v3"
 	"github.com/hybridsession/hybridsession/core"
 )
@@ -65,7 +67,7 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			return c.Next()
 		}
 		ctx := c.Context()
-		s, err := m.LoadFrom(ctx, func(name string) string { return c.Get(name) })
+		s, err := m.LoadFrom(ctx, func(name string) string { return strings.Clone(c.Get(name)) })
 		if err != nil {
 			return cfg.ErrorHandler(c, err)
 		}

@@ -1,6 +1,8 @@
 package fibersession
 
 import (
+	"strings"
+
 	"github.com/gofiber/fiber/v2"
 	"github.com/hybridsession/hybridsession/core"
 )
@@ -62,7 +64,7 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			return c.Next()
 		}
 		ctx := c.UserContext()
-		s, err := m.LoadFrom(ctx, func(name string) string { return c.Get(name) })
+		s, err := m.LoadFrom(ctx, func(name string) string { return strings.Clone(c.Get(name)) })
 		if err != nil {
 			return cfg.ErrorHandler(c, err)
 		}
