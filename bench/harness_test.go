@@ -279,7 +279,8 @@ func (c *vclock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 // SyncInterval/8, within 10ms and 10s (core's writer; the Store does not
 // tell).
 func writerTick(st *core.Store) time.Duration {
-	return min(max(st.SyncInterval()/8, 10*time.Millisecond), time.Minute)
+	syncInterval := core.NewKV(st, 61, time.Hour, 1).SyncInterval() // the KV reads it back from the Store
+	return min(max(syncInterval/8, 10*time.Millisecond), time.Minute)
 }
 
 // writerPace runs a Store's background writer at its pace in virtual time,

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -121,11 +123,12 @@ func reapPayloads(b *testing.B, addr string) (row, alive []byte) {
 	mem := durabletest.NewMemory()
 	const prefix = "reap-gen:"
 	st, err := core.NewStore(core.StoreConfig{
-		Memcached: core.MemcachedConfig{Servers: []string{addr}, KeyPrefix: prefix, Timeout: memcacheTimeout},
-		Durable:   mem,
-		Clock:     clock.Now,
-		Logger:    quiet,
-		Reaper:    core.ReaperConfig{Interval: -1},
+		Memcached:    core.MemcachedConfig{Servers: []string{addr}, KeyPrefix: prefix, Timeout: memcacheTimeout},
+		Durable:      mem,
+		Clock:        clock.Now,
+		Logger:       quiet,
+		Reaper:       core.ReaperConfig{Interval: -1},
+		SyncInterval: 3 * time.Hour,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -135,26 +138,50 @@ func reapPayloads(b *testing.B, addr string) (row, alive []byte) {
 	for _, v := range newValues {
 		values[v.key] = v.value
 	}
-	e := &core.Entry{Codec: core.Msgpack.ID(), Created: clock.Now(), Deadline: clock.Now().Add(24 * time.Hour), IdleTimeout: 30 * time.Minute}
-	if e.Payload, err = core.Msgpack.Encode(values); err != nil {
+	// The session idles out after 30 minutes and is kept alive by a read
+	// every 20; SyncInterval 3h keeps those touches and the last change
+	// out of the row, which stays as the session was created.
+	m, err := core.New(core.Config{Store: st})
+	if err != nil {
 		b.Fatal(err)
 	}
-	token := core.NewToken()
-	if err := st.Insert(ctx, token, e, false); err != nil {
-		b.Fatal(err)
+	var cookie *http.Cookie
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := core.FromContext(r.Context())
+		switch r.URL.Path {
+		case "/new":
+			for k, v := range values {
+				s.Put(k, v)
+			}
+		case "/change":
+			s.Put("n", 1)
+		}
+	}))
+	request := func(path string) {
+		req := httptest.NewRequest(http.MethodGet, "https://example.com"+path, nil)
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if cs := rec.Result().Cookies(); len(cs) > 0 {
+			cookie = cs[0]
+		}
 	}
-	key := core.StorageKey(token)
+	request("/new")
+	key := core.StorageKey(cookie.Value)
 	rec, found, err := mem.Load(ctx, key)
 	if err != nil || !found || rec.Version != 1 {
 		b.Fatalf("the generated row: %+v, found %v, %v; want version 1", rec, found, err)
 	}
-	clock.Advance(2*time.Hour - time.Minute)
-	values["n"] = 1
-	if e.Payload, err = core.Msgpack.Encode(values); err != nil {
-		b.Fatal(err)
+	for range 5 {
+		clock.Advance(20 * time.Minute)
+		request("/read")
 	}
-	if err := st.Update(ctx, e, core.Change{Keys: []string{"n"}}); err != nil {
-		b.Fatal(err)
+	clock.Advance(20*time.Minute - time.Minute)
+	request("/change")
+	if core.StorageKey(cookie.Value) != key {
+		b.Fatal("the session did not live through the reads")
 	}
 	it, err := memcache.New(addr).Get(prefix + key)
 	if err != nil {

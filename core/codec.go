@@ -35,19 +35,10 @@ const (
 	msgpackCodecID uint8 = 3
 )
 
-// Ids reserved for stores that keep another library's opaque session
-// blobs in the envelope: the Manager cannot decode those entries.
-const (
-	// SCSCodecID marks entries written by scsstore (scs's own encoding).
-	SCSCodecID uint8 = 60
-	// FiberCodecID marks entries written through fibersession's
-	// fiber.Storage (fiber's own encoding).
-	FiberCodecID uint8 = 61
-)
-
-// opaqueCodec reports whether id marks a payload the Store keeps without
-// decoding (see SCSCodecID): such entries are always written whole.
-func opaqueCodec(id uint8) bool { return id == SCSCodecID || id == FiberCodecID }
+// opaqueCodec reports whether id is one of the ids 60 to 63 reserved for a
+// KV's blobs (scsstore's 60, the fiber Storage's 61), which the Store keeps
+// without decoding and always writes whole.
+func opaqueCodec(id uint8) bool { return id >= 60 && id <= 63 }
 
 // JSON is the encoding/json codec. It is the most portable (any language can
 // read a session), but JSON has one number type: integers come back as

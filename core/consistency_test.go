@@ -246,7 +246,7 @@ func TestDestroySubjectTombstoneLastsUntilDeadline(t *testing.T) {
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("rows of the subject: %d, %v", len(recs), err)
 	}
-	if left := recs[0].ExpiresAt.Sub(fresh.store.Now()); left < 6*24*time.Hour {
+	if left := recs[0].ExpiresAt.Sub(c.skewed(0)()); left < 6*24*time.Hour {
 		t.Errorf("the tombstone row expires in %v; want the session's own deadline, 7 days from its start", left)
 	}
 }
@@ -474,25 +474,23 @@ func TestInsertDoesNotReplaceATombstone(t *testing.T) {
 	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: durabletest.NewMemory()})
 	ctx := context.Background()
 	token := core.NewToken()
-	entry := func() *core.Entry {
-		now := a.store.Now()
-		return &core.Entry{Codec: core.SCSCodecID, Created: now, Deadline: now.Add(time.Hour), IdleTimeout: 30 * time.Minute, Payload: []byte("x")}
-	}
-	if err := a.store.Insert(ctx, token, entry(), false); err != nil {
+	kv := core.NewKV(a.store, 60, time.Hour, 1)
+	insert := func() error { return kv.Write(ctx, token, nil, []byte("x"), 30*time.Minute, kv.Now().Add(time.Hour)) }
+	if err := insert(); err != nil {
 		t.Fatal(err)
 	}
 	c.advance(40 * time.Minute) // the session idled out; its deadline is ahead
 	if err := a.store.Delete(ctx, token); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.store.Insert(ctx, token, entry(), false); err != nil {
+	if err := insert(); err != nil {
 		t.Fatal(err) // nothing live to destroy: the idled-out session's key is free
 	}
 	if err := a.store.Delete(ctx, token); err != nil {
 		t.Fatal(err)
 	}
 	mc.Restart() // only the row's tombstone is left
-	if err := a.store.Insert(ctx, token, entry(), false); !errors.Is(err, core.ErrExists) {
+	if err := insert(); !errors.Is(err, core.ErrExists) {
 		t.Fatalf("Insert over a tombstone row = %v, want ErrExists", err)
 	}
 }

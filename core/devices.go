@@ -140,11 +140,11 @@ func (m *Manager) DestroyOtherSessions(ctx context.Context, current *Session) (i
 
 // listSubject returns every live session of subject, paging through the
 // database.
-func (s *Store) listSubject(ctx context.Context, subject string) ([]ListedEntry, error) {
+func (s *Store) listSubject(ctx context.Context, subject string) ([]listedEntry, error) {
 	if s.durable == nil {
 		return nil, errors.New("core: listing a subject's sessions needs a durable tier")
 	}
-	var out []ListedEntry
+	var out []listedEntry
 	for after := ""; subject != ""; {
 		page, next, err := s.list(ctx, subject, after, listPage)
 		if err != nil {

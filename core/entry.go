@@ -7,45 +7,29 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// Entry is one session as the Store keeps it: the header fields a caller
-// may set and the opaque, codec-encoded payload. Entries returned by
-// Store.Get remember where they were read from, so that Store.Update can
-// detect concurrent writers. An Entry must not be used by two goroutines at
-// once.
-type Entry struct {
-	// Payload is the codec-encoded session values. The Store looks inside
-	// only to merge concurrent changes key by key (see Change).
-	Payload []byte
-	// Codec is the id of the codec that encoded Payload.
-	Codec uint8
-	// Subject is the optional user id the session belongs to (empty:
-	// none): at most 255 bytes of UTF-8 without NUL, or Insert and Update
-	// return ErrInvalidSubject.
-	Subject string
-	// Created is when the session was created.
-	Created time.Time
-	// Deadline is the end of the absolute lifetime; never extended.
-	Deadline time.Time
-	// IdleTimeout is how long the session lives without activity.
+// entry is one session as the Store keeps it: header fields and the
+// codec-encoded payload, plus where it was read from, so that update can
+// detect concurrent writers. Not for two goroutines at once.
+type entry struct {
+	Payload     []byte // codec-encoded values; opened only to merge key by key
+	Codec       uint8
+	Subject     string // user id; at most 255 bytes of UTF-8 without NUL (ErrInvalidSubject)
+	Created     time.Time
+	Deadline    time.Time // end of the absolute lifetime; never extended
 	IdleTimeout time.Duration
-	// ActiveAt is the last recorded activity, set by every write.
-	ActiveAt time.Time
-	// Persistent is true when the session's cookie lasts until Deadline
-	// even where CookieConfig.SessionOnly makes browser-session cookies
-	// (Session.RememberMe).
-	Persistent bool
-	// Source is where Store.Get found the entry.
-	Source Source
+	ActiveAt    time.Time // last recorded activity, set by every write
+	Persistent  bool      // the cookie lasts until Deadline even with SessionOnly (RememberMe)
+	Source      Source    // where read found the entry
 
 	env        envelope.Envelope // the stored header, as read or written
 	key, mkey  string            // storage and memcached keys
 	casID      uint64            // memcached CAS id, when via is viaCache
 	rowVersion uint64            // the row's version, when via is viaRow
 	via        via
-	merged     bool // the last Update merged the row's values into Payload
+	merged     bool // the last update merged the row's values into Payload
 }
 
-// via says how an Entry is written back.
+// via says how an entry is written back.
 type via uint8
 
 const (
@@ -79,27 +63,18 @@ func (s Source) String() string {
 	return "none"
 }
 
-// Change says what an Update changes, so that the Store can merge it with
-// changes other app servers made at the same time. The zero Change is a
-// touch: it records activity and changes no value.
-type Change struct {
-	// Keys lists the session keys whose values this write puts or deletes.
-	Keys []string
-	// All says the whole payload changed (a Clear, or a payload that is not
-	// a map of keys, as scsstore's): on a merge, this copy's payload wins
-	// whole.
-	All bool
-	// Header says the subject, idle timeout, deadline or Persistent
-	// changed.
-	Header bool
-	// Durable makes Update write the database before it returns, and fail
-	// with ErrUnavailable when the database does not take the write.
-	Durable bool
+// change says what an update changes, so that the Store can merge it with
+// other app servers' changes. The zero change is a touch.
+type change struct {
+	Keys    []string // session keys whose values this write puts or deletes
+	All     bool     // the whole payload changed (Clear, or an opaque payload): it wins a merge whole
+	Header  bool     // the subject, idle timeout, deadline or Persistent changed
+	Durable bool     // update writes the row before it returns, or fails with ErrUnavailable
 }
 
 // has reports whether c, a write being made now, changes key (AllKeys:
 // the whole payload; headerKey: the header). A nil c changes nothing.
-func (c *Change) has(key string) bool {
+func (c *change) has(key string) bool {
 	switch {
 	case c == nil:
 		return false
@@ -110,14 +85,14 @@ func (c *Change) has(key string) bool {
 }
 
 // changes reports whether c changes the session (anything but a touch).
-func (c Change) changes() bool { return len(c.Keys) > 0 || c.All || c.Header }
+func (c change) changes() bool { return len(c.Keys) > 0 || c.All || c.Header }
 
-// headerKey is the name under which Change.Header is noted in the
+// headerKey is the name under which change.Header is noted in the
 // envelope's list of changed keys.
 const headerKey = "\x00header"
 
 // toEnvelope copies e's public fields into its envelope and returns it.
-func (e *Entry) toEnvelope() *envelope.Envelope {
+func (e *entry) toEnvelope() *envelope.Envelope {
 	v := &e.env
 	v.Payload, v.Codec, v.Subject = e.Payload, e.Codec, e.Subject
 	v.Created, v.Deadline, v.IdleTimeout = e.Created, e.Deadline, e.IdleTimeout
@@ -126,7 +101,7 @@ func (e *Entry) toEnvelope() *envelope.Envelope {
 }
 
 // fromEnvelope sets e's public fields and envelope from v.
-func (e *Entry) fromEnvelope(v *envelope.Envelope) {
+func (e *entry) fromEnvelope(v *envelope.Envelope) {
 	e.env = *v
 	e.Payload, e.Codec, e.Subject = v.Payload, v.Codec, v.Subject
 	e.Created, e.Deadline, e.IdleTimeout = v.Created, v.Deadline, v.IdleTimeout
@@ -135,4 +110,4 @@ func (e *Entry) fromEnvelope(v *envelope.Envelope) {
 
 // ExpiresAt returns when the session dies if nothing more happens: the
 // earlier of ActiveAt+IdleTimeout and Deadline.
-func (e *Entry) ExpiresAt() time.Time { return e.toEnvelope().ExpiresAt() }
+func (e *entry) ExpiresAt() time.Time { return e.toEnvelope().ExpiresAt() }

@@ -27,7 +27,7 @@ func ExampleSession_RememberMe() {
 			s.RememberMe(30 * 24 * time.Hour)
 			s.SetIdleTimeout(7 * 24 * time.Hour)
 		}
-		fmt.Println("idle timeout:", s.IdleExpiry().Sub(store.Now()).Round(time.Minute), "lifetime:", s.Deadline().Sub(store.Now()).Round(time.Hour))
+		fmt.Println("idle timeout:", time.Until(s.IdleExpiry()).Round(time.Minute), "lifetime:", time.Until(s.Deadline()).Round(time.Hour))
 	}))
 	for _, target := range []string{"https://example.com/login", "https://example.com/login?remember=on"} {
 		rec := httptest.NewRecorder()

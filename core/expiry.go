@@ -14,7 +14,7 @@ func (c expiryChange) pending() bool { return c.lifetime > 0 || c.idle > 0 || c.
 
 // apply writes c into e and reports whether the cookie the browser holds
 // must change (a new deadline, or a cookie that becomes persistent).
-func (c expiryChange) apply(e *Entry) (cookieChanged bool) {
+func (c expiryChange) apply(e *entry) (cookieChanged bool) {
 	if d := e.Created.Add(c.lifetime); c.lifetime > 0 && !d.Equal(e.Deadline) {
 		e.Deadline, cookieChanged = d, true
 	}
@@ -74,7 +74,7 @@ func (s *Session) Deadline() time.Time {
 }
 
 func (s *Session) deadlineLocked() time.Time {
-	created := s.m.store.Now()
+	created := s.m.store.now()
 	deadline := created.Add(s.m.cfg.Lifetime)
 	if s.entry != nil {
 		created, deadline = s.entry.Created, s.entry.Deadline
@@ -95,7 +95,7 @@ func (s *Session) deadlineLocked() time.Time {
 func (s *Session) IdleExpiry() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	active, idle := s.m.store.Now(), s.m.cfg.IdleTimeout
+	active, idle := s.m.store.now(), s.m.cfg.IdleTimeout
 	if s.entry != nil {
 		idle = s.entry.IdleTimeout
 		if !s.entry.ActiveAt.IsZero() {
@@ -103,7 +103,7 @@ func (s *Session) IdleExpiry() time.Time {
 		}
 	}
 	if s.expiry.idle > 0 {
-		active, idle = s.m.store.Now(), s.expiry.idle
+		active, idle = s.m.store.now(), s.expiry.idle
 	}
 	t, d := active.Add(idle), s.deadlineLocked()
 	if t.After(d) {

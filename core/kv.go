@@ -7,53 +7,112 @@ import (
 	"time"
 )
 
-// KV is a byte key-value view of a Store for the storage interfaces of
-// frameworks (fiber's Storage in fibersession and fiber3session): opaque
-// values under arbitrary string keys, in memcached with the database
-// behind it, under the Store's sync rule and fallbacks.
+// KV is a byte key-value view of a Store for other libraries' session
+// stores (fiber's Storage in fibersession and fiber3session, scs's Store in
+// scsstore): opaque values under arbitrary string keys, in memcached with
+// the database behind it, under the Store's sync rule and fallbacks.
 //
-// Keys are passed to the Store as tokens: the Store hashes them, so any
-// string works and none is stored in the clear. Values become the payload
-// of entries with codec FiberCodecID; entries of other codecs (Manager
-// sessions) are neither read nor overwritten. An expiration given to Set
-// becomes the entry's idle timeout and its deadline, so that it expires
-// that long after the last Set; Get does not extend it.
+// Keys are passed to the Store as tokens: the Store hashes them
+// (StorageKey), so any string works and none is stored in the clear. Values
+// become the payload of entries carrying the KV's codec id; entries of other
+// codecs (Manager sessions, another KV's values) are neither read nor
+// overwritten by Get and Set. An expiration given to Set becomes the entry's
+// idle timeout and its deadline, so that it expires that long after the last
+// Set; Get does not extend it.
 //
 // Concurrent Sets of one key are resolved by compare-and-swap: the last
 // writer wins, whole value for whole value. A KV is safe for concurrent use.
 type KV struct {
 	store        *Store
+	codec        uint8
 	noExpiration time.Duration
 	maxRetries   int
 }
 
-// NewKV returns a KV on s. noExpiration is the lifetime of a value Set
-// with an expiration of 0 or less (the store keeps nothing forever);
-// maxRetries bounds Set's compare-and-swap retries (see Set). It panics
-// if s is nil or noExpiration or maxRetries is not positive.
-func NewKV(s *Store, noExpiration time.Duration, maxRetries int) *KV {
-	if s == nil || noExpiration <= 0 || maxRetries <= 0 {
-		panic("core: NewKV expects a Store and a positive noExpiration and maxRetries")
+// NewKV returns a KV on s whose entries carry codec, an id from 60 to 63
+// (reserved for such values: scsstore uses 60, the fiber Storage adapters
+// 61). noExpiration is the lifetime of a value Set with an expiration of 0
+// or less (the store keeps nothing forever); maxRetries bounds Set's
+// compare-and-swap retries (see Set). It panics if s is nil, codec is out of
+// range, or noExpiration or maxRetries is not positive.
+func NewKV(s *Store, codec uint8, noExpiration time.Duration, maxRetries int) *KV {
+	if s == nil || !opaqueCodec(codec) || noExpiration <= 0 || maxRetries <= 0 {
+		panic("core: NewKV expects a Store, a codec from 60 to 63 and a positive noExpiration and maxRetries")
 	}
-	return &KV{store: s, noExpiration: noExpiration, maxRetries: maxRetries}
+	return &KV{store: s, codec: codec, noExpiration: noExpiration, maxRetries: maxRetries}
+}
+
+// KVItem is the entry Read found under a key, to write over with Write. A
+// copy (without Value, to save memory) can be written in its place, but
+// not by two goroutines at once.
+type KVItem struct {
+	// Value is the stored value (empty, not nil, for an empty one), or nil
+	// when the key holds an entry of another codec.
+	Value []byte
+	// Source is where the Store found the entry: SourceDatabase when
+	// memcached had no copy and the row, which may lag the last write by
+	// up to SyncInterval, was read.
+	Source Source
+
+	e entry
 }
 
 // Get returns the value stored under key, or nil with a nil error when
-// there is none (never set, expired, deleted, an entry that a KV did not
-// write, or an empty key). The error wraps ErrUnavailable when the store
-// could not answer.
+// there is none (never set, expired, deleted, an entry of another codec,
+// or an empty key). The error wraps ErrUnavailable when the store could
+// not answer.
 func (kv *KV) Get(ctx context.Context, key string) ([]byte, error) {
+	it, err := kv.Read(ctx, key)
+	if it == nil {
+		return nil, err
+	}
+	return it.Value, nil
+}
+
+// Read returns the entry stored under key, or nil with a nil error when
+// there is none (never set, expired, deleted, or an empty key). Unlike Get
+// it returns entries of other codecs, with a nil Value. The error wraps
+// ErrUnavailable when the store could not answer.
+func (kv *KV) Read(ctx context.Context, key string) (*KVItem, error) {
 	if key == "" {
 		return nil, nil
 	}
-	e, err := kv.store.Get(ctx, key)
-	if err != nil || e == nil || e.Codec != FiberCodecID {
+	e, err := kv.store.read(ctx, key)
+	if err != nil || e == nil {
 		return nil, err
 	}
-	if e.Payload == nil {
-		return []byte{}, nil
+	it := &KVItem{Source: e.Source, e: *e}
+	if e.Codec == kv.codec {
+		it.Value = e.Payload
+		if it.Value == nil {
+			it.Value = []byte{}
+		}
 	}
-	return e.Payload, nil
+	return it, nil
+}
+
+// Write stores val under key with the idle timeout idle and the absolute
+// deadline, by compare-and-swap over it, what Read returned for key (nil:
+// nothing). An entry of another codec is replaced by a new one. memcached
+// is written at once, the database under the Store's sync rule. val must
+// not change until Write returns. It returns ErrExists when it is nil and
+// the key holds an entry now, ErrConflict when the entry changed since it
+// was read, ErrDestroyed when it was destroyed (Store.Delete) meanwhile,
+// ErrTooLarge for a value over the store's item size, and an error
+// wrapping ErrUnavailable when the store could not take the write.
+func (kv *KV) Write(ctx context.Context, key string, it *KVItem, val []byte, idle time.Duration, deadline time.Time) error {
+	now := kv.store.now()
+	if it == nil {
+		return kv.store.insert(ctx, key, &entry{
+			Payload: val, Codec: kv.codec, Created: now, Deadline: deadline, IdleTimeout: idle,
+		}, false)
+	}
+	e := &it.e
+	if e.Codec != kv.codec || e.Created.IsZero() {
+		e.Created = now
+	}
+	e.Payload, e.Codec, e.Subject, e.Deadline, e.IdleTimeout = val, kv.codec, "", deadline, idle
+	return kv.store.update(ctx, e, change{All: true, Header: true})
 }
 
 // Set stores val under key for exp. An empty key or an empty val is
@@ -69,8 +128,8 @@ func (kv *KV) Get(ctx context.Context, key string) ([]byte, error) {
 //
 // It returns ErrTooLarge for a value over the store's item size, an error
 // wrapping ErrUnavailable when the store could not take the write, and an
-// error when key holds an entry that a KV did not write (a Manager
-// session), which it does not overwrite.
+// error when key holds an entry of another codec, which it does not
+// overwrite.
 func (kv *KV) Set(ctx context.Context, key string, val []byte, exp time.Duration) error {
 	if key == "" || len(val) == 0 {
 		return nil
@@ -79,22 +138,14 @@ func (kv *KV) Set(ctx context.Context, key string, val []byte, exp time.Duration
 		exp = kv.noExpiration
 	}
 	for attempt := 0; ; attempt++ {
-		e, err := kv.store.Get(ctx, key)
+		it, err := kv.Read(ctx, key)
 		if err != nil {
 			return err
 		}
-		now := kv.store.Now()
-		if e == nil {
-			err = kv.store.Insert(ctx, key, &Entry{
-				Payload: val, Codec: FiberCodecID, Created: now, Deadline: now.Add(exp), IdleTimeout: exp,
-			}, false)
-		} else {
-			if e.Codec != FiberCodecID {
-				return fmt.Errorf("core: KV.Set: the key holds an entry of codec %d, not KV data", e.Codec)
-			}
-			e.Payload, e.Deadline, e.IdleTimeout = val, now.Add(exp), exp
-			err = kv.store.Update(ctx, e, Change{All: true, Header: true})
+		if it != nil && it.Value == nil {
+			return fmt.Errorf("core: KV.Set: the key holds an entry of codec %d, not this KV's", it.e.Codec)
 		}
+		err = kv.Write(ctx, key, it, val, exp, kv.store.now().Add(exp))
 		if !errors.Is(err, ErrConflict) && !errors.Is(err, ErrExists) {
 			return err
 		}
@@ -115,14 +166,44 @@ func (kv *KV) Delete(ctx context.Context, key string) error {
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
-		e, err := kv.store.Get(ctx, key)
-		if err != nil || e == nil || e.Codec != FiberCodecID {
+		e, err := kv.store.read(ctx, key)
+		if err != nil || e == nil || e.Codec != kv.codec {
 			return err
 		}
-		e.Payload, e.Deadline = nil, kv.store.Now()
-		err = kv.store.Update(ctx, e, Change{All: true, Header: true, Durable: true})
+		e.Payload, e.Deadline = nil, kv.store.now()
+		err = kv.store.update(ctx, e, change{All: true, Header: true, Durable: true})
 		if !errors.Is(err, ErrConflict) || attempt >= kv.maxRetries {
 			return err
 		}
 	}
 }
+
+// List calls fn, in storage-key order, with the storage key (StorageKey of
+// its key), value and Source of every live value of the KV's codec that has
+// reached the database, overlaid with memcached's newer copy: a database
+// scan plus one memcached GetMulti per 500 rows, for iteration (scsstore's
+// All), not the request path. The error wraps ErrUnavailable when a tier
+// could not answer; a Store without a database returns an error.
+func (kv *KV) List(ctx context.Context, fn func(storageKey string, val []byte, src Source)) error {
+	for after := ""; ; {
+		page, next, err := kv.store.list(ctx, "", after, listPage)
+		if err != nil {
+			return err
+		}
+		for _, le := range page {
+			if le.Entry.Codec == kv.codec {
+				fn(le.Key, le.Entry.Payload, le.Entry.Source)
+			}
+		}
+		if next == "" {
+			return nil
+		}
+		after = next
+	}
+}
+
+// Now returns the Store's clock reading (StoreConfig.Clock).
+func (kv *KV) Now() time.Time { return kv.store.now() }
+
+// SyncInterval returns the Store's SyncInterval after defaults.
+func (kv *KV) SyncInterval() time.Duration { return kv.store.syncInterval }

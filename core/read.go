@@ -18,14 +18,14 @@ import (
 // no tier holds a live session: never stored, expired, destroyed, or
 // unreadable. The error wraps ErrUnavailable when no tier that may hold
 // the session could answer.
-func (s *Store) Get(ctx context.Context, token string) (*Entry, error) {
+func (s *Store) read(ctx context.Context, token string) (*entry, error) {
 	key, mkey := s.keys(token)
 	return s.get(ctx, key, mkey)
 }
 
 // get is Get by storage key and memcached key.
-func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
-	e := &Entry{key: key, mkey: mkey}
+func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
+	e := &entry{key: key, mkey: mkey}
 	now := s.now()
 	var cacheErr error
 	replace := false       // memcached holds something a refill may overwrite
@@ -84,7 +84,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*Entry, error) {
 
 // readRow loads key's row into e as a row-mode entry. found is false when
 // there is no live session in it.
-func (s *Store) readRow(ctx context.Context, e *Entry, now time.Time) (found bool, err error) {
+func (s *Store) readRow(ctx context.Context, e *entry, now time.Time) (found bool, err error) {
 	rec, ok, err := s.load(ctx, e.key)
 	if err != nil || !ok {
 		return false, err
@@ -105,7 +105,7 @@ func (s *Store) readRow(ctx context.Context, e *Entry, now time.Time) (found boo
 // lineage, built on the row, with this read as activity. replace
 // overwrites what memcached holds (corrupt, or dead); otherwise a copy
 // refilled meanwhile by another request stays, and Update compares with it.
-func (s *Store) refill(ctx context.Context, e *Entry, now time.Time, replace bool) {
+func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace bool) {
 	v := &e.env
 	v.Lineage = newLineage()
 	v.ActiveAt, e.ActiveAt = now, now
@@ -143,27 +143,16 @@ func (s *Store) load(ctx context.Context, key string) (durable.Record, bool, err
 	return rec, found, nil
 }
 
-// ListedEntry is one session of a Store.List page.
-type ListedEntry struct {
+// listedEntry is one session of a Store.List page.
+type listedEntry struct {
 	// Key is the session's storage key.
 	Key string
 	// Entry is the session's latest copy (memcached's when it has a live
 	// one). Only its fields are meaningful: it cannot be passed to Update.
-	Entry *Entry
+	Entry *entry
 }
 
-// List returns the live sessions among up to limit rows with storage keys
-// greater than after, in key order, each overlaid with memcached's copy
-// when it holds one. Paging continues from the last row examined: pass the
-// Key of the last ListedEntry as after; an empty page means the end (a page
-// may be short, or empty, before the end only when next is empty too).
-// It serves iteration (scsstore's All), not the request path. The error
-// wraps ErrUnavailable when the database could not answer.
-func (s *Store) List(ctx context.Context, after string, limit int) (page []ListedEntry, next string, err error) {
-	return s.list(ctx, "", after, limit)
-}
-
-func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]ListedEntry, string, error) {
+func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]listedEntry, string, error) {
 	if s.durable == nil {
 		return nil, "", errors.New("core: List: the Store has no durable tier")
 	}
@@ -178,9 +167,9 @@ func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]L
 	}
 	copies, _ := s.copies(ctx, recs)
 	now := s.now()
-	var out []ListedEntry
+	var out []listedEntry
 	for _, rec := range recs {
-		e := &Entry{key: rec.Key}
+		e := &entry{key: rec.Key}
 		if s.open(rec.Payload, s.prefix+rec.Key, &e.env, false) != nil {
 			continue
 		}
@@ -196,7 +185,7 @@ func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]L
 			continue
 		}
 		e.fromEnvelope(&e.env)
-		out = append(out, ListedEntry{Key: rec.Key, Entry: e})
+		out = append(out, listedEntry{Key: rec.Key, Entry: e})
 	}
 	return out, recs[len(recs)-1].Key, nil
 }

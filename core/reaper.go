@@ -151,7 +151,7 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 // rebased on the row: the copy's state, merged as a sync would.
 func (r *Reaper) byCopy(rec durable.Record, row, c *envelope.Envelope, now time.Time, n *reapCounts) durable.Verdict {
 	s := r.store
-	e := &Entry{key: rec.Key, mkey: s.prefix + rec.Key, env: *c}
+	e := &entry{key: rec.Key, mkey: s.prefix + rec.Key, env: *c}
 	switch err := s.rebase(e, rec, true, nil); {
 	case errors.Is(err, errSuperseded):
 		return r.byRow(rec, row, now)

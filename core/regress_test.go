@@ -316,7 +316,7 @@ func TestReaperKeepsTombstoneWithEarlyExpiresAt(t *testing.T) {
 	}
 	rec := recs[0]
 	rec.Version++
-	rec.ExpiresAt = a.store.Now().Add(-90 * time.Minute) // the plain column is edited; the sealed deadline is not
+	rec.ExpiresAt = c.skewed(0)().Add(-90 * time.Minute) // the plain column is edited; the sealed deadline is not
 	if applied, err := db.Write(ctx, []durable.Write{{Record: rec, Base: rec.Version - 1}}); err != nil || !applied[0] {
 		t.Fatalf("edit: %v %v", applied, err)
 	}

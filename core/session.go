@@ -16,12 +16,12 @@ type Session struct {
 	m     *Manager
 	mu    sync.Mutex
 	token string // "" until stored
-	entry *Entry // nil: new, not stored
+	entry *entry // nil: new, not stored
 
 	values  map[string]any // decoded lazily from entry.Payload
 	decoded bool
 	ops     []op      // this request's changes, replayed on a CAS conflict
-	keysBuf [4]string // backs Change.Keys for the common few keys
+	keysBuf [4]string // backs change.Keys for the common few keys
 
 	subject    string
 	subjectSet bool
@@ -233,7 +233,7 @@ func (s *Session) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.entry != nil {
-		if err := s.m.store.Destroy(ctx, s.entry); err != nil {
+		if err := s.m.store.destroy(ctx, s.entry); err != nil {
 			return err
 		}
 	}

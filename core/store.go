@@ -141,12 +141,6 @@ func (s *Store) Flush(ctx context.Context) error {
 	return s.writer.flush(ctx, false)
 }
 
-// SyncInterval returns the configured SyncInterval after defaults.
-func (s *Store) SyncInterval() time.Duration { return s.syncInterval }
-
-// Now returns the Store's clock reading (StoreConfig.Clock).
-func (s *Store) Now() time.Time { return s.now() }
-
 // AddServer adds a memcached node at run time, with weight (0 means 1).
 // About 1/N of the sessions move to it; their next read is served from the
 // database and refills the new node.

@@ -25,7 +25,7 @@ var errSuperseded = errors.New("core: the row holds a later state of this copy")
 // noteWritten records in v that the row takes directly, at row version at,
 // every key v changed since its last sync — c's, and any earlier change of
 // the copy the write carries along.
-func noteWritten(v *envelope.Envelope, c Change, at uint64) {
+func noteWritten(v *envelope.Envelope, c change, at uint64) {
 	if c.All || v.WholeAt > v.SyncedVersion {
 		v.NoteWritten(envelope.AllKeys, at)
 	}
@@ -53,7 +53,7 @@ func noteWritten(v *envelope.Envelope, c Change, at uint64) {
 // row under a copy that had one), errLeave for a row this Store cannot
 // read, and errors wrapping ErrUnavailable when the database did not
 // answer.
-func (s *Store) sync(ctx context.Context, e *Entry, direct *Change) error {
+func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 	v := &e.env
 	for range maxSyncAttempts {
 		if direct != nil {
@@ -86,7 +86,7 @@ func (s *Store) sync(ctx context.Context, e *Entry, direct *Change) error {
 //   - any other row gets e's changes since its last sync, key by key, on top
 //     of the row's values, except where the row took a key directly since
 //     e's base (see merge).
-func (s *Store) rebase(e *Entry, rec durable.Record, found bool, direct *Change) error {
+func (s *Store) rebase(e *entry, rec durable.Record, found bool, direct *change) error {
 	v := &e.env
 	if !found {
 		if v.Base == 0 { // a new session's row vanished between insert and load: insert again
@@ -125,7 +125,7 @@ func (s *Store) rebase(e *Entry, rec durable.Record, found bool, direct *Change)
 // it) — except the keys of direct, the write being made now, which is later
 // still — and the row's header unless v alone changed it. The result
 // carries the row's list of directly written keys.
-func (s *Store) merge(v, row *envelope.Envelope, direct *Change) error {
+func (s *Store) merge(v, row *envelope.Envelope, direct *change) error {
 	since, base := v.SyncedVersion, v.Base
 	lost := func(k string) bool { return row.WrittenSince(k, base) && !direct.has(k) }
 	var mine []string

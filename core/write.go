@@ -28,7 +28,7 @@ import (
 // anything, and an error wrapping ErrUnavailable when no tier took the
 // session, or the database did not take a durable one. On success e can be
 // passed to Update.
-func (s *Store) Insert(ctx context.Context, token string, e *Entry, durable bool) error {
+func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool) error {
 	if err := s.check(e); err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ var errNoTier = errors.New("not configured")
 
 // insertRow writes e's row: insert-if-absent, or over a dead row (an expired
 // session, or a tombstone past its deadline).
-func (s *Store) insertRow(ctx context.Context, e *Entry) error {
+func (s *Store) insertRow(ctx context.Context, e *entry) error {
 	v := &e.env
 	applied, err := s.write(ctx, s.record(e.mkey, v, 0))
 	if err == nil && !applied {
@@ -114,7 +114,7 @@ func (s *Store) insertRow(ctx context.Context, e *Entry) error {
 // addCopy writes e's copy of a new session to memcached: over whatever is
 // there when the row took the session (the row decides), otherwise only
 // over nothing, a dead copy or a corrupt one.
-func (s *Store) addCopy(ctx context.Context, e *Entry, now time.Time, rowTook bool) error {
+func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bool) error {
 	buf := s.seal(nil, e.mkey, &e.env)
 	exp := cache.Expiration(now, copyExpiry(&e.env))
 	e.via = viaAdded
@@ -165,7 +165,7 @@ func cmpErr(err, protocolErr error) error {
 // is what was written: with a merge, its Payload holds the other app
 // servers' changes too. After an error, read the session again before the
 // next Update: e may be part-way changed.
-func (s *Store) Update(ctx context.Context, e *Entry, c Change) error {
+func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	if err := s.check(e); err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func (s *Store) Update(ctx context.Context, e *Entry, c Change) error {
 
 // note records in v the keys c changes, for a merge with the row; without
 // a durable tier there is never a merge.
-func (s *Store) note(v *envelope.Envelope, c Change) {
+func (s *Store) note(v *envelope.Envelope, c change) {
 	switch {
 	case s.durable == nil:
 	case c.All:
@@ -215,7 +215,7 @@ func (s *Store) note(v *envelope.Envelope, c Change) {
 // writeCopy writes e to memcached (compare-and-swap on the copy read, at
 // version read) and schedules its sync; when memcached fails it writes the
 // row around it.
-func (s *Store) writeCopy(ctx context.Context, e *Entry, c Change, read readState, now time.Time) error {
+func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	err := s.cas(ctx, e, read, now)
 	switch {
 	case err == nil:
@@ -241,7 +241,7 @@ func (s *Store) writeCopy(ctx context.Context, e *Entry, c Change, read readStat
 // wins the compare-and-swap, or the node becomes unreachable), that copy's
 // next sync merges with the row instead of replacing it, and the keys this
 // write changed, recorded as written directly, stay.
-func (s *Store) writeDurable(ctx context.Context, e *Entry, c Change, read readState, now time.Time) error {
+func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	e.env.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
 		if errors.Is(err, ErrDestroyed) {
@@ -270,7 +270,7 @@ func (s *Store) bury(ctx context.Context, mkey string, v *envelope.Envelope, now
 // writeRow writes a row-mode entry: conditional on the row version it was
 // read from, with no merge (the caller re-reads and re-applies on
 // ErrConflict).
-func (s *Store) writeRow(ctx context.Context, e *Entry, c Change) error {
+func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
 	if s.durable == nil {
 		return fmt.Errorf("%w: memcached", ErrUnavailable)
 	}
@@ -292,13 +292,13 @@ func (s *Store) writeRow(ctx context.Context, e *Entry, c Change) error {
 // readState identifies the copy an entry was read as.
 type readState struct{ lineage, version uint64 }
 
-func readOf(e *Entry) readState { return readState{e.env.Lineage, e.env.Version} }
+func readOf(e *entry) readState { return readState{e.env.Lineage, e.env.Version} }
 
 // cas writes e's copy to memcached: compare-and-swap on the CAS id it was
 // read with or, for a copy whose CAS id is unknown (refilled or added),
 // on the copy that is there now when it is still the one read. Any other
 // copy means a concurrent writer: ErrConflict.
-func (s *Store) cas(ctx context.Context, e *Entry, read readState, now time.Time) error {
+func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time) error {
 	casID := e.casID
 	if e.via != viaCache {
 		it, err := s.mc.Get(ctx, e.mkey)
@@ -327,11 +327,11 @@ func (s *Store) cas(ctx context.Context, e *Entry, read readState, now time.Time
 
 // Delete destroys the session stored under token, if any: see Destroy.
 func (s *Store) Delete(ctx context.Context, token string) error {
-	e, err := s.Get(ctx, token)
+	e, err := s.read(ctx, token)
 	if err != nil || e == nil {
 		return err
 	}
-	return s.Destroy(ctx, e)
+	return s.destroy(ctx, e)
 }
 
 // Destroy replaces the session e, read with Get, with a tombstone in both
@@ -341,9 +341,9 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 // written before Destroy returns when the database answers; when only
 // memcached takes the tombstone, the background writer brings it to the
 // row. It returns an error wrapping ErrUnavailable when no tier took it.
-func (s *Store) Destroy(ctx context.Context, e *Entry) error {
+func (s *Store) destroy(ctx context.Context, e *entry) error {
 	now := s.now()
-	t := &Entry{key: e.key, mkey: e.mkey, Deadline: e.Deadline}
+	t := &entry{key: e.key, mkey: e.mkey, Deadline: e.Deadline}
 	t.env = envelope.Envelope{
 		Destroyed: true, Lineage: newLineage(), Created: e.Created, Deadline: e.Deadline, ActiveAt: now,
 		Version: e.env.Version + 1, Base: e.env.Base, SyncedVersion: e.env.SyncedVersion,
@@ -402,7 +402,7 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 		copies, _ := s.copies(ctx, recs)
 		now := s.now()
 		for _, rec := range recs {
-			e := &Entry{key: rec.Key, mkey: s.prefix + rec.Key}
+			e := &entry{key: rec.Key, mkey: s.prefix + rec.Key}
 			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.env, false) != nil || e.env.Destroyed || !now.Before(e.env.Deadline) {
 				continue
 			}
@@ -412,7 +412,7 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 			}
 			e.fromEnvelope(&e.env)
 			e.env.Base = rec.Version
-			if err := s.Destroy(ctx, e); err != nil {
+			if err := s.destroy(ctx, e); err != nil {
 				return n, err
 			}
 			if alive {
@@ -427,7 +427,7 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 const listPage = 500
 
 // check refuses entries no tier can store.
-func (s *Store) check(e *Entry) error {
+func (s *Store) check(e *entry) error {
 	if len(e.Subject) > envelope.MaxSubject || !utf8.ValidString(e.Subject) || strings.IndexByte(e.Subject, 0) >= 0 {
 		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8, no NUL)", ErrInvalidSubject, len(e.Subject), envelope.MaxSubject)
 	}

@@ -121,7 +121,7 @@ func (w *writer) close(ctx context.Context) error {
 
 // copyRead is a memcached copy read for a sync, and which copy it was.
 type copyRead struct {
-	e    Entry
+	e    entry
 	read readState
 }
 
@@ -187,7 +187,7 @@ func (w *writer) read(ctx context.Context, keys []string, now time.Time, all boo
 			}
 			continue
 		}
-		p := copyRead{e: Entry{key: k, mkey: mkeys[i]}}
+		p := copyRead{e: entry{key: k, mkey: mkeys[i]}}
 		if s.open(it.Value, mkeys[i], &p.e.env, false) != nil || !p.e.env.Unsynced {
 			continue
 		}
@@ -215,7 +215,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 		w.schedule(p.e.key, now.Add(retryDelay))
 		return err
 	}
-	cur := Entry{key: p.e.key, mkey: p.e.mkey}
+	cur := entry{key: p.e.key, mkey: p.e.mkey}
 	if it == nil || s.open(it.Value, cur.mkey, &cur.env, false) != nil || !cur.env.Unsynced ||
 		cur.env.Lineage != p.read.lineage || cur.env.Version < p.read.version {
 		return errSuperseded

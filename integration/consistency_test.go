@@ -471,7 +471,7 @@ func TestKVSetAroundNodeAfterDelete(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	proxy := startProxy(t, newToxiproxy(), "mc", st.mc.Addr)
 	s := st.store(t, cutNode(proxy, 20*time.Millisecond))
-	kv := core.NewKV(s, time.Hour, 4)
+	kv := core.NewKV(s, 61, time.Hour, 4) // the fiber Storage's codec
 	ctx := context.Background()
 	if err := kv.Set(ctx, "k", []byte("one"), 0); err != nil {
 		t.Fatal(err)

@@ -423,7 +423,7 @@ func (p *placement) owner(token string) int {
 	p.tr.mu.Lock()
 	p.tr.ops = nil
 	p.tr.mu.Unlock()
-	_, _ = p.store.Get(context.Background(), token) // read only: a miss or an error tells as much
+	_, _ = core.NewKV(p.store, 61, time.Hour, 1).Get(context.Background(), token) // read only: a miss or an error tells as much
 	p.tr.mu.Lock()
 	defer p.tr.mu.Unlock()
 	if len(p.tr.ops) != 1 {

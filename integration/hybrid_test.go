@@ -453,25 +453,31 @@ func TestNodeBackFromPartitionMergesAtNextSync(t *testing.T) {
 	}
 }
 
-// Store.List pages through live sessions with memcached's newer copies laid
-// over the rows, and leaves destroyed ones out.
-func TestStoreList(t *testing.T) {
+// KV.List pages through live values with memcached's newer copies laid
+// over the rows, in key order, and leaves deleted ones out.
+func TestKVList(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		st := newStack(t, b)
-		m := st.manager(t, nil, nil)
+		store := st.store(t, nil)
+		kv := core.NewKV(store, 61, time.Hour, 4)
 		ctx := context.Background()
+		set := func(tok, v string) {
+			if err := kv.Set(ctx, tok, []byte(v), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
 		want := map[string]string{}
 		for i := 0; i < 7; i++ {
-			tok := put(t, m, "", "i", i)
+			tok := core.NewToken()
+			set(tok, fmt.Sprint(i))
 			want[core.StorageKey(tok)] = fmt.Sprint(i)
-			if i == 0 { // changed in memcached only: List must see i=101
-				put(t, m, tok, "i", 100)
-				put(t, m, tok, "i", 101)
+			if i == 0 { // changed in memcached only: List must see 101
+				set(tok, "100")
+				set(tok, "101")
 				want[core.StorageKey(tok)] = "101"
 			}
 			if i == 1 {
-				s := load(t, m, tok)
-				if err := s.Destroy(ctx); err != nil {
+				if err := store.Delete(ctx, tok); err != nil {
 					t.Fatal(err)
 				}
 				delete(want, core.StorageKey(tok))
@@ -479,26 +485,15 @@ func TestStoreList(t *testing.T) {
 		}
 		got := map[string]string{}
 		last := ""
-		for after := ""; ; {
-			page, next, err := m.Store().List(ctx, after, 2)
-			if err != nil {
-				t.Fatal(err)
+		err := kv.List(ctx, func(key string, val []byte, _ core.Source) {
+			if key <= last {
+				t.Fatalf("keys out of order: %q after %q", key, last)
 			}
-			for _, le := range page {
-				if le.Key <= last {
-					t.Fatalf("keys out of order: %q after %q", le.Key, last)
-				}
-				last = le.Key
-				vals, err := core.Msgpack.Decode(le.Entry.Payload)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got[le.Key] = fmt.Sprint(vals["i"])
-			}
-			if next == "" {
-				break
-			}
-			after = next
+			last = key
+			got[key] = string(val)
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("List = %v, want %v", got, want)
@@ -512,7 +507,7 @@ func TestKVSetAfterDelete(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		st := newStack(t, b)
 		store := st.store(t, nil)
-		kv := core.NewKV(store, time.Hour, 4)
+		kv := core.NewKV(store, 61, time.Hour, 4)
 		ctx := context.Background()
 		const key = "limiter:1.2.3.4"
 		if err := kv.Set(ctx, key, []byte("old"), 0); err != nil {

@@ -34,8 +34,8 @@
 //
 // # What is stored
 //
-// Each scs session is one core.Entry whose Codec is CodecID and whose
-// Payload wraps scs's encoded session in a small header (the expiry scs
+// Each scs session is one entry of a core.KV whose codec is CodecID and whose
+// value wraps scs's encoded session in a small header (the expiry scs
 // gave, the commit time and, with Config.Iterable, scs's token; see
 // DecodePayload). scs keeps its own codec: the core.Manager cannot read
 // these entries, and a Store shared by both sees each side's sessions as

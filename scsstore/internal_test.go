@@ -2,7 +2,6 @@ package scsstore
 
 import (
 	"bytes"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -81,20 +80,20 @@ func FuzzParsePayload(f *testing.F) {
 
 func TestMemoTakeOnce(t *testing.T) {
 	m := newMemo(10, time.Minute)
-	m.put("a", &core.Entry{Subject: "7", Payload: []byte("big")})
+	m.put("a", &core.KVItem{Source: core.SourceDatabase, Value: []byte("big")})
 	e := m.take("a")
-	if e == nil || e.Subject != "7" || e.Payload != nil {
+	if e == nil || e.Source != core.SourceDatabase || e.Value != nil {
 		t.Fatalf("take = %+v; want the one put, without payload", e)
 	}
 	if m.take("a") != nil {
 		t.Fatal("taken twice")
 	}
-	m.put("b", &core.Entry{Subject: "1"})
-	m.put("b", &core.Entry{Subject: "2"}) // a second Find replaces the first
-	if e := m.take("b"); e == nil || e.Subject != "2" {
+	m.put("b", &core.KVItem{Source: core.SourceCache})
+	m.put("b", &core.KVItem{Source: core.SourceDatabase}) // a second Find replaces the first
+	if e := m.take("b"); e == nil || e.Source != core.SourceDatabase {
 		t.Fatalf("take after two puts = %+v; want the second", e)
 	}
-	m.put("c", &core.Entry{})
+	m.put("c", &core.KVItem{})
 	m.forget("c")
 	if m.take("c") != nil || m.len() != 0 {
 		t.Fatal("forget did not forget")
@@ -103,8 +102,8 @@ func TestMemoTakeOnce(t *testing.T) {
 
 func TestMemoSizeBound(t *testing.T) {
 	m := newMemo(3, time.Minute)
-	for i, tok := range []string{"a", "b", "c", "d"} {
-		m.put(tok, &core.Entry{Subject: fmt.Sprint(i)})
+	for _, tok := range []string{"a", "b", "c", "d"} {
+		m.put(tok, &core.KVItem{})
 	}
 	if m.len() != 3 {
 		t.Fatalf("len = %d; want 3", m.len())
@@ -112,13 +111,13 @@ func TestMemoSizeBound(t *testing.T) {
 	if m.take("a") != nil {
 		t.Error("the oldest was not dropped")
 	}
-	m.put("b", &core.Entry{Subject: "9"}) // b becomes the newest
-	m.put("e", &core.Entry{})             // drops c, the oldest now
+	m.put("b", &core.KVItem{}) // b becomes the newest
+	m.put("e", &core.KVItem{}) // drops c, the oldest now
 	if m.take("c") != nil || m.take("b") == nil || m.take("d") == nil || m.take("e") == nil {
 		t.Error("least recently put was not the one dropped")
 	}
 	for i := range 1000 { // reuse keeps it bounded
-		m.put(string(rune('A'+i%50)), &core.Entry{})
+		m.put(string(rune('A'+i%50)), &core.KVItem{})
 	}
 	if m.len() != 3 {
 		t.Fatalf("len = %d; want 3", m.len())
@@ -127,12 +126,12 @@ func TestMemoSizeBound(t *testing.T) {
 
 func TestMemoMaxAge(t *testing.T) {
 	m := newMemo(10, 20*time.Millisecond)
-	m.put("old", &core.Entry{})
+	m.put("old", &core.KVItem{})
 	time.Sleep(30 * time.Millisecond) // real time must pass: the memo ages by the wall clock
 	if m.take("old") != nil {
 		t.Fatal("an entry older than maxAge was returned")
 	}
-	m.put("a", &core.Entry{})
+	m.put("a", &core.KVItem{})
 	// Aged entries are pruned in the background, so an idle memo shrinks.
 	deadline := time.Now().Add(2 * time.Second)
 	for m.len() != 0 {
@@ -145,7 +144,7 @@ func TestMemoMaxAge(t *testing.T) {
 
 func BenchmarkMemoPutTake(b *testing.B) {
 	m := newMemo(10000, time.Minute)
-	e := &core.Entry{Subject: "1"}
+	e := &core.KVItem{}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		tok := tokens[i%len(tokens)]
@@ -166,7 +165,7 @@ var tokens = func() []string {
 
 func TestMemoDisabled(t *testing.T) {
 	m := newMemo(-1, time.Minute)
-	m.put("a", &core.Entry{})
+	m.put("a", &core.KVItem{})
 	if m.take("a") != nil || m.len() != 0 {
 		t.Fatal("a disabled memo remembered")
 	}

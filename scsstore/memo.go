@@ -9,7 +9,7 @@ import (
 )
 
 // memo remembers, per token, the entry Find read, so that the Commit of the
-// same request can hand it to core.Store.Update without reading it again:
+// same request can hand it to core.KV.Write without reading it again:
 // the entry carries the memcached CAS id and the envelope's last-synced
 // time, which the Store's sync rule needs. scs calls Find and Commit
 // separately and gives the store nothing that ties them together but the
@@ -24,7 +24,7 @@ import (
 // entry is never an error: Commit reads the session again, one memcached
 // round trip.
 type memo struct {
-	lru *expirable.LRU[string, core.Entry] // nil: remember nothing
+	lru *expirable.LRU[string, core.KVItem] // nil: remember nothing
 }
 
 // newMemo returns a memo; a size of 0 or less remembers nothing.
@@ -32,23 +32,23 @@ func newMemo(size int, maxAge time.Duration) *memo {
 	if size <= 0 {
 		return &memo{}
 	}
-	return &memo{lru: expirable.NewLRU[string, core.Entry](size, nil, maxAge)}
+	return &memo{lru: expirable.NewLRU[string, core.KVItem](size, nil, maxAge)}
 }
 
 // put remembers e for token, without its payload, replacing what was
 // remembered for token before.
-func (m *memo) put(token string, e *core.Entry) {
+func (m *memo) put(token string, e *core.KVItem) {
 	if m.lru == nil {
 		return
 	}
 	v := *e
-	v.Payload = nil
+	v.Value = nil
 	m.lru.Add(token, v)
 }
 
 // take returns and forgets the entry remembered for token, or nil when
 // none is, or it is older than maxAge. The caller owns the returned entry.
-func (m *memo) take(token string) *core.Entry {
+func (m *memo) take(token string) *core.KVItem {
 	if m.lru == nil {
 		return nil
 	}

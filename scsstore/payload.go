@@ -4,19 +4,17 @@ import (
 	"encoding/binary"
 	"errors"
 	"time"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // CodecID is the codec id scsstore writes into the envelope of every entry
-// it stores (core.Entry.Codec). The payload behind it is not a set of
+// it stores (its core.KV's codec). The payload behind it is not a set of
 // session values but scsstore's own layout wrapped around scs's opaque
 // blob (see DecodePayload), so a core.Manager sharing the Store cannot read
 // these entries: it treats them as absent (core.ErrUnknownCodec), and the
 // reaper's archive hook receives them with nil Values and the raw payload.
 //
 // Ids 1 to 63 are reserved for hybridsession; 60 is taken by scsstore.
-const CodecID = core.SCSCodecID
+const CodecID uint8 = 60
 
 // Payload layout, format 1. Integers are unsigned varints; times are Unix
 // milliseconds.
@@ -95,8 +93,8 @@ func parsePayload(b []byte) (payload, error) {
 }
 
 // DecodePayload splits the Payload of an entry that scsstore stored
-// (core.Entry.Payload or core.ArchivedSession.Payload with Codec equal to
-// CodecID) into the scs token it was stored with, the expiry scs gave, and
+// (a core.KV value or a core.ArchivedSession.Payload with Codec equal
+// to CodecID) into the scs token it was stored with, the expiry scs gave, and
 // scs's own encoded session, which scs's Codec decodes. token is empty when
 // the entry was written without Config.Iterable. Use it in a reaper archive
 // hook or a migration; the Store does it for Find and All. blob aliases p.

@@ -148,8 +148,8 @@ func TestSessionManager(t *testing.T) {
 			if cookie == "" {
 				t.Fatal("no session cookie")
 			}
-			e, err := cs.Get(ctx, storeToken(cookie, hash))
-			if err != nil || e == nil || e.Codec != scsstore.CodecID {
+			e, err := core.NewKV(cs, scsstore.CodecID, time.Hour, 1).Read(ctx, storeToken(cookie, hash))
+			if err != nil || e == nil || e.Value == nil {
 				t.Fatalf("core entry for the session: %+v, %v", e, err)
 			}
 			// The raw cookie value is stored nowhere: the core keys by a
@@ -158,7 +158,7 @@ func TestSessionManager(t *testing.T) {
 			if err != nil || len(recs) != 1 {
 				t.Fatalf("List = %d rows, %v; want 1", len(recs), err)
 			}
-			if bytes.Contains(recs[0].Payload, []byte(cookie)) || bytes.Contains(e.Payload, []byte(cookie)) {
+			if bytes.Contains(recs[0].Payload, []byte(cookie)) || bytes.Contains(e.Value, []byte(cookie)) {
 				t.Error("the raw cookie value is stored")
 			}
 			if recs[0].Key != core.StorageKey(storeToken(cookie, hash)) {

@@ -46,6 +46,7 @@ import (
 // A Store is safe for concurrent use. It never closes the core.Store.
 type Store struct {
 	store *core.Store
+	kv    *core.KV
 	cfg   Config
 	memo  *memo
 }
@@ -68,9 +69,6 @@ func pause(attempt int) {
 	time.Sleep(rand.N(time.Duration(min(attempt+1, 8)) * 200 * time.Microsecond))
 }
 
-// listBatch is how many rows All asks the durable tier for at a time.
-const listBatch = 500
-
 // New returns a Store on s, which it does not close. It returns an error
 // when s is nil or cfg is invalid (a negative RememberFor).
 func New(s *core.Store, cfg Config) (*Store, error) {
@@ -80,7 +78,9 @@ func New(s *core.Store, cfg Config) (*Store, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Store{store: s, cfg: cfg, memo: newMemo(cfg.RememberSize, cfg.RememberFor)}, nil
+	// The KV's noExpiration and retries serve its Set, which the Store does not use.
+	kv := core.NewKV(s, CodecID, time.Hour, commitAttempts)
+	return &Store{store: s, kv: kv, cfg: cfg, memo: newMemo(cfg.RememberSize, cfg.RememberFor)}, nil
 }
 
 // Find returns the session data stored under token. It is FindCtx with
@@ -98,25 +98,28 @@ func (s *Store) FindCtx(ctx context.Context, token string) ([]byte, bool, error)
 	if !validToken(token) {
 		return nil, false, nil
 	}
-	e, err := s.store.Get(ctx, token)
+	it, err := s.kv.Read(ctx, token)
 	if err != nil {
 		return nil, false, fmt.Errorf("scsstore: find: %w", err)
 	}
-	p, ok := s.open(e, s.store.Now())
+	if it == nil {
+		return nil, false, nil
+	}
+	p, ok := s.open(it.Value, it.Source, s.kv.Now())
 	if !ok || (p.token != "" && p.token != token) {
 		return nil, false, nil
 	}
-	s.memo.put(token, e)
+	s.memo.put(token, it)
 	return p.blob, true, nil
 }
 
-// open decodes e, read from the Store at now, and reports whether it is a
-// live scs session.
-func (s *Store) open(e *core.Entry, now time.Time) (payload, bool) {
-	if e == nil || e.Codec != CodecID {
+// open decodes v, a value of the KV (nil: an entry of another codec) read
+// from src at now, and reports whether it is a live scs session.
+func (s *Store) open(v []byte, src core.Source, now time.Time) (payload, bool) {
+	if v == nil {
 		return payload{}, false
 	}
-	p, err := parsePayload(e.Payload)
+	p, err := parsePayload(v)
 	if err != nil {
 		return payload{}, false
 	}
@@ -129,7 +132,7 @@ func (s *Store) open(e *core.Entry, now time.Time) (payload, bool) {
 	// than SyncInterval after it and moved the expiry by as much at most:
 	// accept it within that bound, and no further. (Without memcached the
 	// Store writes every commit through and never marks a copy restored.)
-	return p, e.Source == core.SourceDatabase && now.Before(p.expiry.Add(max(s.store.SyncInterval(), 0)))
+	return p, src == core.SourceDatabase && now.Before(p.expiry.Add(max(s.kv.SyncInterval(), 0)))
 }
 
 // Commit stores the session data under token until expiry. It is CommitCtx
@@ -143,7 +146,7 @@ func (s *Store) Commit(token string, b []byte, expiry time.Time) error {
 // passed deletes the session. b is copied.
 //
 // The session goes to memcached at once and to the database when it is new
-// or its last sync is SyncInterval old (core.Store.Update). It returns
+// or its last sync is SyncInterval old (core.KV.Write). It returns
 // ErrInvalidToken for an empty token or one over 255 bytes, an error
 // wrapping core.ErrTooLarge when the session exceeds memcached's item size
 // (nothing is written), and one wrapping core.ErrUnavailable when no tier
@@ -152,7 +155,7 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 	if !validToken(token) {
 		return ErrInvalidToken
 	}
-	now := s.store.Now()
+	now := s.kv.Now()
 	if expiry.UnixMilli() <= now.UnixMilli() {
 		return s.DeleteCtx(ctx, token)
 	}
@@ -160,75 +163,51 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 	if s.cfg.Iterable {
 		kept = token
 	}
-	// The Store's idle timeout ends the session at scs's expiry, so that a
-	// copy memcached still holds past it reads as dead, and is checked
-	// against the row like any dead copy (another app server may have
-	// committed around a node it could not reach). The deadline gives the
-	// row the lag of the database copy: SyncInterval (see Config.Grace).
-	deadline := expiry.Add(max(s.store.SyncInterval(), 0))
+	// The idle timeout ends the session at scs's expiry, so that a copy
+	// memcached holds past it reads as dead and is checked against the row
+	// (another app server may have committed around a node it could not
+	// reach); the deadline gives the row the database copy's lag.
+	deadline := expiry.Add(max(s.kv.SyncInterval(), 0))
 	p := make([]byte, 0, payloadSize(expiry, now, kept, b))
-
-	e := s.memo.take(token)
-	existed := e != nil
+	it := s.memo.take(token)
+	existed := it != nil
 	for attempt := range commitAttempts {
-		if e == nil {
+		if it == nil {
 			var err error
-			if e, err = s.store.Get(ctx, token); err != nil {
+			if it, err = s.kv.Read(ctx, token); err != nil {
 				return fmt.Errorf("scsstore: commit: %w", err)
 			}
-			if e == nil && existed {
+			if it == nil && existed {
 				// The session was there when this request read it and is
 				// gone now: another request destroyed it (a logout) or it
 				// expired. The destruction wins; this commit is dropped.
 				return nil
 			}
-			existed = existed || e != nil
+			existed = existed || it != nil
 		}
 		// The commit time in the payload must be read just before the
 		// write, which records activity at its own clock reading: open
 		// tells the two apart from a copy read back from the database.
-		now = s.store.Now()
+		now = s.kv.Now()
 		p = appendPayload(p[:0], expiry, now, kept, b)
-		idle := expiry.Sub(now)
-		if e == nil {
-			err := s.store.Insert(ctx, token, &core.Entry{
-				Payload:     p,
-				Codec:       CodecID,
-				Created:     now,
-				Deadline:    deadline,
-				IdleTimeout: idle,
-			}, false)
-			if errors.Is(err, core.ErrExists) {
-				// A concurrent request created it: write over it, unless
-				// what is there now is its tombstone (scs never reuses a
-				// token: another request destroyed the session after this
-				// one loaded it, and the destruction wins).
-				e, existed = nil, true
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("scsstore: commit: %w", err)
-			}
+		err := s.kv.Write(ctx, token, it, p, expiry.Sub(now), deadline)
+		switch {
+		case errors.Is(err, core.ErrExists):
+			// A concurrent request created it: write over it, unless
+			// what is there now is its tombstone (scs never reuses a
+			// token: another request destroyed the session after this
+			// one loaded it, and the destruction wins).
+			it, existed = nil, true
+		case errors.Is(err, core.ErrDestroyed):
+			return nil // destroyed meanwhile: the destruction wins
+		case errors.Is(err, core.ErrConflict):
+			it = nil // changed since it was read: read it again, then write over it
+			pause(attempt)
+		case err != nil:
+			return fmt.Errorf("scsstore: commit: %w", err)
+		default:
 			return nil
 		}
-		if e.Codec != CodecID || e.Created.IsZero() {
-			e.Created = now
-		}
-		e.Payload, e.Codec, e.Subject = p, CodecID, ""
-		e.Deadline, e.IdleTimeout = deadline, idle
-		err := s.store.Update(ctx, e, core.Change{All: true, Header: true})
-		if errors.Is(err, core.ErrDestroyed) {
-			return nil // destroyed meanwhile: the destruction wins
-		}
-		if errors.Is(err, core.ErrConflict) {
-			e = nil // changed since it was read: read it again, then write over it
-			pause(attempt)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("scsstore: commit: %w", err)
-		}
-		return nil
 	}
 	return fmt.Errorf("scsstore: commit: %d concurrent writes in a row: %w", commitAttempts, core.ErrConflict)
 }
@@ -263,7 +242,7 @@ func (s *Store) All() (map[string][]byte, error) {
 // under (the token's hash with HashTokenInStore), for scs's Iterate. With no
 // live session it returns an empty, non-nil map.
 //
-// memcached cannot list its keys, so AllCtx pages through core.Store.List:
+// memcached cannot list its keys, so AllCtx pages through core.KV.List:
 // the database's live rows with memcached's newer copies laid over them.
 // It sees the sessions that have reached the database: every session does
 // when it is created. It costs a database scan plus one memcached GetMulti
@@ -275,24 +254,16 @@ func (s *Store) AllCtx(ctx context.Context) (map[string][]byte, error) {
 		return nil, ErrNotIterable
 	}
 	all := make(map[string][]byte)
-	after := ""
-	for {
-		page, next, err := s.store.List(ctx, after, listBatch)
-		if err != nil {
-			return nil, fmt.Errorf("scsstore: all: %w", err)
+	err := s.kv.List(ctx, func(key string, v []byte, src core.Source) {
+		p, ok := s.open(v, src, s.kv.Now())
+		if ok && p.token != "" && core.StorageKey(p.token) == key {
+			all[p.token] = p.blob
 		}
-		now := s.store.Now()
-		for _, le := range page {
-			p, ok := s.open(le.Entry, now)
-			if ok && p.token != "" && core.StorageKey(p.token) == le.Key {
-				all[p.token] = p.blob
-			}
-		}
-		if next == "" {
-			return all, nil
-		}
-		after = next
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scsstore: all: %w", err)
 	}
+	return all, nil
 }
 
 func validToken(token string) bool {

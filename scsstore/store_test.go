@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -40,18 +42,25 @@ func TestContract(t *testing.T) {
 		t.Run("FindMalformedEntry", func(t *testing.T) {
 			// A session of another codec (a core.Manager's) and one with
 			// scsstore's codec id but a payload scsstore did not write.
-			for _, e := range []*core.Entry{
-				{Payload: []byte(`{"a":1}`), Codec: core.JSON.ID()},
-				{Payload: []byte("garbage"), Codec: scsstore.CodecID},
-				{Payload: nil, Codec: scsstore.CodecID},
-			} {
+			m, err := core.New(core.Config{Store: cs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				core.FromContext(r.Context()).Put("a", 1)
+			})).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/", nil))
+			if b, found := mustFind(t, s, rec.Result().Cookies()[0].Value); found {
+				t.Errorf("Find of a core.Manager session = %q, true; want not found", b)
+			}
+			kv := core.NewKV(cs, scsstore.CodecID, time.Hour, 1)
+			for _, p := range [][]byte{[]byte("garbage"), nil} {
 				tok := newToken()
-				e.Created, e.Deadline, e.IdleTimeout = st.now(), st.now().Add(time.Hour), time.Hour
-				if err := cs.Insert(ctx, tok, e, false); err != nil {
+				if err := kv.Write(ctx, tok, nil, p, time.Hour, st.now().Add(time.Hour)); err != nil {
 					t.Fatal(err)
 				}
 				if b, found := mustFind(t, s, tok); found {
-					t.Errorf("Find of a foreign entry (codec %d) = %q, true; want not found", e.Codec, b)
+					t.Errorf("Find of a foreign entry (payload %q) = %q, true; want not found", p, b)
 				}
 			}
 		})

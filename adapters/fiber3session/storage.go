@@ -14,7 +14,7 @@ import (
 // read such entries: a token that finds one loads as a new session.
 // Storage in turn ignores entries of any other codec. It is the id
 // fibersession's Storage uses, so fiber v2 and v3 apps share data.
-const RawCodecID = core.FiberCodecID
+const RawCodecID uint8 = 61
 
 // ErrResetNotSupported is returned by Storage.Reset and ResetWithContext.
 var ErrResetNotSupported = errors.New("fiber3session: Storage.Reset is not supported: " +
@@ -79,7 +79,7 @@ func NewStorage(s *core.Store, cfg StorageConfig) *Storage {
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = defaultMaxRetries
 	}
-	return &Storage{kv: core.NewKV(s, cfg.NoExpiration, cfg.MaxRetries), cfg: cfg}
+	return &Storage{kv: core.NewKV(s, RawCodecID, cfg.NoExpiration, cfg.MaxRetries), cfg: cfg}
 }
 
 // GetWithContext returns the value stored under key, or nil with a nil

@@ -14,7 +14,7 @@ import (
 // values of a core.Codec. A core.Manager does not read such entries: a
 // token that finds one loads as a new session. Storage in turn ignores
 // entries of any other codec.
-const RawCodecID = core.FiberCodecID
+const RawCodecID uint8 = 61
 
 // ErrResetNotSupported is returned by Storage.Reset.
 var ErrResetNotSupported = errors.New("fibersession: Storage.Reset is not supported: " +
@@ -77,7 +77,7 @@ func NewStorage(s *core.Store, cfg StorageConfig) *Storage {
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = defaultMaxRetries
 	}
-	return &Storage{kv: core.NewKV(s, cfg.NoExpiration, cfg.MaxRetries), cfg: cfg}
+	return &Storage{kv: core.NewKV(s, RawCodecID, cfg.NoExpiration, cfg.MaxRetries), cfg: cfg}
 }
 
 // Get returns the value stored under key, or nil with a nil error when

@@ -99,18 +99,16 @@ func TestStorage(t *testing.T) {
 			expect(t, st, "f", nil)
 		}},
 		{"entry shape", func(t *testing.T) {
-			start := store.Now()
 			mustSet(t, st, "g", []byte("x"), 0)
-			e, err := store.Get(context.Background(), "g")
-			if err != nil || e == nil {
-				t.Fatalf("store.Get = %v, %v", e, err)
+			it, err := core.NewKV(store, fibersession.RawCodecID, time.Hour, 1).Read(context.Background(), "g")
+			if err != nil || it == nil || string(it.Value) != "x" {
+				t.Fatalf("entry of codec RawCodecID = %+v, %v; want payload x", it, err)
 			}
-			if e.Codec != fibersession.RawCodecID || string(e.Payload) != "x" {
-				t.Errorf("entry codec %d payload %q", e.Codec, e.Payload)
-			}
-			if want := start.Add(30 * 24 * time.Hour); e.Deadline.Before(want.Add(-time.Second)) || e.Deadline.After(want.Add(time.Minute)) {
-				t.Errorf("exp 0: deadline %v, want about %v", e.Deadline, want)
-			}
+			// exp 0: the entry lives 30 days (NoExpiration's default).
+			clk.Advance(30*24*time.Hour - time.Second)
+			expect(t, st, "g", []byte("x"))
+			clk.Advance(time.Minute)
+			expect(t, st, "g", nil)
 		}},
 		{"Reset is refused", func(t *testing.T) {
 			mustSet(t, st, "h", []byte("kept"), time.Minute)
