@@ -152,7 +152,7 @@ func (m *Manager) cookie(s *Session) *http.Cookie {
 	if !m.cfg.Cookie.SessionOnly || s.entry.Persistent {
 		c.Expires = s.entry.Deadline.UTC()
 		// Rounded up: a browser must not drop the cookie before the deadline.
-		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.Now())+time.Second-1)/time.Second), 1)
+		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.now())+time.Second-1)/time.Second), 1)
 	}
 	return c
 }

@@ -139,7 +139,7 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	if !ValidToken(cookieValue) {
 		return s, nil
 	}
-	e, err := m.store.Get(ctx, cookieValue)
+	e, err := m.store.read(ctx, cookieValue)
 	if err != nil {
 		return nil, err
 	}
@@ -184,8 +184,8 @@ func (m *Manager) save(ctx context.Context, s *Session) error {
 
 // insert stores s as a new session under a new token.
 func (m *Manager) insert(ctx context.Context, s *Session) error {
-	now := m.store.Now()
-	e := &Entry{Created: now, Deadline: now.Add(m.cfg.Lifetime), IdleTimeout: m.cfg.IdleTimeout}
+	now := m.store.now()
+	e := &entry{Created: now, Deadline: now.Add(m.cfg.Lifetime), IdleTimeout: m.cfg.IdleTimeout}
 	if s.entry != nil { // renewal keeps the creation time, deadline and expiry choices
 		e.Created, e.Deadline, e.Subject = s.entry.Created, s.entry.Deadline, s.entry.Subject
 		e.IdleTimeout, e.Persistent = s.entry.IdleTimeout, s.entry.Persistent
@@ -195,10 +195,10 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 		return err
 	}
 	token := NewToken()
-	err := m.store.Insert(ctx, token, e, s.durable || s.expiry.pending())
+	err := m.store.insert(ctx, token, e, s.durable || s.expiry.pending())
 	for errors.Is(err, ErrExists) { // 2^-256: only a broken random source gets here
 		token = NewToken()
-		err = m.store.Insert(ctx, token, e, s.durable || s.expiry.pending())
+		err = m.store.insert(ctx, token, e, s.durable || s.expiry.pending())
 	}
 	if err != nil {
 		return err
@@ -229,7 +229,7 @@ func (m *Manager) renew(ctx context.Context, s *Session) error {
 		return err
 	}
 	s.renew = false
-	if err := m.store.Destroy(ctx, oldEntry); err != nil {
+	if err := m.store.destroy(ctx, oldEntry); err != nil {
 		m.log.Warn("hybridsession: RenewToken could not destroy the old token", "error", err)
 	}
 	return nil
@@ -238,10 +238,10 @@ func (m *Manager) renew(ctx context.Context, s *Session) error {
 // touch refreshes an unchanged session's activity once TouchInterval old.
 // Failures do not fail the request: the next request tries again.
 func (m *Manager) touch(ctx context.Context, s *Session) error {
-	if m.store.Now().Sub(s.entry.ActiveAt) < m.cfg.TouchInterval {
+	if m.store.now().Sub(s.entry.ActiveAt) < m.cfg.TouchInterval {
 		return nil
 	}
-	err := m.store.Update(ctx, s.entry, Change{})
+	err := m.store.update(ctx, s.entry, change{})
 	if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrDestroyed) {
 		// A conflict means another request wrote, which refreshed it.
 		m.log.Warn("hybridsession: could not refresh session activity", "error", err)
@@ -258,9 +258,9 @@ func (s *Session) dropDestroyed() {
 }
 
 // change describes this request's changes for Store.Update.
-func (s *Session) change() Change {
+func (s *Session) change() change {
 	header := s.subjectSet || s.expiry.pending()
-	c := Change{Keys: s.keysBuf[:0], Header: header, Durable: s.durable || header}
+	c := change{Keys: s.keysBuf[:0], Header: header, Durable: s.durable || header}
 	for _, o := range s.ops {
 		if o.kind == opClear {
 			c.All = true
@@ -282,7 +282,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 			return err
 		}
 		cookieChanged = cookieChanged || changed
-		err = m.store.Update(ctx, e, c)
+		err = m.store.update(ctx, e, c)
 		switch {
 		case err == nil:
 			s.entry, s.values, s.decoded = e, values, !e.merged
@@ -301,7 +301,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 			// Lost twice in a row: spread out from the other writers.
 			time.Sleep(rand.N(time.Duration(min(attempt, 8)) * 200 * time.Microsecond))
 		}
-		if e, err = m.store.Get(ctx, s.token); err != nil {
+		if e, err = m.store.read(ctx, s.token); err != nil {
 			return err
 		}
 		if e == nil {
@@ -318,7 +318,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 
 // prepare writes this request's subject, expiry and values into e, and
 // reports whether the cookie must change (see expiryChange.apply).
-func (m *Manager) prepare(e *Entry, s *Session, values map[string]any) (cookieChanged bool, err error) {
+func (m *Manager) prepare(e *entry, s *Session, values map[string]any) (cookieChanged bool, err error) {
 	if s.subjectSet {
 		e.Subject = s.subject
 	}
@@ -330,7 +330,7 @@ func (m *Manager) prepare(e *Entry, s *Session, values map[string]any) (cookieCh
 	return cookieChanged, nil
 }
 
-func (m *Manager) decode(e *Entry) (map[string]any, error) { return m.store.decode(e.Codec, e.Payload) }
+func (m *Manager) decode(e *entry) (map[string]any, error) { return m.store.decode(e.Codec, e.Payload) }
 
 // DestroySubject destroys every session of subject (Session.SetSubject) in
 // both tiers — "log out everywhere", say after a password change — and
