@@ -650,7 +650,9 @@ func (m *model) judgeValues(op *opRec, ti *tokenInfo) {
 				inv := "I5"
 				if !durable {
 					held := m.held(w, t)
-					if f := m.cacheThreat(w.Start, held, op.Start); f != nil {
+					// A fault that starts while op is in flight can send
+					// its read to the row too.
+					if f := m.cacheThreat(w.Start, held, op.End); f != nil {
 						m.excused["I4 lost to a cache fault"]++
 						continue // lost to a cache fault before it reached the row
 					}
