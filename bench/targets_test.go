@@ -328,7 +328,8 @@ func forTargets(b *testing.B, fn func(b *testing.B, t *target)) {
 // hybridsession stores
 
 // pathTracer counts the memcached operations made under a request's
-// context (one round trip each): a core.CacheTracer.
+// context (one round trip each): its StartCacheOp is a
+// core.MemcachedConfig.Tracer.
 type pathTracer struct{ n *atomic.Int64 }
 
 func (p pathTracer) StartCacheOp(ctx context.Context, _, _ string) func(error) {
@@ -341,7 +342,7 @@ func (p pathTracer) StartCacheOp(ctx context.Context, _, _ string) func(error) {
 // withPathTracer returns a configuration change that counts into n the
 // memcached round trips on the request path.
 func withPathTracer(n *atomic.Int64) func(*core.StoreConfig) {
-	return func(c *core.StoreConfig) { c.Memcached.Tracer = pathTracer{n} }
+	return func(c *core.StoreConfig) { c.Memcached.Tracer = pathTracer{n}.StartCacheOp }
 }
 
 // hybridStore builds a core.Store on e's memcached and on PostgreSQL (SQLite

@@ -108,19 +108,14 @@ type MemcachedConfig struct {
 	// Default plain text: sessions are still sealed, but storage keys and
 	// sizes are visible on the network.
 	TLS *tls.Config
-	// Tracer, when set, is told about every memcached operation. Optional.
-	Tracer CacheTracer
-}
-
-// CacheTracer is told about every memcached operation (the metrics module's
-// Tracer records OpenTelemetry spans). StartCacheOp is called before op
-// ("get", "get_multi", "add", "set", "cas", "delete") on the node at addr,
-// with the context of the request or job it serves; the function it returns
-// is called once with the result: nil, a protocol answer
-// (memcache.ErrCacheMiss, ErrNotStored, ErrCASConflict) or a failure. It
-// must be safe for concurrent use and must not block.
-type CacheTracer interface {
-	StartCacheOp(ctx context.Context, op, addr string) (end func(err error))
+	// Tracer, when set, is called before every memcached operation op
+	// ("get", "get_multi", "add", "set", "cas", "delete") on the node at
+	// addr, with the context of the request or job it serves; the function
+	// it returns is called once with the result: nil, a protocol answer
+	// (memcache.ErrCacheMiss, ErrNotStored, ErrCASConflict) or a failure.
+	// It must be safe for concurrent use and must not block. The metrics
+	// module's Tracer.StartCacheOp records OpenTelemetry spans. Optional.
+	Tracer func(ctx context.Context, op, addr string) (end func(err error))
 }
 
 // ReaperConfig configures the reaper a Store runs (StoreConfig.Reaper), or

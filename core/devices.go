@@ -78,7 +78,7 @@ func (s *Session) SetDeviceInfo(info map[string]string) {
 }
 
 func deviceInfo(values map[string]any) map[string]string {
-	pairs := flashPairs(values[deviceKey])
+	pairs := stringPairs(values[deviceKey])
 	if len(pairs) < 2 {
 		return nil
 	}
@@ -161,4 +161,25 @@ func (s *Store) listSubject(ctx context.Context, subject string) ([]listedEntry,
 		after = next
 	}
 	return out, nil
+}
+
+// stringPairs reads a stored list of strings whatever the codec made of it: []string
+// (gob, or this request) or []any of strings (JSON, msgpack). Anything else
+// is dropped rather than trusted. The result is a copy.
+func stringPairs(v any) []string {
+	switch l := v.(type) {
+	case []string:
+		return append([]string(nil), l...)
+	case []any:
+		out := make([]string, 0, len(l))
+		for _, x := range l {
+			str, ok := x.(string)
+			if !ok {
+				return nil
+			}
+			out = append(out, str)
+		}
+		return out
+	}
+	return nil
 }

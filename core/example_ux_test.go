@@ -42,20 +42,21 @@ func ExampleSession_RememberMe() {
 	// persistent cookie: true days: 30
 }
 
-// A flash message set before a redirect is read once on the next page.
-func ExampleSession_AddFlash() {
+// A one-time (flash) message set before a redirect is read once, with Pop,
+// on the next page.
+func ExampleSession_Pop() {
 	store, _ := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
 	defer store.Close(context.Background())
 	m, _ := core.New(core.Config{Store: store})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /profile", func(w http.ResponseWriter, r *http.Request) {
-		core.FromContext(r.Context()).AddFlash("success", "Profile saved.")
+		core.FromContext(r.Context()).Put("flash", "Profile saved.")
 		http.Redirect(w, r, "/profile", http.StatusSeeOther)
 	})
 	mux.HandleFunc("GET /profile", func(w http.ResponseWriter, r *http.Request) {
-		for _, f := range core.FromContext(r.Context()).Flashes() {
-			fmt.Fprintf(w, "[%s] %s", f.Kind, f.Message)
+		if msg, ok := core.FromContext(r.Context()).Pop("flash").(string); ok {
+			fmt.Fprint(w, msg)
 		}
 	})
 	h := m.Handler(mux)
@@ -75,7 +76,7 @@ func ExampleSession_AddFlash() {
 	}
 	// Output:
 	// POST 303 ""
-	// GET 200 "[success] Profile saved."
+	// GET 200 "Profile saved."
 	// GET 200 ""
 }
 

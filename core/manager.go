@@ -333,10 +333,12 @@ func (m *Manager) prepare(e *entry, s *Session, values map[string]any) (cookieCh
 func (m *Manager) decode(e *entry) (map[string]any, error) { return m.store.decode(e.Codec, e.Payload) }
 
 // DestroySubject destroys every session of subject (Session.SetSubject) in
-// both tiers — "log out everywhere", say after a password change — and
-// returns how many it destroyed.
+// both tiers — "log out everywhere", say after a password change — paging
+// through the database however many there are, and returns how many it
+// destroyed. The error wraps ErrUnavailable when a page or a session could
+// not be destroyed; the count says how many were.
 func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, error) {
-	return m.store.DestroySubject(ctx, subject)
+	return m.store.destroyRows(ctx, subject, func(string) bool { return true })
 }
 
 // StatusCode maps a Load or Save error to an HTTP status: 503 for

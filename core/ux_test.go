@@ -151,20 +151,22 @@ func TestRememberMeShortensAndResendsCookie(t *testing.T) {
 	}, again)
 }
 
-func TestFlashSurvivesRedirectOnce(t *testing.T) {
+func TestOneTimeMessageSurvivesRedirectOnce(t *testing.T) {
 	for _, codec := range []core.Codec{core.Msgpack, core.JSON, core.Gob} {
 		t.Run(fmt.Sprint(codec.ID()), func(t *testing.T) {
 			m, _ := uxManager(t, nil, codec)
 			mux := http.NewServeMux()
 			mux.HandleFunc("POST /save", func(w http.ResponseWriter, r *http.Request) {
 				s := core.FromContext(r.Context())
-				s.AddFlash("success", "Saved.")
-				s.AddFlash("info", "Check your mail.")
+				s.Put("flash", []string{"success:Saved.", "info:Check your mail."})
 				http.Redirect(w, r, "/show", http.StatusSeeOther)
 			})
 			mux.HandleFunc("GET /show", func(w http.ResponseWriter, r *http.Request) {
-				for _, f := range core.FromContext(r.Context()).Flashes() {
-					fmt.Fprintf(w, "%s:%s;", f.Kind, f.Message)
+				s := core.FromContext(r.Context())
+				msgs, _ := core.Value[[]string](s, "flash")
+				s.Delete("flash")
+				for _, msg := range msgs {
+					fmt.Fprintf(w, "%s;", msg)
 				}
 			})
 			srv := httptest.NewServer(m.Handler(mux))

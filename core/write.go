@@ -369,15 +369,6 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// DestroySubject destroys every session of subject (see Session.SetSubject)
-// in both tiers — "log out everywhere", for example after a password
-// change — paging through the database however many there are, and returns
-// how many it destroyed. The error wraps ErrUnavailable when a page or a
-// session could not be destroyed; the count says how many were.
-func (s *Store) DestroySubject(ctx context.Context, subject string) (int, error) {
-	return s.destroyRows(ctx, subject, func(string) bool { return true })
-}
-
 // destroyRows destroys every session of subject whose row is not a
 // tombstone and not past its deadline, and that which reports — whatever
 // memcached holds, since an app server that cannot reach the copy serves

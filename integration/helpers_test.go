@@ -363,7 +363,8 @@ func faulty() (func(*core.StoreConfig), *faultyDurable) {
 	}, f
 }
 
-// opTracer records the memcached operations of a Store (a CacheTracer).
+// opTracer records the memcached operations of a Store (its StartCacheOp is
+// a MemcachedConfig.Tracer).
 type opTracer struct {
 	mu  sync.Mutex
 	ops []tracedOp
@@ -406,7 +407,7 @@ func newPlacement(t *testing.T, addrs ...string) *placement {
 	tr := &opTracer{}
 	s, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{
-			Servers: addrs, Timeout: 20 * time.Millisecond, BreakerThreshold: 1 << 30, Tracer: tr,
+			Servers: addrs, Timeout: 20 * time.Millisecond, BreakerThreshold: 1 << 30, Tracer: tr.StartCacheOp,
 		},
 		Logger: quiet,
 	})

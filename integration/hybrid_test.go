@@ -223,7 +223,7 @@ func TestTimeoutsEnforced(t *testing.T) {
 func TestTouchThrottled(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	tr := &opTracer{}
-	m := st.manager(t, func(c *core.StoreConfig) { c.Memcached.Tracer = tr }, func(c *core.Config) { c.TouchInterval = time.Minute })
+	m := st.manager(t, func(c *core.StoreConfig) { c.Memcached.Tracer = tr.StartCacheOp }, func(c *core.Config) { c.TouchInterval = time.Minute })
 	token := put(t, m, "", "k", "v")
 	writes := func() int { return tr.count("cas") + tr.count("set") + tr.count("add") }
 	before := writes()

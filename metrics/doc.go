@@ -16,7 +16,7 @@
 //	reg, err := metrics.RegisterOTel(metrics.Config{Store: store}, otel.Meter("hybridsession"))
 //	defer reg.Unregister()
 //
-// Tracing, off unless configured: NewTracer goes into
+// Tracing, off unless configured: NewTracer(tp).StartCacheOp goes into
 // core.MemcachedConfig.Tracer, NewDurable wraps the durable tier. Wrap the
 // durable tier also to get the reaper's last pass (Config.Reaper), which
 // Stats does not carry.

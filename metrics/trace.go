@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
-	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durable"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -19,8 +18,8 @@ import (
 const scope = "github.com/hybridsession/hybridsession/metrics"
 
 // Tracer records an OpenTelemetry span for every memcached operation of a
-// Store. Set it as core.MemcachedConfig.Tracer; leave that field nil for
-// no tracing at no cost.
+// Store. Set its StartCacheOp as core.MemcachedConfig.Tracer; leave that
+// field nil for no tracing at no cost.
 //
 // The spans are client spans named "memcached <op>" with the attributes
 // db.system.name=memcached, db.operation.name and server.address. A miss,
@@ -30,8 +29,6 @@ const scope = "github.com/hybridsession/hybridsession/metrics"
 type Tracer struct {
 	tracer trace.Tracer
 }
-
-var _ core.CacheTracer = (*Tracer)(nil)
 
 // NewTracer returns a Tracer that records spans with tp's tracer.
 // It panics when tp is nil (pass otel.GetTracerProvider() for the global one).
@@ -47,7 +44,7 @@ var (
 )
 
 // StartCacheOp starts the span of one memcached operation; see
-// core.CacheTracer. A span the sampler drops costs its Start and nothing
+// core.MemcachedConfig.Tracer. A span the sampler drops costs its Start and nothing
 // more.
 func (t *Tracer) StartCacheOp(ctx context.Context, op, addr string) func(error) {
 	_, span := t.tracer.Start(ctx, cacheSpanName(op), clientKind)
@@ -68,7 +65,7 @@ func (t *Tracer) StartCacheOp(ctx context.Context, op, addr string) func(error) 
 	}
 }
 
-// protocolAnswer reports whether err, handed to a core.CacheTracer, is the
+// protocolAnswer reports whether err, handed to a tracer's end, is the
 // node's answer rather than a failure to reach it: a miss, "not stored", a
 // CAS conflict, a refused key, or a SERVER_ERROR line (out of memory, item
 // too large), which gomemcache reports as an unexpected response line. The
@@ -85,7 +82,7 @@ var (
 )
 
 // cacheSpanName returns "memcached "+op without allocating for the
-// operations core.CacheTracer lists.
+// operations core.MemcachedConfig.Tracer lists.
 func cacheSpanName(op string) string {
 	switch op {
 	case "get":

@@ -32,7 +32,7 @@ func TestTracing(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	store, err := core.NewStore(core.StoreConfig{
-		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, Tracer: metrics.NewTracer(tp)},
+		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, Tracer: metrics.NewTracer(tp).StartCacheOp},
 		Durable:   metrics.NewDurable(durabletest.NewMemory(), tp),
 	})
 	if err != nil {
@@ -112,7 +112,7 @@ func BenchmarkLoadHit(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			cfg := core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, KeyPrefix: "bench:" + bc.name}}
 			if bc.tp != nil {
-				cfg.Memcached.Tracer = metrics.NewTracer(bc.tp)
+				cfg.Memcached.Tracer = metrics.NewTracer(bc.tp).StartCacheOp
 				cfg.Durable = metrics.NewDurable(durabletest.NewMemory(), bc.tp)
 			} else {
 				cfg.Durable = durabletest.NewMemory()

@@ -467,9 +467,9 @@ func (c *cluster) startServer(s *server, addrs []string) {
 		addrs = nil
 	}
 	archiveOK := c.archiveOK
-	var tracer core.CacheTracer
+	var tracer func(context.Context, string, string) func(error)
 	if c.log != nil {
-		tracer = cacheErrors{log: c.log, srv: s.id}
+		tracer = cacheErrors{log: c.log, srv: s.id}.StartCacheOp
 	}
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{

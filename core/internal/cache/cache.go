@@ -39,22 +39,19 @@ type Config struct {
 	// TLS, when set, speaks TLS to every node (memcached -Z) over the dialed
 	// connections. An empty ServerName is set to the node's host.
 	TLS    *tls.Config
-	Tracer Tracer       // when set, told about every operation sent to a node
+	Tracer Tracer       // when set, called before every operation sent to a node
 	Logger *slog.Logger // when set, told when a breaker opens (Warn) and closes (Info)
 }
 
 // dialFunc opens a connection, as net.Dialer.DialContext does.
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Tracer is told about every operation a Cache sends to a node.
-type Tracer interface {
-	// StartCacheOp is called, concurrently, with the caller's ctx before op
-	// ("get", "get_multi", "add", "set", "cas" or "delete") on the node at
-	// addr (resolved), and must not block. end is called once with the
-	// result: nil, a protocol answer such as memcache.ErrCacheMiss, or an
-	// error wrapping ErrUnavailable.
-	StartCacheOp(ctx context.Context, op, addr string) (end func(err error))
-}
+// Tracer is called, concurrently, with the caller's ctx before op ("get",
+// "get_multi", "add", "set", "cas" or "delete") on the node at addr
+// (resolved), and must not block. end is called once with the result: nil,
+// a protocol answer such as memcache.ErrCacheMiss, or an error wrapping
+// ErrUnavailable.
+type Tracer = func(ctx context.Context, op, addr string) (end func(err error))
 
 // NodeStats describes one node of a Cache.
 type NodeStats struct {
@@ -156,7 +153,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n)
 	}
 	if c.cfg.Tracer != nil {
-		end := c.cfg.Tracer.StartCacheOp(ctx, op, n.str)
+		end := c.cfg.Tracer(ctx, op, n.str)
 		defer func() { end(err) }()
 	}
 	err = f(n)

@@ -494,7 +494,7 @@ func TestTracer(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	rec := &recorder{}
 	cfg := testConfig(mc.Addr)
-	cfg.Tracer = rec
+	cfg.Tracer = rec.StartCacheOp
 	c := newCache(t, cfg)
 	ctx := context.WithValue(context.Background(), ctxKey{}, "request")
 
