@@ -279,7 +279,7 @@ func (c *vclock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 // SyncInterval/8, within 10ms and 10s (core's writer; the Store does not
 // tell).
 func writerTick(st *core.Store) time.Duration {
-	syncInterval := core.NewKV(st, 61, time.Hour, 1).SyncInterval() // the KV reads it back from the Store
+	syncInterval := core.NewKV(st, 61).SyncInterval() // the KV reads it back from the Store
 	return min(max(syncInterval/8, 10*time.Millisecond), time.Minute)
 }
 

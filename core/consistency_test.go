@@ -474,7 +474,7 @@ func TestInsertDoesNotReplaceATombstone(t *testing.T) {
 	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: durabletest.NewMemory()})
 	ctx := context.Background()
 	token := core.NewToken()
-	kv := core.NewKV(a.store, 60, time.Hour, 1)
+	kv := core.NewKV(a.store, 60)
 	insert := func() error { return kv.Write(ctx, token, nil, []byte("x"), 30*time.Minute, kv.Now().Add(time.Hour)) }
 	if err := insert(); err != nil {
 		t.Fatal(err)

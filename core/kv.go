@@ -3,7 +3,6 @@ package core
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -14,32 +13,24 @@ import (
 //
 // Keys are passed to the Store as tokens: the Store hashes them
 // (StorageKey), so any string works and none is stored in the clear. Values
-// become the payload of entries carrying the KV's codec id; entries of other
-// codecs (Manager sessions, another KV's values) are neither read nor
-// overwritten by Get and Set. An expiration given to Set becomes the entry's
-// idle timeout and its deadline, so that it expires that long after the last
-// Set; Get does not extend it.
-//
-// Concurrent Sets of one key are resolved by compare-and-swap: the last
-// writer wins, whole value for whole value. A KV is safe for concurrent use.
+// become the payload of entries carrying the KV's codec id; Read returns
+// entries of other codecs (Manager sessions, another KV's values) without
+// their value, and Delete and List skip them. Writes are compare-and-swap
+// over what Read returned: the caller retries on ErrConflict or ErrExists.
+// A KV is safe for concurrent use.
 type KV struct {
-	store        *Store
-	codec        uint8
-	noExpiration time.Duration
-	maxRetries   int
+	store *Store
+	codec uint8
 }
 
 // NewKV returns a KV on s whose entries carry codec, an id from 60 to 63
 // (reserved for such values: scsstore uses 60, the fiber Storage adapters
-// 61). noExpiration is the lifetime of a value Set with an expiration of 0
-// or less (the store keeps nothing forever); maxRetries bounds Set's
-// compare-and-swap retries (see Set). It panics if s is nil, codec is out of
-// range, or noExpiration or maxRetries is not positive.
-func NewKV(s *Store, codec uint8, noExpiration time.Duration, maxRetries int) *KV {
-	if s == nil || !opaqueCodec(codec) || noExpiration <= 0 || maxRetries <= 0 {
-		panic("core: NewKV expects a Store, a codec from 60 to 63 and a positive noExpiration and maxRetries")
+// 61). It panics if s is nil or codec is out of range.
+func NewKV(s *Store, codec uint8) *KV {
+	if s == nil || !opaqueCodec(codec) {
+		panic("core: NewKV expects a Store and a codec from 60 to 63")
 	}
-	return &KV{store: s, codec: codec, noExpiration: noExpiration, maxRetries: maxRetries}
+	return &KV{store: s, codec: codec}
 }
 
 // KVItem is the entry Read found under a key, to write over with Write. A
@@ -57,22 +48,10 @@ type KVItem struct {
 	e entry
 }
 
-// Get returns the value stored under key, or nil with a nil error when
-// there is none (never set, expired, deleted, an entry of another codec,
-// or an empty key). The error wraps ErrUnavailable when the store could
-// not answer.
-func (kv *KV) Get(ctx context.Context, key string) ([]byte, error) {
-	it, err := kv.Read(ctx, key)
-	if it == nil {
-		return nil, err
-	}
-	return it.Value, nil
-}
-
 // Read returns the entry stored under key, or nil with a nil error when
-// there is none (never set, expired, deleted, or an empty key). Unlike Get
-// it returns entries of other codecs, with a nil Value. The error wraps
-// ErrUnavailable when the store could not answer.
+// there is none (never set, expired, deleted, or an empty key); an entry of
+// another codec has a nil Value. The error wraps ErrUnavailable when the
+// store could not answer.
 func (kv *KV) Read(ctx context.Context, key string) (*KVItem, error) {
 	if key == "" {
 		return nil, nil
@@ -115,48 +94,8 @@ func (kv *KV) Write(ctx context.Context, key string, it *KVItem, val []byte, idl
 	return kv.store.update(ctx, e, change{All: true, Header: true})
 }
 
-// Set stores val under key for exp. An empty key or an empty val is
-// ignored and nil returned (fiber's Storage contract). Set does not keep
-// val after it returns.
-//
-// Set reads the key and writes with compare-and-swap. When another writer
-// changed the key in between, Set reads again and writes again, so the Set
-// that finishes last wins. After maxRetries lost races in a row it returns
-// nil without writing: each lost race was another Set or Delete of the
-// key completing during this call, so the result equals this Set followed
-// by the last of those writes. Set never fails with ErrConflict.
-//
-// It returns ErrTooLarge for a value over the store's item size, an error
-// wrapping ErrUnavailable when the store could not take the write, and an
-// error when key holds an entry of another codec, which it does not
-// overwrite.
-func (kv *KV) Set(ctx context.Context, key string, val []byte, exp time.Duration) error {
-	if key == "" || len(val) == 0 {
-		return nil
-	}
-	if exp <= 0 {
-		exp = kv.noExpiration
-	}
-	for attempt := 0; ; attempt++ {
-		it, err := kv.Read(ctx, key)
-		if err != nil {
-			return err
-		}
-		if it != nil && it.Value == nil {
-			return fmt.Errorf("core: KV.Set: the key holds an entry of codec %d, not this KV's", it.e.Codec)
-		}
-		err = kv.Write(ctx, key, it, val, exp, kv.store.now().Add(exp))
-		if !errors.Is(err, ErrConflict) && !errors.Is(err, ErrExists) {
-			return err
-		}
-		if attempt >= kv.maxRetries {
-			return nil
-		}
-	}
-}
-
 // Delete removes key's value: it is stored again, in both tiers at once,
-// as an empty value whose deadline has passed, so that a later Set may
+// as an empty value whose deadline has passed, so that a later Write may
 // reuse the key (a destroyed session's tombstone would keep it until its
 // deadline). A missing or empty key is not an error. The error wraps
 // ErrUnavailable when the database (or, without one, memcached) did not
@@ -172,7 +111,7 @@ func (kv *KV) Delete(ctx context.Context, key string) error {
 		}
 		e.Payload, e.Deadline = nil, kv.store.now()
 		err = kv.store.update(ctx, e, change{All: true, Header: true, Durable: true})
-		if !errors.Is(err, ErrConflict) || attempt >= kv.maxRetries {
+		if !errors.Is(err, ErrConflict) || attempt >= maxRetries {
 			return err
 		}
 	}

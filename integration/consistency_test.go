@@ -471,9 +471,9 @@ func TestKVSetAroundNodeAfterDelete(t *testing.T) {
 	st := newStack(t, backends(t)[0])
 	proxy := startProxy(t, newToxiproxy(), "mc", st.mc.Addr)
 	s := st.store(t, cutNode(proxy, 20*time.Millisecond))
-	kv := core.NewKV(s, 61, time.Hour, 4) // the fiber Storage's codec
+	kv := core.NewKV(s, 61) // the fiber Storage's codec
 	ctx := context.Background()
-	if err := kv.Set(ctx, "k", []byte("one"), 0); err != nil {
+	if err := kvSet(ctx, kv, "k", []byte("one"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := kv.Delete(ctx, "k"); err != nil {
@@ -481,12 +481,12 @@ func TestKVSetAroundNodeAfterDelete(t *testing.T) {
 	}
 	st.clock.Advance(time.Second)
 	proxy.Cut()
-	if err := kv.Set(ctx, "k", []byte("two"), 0); err != nil {
+	if err := kvSet(ctx, kv, "k", []byte("two"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	proxy.Restore()
 	awaitBreaker(t, s, proxy.Addr, false)
-	got, err := kv.Get(ctx, "k")
+	got, err := kvGet(ctx, kv, "k")
 	if err != nil || string(got) != "two" {
 		t.Errorf("after the node came back Get = %q, %v; want \"two\": the Delete's copy hides the Set", got, err)
 	}

@@ -315,6 +315,31 @@ func (r rawMemcached) set(t *testing.T, key string, value []byte) {
 
 func mkey(token string) string { return "hs:" + core.StorageKey(token) }
 
+// kvSet stores val under key for ttl as the fiber Storage's Set does: it
+// reads the key and writes over it, again (up to 8 times) when another
+// write came between.
+func kvSet(ctx context.Context, kv *core.KV, key string, val []byte, ttl time.Duration) error {
+	for attempt := 0; ; attempt++ {
+		it, err := kv.Read(ctx, key)
+		if err != nil {
+			return err
+		}
+		err = kv.Write(ctx, key, it, val, ttl, kv.Now().Add(ttl))
+		if !errors.Is(err, core.ErrConflict) && !errors.Is(err, core.ErrExists) || attempt >= 8 {
+			return err
+		}
+	}
+}
+
+// kvGet returns the value stored under key, nil when there is none.
+func kvGet(ctx context.Context, kv *core.KV, key string) ([]byte, error) {
+	it, err := kv.Read(ctx, key)
+	if it == nil {
+		return nil, err
+	}
+	return it.Value, nil
+}
+
 // faultyDurable is a durable tier whose calls can be made to fail, as
 // those of a database that refuses connections.
 type faultyDurable struct {
@@ -424,7 +449,7 @@ func (p *placement) owner(token string) int {
 	p.tr.mu.Lock()
 	p.tr.ops = nil
 	p.tr.mu.Unlock()
-	_, _ = core.NewKV(p.store, 61, time.Hour, 1).Get(context.Background(), token) // read only: a miss or an error tells as much
+	_, _ = core.NewKV(p.store, 61).Read(context.Background(), token) // read only: a miss or an error tells as much
 	p.tr.mu.Lock()
 	defer p.tr.mu.Unlock()
 	if len(p.tr.ops) != 1 {

@@ -459,10 +459,10 @@ func TestKVList(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		st := newStack(t, b)
 		store := st.store(t, nil)
-		kv := core.NewKV(store, 61, time.Hour, 4)
+		kv := core.NewKV(store, 61)
 		ctx := context.Background()
 		set := func(tok, v string) {
-			if err := kv.Set(ctx, tok, []byte(v), time.Hour); err != nil {
+			if err := kvSet(ctx, kv, tok, []byte(v), time.Hour); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -507,27 +507,27 @@ func TestKVSetAfterDelete(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		st := newStack(t, b)
 		store := st.store(t, nil)
-		kv := core.NewKV(store, 61, time.Hour, 4)
+		kv := core.NewKV(store, 61)
 		ctx := context.Background()
 		const key = "limiter:1.2.3.4"
-		if err := kv.Set(ctx, key, []byte("old"), 0); err != nil {
+		if err := kvSet(ctx, kv, key, []byte("old"), time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		if err := kv.Delete(ctx, key); err != nil {
 			t.Fatal(err)
 		}
-		if v, err := kv.Get(ctx, key); err != nil || v != nil {
+		if v, err := kvGet(ctx, kv, key); err != nil || v != nil {
 			t.Fatalf("Get after Delete = %q, %v; want nothing", v, err)
 		}
-		if err := kv.Set(ctx, key, []byte("new"), 0); err != nil {
+		if err := kvSet(ctx, kv, key, []byte("new"), time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		if v, err := kv.Get(ctx, key); err != nil || string(v) != "new" {
+		if v, err := kvGet(ctx, kv, key); err != nil || string(v) != "new" {
 			t.Fatalf("Get after the second Set = %q, %v; want \"new\"", v, err)
 		}
 		st.syncDue(t, 3*time.Minute, store)
 		st.mc.Restart() // only the database can answer now
-		if v, err := kv.Get(ctx, key); err != nil || string(v) != "new" {
+		if v, err := kvGet(ctx, kv, key); err != nil || string(v) != "new" {
 			t.Fatalf("after a memcached loss: %q, %v; want \"new\"", v, err)
 		}
 	})

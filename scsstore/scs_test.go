@@ -148,7 +148,7 @@ func TestSessionManager(t *testing.T) {
 			if cookie == "" {
 				t.Fatal("no session cookie")
 			}
-			e, err := core.NewKV(cs, scsstore.CodecID, time.Hour, 1).Read(ctx, storeToken(cookie, hash))
+			e, err := core.NewKV(cs, scsstore.CodecID).Read(ctx, storeToken(cookie, hash))
 			if err != nil || e == nil || e.Value == nil {
 				t.Fatalf("core entry for the session: %+v, %v", e, err)
 			}

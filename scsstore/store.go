@@ -78,8 +78,7 @@ func New(s *core.Store, cfg Config) (*Store, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	// The KV's noExpiration and retries serve its Set, which the Store does not use.
-	kv := core.NewKV(s, CodecID, time.Hour, commitAttempts)
+	kv := core.NewKV(s, CodecID)
 	return &Store{store: s, kv: kv, cfg: cfg, memo: newMemo(cfg.RememberSize, cfg.RememberFor)}, nil
 }
 

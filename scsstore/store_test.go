@@ -53,7 +53,7 @@ func TestContract(t *testing.T) {
 			if b, found := mustFind(t, s, rec.Result().Cookies()[0].Value); found {
 				t.Errorf("Find of a core.Manager session = %q, true; want not found", b)
 			}
-			kv := core.NewKV(cs, scsstore.CodecID, time.Hour, 1)
+			kv := core.NewKV(cs, scsstore.CodecID)
 			for _, p := range [][]byte{[]byte("garbage"), nil} {
 				tok := newToken()
 				if err := kv.Write(ctx, tok, nil, p, time.Hour, st.now().Add(time.Hour)); err != nil {

@@ -35,7 +35,7 @@ type StorageConfig struct {
 
 	// MaxRetries bounds how often Set re-reads and writes again when
 	// another writer changed the key between its read and its write (see
-	// core.KV.Set). Optional. Default 8.
+	// Storage.Set). Optional. Default 8.
 	MaxRetries int
 }
 
@@ -49,8 +49,8 @@ const (
 // CSRF and limiter middleware — or any fiber middleware that takes a
 // Storage — keep their data in memcached with the database behind it,
 // under the Store's sync rule and fallbacks. It is a core.KV (see there
-// for keys, expiry and concurrent Sets) with fiber v3's methods: an empty
-// key or value is ignored without an error, as fiber's contract says.
+// for keys) with fiber v3's methods: an empty key or value is ignored
+// without an error, as fiber's contract says.
 //
 // A Storage is safe for concurrent use.
 type Storage struct {
@@ -79,7 +79,7 @@ func NewStorage(s *core.Store, cfg StorageConfig) *Storage {
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = defaultMaxRetries
 	}
-	return &Storage{kv: core.NewKV(s, RawCodecID, cfg.NoExpiration, cfg.MaxRetries), cfg: cfg}
+	return &Storage{kv: core.NewKV(s, RawCodecID), cfg: cfg}
 }
 
 // GetWithContext returns the value stored under key, or nil with a nil
@@ -87,29 +87,66 @@ func NewStorage(s *core.Store, cfg StorageConfig) *Storage {
 // an entry that Storage did not write). The error wraps
 // core.ErrUnavailable when the store could not answer.
 func (st *Storage) GetWithContext(ctx context.Context, key string) ([]byte, error) {
-	return st.kv.Get(ctx, key)
+	it, err := st.kv.Read(ctx, key)
+	if it == nil {
+		return nil, err
+	}
+	return it.Value, nil
 }
 
 // Get is GetWithContext bounded by StorageConfig.Timeout.
 func (st *Storage) Get(key string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), st.cfg.Timeout)
 	defer cancel()
-	return st.kv.Get(ctx, key)
+	return st.GetWithContext(ctx, key)
 }
 
 // SetWithContext stores val under key for exp; an exp of 0 or less means
-// StorageConfig.NoExpiration. An empty key or value is ignored without an
-// error. Concurrent Sets: the last one to finish wins (see core.KV.Set,
-// which also lists the errors).
+// StorageConfig.NoExpiration. The value expires exp after the last Set (Get
+// does not extend it). An empty key or value is ignored without an error.
+// It does not keep val after it returns.
+//
+// It reads the key and writes over it with compare-and-swap. When another
+// writer changed the key in between, it reads and writes again, so the Set
+// that finishes last wins. After MaxRetries lost races in a row it returns
+// nil without writing: each lost race was another Set or Delete of the key
+// completing during this call, so the result equals this Set followed by
+// the last of those writes; it never fails with core.ErrConflict.
+//
+// It returns core.ErrTooLarge for a value over the store's item size, an
+// error wrapping core.ErrUnavailable when the store could not take the
+// write, and an error when key holds an entry that Storage did not write,
+// which it does not overwrite.
 func (st *Storage) SetWithContext(ctx context.Context, key string, val []byte, exp time.Duration) error {
-	return st.kv.Set(ctx, key, val, exp)
+	if key == "" || len(val) == 0 {
+		return nil
+	}
+	if exp <= 0 {
+		exp = st.cfg.NoExpiration
+	}
+	for attempt := 0; ; attempt++ {
+		it, err := st.kv.Read(ctx, key)
+		if err != nil {
+			return err
+		}
+		if it != nil && it.Value == nil {
+			return errors.New("fiber3session: Storage.Set: the key holds an entry that Storage did not write")
+		}
+		err = st.kv.Write(ctx, key, it, val, exp, st.kv.Now().Add(exp))
+		if !errors.Is(err, core.ErrConflict) && !errors.Is(err, core.ErrExists) {
+			return err
+		}
+		if attempt >= st.cfg.MaxRetries {
+			return nil
+		}
+	}
 }
 
 // Set is SetWithContext bounded by StorageConfig.Timeout.
 func (st *Storage) Set(key string, val []byte, exp time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), st.cfg.Timeout)
 	defer cancel()
-	return st.kv.Set(ctx, key, val, exp)
+	return st.SetWithContext(ctx, key, val, exp)
 }
 
 // DeleteWithContext removes key from both tiers of the store. A missing or

@@ -100,7 +100,7 @@ func TestStorage(t *testing.T) {
 		}},
 		{"entry shape", func(t *testing.T) {
 			mustSet(t, st, "g", []byte("x"), 0)
-			it, err := core.NewKV(store, fibersession.RawCodecID, time.Hour, 1).Read(context.Background(), "g")
+			it, err := core.NewKV(store, fibersession.RawCodecID).Read(context.Background(), "g")
 			if err != nil || it == nil || string(it.Value) != "x" {
 				t.Fatalf("entry of codec RawCodecID = %+v, %v; want payload x", it, err)
 			}
