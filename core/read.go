@@ -47,7 +47,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 			case err == nil && now.Before(e.env.ExpiresAt()):
 				s.stats.cacheHits.Add(1)
 				e.fromEnvelope(&e.env)
-				e.via, e.casID, e.Source = viaCache, it.CasID, SourceCache
+				e.via, e.casID, e.source = viaCache, it.CasID, srcCache
 				return e, nil
 			case errors.Is(err, envelope.ErrUnreadable):
 				cacheErr = err // never overwritten: the row serves, and takes the writes
@@ -97,7 +97,7 @@ func (s *Store) readRow(ctx context.Context, e *entry, now time.Time) (found boo
 	// changed is in it.
 	e.env.Changed, e.env.WholeAt = nil, 0
 	e.env.MarkSynced(rec.Version, e.env.Version, now)
-	e.via, e.Source = viaRow, SourceDatabase
+	e.via, e.source = viaRow, srcDatabase
 	return true, nil
 }
 

@@ -65,7 +65,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	case dbErr != nil:
 		s.writer.schedule(e.key, now.Add(s.syncInterval))
 	}
-	e.Source = SourceNone
+	e.source = ""
 	return nil
 }
 

@@ -485,7 +485,7 @@ func TestKVList(t *testing.T) {
 		}
 		got := map[string]string{}
 		last := ""
-		err := kv.List(ctx, func(key string, val []byte, _ core.Source) {
+		err := kv.List(ctx, func(key string, val []byte, _ time.Duration) {
 			if key <= last {
 				t.Fatalf("keys out of order: %q after %q", key, last)
 			}
