@@ -35,7 +35,6 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 		switch {
 		case err != nil:
 			cacheErr = err
-			s.stats.fallbacks.Add(1)
 		case it == nil:
 			s.stats.cacheMisses.Add(1)
 		default:
@@ -125,8 +124,6 @@ func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace boo
 		s.writer.schedule(e.key, now.Add(s.syncInterval))
 	case errors.Is(err, memcache.ErrNotStored):
 		e.via = viaAdded
-	default:
-		s.stats.fallbacks.Add(1)
 	}
 }
 

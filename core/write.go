@@ -226,7 +226,6 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 	case s.durable == nil:
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	s.stats.fallbacks.Add(1)
 	e.env.Lineage = newLineage() // the copy did not take this state
 	if err := s.sync(ctx, e, &c); err != nil {
 		return err
@@ -251,7 +250,6 @@ func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readS
 	}
 	err := s.cas(ctx, e, read, now)
 	if errors.Is(err, cache.ErrUnavailable) {
-		s.stats.fallbacks.Add(1)
 		e.via = viaRow
 		return nil
 	}

@@ -410,7 +410,7 @@ func TestNodeBackFromPartitionMergesAtNextSync(t *testing.T) {
 	// A read pays the timeout, opens the breaker and falls back to the
 	// database. (SIGSTOP takes a moment to land: until then the node still
 	// answers.)
-	for deadline := time.Now().Add(5 * time.Second); !store.Stats().Nodes[0].Open; {
+	for deadline := time.Now().Add(5 * time.Second); !store.Stats().Nodes[st.mc.Addr]; {
 		if time.Now().After(deadline) {
 			t.Fatal("breaker not open")
 		}

@@ -315,7 +315,7 @@ button.op{font-size:.85em}
 <dt>Database calls / min</dt><dd id="ops-db-rate">–</dd>
 <dt>Write-through would cost</dt><dd id="ops-wt-rate">–</dd>
 <dt>DB reads (misses, fallbacks)</dt><dd id="ops-db-reads">–</dd>
-<dt>Served by the DB, memcached down</dt><dd id="ops-fallbacks">–</dd>
+<dt>Failed memcached operations</dt><dd id="ops-cache-errors">–</dd>
 <dt>Reaper last pass</dt><dd id="ops-reaper">–</dd>
 </dl>
 <p><small>Last minutes: hit ratio (green, 0–100 %); database calls/min (orange) against write-through (grey)</small></p>
