@@ -19,14 +19,14 @@ type entry struct {
 	IdleTimeout time.Duration
 	ActiveAt    time.Time // last recorded activity, set by every write
 	Persistent  bool      // the cookie lasts until Deadline even with SessionOnly (RememberMe)
-	Source      Source    // where read found the entry
 
 	env        envelope.Envelope // the stored header, as read or written
 	key, mkey  string            // storage and memcached keys
 	casID      uint64            // memcached CAS id, when via is viaCache
 	rowVersion uint64            // the row's version, when via is viaRow
 	via        via
-	merged     bool // the last update merged the row's values into Payload
+	source     string // where read found the entry: srcCache, srcDatabase, or "" (not read)
+	merged     bool   // the last update merged the row's values into Payload
 }
 
 // via says how an entry is written back.
@@ -39,29 +39,11 @@ const (
 	viaRow              // memcached unavailable or unreadable: conditional row write
 )
 
-// Source tells where a session's data came from on this request.
-type Source uint8
-
+// Where read found an entry, as Session.Source reports it.
 const (
-	// SourceNone: the session was not in the store (a new session).
-	SourceNone Source = iota
-	// SourceCache: memcached had the session.
-	SourceCache
-	// SourceDatabase: memcached did not have it (a restart, an eviction, a
-	// moved key) or could not be asked, and the database row did.
-	SourceDatabase
+	srcCache    = "memcached"
+	srcDatabase = "database" // memcached did not have it, or could not be asked
 )
-
-// String returns "none", "memcached" or "database".
-func (s Source) String() string {
-	switch s {
-	case SourceCache:
-		return "memcached"
-	case SourceDatabase:
-		return "database"
-	}
-	return "none"
-}
 
 // change says what an update changes, so that the Store can merge it with
 // other app servers' changes. The zero change is a touch.

@@ -40,10 +40,10 @@ type KVItem struct {
 	// Value is the stored value (empty, not nil, for an empty one), or nil
 	// when the key holds an entry of another codec.
 	Value []byte
-	// Source is where the Store found the entry: SourceDatabase when
-	// memcached had no copy and the row, which may lag the last write by
-	// up to SyncInterval, was read.
-	Source Source
+	// Lag is how far Value may lag the key's latest write: the Store's
+	// SyncInterval when the value was read from the database (memcached
+	// did not have it), 0 otherwise.
+	Lag time.Duration
 
 	e entry
 }
@@ -60,7 +60,7 @@ func (kv *KV) Read(ctx context.Context, key string) (*KVItem, error) {
 	if err != nil || e == nil {
 		return nil, err
 	}
-	it := &KVItem{Source: e.Source, e: *e}
+	it := &KVItem{Lag: kv.lag(e), e: *e}
 	if e.Codec == kv.codec {
 		it.Value = e.Payload
 		if it.Value == nil {
@@ -118,12 +118,13 @@ func (kv *KV) Delete(ctx context.Context, key string) error {
 }
 
 // List calls fn, in storage-key order, with the storage key (StorageKey of
-// its key), value and Source of every live value of the KV's codec that has
-// reached the database, overlaid with memcached's newer copy: a database
-// scan plus one memcached GetMulti per 500 rows, for iteration (scsstore's
-// All), not the request path. The error wraps ErrUnavailable when a tier
-// could not answer; a Store without a database returns an error.
-func (kv *KV) List(ctx context.Context, fn func(storageKey string, val []byte, src Source)) error {
+// its key), value and lag (KVItem.Lag) of every live value of the KV's
+// codec that has reached the database, overlaid with memcached's newer
+// copy: a database scan plus one memcached GetMulti per 500 rows, for
+// iteration (scsstore's All), not the request path. The error wraps
+// ErrUnavailable when a tier could not answer; a Store without a database
+// returns an error.
+func (kv *KV) List(ctx context.Context, fn func(storageKey string, val []byte, lag time.Duration)) error {
 	for after := ""; ; {
 		page, next, err := kv.store.list(ctx, "", after, listPage)
 		if err != nil {
@@ -131,7 +132,7 @@ func (kv *KV) List(ctx context.Context, fn func(storageKey string, val []byte, s
 		}
 		for _, le := range page {
 			if le.Entry.Codec == kv.codec {
-				fn(le.Key, le.Entry.Payload, le.Entry.Source)
+				fn(le.Key, le.Entry.Payload, kv.lag(le.Entry))
 			}
 		}
 		if next == "" {
@@ -139,6 +140,14 @@ func (kv *KV) List(ctx context.Context, fn func(storageKey string, val []byte, s
 		}
 		after = next
 	}
+}
+
+// lag is KVItem.Lag for e.
+func (kv *KV) lag(e *entry) time.Duration {
+	if e.source == srcDatabase {
+		return kv.store.syncInterval
+	}
+	return 0
 }
 
 // Now returns the Store's clock reading (StoreConfig.Clock).

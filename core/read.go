@@ -35,7 +35,6 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 		switch {
 		case err != nil:
 			cacheErr = err
-			s.stats.fallbacks.Add(1)
 		case it == nil:
 			s.stats.cacheMisses.Add(1)
 		default:
@@ -47,7 +46,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 			case err == nil && now.Before(e.env.ExpiresAt()):
 				s.stats.cacheHits.Add(1)
 				e.fromEnvelope(&e.env)
-				e.via, e.casID, e.Source = viaCache, it.CasID, SourceCache
+				e.via, e.casID, e.source = viaCache, it.CasID, srcCache
 				return e, nil
 			case errors.Is(err, envelope.ErrUnreadable):
 				cacheErr = err // never overwritten: the row serves, and takes the writes
@@ -97,7 +96,7 @@ func (s *Store) readRow(ctx context.Context, e *entry, now time.Time) (found boo
 	// changed is in it.
 	e.env.Changed, e.env.WholeAt = nil, 0
 	e.env.MarkSynced(rec.Version, e.env.Version, now)
-	e.via, e.Source = viaRow, SourceDatabase
+	e.via, e.source = viaRow, srcDatabase
 	return true, nil
 }
 
@@ -125,8 +124,6 @@ func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace boo
 		s.writer.schedule(e.key, now.Add(s.syncInterval))
 	case errors.Is(err, memcache.ErrNotStored):
 		e.via = viaAdded
-	default:
-		s.stats.fallbacks.Add(1)
 	}
 }
 

@@ -107,17 +107,17 @@ func (s *Session) IsNew() bool {
 	return s.entry == nil
 }
 
-// Source reports where this request found the session: memcached, the
-// database (memcached had lost it, or could not be asked), or nowhere (a
-// new session). After Save it reports SourceNone for a session that was
-// created.
-func (s *Session) Source() Source {
+// Source reports where this request found the session: "memcached",
+// "database" (memcached had lost it, or could not be asked), or "" when it
+// found none (a new session). After Save it reports "" for a session that
+// was created.
+func (s *Session) Source() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.entry == nil {
-		return SourceNone
+		return ""
 	}
-	return s.entry.Source
+	return s.entry.source
 }
 
 // Get returns the value stored under key, nil when absent. The dynamic type

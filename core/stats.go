@@ -12,9 +12,6 @@ type Stats struct {
 	// operations that failed: network errors, timeouts, and operations
 	// refused by an open circuit breaker.
 	CacheHits, CacheMisses, CacheErrors uint64
-	// Fallbacks counts reads and writes served by the database because
-	// memcached was unavailable for the key.
-	Fallbacks uint64
 	// Corrupt counts envelopes, from either tier, that failed to decode or
 	// to authenticate (tampering, or a broken writer): each was a miss.
 	// Unreadable counts envelopes this Store could not read and left in
@@ -39,31 +36,24 @@ type Stats struct {
 	// memcached copy, ReapDeleted rows it deleted (dead sessions, expired
 	// tombstones), ReapErrors its failures (archive hook, batches).
 	ReapExtended, ReapDeleted, ReapErrors uint64
-	// Nodes describes each memcached node, in address order.
-	Nodes []NodeStats
-}
-
-// NodeStats describes one memcached node.
-type NodeStats struct {
-	// Addr is the node's address.
-	Addr string
-	// Open is true while the node's circuit breaker is open: its sessions
-	// are served by the database until a probe succeeds.
-	Open bool
+	// Nodes maps each memcached node's address to whether its circuit
+	// breaker is open (its sessions are served by the database until a
+	// probe succeeds); nil without memcached.
+	Nodes map[string]bool
 }
 
 // counters are the Store's own counters; memcached's are in its client.
 type counters struct {
-	cacheHits, cacheMisses, fallbacks, corrupt, unreadable atomic.Uint64
-	dbReads, dbWrites, dbErrors, conflicts, merges         atomic.Uint64
-	syncDropped, reapExtended, reapDeleted, reapErrors     atomic.Uint64
+	cacheHits, cacheMisses, corrupt, unreadable        atomic.Uint64
+	dbReads, dbWrites, dbErrors, conflicts, merges     atomic.Uint64
+	syncDropped, reapExtended, reapDeleted, reapErrors atomic.Uint64
 }
 
 // Stats returns a snapshot of the Store's counters.
 func (s *Store) Stats() Stats {
 	c := &s.stats
 	st := Stats{
-		CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(), Fallbacks: c.fallbacks.Load(),
+		CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(),
 		Corrupt: c.corrupt.Load(), Unreadable: c.unreadable.Load(),
 		DBReads: c.dbReads.Load(), DBWrites: c.dbWrites.Load(), DBErrors: c.dbErrors.Load(),
 		Conflicts: c.conflicts.Load(), Merges: c.merges.Load(),
@@ -73,8 +63,9 @@ func (s *Store) Stats() Stats {
 	if s.mc != nil {
 		mc := s.mc.Counters()
 		st.CacheErrors = mc.Errors + mc.ShortCircuits
+		st.Nodes = map[string]bool{}
 		for _, n := range s.mc.Nodes() {
-			st.Nodes = append(st.Nodes, NodeStats{Addr: n.Addr, Open: n.Open})
+			st.Nodes[n.Addr] = n.Open
 		}
 	}
 	return st

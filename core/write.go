@@ -65,7 +65,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	case dbErr != nil:
 		s.writer.schedule(e.key, now.Add(s.syncInterval))
 	}
-	e.Source = SourceNone
+	e.source = ""
 	return nil
 }
 
@@ -226,7 +226,6 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 	case s.durable == nil:
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	s.stats.fallbacks.Add(1)
 	e.env.Lineage = newLineage() // the copy did not take this state
 	if err := s.sync(ctx, e, &c); err != nil {
 		return err
@@ -251,7 +250,6 @@ func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readS
 	}
 	err := s.cas(ctx, e, read, now)
 	if errors.Is(err, cache.ErrUnavailable) {
-		s.stats.fallbacks.Add(1)
 		e.via = viaRow
 		return nil
 	}

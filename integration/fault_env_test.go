@@ -422,9 +422,9 @@ func faultApp() http.Handler {
 // tierCounts is the sum of the app servers' Stats counters the fault tests
 // look at.
 type tierCounts struct {
-	CacheHits, CacheMisses, CacheErrors       uint64
-	DBReads, DBWrites, DBErrors               uint64
-	Fallbacks, SyncDropped, Conflicts, Merges uint64
+	CacheHits, CacheMisses, CacheErrors uint64
+	DBReads, DBWrites, DBErrors         uint64
+	SyncDropped, Conflicts, Merges      uint64
 }
 
 func (env *faultEnv) counts() tierCounts {
@@ -437,7 +437,6 @@ func (env *faultEnv) counts() tierCounts {
 		c.DBReads += st.DBReads
 		c.DBWrites += st.DBWrites
 		c.DBErrors += st.DBErrors
-		c.Fallbacks += st.Fallbacks
 		c.SyncDropped += st.SyncDropped
 		c.Conflicts += st.Conflicts
 		c.Merges += st.Merges
@@ -450,16 +449,15 @@ func (c tierCounts) sub(o tierCounts) tierCounts {
 		CacheHits: c.CacheHits - o.CacheHits, CacheMisses: c.CacheMisses - o.CacheMisses,
 		CacheErrors: c.CacheErrors - o.CacheErrors,
 		DBReads:     c.DBReads - o.DBReads, DBWrites: c.DBWrites - o.DBWrites, DBErrors: c.DBErrors - o.DBErrors,
-		Fallbacks: c.Fallbacks - o.Fallbacks, SyncDropped: c.SyncDropped - o.SyncDropped,
-		Conflicts: c.Conflicts - o.Conflicts, Merges: c.Merges - o.Merges,
+		SyncDropped: c.SyncDropped - o.SyncDropped, Conflicts: c.Conflicts - o.Conflicts, Merges: c.Merges - o.Merges,
 	}
 }
 
-// hitRatio is CacheHits / (CacheHits + CacheMisses + Fallbacks): the share
-// of session reads that memcached answered, counting reads it could not be
-// asked.
+// hitRatio is CacheHits / (CacheHits + CacheMisses + CacheErrors): about
+// the share of session reads that memcached answered, counting its failed
+// operations (failed writes too) as reads it could not answer.
 func (c tierCounts) hitRatio() float64 {
-	total := c.CacheHits + c.CacheMisses + c.Fallbacks
+	total := c.CacheHits + c.CacheMisses + c.CacheErrors
 	if total == 0 {
 		return 0
 	}

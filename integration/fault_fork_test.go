@@ -135,7 +135,7 @@ func TestFaultStaleCopyAfterPartitionMergesAtNextSync(t *testing.T) {
 		// A read pays the timeout, opens the breaker and falls back to the
 		// database. (SIGSTOP takes a moment to land: until then the node
 		// still answers.)
-		for deadline := time.Now().Add(5 * time.Second); !m.Store().Stats().Nodes[0].Open; {
+		for deadline := time.Now().Add(5 * time.Second); !m.Store().Stats().Nodes[st.mc.Addr]; {
 			if time.Now().After(deadline) {
 				t.Fatal("breaker not open")
 			}
@@ -224,7 +224,7 @@ func TestFaultFailedWriteThroughKeepsCacheCopy(t *testing.T) {
 	if err := m.Save(ctx, s); !errors.Is(err, core.ErrUnavailable) {
 		t.Fatalf("Save with memcached failing once and the database down: %v, want ErrUnavailable", err)
 	}
-	if open := m.Store().Stats().Nodes[0].Open; open {
+	if m.Store().Stats().Nodes[st.mc.Addr] {
 		t.Fatal("one failure opened the breaker; the test needs it closed")
 	}
 	durable.down.Store(false)

@@ -24,7 +24,7 @@ func (r *faultReport) add(backend string, p *phaseStats) {
 	d := p.delta()
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
 	hit := "–"
-	if d.CacheHits+d.CacheMisses+d.Fallbacks > 0 {
+	if d.CacheHits+d.CacheMisses+d.CacheErrors > 0 {
 		hit = fmt.Sprintf("%.0f%%", 100*d.hitRatio())
 	}
 	lostRecent := strconv.Itoa(p.lostRecent)
@@ -35,11 +35,11 @@ func (r *faultReport) add(backend string, p *phaseStats) {
 	if p.oldMemory {
 		name += " *"
 	}
-	row := fmt.Sprintf("| %s | %s | %s | %.1f | %d | %d | %d | %s | %d | %d | %s | %s | %s | %d | %d | %d | %d |",
+	row := fmt.Sprintf("| %s | %s | %s | %.1f | %d | %d | %d | %s | %d | %d | %s | %s | %s | %d | %d | %d |",
 		backend, p.scenario, name, p.end.Sub(p.start).Seconds(), p.requests,
 		p.logouts+p.keyLost+p.wrongUser, p.lostOld, lostRecent, p.phantom, p.status5xx+p.netErrors,
 		ms(p.percentile(0.50)), ms(p.percentile(0.99)), hit,
-		d.Fallbacks, d.DBErrors, d.Merges, d.CacheErrors)
+		d.DBErrors, d.Merges, d.CacheErrors)
 	r.mu.Lock()
 	r.rows = append(r.rows, row)
 	r.mu.Unlock()
@@ -57,8 +57,8 @@ func (r *faultReport) markdown() string {
 		"- resurrected: newer than anything the user wrote since such a loss: an older copy of the session came back over newer acknowledged writes\n" +
 		"- phases marked *: a node may serve copies older than writes made around it (back from a partition with its memory, or keys back on their previous owners); their reads may be stale until each copy's next sync (docs/consistency.md, rule 3), so lost >SI and resurrected are not failures there\n" +
 		"- 5xx: 5xx answers and transport errors; hit: memcached hits / session reads; DB errors: failed calls to the database; merges: copies merged with a row that moved on; breaker opens: both app servers\n\n")
-	b.WriteString("| db | scenario | phase | s | requests | logouts | lost >SI | lost recent | resurrected | 5xx | p50 ms | p99 ms | hit | fallbacks | DB errors | merges | cache errors |\n")
-	b.WriteString("| --- | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
+	b.WriteString("| db | scenario | phase | s | requests | logouts | lost >SI | lost recent | resurrected | 5xx | p50 ms | p99 ms | hit | DB errors | merges | cache errors |\n")
+	b.WriteString("| --- | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n")
 	for _, row := range r.rows {
 		b.WriteString(row)
 		b.WriteByte('\n')

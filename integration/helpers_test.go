@@ -291,12 +291,8 @@ func awaitBreaker(t *testing.T, s *core.Store, addr string, open bool) {
 // nodeOpen reports whether node addr's breaker is open on store s, and
 // whether s knows the node at all.
 func nodeOpen(s *core.Store, addr string) (open, known bool) {
-	for _, n := range s.Stats().Nodes {
-		if n.Addr == addr {
-			return n.Open, true
-		}
-	}
-	return false, false
+	open, known = s.Stats().Nodes[addr]
+	return open, known
 }
 
 // rawMemcached talks to memcached without hybridsession, to plant entries.

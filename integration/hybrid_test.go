@@ -410,7 +410,7 @@ func TestNodeBackFromPartitionMergesAtNextSync(t *testing.T) {
 	// A read pays the timeout, opens the breaker and falls back to the
 	// database. (SIGSTOP takes a moment to land: until then the node still
 	// answers.)
-	for deadline := time.Now().Add(5 * time.Second); !store.Stats().Nodes[0].Open; {
+	for deadline := time.Now().Add(5 * time.Second); !store.Stats().Nodes[st.mc.Addr]; {
 		if time.Now().After(deadline) {
 			t.Fatal("breaker not open")
 		}
@@ -485,7 +485,7 @@ func TestKVList(t *testing.T) {
 		}
 		got := map[string]string{}
 		last := ""
-		err := kv.List(ctx, func(key string, val []byte, _ core.Source) {
+		err := kv.List(ctx, func(key string, val []byte, _ time.Duration) {
 			if key <= last {
 				t.Fatalf("keys out of order: %q after %q", key, last)
 			}

@@ -75,11 +75,10 @@ func RegisterOTel(cfg Config, meter metric.Meter) (metric.Registration, error) {
 				o.ObserveFloat64(levels[i], st.value(s), common)
 			}
 		}
-		for i := range s.Nodes {
-			n := &s.Nodes[i]
-			attrs := metric.WithAttributes(append(base[:len(base):len(base)], attribute.String(nodeLabel, n.Addr))...)
+		for addr, open := range s.Nodes {
+			attrs := metric.WithAttributes(append(base[:len(base):len(base)], attribute.String(nodeLabel, addr))...)
 			for j, st := range nodeStats {
-				o.ObserveFloat64(nodes[j], st.value(n), attrs)
+				o.ObserveFloat64(nodes[j], st.value(open), attrs)
 			}
 		}
 		return nil

@@ -60,10 +60,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.descs[len(stats)+i], valueType(st.kind), st.value(s))
 		}
 	}
-	for i := range s.Nodes {
-		n := &s.Nodes[i]
+	for addr, open := range s.Nodes {
 		for j, st := range nodeStats {
-			ch <- prometheus.MustNewConstMetric(c.nodes[j], prometheus.GaugeValue, st.value(n), n.Addr)
+			ch <- prometheus.MustNewConstMetric(c.nodes[j], prometheus.GaugeValue, st.value(open), addr)
 		}
 	}
 }

@@ -50,7 +50,6 @@ var stats = []stat{
 	{"cache_misses_total", counter, "{read}", "memcached reads that found no live or destroyed session (corrupt, unreadable and expired entries included).", func(s *snapshot) float64 { return u(s.CacheMisses) }},
 	{"cache_errors_total", counter, "{operation}", "memcached operations that failed: network errors, timeouts, and operations refused by an open circuit breaker.", func(s *snapshot) float64 { return u(s.CacheErrors) }},
 	{"cache_hit_ratio", gauge, "1", "Cache hits / (hits + misses) since the Store started; alert on rate() of the counters instead.", func(s *snapshot) float64 { return hitRatio(s.CacheHits, s.CacheMisses) }},
-	{"fallbacks_total", counter, "{operation}", "Reads and writes served by the database because memcached was unavailable for the key.", func(s *snapshot) float64 { return u(s.Fallbacks) }},
 	{"corrupt_total", counter, "{envelope}", "Envelopes from memcached or the database that failed to decode or to authenticate (tampering, or a broken writer), treated as misses.", func(s *snapshot) float64 { return u(s.Corrupt) }},
 	{"unreadable_total", counter, "{envelope}", "Envelopes this Store could not read and left in place: sealed with a key not in its ring, plain text where sealing is required, a newer format, or a codec it is not configured with.", func(s *snapshot) float64 { return u(s.Unreadable) }},
 	{"db_reads_total", counter, "{row}", "Rows loaded from the durable tier (memcached misses and fallbacks).", func(s *snapshot) float64 { return u(s.DBReads) }},
@@ -68,14 +67,14 @@ var stats = []stat{
 // nodeStat is one metric per memcached node, labelled node="host:port".
 type nodeStat struct {
 	name, unit, help string
-	value            func(n *core.NodeStats) float64
+	value            func(open bool) float64 // open: the node's circuit breaker is open (core.Stats.Nodes)
 }
 
 // nodeLabel is the label (attribute) naming a memcached node.
 const nodeLabel = "node"
 
 var nodeStats = []nodeStat{
-	{"memcached_breaker_open", "1", "1 while the node's circuit breaker is open (its sessions are served from the database), else 0.", func(n *core.NodeStats) float64 { return b2f(n.Open) }},
+	{"memcached_breaker_open", "1", "1 while the node's circuit breaker is open (its sessions are served from the database), else 0.", b2f},
 }
 
 // reapStats are gauges about the reaper's last complete pass, present only

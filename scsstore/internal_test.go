@@ -80,17 +80,17 @@ func FuzzParsePayload(f *testing.F) {
 
 func TestMemoTakeOnce(t *testing.T) {
 	m := newMemo(10, time.Minute)
-	m.put("a", &core.KVItem{Source: core.SourceDatabase, Value: []byte("big")})
+	m.put("a", &core.KVItem{Lag: time.Minute, Value: []byte("big")})
 	e := m.take("a")
-	if e == nil || e.Source != core.SourceDatabase || e.Value != nil {
+	if e == nil || e.Lag != time.Minute || e.Value != nil {
 		t.Fatalf("take = %+v; want the one put, without payload", e)
 	}
 	if m.take("a") != nil {
 		t.Fatal("taken twice")
 	}
-	m.put("b", &core.KVItem{Source: core.SourceCache})
-	m.put("b", &core.KVItem{Source: core.SourceDatabase}) // a second Find replaces the first
-	if e := m.take("b"); e == nil || e.Source != core.SourceDatabase {
+	m.put("b", &core.KVItem{})
+	m.put("b", &core.KVItem{Lag: time.Minute}) // a second Find replaces the first
+	if e := m.take("b"); e == nil || e.Lag != time.Minute {
 		t.Fatalf("take after two puts = %+v; want the second", e)
 	}
 	m.put("c", &core.KVItem{})

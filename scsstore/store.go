@@ -104,7 +104,7 @@ func (s *Store) FindCtx(ctx context.Context, token string) ([]byte, bool, error)
 	if it == nil {
 		return nil, false, nil
 	}
-	p, ok := s.open(it.Value, it.Source, s.kv.Now())
+	p, ok := s.open(it.Value, it.Lag, s.kv.Now())
 	if !ok || (p.token != "" && p.token != token) {
 		return nil, false, nil
 	}
@@ -113,8 +113,9 @@ func (s *Store) FindCtx(ctx context.Context, token string) ([]byte, bool, error)
 }
 
 // open decodes v, a value of the KV (nil: an entry of another codec) read
-// from src at now, and reports whether it is a live scs session.
-func (s *Store) open(v []byte, src core.Source, now time.Time) (payload, bool) {
+// at now with lag (core.KVItem.Lag), and reports whether it is a live scs
+// session.
+func (s *Store) open(v []byte, lag time.Duration, now time.Time) (payload, bool) {
 	if v == nil {
 		return payload{}, false
 	}
@@ -126,12 +127,12 @@ func (s *Store) open(v []byte, src core.Source, now time.Time) (payload, bool) {
 		return p, true
 	}
 	// Past the expiry scs gave. A copy written by Commit is exact: the
-	// session is over. A copy restored from the database holds the expiry
-	// of the last sync; later commits, lost with memcached, were made less
-	// than SyncInterval after it and moved the expiry by as much at most:
+	// session is over. A value read from the database holds the expiry of
+	// the last sync; later commits, lost with memcached, were made less than
+	// lag (SyncInterval) after it and moved the expiry by as much at most:
 	// accept it within that bound, and no further. (Without memcached the
-	// Store writes every commit through and never marks a copy restored.)
-	return p, src == core.SourceDatabase && now.Before(p.expiry.Add(max(s.kv.SyncInterval(), 0)))
+	// Store writes every commit through and never reads with a lag.)
+	return p, now.Before(p.expiry.Add(lag))
 }
 
 // Commit stores the session data under token until expiry. It is CommitCtx
@@ -253,8 +254,8 @@ func (s *Store) AllCtx(ctx context.Context) (map[string][]byte, error) {
 		return nil, ErrNotIterable
 	}
 	all := make(map[string][]byte)
-	err := s.kv.List(ctx, func(key string, v []byte, src core.Source) {
-		p, ok := s.open(v, src, s.kv.Now())
+	err := s.kv.List(ctx, func(key string, v []byte, lag time.Duration) {
+		p, ok := s.open(v, lag, s.kv.Now())
 		if ok && p.token != "" && core.StorageKey(p.token) == key {
 			all[p.token] = p.blob
 		}

@@ -41,7 +41,7 @@ type opsPanel struct {
 // totals are the counters of every Store of the cluster, summed, and of
 // the database and the demo application they share.
 type totals struct {
-	hits, misses, dbReads, dbWrites, fallbacks uint64
+	hits, misses, dbReads, dbWrites, cacheErrors uint64
 	// calls counts the calls that reached the database: row loads, batched
 	// row writes, listings and reaper batches (setup.Outage.Calls).
 	calls uint64
@@ -104,7 +104,7 @@ func (p *opsPanel) totals() totals {
 		t.misses += st.CacheMisses
 		t.dbReads += st.DBReads
 		t.dbWrites += st.DBWrites
-		t.fallbacks += st.Fallbacks
+		t.cacheErrors += st.CacheErrors
 	}
 	t.calls, t.changes = p.env.Outage.Calls(), demo.Changes()
 	return t
@@ -176,7 +176,7 @@ type stats struct {
 	WriteThroughPerMin float64    `json:"write_through_per_min"`
 	DBReads            uint64     `json:"db_reads"`
 	DBWrites           uint64     `json:"db_writes"`
-	Fallbacks          uint64     `json:"fallbacks"`
+	CacheErrors        uint64     `json:"cache_errors"`
 	Reaper             reaperView `json:"reaper"`
 	History            []point    `json:"history"`
 }
@@ -215,7 +215,7 @@ func (p *opsPanel) snapshot() stats {
 	last := rates(from, now)
 	out.HitRatio, out.DBPerMin, out.WriteThroughPerMin = last.HitRatio, last.DBPerMin, last.WriteThrough
 	out.HitRatioTotal = ratio(now.hits, now.misses)
-	out.DBReads, out.DBWrites, out.Fallbacks = now.dbReads, now.dbWrites, now.fallbacks
+	out.DBReads, out.DBWrites, out.CacheErrors = now.dbReads, now.dbWrites, now.cacheErrors
 	// The chart starts at the first sample, from zero.
 	out.History = append(out.History, point{At: hist[0].at, HitRatio: last.HitRatio})
 	for i := 1; i < len(hist); i++ {
@@ -230,13 +230,14 @@ func (p *opsPanel) snapshot() stats {
 	open := map[string]bool{}
 	var addrs []string
 	for i, s := range p.env.Stores() {
-		for _, n := range s.Stats().Nodes {
+		for addr, o := range s.Stats().Nodes {
 			if i == 0 {
-				addrs = append(addrs, n.Addr)
+				addrs = append(addrs, addr)
 			}
-			open[n.Addr] = open[n.Addr] || n.Open
+			open[addr] = open[addr] || o
 		}
 	}
+	slices.Sort(addrs)
 	for _, a := range addrs {
 		v := nodeView{Addr: a, State: "up"}
 		if p.nodes != nil {

@@ -137,8 +137,8 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("breaker_open{server=%q} = %v after the node died, want 1", f, v)
 		}
 	}
-	if v := sum(mfs, "hybridsession_fallbacks_total"); v < float64(len(frameworks)) {
-		t.Errorf("fallbacks_total summed = %v, want at least %d", v, len(frameworks))
+	if v := sum(mfs, "hybridsession_cache_errors_total"); v < float64(len(frameworks)) {
+		t.Errorf("cache_errors_total summed = %v, want at least %d", v, len(frameworks))
 	}
 }
 

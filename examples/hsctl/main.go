@@ -24,7 +24,7 @@
 //
 // stats scrapes a Prometheus endpoint that serves the metrics module's
 // collector (the cluster demo's /metrics) and prints, per app server, the
-// hit ratio, database reads, writes and errors, fallbacks and the
+// hit ratio, database reads, writes and errors, memcached errors and the
 // background writer's state, each memcached node's breaker, and the
 // reaper's last pass.
 //

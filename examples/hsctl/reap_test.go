@@ -144,7 +144,7 @@ func TestOnceExtendsLiveSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := m.Load(context.Background(), token); err != nil || getString(s, "user") != "ada" || s.Source() != core.SourceDatabase {
+	if s, err := m.Load(context.Background(), token); err != nil || getString(s, "user") != "ada" || s.Source() != "database" {
 		t.Fatalf("Load = %v, %v; want ada's session from the database", s, err)
 	}
 

@@ -105,7 +105,7 @@ var columns = []struct{ head, metric string }{
 	{"db reads", "hybridsession_db_reads_total"},
 	{"db writes", "hybridsession_db_writes_total"},
 	{"db errors", "hybridsession_db_errors_total"},
-	{"fallbacks", "hybridsession_fallbacks_total"},
+	{"cache errors", "hybridsession_cache_errors_total"},
 	{"sync pending", "hybridsession_sync_pending"},
 	{"sync dropped", "hybridsession_sync_dropped_total"},
 }

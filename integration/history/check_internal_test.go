@@ -4,8 +4,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // synthetic builds histories by hand to check the checker: each case must
@@ -30,7 +28,7 @@ func (s *synthetic) op(start float64, kind, in, out string, found bool, seen, wr
 	o := &opRec{ID: len(s.ops) + 1, Kind: kind, Start: s.at(start), LoadEnd: s.at(start + 0.005), End: s.at(start + 0.01),
 		Sync: syncInterval, CfgIdle: idleTimeout, TokenIn: in, Loaded: true, TokenOut: out, Found: found, Seen: seen, Writes: writes}
 	if found {
-		o.Source = core.SourceCache
+		o.Source = "memcached"
 	}
 	if kind == "login" {
 		o.Durable = true
@@ -199,16 +197,16 @@ func TestCheckerJudges(t *testing.T) {
 		{"idle session served from its row after a cache loss, within SyncInterval", func(s *synthetic) {
 			s.login(0, "T")
 			s.fault(2.5, 2.5, flush)
-			s.op(sec(idleTimeout+syncInterval)-0.02, "read", "T", "T", true, kv("u", "a"), nil).Source = core.SourceDatabase
+			s.op(sec(idleTimeout+syncInterval)-0.02, "read", "T", "T", true, kv("u", "a"), nil).Source = "database"
 		}, nil},
 		{"idle session served from its row after a cache loss, past SyncInterval", func(s *synthetic) {
 			s.login(0, "T")
 			s.fault(2.5, 2.5, flush)
-			s.op(sec(idleTimeout+syncInterval)+0.03, "read", "T", "T", true, kv("u", "a"), nil).Source = core.SourceDatabase
+			s.op(sec(idleTimeout+syncInterval)+0.03, "read", "T", "T", true, kv("u", "a"), nil).Source = "database"
 		}, []string{"I3 idle"}},
 		{"idle session served from its row without a cache fault", func(s *synthetic) {
 			s.login(0, "T")
-			s.op(sec(idleTimeout)+0.1, "read", "T", "T", true, kv("u", "a"), nil).Source = core.SourceDatabase
+			s.op(sec(idleTimeout)+0.1, "read", "T", "T", true, kv("u", "a"), nil).Source = "database"
 		}, []string{"I3 idle"}},
 		{"served past the absolute deadline", func(s *synthetic) {
 			s.login(0, "T")
@@ -223,7 +221,7 @@ func TestCheckerJudges(t *testing.T) {
 		{"scs session served past its expiry and SyncInterval", func(s *synthetic) {
 			c := s.op(0, "scs-new", "", "S", false, nil, kv("s", "a"))
 			c.ScsExpiry = s.at(sec(idleTimeout))
-			s.op(sec(idleTimeout+syncInterval)+0.02, "scs-read", "S", "S", true, kv("s", "a"), nil).Source = core.SourceNone
+			s.op(sec(idleTimeout+syncInterval)+0.02, "scs-read", "S", "S", true, kv("s", "a"), nil).Source = ""
 		}, []string{"I3 idle"}},
 
 		// I1
@@ -274,7 +272,7 @@ func TestCheckerJudges(t *testing.T) {
 			s.noCache = true
 			s.login(0, "T")
 			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
-			s.op(1.5, "read", "T", "T", true, kv("u", "a"), nil).Source = core.SourceDatabase
+			s.op(1.5, "read", "T", "T", true, kv("u", "a"), nil).Source = "database"
 		}, []string{"I4"}},
 		{"later change of the same key undone by an earlier one", func(s *synthetic) {
 			s.login(0, "T")
@@ -305,7 +303,7 @@ func TestCheckerJudges(t *testing.T) {
 				s.op(at, "read", "T", "T", true, kv("u", "a"), nil)
 			}
 			s.op(sec(lifetime)-0.9, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
-			s.op(sec(lifetime)-0.6, "read", "T", "T", true, kv("u", "a"), nil).Source = core.SourceDatabase
+			s.op(sec(lifetime)-0.6, "read", "T", "T", true, kv("u", "a"), nil).Source = "database"
 		}, nil},
 		{"change lost two seconds before the deadline, no fault", func(s *synthetic) {
 			s.login(0, "T")
@@ -313,7 +311,7 @@ func TestCheckerJudges(t *testing.T) {
 				s.op(at, "read", "T", "T", true, kv("u", "a"), nil)
 			}
 			s.op(sec(lifetime)-2, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
-			s.op(sec(lifetime)-1.8, "read", "T", "T", true, kv("u", "a"), nil).Source = core.SourceDatabase
+			s.op(sec(lifetime)-1.8, "read", "T", "T", true, kv("u", "a"), nil).Source = "database"
 		}, []string{"I4"}},
 		{"change lost in a cache loss during a database outage", func(s *synthetic) {
 			s.login(0, "T")
@@ -373,7 +371,7 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(1, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true
 			s.fault(2, 5, faultRec{Kind: "blackhole", Unavail: true, Servers: []int{1}})
 			r := s.op(4, "read", "T", "T", true, kv("u", "a", "d0", "b"), nil)
-			r.Server, r.Source = 1, core.SourceDatabase
+			r.Server, r.Source = 1, "database"
 			s.op(8, "final", "T", "T", true, kv("u", "a"), nil)
 			s.op(8+window+0.05, "final", "T", "T", true, kv("u", "a"), nil)
 		}, []string{"I5"}},
@@ -446,7 +444,7 @@ func TestCheckerKnownBugs(t *testing.T) {
 	}{
 		{"idle session served from its row with no cache fault", func(s *synthetic) {
 			s.login(0, "T")
-			s.op(sec(idleTimeout)+0.1, "read", "T", "T", true, kv("u", "a"), nil).Source = core.SourceDatabase
+			s.op(sec(idleTimeout)+0.1, "read", "T", "T", true, kv("u", "a"), nil).Source = "database"
 		}, ""},
 		{"idle session served from memcached", func(s *synthetic) {
 			s.login(0, "T")

@@ -6,8 +6,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/hybridsession/hybridsession/core"
 )
 
 // Slack of the checker's timing judgements. Operation times are taken in
@@ -539,9 +537,9 @@ func (m *model) staleAfter(ti *tokenInfo, at time.Time, w, r *opRec) bool {
 // app server).
 func (m *model) readCopy(o *opRec) bool {
 	switch o.Source {
-	case core.SourceCache:
+	case "memcached":
 		return true
-	case core.SourceNone:
+	case "":
 		return !m.unreachable(o.Server, o.Start, o.End)
 	}
 	return false
@@ -591,7 +589,7 @@ func (m *model) judgeExpiry(op *opRec, ti *tokenInfo) bool {
 	bound := active.Add(lin.idle)
 	m.judged["I3"]++
 	cacheFault := m.cacheThreat(last.Start.Add(-lin.idle), op.End, op.End) != nil
-	if op.Source == core.SourceDatabase && cacheFault {
+	if op.Source == "database" && cacheFault {
 		if now.After(bound) {
 			m.excused["I3 row after a cache fault"]++
 		}

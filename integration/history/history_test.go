@@ -1,6 +1,7 @@
 package history
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,7 +37,7 @@ type opRec struct {
 	TokenIn string
 	Loaded  bool              // Load (or Find) answered without error
 	Found   bool              // Load returned the stored session
-	Source  core.Source       // where Load found it
+	Source  string            // where Load found it (Session.Source; "" from scs's Find)
 	Seen    map[string]string // values observed at Load
 
 	SetSubject  string            // SetSubject called with this
@@ -67,7 +68,7 @@ func (r *opRec) format(ep time.Time) string {
 	if r.TokenIn != "" && r.Loaded {
 		fmt.Fprintf(&b, " found=%v", r.Found)
 		if r.Found {
-			fmt.Fprintf(&b, "(%s)", r.Source)
+			fmt.Fprintf(&b, "(%s)", cmp.Or(r.Source, "none"))
 		}
 	}
 	if len(r.Seen) > 0 {

@@ -6,6 +6,7 @@ package demo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,7 +69,7 @@ func (c coreSession) Put(key string, value any) { c.s.Put(key, value) }
 func (c coreSession) RenewToken() error         { c.s.RenewToken(); return nil }
 func (c coreSession) SetSubject(user string)    { c.s.SetSubject(user) }
 func (c coreSession) Destroy() error            { return c.s.Destroy(c.ctx) }
-func (c coreSession) Source() core.Source       { return c.s.Source() }
+func (c coreSession) Source() string            { return c.s.Source() }
 
 // State is what the page and /api/state show.
 type State struct {
@@ -91,7 +92,7 @@ type State struct {
 // Describer is implemented by Sessions that can tell which tier they were
 // read from (Core's do); Read fills State's Source from it.
 type Describer interface {
-	Source() core.Source
+	Source() string // Session.Source: "memcached", "database", or "" (not found)
 }
 
 // Read returns the session's state without changing it (GET /api/state).
@@ -103,7 +104,7 @@ func Read(s Session, servedBy string) State {
 		Visits:   num(s.Get(KeyVisits)),
 	}
 	if d, ok := s.(Describer); ok {
-		st.Source = d.Source().String()
+		st.Source = cmp.Or(d.Source(), "none")
 	}
 	return st
 }
@@ -314,7 +315,7 @@ button.op{font-size:.85em}
 <dt>Database calls / min</dt><dd id="ops-db-rate">–</dd>
 <dt>Write-through would cost</dt><dd id="ops-wt-rate">–</dd>
 <dt>DB reads (misses, fallbacks)</dt><dd id="ops-db-reads">–</dd>
-<dt>Served by the DB, memcached down</dt><dd id="ops-fallbacks">–</dd>
+<dt>Failed memcached operations</dt><dd id="ops-cache-errors">–</dd>
 <dt>Reaper last pass</dt><dd id="ops-reaper">–</dd>
 </dl>
 <p><small>Last minutes: hit ratio (green, 0–100 %); database calls/min (orange) against write-through (grey)</small></p>

@@ -143,16 +143,16 @@ func TestChanges(t *testing.T) {
 // described is a mapSession that tells where it was read from.
 type described struct {
 	mapSession
-	src core.Source
+	src string
 }
 
-func (d *described) Source() core.Source { return d.src }
+func (d *described) Source() string { return d.src }
 
 func TestReadSource(t *testing.T) {
 	if st := demo.Read(&mapSession{values: map[string]any{}}, "x"); st.Source != "" {
 		t.Errorf("Source of a session that cannot tell = %q, want empty", st.Source)
 	}
-	for src, want := range map[core.Source]string{core.SourceCache: "memcached", core.SourceDatabase: "database", core.SourceNone: "none"} {
+	for src, want := range map[string]string{"memcached": "memcached", "database": "database", "": "none"} {
 		if st := demo.Read(&described{mapSession{values: map[string]any{}}, src}, "x"); st.Source != want {
 			t.Errorf("Source = %q, want %q", st.Source, want)
 		}

@@ -53,7 +53,7 @@ const opsScript = `
     text('ops-db-rate', s.db_per_min.toFixed(0));
     text('ops-wt-rate', s.write_through_per_min.toFixed(0) + ' calls / min');
     text('ops-db-reads', s.db_reads);
-    text('ops-fallbacks', s.fallbacks);
+    text('ops-cache-errors', s.cache_errors);
     text('ops-reaper', s.reaper.end ? s.reaper.end.substring(11, 19) + ' UTC, ' + s.reaper.examined + ' rows in ' + s.reaper.duration_ms + ' ms' + (s.reaper.error ? ' — ' + s.reaper.error : '') : 'no pass yet');
     var h = s.history, max = 1;
     h.forEach(function (p) { max = Math.max(max, p.db_per_min, p.write_through_per_min); });
