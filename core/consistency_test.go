@@ -490,7 +490,7 @@ func TestInsertDoesNotReplaceATombstone(t *testing.T) {
 		t.Fatal(err)
 	}
 	mc.Restart() // only the row's tombstone is left
-	if err := insert(); !errors.Is(err, core.ErrExists) {
-		t.Fatalf("Insert over a tombstone row = %v, want ErrExists", err)
+	if err := insert(); !errors.Is(err, core.ErrConflict) {
+		t.Fatalf("an insert over a tombstone row = %v, want ErrConflict", err)
 	}
 }

@@ -10,13 +10,12 @@ var (
 	// over its -I limit, 1 MiB by default). Nothing is written and the stored
 	// copy is unchanged.
 	ErrTooLarge = errors.New("core: session too large")
-	// ErrConflict is returned by Store.Update when the session changed since
-	// it was read (a memcached CAS mismatch, or a row that moved on).
-	// The Manager handles it by re-reading and re-applying its changes; other
-	// callers re-read and retry.
+	// ErrConflict is returned by KV.Write when the key changed since it was
+	// read (a memcached CAS mismatch, a row that moved on, an insert that
+	// found the key taken, a destruction): read again and retry. The
+	// Manager retries by itself and returns it, from Save, only after 16
+	// lost races in a row.
 	ErrConflict = errors.New("core: session changed concurrently")
-	// ErrExists is returned by Store.Insert when the key is already taken.
-	ErrExists = errors.New("core: session already exists")
 	// ErrUnavailable is returned when neither memcached nor the database
 	// could serve a request. Adapters answer it with HTTP 503.
 	ErrUnavailable = errors.New("core: session store unavailable")
@@ -33,11 +32,7 @@ var (
 	// cannot be encoded (for example a channel, or a gob type that was never
 	// registered). Nothing is written and the stored copy is unchanged.
 	ErrEncode = errors.New("core: cannot encode session values")
-	// ErrDestroyed is returned by Store.Update when the session was
-	// destroyed since it was read.
-	ErrDestroyed = errors.New("core: session destroyed")
-	// ErrInvalidSubject is returned by Store.Insert and Store.Update (and so
-	// by Manager.Save) when a session's subject is longer than 255 bytes,
+	// ErrInvalidSubject is returned by Manager.Save when a session's subject is longer than 255 bytes,
 	// is not valid UTF-8 or holds a NUL byte (which PostgreSQL refuses).
 	// Nothing is written.
 	ErrInvalidSubject = errors.New("core: invalid session subject")
@@ -46,4 +41,10 @@ var (
 	// middleware saved it because the response headers were going out:
 	// the change is not saved.
 	ErrChangedAfterCommit = errors.New("core: session changed after the response was committed")
+)
+
+// The Store's own answers, which KV.Write reports as ErrConflict.
+var (
+	errExists    = errors.New("core: session already exists") // insert: the key is taken
+	errDestroyed = errors.New("core: session destroyed")      // update: destroyed since read
 )

@@ -8,27 +8,6 @@ import (
 	"time"
 )
 
-// HeaderConfig moves the session token from the cookie to HTTP headers,
-// for API and mobile clients. The zero value keeps the cookie. Browsers
-// never attach a header token by themselves, so cross-site request forgery
-// does not apply (in cookie mode SameSite=Lax and a CSRF middleware cover
-// it); but the client keeps the token where page scripts can read it, so
-// an XSS flaw can steal it: keep it out of localStorage where possible.
-type HeaderConfig struct {
-	// Name is the request header that carries the token. Optional.
-	// Default "": the token travels in the cookie. "Authorization" is read
-	// as "Authorization: Bearer <token>"; any other name, for example
-	// "X-Session-Token", carries the bare token. When Name is set the
-	// cookie is neither read nor written.
-	Name string
-	// Response is the response header that returns a new or renewed
-	// token, or "" when the session was destroyed; it is absent while the
-	// client's token is right. Optional. Default: Name, or "Session-Token"
-	// for Authorization. Cross-origin browsers must be allowed to read it
-	// (Access-Control-Expose-Headers).
-	Response string
-}
-
 // isToken reports whether s is empty or an HTTP token (RFC 9110), as
 // header and cookie names must be.
 func isToken(s string) bool {
@@ -47,9 +26,9 @@ func isToken(s string) bool {
 // reuses its buffers (fasthttp) must return copies. Errors are Load's.
 func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, error) {
 	var token string
-	if m.cfg.Header.Name == "" {
+	if m.cfg.TokenHeader == "" {
 		token = cookieValue(header("Cookie"), m.cfg.Cookie.Name)
-	} else if token = strings.TrimSpace(header(m.cfg.Header.Name)); m.bearer {
+	} else if token = strings.TrimSpace(header(m.cfg.TokenHeader)); m.bearer {
 		scheme, cred, ok := strings.Cut(token, " ") // Authorization: Bearer <token>
 		token = ""
 		if ok && strings.EqualFold(scheme, "Bearer") {
@@ -84,8 +63,8 @@ func cookieValue(line, name string) string {
 // addHeader: the Set-Cookie of a created, renewed or destroyed (expired
 // cookie) session with "Vary: Cookie" and `Cache-Control:
 // no-cache="Set-Cookie"`, so shared caches never hand one user's cookie to
-// another — or in header mode the token in HeaderConfig.Response ("" when
-// destroyed), "Vary: <Name>" and "Cache-Control: no-store". https says
+// another — or in header mode the token in Config.TokenResponseHeader (""
+// when destroyed), "Vary: <TokenHeader>" and "Cache-Control: no-store". https says
 // whether the request came over HTTPS: the first Secure cookie set on a
 // plain-HTTP request is logged: browsers drop it outside localhost.
 //
@@ -113,9 +92,9 @@ func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader 
 	s.sent = true
 	switch {
 	case !s.setCookie:
-	case m.cfg.Header.Name != "":
-		addHeader(m.cfg.Header.Response, s.token) // "" once destroyed
-		addHeader("Vary", m.cfg.Header.Name)
+	case m.cfg.TokenHeader != "":
+		addHeader(m.cfg.TokenResponseHeader, s.token) // "" once destroyed
+		addHeader("Vary", m.cfg.TokenHeader)
 		addHeader("Cache-Control", "no-store")
 	default:
 		c := m.cookie(s)

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -16,7 +17,7 @@ import (
 // become the payload of entries carrying the KV's codec id; Read returns
 // entries of other codecs (Manager sessions, another KV's values) without
 // their value, and Delete and List skip them. Writes are compare-and-swap
-// over what Read returned: the caller retries on ErrConflict or ErrExists.
+// over what Read returned: the caller retries on ErrConflict.
 // A KV is safe for concurrent use.
 type KV struct {
 	store *Store
@@ -74,24 +75,29 @@ func (kv *KV) Read(ctx context.Context, key string) (*KVItem, error) {
 // deadline, by compare-and-swap over it, what Read returned for key (nil:
 // nothing). An entry of another codec is replaced by a new one. memcached
 // is written at once, the database under the Store's sync rule. val must
-// not change until Write returns. It returns ErrExists when it is nil and
-// the key holds an entry now, ErrConflict when the entry changed since it
-// was read, ErrDestroyed when it was destroyed (Store.Delete) meanwhile,
-// ErrTooLarge for a value over the store's item size, and an error
+// not change until Write returns. It returns ErrConflict when the key
+// changed since it was read (an entry appeared where it was nil, another
+// write, a destruction: read again), ErrTooLarge for a value over the store's item size, and an error
 // wrapping ErrUnavailable when the store could not take the write.
 func (kv *KV) Write(ctx context.Context, key string, it *KVItem, val []byte, idle time.Duration, deadline time.Time) error {
 	now := kv.store.now()
+	var err error
 	if it == nil {
-		return kv.store.insert(ctx, key, &entry{
+		err = kv.store.insert(ctx, key, &entry{
 			Payload: val, Codec: kv.codec, Created: now, Deadline: deadline, IdleTimeout: idle,
 		}, false)
+	} else {
+		e := &it.e
+		if e.Codec != kv.codec || e.Created.IsZero() {
+			e.Created = now
+		}
+		e.Payload, e.Codec, e.Subject, e.Deadline, e.IdleTimeout = val, kv.codec, "", deadline, idle
+		err = kv.store.update(ctx, e, change{All: true, Header: true})
 	}
-	e := &it.e
-	if e.Codec != kv.codec || e.Created.IsZero() {
-		e.Created = now
+	if errors.Is(err, errExists) || errors.Is(err, errDestroyed) {
+		return fmt.Errorf("%w: %w", ErrConflict, err)
 	}
-	e.Payload, e.Codec, e.Subject, e.Deadline, e.IdleTimeout = val, kv.codec, "", deadline, idle
-	return kv.store.update(ctx, e, change{All: true, Header: true})
+	return err
 }
 
 // Delete removes key's value: it is stored again, in both tiers at once,
@@ -111,6 +117,9 @@ func (kv *KV) Delete(ctx context.Context, key string) error {
 		}
 		e.Payload, e.Deadline = nil, kv.store.now()
 		err = kv.store.update(ctx, e, change{All: true, Header: true, Durable: true})
+		if errors.Is(err, errDestroyed) {
+			return nil // gone meanwhile
+		}
 		if !errors.Is(err, ErrConflict) || attempt >= maxRetries {
 			return err
 		}

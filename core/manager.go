@@ -36,9 +36,20 @@ type Config struct {
 	DurableKeys []string
 	// Cookie configures the session cookie.
 	Cookie CookieConfig
-	// Header, when Header.Name is set, carries the token in request and
-	// response headers instead of the cookie. Optional.
-	Header HeaderConfig
+	// TokenHeader, when set, moves the token from the cookie to this request
+	// header, for API and mobile clients: the cookie is then neither read
+	// nor written. "Authorization" is read as "Authorization: Bearer
+	// <token>"; any other name, say "X-Session-Token", carries the bare
+	// token. Browsers never attach it by themselves, so cross-site request
+	// forgery does not apply, but page scripts can read where the client
+	// keeps it (an XSS flaw can steal it). Optional. Default "": the cookie.
+	TokenHeader string
+	// TokenResponseHeader returns a new or renewed token ("" when the
+	// session was destroyed); it is absent while the client's token is
+	// right. Cross-origin browsers must be allowed to read it
+	// (Access-Control-Expose-Headers). Optional. Default: TokenHeader, or
+	// "Session-Token" for Authorization.
+	TokenResponseHeader string
 	// ErrorHandler answers a request whose session could not be loaded or
 	// saved, in Manager.Handler. Optional. Default: StatusCode(err) with its
 	// status text as the body; err is never shown to the client.
@@ -105,11 +116,11 @@ func New(cfg Config) (*Manager, error) {
 		cfg.ErrorHandler = defaultErrorHandler
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	bearer := http.CanonicalHeaderKey(cfg.Header.Name) == "Authorization"
+	bearer := http.CanonicalHeaderKey(cfg.TokenHeader) == "Authorization"
 	if bearer {
-		cfg.Header.Response = cmp.Or(cfg.Header.Response, "Session-Token")
+		cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, "Session-Token")
 	}
-	cfg.Header.Response = cmp.Or(cfg.Header.Response, cfg.Header.Name)
+	cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, cfg.TokenHeader)
 	switch {
 	case cfg.IdleTimeout < 0 || cfg.Lifetime < 0 || cfg.TouchInterval < 0:
 		return nil, errors.New("core: IdleTimeout, Lifetime and TouchInterval must not be negative")
@@ -117,8 +128,8 @@ func New(cfg Config) (*Manager, error) {
 		return nil, errors.New("core: TouchInterval must be less than IdleTimeout")
 	case !isToken(cfg.Cookie.Name):
 		return nil, fmt.Errorf("core: invalid cookie name %q", cfg.Cookie.Name)
-	case !isToken(cfg.Header.Name) || !isToken(cfg.Header.Response):
-		return nil, fmt.Errorf("core: invalid header name in %+v", cfg.Header)
+	case !isToken(cfg.TokenHeader) || !isToken(cfg.TokenResponseHeader):
+		return nil, fmt.Errorf("core: invalid token header name %q or %q", cfg.TokenHeader, cfg.TokenResponseHeader)
 	}
 	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, bearer: bearer, durableKey: map[string]bool{}}
 	for _, k := range cfg.DurableKeys {
@@ -196,7 +207,7 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 	}
 	token := NewToken()
 	err := m.store.insert(ctx, token, e, s.durable || s.expiry.pending())
-	for errors.Is(err, ErrExists) { // 2^-256: only a broken random source gets here
+	for errors.Is(err, errExists) { // 2^-256: only a broken random source gets here
 		token = NewToken()
 		err = m.store.insert(ctx, token, e, s.durable || s.expiry.pending())
 	}
@@ -242,7 +253,7 @@ func (m *Manager) touch(ctx context.Context, s *Session) error {
 		return nil
 	}
 	err := m.store.update(ctx, s.entry, change{})
-	if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrDestroyed) {
+	if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, errDestroyed) {
 		// A conflict means another request wrote, which refreshed it.
 		m.log.Warn("hybridsession: could not refresh session activity", "error", err)
 	}
@@ -290,7 +301,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 			s.expiry = expiryChange{}
 			s.setCookie = s.setCookie || cookieChanged
 			return nil
-		case errors.Is(err, ErrDestroyed):
+		case errors.Is(err, errDestroyed):
 			s.dropDestroyed()
 			return nil
 		case !errors.Is(err, ErrConflict):

@@ -115,8 +115,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{Store: store, IdleTimeout: time.Minute, TouchInterval: time.Minute},
 		{Store: store, IdleTimeout: -1},
 		{Store: store, Cookie: core.CookieConfig{Name: "bad name"}},
-		{Store: store, Header: core.HeaderConfig{Name: "X-Token:"}},
-		{Store: store, Header: core.HeaderConfig{Name: "Authorization", Response: "Session Token"}},
+		{Store: store, TokenHeader: "X-Token:"},
+		{Store: store, TokenHeader: "Authorization", TokenResponseHeader: "Session Token"},
 	}
 	for i, cfg := range bad {
 		if _, err := core.New(cfg); err == nil {
@@ -217,8 +217,8 @@ func TestConformance(t *testing.T) {
 // otherwise) and returns new tokens in the response header, not a cookie.
 func TestHeaderToken(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	bearer := newManager(t, mc, func(c *core.Config) { c.Header = core.HeaderConfig{Name: "authorization"} })
-	named := newManager(t, mc, func(c *core.Config) { c.Header = core.HeaderConfig{Name: "X-Session-Token"} })
+	bearer := newManager(t, mc, func(c *core.Config) { c.TokenHeader = "authorization" })
+	named := newManager(t, mc, func(c *core.Config) { c.TokenHeader = "X-Session-Token" })
 	ctx := context.Background()
 	s, _ := bearer.Load(ctx, "")
 	s.Put("k", 1)

@@ -187,9 +187,9 @@ func (r *Reaper) archived(key string, e *envelope.Envelope) ArchivedSession {
 	return a
 }
 
-// Run makes a pass every Interval (± 10%) until ctx ends, logging failed
-// passes; it returns ctx's error. The first pass starts at once.
-func (r *Reaper) Run(ctx context.Context) error {
+// run makes a pass every Interval (± 10%) until ctx ends, logging failed
+// passes. The first pass starts at once.
+func (r *Reaper) run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -199,19 +199,19 @@ func (r *Reaper) Run(ctx context.Context) error {
 		t.Reset(r.cfg.Interval + time.Duration(rand.Int64N(int64(r.cfg.Interval)/5+1)) - r.cfg.Interval/10)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return
 		case <-t.C:
 		}
 	}
 }
 
-// start runs Run in a goroutine until stop.
+// start runs run in a goroutine until stop.
 func (r *Reaper) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() {
 		defer close(r.done)
-		_ = r.Run(ctx)
+		r.run(ctx)
 	}()
 }
 

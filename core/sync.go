@@ -49,7 +49,7 @@ func noteWritten(v *envelope.Envelope, c change, at uint64) {
 // recorded as written at the row version that takes them. On success e
 // holds what the row holds, marked synced. It returns errSuperseded when
 // the row already holds a later state of e's own copy (nothing to write),
-// ErrDestroyed when the row says the session is gone (a tombstone, or no
+// errDestroyed when the row says the session is gone (a tombstone, or no
 // row under a copy that had one), errLeave for a row this Store cannot
 // read, and errors wrapping ErrUnavailable when the database did not
 // answer.
@@ -92,7 +92,7 @@ func (s *Store) rebase(e *entry, rec durable.Record, found bool, direct *change)
 		if v.Base == 0 { // a new session's row vanished between insert and load: insert again
 			return nil
 		}
-		return ErrDestroyed
+		return errDestroyed
 	}
 	var row envelope.Envelope
 	err := s.open(rec.Payload, e.mkey, &row, false)
@@ -101,7 +101,7 @@ func (s *Store) rebase(e *entry, rec durable.Record, found bool, direct *change)
 		return errLeave
 	case err != nil: // corrupt: e replaces it
 	case row.Destroyed:
-		return ErrDestroyed // a tombstone wins; over a tombstone, nothing to write
+		return errDestroyed // a tombstone wins; over a tombstone, nothing to write
 	case v.Destroyed:
 	case row.Lineage == v.Lineage && v.Lineage != 0 && row.Version <= v.Version:
 	case row.Lineage == v.Lineage && v.Lineage != 0:

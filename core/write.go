@@ -23,7 +23,7 @@ import (
 // Codec, Subject, Persistent and Payload are stored; ActiveAt is set to
 // now.
 //
-// It returns ErrExists when a live session or a tombstone holds the key (a
+// It returns errExists when a live session or a tombstone holds the key (a
 // dead one is replaced), ErrTooLarge or ErrInvalidSubject before writing
 // anything, and an error wrapping ErrUnavailable when no tier took the
 // session, or the database did not take a durable one. On success e can be
@@ -45,7 +45,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	if s.durable != nil {
 		dbErr = s.insertRow(ctx, e)
 		switch {
-		case errors.Is(dbErr, ErrExists):
+		case errors.Is(dbErr, errExists):
 			return dbErr
 		case dbErr != nil && (durable || e.Subject != ""):
 			return dbErr
@@ -53,7 +53,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	}
 	cacheErr := errNoTier
 	if s.mc != nil {
-		if cacheErr = s.addCopy(ctx, e, now, dbErr == nil); errors.Is(cacheErr, ErrExists) {
+		if cacheErr = s.addCopy(ctx, e, now, dbErr == nil); errors.Is(cacheErr, errExists) {
 			return cacheErr
 		}
 	}
@@ -101,7 +101,7 @@ func (s *Store) insertRow(ctx context.Context, e *entry) error {
 			v.Base = rec.Version
 		}
 		if err == nil && !applied {
-			return ErrExists
+			return errExists
 		}
 	}
 	if err != nil {
@@ -130,16 +130,16 @@ func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bo
 		return err
 	}
 	if it == nil {
-		return ErrExists // gone since the add: the caller tries again
+		return errExists // gone since the add: the caller tries again
 	}
 	var old envelope.Envelope
 	switch oerr := s.open(it.Value, e.mkey, &old, true); {
 	case errors.Is(oerr, envelope.ErrUnreadable),
 		oerr == nil && old.Destroyed && now.Before(old.Deadline),
 		oerr == nil && !old.Destroyed && now.Before(old.ExpiresAt()):
-		return ErrExists
+		return errExists
 	}
-	return cmpErr(s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, it.CasID), ErrExists)
+	return cmpErr(s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, it.CasID), errExists)
 }
 
 // cmpErr returns nil for nil, err for a failure of memcached, and
@@ -159,7 +159,7 @@ func cmpErr(err, protocolErr error) error {
 //
 // It returns ErrConflict when another writer changed the session since e
 // was read (re-read it and retry), ErrTooLarge or ErrInvalidSubject
-// before writing anything, ErrDestroyed when the session was destroyed
+// before writing anything, errDestroyed when the session was destroyed
 // meanwhile, and an error wrapping ErrUnavailable when no tier took the
 // write — or, for a durable change, when the database did not. On success e
 // is what was written: with a merge, its Payload holds the other app
@@ -243,7 +243,7 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	e.env.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
-		if errors.Is(err, ErrDestroyed) {
+		if errors.Is(err, errDestroyed) {
 			s.bury(ctx, e.mkey, &e.env, now)
 		}
 		return err
@@ -354,7 +354,7 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	dbErr := errNoTier
 	if s.durable != nil {
 		dbErr = s.sync(ctx, t, nil)
-		if errors.Is(dbErr, ErrDestroyed) {
+		if errors.Is(dbErr, errDestroyed) {
 			dbErr = nil
 		}
 	}

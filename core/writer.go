@@ -224,7 +224,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	err = s.sync(ctx, &p.e, nil)
 	switch {
 	case err == nil, errors.Is(err, errSuperseded):
-	case errors.Is(err, ErrDestroyed):
+	case errors.Is(err, errDestroyed):
 		s.bury(ctx, p.e.mkey, &p.e.env, now)
 	case errors.Is(err, ErrUnavailable):
 		w.schedule(p.e.key, now.Add(retryDelay))

@@ -321,7 +321,7 @@ func kvSet(ctx context.Context, kv *core.KV, key string, val []byte, ttl time.Du
 			return err
 		}
 		err = kv.Write(ctx, key, it, val, ttl, kv.Now().Add(ttl))
-		if !errors.Is(err, core.ErrConflict) && !errors.Is(err, core.ErrExists) || attempt >= 8 {
+		if !errors.Is(err, core.ErrConflict) || attempt >= 8 {
 			return err
 		}
 	}

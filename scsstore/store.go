@@ -192,16 +192,12 @@ func (s *Store) CommitCtx(ctx context.Context, token string, b []byte, expiry ti
 		p = appendPayload(p[:0], expiry, now, kept, b)
 		err := s.kv.Write(ctx, token, it, p, expiry.Sub(now), deadline)
 		switch {
-		case errors.Is(err, core.ErrExists):
-			// A concurrent request created it: write over it, unless
-			// what is there now is its tombstone (scs never reuses a
-			// token: another request destroyed the session after this
-			// one loaded it, and the destruction wins).
-			it, existed = nil, true
-		case errors.Is(err, core.ErrDestroyed):
-			return nil // destroyed meanwhile: the destruction wins
 		case errors.Is(err, core.ErrConflict):
-			it = nil // changed since it was read: read it again, then write over it
+			// Created, changed or destroyed since it was read: read it
+			// again and write over it — unless it is gone by then (scs
+			// never reuses a token: another request destroyed the
+			// session after this one loaded it, and the destruction wins).
+			it, existed = nil, true
 			pause(attempt)
 		case err != nil:
 			return fmt.Errorf("scsstore: commit: %w", err)

@@ -46,7 +46,7 @@
 //
 // With the Manager's core.Config.Header set, the token travels in a request
 // header (Authorization: Bearer, or a named header) and a new one comes
-// back in a response header; see core.HeaderConfig for the CSRF note of
+// back in a response header; see core.Config.TokenHeader for the CSRF note of
 // each mode. Several Managers may serve one request (an admin and a user
 // session under different cookie names): GetFor finds each one's session.
 package echo5session

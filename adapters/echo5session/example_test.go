@@ -69,7 +69,7 @@ func Example_bearer() {
 		panic(err)
 	}
 	defer store.Close(context.Background())
-	m, err := core.New(core.Config{Store: store, Header: core.HeaderConfig{Name: "Authorization"}})
+	m, err := core.New(core.Config{Store: store, TokenHeader: "Authorization"})
 	if err != nil {
 		panic(err)
 	}

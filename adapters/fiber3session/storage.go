@@ -133,7 +133,7 @@ func (st *Storage) SetWithContext(ctx context.Context, key string, val []byte, e
 			return errors.New("fiber3session: Storage.Set: the key holds an entry that Storage did not write")
 		}
 		err = st.kv.Write(ctx, key, it, val, exp, st.kv.Now().Add(exp))
-		if !errors.Is(err, core.ErrConflict) && !errors.Is(err, core.ErrExists) {
+		if !errors.Is(err, core.ErrConflict) {
 			return err
 		}
 		if attempt >= st.cfg.MaxRetries {

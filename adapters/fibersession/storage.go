@@ -128,7 +128,7 @@ func (st *Storage) Set(key string, val []byte, exp time.Duration) error {
 			return errors.New("fibersession: Storage.Set: the key holds an entry that Storage did not write")
 		}
 		err = st.kv.Write(ctx, key, it, val, exp, st.kv.Now().Add(exp))
-		if !errors.Is(err, core.ErrConflict) && !errors.Is(err, core.ErrExists) {
+		if !errors.Is(err, core.ErrConflict) {
 			return err
 		}
 		if attempt >= st.cfg.MaxRetries {

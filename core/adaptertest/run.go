@@ -381,14 +381,14 @@ func (r *runner) skip(t *testing.T) {
 // headerToken runs a session whose token travels in Authorization: Bearer
 // and in a named header.
 func (r *runner) headerToken(t *testing.T) {
-	for _, hc := range []core.HeaderConfig{{Name: "Authorization"}, {Name: "X-Session-Token"}} {
-		t.Run(hc.Name, func(t *testing.T) {
+	for _, name := range []string{"Authorization", "X-Session-Token"} {
+		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, r.opts.Durable)
-			base := r.serve(t, e.manager(func(c *core.Config) { c.Header = hc }), basicRoutes())
+			base := r.serve(t, e.manager(func(c *core.Config) { c.TokenHeader = name }), basicRoutes())
 			c := &client{t: t, base: base, hc: &http.Client{Timeout: 10 * time.Second}}
-			respName := hc.Name
+			respName := name
 			send := func(tok string) string { return tok }
-			if hc.Name == "Authorization" {
+			if name == "Authorization" {
 				respName = "Session-Token"
 				send = func(tok string) string { return "Bearer " + tok }
 			}
@@ -403,26 +403,26 @@ func (r *runner) headerToken(t *testing.T) {
 			if resp.Header.Get("Cache-Control") != "no-store" {
 				t.Errorf("Cache-Control %q on a response carrying a token", resp.Header.Get("Cache-Control"))
 			}
-			resp, body := c.do(http.MethodGet, "/incr", hc.Name, send(tok))
+			resp, body := c.do(http.MethodGet, "/incr", name, send(tok))
 			if body != "n=2" {
 				t.Fatalf("second request with the header: %q", body)
 			}
 			if v := resp.Header.Values(respName); len(v) != 0 {
 				t.Errorf("token re-sent without need: %q", v)
 			}
-			resp, _ = c.do(http.MethodGet, "/renew", hc.Name, send(tok))
+			resp, _ = c.do(http.MethodGet, "/renew", name, send(tok))
 			fresh := resp.Header.Get(respName)
 			if !core.ValidToken(fresh) || fresh == tok {
 				t.Fatalf("renew: header %q", fresh)
 			}
-			if _, body := c.do(http.MethodGet, "/read", hc.Name, send(tok)); body != "n=0 new=true" {
+			if _, body := c.do(http.MethodGet, "/read", name, send(tok)); body != "n=0 new=true" {
 				t.Errorf("old token after renewal: %q", body)
 			}
-			resp, _ = c.do(http.MethodGet, "/destroy", hc.Name, send(fresh))
+			resp, _ = c.do(http.MethodGet, "/destroy", name, send(fresh))
 			if v := resp.Header.Values(respName); len(v) != 1 || v[0] != "" {
 				t.Errorf("destroy: header %s = %q, want one empty value", respName, v)
 			}
-			if _, body := c.do(http.MethodGet, "/read", hc.Name, send(fresh)); body != "n=0 new=true" {
+			if _, body := c.do(http.MethodGet, "/read", name, send(fresh)); body != "n=0 new=true" {
 				t.Errorf("destroyed token: %q", body)
 			}
 		})
