@@ -122,7 +122,7 @@ func runClickStream(b *testing.B, mc *memcachedtest.Server, mode string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m, err := core.New(core.Config{Store: st, DurableKeys: durableKeys, Logger: quiet})
+	m, err := core.New(core.Config{Store: st, DurableKeys: durableKeys})
 	if err != nil {
 		b.Fatal(err)
 	}

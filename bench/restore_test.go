@@ -39,7 +39,7 @@ func BenchmarkRestore(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = st.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: st, Logger: quiet})
+	m, err := core.New(core.Config{Store: st})
 	if err != nil {
 		b.Fatal(err)
 	}

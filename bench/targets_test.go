@@ -392,7 +392,6 @@ func hybridManager(b testing.TB, st *core.Store, durableKeys ...string) *core.Ma
 		Lifetime:    10 * 365 * 24 * time.Hour,
 		DurableKeys: durableKeys,
 		Cookie:      core.CookieConfig{Insecure: true},
-		Logger:      quiet,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -46,7 +46,7 @@ func benchManager(b *testing.B, trips *atomic.Int64, keys [][]byte) *core.Manage
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { store.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: store, Logger: quiet})
+	m, err := core.New(core.Config{Store: store})
 	if err != nil {
 		b.Fatal(err)
 	}

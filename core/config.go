@@ -56,8 +56,9 @@ type StoreConfig struct {
 	// Reaper configures the reaper a Store with a durable tier runs.
 	// Optional.
 	Reaper ReaperConfig
-	// Logger receives breaker transitions and background failures, each
-	// kind at most once a minute. Optional. Default slog.Default().
+	// Logger receives breaker transitions, background failures (each kind
+	// at most once a minute) and the Managers' problems that do not fail a
+	// request. Optional. Default slog.Default().
 	Logger *slog.Logger
 	// Clock returns the current time. Optional. Default time.Now. Skew
 	// between app servers moves timeouts by at most the skew; it never
@@ -82,10 +83,6 @@ type MemcachedConfig struct {
 	// Timeout bounds each memcached operation: the dial, each socket read
 	// and write. Optional. Default 100ms.
 	Timeout time.Duration
-	// MaxIdleConns is the number of idle connections kept per node: keep it
-	// above the peak of parallel requests per app server. Optional.
-	// Default 64.
-	MaxIdleConns int
 	// MaxItemSize is the largest envelope in bytes the Store writes; larger
 	// sessions fail with ErrTooLarge before anything is sent. Optional.
 	// Default 1 MiB − 1 KiB: memcached's default item limit (-I 1m) less
@@ -160,7 +157,7 @@ const (
 
 	defaultKeyPrefix        = "hs:"
 	defaultMemcacheTimeout  = 100 * time.Millisecond
-	defaultMaxIdleConns     = 64
+	defaultMaxIdleConns     = 64 // per node: above the usual peak of parallel requests per app server
 	defaultMaxItemSize      = 1<<20 - 1<<10
 	defaultBreakerThreshold = 3
 	defaultBreakerCooldown  = 2 * time.Second
@@ -209,11 +206,10 @@ func (c *MemcachedConfig) fill() error {
 		}
 	}
 	c.Timeout = cmp.Or(c.Timeout, defaultMemcacheTimeout)
-	c.MaxIdleConns = cmp.Or(c.MaxIdleConns, defaultMaxIdleConns)
 	c.MaxItemSize = cmp.Or(c.MaxItemSize, defaultMaxItemSize)
 	c.BreakerThreshold = cmp.Or(c.BreakerThreshold, defaultBreakerThreshold)
 	c.BreakerCooldown = cmp.Or(c.BreakerCooldown, defaultBreakerCooldown)
-	if c.Timeout < 0 || c.BreakerCooldown < 0 || c.MaxIdleConns < 0 || c.MaxItemSize < 0 || c.BreakerThreshold < 0 {
+	if c.Timeout < 0 || c.BreakerCooldown < 0 || c.MaxItemSize < 0 || c.BreakerThreshold < 0 {
 		return errors.New("core: MemcachedConfig durations and counts must not be negative")
 	}
 	return nil

@@ -61,7 +61,7 @@ func newServer(t *testing.T, c *clock, o serverOpts) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: st, Logger: quiet, IdleTimeout: o.idle})
+	m, err := core.New(core.Config{Store: st, IdleTimeout: o.idle})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestWriteThroughLosesNothingToCacheLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: st, Logger: quiet})
+	m, err := core.New(core.Config{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}

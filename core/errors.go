@@ -24,10 +24,6 @@ var (
 	// nesting deeper than the codec allows (see Msgpack). The Manager treats
 	// such a session as holding no values.
 	ErrMalformed = errors.New("core: malformed session values")
-	// ErrUnknownCodec is wrapped by the error for an envelope that names a
-	// codec the Store is not configured with (StoreConfig.Codec and
-	// Codecs): the entry is left unread and never overwritten.
-	ErrUnknownCodec = errors.New("core: unknown codec")
 	// ErrEncode is returned, wrapping the codec's error, when a session value
 	// cannot be encoded (for example a channel, or a gob type that was never
 	// registered). Nothing is written and the stored copy is unchanged.
@@ -47,4 +43,7 @@ var (
 var (
 	errExists    = errors.New("core: session already exists") // insert: the key is taken
 	errDestroyed = errors.New("core: session destroyed")      // update: destroyed since read
+	// An envelope naming a codec the Store is not configured with: left
+	// unread and never overwritten.
+	errUnknownCodec = errors.New("core: unknown codec")
 )

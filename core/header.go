@@ -23,8 +23,10 @@ func isToken(s string) bool {
 // header returns the value of a request header ("" when absent), such as
 // r.Header.Get. The token comes from the session cookie, or in header mode
 // from the token header. The Session keeps the token: a framework that
-// reuses its buffers (fasthttp) must return copies. Errors are Load's.
-func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, error) {
+// reuses its buffers (fasthttp) must return copies. It returns the session
+// and a copy of ctx that carries it, for the handlers' context (FromContext
+// and Manager.FromContext find it there). Errors are Load's.
+func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, context.Context, error) {
 	var token string
 	if m.cfg.TokenHeader == "" {
 		token = cookieValue(header("Cookie"), m.cfg.Cookie.Name)
@@ -35,7 +37,11 @@ func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string)
 			token = strings.TrimSpace(cred)
 		}
 	}
-	return m.Load(ctx, token)
+	s, err := m.Load(ctx, token)
+	if err != nil {
+		return nil, ctx, err
+	}
+	return s, &sessionCtx{Context: ctx, s: s}, nil
 }
 
 // cookieValue returns the value of the first cookie called name in a

@@ -54,9 +54,6 @@ type Config struct {
 	// saved, in Manager.Handler. Optional. Default: StatusCode(err) with its
 	// status text as the body; err is never shown to the client.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
-	// Logger receives problems that do not fail a request. Optional.
-	// Default slog.Default().
-	Logger *slog.Logger
 }
 
 // CookieConfig configures the session cookie. The zero value is safe: a
@@ -115,7 +112,6 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.ErrorHandler == nil {
 		cfg.ErrorHandler = defaultErrorHandler
 	}
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	bearer := http.CanonicalHeaderKey(cfg.TokenHeader) == "Authorization"
 	if bearer {
 		cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, "Session-Token")
@@ -131,7 +127,7 @@ func New(cfg Config) (*Manager, error) {
 	case !isToken(cfg.TokenHeader) || !isToken(cfg.TokenResponseHeader):
 		return nil, fmt.Errorf("core: invalid token header name %q or %q", cfg.TokenHeader, cfg.TokenResponseHeader)
 	}
-	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Logger, bearer: bearer, durableKey: map[string]bool{}}
+	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Store.warn.logger, bearer: bearer, durableKey: map[string]bool{}}
 	for _, k := range cfg.DurableKeys {
 		m.durableKey[k] = true
 	}
@@ -147,7 +143,7 @@ func (m *Manager) Store() *Store { return m.store }
 // wraps ErrUnavailable when the store could not answer.
 func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error) {
 	s := &Session{m: m}
-	if !ValidToken(cookieValue) {
+	if !validToken(cookieValue) {
 		return s, nil
 	}
 	e, err := m.store.read(ctx, cookieValue)

@@ -23,12 +23,6 @@ func (c *sessionCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// NewContext returns a copy of ctx that carries s, for adapters; handlers
-// get s back with FromContext or s's Manager.FromContext.
-func NewContext(ctx context.Context, s *Session) context.Context {
-	return &sessionCtx{Context: ctx, s: s}
-}
-
 // FromContext returns the session the middleware stored in ctx, nil when
 // there is none; with several Managers, the innermost one's (see
 // Manager.FromContext). ctx must be the request's context (r.Context(),
@@ -64,9 +58,9 @@ func (m *Manager) FromContext(ctx context.Context) *Session {
 //	mux.Handle("/", m.Handler(app))
 func (m *Manager) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, err := m.LoadFrom(r.Context(), r.Header.Get)
+		s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
 		if err == nil {
-			if err = m.serve(w, r, s, next.ServeHTTP); err != nil {
+			if err = m.serve(w, r.WithContext(ctx), s, next.ServeHTTP); err != nil {
 				clear(w.Header()) // they described the response not sent
 			}
 		}
@@ -85,15 +79,14 @@ func (m *Manager) Handler(next http.Handler) http.Handler {
 // panic in next propagates, and the session is not saved unless the
 // response had started.
 func (m *Manager) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request)) error {
-	s, err := m.LoadFrom(r.Context(), r.Header.Get)
+	s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
 	if err != nil {
 		return err
 	}
-	return m.serve(w, r, s, next)
+	return m.serve(w, r.WithContext(ctx), s, next)
 }
 
 func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next http.HandlerFunc) error {
-	r = r.WithContext(NewContext(r.Context(), s))
 	sw := &saveWriter{ResponseWriter: w, m: m, r: r, s: s}
 	next(sw, r)
 	if sw.commit() {

@@ -31,7 +31,7 @@ func newManager(t *testing.T, mc *memcachedtest.Server, mod func(*core.Config)) 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close(context.Background()) })
-	cfg := core.Config{Store: store, Logger: quiet, Cookie: core.CookieConfig{Insecure: true}}
+	cfg := core.Config{Store: store, Cookie: core.CookieConfig{Insecure: true}}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -244,7 +244,7 @@ func TestHeaderToken(t *testing.T) {
 		{named, "Bearer " + tok, false},
 	}
 	for _, tt := range tests {
-		s, err := tt.m.LoadFrom(ctx, func(name string) string {
+		s, _, err := tt.m.LoadFrom(ctx, func(name string) string {
 			if http.CanonicalHeaderKey(name) == "Authorization" && tt.m == bearer || name == "X-Session-Token" && tt.m == named {
 				return tt.v
 			}

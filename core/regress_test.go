@@ -99,7 +99,7 @@ func newAdvServer(t *testing.T, c *clock, cfg core.StoreConfig) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: st, Logger: quiet})
+	m, err := core.New(core.Config{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}

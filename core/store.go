@@ -89,7 +89,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	}
 	if m := cfg.Memcached; len(m.Servers) > 0 {
 		s.mc, err = cache.New(cache.Config{
-			Servers: m.Servers, Timeout: m.Timeout, DialTimeout: m.Timeout, MaxIdleConns: m.MaxIdleConns,
+			Servers: m.Servers, Timeout: m.Timeout, DialTimeout: m.Timeout, MaxIdleConns: defaultMaxIdleConns,
 			BreakerThreshold: m.BreakerThreshold, BreakerCooldown: m.BreakerCooldown,
 			DialContext: m.DialContext, TLS: m.TLS, Tracer: m.Tracer, Logger: cfg.Logger,
 		})
@@ -204,7 +204,7 @@ func (s *Store) open(b []byte, mkey string, e *envelope.Envelope, inPlace bool) 
 		e.Grace = s.grace()
 	}
 	if err == nil && !e.Destroyed && s.codecs[e.Codec] == nil && !opaqueCodec(e.Codec) {
-		err = fmt.Errorf("%w: %w: id %d", envelope.ErrUnreadable, ErrUnknownCodec, e.Codec)
+		err = fmt.Errorf("%w: %w: id %d", envelope.ErrUnreadable, errUnknownCodec, e.Codec)
 	}
 	switch {
 	case errors.Is(err, envelope.ErrCorrupt):

@@ -198,7 +198,7 @@ func (s *Store) mergeKeys(v, row *envelope.Envelope, ours func(string) bool, who
 func (s *Store) decode(id uint8, p []byte) (map[string]any, error) {
 	c := s.codecs[id]
 	if c == nil {
-		return nil, fmt.Errorf("%w: id %d", ErrUnknownCodec, id)
+		return nil, fmt.Errorf("%w: id %d", errUnknownCodec, id)
 	}
 	if len(p) == 0 {
 		return map[string]any{}, nil

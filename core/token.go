@@ -20,10 +20,10 @@ func NewToken() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// ValidToken reports whether s has the shape of a token NewToken makes:
+// validToken reports whether s has the shape of a token NewToken makes:
 // exactly 43 characters of the base64url alphabet. Cookie values of any
 // other shape are treated as absent and never reach a store.
-func ValidToken(s string) bool {
+func validToken(s string) bool {
 	if len(s) != tokenLength {
 		return false
 	}

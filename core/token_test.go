@@ -10,7 +10,7 @@ func TestTokens(t *testing.T) {
 	seen := map[string]bool{}
 	for i := 0; i < 1000; i++ {
 		tok := NewToken()
-		if !ValidToken(tok) {
+		if !validToken(tok) {
 			t.Fatalf("NewToken made an invalid token %q", tok)
 		}
 		if seen[tok] {
@@ -20,8 +20,8 @@ func TestTokens(t *testing.T) {
 	}
 	for _, bad := range []string{"", strings.Repeat("a", 42), strings.Repeat("a", 44), strings.Repeat("a", 42) + "=",
 		strings.Repeat("a", 42) + "+", strings.Repeat("a", 42) + "/", strings.Repeat("a", 42) + " "} {
-		if ValidToken(bad) {
-			t.Errorf("ValidToken(%q) = true", bad)
+		if validToken(bad) {
+			t.Errorf("validToken(%q) = true", bad)
 		}
 	}
 }
@@ -38,7 +38,7 @@ func FuzzValidToken(f *testing.F) {
 	f.Add(NewToken())
 	f.Add("garbage")
 	f.Fuzz(func(t *testing.T, s string) {
-		if ValidToken(s) && (len(s) != tokenLength || strings.ContainsAny(s, "+/= \x00")) {
+		if validToken(s) && (len(s) != tokenLength || strings.ContainsAny(s, "+/= \x00")) {
 			t.Fatalf("accepted %q", s)
 		}
 	})

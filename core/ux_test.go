@@ -38,7 +38,7 @@ func uxManager(t *testing.T, mod func(*core.Config), codec ...core.Codec) (*core
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close(context.Background()) })
-	cfg := core.Config{Store: st, Logger: quiet, Cookie: core.CookieConfig{Insecure: true}}
+	cfg := core.Config{Store: st, Cookie: core.CookieConfig{Insecure: true}}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -250,7 +250,7 @@ func TestStatusCodeTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close(context.Background())
-	m, _ := core.New(core.Config{Store: st, Logger: quiet})
+	m, _ := core.New(core.Config{Store: st})
 	rec, _ := serve(m, func(w http.ResponseWriter, r *http.Request) {
 		core.FromContext(r.Context()).Put("big", strings.Repeat("x", 8192))
 		fmt.Fprint(w, "handler body")
@@ -262,10 +262,17 @@ func TestStatusCodeTooLarge(t *testing.T) {
 
 func TestPlainHTTPSecureCookieWarnsOnce(t *testing.T) {
 	var logs bytes.Buffer
-	m, _ := uxManager(t, func(c *core.Config) {
-		c.Cookie = core.CookieConfig{} // Secure
-		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	st, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
+		Seal:      core.SealConfig{Keys: [][]byte{core.NewSealKey()}}, // no warning of its own
+		Logger:    slog.New(slog.NewTextHandler(&logs, nil)),
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(context.Background()) })
+	m, err := core.New(core.Config{Store: st}) // a Secure cookie
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		core.FromContext(r.Context()).Put("k", "v")
 	}))

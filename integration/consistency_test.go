@@ -236,7 +236,7 @@ func TestHungDatabaseDoesNotBlockLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := core.New(core.Config{Store: store, Logger: quiet})
+	m, err := core.New(core.Config{Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

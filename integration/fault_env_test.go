@@ -207,7 +207,6 @@ func newFaultEnv(t *testing.T, b faultBackend, rep *faultReport, opts faultEnvOp
 			IdleTimeout: faultIdleTimeout,
 			DurableKeys: []string{"user"},
 			Cookie:      core.CookieConfig{Insecure: true},
-			Logger:      quiet,
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 				env.recordError(err)
 				http.Error(w, http.StatusText(core.StatusCode(err)), core.StatusCode(err))

@@ -117,7 +117,7 @@ func (st *stack) store(t *testing.T, mod func(*core.StoreConfig)) *core.Store {
 // manager returns a Manager on a new app server's Store.
 func (st *stack) manager(t *testing.T, smod func(*core.StoreConfig), mmod func(*core.Config)) *core.Manager {
 	t.Helper()
-	cfg := core.Config{Store: st.store(t, smod), Logger: quiet, Cookie: core.CookieConfig{Insecure: true}}
+	cfg := core.Config{Store: st.store(t, smod), Cookie: core.CookieConfig{Insecure: true}}
 	if mmod != nil {
 		mmod(&cfg)
 	}

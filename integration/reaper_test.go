@@ -26,7 +26,7 @@ func memcachedOnly(t *testing.T, st *stack) *core.Manager {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: store, Logger: quiet})
+	m, err := core.New(core.Config{Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,7 +168,7 @@ func memcachedOnlyTLS(t *testing.T, st *stack, cfg *tls.Config, key []byte, adde
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: store, Logger: quiet})
+	m, err := core.New(core.Config{Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 // it stores (its core.KV's codec). The payload behind it is not a set of
 // session values but scsstore's own layout wrapped around scs's opaque
 // blob (see DecodePayload), so a core.Manager sharing the Store cannot read
-// these entries: it treats them as absent (core.ErrUnknownCodec), and the
+// these entries: it treats them as absent (an unknown codec), and the
 // reaper's archive hook receives them with nil Values and the raw payload.
 //
 // Ids 1 to 63 are reserved for hybridsession; 60 is taken by scsstore.

@@ -135,7 +135,7 @@ func newManager(t testing.TB) (*core.Manager, *memcachedtest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: store, Cookie: core.CookieConfig{Insecure: true}, Logger: quiet})
+	m, err := core.New(core.Config{Store: store, Cookie: core.CookieConfig{Insecure: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

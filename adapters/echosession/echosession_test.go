@@ -40,7 +40,7 @@ func newManager(t testing.TB, cookie core.CookieConfig) (*core.Manager, *memcach
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: store, Cookie: cookie, Logger: quiet})
+	m, err := core.New(core.Config{Store: store, Cookie: cookie})
 	if err != nil {
 		t.Fatal(err)
 	}

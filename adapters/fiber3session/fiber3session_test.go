@@ -136,7 +136,7 @@ func newStore(t testing.TB) (*core.Store, *memcachedtest.Server) {
 func newManager(t testing.TB) (*core.Manager, *memcachedtest.Server) {
 	t.Helper()
 	store, mc := newStore(t)
-	m, err := core.New(core.Config{Store: store, Cookie: core.CookieConfig{Insecure: true}, Logger: quiet})
+	m, err := core.New(core.Config{Store: store, Cookie: core.CookieConfig{Insecure: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

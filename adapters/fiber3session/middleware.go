@@ -67,7 +67,7 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			return c.Next()
 		}
 		ctx := c.Context()
-		s, err := m.LoadFrom(ctx, func(name string) string { return strings.Clone(c.Get(name)) })
+		s, sctx, err := m.LoadFrom(ctx, func(name string) string { return strings.Clone(c.Get(name)) })
 		if err != nil {
 			return cfg.ErrorHandler(c, err)
 		}
@@ -76,7 +76,7 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 		rc := c.RequestCtx()
 		rc.SetUserValue(localsKey{}, s)
 		rc.SetUserValue(m, s)
-		c.SetContext(core.NewContext(ctx, s))
+		c.SetContext(sctx)
 
 		herr := c.Next()
 		if err := m.SaveTo(c.Context(), s, c.Protocol() == "https", c.Response().Header.Add); err != nil {

@@ -67,7 +67,7 @@ func TestStorage(t *testing.T) {
 		}
 	}
 	// Manager sessions and fiber data do not mix.
-	m, err := core.New(core.Config{Store: store, Logger: quiet})
+	m, err := core.New(core.Config{Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func newStoreClock(t testing.TB, now func() time.Time) (*core.Store, *memcachedt
 func newManager(t testing.TB, cookie core.CookieConfig) (*core.Manager, *memcachedtest.Server) {
 	t.Helper()
 	store, mc := newStore(t)
-	m, err := core.New(core.Config{Store: store, Cookie: cookie, Logger: quiet})
+	m, err := core.New(core.Config{Store: store, Cookie: cookie})
 	if err != nil {
 		t.Fatal(err)
 	}

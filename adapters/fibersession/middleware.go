@@ -64,7 +64,7 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 			return c.Next()
 		}
 		ctx := c.UserContext()
-		s, err := m.LoadFrom(ctx, func(name string) string { return strings.Clone(c.Get(name)) })
+		s, sctx, err := m.LoadFrom(ctx, func(name string) string { return strings.Clone(c.Get(name)) })
 		if err != nil {
 			return cfg.ErrorHandler(c, err)
 		}
@@ -73,7 +73,7 @@ func New(m *core.Manager, cfg Config) fiber.Handler {
 		rc := c.Context()
 		rc.SetUserValue(localsKey{}, s)
 		rc.SetUserValue(m, s)
-		c.SetUserContext(core.NewContext(ctx, s))
+		c.SetUserContext(sctx)
 
 		herr := c.Next()
 		if err := m.SaveTo(c.UserContext(), s, c.Protocol() == "https", c.Response().Header.Add); err != nil {

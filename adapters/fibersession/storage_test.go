@@ -153,7 +153,7 @@ func expect(t *testing.T, st *fibersession.Storage, key string, want []byte) {
 func TestStorageAndManager(t *testing.T) {
 	store, _ := newStore(t)
 	st := fibersession.NewStorage(store, fibersession.StorageConfig{})
-	m, err := core.New(core.Config{Store: store, Logger: quiet})
+	m, err := core.New(core.Config{Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package fibersession_test
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strings"
 	"testing"
@@ -9,11 +10,18 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/hybridsession/hybridsession/adapters/fibersession"
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
 func TestPlainHTTPSecureCookieWarnsOnce(t *testing.T) {
 	var logs bytes.Buffer
-	m, err := core.New(core.Config{Store: mustStore(t), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	store, err := core.NewStore(core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close(context.Background()) })
+	m, err := core.New(core.Config{Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func New(m *core.Manager, cfg Config) gin.HandlerFunc {
 			c.Next()
 			return
 		}
-		s, err := m.LoadFrom(c.Request.Context(), c.Request.Header.Get)
+		s, ctx, err := m.LoadFrom(c.Request.Context(), c.Request.Header.Get)
 		if err != nil {
 			cfg.ErrorHandler(c, err)
 			c.Abort()
@@ -77,7 +77,7 @@ func New(m *core.Manager, cfg Config) gin.HandlerFunc {
 		// core.FromContext both read it. Copying the request costs 2
 		// allocations (~370 B); keeping a second reference with c.Set
 		// would cost as much again (gin allocates c.Keys per request).
-		c.Request = c.Request.WithContext(core.NewContext(c.Request.Context(), s))
+		c.Request = c.Request.WithContext(ctx)
 
 		w := writers.Get().(*writer)
 		*w = writer{ResponseWriter: c.Writer, c: c, m: m, s: s, onError: cfg.ErrorHandler}

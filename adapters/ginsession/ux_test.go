@@ -17,12 +17,12 @@ import (
 func TestPlainHTTPSecureCookieWarnsOnce(t *testing.T) {
 	var logs bytes.Buffer
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	store, err := core.NewStore(core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Logger: quiet})
+	store, err := core.NewStore(core.StoreConfig{Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: store, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	m, err := core.New(core.Config{Store: store})
 	if err != nil {
 		t.Fatal(err)
 	}

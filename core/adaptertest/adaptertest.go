@@ -151,7 +151,7 @@ func newEnv(t *testing.T, durable func(testing.TB) durable.Tier) *env {
 // sends it over plain HTTP), changed by mod.
 func (e *env) manager(mod func(*core.Config)) *core.Manager {
 	e.t.Helper()
-	cfg := core.Config{Store: e.st, Logger: slog.New(e.log), Cookie: core.CookieConfig{Insecure: true}}
+	cfg := core.Config{Store: e.st, Cookie: core.CookieConfig{Insecure: true}}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -506,7 +506,6 @@ func (c *cluster) startServer(s *server, addrs []string) {
 		Lifetime:      lifetime,
 		TouchInterval: touchInterval,
 		DurableKeys:   []string{"d0", "d1"},
-		Logger:        quiet,
 		Cookie:        core.CookieConfig{Insecure: true},
 	})
 	if err != nil {

@@ -262,7 +262,6 @@ func (e *Env) NewManager() (*core.Manager, error) {
 		// send a Secure cookie over plain HTTP, so logins would not stick.
 		// Behind TLS in production leave Insecure false.
 		Cookie: core.CookieConfig{Insecure: true},
-		Logger: e.Options.Logger,
 	})
 }
 
