@@ -1,5 +1,4 @@
-// Package cache is the memcached tier: a gomemcache client and a circuit breaker per node, nodes on a
-// ketama ring, TLS, tracing and counters.
+// Package cache is the memcached tier: gomemcache clients with circuit breakers on a ketama ring, TLS, tracing.
 package cache
 
 import (
@@ -25,12 +24,10 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 )
 
-// ErrUnavailable marks a failed operation: a network error or timeout (the cause is wrapped too), an open
-// circuit breaker, or no server on the ring.
+// ErrUnavailable wraps a network error or timeout, and marks an open circuit breaker or an empty ring.
 var ErrUnavailable = errors.New("cache: memcached unavailable")
 
-// Config configures a Cache. The caller applies defaults; New rejects a zero or negative Timeout,
-// DialTimeout, BreakerThreshold or BreakerCooldown.
+// Config configures a Cache. The caller applies defaults; New rejects a non-positive duration or threshold.
 type Config struct {
 	Servers          []string      // "host:port", or a unix socket path containing "/"
 	Timeout          time.Duration // deadline of each network read and write, and of a dial
@@ -40,33 +37,28 @@ type Config struct {
 	BreakerCooldown  time.Duration // how long an open breaker waits between probes
 	DialContext      dialFunc      // when set, opens the connections instead of a net.Dialer
 	TLS              *tls.Config   // when set, TLS to every node (memcached -Z); empty ServerName: the host
-	Tracer           Tracer        // when set, called before every operation sent to a node
 	Logger           *slog.Logger  // when set, told when a breaker opens (Warn) and closes (Info)
+	// Tracer, when set, is called concurrently and must not block: with the caller's ctx before op ("get",
+	// "get_multi", "add", "set" or "cas") on the node at addr (resolved), then end once with the result: nil,
+	// a protocol answer such as memcache.ErrCacheMiss, or an error wrapping ErrUnavailable.
+	Tracer func(ctx context.Context, op, addr string) (end func(err error))
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Tracer is called, concurrently and without blocking, with the caller's ctx before op ("get", "get_multi",
-// "add", "set", "cas" or "delete") on the node at addr (resolved). end is called once with the result: nil,
-// a protocol answer such as memcache.ErrCacheMiss, or an error wrapping ErrUnavailable.
-type Tracer = func(ctx context.Context, op, addr string) (end func(err error))
-
-// NodeStats describes one node: its resolved address, as RemoveServer accepts it, and whether its circuit
-// breaker is open.
+// NodeStats is one node's resolved address, as RemoveServer accepts it, and whether its breaker is open.
 type NodeStats struct {
 	Addr string
 	Open bool
 }
 
-// Counters count since New the operations that failed on the network or timed out, and those refused by an
-// open breaker.
+// Counters count since New the operations that failed on the network and those an open breaker refused.
 type Counters struct{ Errors, ShortCircuits uint64 }
 
-// Cache is the memcached tier. Protocol answers (miss, not stored, CAS conflict, a SERVER_ERROR line, a
-// malformed key) are returned as gomemcache reports them and prove the node alive. Network errors and
-// timeouts are failures: after BreakerThreshold in a row a node's breaker opens, its operations fail at once
-// with ErrUnavailable, and a background probe pings it every BreakerCooldown until it answers. Methods are
-// safe for concurrent use; ctx is handed to the Tracer only (gomemcache cannot be cancelled).
+// Cache is the memcached tier. Protocol answers (miss, not stored, CAS conflict, SERVER_ERROR, malformed
+// key) are returned as gomemcache reports them. After BreakerThreshold network errors or timeouts in a row
+// a node's breaker opens: its operations fail at once with ErrUnavailable, and a background probe pings it
+// every BreakerCooldown until it answers. Safe for concurrent use; ctx goes to the Tracer only.
 type Cache struct {
 	cfg                   Config                    // with defaults: Logger, DialContext (wrapped in TLS)
 	ring                  atomic.Pointer[continuum] // replaced whole under mu
@@ -91,17 +83,14 @@ type node struct {
 func (n *node) Network() string { return n.network }
 func (n *node) String() string  { return n.str }
 
-const casMask = 1<<48 - 1 // memcached's part of a tagged CAS id; the epoch takes the top 16 bits
+// tag puts the node's epoch in the top 16 bits of memcached's CAS id; untag takes it out, and reports
+// whether it was the node's current epoch.
+func (n *node) tag(id uint64) uint64           { return id&casMask | uint64(n.epoch.Load()&0xffff)<<48 }
+func (n *node) untag(id uint64) (uint64, bool) { return id & casMask, n.tag(id) == id }
 
-func (n *node) tag(id uint64) uint64 { return id&casMask | uint64(n.epoch.Load()&0xffff)<<48 }
+const casMask = 1<<48 - 1
 
-// untag returns memcached's CAS id, and false when it was read in another epoch of the node.
-func (n *node) untag(id uint64) (uint64, bool) {
-	return id & casMask, id>>48 == uint64(n.epoch.Load()&0xffff)
-}
-
-// New returns a Cache of cfg.Servers. It fails if a setting is out of range or a server address does not
-// resolve; no server is contacted.
+// New returns a Cache of cfg.Servers, contacting none; it fails for a bad setting or an unresolvable address.
 func New(cfg Config) (*Cache, error) {
 	if cfg.Timeout <= 0 || cfg.DialTimeout <= 0 || cfg.BreakerThreshold <= 0 || cfg.BreakerCooldown <= 0 {
 		return nil, errors.New("cache: Timeout, DialTimeout, BreakerThreshold and BreakerCooldown must be positive")
@@ -124,9 +113,7 @@ func New(cfg Config) (*Cache, error) {
 }
 
 // do runs op f on n; a failure, a nil n (an empty ring) or an open breaker gives an error wrapping
-// ErrUnavailable. When f fails on a connection the node closed (as after a memcached restart), the node's
-// epoch moves on, its idle connections are dropped and f runs once more, except a compare-and-swap, whose
-// CAS id belongs to the epoch before: a conflict. Timeouts are not retried: a dead node costs one Timeout.
+// ErrUnavailable. Timeouts are not retried: a node that does not answer costs one Timeout.
 func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error) (err error) {
 	if n == nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
@@ -138,7 +125,9 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		end := c.cfg.Tracer(ctx, op, n.str)
 		defer func() { end(err) }()
 	}
-	if err = f(n); staleConn(err) {
+	if err = f(n); isAny(err, io.EOF, io.ErrUnexpectedEOF, syscall.ECONNRESET, syscall.EPIPE, net.ErrClosed) {
+		// The node closed a pooled connection, as a restart does: a new epoch, and f once more on a fresh
+		// connection, except a compare-and-swap, whose CAS id belongs to the epoch before: a conflict.
 		n.epoch.Add(1)
 		_ = n.client.Close()
 		if op == "cas" {
@@ -146,7 +135,9 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		}
 		err = f(n)
 	}
-	if err == nil || isProtocolAnswer(err) {
+	// Answers prove the node alive; gomemcache reports some SERVER_ERROR lines as unexpected response lines.
+	if err == nil || isAny(err, memcache.ErrCacheMiss, memcache.ErrCASConflict, memcache.ErrNotStored,
+		memcache.ErrMalformedKey, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR") {
 		if n.failures.Load() != 0 {
 			n.failures.Store(0)
 		}
@@ -165,22 +156,11 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n, err)
 }
 
-// isProtocolAnswer reports whether err is an answer from the node, not a failure to reach it; gomemcache
-// reports some SERVER_ERROR lines (out of memory, too large) as an unexpected response line.
-func isProtocolAnswer(err error) bool {
-	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrCASConflict) ||
-		errors.Is(err, memcache.ErrNotStored) || errors.Is(err, memcache.ErrMalformedKey) ||
-		errors.Is(err, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR")
+func isAny(err error, targets ...error) bool {
+	return slices.ContainsFunc(targets, func(t error) bool { return errors.Is(err, t) })
 }
 
-// staleConn reports whether err is a connection the peer closed, not a timeout or a refused dial.
-func staleConn(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
-}
-
-// probe runs while n's breaker is open: every BreakerCooldown it pings n on a fresh connection and closes
-// the breaker when it answers. It stops on Close and when n leaves the ring.
+// probe pings n every BreakerCooldown while its breaker is open, until it answers, n leaves the ring or Close.
 func (c *Cache) probe(n *node) {
 	defer c.probes.Done()
 	for {
@@ -204,9 +184,8 @@ func (c *Cache) probe(n *node) {
 }
 
 // Get returns the item stored under key, with its CasID, or nil and no error on a miss.
-func (c *Cache) Get(ctx context.Context, key string) (*memcache.Item, error) {
-	var it *memcache.Item
-	err := c.do(ctx, c.pick(key), "get", func(n *node) (err error) {
+func (c *Cache) Get(ctx context.Context, key string) (it *memcache.Item, err error) {
+	err = c.do(ctx, c.pick(key), "get", func(n *node) (err error) {
 		if it, err = n.client.Get(key); it != nil {
 			it.CasID = n.tag(it.CasID)
 		}
@@ -218,9 +197,8 @@ func (c *Cache) Get(ctx context.Context, key string) (*memcache.Item, error) {
 	return it, err
 }
 
-// GetMulti returns the items found under keys, in one round trip per node owning some of them. When a node
-// fails or its breaker is open, the error wraps ErrUnavailable and the items of the nodes that answered are
-// still returned: a key absent from the map is then unknown rather than missing.
+// GetMulti returns the items found under keys, one round trip per node. When a node fails, the error wraps
+// ErrUnavailable and the items of the others are still returned: a key absent is unknown, not missing.
 func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcache.Item, error) {
 	items := make(map[string]*memcache.Item, len(keys))
 	byNode := map[*node][]string{} // nil: no node
@@ -242,15 +220,14 @@ func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcac
 	return items, errors.Join(errs...)
 }
 
-// Add stores value under key unless the key exists, when it returns memcache.ErrNotStored. exp is
-// memcached's exptime (see Expiration).
+// Add stores value under key unless it exists (memcache.ErrNotStored); exp is memcached's exptime (Expiration).
 func (c *Cache) Add(ctx context.Context, key string, value []byte, exp int32) error {
 	return c.do(ctx, c.pick(key), "add", func(n *node) error {
 		return n.client.Add(&memcache.Item{Key: key, Value: value, Expiration: exp})
 	})
 }
 
-// Set stores value under key. exp is memcached's exptime (see Expiration).
+// Set stores value under key; exp is memcached's exptime (see Expiration).
 func (c *Cache) Set(ctx context.Context, key string, value []byte, exp int32) error {
 	return c.do(ctx, c.pick(key), "set", func(n *node) error {
 		return n.client.Set(&memcache.Item{Key: key, Value: value, Expiration: exp})
@@ -258,25 +235,14 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, exp int32) er
 }
 
 // CompareAndSwap stores value under key if the item still has casID (from Get or GetMulti), or returns
-// memcache.ErrCASConflict if it changed or the node restarted since, memcache.ErrCacheMiss or ErrNotStored
-// if it is gone. exp is memcached's exptime (see Expiration).
+// memcache.ErrCASConflict if it changed or the node restarted since, ErrCacheMiss or ErrNotStored if gone.
 func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, exp int32, casID uint64) error {
 	return c.do(ctx, c.pick(key), "cas", func(n *node) error {
-		id, ok := n.untag(casID)
-		if !ok {
-			return memcache.ErrCASConflict
+		if id, ok := n.untag(casID); ok {
+			return n.client.CompareAndSwap(&memcache.Item{Key: key, Value: value, Expiration: exp, CasID: id})
 		}
-		return n.client.CompareAndSwap(&memcache.Item{Key: key, Value: value, Expiration: exp, CasID: id})
+		return memcache.ErrCASConflict
 	})
-}
-
-// Delete removes key; a key that is not there is not an error.
-func (c *Cache) Delete(ctx context.Context, key string) error {
-	err := c.do(ctx, c.pick(key), "delete", func(n *node) error { return n.client.Delete(key) })
-	if errors.Is(err, memcache.ErrCacheMiss) {
-		return nil
-	}
-	return err
 }
 
 // Nodes returns the state of every node, sorted by Addr.
@@ -308,9 +274,8 @@ func (c *Cache) Close() {
 }
 
 // Expiration returns memcached's exptime for an item that must live until expires, seen at now: the seconds
-// until then, rounded up, when that is at most 30 days, or else (memcached reads a larger exptime as a Unix
-// time) the Unix time of expires plus one second, at most math.MaxInt32. It is never 0, which memcached
-// reads as "never expire": an expiry at or before now gives 1, which expires within a second.
+// until then, rounded up, up to 30 days; past that (read as a Unix time) the Unix time of expires plus one
+// second, at most math.MaxInt32. Never 0 ("never expire"): an expiry at or before now gives 1.
 func Expiration(now, expires time.Time) int32 {
 	d := expires.Sub(now)
 	if d > 30*24*time.Hour {
@@ -319,8 +284,7 @@ func Expiration(now, expires time.Time) int32 {
 	return int32(max((d+time.Second-1)/time.Second, 1))
 }
 
-// tlsDialer wraps dial's connections in TLS, handshaking before it returns so that a refused certificate
-// counts toward the breaker as a dial error.
+// tlsDialer wraps dial's connections in TLS; it handshakes at once, so a refused certificate is a dial error.
 func tlsDialer(dial dialFunc, cfg *tls.Config) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := dial(ctx, network, addr)
@@ -340,30 +304,25 @@ func tlsDialer(dial dialFunc, cfg *tls.Config) dialFunc {
 	}
 }
 
-// The nodes sit on a ketama continuum: each owns points on a 32-bit ring in proportion to its weight, and a
-// key goes to the owner of the first point at or after the key's hash, so adding or removing a node moves
-// about 1/N of the keys (gomemcache's crc32 mod N moves (N-1)/N). Points and key hashes are libketama's:
-// point 4i+j of a node is the j-th little-endian uint32 of MD5(addr+"-"+i), 40 digests per unit of weight,
-// and a key hashes to the first four bytes of MD5(key). With equal weights keys land where other ketama
-// clients put them; unequal weights keep 40 digests per unit (libketama scales by share) so that adding a
-// node never moves the others' keys.
+// The nodes sit on a ketama continuum: a key goes to the owner of the first point at or after its hash, so
+// adding or removing a node moves about 1/N of the keys (crc32 mod N moves (N-1)/N). As in libketama, point
+// 4i+j of a node is the j-th little-endian uint32 of MD5(addr+"-"+i) and a key hashes to the first four
+// bytes of MD5(key); each unit of weight is 40 digests (libketama scales by share), so that adding a node
+// never moves keys between the others.
 const (
 	digestsPerWeight = 40
 	maxWeight        = 1000 // bounds the continuum: 160 points of 8 bytes per unit
 )
 
-// continuum is an immutable snapshot of the ring: the nodes in the order they were added, and their points
-// ascending, hashes[i] owned by owners[i].
+// continuum is an immutable snapshot of the ring: the nodes as added, and their points ascending.
 type continuum struct {
-	servers []*node
-	hashes  []uint32
-	owners  []*node
+	servers, owners []*node // owners[i] owns hashes[i]
+	hashes          []uint32
 }
 
 // AddServer adds a node, "host:port" or a unix socket path containing "/", with a weight from 1 to 1000
-// (0 means 1): it takes over about weight/totalWeight of the keys, all from the other nodes. The ring hashes
-// addr as written: spell it alike on every instance. It fails if addr does not resolve or is already a node
-// under any spelling.
+// (0 means 1). The ring hashes addr as written: spell it alike on every instance. It fails if addr does
+// not resolve or is already a node under any spelling.
 func (c *Cache) AddServer(addr string, weight int) error {
 	n, err := c.newNode(addr, weight) // outside the lock: resolving may be slow
 	if err != nil {
@@ -372,17 +331,15 @@ func (c *Cache) AddServer(addr string, weight int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cur := c.ring.Load().servers
-	for _, o := range cur {
-		if o.name == n.name || o.network == n.network && o.str == n.str {
-			return fmt.Errorf("cache: server %q (%s) is already in the ring as %q", n.name, n.str, o.name)
-		}
+	dup := func(o *node) bool { return o.name == addr || o.network == n.network && o.str == n.str }
+	if i := slices.IndexFunc(cur, dup); i >= 0 {
+		return fmt.Errorf("cache: server %q (%s) is already in the ring as %q", addr, n.str, cur[i].name)
 	}
 	c.ring.Store(build(append(slices.Clip(cur), n)))
 	return nil
 }
 
-// RemoveServer removes a node, by its address as added or resolved, and closes its idle connections; only
-// its keys move. It fails if there is no such node.
+// RemoveServer removes the node added or resolved as addr and closes its idle connections, or fails if none.
 func (c *Cache) RemoveServer(addr string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -405,8 +362,7 @@ func (c *Cache) pick(key string) *node {
 	return r.owners[r.search(keyHash(key))]
 }
 
-// newNode resolves addr and gives the node a client on the resolved address (so gomemcache does no lookup)
-// and its points, which hash addr as written.
+// newNode resolves addr, so that gomemcache does no lookup, and hashes addr as written into points.
 func (c *Cache) newNode(addr string, weight int) (*node, error) {
 	w := cmp.Or(weight, 1)
 	if addr == "" {
@@ -435,8 +391,7 @@ func (c *Cache) newNode(addr string, weight int) (*node, error) {
 	return n, nil
 }
 
-// build sorts the points of servers into a continuum: by hash and, should two nodes share a point, by name,
-// so that the order of servers does not matter.
+// build sorts the points of servers by hash, then name, so that the order of servers does not matter.
 func build(servers []*node) *continuum {
 	type point struct {
 		hash uint32
@@ -458,15 +413,13 @@ func build(servers []*node) *continuum {
 	return c
 }
 
-// search returns the index of the first point at or after h, wrapping around past the last one. c must not
-// be empty.
+// search returns the index of the first point at or after h, wrapping around; c must not be empty.
 func (c *continuum) search(h uint32) int {
 	i, _ := slices.BinarySearch(c.hashes, h)
 	return i % len(c.hashes)
 }
 
-// keyHash is libketama's key hash: the first four bytes of MD5(key), little-endian. The stack buffer keeps
-// it from allocating for keys up to 256 bytes.
+// keyHash is libketama's key hash; the stack buffer keeps it from allocating for keys up to 256 bytes.
 func keyHash(key string) uint32 {
 	var buf [256]byte
 	d := md5.Sum(append(buf[:0], key...))

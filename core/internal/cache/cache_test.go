@@ -112,14 +112,6 @@ func TestProtocolAnswers(t *testing.T) {
 	if it, err := c.Get(ctx, "k"); err != nil || string(it.Value) != "v5" {
 		t.Fatalf("Get after Set = %+v, %v", it, err)
 	}
-	for range 2 { // the second time the key is missing: not an error
-		if err := c.Delete(ctx, "k"); err != nil {
-			t.Fatalf("Delete: %v", err)
-		}
-	}
-	if it, err := c.Get(ctx, "k"); it != nil || err != nil {
-		t.Fatalf("Get after Delete = %v, %v", it, err)
-	}
 
 	// Answers that are errors but come from a live node.
 	if err := c.Set(ctx, "big", make([]byte, 2<<20), 60); err == nil || errors.Is(err, ErrUnavailable) {
@@ -503,7 +495,6 @@ func TestTracer(t *testing.T) {
 	_ = c.Add(ctx, "k", []byte("v"), 60)
 	_ = c.Set(ctx, "k", []byte("v"), 60)
 	_ = c.CompareAndSwap(ctx, "k", []byte("v"), 60, 1<<60)
-	_ = c.Delete(ctx, "k")
 	_, _ = c.GetMulti(ctx, []string{"k", "l"})
 	mc.Kill()
 	for range 3 { // two failures, then a short circuit, which is not traced
@@ -515,7 +506,7 @@ func TestTracer(t *testing.T) {
 		err error
 	}{
 		{"get", memcache.ErrCacheMiss}, {"add", nil}, {"add", memcache.ErrNotStored}, {"set", nil},
-		{"cas", memcache.ErrCASConflict}, {"delete", nil}, {"get_multi", nil},
+		{"cas", memcache.ErrCASConflict}, {"get_multi", nil},
 		{"set", ErrUnavailable}, {"set", ErrUnavailable},
 	}
 	rec.mu.Lock()

@@ -1,7 +1,6 @@
-// Package envelope encodes and seals what both tiers store for one session: a small binary header and the
-// codec-encoded values. The same bytes are the memcached value and the row's payload, so either tier can
-// refill the other without re-encoding. Decoding never panics and never allocates more than the input's
-// size: every length is checked against the bytes that follow.
+// Package envelope encodes and seals what both tiers store for one session: a binary header and the
+// codec-encoded values, the same bytes in memcached and in the row, so either tier refills the other without
+// re-encoding. Decoding never panics or allocates more than its input: every length is checked.
 package envelope
 
 import (
@@ -20,13 +19,11 @@ import (
 )
 
 // Format 3: "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2 unsynced), lineage (8 bytes big
-// endian), then unsigned varints created, deadline, idle, active, grace, version, base, syncedAt,
-// syncedVersion, wholeAt, Changed (count, then per key: length, bytes, version), WrittenFloor, Written (as
-// Changed), subject (length, bytes), and the rest is the payload. Times are Unix milliseconds (0: the zero
-// time), durations milliseconds.
-//
-// Sealed: "hs", sealedFormat (AES-256-GCM, version 1), the 4-byte id of the sealing key, a random 12-byte
-// nonce, then the plain envelope sealed with the associated data the caller binds it to, and the 16-byte tag.
+// endian), then varints created, deadline, idle, active, grace, version, base, syncedAt, syncedVersion,
+// wholeAt, Changed (count, then per key: length, bytes, version), WrittenFloor, Written (as Changed), subject
+// (length, bytes), and the rest is the payload; times in Unix milliseconds (0: the zero time), durations in
+// milliseconds. Sealed: "hs", sealedFormat (AES-256-GCM, version 1), the 4-byte id of the sealing key, a
+// random 12-byte nonce, the plain envelope sealed with the caller's associated data, and the 16-byte tag.
 const (
 	magic0, magic1 = 'h', 's'
 	format         = 3
@@ -36,13 +33,12 @@ const (
 	keyIDLen       = 4
 	nonceLen       = 12
 	headerLen      = 3 + keyIDLen + nonceLen
-
 	// maxMs bounds a decoded time in Unix milliseconds, and maxDuration a duration (about 142 years), so that
 	// no arithmetic on what was decoded can overflow; longer idle timeouts are stored as maxDuration.
 	maxMs       = 1 << 53
-	maxDuration = time.Duration(maxMs/2000) * time.Millisecond
-
-	MaxSubject = 255 // bounds a subject: the database column is varchar(255)
+	maxDurMs    = maxMs / 2000
+	maxDuration = maxDurMs * time.Millisecond
+	MaxSubject  = 255 // bounds a subject: the database column is varchar(255)
 	// MaxChanged bounds the keys listed in Changed (past it, the whole payload counts as changed) and Written.
 	MaxChanged = 64
 	AllKeys    = "\x00all"      // the key Written uses for a direct write of the whole payload
@@ -51,17 +47,15 @@ const (
 )
 
 var (
-	// ErrCorrupt is returned for bytes that are not a well-formed envelope of a known format, or that fail to
-	// authenticate under a key of the ring. What is corrupt holds nothing readable and may be overwritten.
+	// ErrCorrupt: not a well-formed envelope of a known format, or one that fails to authenticate under a key
+	// of the ring. What is corrupt holds nothing readable and may be overwritten.
 	ErrCorrupt = errors.New("corrupt envelope")
-	// ErrUnreadable is returned for a well-formed envelope that cannot be read here: a newer format, a key
-	// not in the ring, or plain text where sealing is required. Another server (a newer release, or one with
-	// another key ring) may read it, so it must not be overwritten.
+	// ErrUnreadable: a well-formed envelope that this server cannot read (a newer format, a key not in the
+	// ring, plain text where sealing is required) but another may, so it must not be overwritten.
 	ErrUnreadable = errors.New("envelope unreadable here")
 )
 
-// Changed is a key of a session's values with the Version of its latest change (in Written, the row
-// version that wrote it).
+// Changed is a key with the Version of its latest change (in Written, the row version that wrote it).
 type Changed struct {
 	Key     string
 	Version uint64
@@ -73,9 +67,8 @@ type Envelope struct {
 	Persistent bool // the cookie lasts until Deadline (remember me)
 	Destroyed  bool // a tombstone: the session was destroyed
 	Unsynced   bool // activity or changes the row has not seen
-	// Lineage names the history this copy belongs to. A copy written only through memcached keeps it; a
-	// write that did not go through the memcached copy (a refill from the row, a write around an
-	// unreachable node) starts a new one. Versions compare only within one lineage.
+	// Lineage names this copy's history: writes through the memcached copy keep it, others (a refill from
+	// the row, a write around an unreachable node) start a new one. Versions compare only within one lineage.
 	Lineage       uint64
 	Created       time.Time
 	Deadline      time.Time     // end of the absolute lifetime
@@ -88,35 +81,30 @@ type Envelope struct {
 	SyncedVersion uint64        // Version at SyncedAt
 	WholeAt       uint64        // Version of the last change of the whole payload since SyncedVersion; 0: none
 	Changed       []Changed     // keys changed since SyncedVersion
-	// Written lists the keys the row took directly (durable writes, and writes around memcached), each with
-	// the row version that wrote it; WrittenFloor is the row version up to which keys that fell off the list
-	// (it keeps the MaxChanged latest) may have been written so. A copy built on an earlier row version
-	// never overwrites such a key in a merge: the direct write is the later one.
+	// Written lists the keys the row took directly (durable writes, writes around memcached) with the row
+	// version that wrote each, the MaxChanged latest; keys that fell off may have been written so up to
+	// WrittenFloor. A merge never overwrites such a key from a copy built on an earlier row version.
 	Written      []Changed
 	WrittenFloor uint64
 	Subject      string
 	Payload      []byte
 }
 
-// ExpiresAt returns when the session dies if nothing more happens: the earlier of ActiveAt+IdleTimeout and
-// Deadline.
+// ExpiresAt returns when the session dies if nothing more happens: ActiveAt+IdleTimeout, capped at Deadline.
 func (e *Envelope) ExpiresAt() time.Time { return e.expiry(0) }
 
-// RowExpiresAt returns when a row holding e may be reaped: ExpiresAt plus Grace (the row may not have seen
-// the last Grace of activity), capped at Deadline. memcached keeps a copy as long, so that a copy that
-// idled out is still there to say so when its row is read.
+// RowExpiresAt returns when a row holding e may be reaped: ExpiresAt plus Grace (the row may lag that much
+// activity), capped at Deadline. memcached keeps a copy as long, so an idled-out copy still says so.
 func (e *Envelope) RowExpiresAt() time.Time { return e.expiry(e.Grace) }
 
 func (e *Envelope) expiry(grace time.Duration) time.Time {
-	t := e.ActiveAt.Add(min(e.IdleTimeout, maxDuration) + min(grace, maxDuration))
-	if t.After(e.Deadline) {
-		return e.Deadline
+	if t := e.ActiveAt.Add(min(e.IdleTimeout, maxDuration) + min(grace, maxDuration)); !t.After(e.Deadline) {
+		return t
 	}
-	return t
+	return e.Deadline
 }
 
-// Note records a change of key at e.Version: a key of more than 255 bytes, or one past MaxChanged, makes
-// it a change of the whole payload.
+// Note records a change of key at e.Version; a key over 255 bytes or past MaxChanged changes the whole payload.
 func (e *Envelope) Note(key string) {
 	if i := index(e.Changed, key); i >= 0 {
 		e.Changed[i].Version = e.Version
@@ -129,12 +117,10 @@ func (e *Envelope) Note(key string) {
 
 // NoteWhole records a change of the whole payload at e.Version (a Clear, or a payload that is not a map).
 func (e *Envelope) NoteWhole() {
-	e.WholeAt = e.Version
-	e.Changed = e.Changed[:0]
+	e.WholeAt, e.Changed = e.Version, e.Changed[:0]
 }
 
-// NoteWritten records that the row took key directly at row version v; a key of more than 255 bytes is
-// recorded as AllKeys.
+// NoteWritten records that the row took key directly at row version v; a key over 255 bytes counts as AllKeys.
 func (e *Envelope) NoteWritten(key string, v uint64) {
 	if i := index(e.Written, key); i >= 0 {
 		e.Written[i].Version = v
@@ -146,7 +132,7 @@ func (e *Envelope) NoteWritten(key string, v uint64) {
 	if len(e.Written) >= MaxChanged {
 		oldest := slices.MinFunc(e.Written, func(a, b Changed) int { return cmp.Compare(a.Version, b.Version) })
 		i := slices.Index(e.Written, oldest)
-		e.WrittenFloor = max(e.WrittenFloor, oldest.Version)
+		e.WrittenFloor = max(e.WrittenFloor, e.Written[i].Version)
 		e.Written = slices.Delete(e.Written, i, i+1)
 	}
 	e.Written = append(e.Written, Changed{key, v})
@@ -156,8 +142,7 @@ func index(list []Changed, key string) int {
 	return slices.IndexFunc(list, func(c Changed) bool { return c.Key == key })
 }
 
-// WrittenSince reports whether the row took key directly after row version base (a whole-payload write
-// counts for every key).
+// WrittenSince reports whether the row took key (or AllKeys) directly after row version base.
 func (e *Envelope) WrittenSince(key string, base uint64) bool {
 	return e.WrittenFloor > base || slices.ContainsFunc(e.Written, func(w Changed) bool {
 		return w.Version > base && (w.Key == key || w.Key == AllKeys)
@@ -169,8 +154,7 @@ func (e *Envelope) AnyWrittenSince(base uint64) bool {
 	return e.WrittenFloor > base || slices.ContainsFunc(e.Written, func(w Changed) bool { return w.Version > base })
 }
 
-// MarkSynced records that the row took this copy's state at version v (a sync of an earlier state of this
-// copy) as row version base: changes up to v are forgotten.
+// MarkSynced records that row version base holds this copy's state at version v: changes up to v are forgotten.
 func (e *Envelope) MarkSynced(base, v uint64, at time.Time) {
 	e.Base, e.SyncedAt = base, at
 	if v < e.SyncedVersion {
@@ -211,7 +195,6 @@ func (e *Envelope) Append(dst []byte) []byte {
 	return append(dst, e.Payload...)
 }
 
-// appendKeys appends the count of list, then each key's length, bytes and version.
 func appendKeys(dst []byte, list []Changed) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(list)))
 	for _, c := range list {
@@ -220,19 +203,15 @@ func appendKeys(dst []byte, list []Changed) []byte {
 	return dst
 }
 
-// ms maps the zero time, and times before 1970, to 0.
-func ms(t time.Time) uint64 { return uint64(max(t.UnixMilli(), 0)) }
-
-// durMs maps a duration to milliseconds, clamped to what an envelope holds.
+func ms(t time.Time) uint64        { return uint64(max(t.UnixMilli(), 0)) } // the zero time and before 1970: 0
 func durMs(d time.Duration) uint64 { return uint64(min(max(d, 0), maxDuration) / time.Millisecond) }
 
 // Decode decodes b into e; e.Payload aliases b. It returns ErrCorrupt for anything that is not a
 // well-formed envelope, ErrUnreadable for a format newer than this package's; it never panics.
 func Decode(b []byte, e *Envelope) error {
-	if len(b) < 3 || b[0] != magic0 || b[1] != magic1 {
-		return ErrCorrupt
-	}
 	switch {
+	case len(b) < 3 || b[0] != magic0 || b[1] != magic1:
+		return ErrCorrupt
 	case b[2] == 1 || b[2] == 2:
 		return decodeLegacy(b, e)
 	case b[2] > format && b[2] < sealedFormat:
@@ -245,15 +224,13 @@ func Decode(b []byte, e *Envelope) error {
 	d := decoder{b: b[fixedLen:]}
 	e.Created, e.Deadline, e.IdleTimeout, e.ActiveAt, e.Grace = d.time(), d.time(), d.duration(), d.time(), d.duration()
 	e.Version, e.Base, e.SyncedAt, e.SyncedVersion, e.WholeAt = d.uvarint(), d.uvarint(), d.time(), d.uvarint(), d.uvarint()
-	e.Changed = d.keys(e.Changed[:0])
-	e.WrittenFloor, e.Written = d.uvarint(), d.keys(e.Written[:0])
+	e.Changed, e.WrittenFloor, e.Written = d.keys(e.Changed[:0]), d.uvarint(), d.keys(e.Written[:0])
 	return d.finish(e)
 }
 
-// decodeLegacy decodes formats 1 and 2, written by releases before format 3: codec, flags (bit 1
-// persistent), then unsigned varints created, deadline, idle, active, version (from 1<<62 on, a tombstone),
-// synced at, synced version, (format 2 only) first unsynced version, and the subject and payload. The
-// result has lineage 0, no copy's, and no grace: the reader supplies its own.
+// decodeLegacy decodes formats 1 and 2: codec, flags (bit 1 persistent), then varints created, deadline,
+// idle, active, version (from 1<<62 on, a tombstone), synced at, synced version, (format 2 only) first
+// unsynced version, subject and payload. Lineage 0 is no copy's; no grace: the reader supplies its own.
 func decodeLegacy(b []byte, e *Envelope) error {
 	if len(b) < 5 || b[4]&^3 != 0 {
 		return ErrCorrupt
@@ -269,7 +246,7 @@ func decodeLegacy(b []byte, e *Envelope) error {
 	return d.finish(e)
 }
 
-// decoder reads varints and byte strings; from the first error on it returns zero values and keeps bad set.
+// decoder returns zero values from its first error on, and keeps bad set.
 type decoder struct {
 	b   []byte
 	bad bool
@@ -320,12 +297,9 @@ func (d *decoder) time() time.Time {
 	return time.Time{}
 }
 
-func (d *decoder) duration() time.Duration {
-	return time.Duration(d.upTo(uint64(maxDuration/time.Millisecond))) * time.Millisecond
-}
+func (d *decoder) duration() time.Duration { return time.Duration(d.upTo(maxDurMs)) * time.Millisecond }
 
-// Ring seals envelopes with its first key and opens them with any of its keys; without keys it stores
-// envelopes in plain text. It is safe for concurrent use.
+// Ring seals with its first key and opens with any; without keys it stores plain text. Safe for concurrent use.
 type Ring struct {
 	keys        []sealKey
 	acceptPlain bool
@@ -336,16 +310,14 @@ type sealKey struct {
 	aead cipher.AEAD
 }
 
-// NewRing returns a ring of keys, each KeySize bytes; with acceptPlain, a ring with keys also opens
-// plain-text envelopes.
+// NewRing returns a ring of keys, each KeySize bytes; with acceptPlain, it also opens plain-text envelopes.
 func NewRing(keys [][]byte, acceptPlain bool) (*Ring, error) {
 	r := &Ring{acceptPlain: acceptPlain}
 	for i, k := range keys {
 		if len(k) != KeySize {
 			return nil, fmt.Errorf("seal key %d is %d bytes; want %d", i+1, len(k), KeySize)
 		}
-		// Both the cipher's key and the id are derived, so the id reveals nothing about the key. AES with a
-		// 32-byte key, and GCM on AES, cannot fail.
+		// The id is derived apart from the cipher key, so it reveals nothing. AES-256 and GCM cannot fail here.
 		block, _ := aes.NewCipher(derive(k, "hybridsession seal v1 aes-256-gcm"))
 		aead, _ := cipher.NewGCM(block)
 		sk := sealKey{string(derive(k, "hybridsession seal v1 key id")[:keyIDLen]), aead}
@@ -366,37 +338,26 @@ func derive(key []byte, info string) []byte {
 // Sealed reports whether the ring has keys.
 func (r *Ring) Sealed() bool { return len(r.keys) > 0 }
 
-// Overhead returns what the ring adds to an envelope's size.
-func (r *Ring) Overhead() int {
-	if r.Sealed() {
-		return Overhead
-	}
-	return 0
-}
+// Overhead returns what the ring adds to an envelope's size: Overhead with keys, else 0.
+func (r *Ring) Overhead() int { return min(len(r.keys), 1) * Overhead }
 
-// Seal appends e to dst, sealed with the first key and bound to ad (the storage key and its namespace), or
-// plain without keys.
+// Seal appends e to dst, sealed with the first key and bound to ad (the namespaced storage key), or plain.
 func (r *Ring) Seal(dst, ad []byte, e *Envelope) []byte {
 	if !r.Sealed() {
 		return e.Append(dst)
 	}
 	k := &r.keys[0]
 	dst = append(append(slices.Grow(dst, Overhead+e.Size()), magic0, magic1, sealedFormat), k.id...)
-	n := len(dst)
-	dst = dst[:n+nonceLen]
-	_, _ = rand.Read(dst[n:]) // never fails (crypto/rand)
-	p := len(dst)
-	dst = e.Append(dst)
+	n, p := len(dst), len(dst)+nonceLen
+	_, _ = rand.Read(dst[n:p]) // never fails (crypto/rand)
+	dst = e.Append(dst[:p])
 	return dst[:p+len(k.aead.Seal(dst[p:p], dst[n:p], dst[p:], ad))]
 }
 
-// Open authenticates b against ad and decodes it into e. With inPlace it decrypts into b's memory (b is
-// garbage afterwards); otherwise e.Payload points into a new buffer (or, for plain text, into b). Without
-// inPlace, an envelope that fails to authenticate against ad is tried against legacyAD too, and accepted
-// if it holds format 1 or 2: releases before format 3 bound their seals to legacyAD alone.
-//
-// It returns ErrUnreadable for an envelope sealed with a key not in the ring, or in plain text where the
-// ring requires sealing, and ErrCorrupt for one that fails to authenticate or decode.
+// Open authenticates b against ad and decodes it into e. With inPlace it decrypts into b (garbage after);
+// otherwise e.Payload points into a new buffer (or, for plain text, into b), and formats 1 and 2 may also be
+// bound to legacyAD, as releases before format 3 sealed them. It returns ErrUnreadable for a key not in the
+// ring or plain text where the ring requires sealing, ErrCorrupt for what fails to authenticate or decode.
 func (r *Ring) Open(b, ad, legacyAD []byte, e *Envelope, inPlace bool) error {
 	switch {
 	case len(b) < 3 || b[0] != magic0 || b[1] != magic1:
