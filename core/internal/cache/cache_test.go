@@ -76,6 +76,9 @@ func node0(t *testing.T, c *Cache) NodeStats {
 	return nodes[0]
 }
 
+// failures returns the consecutive failures of the first node.
+func failures(c *Cache) int32 { return c.ring.Load().servers[0].failures.Load() }
+
 func TestProtocolAnswers(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	c := newCache(t, testConfig(mc.Addr))
@@ -109,14 +112,6 @@ func TestProtocolAnswers(t *testing.T) {
 	if it, err := c.Get(ctx, "k"); err != nil || string(it.Value) != "v5" {
 		t.Fatalf("Get after Set = %+v, %v", it, err)
 	}
-	for range 2 { // the second time the key is missing: not an error
-		if err := c.Delete(ctx, "k"); err != nil {
-			t.Fatalf("Delete: %v", err)
-		}
-	}
-	if it, err := c.Get(ctx, "k"); it != nil || err != nil {
-		t.Fatalf("Get after Delete = %v, %v", it, err)
-	}
 
 	// Answers that are errors but come from a live node.
 	if err := c.Set(ctx, "big", make([]byte, 2<<20), 60); err == nil || errors.Is(err, ErrUnavailable) {
@@ -128,8 +123,8 @@ func TestProtocolAnswers(t *testing.T) {
 	if got := c.Counters(); got != (Counters{}) {
 		t.Errorf("Counters() = %+v after protocol answers only, want zero", got)
 	}
-	if n := node0(t, c); n.Open || n.Failures != 0 || n.Addr != mc.Addr {
-		t.Errorf("node = %+v", n)
+	if n := node0(t, c); n.Open || n.Addr != mc.Addr || failures(c) != 0 {
+		t.Errorf("node = %+v, %d failures", n, failures(c))
 	}
 }
 
@@ -181,7 +176,7 @@ func TestBreakerOpensShortCircuitsAndCloses(t *testing.T) {
 			t.Fatalf("Get %d on a killed node = %v, want ErrUnavailable", i, err)
 		}
 	}
-	if n := node0(t, c); !n.Open || n.Opens != 1 {
+	if n := node0(t, c); !n.Open {
 		t.Fatalf("after 2 failures node = %+v, want open", n)
 	}
 	for range 5 {
@@ -189,17 +184,14 @@ func TestBreakerOpensShortCircuitsAndCloses(t *testing.T) {
 			t.Fatalf("Set with the breaker open = %v, want ErrUnavailable", err)
 		}
 	}
-	if got, want := c.Counters(), (Counters{Errors: 2, ShortCircuits: 5, BreakerOpens: 1}); got != want {
+	if got, want := c.Counters(), (Counters{Errors: 2, ShortCircuits: 5}); got != want {
 		t.Fatalf("Counters() = %+v, want %+v", got, want)
 	}
 
 	mc.Restart()
 	waitFor(t, "the probe to close the breaker", func() bool { return !node0(t, c).Open })
-	if got := c.Counters(); got.BreakerCloses != 1 {
-		t.Errorf("BreakerCloses = %d, want 1", got.BreakerCloses)
-	}
-	if n := node0(t, c); n.Failures != 0 {
-		t.Errorf("Failures = %d after the probe, want 0", n.Failures)
+	if n := failures(c); n != 0 {
+		t.Errorf("failures = %d after the probe, want 0", n)
 	}
 	if err := c.Set(ctx, "k", []byte("again"), 60); err != nil {
 		t.Fatalf("Set after the breaker closed: %v", err)
@@ -503,7 +495,6 @@ func TestTracer(t *testing.T) {
 	_ = c.Add(ctx, "k", []byte("v"), 60)
 	_ = c.Set(ctx, "k", []byte("v"), 60)
 	_ = c.CompareAndSwap(ctx, "k", []byte("v"), 60, 1<<60)
-	_ = c.Delete(ctx, "k")
 	_, _ = c.GetMulti(ctx, []string{"k", "l"})
 	mc.Kill()
 	for range 3 { // two failures, then a short circuit, which is not traced
@@ -515,7 +506,7 @@ func TestTracer(t *testing.T) {
 		err error
 	}{
 		{"get", memcache.ErrCacheMiss}, {"add", nil}, {"add", memcache.ErrNotStored}, {"set", nil},
-		{"cas", memcache.ErrCASConflict}, {"delete", nil}, {"get_multi", nil},
+		{"cas", memcache.ErrCASConflict}, {"get_multi", nil},
 		{"set", ErrUnavailable}, {"set", ErrUnavailable},
 	}
 	rec.mu.Lock()

@@ -1,54 +1,61 @@
-// Package envelope encodes and seals what both tiers store for one session:
-// a small binary header and the codec-encoded values. The same bytes are the
-// memcached value and the row's payload, so either tier can refill the other
-// without re-encoding. Decoding never panics and never allocates more than
-// the input's size: every length is checked against the bytes that follow.
+// Package envelope encodes and seals what both tiers store for one session: a binary header and the
+// codec-encoded values, the same bytes in memcached and in the row, so either tier refills the other without
+// re-encoding. Decoding never panics or allocates more than its input: every length is checked.
 package envelope
 
 import (
 	"cmp"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"math"
 	"slices"
 	"time"
 )
 
-// Format 3: "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2
-// unsynced), lineage (8 bytes big endian), then unsigned varints created,
-// deadline, idle, active, grace, version, base, syncedAt, syncedVersion,
-// wholeAt, Changed (count, then per key: length, bytes, version),
-// WrittenFloor, Written (as Changed), subject (length, bytes), and the rest is
-// the payload. Times are Unix milliseconds (0: the zero time), durations
-// milliseconds.
+// Format 3: "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2 unsynced), lineage (8 bytes big
+// endian), then varints created, deadline, idle, active, grace, version, base, syncedAt, syncedVersion,
+// wholeAt, Changed (count, then per key: length, bytes, version), WrittenFloor, Written (as Changed), subject
+// (length, bytes), and the rest is the payload; times in Unix milliseconds (0: the zero time), durations in
+// milliseconds. Sealed: "hs", sealedFormat (AES-256-GCM, version 1), the 4-byte id of the sealing key, a
+// random 12-byte nonce, the plain envelope sealed with the caller's associated data, and the 16-byte tag.
 const (
 	magic0, magic1 = 'h', 's'
 	format         = 3
 	fixedLen       = 5 + 8
 	maxKey         = 255 // longer keys count as the whole payload
-
-	// MaxSubject bounds a subject: the database column is varchar(255).
-	MaxSubject = 255
-	// MaxChanged bounds the keys listed in Changed (past it, the whole
-	// payload counts as changed) and in Written.
+	sealedFormat   = 0x81
+	keyIDLen       = 4
+	nonceLen       = 12
+	headerLen      = 3 + keyIDLen + nonceLen
+	// maxMs bounds a decoded time in Unix milliseconds, and maxDuration a duration (about 142 years), so that
+	// no arithmetic on what was decoded can overflow; longer idle timeouts are stored as maxDuration.
+	maxMs       = 1 << 53
+	maxDurMs    = maxMs / 2000
+	maxDuration = maxDurMs * time.Millisecond
+	MaxSubject  = 255 // bounds a subject: the database column is varchar(255)
+	// MaxChanged bounds the keys listed in Changed (past it, the whole payload counts as changed) and Written.
 	MaxChanged = 64
-	// AllKeys is the key Written uses for a direct write of the whole payload.
-	AllKeys = "\x00all"
+	AllKeys    = "\x00all"      // the key Written uses for a direct write of the whole payload
+	Overhead   = headerLen + 16 // what sealing adds to an envelope's size
+	KeySize    = 32             // the length of a seal key in bytes
 )
 
 var (
-	// ErrCorrupt is returned for bytes that are not a well-formed envelope
-	// of a known format, or that fail to authenticate under a key of the
-	// ring. What is corrupt may be overwritten: it holds nothing readable.
+	// ErrCorrupt: not a well-formed envelope of a known format, or one that fails to authenticate under a key
+	// of the ring. What is corrupt holds nothing readable and may be overwritten.
 	ErrCorrupt = errors.New("corrupt envelope")
-	// ErrUnreadable is returned for a well-formed envelope that cannot be
-	// read here: a newer format, a key not in the ring, or plain text where
-	// sealing is required. Another server (a newer release, or one with
-	// another key ring) may read it, so it must not be overwritten.
+	// ErrUnreadable: a well-formed envelope that this server cannot read (a newer format, a key not in the
+	// ring, plain text where sealing is required) but another may, so it must not be overwritten.
 	ErrUnreadable = errors.New("envelope unreadable here")
 )
 
-// Changed is a key of a session's values with the Version of its latest
-// change (in Written, the row version that wrote it).
+// Changed is a key with the Version of its latest change (in Written, the row version that wrote it).
 type Changed struct {
 	Key     string
 	Version uint64
@@ -60,10 +67,8 @@ type Envelope struct {
 	Persistent bool // the cookie lasts until Deadline (remember me)
 	Destroyed  bool // a tombstone: the session was destroyed
 	Unsynced   bool // activity or changes the row has not seen
-	// Lineage names the history this copy belongs to. A copy written only
-	// through memcached keeps it; a write that did not go through the
-	// memcached copy (a refill from the row, a write around an unreachable
-	// node) starts a new one. Versions compare only within one lineage.
+	// Lineage names this copy's history: writes through the memcached copy keep it, others (a refill from
+	// the row, a write around an unreachable node) start a new one. Versions compare only within one lineage.
 	Lineage       uint64
 	Created       time.Time
 	Deadline      time.Time     // end of the absolute lifetime
@@ -76,38 +81,30 @@ type Envelope struct {
 	SyncedVersion uint64        // Version at SyncedAt
 	WholeAt       uint64        // Version of the last change of the whole payload since SyncedVersion; 0: none
 	Changed       []Changed     // keys changed since SyncedVersion
-	// Written lists the keys the row took directly (durable writes, and
-	// writes around memcached), each with the row version that wrote it;
-	// WrittenFloor is the row version up to which keys that fell off the
-	// list (it keeps the MaxChanged latest) may have been written so. A
-	// copy built on an earlier row version never overwrites such a key in a
-	// merge: the direct write is the later one.
+	// Written lists the keys the row took directly (durable writes, writes around memcached) with the row
+	// version that wrote each, the MaxChanged latest; keys that fell off may have been written so up to
+	// WrittenFloor. A merge never overwrites such a key from a copy built on an earlier row version.
 	Written      []Changed
 	WrittenFloor uint64
 	Subject      string
 	Payload      []byte
 }
 
-// ExpiresAt returns when the session dies if nothing more happens: the
-// earlier of ActiveAt+IdleTimeout and Deadline.
+// ExpiresAt returns when the session dies if nothing more happens: ActiveAt+IdleTimeout, capped at Deadline.
 func (e *Envelope) ExpiresAt() time.Time { return e.expiry(0) }
 
-// RowExpiresAt returns when a row holding e may be reaped: ExpiresAt plus
-// Grace (the row may not have seen the last Grace of activity), capped at
-// Deadline. memcached keeps a copy as long, so that a copy that idled out is
-// still there to say so when its row is read.
+// RowExpiresAt returns when a row holding e may be reaped: ExpiresAt plus Grace (the row may lag that much
+// activity), capped at Deadline. memcached keeps a copy as long, so an idled-out copy still says so.
 func (e *Envelope) RowExpiresAt() time.Time { return e.expiry(e.Grace) }
 
 func (e *Envelope) expiry(grace time.Duration) time.Time {
-	t := e.ActiveAt.Add(min(e.IdleTimeout, maxDuration) + min(grace, maxDuration))
-	if t.After(e.Deadline) {
-		return e.Deadline
+	if t := e.ActiveAt.Add(min(e.IdleTimeout, maxDuration) + min(grace, maxDuration)); !t.After(e.Deadline) {
+		return t
 	}
-	return t
+	return e.Deadline
 }
 
-// Note records a change of key at e.Version: a key of more than 255 bytes,
-// or one past MaxChanged, makes it a change of the whole payload.
+// Note records a change of key at e.Version; a key over 255 bytes or past MaxChanged changes the whole payload.
 func (e *Envelope) Note(key string) {
 	if i := index(e.Changed, key); i >= 0 {
 		e.Changed[i].Version = e.Version
@@ -118,15 +115,12 @@ func (e *Envelope) Note(key string) {
 	}
 }
 
-// NoteWhole records a change of the whole payload at e.Version (a Clear, or
-// a payload that is not a map of keys).
+// NoteWhole records a change of the whole payload at e.Version (a Clear, or a payload that is not a map).
 func (e *Envelope) NoteWhole() {
-	e.WholeAt = e.Version
-	e.Changed = e.Changed[:0]
+	e.WholeAt, e.Changed = e.Version, e.Changed[:0]
 }
 
-// NoteWritten records that the row took key directly at row version v; a
-// key of more than 255 bytes is recorded as AllKeys.
+// NoteWritten records that the row took key directly at row version v; a key over 255 bytes counts as AllKeys.
 func (e *Envelope) NoteWritten(key string, v uint64) {
 	if i := index(e.Written, key); i >= 0 {
 		e.Written[i].Version = v
@@ -138,7 +132,7 @@ func (e *Envelope) NoteWritten(key string, v uint64) {
 	if len(e.Written) >= MaxChanged {
 		oldest := slices.MinFunc(e.Written, func(a, b Changed) int { return cmp.Compare(a.Version, b.Version) })
 		i := slices.Index(e.Written, oldest)
-		e.WrittenFloor = max(e.WrittenFloor, oldest.Version)
+		e.WrittenFloor = max(e.WrittenFloor, e.Written[i].Version)
 		e.Written = slices.Delete(e.Written, i, i+1)
 	}
 	e.Written = append(e.Written, Changed{key, v})
@@ -148,23 +142,19 @@ func index(list []Changed, key string) int {
 	return slices.IndexFunc(list, func(c Changed) bool { return c.Key == key })
 }
 
-// WrittenSince reports whether the row took key directly after row version
-// base (a whole-payload write counts for every key).
+// WrittenSince reports whether the row took key (or AllKeys) directly after row version base.
 func (e *Envelope) WrittenSince(key string, base uint64) bool {
 	return e.WrittenFloor > base || slices.ContainsFunc(e.Written, func(w Changed) bool {
 		return w.Version > base && (w.Key == key || w.Key == AllKeys)
 	})
 }
 
-// AnyWrittenSince reports whether the row took any key directly after row
-// version base.
+// AnyWrittenSince reports whether the row took any key directly after row version base.
 func (e *Envelope) AnyWrittenSince(base uint64) bool {
 	return e.WrittenFloor > base || slices.ContainsFunc(e.Written, func(w Changed) bool { return w.Version > base })
 }
 
-// MarkSynced records that the row took this copy's state at version v (a
-// sync of an earlier state of this copy) as row version base: changes up
-// to v are forgotten.
+// MarkSynced records that row version base holds this copy's state at version v: changes up to v are forgotten.
 func (e *Envelope) MarkSynced(base, v uint64, at time.Time) {
 	e.Base, e.SyncedAt = base, at
 	if v < e.SyncedVersion {
@@ -196,32 +186,32 @@ func (e *Envelope) Append(dst []byte) []byte {
 	}
 	dst = binary.BigEndian.AppendUint64(append(dst, magic0, magic1, format, e.Codec, flags), e.Lineage)
 	for _, v := range [...]uint64{ms(e.Created), ms(e.Deadline), durMs(e.IdleTimeout), ms(e.ActiveAt), durMs(e.Grace),
-		e.Version, e.Base, ms(e.SyncedAt), e.SyncedVersion, e.WholeAt, uint64(len(e.Changed))} {
+		e.Version, e.Base, ms(e.SyncedAt), e.SyncedVersion, e.WholeAt} {
 		dst = binary.AppendUvarint(dst, v)
 	}
-	dst = appendKeys(dst, e.Changed)
-	dst = binary.AppendUvarint(binary.AppendUvarint(dst, e.WrittenFloor), uint64(len(e.Written)))
+	dst = binary.AppendUvarint(appendKeys(dst, e.Changed), e.WrittenFloor)
 	dst = appendKeys(dst, e.Written)
 	dst = append(binary.AppendUvarint(dst, uint64(len(e.Subject))), e.Subject...)
 	return append(dst, e.Payload...)
 }
 
 func appendKeys(dst []byte, list []Changed) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(list)))
 	for _, c := range list {
-		dst = append(binary.AppendUvarint(dst, uint64(len(c.Key))), c.Key...)
-		dst = binary.AppendUvarint(dst, c.Version)
+		dst = binary.AppendUvarint(append(binary.AppendUvarint(dst, uint64(len(c.Key))), c.Key...), c.Version)
 	}
 	return dst
 }
 
-// Decode decodes b into e. e.Payload aliases b. It returns ErrCorrupt for
-// anything that is not a well-formed envelope, ErrUnreadable for a format
-// newer than this package's; it never panics.
+func ms(t time.Time) uint64        { return uint64(max(t.UnixMilli(), 0)) } // the zero time and before 1970: 0
+func durMs(d time.Duration) uint64 { return uint64(min(max(d, 0), maxDuration) / time.Millisecond) }
+
+// Decode decodes b into e; e.Payload aliases b. It returns ErrCorrupt for anything that is not a
+// well-formed envelope, ErrUnreadable for a format newer than this package's; it never panics.
 func Decode(b []byte, e *Envelope) error {
-	if len(b) < 3 || b[0] != magic0 || b[1] != magic1 {
-		return ErrCorrupt
-	}
 	switch {
+	case len(b) < 3 || b[0] != magic0 || b[1] != magic1:
+		return ErrCorrupt
 	case b[2] == 1 || b[2] == 2:
 		return decodeLegacy(b, e)
 	case b[2] > format && b[2] < sealedFormat:
@@ -234,17 +224,13 @@ func Decode(b []byte, e *Envelope) error {
 	d := decoder{b: b[fixedLen:]}
 	e.Created, e.Deadline, e.IdleTimeout, e.ActiveAt, e.Grace = d.time(), d.time(), d.duration(), d.time(), d.duration()
 	e.Version, e.Base, e.SyncedAt, e.SyncedVersion, e.WholeAt = d.uvarint(), d.uvarint(), d.time(), d.uvarint(), d.uvarint()
-	e.Changed = d.keys(e.Changed[:0])
-	e.WrittenFloor, e.Written = d.uvarint(), d.keys(e.Written[:0])
+	e.Changed, e.WrittenFloor, e.Written = d.keys(e.Changed[:0]), d.uvarint(), d.keys(e.Written[:0])
 	return d.finish(e)
 }
 
-// decodeLegacy decodes formats 1 and 2, which releases before format 3
-// wrote: codec, flags (bit 1 persistent), then unsigned varints created,
-// deadline, idle, active, version (from 1<<62 on, a tombstone), synced at,
-// synced version, (format 2 only) first unsynced version, and the subject
-// and payload. The result has lineage 0, no copy's, and no grace: the
-// reader supplies its own.
+// decodeLegacy decodes formats 1 and 2: codec, flags (bit 1 persistent), then varints created, deadline,
+// idle, active, version (from 1<<62 on, a tombstone), synced at, synced version, (format 2 only) first
+// unsynced version, subject and payload. Lineage 0 is no copy's; no grace: the reader supplies its own.
 func decodeLegacy(b []byte, e *Envelope) error {
 	if len(b) < 5 || b[4]&^3 != 0 {
 		return ErrCorrupt
@@ -260,8 +246,7 @@ func decodeLegacy(b []byte, e *Envelope) error {
 	return d.finish(e)
 }
 
-// decoder reads varints and byte strings, and from the first error on
-// returns zero values and keeps bad set.
+// decoder returns zero values from its first error on, and keeps bad set.
 type decoder struct {
 	b   []byte
 	bad bool
@@ -269,61 +254,40 @@ type decoder struct {
 
 // finish reads the subject and takes the rest as e's payload.
 func (d *decoder) finish(e *Envelope) error {
-	e.Subject = string(d.bytes(MaxSubject))
-	if d.bad {
+	if e.Subject = string(d.bytes(MaxSubject)); d.bad {
 		return ErrCorrupt
 	}
 	e.Payload = d.b
 	return nil
 }
 
-func (d *decoder) uvarint() uint64 {
+// upTo reads a varint of at most limit.
+func (d *decoder) upTo(limit uint64) uint64 {
 	v, n := binary.Uvarint(d.b)
-	if d.bad = d.bad || n <= 0; d.bad {
+	if d.bad = d.bad || n <= 0 || v > limit; d.bad {
 		return 0
 	}
 	d.b = d.b[n:]
 	return v
 }
 
-// keys reads a count, then that many keys and versions (at most
-// MaxChanged), appending them to list.
+func (d *decoder) uvarint() uint64 { return d.upTo(math.MaxUint64) }
+
+// keys reads a count of at most MaxChanged, then that many keys and versions, appending them to list.
 func (d *decoder) keys(list []Changed) []Changed {
-	n := d.uvarint()
-	d.bad = d.bad || n > MaxChanged
-	for i := uint64(0); i < n && !d.bad; i++ {
+	for n := d.upTo(MaxChanged); n > 0 && !d.bad; n-- {
 		list = append(list, Changed{string(d.bytes(maxKey)), d.uvarint()})
 	}
 	return list
 }
 
 // bytes reads a length-prefixed byte string of at most limit bytes.
-func (d *decoder) bytes(limit uint64) []byte {
-	n := d.uvarint()
-	if d.bad = d.bad || n > limit || n > uint64(len(d.b)); d.bad {
-		return nil
+func (d *decoder) bytes(limit uint64) (b []byte) {
+	n := d.upTo(limit)
+	if d.bad = d.bad || n > uint64(len(d.b)); !d.bad {
+		b, d.b = d.b[:n], d.b[n:]
 	}
-	b := d.b[:n]
-	d.b = d.b[n:]
 	return b
-}
-
-// maxMs bounds a decoded time in Unix milliseconds, and maxDuration a
-// duration (about 142 years), so that no arithmetic on what was decoded,
-// such as a time plus two durations, can overflow. Longer idle timeouts are
-// stored as maxDuration, which the absolute deadline bounds anyway.
-const (
-	maxMs       = 1 << 53
-	maxDuration = time.Duration(maxMs/2000) * time.Millisecond
-)
-
-// upTo reads a varint of at most limit.
-func (d *decoder) upTo(limit uint64) uint64 {
-	v := d.uvarint()
-	if d.bad = d.bad || v > limit; d.bad {
-		return 0
-	}
-	return v
 }
 
 func (d *decoder) time() time.Time {
@@ -333,12 +297,97 @@ func (d *decoder) time() time.Time {
 	return time.Time{}
 }
 
-func (d *decoder) duration() time.Duration {
-	return time.Duration(d.upTo(uint64(maxDuration/time.Millisecond))) * time.Millisecond
+func (d *decoder) duration() time.Duration { return time.Duration(d.upTo(maxDurMs)) * time.Millisecond }
+
+// Ring seals with its first key and opens with any; without keys it stores plain text. Safe for concurrent use.
+type Ring struct {
+	keys        []sealKey
+	acceptPlain bool
 }
 
-// ms maps the zero time, and times before 1970, to 0.
-func ms(t time.Time) uint64 { return uint64(max(t.UnixMilli(), 0)) }
+type sealKey struct {
+	id   string // keyIDLen bytes
+	aead cipher.AEAD
+}
 
-// durMs maps a duration to milliseconds, clamped to what an envelope holds.
-func durMs(d time.Duration) uint64 { return uint64(min(max(d, 0), maxDuration) / time.Millisecond) }
+// NewRing returns a ring of keys, each KeySize bytes; with acceptPlain, it also opens plain-text envelopes.
+func NewRing(keys [][]byte, acceptPlain bool) (*Ring, error) {
+	r := &Ring{acceptPlain: acceptPlain}
+	for i, k := range keys {
+		if len(k) != KeySize {
+			return nil, fmt.Errorf("seal key %d is %d bytes; want %d", i+1, len(k), KeySize)
+		}
+		// The id is derived apart from the cipher key, so it reveals nothing. AES-256 and GCM cannot fail here.
+		block, _ := aes.NewCipher(derive(k, "hybridsession seal v1 aes-256-gcm"))
+		aead, _ := cipher.NewGCM(block)
+		sk := sealKey{string(derive(k, "hybridsession seal v1 key id")[:keyIDLen]), aead}
+		if slices.ContainsFunc(r.keys, func(o sealKey) bool { return o.id == sk.id }) {
+			return nil, fmt.Errorf("seal key %d repeats an earlier key", i+1)
+		}
+		r.keys = append(r.keys, sk)
+	}
+	return r, nil
+}
+
+func derive(key []byte, info string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(info))
+	return m.Sum(nil)
+}
+
+// Sealed reports whether the ring has keys.
+func (r *Ring) Sealed() bool { return len(r.keys) > 0 }
+
+// Overhead returns what the ring adds to an envelope's size: Overhead with keys, else 0.
+func (r *Ring) Overhead() int { return min(len(r.keys), 1) * Overhead }
+
+// Seal appends e to dst, sealed with the first key and bound to ad (the namespaced storage key), or plain.
+func (r *Ring) Seal(dst, ad []byte, e *Envelope) []byte {
+	if !r.Sealed() {
+		return e.Append(dst)
+	}
+	k := &r.keys[0]
+	dst = append(append(slices.Grow(dst, Overhead+e.Size()), magic0, magic1, sealedFormat), k.id...)
+	n, p := len(dst), len(dst)+nonceLen
+	_, _ = rand.Read(dst[n:p]) // never fails (crypto/rand)
+	dst = e.Append(dst[:p])
+	return dst[:p+len(k.aead.Seal(dst[p:p], dst[n:p], dst[p:], ad))]
+}
+
+// Open authenticates b against ad and decodes it into e. With inPlace it decrypts into b (garbage after);
+// otherwise e.Payload points into a new buffer (or, for plain text, into b), and formats 1 and 2 may also be
+// bound to legacyAD, as releases before format 3 sealed them. It returns ErrUnreadable for a key not in the
+// ring or plain text where the ring requires sealing, ErrCorrupt for what fails to authenticate or decode.
+func (r *Ring) Open(b, ad, legacyAD []byte, e *Envelope, inPlace bool) error {
+	switch {
+	case len(b) < 3 || b[0] != magic0 || b[1] != magic1:
+		return ErrCorrupt
+	case b[2] != sealedFormat && r.Sealed() && !r.acceptPlain:
+		return fmt.Errorf("%w: not sealed", ErrUnreadable)
+	case b[2] != sealedFormat:
+		return Decode(b, e)
+	case !r.Sealed():
+		return fmt.Errorf("%w: sealed, and this server has no keys", ErrUnreadable)
+	case len(b) < Overhead:
+		return ErrCorrupt
+	}
+	i := slices.IndexFunc(r.keys, func(k sealKey) bool { return k.id == string(b[3:3+keyIDLen]) })
+	if i < 0 {
+		return fmt.Errorf("%w: sealed with a key not in the ring", ErrUnreadable)
+	}
+	dst, nonce, sealed := b[headerLen:headerLen], b[3+keyIDLen:headerLen], b[headerLen:]
+	if !inPlace {
+		dst = make([]byte, 0, len(b)-Overhead)
+	}
+	plain, err := r.keys[i].aead.Open(dst, nonce, sealed, ad)
+	if err != nil && !inPlace && legacyAD != nil {
+		plain, err = r.keys[i].aead.Open(dst[:0], nonce, sealed, legacyAD)
+		if err == nil && (len(plain) < 3 || plain[2] != 1 && plain[2] != 2) {
+			err = ErrCorrupt // a format-3 envelope is bound to ad, never to legacyAD
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w: authentication failed", ErrCorrupt)
+	}
+	return Decode(plain, e)
+}
