@@ -106,7 +106,7 @@ type MemcachedConfig struct {
 	// sizes are visible on the network.
 	TLS *tls.Config
 	// Tracer, when set, is called before every memcached operation op
-	// ("get", "get_multi", "add", "set", "cas", "delete") on the node at
+	// ("get", "get_multi", "add", "set", "cas") on the node at
 	// addr, with the context of the request or job it serves; the function
 	// it returns is called once with the result: nil, a protocol answer
 	// (memcache.ErrCacheMiss, ErrNotStored, ErrCASConflict) or a failure.
