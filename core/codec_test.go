@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
 func TestCodecsRoundTrip(t *testing.T) {
@@ -18,7 +20,7 @@ func TestCodecsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("codec %d: %v", c.ID(), err)
 		}
-		s := &Session{values: got, decoded: true, entry: &entry{Codec: c.ID()}}
+		s := &Session{values: got, decoded: true, entry: &entry{Envelope: envelope.Envelope{Codec: c.ID()}}}
 		if f, _ := Value[float64](s, "f"); s.Get("s") != "text" || !intIs(s, "i", 42) || f != 1.5 || s.Get("b") != true {
 			t.Errorf("codec %d: got %v", c.ID(), got)
 		}
@@ -48,7 +50,7 @@ func TestCodecsRefuseUnencodable(t *testing.T) {
 
 func TestValueConvertsExactlyOrNot(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
-	s := &Session{decoded: true, entry: &entry{Codec: JSON.ID()}, values: map[string]any{
+	s := &Session{decoded: true, entry: &entry{Envelope: envelope.Envelope{Codec: JSON.ID()}}, values: map[string]any{
 		"f": 3.0, "frac": 3.5, "u": uint64(7), "huge": uint64(math.MaxUint64), "str": "12", "neg": -1.0,
 		"t": now.Format(time.RFC3339Nano), "b64": "AAH/",
 	}}
@@ -96,7 +98,7 @@ func TestValueRoundTripsStructs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("codec %d: %v", c.ID(), err)
 		}
-		s := &Session{values: values, decoded: true, entry: &entry{Codec: c.ID()}}
+		s := &Session{values: values, decoded: true, entry: &entry{Envelope: envelope.Envelope{Codec: c.ID()}}}
 		got, ok := Value[cart](s, "cart")
 		if !ok || !got.At.Equal(want.At) || got.Total != want.Total || len(got.Items) != 2 || got.Items[1] != "pen" {
 			t.Errorf("codec %d: Value[cart] = %+v, %v; want %+v", c.ID(), got, ok, want)

@@ -2,7 +2,6 @@ package core
 
 import (
 	"slices"
-	"time"
 
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
@@ -11,22 +10,13 @@ import (
 // codec-encoded payload, plus where it was read from, so that update can
 // detect concurrent writers. Not for two goroutines at once.
 type entry struct {
-	Payload     []byte // codec-encoded values; opened only to merge key by key
-	Codec       uint8
-	Subject     string // user id; at most 255 bytes of UTF-8 without NUL (ErrInvalidSubject)
-	Created     time.Time
-	Deadline    time.Time // end of the absolute lifetime; never extended
-	IdleTimeout time.Duration
-	ActiveAt    time.Time // last recorded activity, set by every write
-	Persistent  bool      // the cookie lasts until Deadline even with SessionOnly (RememberMe)
+	envelope.Envelope // as read or to be written
 
-	env        envelope.Envelope // the stored header, as read or written
-	key, mkey  string            // storage and memcached keys
-	casID      uint64            // memcached CAS id, when via is viaCache
-	rowVersion uint64            // the row's version, when via is viaRow
-	via        via
-	source     string // where read found the entry: srcCache, srcDatabase, or "" (not read)
-	merged     bool   // the last update merged the row's values into Payload
+	key, mkey string // storage and memcached keys
+	casID     uint64 // memcached CAS id, when via is viaCache
+	via       via
+	source    string // where read found the entry: srcCache, srcDatabase, or "" (not read)
+	merged    bool   // the last update merged the row's values into Payload
 }
 
 // via says how an entry is written back.
@@ -74,22 +64,3 @@ func (c change) changes() bool { return len(c.Keys) > 0 || c.All || c.Header }
 const headerKey = "\x00header"
 
 // toEnvelope copies e's public fields into its envelope and returns it.
-func (e *entry) toEnvelope() *envelope.Envelope {
-	v := &e.env
-	v.Payload, v.Codec, v.Subject = e.Payload, e.Codec, e.Subject
-	v.Created, v.Deadline, v.IdleTimeout = e.Created, e.Deadline, e.IdleTimeout
-	v.ActiveAt, v.Persistent = e.ActiveAt, e.Persistent
-	return v
-}
-
-// fromEnvelope sets e's public fields and envelope from v.
-func (e *entry) fromEnvelope(v *envelope.Envelope) {
-	e.env = *v
-	e.Payload, e.Codec, e.Subject = v.Payload, v.Codec, v.Subject
-	e.Created, e.Deadline, e.IdleTimeout = v.Created, v.Deadline, v.IdleTimeout
-	e.ActiveAt, e.Persistent = v.ActiveAt, v.Persistent
-}
-
-// ExpiresAt returns when the session dies if nothing more happens: the
-// earlier of ActiveAt+IdleTimeout and Deadline.
-func (e *entry) ExpiresAt() time.Time { return e.toEnvelope().ExpiresAt() }

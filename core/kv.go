@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
 // KV is a byte key-value view of a Store for other libraries' session
@@ -83,9 +85,9 @@ func (kv *KV) Write(ctx context.Context, key string, it *KVItem, val []byte, idl
 	now := kv.store.now()
 	var err error
 	if it == nil {
-		err = kv.store.insert(ctx, key, &entry{
+		err = kv.store.insert(ctx, key, &entry{Envelope: envelope.Envelope{
 			Payload: val, Codec: kv.codec, Created: now, Deadline: deadline, IdleTimeout: idle,
-		}, false)
+		}}, false)
 	} else {
 		e := &it.e
 		if e.Codec != kv.codec || e.Created.IsZero() {

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
 // Config configures a Manager.
@@ -192,7 +194,7 @@ func (m *Manager) save(ctx context.Context, s *Session) error {
 // insert stores s as a new session under a new token.
 func (m *Manager) insert(ctx context.Context, s *Session) error {
 	now := m.store.now()
-	e := &entry{Created: now, Deadline: now.Add(m.cfg.Lifetime), IdleTimeout: m.cfg.IdleTimeout}
+	e := &entry{Envelope: envelope.Envelope{Created: now, Deadline: now.Add(m.cfg.Lifetime), IdleTimeout: m.cfg.IdleTimeout}}
 	if s.entry != nil { // renewal keeps the creation time, deadline and expiry choices
 		e.Created, e.Deadline, e.Subject = s.entry.Created, s.entry.Deadline, s.entry.Subject
 		e.IdleTimeout, e.Persistent = s.entry.IdleTimeout, s.entry.Persistent

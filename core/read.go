@@ -38,20 +38,19 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 		case it == nil:
 			s.stats.cacheMisses.Add(1)
 		default:
-			err := s.open(it.Value, mkey, &e.env, true)
+			err := s.open(it.Value, mkey, &e.Envelope, true)
 			switch {
-			case err == nil && e.env.Destroyed:
+			case err == nil && e.Destroyed:
 				s.stats.cacheHits.Add(1)
 				return nil, nil
-			case err == nil && now.Before(e.env.ExpiresAt()):
+			case err == nil && now.Before(e.ExpiresAt()):
 				s.stats.cacheHits.Add(1)
-				e.fromEnvelope(&e.env)
-				e.via, e.casID, e.source = viaCache, it.CasID, srcCache
+								e.via, e.casID, e.source = viaCache, it.CasID, srcCache
 				return e, nil
 			case errors.Is(err, envelope.ErrUnreadable):
 				cacheErr = err // never overwritten: the row serves, and takes the writes
 			case err == nil:
-				idledOut, replace = e.env.ActiveAt, true
+				idledOut, replace = e.ActiveAt, true
 			default:
 				replace = true // corrupt
 			}
@@ -68,7 +67,7 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 	if err != nil || !found {
 		return nil, err
 	}
-	if !e.env.ActiveAt.After(idledOut) {
+	if !e.ActiveAt.After(idledOut) {
 		// The copy knew of all the activity the row knows: the session
 		// idled out. A row that knows of later activity belongs to a newer
 		// copy (this one is stale: its node came back with old memory).
@@ -88,14 +87,13 @@ func (s *Store) readRow(ctx context.Context, e *entry, now time.Time) (found boo
 	if err != nil || !ok {
 		return false, err
 	}
-	if s.open(rec.Payload, e.mkey, &e.env, false) != nil || e.env.Destroyed || !now.Before(e.env.RowExpiresAt()) {
+	if s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil || e.Destroyed || !now.Before(e.RowExpiresAt()) {
 		return false, nil
 	}
-	e.fromEnvelope(&e.env)
-	// The row holds a synced state: whatever its writer had noted as
+		// The row holds a synced state: whatever its writer had noted as
 	// changed is in it.
-	e.env.Changed, e.env.WholeAt = nil, 0
-	e.env.MarkSynced(rec.Version, e.env.Version, now)
+	e.Changed, e.WholeAt = nil, 0
+	e.MarkSynced(rec.Version, e.Version, now)
 	e.via, e.source = viaRow, srcDatabase
 	return true, nil
 }
@@ -105,7 +103,7 @@ func (s *Store) readRow(ctx context.Context, e *entry, now time.Time) (found boo
 // overwrites what memcached holds (corrupt, or dead); otherwise a copy
 // refilled meanwhile by another request stays, and Update compares with it.
 func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace bool) {
-	v := &e.env
+	v := &e.Envelope
 	v.Lineage = newLineage()
 	v.ActiveAt, e.ActiveAt = now, now
 	v.Grace = s.grace()
@@ -167,22 +165,21 @@ func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]l
 	var out []listedEntry
 	for _, rec := range recs {
 		e := &entry{key: rec.Key}
-		if s.open(rec.Payload, s.prefix+rec.Key, &e.env, false) != nil {
+		if s.open(rec.Payload, s.prefix+rec.Key, &e.Envelope, false) != nil {
 			continue
 		}
-		if c, ok := copies[rec.Key]; ok && (c.Destroyed || !c.ActiveAt.Before(e.env.ActiveAt)) {
-			e.env = c // the copy knows at least what the row does
+		if c, ok := copies[rec.Key]; ok && (c.Destroyed || !c.ActiveAt.Before(e.ActiveAt)) {
+			e.Envelope = c // the copy knows at least what the row does
 			if !c.Destroyed && !now.Before(c.ExpiresAt()) {
 				continue
 			}
-		} else if !now.Before(e.env.RowExpiresAt()) {
+		} else if !now.Before(e.RowExpiresAt()) {
 			continue
 		}
-		if e.env.Destroyed || !now.Before(e.env.Deadline) {
+		if e.Destroyed || !now.Before(e.Deadline) {
 			continue
 		}
-		e.fromEnvelope(&e.env)
-		out = append(out, listedEntry{Key: rec.Key, Entry: e})
+				out = append(out, listedEntry{Key: rec.Key, Entry: e})
 	}
 	return out, recs[len(recs)-1].Key, nil
 }

@@ -151,20 +151,20 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 // rebased on the row: the copy's state, merged as a sync would.
 func (r *Reaper) byCopy(rec durable.Record, row, c *envelope.Envelope, now time.Time, n *reapCounts) durable.Verdict {
 	s := r.store
-	e := &entry{key: rec.Key, mkey: s.prefix + rec.Key, env: *c}
+	e := &entry{key: rec.Key, mkey: s.prefix + rec.Key, Envelope: *c}
 	switch err := s.rebase(e, rec, true, nil); {
 	case errors.Is(err, errSuperseded):
 		return r.byRow(rec, row, now)
 	case err != nil:
 		return reapLeave
 	}
-	if !e.env.Destroyed {
+	if !e.Destroyed {
 		n.extended++
 	}
 	// The copy is not told of the row version it now stands for (Tier.Reap
 	// does not say which verdicts applied): its next sync is refused once
 	// and finds its own state in the row.
-	return durable.Verdict{Action: durable.Keep, Record: s.record(e.mkey, &e.env, rec.Version).Record}
+	return durable.Verdict{Action: durable.Keep, Record: s.record(e.mkey, &e.Envelope, rec.Version).Record}
 }
 
 // byRow judges a row by its own sealed data: alive (or a tombstone before

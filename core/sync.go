@@ -54,7 +54,7 @@ func noteWritten(v *envelope.Envelope, c change, at uint64) {
 // read, and errors wrapping ErrUnavailable when the database did not
 // answer.
 func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
-	v := &e.env
+	v := &e.Envelope
 	for range maxSyncAttempts {
 		if direct != nil {
 			noteWritten(v, *direct, v.Base+1)
@@ -65,7 +65,7 @@ func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 		}
 		if applied {
 			v.MarkSynced(v.Base+1, v.Version, s.now())
-			e.fromEnvelope(v)
+			e.Envelope = *v
 			return nil
 		}
 		rec, found, err := s.load(ctx, e.key)
@@ -87,7 +87,7 @@ func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 //     of the row's values, except where the row took a key directly since
 //     e's base (see merge).
 func (s *Store) rebase(e *entry, rec durable.Record, found bool, direct *change) error {
-	v := &e.env
+	v := &e.Envelope
 	if !found {
 		if v.Base == 0 { // a new session's row vanished between insert and load: insert again
 			return nil

@@ -35,7 +35,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	now := s.now()
 	e.key, e.mkey = s.keys(token)
 	e.ActiveAt = now
-	v := e.toEnvelope()
+	v := &e.Envelope
 	*v = envelope.Envelope{
 		Codec: v.Codec, Persistent: v.Persistent, Lineage: newLineage(),
 		Created: v.Created, Deadline: v.Deadline, IdleTimeout: v.IdleTimeout, ActiveAt: now,
@@ -88,7 +88,7 @@ var errNoTier = errors.New("not configured")
 // insertRow writes e's row: insert-if-absent, or over a dead row (an expired
 // session, or a tombstone past its deadline).
 func (s *Store) insertRow(ctx context.Context, e *entry) error {
-	v := &e.env
+	v := &e.Envelope
 	applied, err := s.write(ctx, s.record(e.mkey, v, 0))
 	if err == nil && !applied {
 		rec, found, lerr := s.load(ctx, e.key)
@@ -115,8 +115,8 @@ func (s *Store) insertRow(ctx context.Context, e *entry) error {
 // there when the row took the session (the row decides), otherwise only
 // over nothing, a dead copy or a corrupt one.
 func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bool) error {
-	buf := s.seal(nil, e.mkey, &e.env)
-	exp := cache.Expiration(now, copyExpiry(&e.env))
+	buf := s.seal(nil, e.mkey, &e.Envelope)
+	exp := cache.Expiration(now, copyExpiry(&e.Envelope))
 	e.via = viaAdded
 	if rowTook {
 		return s.mc.Set(ctx, e.mkey, buf, exp)
@@ -170,7 +170,7 @@ func (s *Store) update(ctx context.Context, e *entry, c change) error {
 		return err
 	}
 	next := *e
-	v := next.toEnvelope()
+	v := &next.Envelope
 	if c.changes() {
 		v.Version++
 		s.note(v, c)
@@ -219,14 +219,14 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 	err := s.cas(ctx, e, read, now)
 	switch {
 	case err == nil:
-		s.writer.schedule(e.key, e.env.SyncedAt.Add(s.syncInterval))
+		s.writer.schedule(e.key, e.SyncedAt.Add(s.syncInterval))
 		return nil
 	case !errors.Is(err, cache.ErrUnavailable):
 		return err
 	case s.durable == nil:
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	e.env.Lineage = newLineage() // the copy did not take this state
+	e.Lineage = newLineage() // the copy did not take this state
 	if err := s.sync(ctx, e, &c); err != nil {
 		return err
 	}
@@ -241,10 +241,10 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 // next sync merges with the row instead of replacing it, and the keys this
 // write changed, recorded as written directly, stay.
 func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
-	e.env.Lineage = newLineage()
+	e.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
 		if errors.Is(err, errDestroyed) {
-			s.bury(ctx, e.mkey, &e.env, now)
+			s.bury(ctx, e.mkey, &e.Envelope, now)
 		}
 		return err
 	}
@@ -272,7 +272,7 @@ func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
 	if s.durable == nil {
 		return fmt.Errorf("%w: memcached", ErrUnavailable)
 	}
-	v := &e.env
+	v := &e.Envelope
 	v.Lineage = newLineage()
 	noteWritten(v, c, v.Base+1)
 	applied, err := s.write(ctx, s.record(e.mkey, v, v.Base))
@@ -290,7 +290,7 @@ func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
 // readState identifies the copy an entry was read as.
 type readState struct{ lineage, version uint64 }
 
-func readOf(e *entry) readState { return readState{e.env.Lineage, e.env.Version} }
+func readOf(e *entry) readState { return readState{e.Lineage, e.Version} }
 
 // cas writes e's copy to memcached: compare-and-swap on the CAS id it was
 // read with or, for a copy whose CAS id is unknown (refilled or added),
@@ -311,8 +311,8 @@ func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time
 		casID = it.CasID
 	}
 	buf := s.buffer()
-	*buf = s.seal((*buf)[:0], e.mkey, &e.env)
-	err := s.mc.CompareAndSwap(ctx, e.mkey, *buf, cache.Expiration(now, copyExpiry(&e.env)), casID)
+	*buf = s.seal((*buf)[:0], e.mkey, &e.Envelope)
+	err := s.mc.CompareAndSwap(ctx, e.mkey, *buf, cache.Expiration(now, copyExpiry(&e.Envelope)), casID)
 	if cap(*buf) <= 64<<10 { // do not pin large buffers
 		s.bufs.Put(buf)
 	}
@@ -341,15 +341,15 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 // row. It returns an error wrapping ErrUnavailable when no tier took it.
 func (s *Store) destroy(ctx context.Context, e *entry) error {
 	now := s.now()
-	t := &entry{key: e.key, mkey: e.mkey, Deadline: e.Deadline}
-	t.env = envelope.Envelope{
+	t := &entry{key: e.key, mkey: e.mkey}
+	t.Envelope = envelope.Envelope{
 		Destroyed: true, Lineage: newLineage(), Created: e.Created, Deadline: e.Deadline, ActiveAt: now,
-		Version: e.env.Version + 1, Base: e.env.Base, SyncedVersion: e.env.SyncedVersion,
+		Version: e.Version + 1, Base: e.Base, SyncedVersion: e.SyncedVersion,
 		Unsynced: s.durable != nil, Subject: e.Subject,
 	}
 	cacheErr := errNoTier
 	if s.mc != nil {
-		cacheErr = s.mc.Set(ctx, e.mkey, s.seal(nil, e.mkey, &t.env), cache.Expiration(now, e.Deadline))
+		cacheErr = s.mc.Set(ctx, e.mkey, s.seal(nil, e.mkey, &t.Envelope), cache.Expiration(now, e.Deadline))
 	}
 	dbErr := errNoTier
 	if s.durable != nil {
@@ -392,15 +392,14 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 		now := s.now()
 		for _, rec := range recs {
 			e := &entry{key: rec.Key, mkey: s.prefix + rec.Key}
-			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.env, false) != nil || e.env.Destroyed || !now.Before(e.env.Deadline) {
+			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil || e.Destroyed || !now.Before(e.Deadline) {
 				continue
 			}
-			alive := now.Before(e.env.RowExpiresAt())
+			alive := now.Before(e.RowExpiresAt())
 			if c, ok := copies[rec.Key]; ok {
 				alive = !c.Destroyed && now.Before(c.ExpiresAt())
 			}
-			e.fromEnvelope(&e.env)
-			e.env.Base = rec.Version
+						e.Base = rec.Version
 			if err := s.destroy(ctx, e); err != nil {
 				return n, err
 			}
@@ -420,7 +419,7 @@ func (s *Store) check(e *entry) error {
 	if len(e.Subject) > envelope.MaxSubject || !utf8.ValidString(e.Subject) || strings.IndexByte(e.Subject, 0) >= 0 {
 		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8, no NUL)", ErrInvalidSubject, len(e.Subject), envelope.MaxSubject)
 	}
-	if n := e.toEnvelope().Size() + envelopeGrowth + s.ring.Overhead(); n > s.maxItem {
+	if n := e.Size() + envelopeGrowth + s.ring.Overhead(); n > s.maxItem {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
 	}
 	return nil

@@ -140,7 +140,7 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	}
 	ws := make([]durable.Write, len(copies))
 	for i := range copies {
-		ws[i] = s.record(copies[i].e.mkey, &copies[i].e.env, copies[i].e.env.Base)
+		ws[i] = s.record(copies[i].e.mkey, &copies[i].e.Envelope, copies[i].e.Base)
 	}
 	applied, err := s.writeBatch(ctx, ws)
 	if err != nil {
@@ -154,7 +154,7 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	for i := range copies {
 		p := copies[i]
 		if applied[i] {
-			p.e.env.MarkSynced(p.e.env.Base+1, p.e.env.Version, now)
+			p.e.MarkSynced(p.e.Base+1, p.e.Version, now)
 		} else if err := w.resync(ctx, &p, now); err != nil {
 			continue
 		}
@@ -188,11 +188,11 @@ func (w *writer) read(ctx context.Context, keys []string, now time.Time, all boo
 			continue
 		}
 		p := copyRead{e: entry{key: k, mkey: mkeys[i]}}
-		if s.open(it.Value, mkeys[i], &p.e.env, false) != nil || !p.e.env.Unsynced {
+		if s.open(it.Value, mkeys[i], &p.e.Envelope, false) != nil || !p.e.Unsynced {
 			continue
 		}
 		p.read = readOf(&p.e)
-		if due := p.e.env.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !p.e.env.SyncedAt.IsZero() {
+		if due := p.e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !p.e.SyncedAt.IsZero() {
 			w.schedule(k, due) // synced meanwhile by another app server
 			continue
 		}
@@ -216,8 +216,8 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 		return err
 	}
 	cur := entry{key: p.e.key, mkey: p.e.mkey}
-	if it == nil || s.open(it.Value, cur.mkey, &cur.env, false) != nil || !cur.env.Unsynced ||
-		cur.env.Lineage != p.read.lineage || cur.env.Version < p.read.version {
+	if it == nil || s.open(it.Value, cur.mkey, &cur.Envelope, false) != nil || !cur.Unsynced ||
+		cur.Lineage != p.read.lineage || cur.Version < p.read.version {
 		return errSuperseded
 	}
 	p.e, p.read = cur, readOf(&cur)
@@ -225,7 +225,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	switch {
 	case err == nil, errors.Is(err, errSuperseded):
 	case errors.Is(err, errDestroyed):
-		s.bury(ctx, p.e.mkey, &p.e.env, now)
+		s.bury(ctx, p.e.mkey, &p.e.Envelope, now)
 	case errors.Is(err, ErrUnavailable):
 		w.schedule(p.e.key, now.Add(retryDelay))
 	default:
@@ -260,7 +260,7 @@ func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 		if it == nil || s.open(it.Value, p.e.mkey, &cur, false) != nil || cur.Lineage != p.read.lineage {
 			continue
 		}
-		next := &p.e.env
+		next := &p.e.Envelope
 		switch {
 		case !p.e.merged && cur.Version >= p.read.version:
 			// Keep what the copy gained since it was read: changes, or a
