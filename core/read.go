@@ -12,19 +12,13 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// Get returns the live session stored under token: memcached's copy when it
-// has one, the database row's otherwise (which then refills memcached: one
-// row read and one memcached write). It returns nil, with a nil error, when
-// no tier holds a live session: never stored, expired, destroyed, or
-// unreadable. The error wraps ErrUnavailable when no tier that may hold
-// the session could answer.
+// read returns the live session stored under token: memcached's copy when
+// it has one, else the row's, which then refills memcached (one row read,
+// one memcached write). It returns nil, nil when no tier holds a live
+// session (never stored, expired, destroyed, unreadable), and an error
+// wrapping ErrUnavailable when no tier that may hold it answered.
 func (s *Store) read(ctx context.Context, token string) (*entry, error) {
 	key, mkey := s.keys(token)
-	return s.get(ctx, key, mkey)
-}
-
-// get is Get by storage key and memcached key.
-func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 	e := &entry{key: key, mkey: mkey}
 	now := s.now()
 	var cacheErr error
@@ -32,29 +26,24 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 	var idledOut time.Time // the last activity of a copy that idled out
 	if s.mc != nil {
 		it, err := s.mc.Get(ctx, mkey)
-		switch {
-		case err != nil:
-			cacheErr = err
-		case it == nil:
-			s.stats.cacheMisses.Add(1)
-		default:
-			err := s.open(it.Value, mkey, &e.Envelope, true)
+		if err == nil && it != nil {
+			err = s.open(it.Value, mkey, &e.Envelope, true)
 			switch {
 			case err == nil && e.Destroyed:
 				s.stats.cacheHits.Add(1)
 				return nil, nil
 			case err == nil && now.Before(e.ExpiresAt()):
 				s.stats.cacheHits.Add(1)
-								e.via, e.casID, e.source = viaCache, it.CasID, srcCache
+				e.via, e.casID, e.source = viaCache, it.CasID, srcCache
 				return e, nil
-			case errors.Is(err, envelope.ErrUnreadable):
-				cacheErr = err // never overwritten: the row serves, and takes the writes
 			case err == nil:
 				idledOut, replace = e.ActiveAt, true
-			default:
-				replace = true // corrupt
+			case !errors.Is(err, envelope.ErrUnreadable):
+				err, replace = nil, true // corrupt
 			}
-			s.stats.cacheMisses.Add(1)
+		}
+		if cacheErr = err; err == nil || errors.Is(err, envelope.ErrUnreadable) {
+			s.stats.cacheMisses.Add(1) // an unreadable copy is never overwritten: the row serves
 		}
 	}
 	if s.durable == nil {
@@ -63,25 +52,23 @@ func (s *Store) get(ctx context.Context, key, mkey string) (*entry, error) {
 		}
 		return nil, nil
 	}
-	found, err := s.readRow(ctx, e, now)
-	if err != nil || !found {
+	if found, err := s.readRow(ctx, e, now); err != nil || !found {
 		return nil, err
 	}
+	// A row that knows of no activity after an idled-out copy's: the
+	// session idled out. Later activity means the copy is stale (its node
+	// came back with old memory).
 	if !e.ActiveAt.After(idledOut) {
-		// The copy knew of all the activity the row knows: the session
-		// idled out. A row that knows of later activity belongs to a newer
-		// copy (this one is stale: its node came back with old memory).
 		return nil, nil
 	}
-	if s.mc == nil || cacheErr != nil {
-		return e, nil
+	if s.mc != nil && cacheErr == nil {
+		s.refill(ctx, e, now, replace)
 	}
-	s.refill(ctx, e, now, replace)
 	return e, nil
 }
 
-// readRow loads key's row into e as a row-mode entry. found is false when
-// there is no live session in it.
+// readRow loads e's row into e. found is false when it holds no live
+// session.
 func (s *Store) readRow(ctx context.Context, e *entry, now time.Time) (found bool, err error) {
 	rec, ok, err := s.load(ctx, e.key)
 	if err != nil || !ok {
@@ -90,33 +77,25 @@ func (s *Store) readRow(ctx context.Context, e *entry, now time.Time) (found boo
 	if s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil || e.Destroyed || !now.Before(e.RowExpiresAt()) {
 		return false, nil
 	}
-		// The row holds a synced state: whatever its writer had noted as
-	// changed is in it.
-	e.Changed, e.WholeAt = nil, 0
+	e.Changed, e.WholeAt = nil, 0 // the row holds what its writer noted as changed
 	e.MarkSynced(rec.Version, e.Version, now)
 	e.via, e.source = viaRow, srcDatabase
 	return true, nil
 }
 
-// refill writes e, just read from its row, to memcached as a new copy: a new
-// lineage, built on the row, with this read as activity. replace
-// overwrites what memcached holds (corrupt, or dead); otherwise a copy
-// refilled meanwhile by another request stays, and Update compares with it.
+// refill writes e, just read from its row, to memcached as a new copy: a
+// new lineage built on the row, with this read as activity the row has not
+// seen. replace overwrites what memcached holds (dead or corrupt);
+// otherwise a copy refilled meanwhile by another request stays, and the
+// next update compares with it.
 func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace bool) {
-	v := &e.Envelope
-	v.Lineage = newLineage()
-	v.ActiveAt, e.ActiveAt = now, now
-	v.Grace = s.grace()
-	v.Unsynced = true // this read is activity the row has not seen
-	buf := s.seal(nil, e.mkey, v)
-	exp := cache.Expiration(now, copyExpiry(v))
-	var err error
+	e.Lineage, e.ActiveAt, e.Grace, e.Unsynced = newLineage(), now, s.grace(), true
+	buf, exp := s.seal(nil, e.mkey, &e.Envelope), cache.Expiration(now, copyExpiry(&e.Envelope))
+	write := s.mc.Add
 	if replace {
-		err = s.mc.Set(ctx, e.mkey, buf, exp)
-	} else {
-		err = s.mc.Add(ctx, e.mkey, buf, exp)
+		write = s.mc.Set
 	}
-	switch {
+	switch err := write(ctx, e.mkey, buf, exp); {
 	case err == nil:
 		e.via = viaAdded
 		s.writer.schedule(e.key, now.Add(s.syncInterval))
@@ -138,18 +117,19 @@ func (s *Store) load(ctx context.Context, key string) (durable.Record, bool, err
 	return rec, found, nil
 }
 
-// listedEntry is one session of a Store.List page.
+// listedEntry is one live session of a list page: its storage key and its
+// latest state (memcached's copy when it has a live one), not for update.
 type listedEntry struct {
-	// Key is the session's storage key.
-	Key string
-	// Entry is the session's latest copy (memcached's when it has a live
-	// one). Only its fields are meaningful: it cannot be passed to Update.
+	Key   string
 	Entry *entry
 }
 
+// list returns the live sessions among up to limit rows (of subject, when
+// not "") with storage keys after after, in key order, and the key to
+// continue from ("" at the end).
 func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]listedEntry, string, error) {
 	if s.durable == nil {
-		return nil, "", errors.New("core: List: the Store has no durable tier")
+		return nil, "", errors.New("core: listing needs a durable tier")
 	}
 	lctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
 	recs, err := s.durable.List(lctx, subject, after, limit)
@@ -164,29 +144,25 @@ func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]l
 	now := s.now()
 	var out []listedEntry
 	for _, rec := range recs {
-		e := &entry{key: rec.Key}
+		e := &entry{key: rec.Key, source: srcDatabase}
 		if s.open(rec.Payload, s.prefix+rec.Key, &e.Envelope, false) != nil {
 			continue
 		}
+		alive := now.Before(e.RowExpiresAt())
 		if c, ok := copies[rec.Key]; ok && (c.Destroyed || !c.ActiveAt.Before(e.ActiveAt)) {
-			e.Envelope = c // the copy knows at least what the row does
-			if !c.Destroyed && !now.Before(c.ExpiresAt()) {
-				continue
-			}
-		} else if !now.Before(e.RowExpiresAt()) {
-			continue
+			e.Envelope, e.source = c, srcCache // the copy knows at least what the row does
+			alive = c.Destroyed || now.Before(c.ExpiresAt())
 		}
-		if e.Destroyed || !now.Before(e.Deadline) {
-			continue
+		if alive && !e.Destroyed && now.Before(e.Deadline) {
+			out = append(out, listedEntry{Key: rec.Key, Entry: e})
 		}
-				out = append(out, listedEntry{Key: rec.Key, Entry: e})
 	}
 	return out, recs[len(recs)-1].Key, nil
 }
 
-// copies returns the readable memcached copies of recs' sessions, by
-// storage key, and the keys whose copy is unknown here: its node did not
-// answer, or it cannot be read by this Store (another key ring).
+// copies returns the readable memcached copies of recs' sessions by storage
+// key, and the keys whose copy is unknown: its node did not answer, or this
+// Store cannot read it (another key ring).
 func (s *Store) copies(ctx context.Context, recs []durable.Record) (map[string]envelope.Envelope, map[string]bool) {
 	if s.mc == nil {
 		return nil, nil
@@ -198,16 +174,12 @@ func (s *Store) copies(ctx context.Context, recs []durable.Record) (map[string]e
 	items, err := s.mc.GetMulti(ctx, mkeys)
 	out, unknown := make(map[string]envelope.Envelope, len(items)), map[string]bool{}
 	for i, rec := range recs {
-		it := items[mkeys[i]]
-		if it == nil {
-			unknown[rec.Key] = err != nil // a node that failed may hold it
-			continue
-		}
 		var v envelope.Envelope
-		switch err := s.open(it.Value, mkeys[i], &v, false); {
-		case err == nil:
+		if it := items[mkeys[i]]; it == nil {
+			unknown[rec.Key] = err != nil // a node that failed may hold it
+		} else if err := s.open(it.Value, mkeys[i], &v, false); err == nil {
 			out[rec.Key] = v
-		case errors.Is(err, envelope.ErrUnreadable):
+		} else if errors.Is(err, envelope.ErrUnreadable) {
 			unknown[rec.Key] = true
 		}
 	}
