@@ -14,40 +14,30 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// Insert stores e as a new session under token: the database row first
-// (insert-if-absent), then memcached. While the database does not answer,
-// the session lives in memcached and reaches its row with the background
-// writer — unless durable, or e has a Subject (DestroySubject finds a
-// subject's sessions by their rows): then it fails. While memcached does
-// not answer, the row alone holds it. e.Created, Deadline, IdleTimeout,
-// Codec, Subject, Persistent and Payload are stored; ActiveAt is set to
-// now.
-//
-// It returns errExists when a live session or a tombstone holds the key (a
-// dead one is replaced), ErrTooLarge or ErrInvalidSubject before writing
-// anything, and an error wrapping ErrUnavailable when no tier took the
-// session, or the database did not take a durable one. On success e can be
-// passed to Update.
+// insert stores e (Created, Deadline, IdleTimeout, Codec, Subject,
+// Persistent, Payload) as a new session under token, active now: the row
+// first (insert-if-absent), then memcached. While the database does not
+// answer, the copy alone holds it until the writer syncs it — unless
+// durable, or e has a Subject (DestroySubject finds sessions by their
+// rows): then it fails. It returns errExists when a live session or a
+// tombstone holds the key (a dead one is replaced), ErrTooLarge or
+// ErrInvalidSubject before writing, and an error wrapping ErrUnavailable
+// when no tier (or, durable, the database) took it.
 func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool) error {
 	if err := s.check(e); err != nil {
 		return err
 	}
 	now := s.now()
 	e.key, e.mkey = s.keys(token)
-	e.ActiveAt = now
-	v := &e.Envelope
-	*v = envelope.Envelope{
-		Codec: v.Codec, Persistent: v.Persistent, Lineage: newLineage(),
-		Created: v.Created, Deadline: v.Deadline, IdleTimeout: v.IdleTimeout, ActiveAt: now,
-		Grace: s.grace(), Version: 1, Unsynced: s.durable != nil, Subject: v.Subject, Payload: v.Payload,
+	e.Envelope = envelope.Envelope{
+		Codec: e.Codec, Persistent: e.Persistent, Lineage: newLineage(),
+		Created: e.Created, Deadline: e.Deadline, IdleTimeout: e.IdleTimeout, ActiveAt: now,
+		Grace: s.grace(), Version: 1, Unsynced: s.durable != nil, Subject: e.Subject, Payload: e.Payload,
 	}
 	dbErr := errNoTier
 	if s.durable != nil {
 		dbErr = s.insertRow(ctx, e)
-		switch {
-		case errors.Is(dbErr, errExists):
-			return dbErr
-		case dbErr != nil && (durable || e.Subject != ""):
+		if errors.Is(dbErr, errExists) || dbErr != nil && (durable || e.Subject != "") {
 			return dbErr
 		}
 	}
@@ -69,9 +59,8 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	return nil
 }
 
-// rowExpiry is when a row holding v may be reaped: its session's expiry
-// plus the writer's grace, or, for a tombstone, the destroyed session's
-// deadline.
+// rowExpiry is when a row holding v may be reaped: the session's expiry
+// plus the writer's grace, or a tombstone's deadline.
 func rowExpiry(v *envelope.Envelope) time.Time {
 	if v.Destroyed {
 		return v.Deadline
@@ -85,11 +74,9 @@ func dead(v *envelope.Envelope, now time.Time) bool { return !now.Before(rowExpi
 // errNoTier stands for the failure of a tier the Store does not have.
 var errNoTier = errors.New("not configured")
 
-// insertRow writes e's row: insert-if-absent, or over a dead row (an expired
-// session, or a tombstone past its deadline).
+// insertRow writes e's row: insert-if-absent, or over a dead row.
 func (s *Store) insertRow(ctx context.Context, e *entry) error {
-	v := &e.Envelope
-	applied, err := s.write(ctx, s.record(e.mkey, v, 0))
+	applied, err := s.write(ctx, s.record(e.mkey, &e.Envelope, 0))
 	if err == nil && !applied {
 		rec, found, lerr := s.load(ctx, e.key)
 		var old envelope.Envelope
@@ -97,8 +84,8 @@ func (s *Store) insertRow(ctx context.Context, e *entry) error {
 		case lerr != nil:
 			return lerr
 		case found && s.open(rec.Payload, e.mkey, &old, true) == nil && dead(&old, s.now()):
-			applied, err = s.write(ctx, s.record(e.mkey, v, rec.Version))
-			v.Base = rec.Version
+			applied, err = s.write(ctx, s.record(e.mkey, &e.Envelope, rec.Version))
+			e.Base = rec.Version
 		}
 		if err == nil && !applied {
 			return errExists
@@ -107,13 +94,13 @@ func (s *Store) insertRow(ctx context.Context, e *entry) error {
 	if err != nil {
 		return err
 	}
-	v.MarkSynced(v.Base+1, v.Version, s.now())
+	e.MarkSynced(e.Base+1, e.Version, s.now())
 	return nil
 }
 
-// addCopy writes e's copy of a new session to memcached: over whatever is
-// there when the row took the session (the row decides), otherwise only
-// over nothing, a dead copy or a corrupt one.
+// addCopy writes a new session's copy: over whatever is there when the row
+// took the session (the row decides), else only over nothing, a dead copy
+// or a corrupt one.
 func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bool) error {
 	buf := s.seal(nil, e.mkey, &e.Envelope)
 	exp := cache.Expiration(now, copyExpiry(&e.Envelope))
@@ -142,8 +129,8 @@ func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bo
 	return cmpErr(s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, it.CasID), errExists)
 }
 
-// cmpErr returns nil for nil, err for a failure of memcached, and
-// protocolErr for a protocol answer.
+// cmpErr returns nil, a failure of memcached, or protocolErr for a
+// protocol answer.
 func cmpErr(err, protocolErr error) error {
 	if err == nil || errors.Is(err, cache.ErrUnavailable) {
 		return err
@@ -151,35 +138,28 @@ func cmpErr(err, protocolErr error) error {
 	return protocolErr
 }
 
-// Update writes e, read with Get or stored with Insert, with change c: it
-// records activity (ActiveAt = now) and, unless c is a touch, a new
-// version. It writes memcached with compare-and-swap and leaves the
-// database to the background writer, unless c.Durable; while memcached is
-// unavailable it writes the row instead.
-//
-// It returns ErrConflict when another writer changed the session since e
-// was read (re-read it and retry), ErrTooLarge or ErrInvalidSubject
-// before writing anything, errDestroyed when the session was destroyed
-// meanwhile, and an error wrapping ErrUnavailable when no tier took the
-// write — or, for a durable change, when the database did not. On success e
-// is what was written: with a merge, its Payload holds the other app
-// servers' changes too. After an error, read the session again before the
-// next Update: e may be part-way changed.
+// update writes e, as read or inserted, with change c: activity now and,
+// unless c is a touch, a new version. memcached is written with
+// compare-and-swap and the row left to the writer, unless c.Durable; while
+// memcached is unavailable the row is written instead. It returns
+// ErrConflict when another writer changed the session since e was read,
+// ErrTooLarge or ErrInvalidSubject before writing, errDestroyed when the
+// session was destroyed meanwhile, and an error wrapping ErrUnavailable
+// when no tier (or, durable, the database) took it. On success e is what
+// was written (after a merge, with the others' changes too); after an
+// error read the session again.
 func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	if err := s.check(e); err != nil {
 		return err
 	}
 	next := *e
-	v := &next.Envelope
 	if c.changes() {
-		v.Version++
-		s.note(v, c)
+		next.Version++
+		s.note(&next.Envelope, c)
 	}
 	c.Durable = c.Durable || s.writeThrough
 	now := s.now()
-	next.ActiveAt, v.ActiveAt, v.Grace = now, now, s.grace()
-	v.Unsynced = s.durable != nil
-	next.merged = false
+	next.ActiveAt, next.Grace, next.Unsynced, next.merged = now, s.grace(), s.durable != nil, false
 	var err error
 	switch {
 	case next.via == viaRow || s.mc == nil:
@@ -195,11 +175,12 @@ func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	return err
 }
 
-// note records in v the keys c changes, for a merge with the row; without
-// a durable tier there is never a merge.
+// note records in v the keys c changes, for a merge with the row (without
+// a durable tier there is none).
 func (s *Store) note(v *envelope.Envelope, c change) {
 	switch {
 	case s.durable == nil:
+		return
 	case c.All:
 		v.NoteWhole()
 	default:
@@ -207,14 +188,13 @@ func (s *Store) note(v *envelope.Envelope, c change) {
 			v.Note(k)
 		}
 	}
-	if c.Header && s.durable != nil {
+	if c.Header {
 		v.Note(headerKey)
 	}
 }
 
-// writeCopy writes e to memcached (compare-and-swap on the copy read, at
-// version read) and schedules its sync; when memcached fails it writes the
-// row around it.
+// writeCopy writes e's copy (compare-and-swap on the copy read) and
+// schedules its sync; when memcached fails it writes the row around it.
 func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	err := s.cas(ctx, e, read, now)
 	switch {
@@ -227,19 +207,18 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	e.Lineage = newLineage() // the copy did not take this state
-	if err := s.sync(ctx, e, &c); err != nil {
-		return err
+	err = s.sync(ctx, e, &c)
+	if err == nil {
+		e.via = viaRow
 	}
-	e.via = viaRow
-	return nil
+	return err
 }
 
-// writeDurable writes e to its row first (merging with the row if it moved),
-// then to memcached. The row takes a state no copy held yet, so it starts a
-// new lineage: should memcached not take it (a concurrent request's copy
-// wins the compare-and-swap, or the node becomes unreachable), that copy's
-// next sync merges with the row instead of replacing it, and the keys this
-// write changed, recorded as written directly, stay.
+// writeDurable writes e's row first (merging if the row moved), then its
+// copy. The row takes a state no copy held, so a new lineage: should
+// memcached not take it (a concurrent copy wins, the node is unreachable),
+// that copy's next sync merges with the row, and the keys written here,
+// recorded as written directly, stay.
 func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	e.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
@@ -256,26 +235,23 @@ func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readS
 	return err
 }
 
-// bury replaces the copy under mkey, whose row says the session is gone,
-// with a tombstone: the write that learned it ends the copy, so a copy a
-// logout could not reach is served no longer than until its next write.
+// bury replaces with a tombstone the copy under mkey whose row says the
+// session is gone: a copy a logout could not reach ends at its next write.
 func (s *Store) bury(ctx context.Context, mkey string, v *envelope.Envelope, now time.Time) {
 	t := *v
 	t.Destroyed, t.Payload, t.Unsynced = true, nil, false
 	_ = s.mc.Set(ctx, mkey, s.seal(nil, mkey, &t), cache.Expiration(now, t.Deadline))
 }
 
-// writeRow writes a row-mode entry: conditional on the row version it was
-// read from, with no merge (the caller re-reads and re-applies on
-// ErrConflict).
+// writeRow writes a row-mode entry, conditional on the row version read,
+// without merge: on ErrConflict the caller re-reads.
 func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
 	if s.durable == nil {
 		return fmt.Errorf("%w: memcached", ErrUnavailable)
 	}
-	v := &e.Envelope
-	v.Lineage = newLineage()
-	noteWritten(v, c, v.Base+1)
-	applied, err := s.write(ctx, s.record(e.mkey, v, v.Base))
+	e.Lineage = newLineage()
+	noteWritten(&e.Envelope, c, e.Base+1)
+	applied, err := s.write(ctx, s.record(e.mkey, &e.Envelope, e.Base))
 	switch {
 	case err != nil:
 		return err
@@ -283,7 +259,7 @@ func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
 		s.stats.conflicts.Add(1)
 		return ErrConflict
 	}
-	v.MarkSynced(v.Base+1, v.Version, s.now())
+	e.MarkSynced(e.Base+1, e.Version, s.now())
 	return nil
 }
 
@@ -292,10 +268,9 @@ type readState struct{ lineage, version uint64 }
 
 func readOf(e *entry) readState { return readState{e.Lineage, e.Version} }
 
-// cas writes e's copy to memcached: compare-and-swap on the CAS id it was
-// read with or, for a copy whose CAS id is unknown (refilled or added),
-// on the copy that is there now when it is still the one read. Any other
-// copy means a concurrent writer: ErrConflict.
+// cas writes e's copy: compare-and-swap on the CAS id read or, unknown
+// (refilled, added), on the copy there now if it is still the one read.
+// Any other copy is a concurrent writer's: ErrConflict.
 func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time) error {
 	casID := e.casID
 	if e.via != viaCache {
@@ -323,7 +298,10 @@ func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time
 	return err
 }
 
-// Delete destroys the session stored under token, if any: see Destroy.
+// Delete destroys the session stored under token, if any: a tombstone in
+// both tiers until its absolute deadline (docs/consistency.md), written to
+// the row before Delete returns when the database answers, else by the
+// background writer. The error wraps ErrUnavailable when no tier took it.
 func (s *Store) Delete(ctx context.Context, token string) error {
 	e, err := s.read(ctx, token)
 	if err != nil || e == nil {
@@ -332,13 +310,7 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 	return s.destroy(ctx, e)
 }
 
-// Destroy replaces the session e, read with Get, with a tombstone in both
-// tiers: a copy that says "destroyed" in memcached, and a row state that
-// stands until the session's absolute deadline, so that no copy anywhere,
-// however stale, can bring it back (docs/consistency.md). The row is
-// written before Destroy returns when the database answers; when only
-// memcached takes the tombstone, the background writer brings it to the
-// row. It returns an error wrapping ErrUnavailable when no tier took it.
+// destroy replaces e with a tombstone in both tiers; see Delete.
 func (s *Store) destroy(ctx context.Context, e *entry) error {
 	now := s.now()
 	t := &entry{key: e.key, mkey: e.mkey}
@@ -367,12 +339,10 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// destroyRows destroys every session of subject whose row is not a
-// tombstone and not past its deadline, and that which reports — whatever
-// memcached holds, since an app server that cannot reach the copy serves
-// the row (an idled-out copy hides a row that may live SyncInterval
-// longer). It pages through the database and returns how many of them were
-// alive: by memcached's copy where it has one, by the row otherwise.
+// destroyRows destroys every session of subject, among those which
+// reports, whose row is no tombstone and before its deadline, whatever
+// memcached holds (a server that cannot reach the copy serves the row). It
+// returns how many were alive, by the copy where there is one.
 func (s *Store) destroyRows(ctx context.Context, subject string, which func(key string) bool) (int, error) {
 	if subject == "" || s.durable == nil {
 		return 0, nil
@@ -399,7 +369,7 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 			if c, ok := copies[rec.Key]; ok {
 				alive = !c.Destroyed && now.Before(c.ExpiresAt())
 			}
-						e.Base = rec.Version
+			e.Base = rec.Version
 			if err := s.destroy(ctx, e); err != nil {
 				return n, err
 			}
@@ -411,8 +381,7 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 	}
 }
 
-// listPage is how many rows a subject's sessions are read in at a time.
-const listPage = 500
+const listPage = 500 // rows per page of a listing
 
 // check refuses entries no tier can store.
 func (s *Store) check(e *entry) error {
@@ -425,22 +394,17 @@ func (s *Store) check(e *entry) error {
 	return nil
 }
 
-// envelopeGrowth bounds how much a write adds to an envelope's header:
-// versions, times and the list of changed keys.
-const envelopeGrowth = 64 + envelope.MaxChanged*8
+const envelopeGrowth = 64 + envelope.MaxChanged*8 // a write's growth of the header, at most
 
-// record returns the conditional row write of v under its memcached key
-// mkey, built on the row version base.
+// record returns the row write of v under mkey, built on row version base.
 func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) durable.Write {
-	expires := rowExpiry(v)
 	return durable.Write{Base: base, Record: durable.Record{
-		Key: mkey[len(s.prefix):], Payload: s.seal(nil, mkey, v), Version: base + 1,
-		ExpiresAt: expires.Truncate(time.Millisecond), Deadline: v.Deadline.Truncate(time.Millisecond), Subject: v.Subject,
+		Key: mkey[len(s.prefix):], Payload: s.seal(nil, mkey, v), Version: base + 1, Subject: v.Subject,
+		ExpiresAt: rowExpiry(v).Truncate(time.Millisecond), Deadline: v.Deadline.Truncate(time.Millisecond),
 	}}
 }
 
-// write applies one conditional row write within DBTimeout; the error wraps
-// ErrUnavailable.
+// write applies one row write within DBTimeout; errors wrap ErrUnavailable.
 func (s *Store) write(ctx context.Context, w durable.Write) (bool, error) {
 	applied, err := s.writeBatch(ctx, []durable.Write{w})
 	if err != nil {
