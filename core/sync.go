@@ -10,21 +10,19 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// maxSyncAttempts bounds how often sync merges with a row that keeps
-// changing under it.
-const maxSyncAttempts = 8
+const maxSyncAttempts = 8 // merges with a row that keeps changing under sync
 
-// errLeave reports a row this Store cannot read: it is left as it is (see
-// envelope.ErrUnreadable).
-var errLeave = errors.New("core: the row cannot be read here; left as it is")
-
-// errSuperseded reports a copy whose row already holds a later state of it
-// (another app server's writer synced it first): there is nothing to write.
-var errSuperseded = errors.New("core: the row holds a later state of this copy")
+var (
+	// errLeave: a row this Store cannot read (envelope.ErrUnreadable) is
+	// left as it is.
+	errLeave = errors.New("core: the row cannot be read here; left as it is")
+	// errSuperseded: the row holds a later state of this copy (another
+	// server's writer synced it first); nothing to write.
+	errSuperseded = errors.New("core: the row holds a later state of this copy")
+)
 
 // noteWritten records in v that the row takes directly, at row version at,
-// every key v changed since its last sync — c's, and any earlier change of
-// the copy the write carries along.
+// every key v changed since its last sync: c's and the copy's earlier ones.
 func noteWritten(v *envelope.Envelope, c change, at uint64) {
 	if c.All || v.WholeAt > v.SyncedVersion {
 		v.NoteWritten(envelope.AllKeys, at)
@@ -42,17 +40,13 @@ func noteWritten(v *envelope.Envelope, c change, at uint64) {
 	}
 }
 
-// sync writes e's state to its row, conditional on the row version e was
-// built on. When the row refuses, e is rebased on the row (merged with it
-// key by key) and written again. direct, when not nil, is a change the row
-// takes directly (a durable write, or one around memcached): its keys are
-// recorded as written at the row version that takes them. On success e
-// holds what the row holds, marked synced. It returns errSuperseded when
-// the row already holds a later state of e's own copy (nothing to write),
-// errDestroyed when the row says the session is gone (a tombstone, or no
-// row under a copy that had one), errLeave for a row this Store cannot
-// read, and errors wrapping ErrUnavailable when the database did not
-// answer.
+// sync writes e to its row, conditional on the row version e was built on;
+// a refused write is rebased on the row (merged key by key) and tried
+// again. direct, if not nil, is a change the row takes directly (a durable
+// write, or one around memcached): its keys are recorded as written at the
+// row version that takes them. On success e holds the row's state, synced.
+// Errors: errSuperseded, errDestroyed (a tombstone, or no row under a copy
+// that had one), errLeave, and ErrUnavailable wrapped.
 func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 	v := &e.Envelope
 	for range maxSyncAttempts {
@@ -65,7 +59,6 @@ func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 		}
 		if applied {
 			v.MarkSynced(v.Base+1, v.Version, s.now())
-			e.Envelope = *v
 			return nil
 		}
 		rec, found, err := s.load(ctx, e.key)

@@ -11,12 +11,10 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// writer is the background half of the sync rule: it brings the row of
-// every session written to memcached up to date within SyncInterval of the
-// write. It tracks storage keys and when each is due, not data: at the due
-// time it reads the current copies (whichever app server wrote them last)
-// and writes their rows in one multi-row statement per batch, so the
-// database sees few statements however many sessions there are.
+// writer is the background half of the sync rule: every row is brought up
+// to date within SyncInterval of its copy's write. It tracks keys and due
+// times, not data: when due it reads the current copies (whoever wrote them)
+// and writes their rows in one multi-row statement per batch.
 type writer struct {
 	s     *Store
 	limit int
@@ -45,8 +43,7 @@ func newWriter(s *Store, limit int) *writer {
 	return w
 }
 
-// schedule makes key's row due at the latest at at. A nil writer (a Store
-// without both tiers) does nothing.
+// schedule makes key's row due by at; a nil writer does nothing.
 func (w *writer) schedule(key string, at time.Time) {
 	if w == nil {
 		return
@@ -61,8 +58,8 @@ func (w *writer) schedule(key string, at time.Time) {
 	}
 }
 
-// take removes and returns up to writerBatch keys due before until (any
-// key with all).
+// take removes and returns up to writerBatch keys due before until (any,
+// with all).
 func (w *writer) take(until time.Time, all bool) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -93,9 +90,8 @@ func (w *writer) run() {
 	}
 }
 
-// flush writes the rows due before the next tick, or every tracked row
-// with all, and returns ctx's error if it ended meanwhile (what was not
-// written stays queued).
+// flush writes the rows due before the next tick (all tracked, with all);
+// if ctx ends first it returns ctx's error, and the rest stays queued.
 func (w *writer) flush(ctx context.Context, all bool) error {
 	w.passMu.Lock()
 	defer w.passMu.Unlock()
@@ -112,22 +108,21 @@ func (w *writer) flush(ctx context.Context, all bool) error {
 	return ctx.Err()
 }
 
-// close stops the writer and writes every tracked session.
+// close stops the ticker and writes every tracked row.
 func (w *writer) close(ctx context.Context) error {
 	close(w.stop)
 	<-w.done
 	return w.flush(ctx, true)
 }
 
-// copyRead is a memcached copy read for a sync, and which copy it was.
+// copyRead is a copy read for a sync, and which one it was.
 type copyRead struct {
 	e    entry
 	read readState
 }
 
-// writeBatch syncs the copies of keys: one GetMulti, one Durable.Write for
-// all, then a sync with merge for each the row refused, and a confirmation
-// of each synced copy in memcached.
+// writeBatch syncs keys' copies: one GetMulti, one Tier.Write, a merge for
+// each row that refused, and a confirmation of each synced copy.
 func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	s := w.s
 	now := s.now()
@@ -163,10 +158,9 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	w.confirm(ctx, synced)
 }
 
-// read returns the copies of keys that have something the row has not
-// seen, and the keys memcached could not be asked about. Unless all, a copy
-// another app server synced since it was scheduled waits for its own due
-// time.
+// read returns the copies of keys with something their rows lack, and the
+// keys memcached could not be asked about. Unless all, a copy another
+// server synced since it was scheduled waits for its new due time.
 func (w *writer) read(ctx context.Context, keys []string, now time.Time, all bool) ([]copyRead, []string) {
 	s := w.s
 	mkeys := make([]string, len(keys))
@@ -201,13 +195,11 @@ func (w *writer) read(ctx context.Context, keys []string, now time.Time, all boo
 	return out, failed
 }
 
-// resync handles a copy whose row refused the batch's write. The copy read
-// for the batch may be out of date by now — a request changed it, or it was
-// lost and refilled from the row — so resync reads the current one: still
-// the same copy (same lineage, same or later version), it is merged with
-// the row and written again; gone or refilled, it is left to its own sync
-// (its changes since the last sync went with the cache loss). When the row
-// says the session is gone, the copy becomes a tombstone.
+// resync handles a copy whose row refused the batch's write. It reads the
+// current copy: still the same (lineage, version not lower), it is merged
+// with the row and written again; gone or refilled, it is left alone (its
+// unsynced changes went with the cache loss). When the row says the session
+// is gone, the copy becomes a tombstone.
 func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	s := w.s
 	it, err := s.mc.Get(ctx, p.e.mkey)
@@ -234,14 +226,12 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	return err
 }
 
-// confirm tells the copies in memcached that their rows took them, so that
-// each is built on its new row version and forgets the changes synced. It
-// reads them afresh (a CAS id read before the row write may name another
-// item by now: memcached restarts number them anew) and writes only a copy
-// that is still the one synced, or a later state of it (keeping what it
-// gained since; after a merge, only a touch). It is best effort: an
-// unconfirmed copy's next sync finds an earlier state of its own lineage
-// in the row and takes the row's place (see rebase).
+// confirm tells synced copies their rows took them, so each is built on its
+// new row version and forgets what was synced. It reads them afresh (CAS
+// ids are renumbered by a restart) and writes only a copy still the one
+// synced or a later state of it, keeping what it gained since (after a
+// merge, only a touch). Best effort: an unconfirmed copy's next sync finds
+// its own earlier state in the row and replaces it (rebase).
 func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 	s := w.s
 	if len(ps) == 0 {
@@ -277,7 +267,7 @@ func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 	}
 }
 
-// pendingCount returns how many sessions the writer tracks.
+// pendingCount returns how many rows the writer tracks.
 func (w *writer) pendingCount() int {
 	if w == nil {
 		return 0
