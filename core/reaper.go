@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core/durable"
+	"github.com/hybridsession/hybridsession/core/internal/cache"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
@@ -123,6 +124,8 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 			out[i] = durable.Verdict{Action: durable.Keep, Record: rec}
 		case err != nil:
 			out[i] = reapDelete // corrupt: nothing to keep
+		case row.Destroyed && !dead(&row, now) && (unknown[rec.Key] || r.unburied(ctx, rec.Key, copies, now)):
+			out[i] = reapLeave // a copy may still serve the logged-out session: ask again next pass
 		case row.Destroyed:
 			out[i] = r.byRow(rec, &row, now)
 		case unknown[rec.Key]:
@@ -145,6 +148,18 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 		}
 	}
 	return out
+}
+
+// unburied turns a live copy of a tombstone row's session into a tombstone
+// (its logout could not reach it) and reports whether that failed.
+func (r *Reaper) unburied(ctx context.Context, key string, copies map[string]envelope.Envelope, now time.Time) bool {
+	c, ok := copies[key]
+	if !ok || c.Destroyed {
+		return false
+	}
+	mkey := r.store.prefix + key
+	c.Destroyed, c.Payload, c.Unsynced = true, nil, false
+	return r.store.mc.Set(ctx, mkey, r.store.seal(nil, mkey, &c), cache.Expiration(now, c.Deadline)) != nil
 }
 
 // byCopy keeps a row whose memcached copy is alive (or a tombstone),

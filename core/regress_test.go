@@ -357,3 +357,31 @@ func TestRefusedDurableWriteBuriesStaleCopy(t *testing.T) {
 		t.Fatal("the copy is still served after the row refused its durable write as logged out")
 	}
 }
+
+// A logout that could not reach the session's copy is carried out on the
+// copy by the next reaper pass that can reach it, even if the session is
+// never written again: its tombstone row is due for the reaper at once.
+func TestReaperBuriesCopyALogoutCouldNotReach(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	c := newClock()
+	db := durabletest.NewMemory()
+	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
+	d := newServer(t, c, serverOpts{servers: []string{deadAddr(t)}, durable: db})
+	token := login(a)
+	if n, err := d.m.DestroySubject(context.Background(), "ada"); err != nil || n != 1 {
+		t.Fatalf("DestroySubject = %d, %v; want 1, nil", n, err)
+	}
+	if !a.alive(token) {
+		t.Fatal("setup: the copy the logout could not reach should be served until a reaper pass")
+	}
+	c.advance(time.Millisecond)
+	a.reap()
+	if a.alive(token) {
+		t.Fatal("the copy is still served after a reaper pass that could reach it")
+	}
+	c.advance(time.Hour) // the tombstone row stays until the session's deadline
+	a.reap()
+	if a.alive(token) {
+		t.Fatal("the logged-out session came back")
+	}
+}

@@ -335,6 +335,12 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 		return fmt.Errorf("%w: destroy: %w", ErrUnavailable, errors.Join(dbErr, cacheErr))
 	case dbErr != nil && s.durable != nil:
 		s.writer.schedule(e.key, now)
+	case dbErr == nil && cacheErr != nil && s.mc != nil:
+		// The copy may live on where this server could not reach: the row
+		// is made due for a reaper now, which buries the copy (Reaper).
+		w := s.record(t.mkey, &t.Envelope, t.Base)
+		w.Record.ExpiresAt = now.Truncate(time.Millisecond)
+		_, _ = s.write(ctx, w)
 	}
 	return nil
 }
