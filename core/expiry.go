@@ -11,8 +11,7 @@ type expiryChange struct {
 
 func (c expiryChange) pending() bool { return c.lifetime > 0 || c.idle > 0 || c.persist }
 
-// apply writes c into e and reports whether the browser's cookie must change (a new deadline, or a
-// cookie that becomes persistent).
+// apply writes c into e and reports whether the cookie must change: a new deadline, or now persistent.
 func (c expiryChange) apply(e *entry) (cookieChanged bool) {
 	if d := e.Created.Add(c.lifetime); c.lifetime > 0 && !d.Equal(e.Deadline) {
 		e.Deadline, cookieChanged = d, true

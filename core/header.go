@@ -18,11 +18,10 @@ func isToken(s string) bool {
 	return true
 }
 
-// LoadFrom is Load with the token of a request, for framework adapters: header returns a request
-// header's value ("" when absent), such as r.Header.Get. The token comes from the session cookie, or
-// from Config.TokenHeader when set. The Session keeps the token: a framework that reuses its buffers
-// (fasthttp) must return copies. It returns the session and a copy of ctx carrying it for the
-// handlers (FromContext, Manager.FromContext). Errors are Load's.
+// LoadFrom is Load with a request's token (from the cookie, or Config.TokenHeader when set), for
+// framework adapters: header returns a request header's value ("" when absent), like r.Header.Get. The
+// Session keeps the token, so a framework that reuses its buffers (fasthttp) must return copies. It
+// returns the session and a copy of ctx carrying it (FromContext, Manager.FromContext). Errors are Load's.
 func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, context.Context, error) {
 	var token string
 	if m.cfg.TokenHeader == "" {
@@ -57,17 +56,16 @@ func cookieValue(line, name string) string {
 	return ""
 }
 
-// SaveTo is Save for framework adapters, called just before the response header goes out; then it
-// adds with addHeader what the client needs: for a created, renewed or destroyed session the
-// Set-Cookie (an expired cookie once destroyed) with "Vary: Cookie" and `Cache-Control:
-// no-cache="Set-Cookie"`, so shared caches never hand one user's cookie to another — or in header
-// mode Config.TokenResponseHeader ("" once destroyed), "Vary: <TokenHeader>" and "Cache-Control:
-// no-store". https says whether the request came over HTTPS: the first Secure cookie set on a
-// plain-HTTP request is logged, as browsers drop it outside localhost.
+// SaveTo is Save for framework adapters, called just before the response header goes out. It then adds
+// with addHeader the Set-Cookie of a created, renewed or destroyed (expired cookie) session, with
+// "Vary: Cookie" and `Cache-Control: no-cache="Set-Cookie"` so shared caches never hand one user's
+// cookie to another; in header mode, Config.TokenResponseHeader ("" once destroyed), "Vary:
+// <TokenHeader>" and "Cache-Control: no-store". https tells whether the request came over HTTPS: the
+// first Secure cookie set on a plain-HTTP request is logged, as browsers drop it outside localhost.
 //
-// On error (Save's) it adds nothing. Once it succeeded, a further call saves and adds nothing
-// (addHeader may be nil); a change made since is lost, so it logs and returns an error wrapping
-// ErrChangedAfterCommit. Adapters call it again when the handler returns.
+// On error (Save's) it adds nothing. A call after a success saves and adds nothing (addHeader may be
+// nil); a change made since is lost, so it logs and returns an error wrapping ErrChangedAfterCommit.
+// Adapters call it again when the handler returns.
 func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
 	s.mu.Lock()
 	sent, late := s.sent, !s.saved
@@ -108,8 +106,7 @@ func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader 
 	return nil
 }
 
-// cookie returns the session cookie for s: its token, or an expired cookie once s was destroyed.
-// s.mu is held.
+// cookie returns s's cookie, an expired one once s was destroyed. s.mu is held.
 func (m *Manager) cookie(s *Session) *http.Cookie {
 	cc := m.cfg.Cookie
 	c := &http.Cookie{Name: cc.Name, Path: cc.Path, Domain: cc.Domain,

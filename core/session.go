@@ -89,8 +89,8 @@ func (s *Session) Token() string {
 	return s.token
 }
 
-// IsNew reports whether the session was not in the store when the request arrived (or was destroyed
-// and not saved again).
+// IsNew reports whether the session was not in the store when the request arrived, or was destroyed
+// and not saved since.
 func (s *Session) IsNew() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
