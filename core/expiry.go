@@ -2,8 +2,7 @@ package core
 
 import "time"
 
-// expiryChange is what a request changed about its session's expiry; Save
-// applies it to the entry it writes.
+// expiryChange is what a request changed about its session's expiry; Save applies it to the entry.
 type expiryChange struct {
 	lifetime time.Duration // > 0: Deadline = Created + lifetime
 	idle     time.Duration // > 0: the session's idle timeout
@@ -12,8 +11,7 @@ type expiryChange struct {
 
 func (c expiryChange) pending() bool { return c.lifetime > 0 || c.idle > 0 || c.persist }
 
-// apply writes c into e and reports whether the cookie the browser holds
-// must change (a new deadline, or a cookie that becomes persistent).
+// apply writes c into e and reports whether the cookie must change: a new deadline, or now persistent.
 func (c expiryChange) apply(e *entry) (cookieChanged bool) {
 	if d := e.Created.Add(c.lifetime); c.lifetime > 0 && !d.Equal(e.Deadline) {
 		e.Deadline, cookieChanged = d, true
@@ -27,10 +25,9 @@ func (c expiryChange) apply(e *entry) (cookieChanged bool) {
 	return cookieChanged
 }
 
-// SetIdleTimeout sets how long this session lives without activity, in
-// place of Config.IdleTimeout; it also becomes the session's memcached TTL.
-// Activity is recorded at most once per Config.TouchInterval, so choose d
-// well above it. The change is durable. It panics if d is not positive.
+// SetIdleTimeout sets how long this session lives without activity, in place of Config.IdleTimeout,
+// and its memcached TTL. Activity is recorded at most once per Config.TouchInterval, so choose d well
+// above it. The change is durable. It panics if d is not positive.
 func (s *Session) SetIdleTimeout(d time.Duration) {
 	if d <= 0 {
 		panic("core: Session.SetIdleTimeout expects a positive duration")
@@ -40,13 +37,10 @@ func (s *Session) SetIdleTimeout(d time.Duration) {
 	s.expiry.idle, s.saved = d, false
 }
 
-// RememberMe gives this session a persistent cookie that lasts until its
-// deadline and, when lifetime is positive, an absolute lifetime of
-// lifetime counted from its creation in place of Config.Lifetime (the
-// deadline moves earlier or later). With CookieConfig.SessionOnly set,
-// sessions that are not remembered keep browser-session cookies, forgotten
-// when the browser closes: the usual "remember me" box at login. The choice
-// survives RenewToken and is stored with the session (it is durable). Pair
+// RememberMe gives this session a persistent cookie lasting until its deadline and, when lifetime is
+// positive, an absolute lifetime from its creation in place of Config.Lifetime (the deadline moves
+// earlier or later). With CookieConfig.SessionOnly, sessions not remembered keep browser-session
+// cookies: the usual "remember me" box at login. The choice is durable and survives RenewToken. Pair
 // it with SetIdleTimeout for a longer idle timeout too:
 //
 //	s.RenewToken()
@@ -63,10 +57,8 @@ func (s *Session) RememberMe(lifetime time.Duration) {
 	s.expiry.persist, s.saved = true, false
 }
 
-// Deadline returns the end of the session's absolute lifetime, which no
-// activity extends: creation + Config.Lifetime, or the lifetime given to
-// RememberMe. For a session this request creates, creation is taken to be
-// now.
+// Deadline returns the end of the session's absolute lifetime, which no activity extends: creation +
+// Config.Lifetime, or RememberMe's lifetime. A session this request creates counts as created now.
 func (s *Session) Deadline() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -85,13 +77,10 @@ func (s *Session) deadlineLocked() time.Time {
 	return deadline
 }
 
-// IdleExpiry returns when the session expires if no further request
-// arrives: its last recorded activity plus its idle timeout
-// (Config.IdleTimeout or SetIdleTimeout's), capped at Deadline. Read-only
-// requests record activity at most once per TouchInterval, so during a
-// request it may lie up to TouchInterval before now + the idle timeout;
-// after a write it is exact. For a session this request creates, the
-// activity is now.
+// IdleExpiry returns when the session expires if no further request arrives: its last recorded
+// activity plus its idle timeout (Config.IdleTimeout or SetIdleTimeout's), capped at Deadline. Reads
+// record activity at most once per TouchInterval, so during a request it may lie up to TouchInterval
+// before now + the idle timeout; after a write it is exact. A session this request creates was active now.
 func (s *Session) IdleExpiry() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -8,8 +8,7 @@ import (
 	"time"
 )
 
-// isToken reports whether s is empty or an HTTP token (RFC 9110), as
-// header and cookie names must be.
+// isToken reports whether s is empty or an HTTP token (RFC 9110), as header and cookie names must be.
 func isToken(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
@@ -19,13 +18,10 @@ func isToken(s string) bool {
 	return true
 }
 
-// LoadFrom is Load with the token of a request, for framework adapters:
-// header returns the value of a request header ("" when absent), such as
-// r.Header.Get. The token comes from the session cookie, or in header mode
-// from the token header. The Session keeps the token: a framework that
-// reuses its buffers (fasthttp) must return copies. It returns the session
-// and a copy of ctx that carries it, for the handlers' context (FromContext
-// and Manager.FromContext find it there). Errors are Load's.
+// LoadFrom is Load with a request's token (from the cookie, or Config.TokenHeader when set), for
+// framework adapters: header returns a request header's value ("" when absent), like r.Header.Get. The
+// Session keeps the token, so a framework that reuses its buffers (fasthttp) must return copies. It
+// returns the session and a copy of ctx carrying it (FromContext, Manager.FromContext). Errors are Load's.
 func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, context.Context, error) {
 	var token string
 	if m.cfg.TokenHeader == "" {
@@ -44,40 +40,32 @@ func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string)
 	return s, &sessionCtx{Context: ctx, s: s}, nil
 }
 
-// cookieValue returns the value of the first cookie called name in a
-// Cookie header, without surrounding double quotes; "" when there is none.
-// It scans in place: http.Request.Cookie allocates every cookie it parses
-// (BenchmarkCookieValue).
+// cookieValue returns the value of the first cookie called name in a Cookie header, unquoted; "" when
+// there is none. It scans in place: http.Request.Cookie allocates every cookie it parses.
 func cookieValue(line, name string) string {
 	for len(line) > 0 {
 		var part string
 		part, line, _ = strings.Cut(line, ";")
-		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || k != name {
-			continue
+		if k, v, ok := strings.Cut(strings.TrimSpace(part), "="); ok && k == name {
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v
 		}
-		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-			v = v[1 : len(v)-1]
-		}
-		return v
 	}
 	return ""
 }
 
-// SaveTo is Save for framework adapters, called just before the response
-// header goes out; then it adds the headers the client needs with
-// addHeader: the Set-Cookie of a created, renewed or destroyed (expired
-// cookie) session with "Vary: Cookie" and `Cache-Control:
-// no-cache="Set-Cookie"`, so shared caches never hand one user's cookie to
-// another — or in header mode the token in Config.TokenResponseHeader (""
-// when destroyed), "Vary: <TokenHeader>" and "Cache-Control: no-store". https says
-// whether the request came over HTTPS: the first Secure cookie set on a
-// plain-HTTP request is logged: browsers drop it outside localhost.
+// SaveTo is Save for framework adapters, called just before the response header goes out. It then adds
+// with addHeader the Set-Cookie of a created, renewed or destroyed (expired cookie) session, with
+// "Vary: Cookie" and `Cache-Control: no-cache="Set-Cookie"` so shared caches never hand one user's
+// cookie to another; in header mode, Config.TokenResponseHeader ("" once destroyed), "Vary:
+// <TokenHeader>" and "Cache-Control: no-store". https tells whether the request came over HTTPS: the
+// first Secure cookie set on a plain-HTTP request is logged, as browsers drop it outside localhost.
 //
-// On error (Save's) it adds nothing. Once it succeeded, calling it again
-// saves and adds nothing (addHeader may be nil) and reports a change made
-// since, which is lost: it logs and returns an error wrapping
-// ErrChangedAfterCommit. Adapters do so when the handler returns.
+// On error (Save's) it adds nothing. A call after a success saves and adds nothing (addHeader may be
+// nil); a change made since is lost, so it logs and returns an error wrapping ErrChangedAfterCommit.
+// Adapters call it again when the handler returns.
 func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
 	s.mu.Lock()
 	sent, late := s.sent, !s.saved
@@ -118,25 +106,19 @@ func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader 
 	return nil
 }
 
-// cookie returns the session cookie for s: its token, or an expired cookie
-// once s was destroyed. s.mu is held.
+// cookie returns s's cookie, an expired one once s was destroyed. s.mu is held.
 func (m *Manager) cookie(s *Session) *http.Cookie {
-	c := &http.Cookie{
-		Name:     m.cfg.Cookie.Name,
-		Path:     m.cfg.Cookie.Path,
-		Domain:   m.cfg.Cookie.Domain,
-		Secure:   !m.cfg.Cookie.Insecure,
-		HttpOnly: true,
-		SameSite: m.cfg.Cookie.SameSite,
-	}
+	cc := m.cfg.Cookie
+	c := &http.Cookie{Name: cc.Name, Path: cc.Path, Domain: cc.Domain,
+		Secure: !cc.Insecure, HttpOnly: true, SameSite: cc.SameSite}
 	if s.token == "" || s.entry == nil {
 		c.MaxAge, c.Expires = -1, time.Unix(1, 0)
 		return c
 	}
 	c.Value = s.token
-	if !m.cfg.Cookie.SessionOnly || s.entry.Persistent {
+	if !cc.SessionOnly || s.entry.Persistent {
+		// MaxAge rounds up: a browser must not drop the cookie before the deadline.
 		c.Expires = s.entry.Deadline.UTC()
-		// Rounded up: a browser must not drop the cookie before the deadline.
 		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.now())+time.Second-1)/time.Second), 1)
 	}
 	return c

@@ -15,86 +15,68 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// Config configures a Manager.
+// Config configures a Manager. Every field but Store is optional; a zero field takes its default.
 type Config struct {
 	// Store holds the sessions. Required.
 	Store *Store
-	// IdleTimeout is how long a session lives without activity; it is also
-	// memcached's TTL for the entry. Optional. Default 30m. Reads record
-	// activity at most once per TouchInterval, so a session expires between
-	// IdleTimeout−TouchInterval and IdleTimeout after the last request
-	// (OWASP suggests 15–30 minutes for ordinary applications).
+	// IdleTimeout is how long a session lives without activity, and its memcached TTL. Default 30m
+	// (OWASP suggests 15–30m). Reads record activity once per TouchInterval, so a session expires
+	// IdleTimeout−TouchInterval to IdleTimeout after its last request.
 	IdleTimeout time.Duration
-	// Lifetime is the absolute lifetime of a session from its creation,
-	// never extended, not even by RenewToken. Optional. Default 24h.
+	// Lifetime is a session's absolute lifetime from creation, never extended, not even by RenewToken.
+	// Default 24h.
 	Lifetime time.Duration
-	// TouchInterval is how often a session that is only read refreshes its
-	// activity and memcached TTL (one memcached write). Optional. Default
-	// 1m, or IdleTimeout/2 when shorter; must be less than IdleTimeout.
+	// TouchInterval is how often a session that is only read refreshes its activity and TTL (one
+	// memcached write). Default 1m, or IdleTimeout/2 when shorter; must be less than IdleTimeout.
 	TouchInterval time.Duration
-	// DurableKeys lists session keys whose changes are written to the
-	// database at once rather than at the next sync (for example a user id
-	// or a cart). Optional.
+	// DurableKeys lists session keys whose changes go to the database at once, not at the next sync
+	// (a user id, a cart).
 	DurableKeys []string
 	// Cookie configures the session cookie.
 	Cookie CookieConfig
-	// TokenHeader, when set, moves the token from the cookie to this request
-	// header, for API and mobile clients: the cookie is then neither read
-	// nor written. "Authorization" is read as "Authorization: Bearer
-	// <token>"; any other name, say "X-Session-Token", carries the bare
-	// token. Browsers never attach it by themselves, so cross-site request
-	// forgery does not apply, but page scripts can read where the client
-	// keeps it (an XSS flaw can steal it). Optional. Default "": the cookie.
+	// TokenHeader, when set, carries the token in this request header for API and mobile clients; the
+	// cookie is then neither read nor written. "Authorization" is read as "Authorization: Bearer
+	// <token>", any other name (say "X-Session-Token") carries the bare token. Browsers never attach
+	// it by themselves, so CSRF does not apply, but page scripts can read it where the client keeps it
+	// (XSS can steal it). Default "": the cookie.
 	TokenHeader string
-	// TokenResponseHeader returns a new or renewed token ("" when the
-	// session was destroyed); it is absent while the client's token is
-	// right. Cross-origin browsers must be allowed to read it
-	// (Access-Control-Expose-Headers). Optional. Default: TokenHeader, or
-	// "Session-Token" for Authorization.
+	// TokenResponseHeader returns a new or renewed token ("" once destroyed); it is absent while the
+	// client's token is right. Cross-origin browsers need it in Access-Control-Expose-Headers.
+	// Default: TokenHeader, or "Session-Token" for Authorization.
 	TokenResponseHeader string
-	// ErrorHandler answers a request whose session could not be loaded or
-	// saved, in Manager.Handler. Optional. Default: StatusCode(err) with its
-	// status text as the body; err is never shown to the client.
+	// ErrorHandler answers, in Manager.Handler, a request whose session could not be loaded or saved.
+	// Default: StatusCode(err) with its status text; err is never shown to the client.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 }
 
-// CookieConfig configures the session cookie. The zero value is safe: a
-// cookie named "session" on path "/", HttpOnly, Secure, SameSite=Lax,
-// persistent until the session's absolute deadline.
+// CookieConfig configures the session cookie; every field is optional. The zero value is safe: a
+// cookie named "session" on path "/", HttpOnly, Secure, SameSite=Lax, persistent until the session's
+// absolute deadline.
 type CookieConfig struct {
-	// Name is the cookie's name, an HTTP token. Optional. Default
-	// "session". App servers that share sessions must use the same name.
-	Name string
-	// Path is the cookie's path. Optional. Default "/".
-	Path string
-	// Domain is the cookie's domain. Optional. Default: none (host-only).
-	Domain string
-	// Insecure drops the Secure attribute, so browsers send the cookie over
-	// plain HTTP: for local development without TLS only. Optional. Default
-	// false; then the first cookie set in answer to a plain-HTTP request
-	// logs a warning.
+	// Name is the cookie's name, an HTTP token. Default "session". App servers that share sessions
+	// must use the same name.
+	Name   string
+	Path   string // default "/"
+	Domain string // default none: host-only
+	// Insecure drops the Secure attribute so browsers send the cookie over plain HTTP: for local
+	// development without TLS only. When false, the first cookie set in answer to a plain-HTTP
+	// request logs a warning.
 	Insecure bool
-	// SameSite is the cookie's SameSite attribute. Optional. Default
-	// http.SameSiteLaxMode.
-	SameSite http.SameSite
-	// SessionOnly makes the cookie of every session not given
-	// Session.RememberMe a browser-session cookie (no Expires), forgotten
-	// when the browser closes. Optional. Default false: the cookie expires
-	// at the session's absolute deadline.
+	SameSite http.SameSite // default http.SameSiteLaxMode
+	// SessionOnly gives sessions without Session.RememberMe browser-session cookies (no Expires),
+	// forgotten when the browser closes. Default false: cookies expire at the absolute deadline.
 	SessionOnly bool
 }
 
 // maxRetries bounds Save's re-reads while other requests keep changing the session.
 const maxRetries = 16
 
-// Manager loads and saves sessions for HTTP requests: tokens and cookies,
-// typed values, timeouts, renewal and destruction, and the merging of
-// concurrent changes. Handler serves net/http; framework adapters use
-// Serve, or LoadFrom and SaveTo. A Manager is safe for concurrent use.
+// Manager loads and saves sessions for HTTP requests: tokens, cookies, timeouts, renewal, destruction
+// and the merging of concurrent changes. Handler serves net/http; framework adapters use Serve, or
+// LoadFrom and SaveTo. A Manager is safe for concurrent use.
 type Manager struct {
 	store      *Store
 	cfg        Config
-	durableKey map[string]bool
 	log        *slog.Logger
 	bearer     bool        // the token header is Authorization: Bearer
 	warnedHTTP atomic.Bool // the plain-HTTP Secure cookie warning was logged
@@ -129,20 +111,16 @@ func New(cfg Config) (*Manager, error) {
 	case !isToken(cfg.TokenHeader) || !isToken(cfg.TokenResponseHeader):
 		return nil, fmt.Errorf("core: invalid token header name %q or %q", cfg.TokenHeader, cfg.TokenResponseHeader)
 	}
-	m := &Manager{store: cfg.Store, cfg: cfg, log: cfg.Store.warn.logger, bearer: bearer, durableKey: map[string]bool{}}
-	for _, k := range cfg.DurableKeys {
-		m.durableKey[k] = true
-	}
-	return m, nil
+	cfg.DurableKeys = slices.Clone(cfg.DurableKeys)
+	return &Manager{store: cfg.Store, cfg: cfg, log: cfg.Store.warn.logger, bearer: bearer}, nil
 }
 
 // Store returns the Manager's Store (for Stats, List, metrics, scsstore).
 func (m *Manager) Store() *Store { return m.store }
 
-// Load returns the session of a token. A value not shaped like a token, or
-// a token the store does not know (expired, destroyed, forged), yields a
-// new empty session: client-supplied tokens are never adopted. The error
-// wraps ErrUnavailable when the store could not answer.
+// Load returns the session of a token. A value not shaped like a token, or a token the store does not
+// know (expired, destroyed, forged), yields a new empty session: client-supplied tokens are never
+// adopted. The error wraps ErrUnavailable when the store could not answer.
 func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error) {
 	s := &Session{m: m}
 	if !validToken(cookieValue) {
@@ -152,43 +130,35 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	if err != nil {
 		return nil, err
 	}
-	if e == nil || opaqueCodec(e.Codec) {
-		return s, nil
+	if e != nil && !opaqueCodec(e.Codec) {
+		s.token, s.entry = cookieValue, e
 	}
-	s.token, s.entry = cookieValue, e
 	return s, nil
 }
 
-// Save writes the session's changes, if any; an unchanged session only
-// refreshes its activity, at most once per TouchInterval. When another
-// request changed the session meanwhile, Save re-reads it and re-applies
-// this request's Put, Delete and Clear calls key by key, so concurrent
-// requests that change different keys keep each other's changes. It
-// returns ErrTooLarge or an error wrapping ErrEncode (nothing written),
-// ErrConflict after 16 lost races, and errors wrapping ErrUnavailable.
+// Save writes the session's changes, if any; an unchanged session only refreshes its activity, at
+// most once per TouchInterval. When another request changed the session meanwhile, Save re-reads it
+// and re-applies this request's Put, Delete and Clear key by key, so concurrent requests that change
+// different keys keep each other's changes. It returns ErrTooLarge or an error wrapping ErrEncode
+// (nothing written), ErrConflict after 16 lost races, and errors wrapping ErrUnavailable.
 func (m *Manager) Save(ctx context.Context, s *Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.saved {
-		return nil
+	var err error
+	switch {
+	case s.saved, s.entry == nil && len(s.ops) == 0 && !s.subjectSet && !s.expiry.pending():
+		// saved already, or a new session nobody wrote to: no store, no cookie
+	case s.entry == nil:
+		err = m.insert(ctx, s)
+	case s.renew:
+		err = m.renew(ctx, s)
+	case len(s.ops) == 0 && !s.subjectSet && !s.durable && !s.expiry.pending():
+		m.touch(ctx, s)
+	default:
+		err = m.update(ctx, s)
 	}
-	err := m.save(ctx, s)
 	s.saved = err == nil
 	return err
-}
-
-func (m *Manager) save(ctx context.Context, s *Session) error {
-	switch {
-	case s.entry == nil && len(s.ops) == 0 && !s.subjectSet && !s.expiry.pending():
-		return nil // a new session nobody wrote to: no store, no cookie
-	case s.entry == nil:
-		return m.insert(ctx, s)
-	case s.renew:
-		return m.renew(ctx, s)
-	case len(s.ops) == 0 && !s.subjectSet && !s.durable && !s.expiry.pending():
-		return m.touch(ctx, s)
-	}
-	return m.update(ctx, s)
 }
 
 // insert stores s as a new session under a new token.
@@ -203,9 +173,9 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 	if _, err := m.prepare(e, s, values); err != nil {
 		return err
 	}
-	token := NewToken()
-	err := m.store.insert(ctx, token, e, s.durable || s.expiry.pending())
-	for errors.Is(err, errExists) { // 2^-256: only a broken random source gets here
+	var token string
+	err := errExists
+	for errors.Is(err, errExists) { // repeats only with a broken random source (2^-256)
 		token = NewToken()
 		err = m.store.insert(ctx, token, e, s.durable || s.expiry.pending())
 	}
@@ -213,16 +183,13 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 		return err
 	}
 	s.token, s.entry, s.values, s.decoded = token, e, values, true
-	s.ops, s.subjectSet, s.setCookie = nil, false, true
-	s.expiry = expiryChange{}
+	s.ops, s.subjectSet, s.setCookie, s.expiry = nil, false, true, expiryChange{}
 	return nil
 }
 
-// renew moves the session to a fresh token: this request's changes go to
-// the old token's row first (durably, merged with what this request never
-// saw), so the new session, inserted next, starts from everything the old
-// one had (from this request's copy while the database is unavailable);
-// then the old one is destroyed.
+// renew writes this request's changes durably to the old token (merged with what it never saw), so the
+// session inserted under a fresh token has all the old one had, then destroys the old one. While the
+// database is unavailable the new session starts from this request's copy.
 func (m *Manager) renew(ctx context.Context, s *Session) error {
 	s.durable = true
 	err := m.update(ctx, s)
@@ -244,29 +211,25 @@ func (m *Manager) renew(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// touch refreshes an unchanged session's activity once TouchInterval old.
-// Failures do not fail the request: the next request tries again.
-func (m *Manager) touch(ctx context.Context, s *Session) error {
+// touch refreshes an unchanged session's activity once TouchInterval old. Failures do not fail the
+// request: the next request tries again; a conflict means another request wrote, which refreshed it.
+func (m *Manager) touch(ctx context.Context, s *Session) {
 	if m.store.now().Sub(s.entry.ActiveAt) < m.cfg.TouchInterval {
-		return nil
+		return
 	}
 	err := m.store.update(ctx, s.entry, change{})
 	if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, errDestroyed) {
-		// A conflict means another request wrote, which refreshed it.
 		m.log.Warn("hybridsession: could not refresh session activity", "error", err)
 	}
-	return nil
 }
 
-// dropDestroyed forgets a session destroyed (or expired) while this request
-// changed it: the destruction wins. No cookie change: the destroying or
-// renewing request sent the right one, which ours could overtake.
+// dropDestroyed forgets a session destroyed (or expired) while this request changed it: the
+// destruction wins. No cookie change: the destroying or renewing request sent the right one.
 func (s *Session) dropDestroyed() {
-	s.entry, s.token, s.values, s.decoded = nil, "", nil, false
-	s.ops, s.subjectSet = nil, false
+	s.entry, s.token, s.values, s.decoded, s.ops, s.subjectSet = nil, "", nil, false, nil, false
 }
 
-// change describes this request's changes for Store.Update.
+// change describes this request's changes for Store.update.
 func (s *Session) change() change {
 	header := s.subjectSet || s.expiry.pending()
 	c := change{Keys: s.keysBuf[:0], Header: header, Durable: s.durable || header}
@@ -280,8 +243,7 @@ func (s *Session) change() change {
 	return c
 }
 
-// update writes this request's changes with compare-and-swap, re-applying
-// them to a fresh read on conflict.
+// update writes this request's changes with compare-and-swap, replaying them on a fresh read on conflict.
 func (m *Manager) update(ctx context.Context, s *Session) error {
 	values, e, c := s.valuesLocked(), s.entry, s.change()
 	cookieChanged := false
@@ -295,8 +257,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 		switch {
 		case err == nil:
 			s.entry, s.values, s.decoded = e, values, !e.merged
-			s.ops, s.subjectSet, s.durable = nil, false, false
-			s.expiry = expiryChange{}
+			s.ops, s.subjectSet, s.durable, s.expiry = nil, false, false, expiryChange{}
 			s.setCookie = s.setCookie || cookieChanged
 			return nil
 		case errors.Is(err, errDestroyed):
@@ -306,8 +267,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 			return err
 		case attempt >= maxRetries:
 			return fmt.Errorf("core: gave up after %d concurrent changes: %w", attempt+1, ErrConflict)
-		case attempt > 0:
-			// Lost twice in a row: spread out from the other writers.
+		case attempt > 0: // lost twice in a row: spread out from the other writers
 			time.Sleep(rand.N(time.Duration(min(attempt, 8)) * 200 * time.Microsecond))
 		}
 		if e, err = m.store.read(ctx, s.token); err != nil {
@@ -325,8 +285,8 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 	}
 }
 
-// prepare writes this request's subject, expiry and values into e, and
-// reports whether the cookie must change (see expiryChange.apply).
+// prepare writes this request's subject, expiry and values into e, and reports whether the cookie
+// must change (see expiryChange.apply).
 func (m *Manager) prepare(e *entry, s *Session, values map[string]any) (cookieChanged bool, err error) {
 	if s.subjectSet {
 		e.Subject = s.subject
@@ -341,18 +301,15 @@ func (m *Manager) prepare(e *entry, s *Session, values map[string]any) (cookieCh
 
 func (m *Manager) decode(e *entry) (map[string]any, error) { return m.store.decode(e.Codec, e.Payload) }
 
-// DestroySubject destroys every session of subject (Session.SetSubject) in
-// both tiers — "log out everywhere", say after a password change — paging
-// through the database however many there are, and returns how many it
-// destroyed. The error wraps ErrUnavailable when a page or a session could
-// not be destroyed; the count says how many were.
+// DestroySubject destroys every session of subject (Session.SetSubject) in both tiers — "log out
+// everywhere", say after a password change — paging through the database, and returns how many. The
+// error wraps ErrUnavailable when a page or a session could not be destroyed; the count says how many were.
 func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, error) {
 	return m.store.destroyRows(ctx, subject, func(string) bool { return true })
 }
 
-// StatusCode maps a Load or Save error to an HTTP status: 503 for
-// ErrUnavailable, 413 Content Too Large for ErrTooLarge (the session
-// outgrew the item size limit), 500 otherwise.
+// StatusCode maps a Load or Save error to an HTTP status: 503 for ErrUnavailable, 413 Content Too
+// Large for ErrTooLarge (the session outgrew the item size limit), 500 otherwise.
 func StatusCode(err error) int {
 	switch {
 	case errors.Is(err, ErrUnavailable):
@@ -363,7 +320,6 @@ func StatusCode(err error) int {
 	return http.StatusInternalServerError
 }
 
-// defaultErrorHandler is Config.ErrorHandler's default.
 func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
 	code := StatusCode(err)
 	http.Error(w, http.StatusText(code), code)

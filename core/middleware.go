@@ -9,8 +9,8 @@ import (
 
 type ctxKey struct{}
 
-// sessionCtx answers both FromContext's key and its session's Manager
-// (Manager.FromContext), so several Managers cost one context node each.
+// sessionCtx answers both FromContext's key and its session's Manager (Manager.FromContext), so
+// several Managers cost one context node each.
 type sessionCtx struct {
 	context.Context
 	s *Session
@@ -23,36 +23,29 @@ func (c *sessionCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// FromContext returns the session the middleware stored in ctx, nil when
-// there is none; with several Managers, the innermost one's (see
-// Manager.FromContext). ctx must be the request's context (r.Context(),
-// c.Request.Context() in gin, c.Request().Context() in echo): a *gin.Context
-// forwards lookups only with Engine.ContextWithFallback. Each adapter's Get
-// takes the framework's context and needs no such care.
+// FromContext returns the session the middleware stored in ctx, nil when there is none; with several
+// Managers, the innermost one's (see Manager.FromContext). ctx must be the request's context
+// (r.Context(), c.Request.Context() in gin, c.Request().Context() in echo): a *gin.Context forwards
+// lookups only with Engine.ContextWithFallback. Each adapter's Get takes the framework's context.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(ctxKey{}).(*Session)
 	return s
 }
 
-// FromContext returns the session m's middleware stored in ctx, nil when it
-// did not run: with several Managers in one request (an admin and a user
-// session under different cookie names) each finds its own.
+// FromContext returns the session m's middleware stored in ctx, nil when it did not run: with several
+// Managers in one request (an admin and a user session under different cookie names) each finds its own.
 func (m *Manager) FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(m).(*Session)
 	return s
 }
 
-// Handler is net/http middleware: it loads the request's session, puts it
-// in the request context (FromContext), runs next, and saves the session
-// and adds its cookie just before the response header goes out: on the
-// first WriteHeader with a final status, Write, Flush or Hijack, or when
-// next returns having written nothing. Informational responses (103 Early
-// Hints) pass through. Failures go to Config.ErrorHandler, never after the
-// handler's output: after a failed save, what next writes is discarded,
-// and when it returns its headers are cleared and the error handler
-// answers. next's ResponseWriter implements Unwrap, for
-// http.NewResponseController. Paths to serve without a session (static
-// assets) are routed around Handler:
+// Handler is net/http middleware: it loads the request's session into the request context
+// (FromContext), runs next, and saves the session and adds its cookie as the response header goes out:
+// on the first final WriteHeader, Write, Flush or Hijack, or when next returns having written nothing;
+// informational responses (103 Early Hints) pass through. Failures go to Config.ErrorHandler, never
+// after the handler's output: after a failed save next's output is discarded, and when it returns its
+// headers are cleared and the error handler answers. next's writer implements Unwrap, for
+// http.NewResponseController. Route paths that need no session (static assets) around Handler:
 //
 //	mux.Handle("/static/", static)
 //	mux.Handle("/", m.Handler(app))
@@ -70,14 +63,10 @@ func (m *Manager) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// Serve is Handler for adapters of frameworks built on net/http (echo),
-// which answer failures in their own way: it loads r's session and runs
-// next with a request whose context carries it and a writer that saves it
-// like Handler's. It returns the load error (next did not run) or the save
-// error (next ran, and everything it wrote was discarded); the caller then
-// answers on w, where nothing but informational responses was sent. A
-// panic in next propagates, and the session is not saved unless the
-// response had started.
+// Serve is Handler for adapters of frameworks built on net/http (echo) that answer failures their own
+// way. It returns the load error (next did not run) or the save error (next ran and its output was
+// discarded); the caller then answers on w, where only informational responses went out. A panic in
+// next propagates; the session is then saved only if the response had started.
 func (m *Manager) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request)) error {
 	s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
 	if err != nil {
@@ -87,7 +76,7 @@ func (m *Manager) Serve(w http.ResponseWriter, r *http.Request, next func(http.R
 }
 
 func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next http.HandlerFunc) error {
-	sw := &saveWriter{ResponseWriter: w, m: m, r: r, s: s}
+	sw := &saveWriter{ResponseWriter: w, r: r, s: s}
 	next(sw, r)
 	if sw.commit() {
 		_ = m.SaveTo(r.Context(), s, true, nil) // logs a change made after the commit
@@ -95,11 +84,9 @@ func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next
 	return sw.err
 }
 
-// saveWriter saves a session and adds its cookie before the response
-// header goes out, and discards the output after a failed save.
+// saveWriter saves the session as the response header goes out, and discards output after a failed save.
 type saveWriter struct {
 	http.ResponseWriter
-	m    *Manager
 	r    *http.Request
 	s    *Session
 	done bool  // commit ran
@@ -111,7 +98,7 @@ func (w *saveWriter) commit() bool {
 	if !w.done {
 		w.done = true
 		https := w.r.TLS != nil || w.r.Header.Get("X-Forwarded-Proto") == "https"
-		w.err = w.m.SaveTo(w.r.Context(), w.s, https, w.ResponseWriter.Header().Add)
+		w.err = w.s.m.SaveTo(w.r.Context(), w.s, https, w.ResponseWriter.Header().Add)
 	}
 	return w.err == nil
 }

@@ -2,36 +2,31 @@ package core
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 )
 
-// Session is one user's session during one request: its values, and the
-// changes this request made to them. Get it from the Manager (or from an
-// adapter's accessor), use it in the handler, and let the middleware Save it.
-//
-// Values are decoded on first use; read them typed with Value. A Session is
-// safe for concurrent use by the goroutines of one request.
+// Session is one user's session during one request: its values and this request's changes to them.
+// Get it from the Manager or an adapter, use it in the handler, and let the middleware Save it. Read
+// values typed with Value. A Session is safe for concurrent use by the goroutines of one request.
 type Session struct {
-	m     *Manager
-	mu    sync.Mutex
-	token string // "" until stored
-	entry *entry // nil: new, not stored
-
-	values  map[string]any // decoded lazily from entry.Payload
-	decoded bool
-	ops     []op      // this request's changes, replayed on a CAS conflict
-	keysBuf [4]string // backs change.Keys for the common few keys
-
+	m          *Manager
+	mu         sync.Mutex
+	token      string         // "" until stored
+	entry      *entry         // nil: new, not stored
+	values     map[string]any // decoded lazily from entry.Payload
+	decoded    bool
+	ops        []op      // this request's changes, replayed on a CAS conflict
+	keysBuf    [4]string // backs change.Keys for the common few keys
 	subject    string
 	subjectSet bool
 	durable    bool // write to the database on Save
 	renew      bool // move to a new token on Save
 	setCookie  bool // Set-Cookie needed
 	saved      bool
-
-	expiry expiryChange // per-session idle timeout, remember me
-	sent   bool         // SaveTo added the response headers
+	expiry     expiryChange // per-session idle timeout, remember me
+	sent       bool         // SaveTo added the response headers
 }
 
 type opKind uint8
@@ -48,27 +43,25 @@ type op struct {
 	value any
 }
 
-// valuesLocked returns the decoded values. A payload that cannot be decoded
-// is logged and counted, and the session continues with no values; the next
-// change overwrites it. s.mu is held.
+// valuesLocked returns the decoded values. A payload that cannot be decoded is logged and counted, and
+// the session continues with none; the next change overwrites it. s.mu is held.
 func (s *Session) valuesLocked() map[string]any {
-	if !s.decoded {
-		s.decoded, s.values = true, map[string]any{}
-		if s.entry != nil {
-			v, err := s.m.decode(s.entry)
-			if err != nil {
-				s.m.store.stats.corrupt.Add(1)
-				s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
-			} else {
-				s.values = v
-			}
+	if s.decoded {
+		return s.values
+	}
+	s.decoded, s.values = true, map[string]any{}
+	if s.entry != nil {
+		if v, err := s.m.decode(s.entry); err == nil {
+			s.values = v
+		} else {
+			s.m.store.stats.corrupt.Add(1)
+			s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
 		}
 	}
 	return s.values
 }
 
-// replay applies this request's ops to base (a fresh copy read after a
-// conflict) and returns it.
+// replay applies this request's ops to base, a fresh copy read after a conflict, and returns it.
 func (s *Session) replay(base map[string]any) map[string]any {
 	for _, o := range s.ops {
 		switch o.kind {
@@ -86,31 +79,26 @@ func (s *Session) replay(base map[string]any) map[string]any {
 func (s *Session) record(o op) {
 	s.saved = false
 	s.ops = append(s.ops, o)
-	if o.kind != opClear && s.m.durableKey[o.key] {
-		s.durable = true
-	}
+	s.durable = s.durable || o.kind != opClear && slices.Contains(s.m.cfg.DurableKeys, o.key)
 }
 
-// Token returns the session's token, "" for a new session that was not
-// saved yet. It is a secret: never log it.
+// Token returns the session's token, "" for a new session not saved yet. It is a secret: never log it.
 func (s *Session) Token() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.token
 }
 
-// IsNew reports whether the session was not in the store when the request
-// arrived (or was destroyed and not saved again).
+// IsNew reports whether the session was not in the store when the request arrived, or was destroyed
+// and not saved since.
 func (s *Session) IsNew() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.entry == nil
 }
 
-// Source reports where this request found the session: "memcached",
-// "database" (memcached had lost it, or could not be asked), or "" when it
-// found none (a new session). After Save it reports "" for a session that
-// was created.
+// Source reports where this request found the session: "memcached", "database" (memcached had lost
+// it, or could not be asked), or "" for a new session, and after Save for one that was created.
 func (s *Session) Source() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -120,9 +108,8 @@ func (s *Session) Source() string {
 	return s.entry.source
 }
 
-// Get returns the value stored under key, nil when absent. The dynamic type
-// depends on the codec (see JSON, Gob, Msgpack); Value converts it to the
-// type you stored.
+// Get returns the value stored under key, nil when absent. Its dynamic type depends on the codec
+// (see JSON, Gob, Msgpack); Value converts it to the type you stored.
 func (s *Session) Get(key string) any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -133,18 +120,13 @@ func (s *Session) Get(key string) any {
 func (s *Session) Keys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keys := make([]string, 0, len(s.valuesLocked()))
-	for k := range s.values {
-		keys = append(keys, k)
-	}
+	keys := slices.AppendSeq(make([]string, 0, len(s.valuesLocked())), maps.Keys(s.values))
 	slices.Sort(keys)
 	return keys
 }
 
-// Put stores value under key. The value must be encodable by the Manager's
-// codec; Save reports ErrEncode otherwise. Keys listed in
-// Config.DurableKeys make the change durable (written to the database on
-// Save).
+// Put stores value under key. The codec must be able to encode it; Save reports ErrEncode otherwise.
+// Keys in Config.DurableKeys make the change durable (written to the database on Save).
 func (s *Session) Put(key string, value any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -152,8 +134,7 @@ func (s *Session) Put(key string, value any) {
 	s.record(op{kind: opPut, key: key, value: value})
 }
 
-// Pop returns the value under key and deletes it, nil when absent (which
-// is not a change).
+// Pop returns the value under key and deletes it, nil when absent (which is not a change).
 func (s *Session) Pop(key string) any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -176,9 +157,8 @@ func (s *Session) Clear() {
 	s.record(op{kind: opClear})
 }
 
-// MarkDurable makes this request's Save write the session to the database
-// at once instead of at the next sync — for changes that must survive even
-// the loss of memcached within the next SyncInterval.
+// MarkDurable makes this request's Save write the session to the database at once instead of at the
+// next sync, for changes that must survive the loss of memcached within the next SyncInterval.
 func (s *Session) MarkDurable() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -198,23 +178,20 @@ func (s *Session) Subject() string {
 	return ""
 }
 
-// SetSubject records which user the session belongs to ("" clears it), so
-// Manager.DestroySubject can end all of that user's sessions. The change is
-// durable. Call RenewToken too when this is a login. A subject must be
-// valid UTF-8 of at most 255 bytes (the durable tier's column): Save
-// returns ErrInvalidSubject for any other, and writes nothing.
+// SetSubject records which user the session belongs to ("" clears it), so Manager.DestroySubject can
+// end all of that user's sessions. The change is durable. Call RenewToken too when this is a login. A
+// subject must be valid UTF-8 of at most 255 bytes (the durable tier's column): Save returns
+// ErrInvalidSubject for any other, and writes nothing.
 func (s *Session) SetSubject(subject string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.subject, s.subjectSet, s.saved = subject, true, false
 }
 
-// RenewToken moves the session to a new token on Save, keeping its values,
-// creation time and absolute deadline, and deletes the old token from both
-// tiers. Call it whenever the privilege level changes — at login and logout —
-// so a token planted or seen before cannot ride the new privileges (OWASP
-// session fixation). For a new session it is a no-op: it gets a fresh token
-// anyway.
+// RenewToken moves the session to a new token on Save, keeping its values, creation time and absolute
+// deadline, and deletes the old token from both tiers. Call it whenever the privilege level changes —
+// at login and logout — so a token planted or seen before cannot ride the new privileges (OWASP
+// session fixation). A new session gets a fresh token anyway: there it does nothing.
 func (s *Session) RenewToken() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -223,12 +200,10 @@ func (s *Session) RenewToken() {
 	}
 }
 
-// Destroy replaces the session with a tombstone in both tiers now (see
-// Store.Destroy) and leaves an empty new session in its place: the
-// response expires the cookie, unless the handler puts new values, which
-// then start a new session with a new token. It returns an error wrapping
-// ErrUnavailable when neither tier took the tombstone; the session then
-// still exists.
+// Destroy replaces the session with a tombstone in both tiers now (see Store.Destroy), leaving an empty
+// new session: the response expires the cookie, unless the handler puts values, which start a new
+// session under a new token. The error wraps ErrUnavailable when neither tier took the tombstone; the
+// session then still exists.
 func (s *Session) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
