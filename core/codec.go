@@ -4,82 +4,61 @@ import (
 	"bytes"
 	"encoding/gob"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"sync"
+	"reflect"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Codec turns a session's values into bytes and back. Its ID is written into
-// every envelope, so a session written with one codec stays readable after
-// the configured codec changes, as long as the old codec is still listed in
-// StoreConfig.Codecs. A Store decodes with no other codec.
-//
-// Implementations must be safe for concurrent use. Decode must not keep a
-// reference to data after it returns, and must return an error, never panic,
-// on malformed input.
+// Codec turns a session's values into bytes and back. Its ID is written into every envelope, and a Store
+// decodes with no codec but the one named there: keep an old codec in StoreConfig.Codecs while sessions
+// written with it live. Implementations must be safe for concurrent use; Decode must not keep data after
+// it returns and must return an error, never panic, on malformed input.
 type Codec interface {
-	// ID is the codec's stable id, written into the envelope. Ids 1 to 63
-	// are reserved for hybridsession's codecs; use 64 to 255 for your own.
+	// ID is the codec's stable id. Ids 1 to 63 are reserved for hybridsession; use 64 to 255.
 	ID() uint8
-	// Encode encodes the values of one session.
 	Encode(values map[string]any) ([]byte, error)
-	// Decode decodes what Encode produced.
 	Decode(data []byte) (map[string]any, error)
 }
 
-// Ids of the built-in codecs.
-const (
-	jsonCodecID    uint8 = 1
-	gobCodecID     uint8 = 2
-	msgpackCodecID uint8 = 3
-)
-
-// opaqueCodec reports whether id is one of the ids 60 to 63 reserved for a
-// KV's blobs (scsstore's 60, the fiber Storage's 61), which the Store keeps
-// without decoding and always writes whole.
+// opaqueCodec reports whether id is one of the ids 60 to 63 reserved for a KV's blobs (scsstore 60, the
+// fiber Storage 61), which the Store keeps without decoding and always writes whole.
 func opaqueCodec(id uint8) bool { return id >= 60 && id <= 63 }
 
-// JSON is the encoding/json codec. It is the most portable (any language can
-// read a session), but JSON has one number type: integers come back as
-// float64 (Value converts them back when they are whole), []byte
-// comes back as a base64 string, and structs come back as map[string]any.
-// encoding/json limits nesting to 10000 levels and allocates in proportion
-// to the input.
+// JSON is the encoding/json codec, readable from any language. JSON has one number type: integers come
+// back as float64 (Value converts whole ones back), []byte as a base64 string, structs as map[string]any.
+// encoding/json limits nesting to 10000 levels and allocates in proportion to the input.
 var JSON Codec = jsonCodec{}
 
-// Gob is the encoding/gob codec. It round-trips Go types exactly, including
-// structs, but every concrete type stored in a session other than the basic
-// types must be registered with gob.Register before it is encoded or decoded,
-// in every process that reads the session; an unregistered type makes Encode
-// fail with ErrEncode. encoding/gob sizes a map nested in a value from the
-// count its input declares: register map types for use in sessions only
-// when sessions are sealed (StoreConfig.Seal), so that the decoder only
-// ever sees bytes your own servers wrote.
+// Gob is the encoding/gob codec. It round-trips Go types exactly, structs included, but every concrete
+// type other than the basic ones must be registered with gob.Register in every process that reads or
+// writes the session; Encode fails with ErrEncode on an unregistered type. encoding/gob sizes a nested
+// map from the count its input declares: register map types only when sessions are sealed
+// (StoreConfig.Seal), so the decoder only sees bytes your servers wrote.
 var Gob Codec = gobCodec{}
 
-// Msgpack is the MessagePack codec (github.com/vmihailenco/msgpack/v5), the
-// compact default. Integers come back as int64 or uint64, floats as float64,
-// []byte stays []byte; structs come back as map[string]any.
-//
-// Decode checks the input's structure before the library sees it: arrays
-// and maps may nest at most 64 deep, and no declared length may exceed the
-// bytes that follow, so decoding allocates at most a small multiple of the
-// input's size. Input that breaks these rules gets an error wrapping
-// ErrMalformed.
+// Msgpack is the MessagePack codec (github.com/vmihailenco/msgpack/v5), the compact default. Integers
+// come back as int64 or uint64, floats as float64, []byte as []byte, structs as map[string]any. Decode
+// refuses (with an error wrapping ErrMalformed) input nesting arrays and maps over 64 deep or declaring a
+// length beyond the bytes that follow, so it allocates at most a small multiple of the input's size.
 var Msgpack Codec = msgpackCodec{}
 
 type jsonCodec struct{}
 
-func (jsonCodec) ID() uint8 { return jsonCodecID }
+func (jsonCodec) ID() uint8 { return 1 }
 
-func (jsonCodec) Encode(values map[string]any) ([]byte, error) {
-	return json.Marshal(values)
-}
+func (jsonCodec) Encode(values map[string]any) ([]byte, error) { return json.Marshal(values) }
 
 func (jsonCodec) Decode(data []byte) (map[string]any, error) {
 	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
+	err := json.Unmarshal(data, &m)
+	return decoded(m, err)
+}
+
+// decoded returns what Decode returns for m and err: nil on error, never a nil map otherwise.
+func decoded(m map[string]any, err error) (map[string]any, error) {
+	if err != nil {
 		return nil, err
 	}
 	if m == nil {
@@ -90,7 +69,7 @@ func (jsonCodec) Decode(data []byte) (map[string]any, error) {
 
 type gobCodec struct{}
 
-func (gobCodec) ID() uint8 { return gobCodecID }
+func (gobCodec) ID() uint8 { return 2 }
 
 func (gobCodec) Encode(values map[string]any) ([]byte, error) {
 	var buf bytes.Buffer
@@ -101,8 +80,7 @@ func (gobCodec) Encode(values map[string]any) ([]byte, error) {
 }
 
 func (gobCodec) Decode(data []byte) (m map[string]any, err error) {
-	// encoding/gob documents that it may panic on some corrupt input in
-	// older releases; a session decoder must never take the process down.
+	// encoding/gob documents that it may panic on some corrupt input in older releases.
 	defer func() {
 		if r := recover(); r != nil {
 			m, err = nil, fmt.Errorf("gob: %v", r)
@@ -111,18 +89,14 @@ func (gobCodec) Decode(data []byte) (m map[string]any, err error) {
 	if err := checkGobFraming(data); err != nil {
 		return nil, err
 	}
-	// Decode into a map that exists: encoding/gob sizes a nil map from the
-	// count the input declares, which hostile input sets to billions.
+	// A nil map would be sized from the count the input declares, which hostile input sets to billions.
 	m = map[string]any{}
-	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	err = gob.NewDecoder(bytes.NewReader(data)).Decode(&m)
+	return decoded(m, err)
 }
 
-// checkGobFraming checks that every message of the gob stream in data
-// declares a length within data: encoding/gob reads a message of a declared
-// length in chunks of up to 10 MB, whatever follows.
+// checkGobFraming checks that every message of the gob stream declares a length within data:
+// encoding/gob reads a message in chunks of up to 10 MB, whatever follows.
 func checkGobFraming(data []byte) error {
 	for len(data) > 0 {
 		n, size := uint64(data[0]), 1
@@ -131,10 +105,7 @@ func checkGobFraming(data []byte) error {
 			if size < 2 || size > 9 || size > len(data) {
 				return fmt.Errorf("%w: gob: bad message length", ErrMalformed)
 			}
-			n = 0
-			for _, b := range data[1:size] {
-				n = n<<8 | uint64(b)
-			}
+			n = bigEndian(data[1:size])
 		}
 		if n > uint64(len(data)-size) {
 			return fmt.Errorf("%w: gob: message longer than the input", ErrMalformed)
@@ -146,75 +117,30 @@ func checkGobFraming(data []byte) error {
 
 type msgpackCodec struct{}
 
-func (msgpackCodec) ID() uint8 { return msgpackCodecID }
+func (msgpackCodec) ID() uint8 { return 3 }
 
-var msgpackEncoders = sync.Pool{New: func() any {
-	enc := msgpack.NewEncoder(nil)
-	enc.SetSortMapKeys(true)
-	return &msgpackEncoder{enc: enc}
-}}
-
-type msgpackEncoder struct {
-	buf bytes.Buffer
-	enc *msgpack.Encoder
-}
-
-func (msgpackCodec) Encode(values map[string]any) ([]byte, error) {
-	e := msgpackEncoders.Get().(*msgpackEncoder)
-	defer msgpackEncoders.Put(e)
-	e.buf.Reset()
-	e.enc.Reset(&e.buf)
-	if err := e.enc.Encode(values); err != nil {
-		return nil, err
-	}
-	return bytes.Clone(e.buf.Bytes()), nil
-}
-
-type msgpackDecoder struct {
-	r   bytes.Reader
-	dec *msgpack.Decoder
-}
-
-var msgpackDecoders = sync.Pool{New: func() any { return &msgpackDecoder{dec: msgpack.NewDecoder(nil)} }}
+func (msgpackCodec) Encode(values map[string]any) ([]byte, error) { return msgpack.Marshal(values) }
 
 func (msgpackCodec) Decode(data []byte) (map[string]any, error) {
 	if err := checkMsgpack(data); err != nil {
 		return nil, err
 	}
-	d := msgpackDecoders.Get().(*msgpackDecoder)
-	defer msgpackDecoders.Put(d)
-	d.r.Reset(data)
-	d.dec.Reset(&d.r)
-	m, err := d.dec.DecodeMap()
-	if err != nil {
-		return nil, err
-	}
-	if m == nil {
-		return map[string]any{}, nil
-	}
-	for k, v := range m {
-		m[k] = widenInts(v)
-	}
-	return m, nil
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(bytes.NewReader(data))
+	m, err := dec.DecodeMap()
+	widenInts(m)
+	return decoded(m, err)
 }
 
-// widenInts turns the sized integers msgpack decodes (int8, uint16, ...)
-// into int64 and uint64, in nested slices and maps too. (The library's
-// loose mode would do this, but it also turns []byte into string.)
+// widenInts turns the sized integers msgpack decodes (int8, uint16, ...) into int64 and uint64, in nested
+// slices and maps too. (The library's loose mode would, but it also turns []byte into string.)
 func widenInts(v any) any {
 	switch n := v.(type) {
-	case int8:
-		return int64(n)
-	case int16:
-		return int64(n)
-	case int32:
-		return int64(n)
-	case uint8:
-		return uint64(n)
-	case uint16:
-		return uint64(n)
-	case uint32:
-		return uint64(n)
+	case int8, int16, int32:
+		return reflect.ValueOf(n).Int()
+	case uint8, uint16, uint32:
+		return reflect.ValueOf(n).Uint()
 	case []any:
 		for i := range n {
 			n[i] = widenInts(n[i])
@@ -225,4 +151,113 @@ func widenInts(v any) any {
 		}
 	}
 	return v
+}
+
+// maxMsgpackDepth bounds how deeply msgpack arrays and maps may nest in a session's values.
+const maxMsgpackDepth = 64
+
+// checkMsgpack walks the first msgpack value in b without decoding it and returns an error wrapping
+// ErrMalformed when it is truncated, nests deeper than maxMsgpackDepth, or declares an array, map, string,
+// binary or extension longer than the bytes that follow. The library sizes allocations from declared
+// lengths (an array header claiming 2^32-1 elements allocates 64 GiB); as every declared element takes
+// at least one byte, after this check they are bounded by a small multiple of len(b).
+func checkMsgpack(b []byte) error {
+	c := msgpackChecker{b: b}
+	if err := c.value(0); err != nil {
+		return fmt.Errorf("%w: msgpack: %v at byte %d", ErrMalformed, err, c.i)
+	}
+	return nil
+}
+
+type msgpackChecker struct {
+	b []byte
+	i int
+}
+
+var (
+	errTruncated = errors.New("truncated")
+	errTooDeep   = fmt.Errorf("nested deeper than %d", maxMsgpackDepth)
+	errTooLong   = errors.New("declared length exceeds the input")
+)
+
+func (c *msgpackChecker) value(depth int) error {
+	if c.i >= len(c.b) {
+		return errTruncated
+	}
+	t := c.b[c.i]
+	c.i++
+	switch {
+	case t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3: // fixint, nil, false, true
+		return nil
+	case t <= 0x8f: // fixmap: a key and a value per item
+		return c.items(uint64(t&0x0f)*2, depth)
+	case t <= 0x9f: // fixarray
+		return c.items(uint64(t&0x0f), depth)
+	case t <= 0xbf: // fixstr
+		return c.skip(uint64(t & 0x1f))
+	case t == 0xc1:
+		return errors.New("reserved type byte")
+	case t <= 0xc6: // bin 8, 16, 32
+		return c.sized(1<<(t-0xc4), 0, 0, depth)
+	case t <= 0xc9: // ext 8, 16, 32: length, type, data
+		return c.sized(1<<(t-0xc7), 1, 0, depth)
+	case t <= 0xcb: // float 32, 64
+		return c.skip(4 << (t - 0xca))
+	case t <= 0xcf: // uint 8 to 64
+		return c.skip(1 << (t - 0xcc))
+	case t <= 0xd3: // int 8 to 64
+		return c.skip(1 << (t - 0xd0))
+	case t <= 0xd8: // fixext 1 to 16, plus the type byte
+		return c.skip(1 + 1<<(t-0xd4))
+	case t <= 0xdb: // str 8, 16, 32
+		return c.sized(1<<(t-0xd9), 0, 0, depth)
+	case t <= 0xdd: // array 16, 32
+		return c.sized(2<<(t-0xdc), 0, 1, depth)
+	}
+	return c.sized(2<<(t-0xde), 0, 2, depth) // map 16, 32
+}
+
+// sized reads a big-endian length of size bytes, then skips extra bytes plus that length, or, for a
+// container (per > 0), checks per values per item.
+func (c *msgpackChecker) sized(size int, extra, per uint64, depth int) error {
+	if len(c.b)-c.i < size {
+		return errTruncated
+	}
+	n := bigEndian(c.b[c.i : c.i+size])
+	c.i += size
+	if per > 0 {
+		return c.items(n*per, depth)
+	}
+	return c.skip(n + extra)
+}
+
+// items checks n values nested one level below depth.
+func (c *msgpackChecker) items(n uint64, depth int) error {
+	if n > uint64(len(c.b)-c.i) {
+		return errTooLong
+	}
+	if n > 0 && depth >= maxMsgpackDepth {
+		return errTooDeep
+	}
+	for ; n > 0; n-- {
+		if err := c.value(depth + 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *msgpackChecker) skip(n uint64) error {
+	if n > uint64(len(c.b)-c.i) {
+		return errTooLong
+	}
+	c.i += int(n)
+	return nil
+}
+
+func bigEndian(b []byte) (n uint64) {
+	for _, x := range b {
+		n = n<<8 | uint64(x)
+	}
+	return n
 }

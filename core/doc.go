@@ -1,23 +1,19 @@
-// Package core is hybridsession's framework-neutral session library:
-// sessions as fast as memcached and as durable as a database.
+// Package core is hybridsession's framework-neutral session library: sessions as fast as memcached and
+// as durable as a database.
 //
-// A Store keeps sessions in two tiers. Reads go to memcached first and to
-// the database when memcached does not have the session, so a memcached
-// restart, eviction or node change logs nobody out. Writes go to memcached
-// at once and reach the database through a background writer within
-// StoreConfig.SyncInterval, in multi-row statements, so the database sees a
-// few statements per batch of sessions instead of one per request. A
-// reaper deletes the rows of dead sessions after asking memcached for their
-// latest copy. docs/consistency.md states what holds under which faults.
+// A Store keeps sessions in two tiers. Reads go to memcached first and to the database when memcached
+// lacks the session, so a memcached restart, eviction or node change logs nobody out. Writes go to
+// memcached at once and reach the database within StoreConfig.SyncInterval through a background writer,
+// a few multi-row statements per batch of sessions rather than one per request. A reaper deletes dead
+// sessions' rows after asking memcached for their latest copy. docs/consistency.md states what holds
+// under which faults.
 //
-// A Manager turns the Store into HTTP sessions: tokens and cookies, typed
-// values, idle and absolute timeouts, token renewal, logout everywhere, and
-// the merging of concurrent requests' changes. Use its Handler as net/http
-// middleware, or one of the adapter modules (ginsession, echosession,
-// echo5session, fibersession, fiber3session) or scsstore.
+// A Manager turns the Store into HTTP sessions: tokens and cookies, typed values, idle and absolute
+// timeouts, token renewal, logout everywhere, and merging concurrent requests' changes. Use its Handler
+// as net/http middleware, or an adapter module (ginsession, echosession, echo5session, fibersession,
+// fiber3session) or scsstore.
 //
-// The smallest complete use, with memcached and embedded SQLite (the
-// gormstore module; durabletest.NewMemory serves tests):
+// The smallest complete use, with memcached and SQLite (gormstore; tests use durabletest.NewMemory):
 //
 //	store, err := core.NewStore(core.StoreConfig{
 //		Memcached: core.MemcachedConfig{Servers: []string{"127.0.0.1:11211"}},
@@ -34,7 +30,6 @@
 //	}
 //	http.ListenAndServe(":8080", m.Handler(mux))
 //
-// In a handler, core.FromContext(r.Context()) returns the request's
-// Session: Get and Put values, RenewToken at login, Destroy at logout.
-// The middleware saves it before the response headers go out.
+// In a handler, core.FromContext(r.Context()) returns the request's Session: Get and Put values,
+// RenewToken at login, Destroy at logout. The middleware saves it before the response headers go out.
 package core

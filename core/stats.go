@@ -2,43 +2,32 @@ package core
 
 import "sync/atomic"
 
-// Stats is a snapshot of a Store's counters since it was created. Every
-// counter only grows; compute rates and ratios (the cache hit ratio,
-// CacheHits / (CacheHits + CacheMisses)) from two snapshots or in your
-// metrics system.
+// Stats is a snapshot of a Store's counters since it was created. Counters only grow: compute rates and
+// ratios (the cache hit ratio, CacheHits / (CacheHits + CacheMisses)) from two snapshots.
 type Stats struct {
-	// CacheHits and CacheMisses count memcached reads that found, or did
-	// not find, a live or destroyed session. CacheErrors counts memcached
-	// operations that failed: network errors, timeouts, and operations
-	// refused by an open circuit breaker.
+	// CacheHits and CacheMisses count memcached reads that found, or did not find, a live or destroyed
+	// session; CacheErrors memcached operations that failed (network errors, timeouts, an open breaker).
 	CacheHits, CacheMisses, CacheErrors uint64
-	// Corrupt counts envelopes, from either tier, that failed to decode or
-	// to authenticate (tampering, or a broken writer): each was a miss.
-	// Unreadable counts envelopes this Store could not read and left in
-	// place — sealed with a key not in its ring, plain text where sealing is
-	// required, a newer format, or a codec it is not configured with — a
-	// configuration to fix rather than an attack.
+	// Corrupt counts envelopes from either tier that failed to decode or authenticate (tampering, a broken
+	// writer): each was a miss. Unreadable counts envelopes left in place that this Store cannot read
+	// (sealed with a key not in its ring, plain where sealing is required, a newer format, a codec it is
+	// not configured with): a configuration to fix, not an attack.
 	Corrupt, Unreadable uint64
-	// DBReads counts row loads and DBWrites row writes, batched or not;
-	// DBErrors the calls to the durable tier that failed.
+	// DBReads counts row loads, DBWrites row writes, batched or not, DBErrors failed durable-tier calls.
 	DBReads, DBWrites, DBErrors uint64
-	// Conflicts counts writes that found the session changed by another
-	// writer since it was read (the Manager then re-reads and re-applies
-	// its request's changes). Merges counts copies merged key by key with
-	// a row that had moved on: a change written around a memcached node,
-	// or by another app server that could not read the copy.
+	// Conflicts counts writes that found the session changed since it was read (the Manager re-reads and
+	// re-applies its changes). Merges counts copies merged key by key with a row that had moved on (a
+	// change written around a memcached node, or by a server that could not read the copy).
 	Conflicts, Merges uint64
-	// SyncPending is the number of sessions the background writer tracks
-	// now; SyncDropped counts sessions it could not track (SyncQueueSize).
+	// SyncPending is the number of sessions the background writer tracks now; SyncDropped counts those it
+	// could not track (SyncQueueSize).
 	SyncPending int
 	SyncDropped uint64
-	// ReapExtended counts expired rows the reaper rewrote from a live
-	// memcached copy, ReapDeleted rows it deleted (dead sessions, expired
-	// tombstones), ReapErrors its failures (archive hook, batches).
+	// ReapExtended counts expired rows the reaper rewrote from a live memcached copy, ReapDeleted rows it
+	// deleted (dead sessions, expired tombstones), ReapErrors its failures (archive hook, batches).
 	ReapExtended, ReapDeleted, ReapErrors uint64
-	// Nodes maps each memcached node's address to whether its circuit
-	// breaker is open (its sessions are served by the database until a
-	// probe succeeds); nil without memcached.
+	// Nodes maps each memcached node's address to whether its circuit breaker is open (its sessions served
+	// by the database until a probe succeeds); nil without memcached.
 	Nodes map[string]bool
 }
 
@@ -53,10 +42,9 @@ type counters struct {
 func (s *Store) Stats() Stats {
 	c := &s.stats
 	st := Stats{
-		CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(),
-		Corrupt: c.corrupt.Load(), Unreadable: c.unreadable.Load(),
-		DBReads: c.dbReads.Load(), DBWrites: c.dbWrites.Load(), DBErrors: c.dbErrors.Load(),
-		Conflicts: c.conflicts.Load(), Merges: c.merges.Load(),
+		CacheHits: c.cacheHits.Load(), CacheMisses: c.cacheMisses.Load(), Corrupt: c.corrupt.Load(),
+		Unreadable: c.unreadable.Load(), DBReads: c.dbReads.Load(), DBWrites: c.dbWrites.Load(),
+		DBErrors: c.dbErrors.Load(), Conflicts: c.conflicts.Load(), Merges: c.merges.Load(),
 		SyncPending: s.writer.pendingCount(), SyncDropped: c.syncDropped.Load(),
 		ReapExtended: c.reapExtended.Load(), ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(),
 	}

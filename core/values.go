@@ -8,27 +8,20 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Value returns the value stored under key in s as a T, and whether there
-// is one that converts to T. The codec may hand back another type than was
-// stored — JSON numbers come back as float64, msgpack integers as int64 or
-// uint64, and under both a struct, map or slice comes back as generic
-// data — so Value converts:
-//   - numbers between Go's integer and float types, when the value fits
-//     exactly (1.5 is no int; 300 is no uint8);
-//   - anything else that is not already a T, by encoding it again and
-//     decoding it into a T: with encoding/json when the session was
-//     written with the JSON codec (so JSON's base64 []byte and RFC 3339
-//     times read back as []byte and time.Time), with msgpack otherwise. A
-//     struct stored under any codec thus reads back as itself (under gob,
-//     register it with gob.Register).
-//
-// Strings are never parsed as numbers. An absent key, or a value that does
-// not convert, gives T's zero value and false.
+// Value returns the value stored under key in s as a T, and whether there is one that converts to T.
+// Codecs may return another type than was stored (JSON numbers as float64, msgpack integers as int64 or
+// uint64, structs, maps and slices as generic data), so Value converts numbers between Go's number types
+// when the value fits exactly (1.5 is no int, 300 no uint8), and anything else that is not a T by
+// encoding it again and decoding that into a T: with encoding/json for a session written with JSON (so
+// base64 []byte and RFC 3339 times read back as []byte and time.Time), with msgpack otherwise. A struct
+// thus reads back as itself under any codec (under gob, register it). Strings are never parsed as
+// numbers. An absent key, or a value that does not convert, gives T's zero value and false.
 func Value[T any](s *Session, key string) (T, bool) {
 	var t T
 	s.mu.Lock()
 	v := s.valuesLocked()[key]
-	isJSON := s.entry != nil && s.entry.Codec == jsonCodecID || s.entry == nil && s.m != nil && s.m.store.codec.ID() == jsonCodecID
+	isJSON := s.entry != nil && s.entry.Codec == JSON.ID() ||
+		s.entry == nil && s.m != nil && s.m.store.codec.ID() == JSON.ID()
 	s.mu.Unlock()
 	if v == nil {
 		return t, false
@@ -43,19 +36,15 @@ func Value[T any](s *Session, key string) (T, bool) {
 	if isJSON {
 		marshal, unmarshal = json.Marshal, json.Unmarshal
 	}
-	b, err := marshal(v)
-	if err == nil {
-		err = unmarshal(b, &t)
-	}
-	if err != nil {
+	if b, err := marshal(v); err != nil || unmarshal(b, &t) != nil {
 		var zero T
 		return zero, false
 	}
 	return t, true
 }
 
-// convertNumber sets dst, a number, to v when v is a number that fits in it
-// exactly, and reports whether it did.
+// convertNumber sets dst to v when both are numbers and v fits in dst exactly (into a float: within its
+// range), and reports whether it did.
 func convertNumber(v any, dst reflect.Value) bool {
 	src := reflect.ValueOf(v)
 	if !isNumber(src.Kind()) || !isNumber(dst.Kind()) {
@@ -63,15 +52,7 @@ func convertNumber(v any, dst reflect.Value) bool {
 	}
 	switch {
 	case dst.CanFloat():
-		f := float64(0)
-		switch {
-		case src.CanInt():
-			f = float64(src.Int())
-		case src.CanUint():
-			f = float64(src.Uint())
-		default:
-			f = src.Float()
-		}
+		f := src.Convert(reflect.TypeFor[float64]()).Float()
 		if dst.OverflowFloat(f) {
 			return false
 		}
@@ -83,19 +64,10 @@ func convertNumber(v any, dst reflect.Value) bool {
 		dst.SetUint(src.Uint())
 	default:
 		i, ok := toInt64(src)
-		switch {
-		case !ok:
+		if !ok || dst.CanInt() && dst.OverflowInt(i) || dst.CanUint() && (i < 0 || dst.OverflowUint(uint64(i))) {
 			return false
-		case dst.CanInt():
-			if dst.OverflowInt(i) {
-				return false
-			}
-			dst.SetInt(i)
-		case i < 0 || dst.OverflowUint(uint64(i)):
-			return false
-		default:
-			dst.SetUint(uint64(i))
 		}
+		dst.Set(reflect.ValueOf(i).Convert(dst.Type()))
 	}
 	return true
 }
@@ -104,8 +76,7 @@ func isNumber(k reflect.Kind) bool {
 	return k >= reflect.Int && k <= reflect.Float64 && k != reflect.Uintptr
 }
 
-// toInt64 converts v, an integer or a float that is a whole number, to
-// int64 when it fits exactly.
+// toInt64 converts v, an integer or a whole float, to int64 when it fits exactly.
 func toInt64(v reflect.Value) (int64, bool) {
 	switch {
 	case v.CanInt():
