@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -119,16 +120,39 @@ type msgpackCodec struct{}
 
 func (msgpackCodec) ID() uint8 { return 3 }
 
-func (msgpackCodec) Encode(values map[string]any) ([]byte, error) { return msgpack.Marshal(values) }
+// msgpackState is a pooled encoder and decoder with their buffers: one
+// allocation per Encode (the result), none per Decode but the values.
+type msgpackState struct {
+	buf bytes.Buffer
+	r   bytes.Reader
+	enc *msgpack.Encoder
+	dec *msgpack.Decoder
+}
+
+var msgpackStates = sync.Pool{New: func() any {
+	return &msgpackState{enc: msgpack.NewEncoder(nil), dec: msgpack.NewDecoder(nil)}
+}}
+
+func (msgpackCodec) Encode(values map[string]any) ([]byte, error) {
+	st := msgpackStates.Get().(*msgpackState)
+	defer msgpackStates.Put(st)
+	st.buf.Reset()
+	st.enc.Reset(&st.buf)
+	if err := st.enc.Encode(values); err != nil {
+		return nil, err
+	}
+	return bytes.Clone(st.buf.Bytes()), nil
+}
 
 func (msgpackCodec) Decode(data []byte) (map[string]any, error) {
 	if err := checkMsgpack(data); err != nil {
 		return nil, err
 	}
-	dec := msgpack.GetDecoder()
-	defer msgpack.PutDecoder(dec)
-	dec.Reset(bytes.NewReader(data))
-	m, err := dec.DecodeMap()
+	st := msgpackStates.Get().(*msgpackState)
+	defer msgpackStates.Put(st)
+	st.r.Reset(data)
+	st.dec.Reset(&st.r)
+	m, err := st.dec.DecodeMap()
 	widenInts(m)
 	return decoded(m, err)
 }

@@ -49,14 +49,16 @@ func (s *Session) valuesLocked() map[string]any {
 	if s.decoded {
 		return s.values
 	}
-	s.decoded, s.values = true, map[string]any{}
+	s.decoded = true
+	var err error
 	if s.entry != nil {
-		if v, err := s.m.decode(s.entry); err == nil {
-			s.values = v
-		} else {
+		if s.values, err = s.m.decode(s.entry); err != nil {
 			s.m.store.stats.corrupt.Add(1)
 			s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
 		}
+	}
+	if s.values == nil {
+		s.values = map[string]any{}
 	}
 	return s.values
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -17,18 +18,52 @@ import (
 // thus reads back as itself under any codec (under gob, register it). Strings are never parsed as
 // numbers. An absent key, or a value that does not convert, gives T's zero value and false.
 func Value[T any](s *Session, key string) (T, bool) {
-	var t T
 	s.mu.Lock()
 	v := s.valuesLocked()[key]
 	isJSON := s.entry != nil && s.entry.Codec == JSON.ID() ||
 		s.entry == nil && s.m != nil && s.m.store.codec.ID() == JSON.ID()
 	s.mu.Unlock()
-	if v == nil {
-		return t, false
+	if x, ok := v.(T); ok || v == nil {
+		return x, ok
 	}
-	if x, ok := v.(T); ok {
-		return x, true
+	return convert[T](v, isJSON)
+}
+
+// convert converts v to a T, apart from Value so that Value's common case,
+// a T stored as a T, allocates nothing; nor does an int read as int or
+// int64 (what codecs make of integers: int64, uint64, float64).
+func convert[T any](v any, isJSON bool) (T, bool) {
+	var zero T
+	switch any(zero).(type) {
+	case int:
+		if n, ok := exactInt(v); ok && int64(int(n)) == n {
+			i := int(n)
+			return *(*T)(unsafe.Pointer(&i)), true // T is int
+		}
+	case int64:
+		if n, ok := exactInt(v); ok {
+			return *(*T)(unsafe.Pointer(&n)), true // T is int64
+		}
 	}
+	return convertAny[T](v, isJSON)
+}
+
+// exactInt returns v as an int64 when it is an int64, uint64 or float64
+// holding exactly that integer.
+func exactInt(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case uint64:
+		return int64(n), n <= math.MaxInt64
+	case float64:
+		return int64(n), n == math.Trunc(n) && n >= -(1<<63) && n < 1<<63
+	}
+	return 0, false
+}
+
+func convertAny[T any](v any, isJSON bool) (T, bool) {
+	var t T
 	if convertNumber(v, reflect.ValueOf(&t).Elem()) {
 		return t, true
 	}
