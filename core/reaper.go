@@ -12,39 +12,29 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// ArchivedSession is a dead session handed to ReaperConfig.Archive: the
-// freshest copy the reaper found.
+// ArchivedSession is a dead session handed to ReaperConfig.Archive: the freshest copy the reaper found.
 type ArchivedSession struct {
 	// Key is the storage key (a hash of the token; the token is not kept).
 	Key string
 	// Subject is the user id set with Session.SetSubject, "" when none.
 	Subject string
-	// Created, LastActivity and Deadline are the session's creation time,
-	// last recorded activity and absolute deadline.
+	// Created, LastActivity and Deadline are its creation time, last recorded activity and absolute deadline.
 	Created, LastActivity, Deadline time.Time
 	// Codec and Payload are the encoded values as stored.
 	Codec   uint8
 	Payload []byte
-	// Values are the decoded values, or nil when the Store's codecs could
-	// not decode Payload.
+	// Values are the decoded values, or nil when the Store's codecs could not decode Payload.
 	Values map[string]any
 }
 
-// Reaper is the batch half of the hybrid pattern: it deletes the rows of
-// dead sessions. Each pass claims the rows whose ExpiresAt has passed,
-// oldest first, asks memcached for their copies in one GetMulti per batch,
-// and
+// Reaper deletes the rows of dead sessions. Each pass claims the rows whose ExpiresAt has passed, oldest
+// first, asks memcached for their copies in one GetMulti per batch, and
+//   - extends the rows of sessions memcached still holds alive (their activity never reached the row: an
+//     app server crashed with it queued), writing memcached's copy;
+//   - deletes, after the optional archive hook, the rows of dead sessions and of expired tombstones;
+//   - leaves rows it cannot decide (memcached unreachable, a key it does not hold) for a later pass.
 //
-//   - extends the rows of sessions memcached still holds alive (their
-//     activity never reached the row: an app server crashed with it
-//     queued), writing memcached's copy;
-//   - deletes, after the optional archive hook, the rows of dead sessions
-//     and of tombstones past their deadline;
-//   - leaves rows it cannot decide (memcached unreachable, a key it does
-//     not hold) for a later pass.
-//
-// Reapers in one process or many may run against one database at once: the
-// durable tier hands each row to one of them at a time.
+// Reapers in one process or many may share one database: the durable tier hands each row to one at a time.
 type Reaper struct {
 	store  *Store
 	cfg    ReaperConfig
@@ -52,26 +42,24 @@ type Reaper struct {
 	done   chan struct{}
 }
 
-// NewReaper returns a Reaper for the Store's tiers, to run elsewhere than
-// the Store's own (ReaperConfig.Interval < 0): from cron with RunOnce, for
-// example. It returns an error when the Store has no durable tier.
+// NewReaper returns a Reaper for the Store's tiers, to run instead of the Store's own (ReaperConfig.Interval
+// < 0): from cron with RunOnce, for example. It returns an error when the Store has no durable tier.
 func (s *Store) NewReaper(cfg ReaperConfig) (*Reaper, error) {
 	if s.durable == nil {
 		return nil, errors.New("core: NewReaper: the Store has no durable tier")
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = defaultReapInterval
+		cfg.Interval = time.Minute
 	}
 	if cfg.Batch <= 0 {
-		cfg.Batch = defaultReapBatch
+		cfg.Batch = 500
 	}
 	return &Reaper{store: s, cfg: cfg}, nil
 }
 
-// RunOnce makes one pass: batches of expired rows, oldest first, until none
-// is left or a batch left every row it claimed; what it did is added to the
-// Store's Stats (ReapExtended, ReapDeleted, ReapErrors). The error reports
-// a batch that failed; the pass stops there. It is the form for cron.
+// RunOnce makes one pass: batches of expired rows, oldest first, until none is left or a batch left every
+// row it claimed; what it did is added to the Store's Stats (ReapExtended, ReapDeleted, ReapErrors). It
+// returns ctx's error, or that of the batch that failed, where the pass stopped.
 func (r *Reaper) RunOnce(ctx context.Context) error {
 	s, now := r.store, r.store.now()
 	for ctx.Err() == nil {
@@ -116,9 +104,7 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 		case errors.Is(err, envelope.ErrUnreadable) && !now.Before(rec.Deadline):
 			out[i] = reapDelete // past its absolute deadline, whatever it holds
 		case errors.Is(err, envelope.ErrUnreadable):
-			// Sealed with a key this Store lacks: postponed one Interval,
-			// as it is, so that it does not stay first in line and stall
-			// every pass.
+			// Sealed with a key this Store lacks: postponed one Interval, as it is, lest it stall every pass.
 			rec.Version++
 			rec.ExpiresAt = now.Add(r.cfg.Interval).Truncate(time.Millisecond)
 			out[i] = durable.Verdict{Action: durable.Keep, Record: rec}
@@ -150,8 +136,8 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 	return out
 }
 
-// unburied turns a live copy of a tombstone row's session into a tombstone
-// (its logout could not reach it) and reports whether that failed.
+// unburied turns a live copy of a tombstone row into a tombstone (its logout could not reach it) and reports
+// whether that failed.
 func (r *Reaper) unburied(ctx context.Context, key string, copies map[string]envelope.Envelope, now time.Time) bool {
 	c, ok := copies[key]
 	if !ok || c.Destroyed {
@@ -162,8 +148,8 @@ func (r *Reaper) unburied(ctx context.Context, key string, copies map[string]env
 	return r.store.mc.Set(ctx, mkey, r.store.seal(nil, mkey, &c), cache.Expiration(now, c.Deadline)) != nil
 }
 
-// byCopy keeps a row whose memcached copy is alive (or a tombstone),
-// rebased on the row: the copy's state, merged as a sync would.
+// byCopy keeps a row whose memcached copy is alive (or a tombstone) with the copy's state, merged as a sync
+// would.
 func (r *Reaper) byCopy(rec durable.Record, row, c *envelope.Envelope, now time.Time, n *reapCounts) durable.Verdict {
 	s := r.store
 	e := &entry{key: rec.Key, mkey: s.prefix + rec.Key, Envelope: *c}
@@ -176,15 +162,13 @@ func (r *Reaper) byCopy(rec durable.Record, row, c *envelope.Envelope, now time.
 	if !e.Destroyed {
 		n.extended++
 	}
-	// The copy is not told of the row version it now stands for (Tier.Reap
-	// does not say which verdicts applied): its next sync is refused once
-	// and finds its own state in the row.
+	// The copy is not told of the row version it now stands for (Tier.Reap does not say which verdicts
+	// applied): its next sync is refused once and finds its own state in the row.
 	return durable.Verdict{Action: durable.Keep, Record: s.record(e.mkey, &e.Envelope, rec.Version).Record}
 }
 
-// byRow judges a row by its own sealed data: alive (or a tombstone before
-// its deadline), it is kept with its ExpiresAt column corrected; dead, it
-// is deleted.
+// byRow judges a row by its own data: alive (or a tombstone before its deadline), it is kept with its
+// ExpiresAt column corrected; dead, it is deleted.
 func (r *Reaper) byRow(rec durable.Record, row *envelope.Envelope, now time.Time) durable.Verdict {
 	if dead(row, now) {
 		return reapDelete
@@ -194,39 +178,27 @@ func (r *Reaper) byRow(rec durable.Record, row *envelope.Envelope, now time.Time
 
 // archived describes a dead session for the archive hook.
 func (r *Reaper) archived(key string, e *envelope.Envelope) ArchivedSession {
-	a := ArchivedSession{
-		Key: key, Subject: e.Subject, Created: e.Created, LastActivity: e.ActiveAt, Deadline: e.Deadline,
-		Codec: e.Codec, Payload: e.Payload,
-	}
-	a.Values, _ = r.store.decode(e.Codec, e.Payload)
-	return a
+	values, _ := r.store.decode(e.Codec, e.Payload)
+	return ArchivedSession{Key: key, Subject: e.Subject, Created: e.Created, LastActivity: e.ActiveAt,
+		Deadline: e.Deadline, Codec: e.Codec, Payload: e.Payload, Values: values}
 }
 
-// run makes a pass every Interval (± 10%) until ctx ends, logging failed
-// passes. The first pass starts at once.
-func (r *Reaper) run(ctx context.Context) {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
-			r.store.warn.log("reap", "hybridsession: reaper pass failed", err)
-		}
-		t.Reset(r.cfg.Interval + time.Duration(rand.Int64N(int64(r.cfg.Interval)/5+1)) - r.cfg.Interval/10)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// start runs run in a goroutine until stop.
+// start makes a pass at once and then every Interval (± 10%), logging failed passes, until stop.
 func (r *Reaper) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() {
 		defer close(r.done)
-		r.run(ctx)
+		for {
+			if err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
+				r.store.warn.log("reap", "hybridsession: reaper pass failed", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(r.cfg.Interval + time.Duration(rand.Int64N(int64(r.cfg.Interval)/5+1)) - r.cfg.Interval/10):
+			}
+		}
 	}()
 }
 

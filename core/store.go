@@ -18,23 +18,18 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// Store is the tiered session store: memcached first, the database second.
-// It keeps sessions under their tokens and knows nothing of cookies; the
-// Manager builds sessions on it. Its rules (docs/consistency.md):
-//   - the database row is the authority on whether a session exists and in
-//     which order its changes happened: every row write is conditional on
-//     the row version it was built on, and a refused one is merged key by
-//     key with the row and tried again;
-//   - memcached holds the row plus at most SyncInterval of changes and
-//     activity: the background writer brings every row up to date within
-//     SyncInterval, in multi-row statements;
-//   - a destroyed session is a row state (a tombstone) until its absolute
-//     deadline;
-//   - what this Store cannot read (another key ring, a newer format, an
-//     unknown codec) is never overwritten.
+// Store is the tiered session store: memcached first, the database second. It keeps sessions under their
+// tokens and knows nothing of cookies; the Manager builds sessions on it. Its rules (docs/consistency.md):
+//   - the database row is the authority on whether a session exists and in which order its changes
+//     happened: every row write is conditional on the row version it was built on, and a refused one is
+//     merged key by key with the row and tried again;
+//   - memcached holds the row plus at most SyncInterval of changes and activity: the background writer
+//     brings every row up to date within SyncInterval, in multi-row statements;
+//   - a destroyed session is a row state (a tombstone) until its absolute deadline;
+//   - what this Store cannot read (another key ring, a newer format, an unknown codec) is never overwritten.
 //
-// Both tiers hold SHA-256 of the token, never the token (StorageKey). A
-// Store is safe for concurrent use. Close it to write pending syncs.
+// Both tiers hold SHA-256 of the token, never the token (StorageKey). A Store is safe for concurrent use.
+// Close it to write pending syncs.
 type Store struct {
 	mc      *cache.Cache // nil: no memcached
 	prefix  string       // memcached key prefix
@@ -57,10 +52,9 @@ type Store struct {
 	closeErr     error
 }
 
-// NewStore validates cfg, fills its defaults and returns a Store. It does not
-// contact the servers: a memcached or database that is down at start-up is
-// handled like one that goes down later. It returns an error when neither
-// tier is configured.
+// NewStore validates cfg, fills its defaults and returns a Store. It does not contact the servers: a
+// memcached or database that is down at start-up is handled like one that goes down later. It returns an
+// error when neither tier is configured.
 func NewStore(cfg StoreConfig) (*Store, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
@@ -70,26 +64,22 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		return nil, fmt.Errorf("core: StoreConfig.Seal.Keys: %w", err)
 	}
 	s := &Store{
-		durable:      cfg.Durable,
-		ring:         ring,
-		codec:        cfg.Codec,
-		warn:         rateLimited{logger: cfg.Logger},
-		now:          cfg.Clock,
-		prefix:       cfg.Memcached.KeyPrefix,
-		syncInterval: cfg.SyncInterval,
-		writeThrough: cfg.WriteThrough && cfg.Durable != nil,
-		dbTimeout:    cfg.DBTimeout,
-		maxItem:      cfg.Memcached.MaxItemSize,
+		durable: cfg.Durable, ring: ring, codec: cfg.Codec, warn: rateLimited{logger: cfg.Logger}, now: cfg.Clock,
+		prefix: cfg.Memcached.KeyPrefix, maxItem: cfg.Memcached.MaxItemSize, dbTimeout: cfg.DBTimeout,
+		syncInterval: cfg.SyncInterval, writeThrough: cfg.WriteThrough && cfg.Durable != nil,
 	}
 	for _, c := range append(cfg.Codecs, cfg.Codec) {
 		s.codecs[c.ID()] = c
 	}
 	if !ring.Sealed() {
-		cfg.Logger.Warn(warnUnsealed)
+		cfg.Logger.Warn("hybridsession: StoreConfig.Seal.Keys is empty, so sessions are stored in plain text: " +
+			"anyone who can reach memcached (it has no authentication) or read the database can read every " +
+			"session, and anyone who can write to memcached can forge any session. Set Seal.Keys (see docs/security.md)")
 	}
 	if m := cfg.Memcached; len(m.Servers) > 0 {
 		s.mc, err = cache.New(cache.Config{
-			Servers: m.Servers, Timeout: m.Timeout, DialTimeout: m.Timeout, MaxIdleConns: defaultMaxIdleConns,
+			Servers: m.Servers, Timeout: m.Timeout, DialTimeout: m.Timeout,
+			MaxIdleConns:     64, // per node: above the usual peak of parallel requests per app server
 			BreakerThreshold: m.BreakerThreshold, BreakerCooldown: m.BreakerCooldown,
 			DialContext: m.DialContext, TLS: m.TLS, Tracer: m.Tracer, Logger: cfg.Logger,
 		})
@@ -100,22 +90,16 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	if s.durable != nil && s.mc != nil {
 		s.writer = newWriter(s, cfg.SyncQueueSize)
 	}
-	if s.durable != nil && cfg.Reaper.Interval > 0 {
+	if s.durable != nil && cfg.Reaper.Interval >= 0 {
 		s.reaper, _ = s.NewReaper(cfg.Reaper)
 		s.reaper.start()
 	}
 	return s, nil
 }
 
-// warnUnsealed is logged by NewStore for a Store without keys.
-const warnUnsealed = "hybridsession: StoreConfig.Seal.Keys is empty, so sessions are stored in plain text: " +
-	"anyone who can reach memcached (it has no authentication) or read the database can read every session, " +
-	"and anyone who can write to memcached can forge any session. Set Seal.Keys (see docs/security.md)"
-
-// Close stops the reaper, writes every session the background writer holds,
-// due or not, and closes the memcached connections (not the durable tier).
-// It returns ctx's error when ctx ended first; what it did not write stays
-// in memcached. Later calls return the first result.
+// Close stops the reaper, writes every session the background writer holds, due or not, and closes the
+// memcached connections (not the durable tier). It returns ctx's error when ctx ended first; what it did not
+// write stays in memcached. Later calls return the first result.
 func (s *Store) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		if s.reaper != nil {
@@ -131,9 +115,8 @@ func (s *Store) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// Flush runs the background writer now: it writes the rows due within its
-// tick (SyncInterval/8) and returns when done or, with ctx's error, when
-// ctx ends. What it could not write stays queued.
+// Flush runs the background writer now: it writes the rows due within its tick (SyncInterval/8) and returns
+// when done or, with ctx's error, when ctx ends. What it could not write stays queued.
 func (s *Store) Flush(ctx context.Context) error {
 	if s.writer == nil {
 		return nil
@@ -141,9 +124,8 @@ func (s *Store) Flush(ctx context.Context) error {
 	return s.writer.flush(ctx, false)
 }
 
-// AddServer adds a memcached node at run time, with weight (0 means 1).
-// About 1/N of the sessions move to it; their next read is served from the
-// database and refills the new node.
+// AddServer adds a memcached node at run time, with weight (0 means 1). About 1/N of the sessions move to
+// it; their next read is served from the database and refills the new node.
 func (s *Store) AddServer(addr string, weight int) error {
 	if s.mc == nil {
 		return errors.New("core: AddServer: the Store has no memcached tier")
@@ -151,8 +133,7 @@ func (s *Store) AddServer(addr string, weight int) error {
 	return s.mc.AddServer(addr, weight)
 }
 
-// RemoveServer removes a memcached node at run time. Its sessions are read
-// from the database on their next request.
+// RemoveServer removes a memcached node at run time; its sessions' next reads go to the database.
 func (s *Store) RemoveServer(addr string) error {
 	if s.mc == nil {
 		return errors.New("core: RemoveServer: the Store has no memcached tier")
@@ -160,15 +141,13 @@ func (s *Store) RemoveServer(addr string) error {
 	return s.mc.RemoveServer(addr)
 }
 
-// StorageKey returns the key under which token is stored: the unpadded
-// base64url SHA-256 digest of the token, 43 bytes.
+// StorageKey returns the key under which token is stored: its SHA-256 digest in unpadded base64url, 43 bytes.
 func StorageKey(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// keys returns token's storage key and memcached key in one allocation:
-// the storage key is a suffix of the memcached key.
+// keys returns token's storage key and memcached key, the former a suffix of the latter: one allocation.
 func (s *Store) keys(token string) (key, mkey string) {
 	var sum [sha256.Size]byte
 	if len(token) <= 64 { // hash a copy on the stack: []byte(token) would allocate
@@ -177,26 +156,21 @@ func (s *Store) keys(token string) (key, mkey string) {
 	} else {
 		sum = sha256.Sum256([]byte(token))
 	}
-	b := make([]byte, 0, len(s.prefix)+storageKeyLen)
+	b := make([]byte, 0, len(s.prefix)+43) // 43: a storage key's length
 	b = append(b, s.prefix...)
 	b = base64.RawURLEncoding.AppendEncode(b, sum[:])
 	mkey = unsafe.String(unsafe.SliceData(b), len(b)) // b is never written again
 	return mkey[len(s.prefix):], mkey
 }
 
-// storageKeyLen is the length of a storage key: base64 of 32 bytes, unpadded.
-const storageKeyLen = 43
-
-// seal appends e, sealed for the memcached key mkey, to dst: bound to the
-// storage key and the prefix, it opens under no other key.
+// seal appends e, sealed for the memcached key mkey, to dst: bound to the storage key and prefix.
 func (s *Store) seal(dst []byte, mkey string, e *envelope.Envelope) []byte {
 	return s.ring.Seal(dst, unsafe.Slice(unsafe.StringData(mkey), len(mkey)), e)
 }
 
-// open opens b, read from either tier for the memcached key mkey, into e;
-// not inPlace, it also opens envelopes of releases before format 3. A
-// corrupt or unreadable envelope is counted and logged (once a minute per
-// kind); both are misses, and an unreadable one must not be overwritten.
+// open opens b, read from either tier for the memcached key mkey, into e; not inPlace, it also opens
+// envelopes of releases before format 3. A corrupt or unreadable envelope is counted and logged (once a
+// minute per kind); both are misses, and an unreadable one must not be overwritten.
 func (s *Store) open(b []byte, mkey string, e *envelope.Envelope, inPlace bool) error {
 	ad := unsafe.Slice(unsafe.StringData(mkey), len(mkey))
 	err := s.ring.Open(b, ad, ad[len(s.prefix):], e, inPlace)
@@ -217,8 +191,7 @@ func (s *Store) open(b []byte, mkey string, e *envelope.Envelope, inPlace bool) 
 	return err
 }
 
-// buffer returns a buffer for an envelope that does not outlive its write;
-// put it back in s.bufs.
+// buffer returns a buffer for an envelope that does not outlive its write; put it back in s.bufs.
 func (s *Store) buffer() *[]byte {
 	if b, ok := s.bufs.Get().(*[]byte); ok {
 		return b
@@ -233,8 +206,7 @@ func newLineage() uint64 {
 	return binary.LittleEndian.Uint64(b[:]) | 1
 }
 
-// rateLimited logs each kind of message at most once a minute, with the
-// number of occurrences since it was last logged.
+// rateLimited logs each kind of message at most once a minute, with its number of occurrences since.
 type rateLimited struct {
 	logger *slog.Logger
 	mu     sync.Mutex
@@ -257,9 +229,8 @@ func (r *rateLimited) log(kind, msg string, err error) {
 	r.next[kind], r.n[kind] = now.Add(time.Minute), 0
 }
 
-// copyExpiry is when memcached may drop v's copy: when its row may be
-// reaped (a copy that idled out must still be there to say so when the row
-// is read), plus a second, since memcached's clock counts whole seconds.
+// copyExpiry is when memcached may drop v's copy: when its row may be reaped (a copy that idled out must
+// still be there to say so when the row is read), plus a second, as memcached counts whole seconds.
 func copyExpiry(v *envelope.Envelope) time.Time {
 	if v.Destroyed {
 		return v.Deadline
@@ -267,8 +238,8 @@ func copyExpiry(v *envelope.Envelope) time.Time {
 	return rowExpiry(v).Add(time.Second)
 }
 
-// grace is how far a row this Store writes may lag the session's activity:
-// SyncInterval, or 0 when every write goes to the row.
+// grace is how far a row this Store writes may lag the session's activity: SyncInterval, or 0 when every
+// write goes to the row.
 func (s *Store) grace() time.Duration {
 	if s.mc == nil || s.writeThrough {
 		return 0

@@ -11,10 +11,9 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// writer is the background half of the sync rule: every row is brought up
-// to date within SyncInterval of its copy's write. It tracks keys and due
-// times, not data: when due it reads the current copies (whoever wrote them)
-// and writes their rows in one multi-row statement per batch.
+// writer brings every row up to date within SyncInterval of its copy's write. It tracks keys and due times,
+// not data: when due it reads the current copies (whoever wrote them) and writes their rows in one
+// multi-row statement per batch.
 type writer struct {
 	s     *Store
 	limit int
@@ -39,7 +38,19 @@ func newWriter(s *Store, limit int) *writer {
 		tick: min(max(s.syncInterval/8, 10*time.Millisecond), maxWriterTick),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	go w.run()
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(w.tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+				_ = w.flush(context.Background(), false)
+			}
+		}
+	}()
 	return w
 }
 
@@ -58,8 +69,7 @@ func (w *writer) schedule(key string, at time.Time) {
 	}
 }
 
-// take removes and returns up to writerBatch keys due before until (any,
-// with all).
+// take removes and returns up to writerBatch keys due before until (any, with all).
 func (w *writer) take(until time.Time, all bool) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -76,22 +86,8 @@ func (w *writer) take(until time.Time, all bool) []string {
 	return keys
 }
 
-func (w *writer) run() {
-	defer close(w.done)
-	t := time.NewTicker(w.tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.stop:
-			return
-		case <-t.C:
-			_ = w.flush(context.Background(), false)
-		}
-	}
-}
-
-// flush writes the rows due before the next tick (all tracked, with all);
-// if ctx ends first it returns ctx's error, and the rest stays queued.
+// flush writes the rows due before the next tick (all tracked, with all); if ctx ends first it returns
+// ctx's error, and the rest stays queued.
 func (w *writer) flush(ctx context.Context, all bool) error {
 	w.passMu.Lock()
 	defer w.passMu.Unlock()
@@ -121,8 +117,8 @@ type copyRead struct {
 	read readState
 }
 
-// writeBatch syncs keys' copies: one GetMulti, one Tier.Write, a merge for
-// each row that refused, and a confirmation of each synced copy.
+// writeBatch syncs keys' copies: one GetMulti, one Tier.Write, a merge for each row that refused, and a
+// confirmation of each synced copy.
 func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	s := w.s
 	now := s.now()
@@ -140,14 +136,13 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	applied, err := s.writeBatch(ctx, ws)
 	if err != nil {
 		s.warn.log("sync", "hybridsession: background sync failed; retrying", err)
-		for i := range copies {
-			w.schedule(copies[i].e.key, now.Add(retryDelay))
+		for _, p := range copies {
+			w.schedule(p.e.key, now.Add(retryDelay))
 		}
 		return
 	}
 	synced := copies[:0]
-	for i := range copies {
-		p := copies[i]
+	for i, p := range copies {
 		if applied[i] {
 			p.e.MarkSynced(p.e.Base+1, p.e.Version, now)
 		} else if err := w.resync(ctx, &p, now); err != nil {
@@ -158,9 +153,8 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	w.confirm(ctx, synced)
 }
 
-// read returns the copies of keys with something their rows lack, and the
-// keys memcached could not be asked about. Unless all, a copy another
-// server synced since it was scheduled waits for its new due time.
+// read returns the copies of keys with something their rows lack, and the keys memcached could not be
+// asked about. Unless all, a copy another server synced since it was scheduled waits for its new due time.
 func (w *writer) read(ctx context.Context, keys []string, now time.Time, all bool) ([]copyRead, []string) {
 	s := w.s
 	mkeys := make([]string, len(keys))
@@ -195,11 +189,10 @@ func (w *writer) read(ctx context.Context, keys []string, now time.Time, all boo
 	return out, failed
 }
 
-// resync handles a copy whose row refused the batch's write. It reads the
-// current copy: still the same (lineage, version not lower), it is merged
-// with the row and written again; gone or refilled, it is left alone (its
-// unsynced changes went with the cache loss). When the row says the session
-// is gone, the copy becomes a tombstone.
+// resync handles a copy whose row refused the batch's write. It reads the current copy: still the same
+// (lineage, version not lower), it is merged with the row and written again; gone or refilled, it is left
+// alone (its unsynced changes went with the cache loss). A row that says the session is gone makes the
+// copy a tombstone.
 func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	s := w.s
 	it, err := s.mc.Get(ctx, p.e.mkey)
@@ -226,12 +219,10 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	return err
 }
 
-// confirm tells synced copies their rows took them, so each is built on its
-// new row version and forgets what was synced. It reads them afresh (CAS
-// ids are renumbered by a restart) and writes only a copy still the one
-// synced or a later state of it, keeping what it gained since (after a
-// merge, only a touch). Best effort: an unconfirmed copy's next sync finds
-// its own earlier state in the row and replaces it (rebase).
+// confirm tells synced copies their rows took them, so each is built on its new row version and forgets
+// what was synced. It reads them afresh (a restart renumbers CAS ids) and writes only a copy still the one
+// synced or a later state of it, keeping what it gained since (after a merge, only a touch). Best effort:
+// an unconfirmed copy's next sync finds its own earlier state in the row and replaces it (rebase).
 func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 	s := w.s
 	if len(ps) == 0 {
@@ -253,8 +244,7 @@ func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 		next := &p.e.Envelope
 		switch {
 		case !p.e.merged && cur.Version >= p.read.version:
-			// Keep what the copy gained since it was read: changes, or a
-			// touch (which moves ActiveAt, not the version).
+			// Keep what the copy gained since it was read: changes, or a touch (ActiveAt, not the version).
 			cur.MarkSynced(next.Base, next.SyncedVersion, next.SyncedAt)
 			cur.Unsynced = cur.Unsynced || cur.ActiveAt.After(next.ActiveAt)
 			next = &cur
