@@ -9,9 +9,8 @@ type Stats struct {
 	// session; CacheErrors memcached operations that failed (network errors, timeouts, an open breaker).
 	CacheHits, CacheMisses, CacheErrors uint64
 	// Corrupt counts envelopes from either tier that failed to decode or authenticate (tampering, a broken
-	// writer): each was a miss. Unreadable counts envelopes left in place that this Store cannot read
-	// (sealed with a key not in its ring, plain where sealing is required, a newer format, a codec it is
-	// not configured with): a configuration to fix, not an attack.
+	// writer), each a miss. Unreadable counts envelopes left in place that this Store cannot read (another
+	// key ring, plain where sealing is required, a newer format, an unknown codec): a configuration to fix.
 	Corrupt, Unreadable uint64
 	// DBReads counts row loads, DBWrites row writes, batched or not, DBErrors failed durable-tier calls.
 	DBReads, DBWrites, DBErrors uint64

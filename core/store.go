@@ -20,11 +20,9 @@ import (
 
 // Store is the tiered session store: memcached first, the database second. It keeps sessions under their
 // tokens and knows nothing of cookies; the Manager builds sessions on it. Its rules (docs/consistency.md):
-//   - the database row is the authority on whether a session exists and in which order its changes
-//     happened: every row write is conditional on the row version it was built on, and a refused one is
-//     merged key by key with the row and tried again;
-//   - memcached holds the row plus at most SyncInterval of changes and activity: the background writer
-//     brings every row up to date within SyncInterval, in multi-row statements;
+//   - the row decides whether a session exists and orders its changes: each row write is conditional on
+//     the row version it was built on, and a refused one is merged key by key with the row and retried;
+//   - memcached holds the row plus at most SyncInterval of changes and activity (see SyncInterval);
 //   - a destroyed session is a row state (a tombstone) until its absolute deadline;
 //   - what this Store cannot read (another key ring, a newer format, an unknown codec) is never overwritten.
 //

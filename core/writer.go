@@ -189,10 +189,9 @@ func (w *writer) read(ctx context.Context, keys []string, now time.Time, all boo
 	return out, failed
 }
 
-// resync handles a copy whose row refused the batch's write. It reads the current copy: still the same
-// (lineage, version not lower), it is merged with the row and written again; gone or refilled, it is left
-// alone (its unsynced changes went with the cache loss). A row that says the session is gone makes the
-// copy a tombstone.
+// resync handles a copy whose row refused the batch's write: the current copy, still the same (lineage,
+// version not lower), is merged with the row and written again; gone or refilled, it is left alone (its
+// unsynced changes went with the cache loss); a row that says the session is gone makes it a tombstone.
 func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	s := w.s
 	it, err := s.mc.Get(ctx, p.e.mkey)
