@@ -32,11 +32,10 @@ func opaqueCodec(id uint8) bool { return id >= 60 && id <= 63 }
 // limits nesting to 10000 levels and allocates in proportion to the input.
 var JSON Codec = jsonCodec{}
 
-// Gob is the encoding/gob codec. It round-trips Go types exactly, structs included, but every concrete type
-// other than the basic ones must be registered with gob.Register in every process that reads or writes the
-// session; Encode fails with ErrEncode on an unregistered type. encoding/gob sizes a nested map from the count
-// its input declares: register map types only when sessions are sealed (StoreConfig.Seal), so the decoder
-// only sees bytes your servers wrote.
+// Gob is the encoding/gob codec. It round-trips Go types exactly, structs included, but every concrete type other
+// than the basic ones must be registered with gob.Register in every process using the session; Encode fails with
+// ErrEncode on an unregistered type. encoding/gob sizes a nested map from the count its input declares: register
+// map types only when sessions are sealed (StoreConfig.Seal), so the decoder only sees bytes your servers wrote.
 var Gob Codec = gobCodec{}
 
 // Msgpack is the MessagePack codec (github.com/vmihailenco/msgpack/v5), the compact default. Integers come back
@@ -172,13 +171,11 @@ func widenInts(v any) any {
 	return v
 }
 
-// maxMsgpackDepth bounds how deeply msgpack arrays and maps may nest in a session's values.
-const maxMsgpackDepth = 64
+const maxMsgpackDepth = 64 // how deeply msgpack arrays and maps may nest
 
-// checkMsgpack walks the first msgpack value in b without decoding it and returns an error wrapping ErrMalformed
-// when it is truncated, nests deeper than maxMsgpackDepth, or declares an array, map, string, binary or extension
-// longer than the bytes that follow. The library sizes allocations from declared lengths (an array header claiming
-// 2^32-1 elements allocates 64 GiB); as every element takes a byte, this bounds them by a multiple of len(b).
+// checkMsgpack walks the first msgpack value in b and returns an error wrapping ErrMalformed when it is truncated,
+// nests deeper than maxMsgpackDepth, or declares a length beyond the bytes that follow: the library sizes
+// allocations from declared lengths (2^32-1 array elements: 64 GiB), and every element takes at least a byte.
 func checkMsgpack(b []byte) error {
 	c := msgpackChecker{b: b}
 	if err := c.value(0); err != nil {

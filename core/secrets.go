@@ -9,11 +9,10 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// tokenLength is the length of a session token: 32 random bytes (256 bits, twice OWASP's minimum of session id
-// entropy) as unpadded base64url.
 const tokenLength = 43
 
-// NewToken returns a fresh session token.
+// NewToken returns a fresh session token: 32 random bytes (256 bits, twice OWASP's minimum of session id entropy)
+// as 43 characters of unpadded base64url.
 func NewToken() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:]) // never fails since Go 1.24: it crashes the program instead

@@ -38,9 +38,8 @@ type Config struct {
 	DialContext      dialFunc      // when set, opens the connections instead of a net.Dialer
 	TLS              *tls.Config   // when set, TLS to every node (memcached -Z); empty ServerName: the host
 	Logger           *slog.Logger  // when set, told when a breaker opens (Warn) and closes (Info)
-	// Tracer, when set, is called concurrently and must not block: with the caller's ctx before op ("get", "get_multi",
-	// "add", "set" or "cas") on the node at addr (resolved), then end once with the result: nil, a protocol answer
-	// such as memcache.ErrCacheMiss, or an error wrapping ErrUnavailable.
+	// Tracer, when set, must not block; it is called concurrently before op ("get", "get_multi", "add", "set", "cas")
+	// on the node at resolved addr, and end once after: nil, a protocol answer or an error wrapping ErrUnavailable.
 	Tracer func(ctx context.Context, op, addr string) (end func(err error))
 }
 
@@ -55,10 +54,10 @@ type NodeStats struct {
 // Counters count since New the operations that failed on the network and those an open breaker refused.
 type Counters struct{ Errors, ShortCircuits uint64 }
 
-// Cache is the memcached tier. Protocol answers (miss, not stored, CAS conflict, SERVER_ERROR, malformed key) are
-// returned as gomemcache reports them. After BreakerThreshold network errors or timeouts in a row a node's breaker
-// opens: its operations fail at once with ErrUnavailable, and a background probe pings it every BreakerCooldown
-// until it answers. Safe for concurrent use; ctx goes to the Tracer only.
+// Cache is the memcached tier; protocol answers (miss, not stored, CAS conflict, SERVER_ERROR, malformed key) come
+// as gomemcache reports them. BreakerThreshold network errors or timeouts in a row open a node's breaker: its
+// operations fail at once with ErrUnavailable, and a probe pings it every BreakerCooldown until it answers. Safe
+// for concurrent use; ctx goes to the Tracer only.
 type Cache struct {
 	cfg                   Config                    // with defaults: Logger, DialContext (wrapped in TLS)
 	ring                  atomic.Pointer[continuum] // replaced whole under mu
@@ -315,9 +314,8 @@ type continuum struct {
 	hashes          []uint32
 }
 
-// AddServer adds a node, "host:port" or a unix socket path containing "/", with a weight from 1 to 1000 (0 means 1).
-// The ring hashes addr as written: spell it alike on every instance. It fails if addr does not resolve or is
-// already a node under any spelling.
+// AddServer adds a node, "host:port" or a unix socket path containing "/", of weight 1 to 1000 (0 means 1), hashed
+// as written: spell addr alike on every instance. It fails if addr does not resolve or is a node under any spelling.
 func (c *Cache) AddServer(addr string, weight int) error {
 	n, err := c.newNode(addr, weight) // outside the lock: resolving may be slow
 	if err != nil {
