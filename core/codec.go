@@ -12,10 +12,10 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Codec turns a session's values into bytes and back. Its ID is written into every envelope, and a Store
-// decodes with no codec but the one named there: keep an old codec in StoreConfig.Codecs while sessions
-// written with it live. Implementations must be safe for concurrent use; Decode must not keep data after
-// it returns and must return an error, never panic, on malformed input.
+// Codec turns a session's values into bytes and back. Its ID is written into every envelope, and a Store decodes
+// with no codec but the one named there: keep an old codec in StoreConfig.Codecs while sessions written with it
+// live. Implementations must be safe for concurrent use; Decode must not keep data after it returns and must
+// return an error, never panic, on malformed input.
 type Codec interface {
 	// ID is the codec's stable id. Ids 1 to 63 are reserved for hybridsession; use 64 to 255.
 	ID() uint8
@@ -23,54 +23,53 @@ type Codec interface {
 	Decode(data []byte) (map[string]any, error)
 }
 
-// opaqueCodec reports whether id is one of the ids 60 to 63 reserved for a KV's blobs (scsstore 60, the
-// fiber Storage 61), which the Store keeps without decoding and always writes whole.
+// opaqueCodec reports whether id is one of the ids 60 to 63 reserved for a KV's blobs (scsstore 60, the fiber
+// Storage 61), which the Store keeps without decoding and always writes whole.
 func opaqueCodec(id uint8) bool { return id >= 60 && id <= 63 }
 
-// JSON is the encoding/json codec, readable from any language. JSON has one number type: integers come
-// back as float64 (Value converts whole ones back), []byte as a base64 string, structs as map[string]any.
-// encoding/json limits nesting to 10000 levels and allocates in proportion to the input.
+// JSON is the encoding/json codec, readable from any language. JSON has one number type: integers come back as
+// float64 (Value converts whole ones back), []byte as a base64 string, structs as map[string]any. encoding/json
+// limits nesting to 10000 levels and allocates in proportion to the input.
 var JSON Codec = jsonCodec{}
 
-// Gob is the encoding/gob codec. It round-trips Go types exactly, structs included, but every concrete
-// type other than the basic ones must be registered with gob.Register in every process that reads or
-// writes the session; Encode fails with ErrEncode on an unregistered type. encoding/gob sizes a nested
-// map from the count its input declares: register map types only when sessions are sealed
-// (StoreConfig.Seal), so the decoder only sees bytes your servers wrote.
+// Gob is the encoding/gob codec. It round-trips Go types exactly, structs included, but every concrete type other
+// than the basic ones must be registered with gob.Register in every process using the session; Encode fails with
+// ErrEncode on an unregistered type. encoding/gob sizes a nested map from the count its input declares: register
+// map types only when sessions are sealed (StoreConfig.Seal), so the decoder only sees bytes your servers wrote.
 var Gob Codec = gobCodec{}
 
-// Msgpack is the MessagePack codec (github.com/vmihailenco/msgpack/v5), the compact default. Integers
-// come back as int64 or uint64, floats as float64, []byte as []byte, structs as map[string]any. Decode
-// refuses (with an error wrapping ErrMalformed) input nesting arrays and maps over 64 deep or declaring a
-// length beyond the bytes that follow, so it allocates at most a small multiple of the input's size.
+// Msgpack is the MessagePack codec (github.com/vmihailenco/msgpack/v5), the compact default. Integers come back
+// as int64 or uint64, floats as float64, []byte as []byte, structs as map[string]any. Decode refuses (with an
+// error wrapping ErrMalformed) input nesting arrays and maps over 64 deep or declaring a length beyond the bytes
+// that follow, so it allocates at most a small multiple of the input's size.
 var Msgpack Codec = msgpackCodec{}
 
-type jsonCodec struct{}
+type (
+	jsonCodec    struct{}
+	gobCodec     struct{}
+	msgpackCodec struct{}
+)
 
-func (jsonCodec) ID() uint8 { return 1 }
+func (jsonCodec) ID() uint8    { return 1 }
+func (gobCodec) ID() uint8     { return 2 }
+func (msgpackCodec) ID() uint8 { return 3 }
 
 func (jsonCodec) Encode(values map[string]any) ([]byte, error) { return json.Marshal(values) }
 
 func (jsonCodec) Decode(data []byte) (map[string]any, error) {
 	var m map[string]any
-	err := json.Unmarshal(data, &m)
-	return decoded(m, err)
+	return decoded(&m, json.Unmarshal(data, &m))
 }
 
-// decoded returns what Decode returns for m and err: nil on error, never a nil map otherwise.
-func decoded(m map[string]any, err error) (map[string]any, error) {
+// decoded returns what Decode returns for *m and err: nil on error, never a nil map otherwise.
+func decoded(m *map[string]any, err error) (map[string]any, error) {
 	if err != nil {
 		return nil, err
+	} else if *m == nil {
+		*m = map[string]any{}
 	}
-	if m == nil {
-		m = map[string]any{}
-	}
-	return m, nil
+	return *m, nil
 }
-
-type gobCodec struct{}
-
-func (gobCodec) ID() uint8 { return 2 }
 
 func (gobCodec) Encode(values map[string]any) ([]byte, error) {
 	var buf bytes.Buffer
@@ -92,12 +91,11 @@ func (gobCodec) Decode(data []byte) (m map[string]any, err error) {
 	}
 	// A nil map would be sized from the count the input declares, which hostile input sets to billions.
 	m = map[string]any{}
-	err = gob.NewDecoder(bytes.NewReader(data)).Decode(&m)
-	return decoded(m, err)
+	return decoded(&m, gob.NewDecoder(bytes.NewReader(data)).Decode(&m))
 }
 
-// checkGobFraming checks that every message of the gob stream declares a length within data:
-// encoding/gob reads a message in chunks of up to 10 MB, whatever follows.
+// checkGobFraming checks that every message of the gob stream declares a length within data: encoding/gob reads
+// a message in chunks of up to 10 MB, whatever follows.
 func checkGobFraming(data []byte) error {
 	for len(data) > 0 {
 		n, size := uint64(data[0]), 1
@@ -116,12 +114,8 @@ func checkGobFraming(data []byte) error {
 	return nil
 }
 
-type msgpackCodec struct{}
-
-func (msgpackCodec) ID() uint8 { return 3 }
-
-// msgpackState is a pooled encoder and decoder with their buffers: one
-// allocation per Encode (the result), none per Decode but the values.
+// msgpackState is a pooled encoder and decoder with their buffers: one allocation per Encode (the result), none
+// per Decode but the values.
 type msgpackState struct {
 	buf bytes.Buffer
 	r   bytes.Reader
@@ -154,11 +148,11 @@ func (msgpackCodec) Decode(data []byte) (map[string]any, error) {
 	st.dec.Reset(&st.r)
 	m, err := st.dec.DecodeMap()
 	widenInts(m)
-	return decoded(m, err)
+	return decoded(&m, err)
 }
 
-// widenInts turns the sized integers msgpack decodes (int8, uint16, ...) into int64 and uint64, in nested
-// slices and maps too. (The library's loose mode would, but it also turns []byte into string.)
+// widenInts turns the sized integers msgpack decodes (int8, uint16, ...) into int64 and uint64, nested ones too.
+// (The library's loose mode would, but it also turns []byte into string.)
 func widenInts(v any) any {
 	switch n := v.(type) {
 	case int8, int16, int32:
@@ -177,14 +171,11 @@ func widenInts(v any) any {
 	return v
 }
 
-// maxMsgpackDepth bounds how deeply msgpack arrays and maps may nest in a session's values.
-const maxMsgpackDepth = 64
+const maxMsgpackDepth = 64 // how deeply msgpack arrays and maps may nest
 
-// checkMsgpack walks the first msgpack value in b without decoding it and returns an error wrapping
-// ErrMalformed when it is truncated, nests deeper than maxMsgpackDepth, or declares an array, map, string,
-// binary or extension longer than the bytes that follow. The library sizes allocations from declared
-// lengths (an array header claiming 2^32-1 elements allocates 64 GiB); as every declared element takes
-// at least one byte, after this check they are bounded by a small multiple of len(b).
+// checkMsgpack walks the first msgpack value in b and returns an error wrapping ErrMalformed when it is truncated,
+// nests deeper than maxMsgpackDepth, or declares a length beyond the bytes that follow: the library sizes
+// allocations from declared lengths (2^32-1 array elements: 64 GiB), and every element takes at least a byte.
 func checkMsgpack(b []byte) error {
 	c := msgpackChecker{b: b}
 	if err := c.value(0); err != nil {
@@ -241,8 +232,8 @@ func (c *msgpackChecker) value(depth int) error {
 	return c.sized(2<<(t-0xde), 0, 2, depth) // map 16, 32
 }
 
-// sized reads a big-endian length of size bytes, then skips extra bytes plus that length, or, for a
-// container (per > 0), checks per values per item.
+// sized reads a big-endian length of size bytes, then skips extra bytes plus that length, or, for a container
+// (per > 0), checks per values per item.
 func (c *msgpackChecker) sized(size int, extra, per uint64, depth int) error {
 	if len(c.b)-c.i < size {
 		return errTruncated

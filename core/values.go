@@ -9,14 +9,13 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Value returns the value stored under key in s as a T, and whether there is one that converts to T.
-// Codecs may return another type than was stored (JSON numbers as float64, msgpack integers as int64 or
-// uint64, structs, maps and slices as generic data), so Value converts numbers between Go's number types
-// when the value fits exactly (1.5 is no int, 300 no uint8), and anything else that is not a T by
-// encoding it again and decoding that into a T: with encoding/json for a session written with JSON (so
-// base64 []byte and RFC 3339 times read back as []byte and time.Time), with msgpack otherwise. A struct
-// thus reads back as itself under any codec (under gob, register it). Strings are never parsed as
-// numbers. An absent key, or a value that does not convert, gives T's zero value and false.
+// Value returns the value stored under key in s as a T, and whether there is one that converts to T. Codecs may
+// return another type than was stored (JSON numbers as float64, msgpack integers as int64 or uint64, structs, maps
+// and slices as generic data), so Value converts numbers that fit exactly (1.5 is no int, 300 no uint8) and
+// re-encodes anything else into a T: with encoding/json for a session written with JSON (base64 []byte and RFC 3339
+// times read back as []byte and time.Time), with msgpack otherwise; a struct thus reads back as itself under any
+// codec (under gob, register it). Strings are never parsed as numbers. An absent key, or a value that does not
+// convert, gives T's zero value and false.
 func Value[T any](s *Session, key string) (T, bool) {
 	s.mu.Lock()
 	v := s.valuesLocked()[key]
@@ -29,9 +28,8 @@ func Value[T any](s *Session, key string) (T, bool) {
 	return convert[T](v, isJSON)
 }
 
-// convert converts v to a T, apart from Value so that Value's common case,
-// a T stored as a T, allocates nothing; nor does an int read as int or
-// int64 (what codecs make of integers: int64, uint64, float64).
+// convert converts v to a T, apart from Value so that a T stored as a T allocates nothing; nor does an integer
+// (int64, uint64 or float64 from the codecs) read as int or int64.
 func convert[T any](v any, isJSON bool) (T, bool) {
 	var zero T
 	switch any(zero).(type) {
@@ -45,11 +43,21 @@ func convert[T any](v any, isJSON bool) (T, bool) {
 			return *(*T)(unsafe.Pointer(&n)), true // T is int64
 		}
 	}
-	return convertAny[T](v, isJSON)
+	var t T
+	if convertNumber(v, reflect.ValueOf(&t).Elem()) {
+		return t, true
+	}
+	marshal, unmarshal := msgpack.Marshal, msgpack.Unmarshal
+	if isJSON {
+		marshal, unmarshal = json.Marshal, json.Unmarshal
+	}
+	if b, err := marshal(v); err != nil || unmarshal(b, &t) != nil {
+		return zero, false
+	}
+	return t, true
 }
 
-// exactInt returns v as an int64 when it is an int64, uint64 or float64
-// holding exactly that integer.
+// exactInt returns v as an int64 when it is an int64, uint64 or float64 holding exactly that integer.
 func exactInt(v any) (int64, bool) {
 	switch n := v.(type) {
 	case int64:
@@ -62,24 +70,8 @@ func exactInt(v any) (int64, bool) {
 	return 0, false
 }
 
-func convertAny[T any](v any, isJSON bool) (T, bool) {
-	var t T
-	if convertNumber(v, reflect.ValueOf(&t).Elem()) {
-		return t, true
-	}
-	marshal, unmarshal := msgpack.Marshal, msgpack.Unmarshal
-	if isJSON {
-		marshal, unmarshal = json.Marshal, json.Unmarshal
-	}
-	if b, err := marshal(v); err != nil || unmarshal(b, &t) != nil {
-		var zero T
-		return zero, false
-	}
-	return t, true
-}
-
-// convertNumber sets dst to v when both are numbers and v fits in dst exactly (into a float: within its
-// range), and reports whether it did.
+// convertNumber sets dst to v when both are numbers and v fits in dst exactly (into a float: within its range),
+// and reports whether it did.
 func convertNumber(v any, dst reflect.Value) bool {
 	src := reflect.ValueOf(v)
 	if !isNumber(src.Kind()) || !isNumber(dst.Kind()) {
@@ -117,8 +109,7 @@ func toInt64(v reflect.Value) (int64, bool) {
 	case v.CanInt():
 		return v.Int(), true
 	case v.CanUint():
-		return int64(v.Uint()), v.Uint() <= math.MaxInt64
+		return exactInt(v.Uint())
 	}
-	f := v.Float()
-	return int64(f), f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63
+	return exactInt(v.Float())
 }

@@ -38,9 +38,8 @@ type Config struct {
 	DialContext      dialFunc      // when set, opens the connections instead of a net.Dialer
 	TLS              *tls.Config   // when set, TLS to every node (memcached -Z); empty ServerName: the host
 	Logger           *slog.Logger  // when set, told when a breaker opens (Warn) and closes (Info)
-	// Tracer, when set, is called concurrently and must not block: with the caller's ctx before op ("get",
-	// "get_multi", "add", "set" or "cas") on the node at addr (resolved), then end once with the result: nil,
-	// a protocol answer such as memcache.ErrCacheMiss, or an error wrapping ErrUnavailable.
+	// Tracer, when set, must not block; it is called concurrently before op ("get", "get_multi", "add", "set", "cas")
+	// on the node at resolved addr, and end once after: nil, a protocol answer or an error wrapping ErrUnavailable.
 	Tracer func(ctx context.Context, op, addr string) (end func(err error))
 }
 
@@ -55,10 +54,10 @@ type NodeStats struct {
 // Counters count since New the operations that failed on the network and those an open breaker refused.
 type Counters struct{ Errors, ShortCircuits uint64 }
 
-// Cache is the memcached tier. Protocol answers (miss, not stored, CAS conflict, SERVER_ERROR, malformed
-// key) are returned as gomemcache reports them. After BreakerThreshold network errors or timeouts in a row
-// a node's breaker opens: its operations fail at once with ErrUnavailable, and a background probe pings it
-// every BreakerCooldown until it answers. Safe for concurrent use; ctx goes to the Tracer only.
+// Cache is the memcached tier; protocol answers (miss, not stored, CAS conflict, SERVER_ERROR, malformed key) come
+// as gomemcache reports them. BreakerThreshold network errors or timeouts in a row open a node's breaker: its
+// operations fail at once with ErrUnavailable, and a probe pings it every BreakerCooldown until it answers. Safe
+// for concurrent use; ctx goes to the Tracer only.
 type Cache struct {
 	cfg                   Config                    // with defaults: Logger, DialContext (wrapped in TLS)
 	ring                  atomic.Pointer[continuum] // replaced whole under mu
@@ -69,8 +68,9 @@ type Cache struct {
 	errors, shortCircuits atomic.Uint64
 }
 
-// node is one memcached server, with its own client and breaker. epoch counts the times the node was seen
-// closing pooled connections, as a restart does; it tags the node's CAS ids, which a restart renumbers.
+// node is one memcached server, with its own client and breaker. epoch counts the times the node was seen closing
+// pooled connections, as a restart does; tag puts it in the top 16 bits of memcached's CAS ids, which a restart
+// renumbers, and untag takes it out and reports whether it was the current epoch.
 type node struct {
 	name, network, str string // the address as added (the points hash it), and as resolved
 	points             []uint32
@@ -80,11 +80,8 @@ type node struct {
 	epoch              atomic.Uint32
 }
 
-func (n *node) Network() string { return n.network }
-func (n *node) String() string  { return n.str }
-
-// tag puts the node's epoch in the top 16 bits of memcached's CAS id; untag takes it out, and reports
-// whether it was the node's current epoch.
+func (n *node) Network() string                { return n.network }
+func (n *node) String() string                 { return n.str }
 func (n *node) tag(id uint64) uint64           { return id&casMask | uint64(n.epoch.Load()&0xffff)<<48 }
 func (n *node) untag(id uint64) (uint64, bool) { return id & casMask, n.tag(id) == id }
 
@@ -126,8 +123,8 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		defer func() { end(err) }()
 	}
 	if err = f(n); isAny(err, io.EOF, io.ErrUnexpectedEOF, syscall.ECONNRESET, syscall.EPIPE, net.ErrClosed) {
-		// The node closed a pooled connection, as a restart does: a new epoch, and f once more on a fresh
-		// connection, except a compare-and-swap, whose CAS id belongs to the epoch before: a conflict.
+		// The node closed a pooled connection, as a restart does: a new epoch, and f once more on a fresh connection,
+		// except a compare-and-swap, whose CAS id belongs to the epoch before: a conflict.
 		n.epoch.Add(1)
 		_ = n.client.Close()
 		if op == "cas" {
@@ -198,7 +195,7 @@ func (c *Cache) Get(ctx context.Context, key string) (it *memcache.Item, err err
 }
 
 // GetMulti returns the items found under keys, one round trip per node. When a node fails, the error wraps
-// ErrUnavailable and the items of the others are still returned: a key absent is unknown, not missing.
+// ErrUnavailable and the others' items are still returned: a key absent is unknown, not missing.
 func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcache.Item, error) {
 	items := make(map[string]*memcache.Item, len(keys))
 	byNode := map[*node][]string{} // nil: no node
@@ -222,16 +219,14 @@ func (c *Cache) GetMulti(ctx context.Context, keys []string) (map[string]*memcac
 
 // Add stores value under key unless it exists (memcache.ErrNotStored); exp is memcached's exptime (Expiration).
 func (c *Cache) Add(ctx context.Context, key string, value []byte, exp int32) error {
-	return c.do(ctx, c.pick(key), "add", func(n *node) error {
-		return n.client.Add(&memcache.Item{Key: key, Value: value, Expiration: exp})
-	})
+	it := &memcache.Item{Key: key, Value: value, Expiration: exp}
+	return c.do(ctx, c.pick(key), "add", func(n *node) error { return n.client.Add(it) })
 }
 
 // Set stores value under key; exp is memcached's exptime (see Expiration).
 func (c *Cache) Set(ctx context.Context, key string, value []byte, exp int32) error {
-	return c.do(ctx, c.pick(key), "set", func(n *node) error {
-		return n.client.Set(&memcache.Item{Key: key, Value: value, Expiration: exp})
-	})
+	it := &memcache.Item{Key: key, Value: value, Expiration: exp}
+	return c.do(ctx, c.pick(key), "set", func(n *node) error { return n.client.Set(it) })
 }
 
 // CompareAndSwap stores value under key if the item still has casID (from Get or GetMulti), or returns
@@ -273,9 +268,9 @@ func (c *Cache) Close() {
 	}
 }
 
-// Expiration returns memcached's exptime for an item that must live until expires, seen at now: the seconds
-// until then, rounded up, up to 30 days; past that (read as a Unix time) the Unix time of expires plus one
-// second, at most math.MaxInt32. Never 0 ("never expire"): an expiry at or before now gives 1.
+// Expiration returns memcached's exptime for an item that must live until expires, seen at now: the seconds until
+// then, rounded up, up to 30 days; past that (read as a Unix time) expires' Unix time plus one second, at most
+// math.MaxInt32. Never 0 ("never expire"): an expiry at or before now gives 1.
 func Expiration(now, expires time.Time) int32 {
 	d := expires.Sub(now)
 	if d > 30*24*time.Hour {
@@ -304,11 +299,10 @@ func tlsDialer(dial dialFunc, cfg *tls.Config) dialFunc {
 	}
 }
 
-// The nodes sit on a ketama continuum: a key goes to the owner of the first point at or after its hash, so
-// adding or removing a node moves about 1/N of the keys (crc32 mod N moves (N-1)/N). As in libketama, point
-// 4i+j of a node is the j-th little-endian uint32 of MD5(addr+"-"+i) and a key hashes to the first four
-// bytes of MD5(key); each unit of weight is 40 digests (libketama scales by share), so that adding a node
-// never moves keys between the others.
+// The nodes sit on a ketama continuum: a key goes to the owner of the first point at or after its hash, so adding
+// or removing a node moves about 1/N of the keys (crc32 mod N moves (N-1)/N). As in libketama, point 4i+j of a node
+// is the j-th little-endian uint32 of MD5(addr+"-"+i), a key hashes to the first four bytes of MD5(key); each unit
+// of weight is 40 digests (libketama scales by share), so adding a node never moves keys between the others.
 const (
 	digestsPerWeight = 40
 	maxWeight        = 1000 // bounds the continuum: 160 points of 8 bytes per unit
@@ -320,9 +314,8 @@ type continuum struct {
 	hashes          []uint32
 }
 
-// AddServer adds a node, "host:port" or a unix socket path containing "/", with a weight from 1 to 1000
-// (0 means 1). The ring hashes addr as written: spell it alike on every instance. It fails if addr does
-// not resolve or is already a node under any spelling.
+// AddServer adds a node, "host:port" or a unix socket path containing "/", of weight 1 to 1000 (0 means 1), hashed
+// as written: spell addr alike on every instance. It fails if addr does not resolve or is a node under any spelling.
 func (c *Cache) AddServer(addr string, weight int) error {
 	n, err := c.newNode(addr, weight) // outside the lock: resolving may be slow
 	if err != nil {

@@ -1,6 +1,6 @@
-// Package envelope encodes and seals what both tiers store for one session: a binary header and the
-// codec-encoded values, the same bytes in memcached and in the row, so either tier refills the other without
-// re-encoding. Decoding never panics or allocates more than its input: every length is checked.
+// Package envelope encodes and seals what both tiers store for one session, a binary header and the codec-encoded
+// values: the same bytes in memcached and in the row, so either tier refills the other without re-encoding.
+// Decoding never panics or allocates more than its input: every length is checked.
 package envelope
 
 import (
@@ -18,12 +18,11 @@ import (
 	"time"
 )
 
-// Format 3: "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2 unsynced), lineage (8 bytes big
-// endian), then varints created, deadline, idle, active, grace, version, base, syncedAt, syncedVersion,
-// wholeAt, Changed (count, then per key: length, bytes, version), WrittenFloor, Written (as Changed), subject
-// (length, bytes), and the rest is the payload; times in Unix milliseconds (0: the zero time), durations in
-// milliseconds. Sealed: "hs", sealedFormat (AES-256-GCM, version 1), the 4-byte id of the sealing key, a
-// random 12-byte nonce, the plain envelope sealed with the caller's associated data, and the 16-byte tag.
+// Format 3: "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2 unsynced), 8-byte big-endian lineage,
+// varints created, deadline, idle, active, grace, version, base, syncedAt, syncedVersion, wholeAt, Changed (count,
+// then per key: length, bytes, version), WrittenFloor, Written (as Changed), subject (length, bytes), the payload;
+// times in Unix ms (0: the zero time), durations in ms. Sealed: "hs", sealedFormat (AES-256-GCM, v1), the 4-byte
+// sealing key id, a random 12-byte nonce, the plain envelope sealed with the caller's associated data, 16-byte tag.
 const (
 	magic0, magic1 = 'h', 's'
 	format         = 3
@@ -33,25 +32,23 @@ const (
 	keyIDLen       = 4
 	nonceLen       = 12
 	headerLen      = 3 + keyIDLen + nonceLen
-	// maxMs bounds a decoded time in Unix milliseconds, and maxDuration a duration (about 142 years), so that
-	// no arithmetic on what was decoded can overflow; longer idle timeouts are stored as maxDuration.
+	// maxMs bounds a decoded time, maxDuration a duration (about 142 years), so no arithmetic on them overflows;
+	// longer idle timeouts are stored as maxDuration.
 	maxMs       = 1 << 53
 	maxDurMs    = maxMs / 2000
 	maxDuration = maxDurMs * time.Millisecond
-	MaxSubject  = 255 // bounds a subject: the database column is varchar(255)
-	// MaxChanged bounds the keys listed in Changed (past it, the whole payload counts as changed) and Written.
-	MaxChanged = 64
-	AllKeys    = "\x00all"      // the key Written uses for a direct write of the whole payload
-	Overhead   = headerLen + 16 // what sealing adds to an envelope's size
-	KeySize    = 32             // the length of a seal key in bytes
+	MaxSubject  = 255            // bounds a subject: the database column is varchar(255)
+	MaxChanged  = 64             // bounds Written, and Changed (past it the whole payload counts as changed)
+	AllKeys     = "\x00all"      // the key Written uses for a direct write of the whole payload
+	Overhead    = headerLen + 16 // what sealing adds to an envelope's size
+	KeySize     = 32             // the length of a seal key in bytes
 )
 
 var (
-	// ErrCorrupt: not a well-formed envelope of a known format, or one that fails to authenticate under a key
-	// of the ring. What is corrupt holds nothing readable and may be overwritten.
+	// ErrCorrupt: malformed, of no known format, or failing to authenticate under the ring; may be overwritten.
 	ErrCorrupt = errors.New("corrupt envelope")
-	// ErrUnreadable: a well-formed envelope that this server cannot read (a newer format, a key not in the
-	// ring, plain text where sealing is required) but another may, so it must not be overwritten.
+	// ErrUnreadable: well formed but unreadable here (a newer format, a key not in the ring, plain text where
+	// sealing is required) while another server may read it, so it must not be overwritten.
 	ErrUnreadable = errors.New("envelope unreadable here")
 )
 
@@ -91,10 +88,9 @@ type Envelope struct {
 }
 
 // ExpiresAt returns when the session dies if nothing more happens: ActiveAt+IdleTimeout, capped at Deadline.
-func (e *Envelope) ExpiresAt() time.Time { return e.expiry(0) }
-
-// RowExpiresAt returns when a row holding e may be reaped: ExpiresAt plus Grace (the row may lag that much
-// activity), capped at Deadline. memcached keeps a copy as long, so an idled-out copy still says so.
+// RowExpiresAt returns when a row holding e may be reaped: that plus Grace (the row may lag that much activity),
+// capped at Deadline; memcached keeps a copy as long, so an idled-out copy still says so.
+func (e *Envelope) ExpiresAt() time.Time    { return e.expiry(0) }
 func (e *Envelope) RowExpiresAt() time.Time { return e.expiry(e.Grace) }
 
 func (e *Envelope) expiry(grace time.Duration) time.Time {
@@ -246,7 +242,7 @@ func decodeLegacy(b []byte, e *Envelope) error {
 	return d.finish(e)
 }
 
-// decoder returns zero values from its first error on, and keeps bad set.
+// decoder returns zero values from its first error on.
 type decoder struct {
 	b   []byte
 	bad bool
@@ -271,7 +267,8 @@ func (d *decoder) upTo(limit uint64) uint64 {
 	return v
 }
 
-func (d *decoder) uvarint() uint64 { return d.upTo(math.MaxUint64) }
+func (d *decoder) uvarint() uint64         { return d.upTo(math.MaxUint64) }
+func (d *decoder) duration() time.Duration { return time.Duration(d.upTo(maxDurMs)) * time.Millisecond }
 
 // keys reads a count of at most MaxChanged, then that many keys and versions, appending them to list.
 func (d *decoder) keys(list []Changed) []Changed {
@@ -296,8 +293,6 @@ func (d *decoder) time() time.Time {
 	}
 	return time.Time{}
 }
-
-func (d *decoder) duration() time.Duration { return time.Duration(d.upTo(maxDurMs)) * time.Millisecond }
 
 // Ring seals with its first key and opens with any; without keys it stores plain text. Safe for concurrent use.
 type Ring struct {
@@ -335,10 +330,8 @@ func derive(key []byte, info string) []byte {
 	return m.Sum(nil)
 }
 
-// Sealed reports whether the ring has keys.
-func (r *Ring) Sealed() bool { return len(r.keys) > 0 }
-
-// Overhead returns what the ring adds to an envelope's size: Overhead with keys, else 0.
+// Sealed reports whether the ring has keys; Overhead returns what it adds to an envelope's size: Overhead or 0.
+func (r *Ring) Sealed() bool  { return len(r.keys) > 0 }
 func (r *Ring) Overhead() int { return min(len(r.keys), 1) * Overhead }
 
 // Seal appends e to dst, sealed with the first key and bound to ad (the namespaced storage key), or plain.
