@@ -118,12 +118,12 @@ func (e *Envelope) NoteWhole() {
 
 // NoteWritten records that the row took key directly at row version v; a key over 255 bytes counts as AllKeys.
 func (e *Envelope) NoteWritten(key string, v uint64) {
+	if len(key) > maxKey {
+		key = AllKeys
+	}
 	if i := index(e.Written, key); i >= 0 {
 		e.Written[i].Version = v
 		return
-	}
-	if len(key) > maxKey {
-		key = AllKeys
 	}
 	if len(e.Written) >= MaxChanged {
 		oldest := slices.MinFunc(e.Written, func(a, b Changed) int { return cmp.Compare(a.Version, b.Version) })

@@ -8,3 +8,15 @@ func TestSizeAllocs(t *testing.T) {
 		t.Fatalf("Size allocates %v times", n)
 	}
 }
+
+// Keys too long to list are recorded as AllKeys once, however many there
+// are, so they do not push listed keys out.
+func TestNoteWrittenLongKeysShareAllKeys(t *testing.T) {
+	var e Envelope
+	long := string(make([]byte, maxKey+1))
+	e.NoteWritten(long+"a", 1)
+	e.NoteWritten(long+"b", 2)
+	if len(e.Written) != 1 || e.Written[0].Key != AllKeys || e.Written[0].Version != 2 {
+		t.Fatalf("Written = %+v, want one AllKeys entry at version 2", e.Written)
+	}
+}
