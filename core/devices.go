@@ -112,7 +112,7 @@ func (m *Manager) Sessions(ctx context.Context, subject string) ([]SessionInfo, 
 			}
 			info := SessionInfo{ID: sessionID(l.Key), Created: e.Created, LastActive: e.ActiveAt,
 				Deadline: e.Deadline, IdleExpiry: e.ExpiresAt(), Persistent: e.Persistent}
-			if values, err := m.decode(e); err == nil {
+			if values, err := m.store.decode(e.Codec, e.Payload); err == nil {
 				info.Info = deviceInfo(values)
 			}
 			out = append(out, info)

@@ -5,11 +5,12 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 )
 
-// Session is one user's session during one request: its values and this request's changes to them.
-// Get it from the Manager or an adapter, use it in the handler, and let the middleware Save it. Read
-// values typed with Value. A Session is safe for concurrent use by the goroutines of one request.
+// Session is one user's session during one request: its values and this request's changes to them. Get it
+// from the Manager or an adapter, use it in the handler, and let the middleware Save it. Read values typed
+// with Value. A Session is safe for concurrent use by the goroutines of one request.
 type Session struct {
 	m          *Manager
 	mu         sync.Mutex
@@ -25,8 +26,8 @@ type Session struct {
 	renew      bool // move to a new token on Save
 	setCookie  bool // Set-Cookie needed
 	saved      bool
-	expiry     expiryChange // per-session idle timeout, remember me
-	sent       bool         // SaveTo added the response headers
+	expiry     expiryChange
+	sent       bool // SaveTo added the response headers
 }
 
 type opKind uint8
@@ -43,8 +44,46 @@ type op struct {
 	value any
 }
 
-// valuesLocked returns the decoded values. A payload that cannot be decoded is logged and counted, and
-// the session continues with none; the next change overwrites it. s.mu is held.
+// expiryChange is what a request changed about its session's expiry; Save applies it to the entry.
+type expiryChange struct {
+	lifetime time.Duration // > 0: Deadline = Created + lifetime
+	idle     time.Duration // > 0: the session's idle timeout
+	persist  bool          // RememberMe: persistent cookie
+}
+
+func (c expiryChange) pending() bool { return c.lifetime > 0 || c.idle > 0 || c.persist }
+
+// apply writes c into e and reports whether the cookie must change: a new deadline, or now persistent.
+func (c expiryChange) apply(e *entry) (cookieChanged bool) {
+	if d := e.Created.Add(c.lifetime); c.lifetime > 0 && !d.Equal(e.Deadline) {
+		e.Deadline, cookieChanged = d, true
+	}
+	if c.idle > 0 {
+		e.IdleTimeout = c.idle
+	}
+	if c.persist && !e.Persistent {
+		e.Persistent, cookieChanged = true, true
+	}
+	return cookieChanged
+}
+
+// locked returns f's result, computed with s.mu held.
+func locked[T any](s *Session, f func() T) T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return f()
+}
+
+// set runs f with s.mu held and marks the session as not saved.
+func (s *Session) set(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f()
+	s.saved = false
+}
+
+// valuesLocked returns the decoded values. A payload that cannot be decoded is logged and counted, and the
+// session continues with none; the next change overwrites it. s.mu is held.
 func (s *Session) valuesLocked() map[string]any {
 	if s.decoded {
 		return s.values
@@ -52,7 +91,7 @@ func (s *Session) valuesLocked() map[string]any {
 	s.decoded = true
 	var err error
 	if s.entry != nil {
-		if s.values, err = s.m.decode(s.entry); err != nil {
+		if s.values, err = s.m.store.decode(s.entry.Codec, s.entry.Payload); err != nil {
 			s.m.store.stats.corrupt.Add(1)
 			s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
 		}
@@ -85,22 +124,14 @@ func (s *Session) record(o op) {
 }
 
 // Token returns the session's token, "" for a new session not saved yet. It is a secret: never log it.
-func (s *Session) Token() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.token
-}
+func (s *Session) Token() string { return locked(s, func() string { return s.token }) }
 
-// IsNew reports whether the session was not in the store when the request arrived, or was destroyed
-// and not saved since.
-func (s *Session) IsNew() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.entry == nil
-}
+// IsNew reports whether the session was not in the store when the request arrived, or was destroyed and
+// not saved since.
+func (s *Session) IsNew() bool { return locked(s, func() bool { return s.entry == nil }) }
 
-// Source reports where this request found the session: "memcached", "database" (memcached had lost
-// it, or could not be asked), or "" for a new session, and after Save for one that was created.
+// Source reports where this request found the session: "memcached", "database" (memcached had lost it,
+// or could not be asked), or "" for a new session, and after Save for one that was created.
 func (s *Session) Source() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -110,25 +141,19 @@ func (s *Session) Source() string {
 	return s.entry.source
 }
 
-// Get returns the value stored under key, nil when absent. Its dynamic type depends on the codec
-// (see JSON, Gob, Msgpack); Value converts it to the type you stored.
-func (s *Session) Get(key string) any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.valuesLocked()[key]
-}
+// Get returns the value stored under key, nil when absent. Its dynamic type depends on the codec (see
+// JSON, Gob, Msgpack); Value converts it to the type you stored.
+func (s *Session) Get(key string) any { return locked(s, func() any { return s.valuesLocked()[key] }) }
 
 // Keys returns the session's keys in sorted order.
 func (s *Session) Keys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keys := slices.AppendSeq(make([]string, 0, len(s.valuesLocked())), maps.Keys(s.values))
-	slices.Sort(keys)
-	return keys
+	return slices.Sorted(maps.Keys(s.valuesLocked()))
 }
 
-// Put stores value under key. The codec must be able to encode it; Save reports ErrEncode otherwise.
-// Keys in Config.DurableKeys make the change durable (written to the database on Save).
+// Put stores value under key. The codec must be able to encode it; Save reports ErrEncode otherwise. Keys
+// in Config.DurableKeys make the change durable (written to the database on Save).
 func (s *Session) Put(key string, value any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -159,13 +184,9 @@ func (s *Session) Clear() {
 	s.record(op{kind: opClear})
 }
 
-// MarkDurable makes this request's Save write the session to the database at once instead of at the
-// next sync, for changes that must survive the loss of memcached within the next SyncInterval.
-func (s *Session) MarkDurable() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.durable, s.saved = true, false
-}
+// MarkDurable makes this request's Save write the session to the database at once instead of at the next
+// sync, for changes that must survive the loss of memcached within the next SyncInterval.
+func (s *Session) MarkDurable() { s.set(func() { s.durable = true }) }
 
 // Subject returns the user id set with SetSubject, "" when none.
 func (s *Session) Subject() string {
@@ -180,20 +201,18 @@ func (s *Session) Subject() string {
 	return ""
 }
 
-// SetSubject records which user the session belongs to ("" clears it), so Manager.DestroySubject can
-// end all of that user's sessions. The change is durable. Call RenewToken too when this is a login. A
-// subject must be valid UTF-8 of at most 255 bytes (the durable tier's column): Save returns
-// ErrInvalidSubject for any other, and writes nothing.
+// SetSubject records which user the session belongs to ("" clears it), so Manager.DestroySubject can end
+// all of that user's sessions. The change is durable. Call RenewToken too when this is a login. A subject
+// must be valid UTF-8 of at most 255 bytes (the durable tier's column): Save returns ErrInvalidSubject for
+// any other, and writes nothing.
 func (s *Session) SetSubject(subject string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.subject, s.subjectSet, s.saved = subject, true, false
+	s.set(func() { s.subject, s.subjectSet = subject, true })
 }
 
 // RenewToken moves the session to a new token on Save, keeping its values, creation time and absolute
-// deadline, and deletes the old token from both tiers. Call it whenever the privilege level changes —
-// at login and logout — so a token planted or seen before cannot ride the new privileges (OWASP
-// session fixation). A new session gets a fresh token anyway: there it does nothing.
+// deadline, and deletes the old token from both tiers. Call it whenever the privilege level changes — at
+// login and logout — so a token planted or seen before cannot ride the new privileges (OWASP session
+// fixation). A new session gets a fresh token anyway: there it does nothing.
 func (s *Session) RenewToken() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -202,10 +221,10 @@ func (s *Session) RenewToken() {
 	}
 }
 
-// Destroy replaces the session with a tombstone in both tiers now (see Store.Destroy), leaving an empty
-// new session: the response expires the cookie, unless the handler puts values, which start a new
-// session under a new token. The error wraps ErrUnavailable when neither tier took the tombstone; the
-// session then still exists.
+// Destroy replaces the session with a tombstone in both tiers now (see Store.Destroy), leaving an empty new
+// session: the response expires the cookie, unless the handler puts values, which start a new session
+// under a new token. The error wraps ErrUnavailable when neither tier took the tombstone; the session then
+// still exists.
 func (s *Session) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -218,4 +237,68 @@ func (s *Session) Destroy(ctx context.Context) error {
 	s.subject, s.subjectSet, s.durable, s.renew, s.expiry = "", false, false, false, expiryChange{}
 	s.setCookie, s.saved = true, false
 	return nil
+}
+
+// SetIdleTimeout sets how long this session lives without activity, in place of Config.IdleTimeout, and
+// its memcached TTL. Activity is recorded at most once per Config.TouchInterval, so choose d well above
+// it. The change is durable. It panics if d is not positive.
+func (s *Session) SetIdleTimeout(d time.Duration) {
+	if d <= 0 {
+		panic("core: Session.SetIdleTimeout expects a positive duration")
+	}
+	s.set(func() { s.expiry.idle = d })
+}
+
+// RememberMe gives this session a persistent cookie lasting until its deadline and, when lifetime is
+// positive, an absolute lifetime from its creation in place of Config.Lifetime (the deadline moves earlier
+// or later). With CookieConfig.SessionOnly, sessions not remembered keep browser-session cookies: the
+// usual "remember me" box at login. The choice is durable and survives RenewToken. Pair it with
+// SetIdleTimeout for a longer idle timeout too.
+func (s *Session) RememberMe(lifetime time.Duration) {
+	s.set(func() {
+		s.expiry.persist = true
+		if lifetime > 0 {
+			s.expiry.lifetime = lifetime
+		}
+	})
+}
+
+// Deadline returns the end of the session's absolute lifetime, which no activity extends: creation +
+// Config.Lifetime, or RememberMe's lifetime. A session this request creates counts as created now.
+func (s *Session) Deadline() time.Time { return locked(s, s.deadlineLocked) }
+
+func (s *Session) deadlineLocked() time.Time {
+	created := s.m.store.now()
+	deadline := created.Add(s.m.cfg.Lifetime)
+	if s.entry != nil {
+		created, deadline = s.entry.Created, s.entry.Deadline
+	}
+	if s.expiry.lifetime > 0 {
+		deadline = created.Add(s.expiry.lifetime)
+	}
+	return deadline
+}
+
+// IdleExpiry returns when the session expires if no further request arrives: its last recorded activity
+// plus its idle timeout (Config.IdleTimeout or SetIdleTimeout's), capped at Deadline. Reads record activity
+// at most once per TouchInterval, so during a request it may lie up to TouchInterval before now + the idle
+// timeout; after a write it is exact. A session this request creates was active now.
+func (s *Session) IdleExpiry() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	active, idle := s.m.store.now(), s.m.cfg.IdleTimeout
+	if s.entry != nil {
+		idle = s.entry.IdleTimeout
+		if !s.entry.ActiveAt.IsZero() {
+			active = s.entry.ActiveAt
+		}
+	}
+	if s.expiry.idle > 0 {
+		active, idle = s.m.store.now(), s.expiry.idle
+	}
+	t, d := active.Add(idle), s.deadlineLocked()
+	if t.After(d) {
+		return d
+	}
+	return t
 }
