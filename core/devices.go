@@ -9,22 +9,20 @@ import (
 	"time"
 )
 
-// deviceKey is the session value holding SetDeviceInfo's metadata as a flat list of name, value pairs.
-const deviceKey = "hs.device"
+const deviceKey = "hs.device" // SetDeviceInfo's metadata as a flat list of name, value pairs
 
 // SessionInfo describes one session of a subject for a "devices" page (Manager.Sessions). It holds
 // neither the token nor the storage key, so its reader cannot take over the session.
 type SessionInfo struct {
-	// ID identifies the session to RevokeSession and matches Session.ID. Derived one way from the
-	// storage key, it is safe to show and to put in a form.
+	// ID identifies the session to RevokeSession and matches Session.ID. Derived one way from the storage
+	// key, it is safe to show and to put in a form.
 	ID         string
-	Created    time.Time // when the session was created (a login, usually)
-	LastActive time.Time // last recorded activity, precise to Config.TouchInterval
-	Deadline   time.Time // end of the absolute lifetime
-	IdleExpiry time.Time // when the session expires without further activity
-	Persistent bool      // a "remember me" cookie (Session.RememberMe)
-	// Info is what Session.SetDeviceInfo recorded, nil when nothing was.
-	Info map[string]string
+	Created    time.Time         // when the session was created (a login, usually)
+	LastActive time.Time         // last recorded activity, precise to Config.TouchInterval
+	Deadline   time.Time         // end of the absolute lifetime
+	IdleExpiry time.Time         // when the session expires without further activity
+	Persistent bool              // a "remember me" cookie (Session.RememberMe)
+	Info       map[string]string // what Session.SetDeviceInfo recorded, nil when nothing was
 }
 
 // sessionID derives the public id from a storage key.
@@ -36,13 +34,11 @@ func sessionID(key string) string {
 // ID returns the session's public id, its SessionInfo.ID in Manager.Sessions; "" for a new session not
 // saved yet. Use it to mark "this device" on a devices page. Unlike Token it is not a secret.
 func (s *Session) ID() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.token == "" {
-		return ""
+	if token := s.Token(); token != "" {
+		key, _ := s.m.store.keys(token)
+		return sessionID(key)
 	}
-	key, _ := s.m.store.keys(s.token)
-	return sessionID(key)
+	return ""
 }
 
 // SetDeviceInfo records metadata of the application's choosing — user agent, IP address, a device
@@ -50,34 +46,28 @@ func (s *Session) ID() string {
 // recorded before; a nil or empty info removes it. It is stored as the session value "hs.device", and
 // durably, so the devices page sees it at once.
 func (s *Session) SetDeviceInfo(info map[string]string) {
-	if len(info) == 0 {
-		if s.Pop(deviceKey) != nil {
-			s.MarkDurable()
-		}
-		return
-	}
 	pairs := make([]string, 0, 2*len(info))
 	for k, v := range info {
 		pairs = append(pairs, k, v)
 	}
-	s.Put(deviceKey, pairs)
+	if len(pairs) > 0 {
+		s.Put(deviceKey, pairs)
+	} else if s.Pop(deviceKey) == nil {
+		return
+	}
 	s.MarkDurable()
 }
 
 // deviceInfo reads SetDeviceInfo's pairs whatever the codec made of them: []string (gob, or this
 // request) or []any of strings (JSON, msgpack). Anything else is dropped rather than trusted.
 func deviceInfo(values map[string]any) map[string]string {
-	var pairs []string
-	switch l := values[deviceKey].(type) {
-	case []string:
-		pairs = l
-	case []any:
-		for _, x := range l {
-			str, ok := x.(string)
-			if !ok {
+	pairs, _ := values[deviceKey].([]string)
+	if l, ok := values[deviceKey].([]any); ok {
+		pairs = make([]string, len(l))
+		for i, x := range l {
+			if pairs[i], ok = x.(string); !ok {
 				return nil
 			}
-			pairs = append(pairs, str)
 		}
 	}
 	if len(pairs) < 2 {

@@ -60,8 +60,7 @@ type CookieConfig struct {
 	SessionOnly bool
 }
 
-// maxRetries bounds Save's re-reads while other requests keep changing the session.
-const maxRetries = 16
+const maxRetries = 16 // bounds Save's re-reads while other requests keep changing the session
 
 // Manager loads and saves sessions for HTTP requests, merging concurrent changes. Handler serves net/http;
 // framework adapters use Serve, or LoadFrom and SaveTo. A Manager is safe for concurrent use.
@@ -75,9 +74,6 @@ type Manager struct {
 
 // New validates cfg, fills its defaults and returns a Manager.
 func New(cfg Config) (*Manager, error) {
-	if cfg.Store == nil {
-		return nil, errors.New("core: Config.Store is required")
-	}
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 30*time.Minute)
 	cfg.Lifetime = cmp.Or(cfg.Lifetime, 24*time.Hour)
 	cfg.TouchInterval = cmp.Or(cfg.TouchInterval, min(time.Minute, cfg.IdleTimeout/2))
@@ -96,6 +92,8 @@ func New(cfg Config) (*Manager, error) {
 	}
 	cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, cfg.TokenHeader)
 	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("core: Config.Store is required")
 	case cfg.IdleTimeout < 0 || cfg.Lifetime < 0 || cfg.TouchInterval < 0:
 		return nil, errors.New("core: IdleTimeout, Lifetime and TouchInterval must not be negative")
 	case cfg.TouchInterval >= cfg.IdleTimeout:
@@ -269,11 +267,12 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 			s.dropDestroyed()
 			return nil
 		}
-		base, err := m.store.decode(e.Codec, e.Payload)
-		if err != nil {
-			base = map[string]any{} // corrupt payload: our changes on an empty map
+		if values, err = m.store.decode(e.Codec, e.Payload); err != nil {
+			values = map[string]any{} // corrupt payload: our changes on an empty map
 		}
-		values = s.replay(base)
+		for _, o := range s.ops {
+			o.applyTo(values)
+		}
 	}
 }
 

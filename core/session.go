@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
 // Session is one user's session during one request: its values and this request's changes to them. Get it
@@ -42,6 +44,17 @@ type op struct {
 	kind  opKind
 	key   string
 	value any
+}
+
+func (o op) applyTo(values map[string]any) {
+	switch o.kind {
+	case opPut:
+		values[o.key] = o.value
+	case opDelete:
+		delete(values, o.key)
+	case opClear:
+		clear(values)
+	}
 }
 
 // expiryChange is what a request changed about its session's expiry; Save applies it to the entry.
@@ -102,23 +115,9 @@ func (s *Session) valuesLocked() map[string]any {
 	return s.values
 }
 
-// replay applies this request's ops to base, a fresh copy read after a conflict, and returns it.
-func (s *Session) replay(base map[string]any) map[string]any {
-	for _, o := range s.ops {
-		switch o.kind {
-		case opPut:
-			base[o.key] = o.value
-		case opDelete:
-			delete(base, o.key)
-		case opClear:
-			clear(base)
-		}
-	}
-	return base
-}
-
+// record applies o and keeps it for Save. s.mu is held.
 func (s *Session) record(o op) {
-	s.saved = false
+	o.applyTo(s.valuesLocked())
 	s.ops = append(s.ops, o)
 	s.durable = s.durable || o.kind != opClear && slices.Contains(s.m.cfg.DurableKeys, o.key)
 }
@@ -147,19 +146,12 @@ func (s *Session) Get(key string) any { return locked(s, func() any { return s.v
 
 // Keys returns the session's keys in sorted order.
 func (s *Session) Keys() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Sorted(maps.Keys(s.valuesLocked()))
+	return locked(s, func() []string { return slices.Sorted(maps.Keys(s.valuesLocked())) })
 }
 
 // Put stores value under key. The codec must be able to encode it; Save reports ErrEncode otherwise. Keys
 // in Config.DurableKeys make the change durable (written to the database on Save).
-func (s *Session) Put(key string, value any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.valuesLocked()[key] = value
-	s.record(op{kind: opPut, key: key, value: value})
-}
+func (s *Session) Put(key string, value any) { s.set(func() { s.record(op{opPut, key, value}) }) }
 
 // Pop returns the value under key and deletes it, nil when absent (which is not a change).
 func (s *Session) Pop(key string) any {
@@ -167,8 +159,8 @@ func (s *Session) Pop(key string) any {
 	defer s.mu.Unlock()
 	v, ok := s.valuesLocked()[key]
 	if ok {
-		delete(s.values, key)
 		s.record(op{kind: opDelete, key: key})
+		s.saved = false
 	}
 	return v
 }
@@ -177,12 +169,7 @@ func (s *Session) Pop(key string) any {
 func (s *Session) Delete(key string) { s.Pop(key) }
 
 // Clear removes every value but keeps the session and its token.
-func (s *Session) Clear() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.valuesLocked())
-	s.record(op{kind: opClear})
-}
+func (s *Session) Clear() { s.set(func() { s.record(op{kind: opClear}) }) }
 
 // MarkDurable makes this request's Save write the session to the database at once instead of at the next
 // sync, for changes that must survive the loss of memcached within the next SyncInterval.
@@ -202,17 +189,17 @@ func (s *Session) Subject() string {
 }
 
 // SetSubject records which user the session belongs to ("" clears it), so Manager.DestroySubject can end
-// all of that user's sessions. The change is durable. Call RenewToken too when this is a login. A subject
-// must be valid UTF-8 of at most 255 bytes (the durable tier's column): Save returns ErrInvalidSubject for
-// any other, and writes nothing.
+// all of that user's sessions; call RenewToken too at login. The change is durable. A subject must be
+// valid UTF-8 of at most 255 bytes (the durable tier's column): Save returns ErrInvalidSubject for any
+// other, and writes nothing.
 func (s *Session) SetSubject(subject string) {
 	s.set(func() { s.subject, s.subjectSet = subject, true })
 }
 
 // RenewToken moves the session to a new token on Save, keeping its values, creation time and absolute
-// deadline, and deletes the old token from both tiers. Call it whenever the privilege level changes — at
-// login and logout — so a token planted or seen before cannot ride the new privileges (OWASP session
-// fixation). A new session gets a fresh token anyway: there it does nothing.
+// deadline, and deletes the old token from both tiers. Call it whenever the privilege level changes (login,
+// logout), so a token planted or seen before cannot ride the new privileges (OWASP session fixation). A
+// new session gets a fresh token anyway: there it does nothing.
 func (s *Session) RenewToken() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -240,8 +227,8 @@ func (s *Session) Destroy(ctx context.Context) error {
 }
 
 // SetIdleTimeout sets how long this session lives without activity, in place of Config.IdleTimeout, and
-// its memcached TTL. Activity is recorded at most once per Config.TouchInterval, so choose d well above
-// it. The change is durable. It panics if d is not positive.
+// its memcached TTL; choose d well above Config.TouchInterval, the precision of recorded activity. The
+// change is durable. It panics if d is not positive.
 func (s *Session) SetIdleTimeout(d time.Duration) {
 	if d <= 0 {
 		panic("core: Session.SetIdleTimeout expects a positive duration")
@@ -251,9 +238,8 @@ func (s *Session) SetIdleTimeout(d time.Duration) {
 
 // RememberMe gives this session a persistent cookie lasting until its deadline and, when lifetime is
 // positive, an absolute lifetime from its creation in place of Config.Lifetime (the deadline moves earlier
-// or later). With CookieConfig.SessionOnly, sessions not remembered keep browser-session cookies: the
-// usual "remember me" box at login. The choice is durable and survives RenewToken. Pair it with
-// SetIdleTimeout for a longer idle timeout too.
+// or later). With CookieConfig.SessionOnly it is the usual "remember me" box; pair it with SetIdleTimeout
+// for a longer idle timeout too. The choice is durable and survives RenewToken.
 func (s *Session) RememberMe(lifetime time.Duration) {
 	s.set(func() {
 		s.expiry.persist = true
@@ -280,25 +266,21 @@ func (s *Session) deadlineLocked() time.Time {
 }
 
 // IdleExpiry returns when the session expires if no further request arrives: its last recorded activity
-// plus its idle timeout (Config.IdleTimeout or SetIdleTimeout's), capped at Deadline. Reads record activity
-// at most once per TouchInterval, so during a request it may lie up to TouchInterval before now + the idle
-// timeout; after a write it is exact. A session this request creates was active now.
+// plus its idle timeout (Config.IdleTimeout or SetIdleTimeout's), capped at Deadline. As reads record
+// activity once per TouchInterval, it may lie up to TouchInterval before now + the idle timeout; after a
+// write it is exact. A session this request creates was active now.
 func (s *Session) IdleExpiry() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	active, idle := s.m.store.now(), s.m.cfg.IdleTimeout
-	if s.entry != nil {
-		idle = s.entry.IdleTimeout
+	e := envelope.Envelope{ActiveAt: s.m.store.now(), IdleTimeout: s.m.cfg.IdleTimeout, Deadline: s.deadlineLocked()}
+	switch {
+	case s.expiry.idle > 0:
+		e.IdleTimeout = s.expiry.idle
+	case s.entry != nil:
+		e.IdleTimeout = s.entry.IdleTimeout
 		if !s.entry.ActiveAt.IsZero() {
-			active = s.entry.ActiveAt
+			e.ActiveAt = s.entry.ActiveAt
 		}
 	}
-	if s.expiry.idle > 0 {
-		active, idle = s.m.store.now(), s.expiry.idle
-	}
-	t, d := active.Add(idle), s.deadlineLocked()
-	if t.After(d) {
-		return d
-	}
-	return t
+	return e.ExpiresAt()
 }
