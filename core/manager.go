@@ -18,35 +18,31 @@ import (
 // Config configures a Manager. Every field but Store is optional; a zero field takes its default.
 type Config struct {
 	Store *Store // holds the sessions; required
-	// IdleTimeout is how long a session lives without activity, and its memcached TTL. Default 30m (OWASP
-	// suggests 15–30m). Reads record activity once per TouchInterval, so a session expires
-	// IdleTimeout−TouchInterval to IdleTimeout after its last request.
+	// IdleTimeout is how long a session lives without activity, and its memcached TTL. Default 30m (OWASP:
+	// 15–30m). A session expires IdleTimeout−TouchInterval to IdleTimeout after its last request.
 	IdleTimeout time.Duration
 	// Lifetime is the absolute lifetime from creation, never extended, not even by RenewToken. Default 24h.
 	Lifetime time.Duration
-	// TouchInterval is how often a session only read refreshes its activity and TTL (one memcached write).
-	// Default 1m, or IdleTimeout/2 when shorter; must be less than IdleTimeout.
+	// TouchInterval is how often a session only read records its activity and refreshes its TTL (one
+	// memcached write). Default 1m, or IdleTimeout/2 when shorter; must be less than IdleTimeout.
 	TouchInterval time.Duration
 	// DurableKeys lists keys whose changes go to the database at once, not at the next sync (a user id).
 	DurableKeys []string
 	Cookie      CookieConfig // the session cookie
-	// TokenHeader, when set, carries the token in this request header for API and mobile clients, and the
-	// cookie is neither read nor written. "Authorization" is read as "Authorization: Bearer <token>", any
-	// other name ("X-Session-Token") carries the bare token. Browsers never attach it by themselves (no
-	// CSRF), but page scripts can read it where the client keeps it (XSS). Default "": the cookie.
+	// TokenHeader, when set, carries the token in place of the cookie (API, mobile clients): "Authorization"
+	// as "Bearer <token>", any other name ("X-Session-Token") bare. Browsers never attach it by themselves
+	// (no CSRF), but page scripts can read it where the client keeps it (XSS). Default "": the cookie.
 	TokenHeader string
-	// TokenResponseHeader returns a new or renewed token ("" once destroyed); it is absent while the
-	// client's token is right. Cross-origin browsers need it in Access-Control-Expose-Headers.
-	// Default: TokenHeader, or "Session-Token" for Authorization.
+	// TokenResponseHeader returns a new or renewed token ("" once destroyed), absent while unchanged; expose it
+	// with Access-Control-Expose-Headers. Default: TokenHeader, or "Session-Token" for Authorization.
 	TokenResponseHeader string
 	// ErrorHandler answers, in Manager.Handler, a request whose session could not be loaded or saved.
 	// Default: StatusCode(err) with its status text; err is never shown to the client.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 }
 
-// CookieConfig configures the session cookie; every field is optional. The zero value is safe: a
-// cookie named "session" on path "/", HttpOnly, Secure, SameSite=Lax, persistent until the session's
-// absolute deadline.
+// CookieConfig configures the session cookie; its zero value is safe: "session" on path "/", HttpOnly,
+// Secure, SameSite=Lax, persistent until the session's absolute deadline.
 type CookieConfig struct {
 	Name   string // an HTTP token, the same on app servers that share sessions; default "session"
 	Path   string // default "/"
@@ -110,9 +106,8 @@ func New(cfg Config) (*Manager, error) {
 // Store returns the Manager's Store (for Stats, List, metrics, scsstore).
 func (m *Manager) Store() *Store { return m.store }
 
-// Load returns the session of a token. A value not shaped like a token, or a token the store does not
-// know (expired, destroyed, forged), yields a new empty session: client-supplied tokens are never
-// adopted. The error wraps ErrUnavailable when the store could not answer.
+// Load returns a token's session; a malformed or unknown token (expired, destroyed, forged) gets a new empty
+// session, never adopted. The error wraps ErrUnavailable when the store could not answer.
 func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error) {
 	s := &Session{m: m}
 	if !validToken(cookieValue) {
@@ -128,11 +123,10 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	return s, nil
 }
 
-// Save writes the session's changes, if any; an unchanged session only refreshes its activity, at most
-// once per TouchInterval. When another request changed the session meanwhile, Save re-reads it and
-// re-applies this request's Put, Delete and Clear, so requests that change different keys keep each
-// other's changes. It returns ErrTooLarge or an error wrapping ErrEncode (nothing written), ErrConflict
-// after 16 lost races, and errors wrapping ErrUnavailable.
+// Save writes the session's changes; an unchanged one only refreshes its activity, once per TouchInterval.
+// If another request changed the session meanwhile, Save re-reads it and replays this request's Put,
+// Delete and Clear, so requests changing different keys keep each other's changes. It returns ErrTooLarge
+// or ErrEncode (wrapped; nothing written), ErrConflict after 16 lost races, or wraps ErrUnavailable.
 func (m *Manager) Save(ctx context.Context, s *Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -153,7 +147,6 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 	return err
 }
 
-// insert stores s as a new session under a new token.
 func (m *Manager) insert(ctx context.Context, s *Session) error {
 	now := m.store.now()
 	e := &entry{Envelope: envelope.Envelope{Created: now, Deadline: now.Add(m.cfg.Lifetime), IdleTimeout: m.cfg.IdleTimeout}}
@@ -213,8 +206,7 @@ func (m *Manager) touch(ctx context.Context, s *Session) {
 	}
 }
 
-// dropDestroyed forgets a session destroyed (or expired) while this request changed it: the
-// destruction wins. No cookie change: the destroying or renewing request sent the right one.
+// dropDestroyed forgets a session destroyed or expired meanwhile: the destruction wins, and sent the cookie.
 func (s *Session) dropDestroyed() {
 	s.entry, s.token, s.values, s.decoded, s.ops, s.subjectSet = nil, "", nil, false, nil, false
 }
@@ -289,9 +281,8 @@ func (m *Manager) prepare(e *entry, s *Session, values map[string]any) (cookieCh
 	return cookieChanged, nil
 }
 
-// DestroySubject destroys every session of subject (Session.SetSubject) in both tiers — "log out everywhere",
-// say after a password change — and returns how many. The error wraps ErrUnavailable when a database page
-// or a session could not be destroyed; the count says how many were.
+// DestroySubject destroys every session of subject (Session.SetSubject) in both tiers, to "log out
+// everywhere" after a password change, and returns how many; the error wraps ErrUnavailable for the rest.
 func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, error) {
 	return m.store.destroyRows(ctx, subject, func(string) bool { return true })
 }

@@ -12,8 +12,7 @@ import (
 
 type ctxKey struct{}
 
-// sessionCtx answers both FromContext's key and its session's Manager, so several Managers cost one
-// context node each.
+// sessionCtx answers both FromContext's key and its Manager's: one context node per Manager.
 type sessionCtx struct {
 	context.Context
 	s *Session
@@ -26,10 +25,9 @@ func (c *sessionCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// FromContext returns the session the middleware stored in ctx, nil when there is none; with several
-// Managers, the innermost one's (see Manager.FromContext). ctx must be the request's context (r.Context(),
-// c.Request.Context() in gin, c.Request().Context() in echo): a *gin.Context forwards lookups only with
-// Engine.ContextWithFallback. Each adapter's Get takes the framework's context.
+// FromContext returns the session the innermost middleware stored in ctx, nil when none (Manager.FromContext
+// picks a Manager's). ctx is the request's: r.Context(), c.Request.Context() in gin (a *gin.Context forwards
+// only with Engine.ContextWithFallback), c.Request().Context() in echo; adapters' Get take their own.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(ctxKey{}).(*Session)
 	return s
@@ -42,13 +40,11 @@ func (m *Manager) FromContext(ctx context.Context) *Session {
 	return s
 }
 
-// Handler is net/http middleware: it loads the request's session into the request context (FromContext),
-// runs next, and saves the session and adds its cookie as the response header goes out: on the first final
-// WriteHeader, Write, Flush or Hijack, or when next returns having written nothing; informational responses
-// (103 Early Hints) pass through. Failures go to Config.ErrorHandler, never after the handler's output:
-// after a failed save next's output is discarded, and when it returns its headers are cleared and the error
-// handler answers. next's writer implements Unwrap, for http.NewResponseController. Mount paths that need
-// no session (static assets) outside Handler.
+// Handler is net/http middleware: it loads the session into the request context (FromContext), runs next,
+// and saves the session and adds its cookie on the first final WriteHeader, Write, Flush or Hijack, or when
+// next returns having written nothing; 1xx responses pass through. Failures go to Config.ErrorHandler, never
+// after next's output: a failed save discards it, and clears its headers once next returns. next's writer
+// implements Unwrap (http.NewResponseController). Mount paths needing no session (static assets) outside.
 func (m *Manager) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
@@ -63,10 +59,9 @@ func (m *Manager) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// Serve is Handler for adapters of frameworks built on net/http (echo) that answer failures their own way.
-// It returns the load error (next did not run) or the save error (next ran and its output was discarded);
-// the caller then answers on w, where only informational responses went out. A panic in next propagates;
-// the session is then saved only if the response had started.
+// Serve is Handler for frameworks on net/http (echo) that answer failures their own way: it returns the
+// load error (next did not run) or save error (next's output discarded, only 1xx sent), for the caller to
+// answer on w. A panic in next propagates; the session is then saved only if the response had started.
 func (m *Manager) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request)) error {
 	s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
 	if err != nil {
@@ -84,10 +79,9 @@ func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next
 	return sw.err
 }
 
-// LoadFrom is Load with a request's token (from the cookie, or Config.TokenHeader when set), for framework
-// adapters: header returns a request header's value ("" when absent), like r.Header.Get. The Session keeps
-// the token, so a framework that reuses its buffers (fasthttp) must return copies. It returns the session
-// and a copy of ctx carrying it (FromContext, Manager.FromContext). Errors are Load's.
+// LoadFrom is Load of the token in the cookie or Config.TokenHeader, for adapters; header returns a request
+// header like r.Header.Get, copied if the framework reuses buffers (fasthttp): the Session keeps the token.
+// It returns the session and a copy of ctx carrying it (FromContext). Errors are Load's.
 func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, context.Context, error) {
 	var token string
 	if m.cfg.TokenHeader == "" {
@@ -132,15 +126,14 @@ func isToken(s string) bool {
 	return true
 }
 
-// SaveTo is Save for framework adapters, called just before the response header goes out. Then, with
-// addHeader, it adds the Set-Cookie of a created, renewed or destroyed (expired cookie) session, with "Vary:
-// Cookie" and `Cache-Control: no-cache="Set-Cookie"` so shared caches never hand one user's cookie to
-// another; in header mode, Config.TokenResponseHeader ("" once destroyed), "Vary: <TokenHeader>" and
-// "Cache-Control: no-store". https tells whether the request came over HTTPS: the first Secure cookie set
-// on a plain-HTTP request is logged, as browsers drop it outside localhost. On error (Save's) it adds
-// nothing. A call after a success saves and adds nothing (addHeader may be nil); a change made since is
-// lost, so it logs and returns an error wrapping ErrChangedAfterCommit. Adapters call it again when the
-// handler returns.
+// SaveTo is Save for adapters, called just before the response header goes out. For a created, renewed or
+// destroyed session it then adds Set-Cookie (expired once destroyed), "Vary: Cookie" and `Cache-Control:
+// no-cache="Set-Cookie"`, so shared caches never hand a cookie to another user; in header mode,
+// Config.TokenResponseHeader, "Vary: <TokenHeader>" and "Cache-Control: no-store". https says if the request
+// came over HTTPS: the first Secure cookie set on plain HTTP is logged, as browsers drop it outside
+// localhost. On error (Save's) it adds nothing. Adapters call it again when the handler returns: it adds
+// nothing (addHeader may be nil), and logs and returns an error wrapping ErrChangedAfterCommit for a change
+// made since, which is lost.
 func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
 	s.mu.Lock()
 	sent, late := s.sent, !s.saved

@@ -10,9 +10,8 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// Session is one user's session during one request: its values and this request's changes to them. Get it
-// from the Manager or an adapter, use it in the handler, and let the middleware Save it. Read values typed
-// with Value. A Session is safe for concurrent use by the goroutines of one request.
+// Session is one user's session during one request, from the Manager or an adapter and saved by the
+// middleware; Value reads typed values. It is safe for concurrent use by one request's goroutines.
 type Session struct {
 	m          *Manager
 	mu         sync.Mutex
@@ -188,18 +187,16 @@ func (s *Session) Subject() string {
 	return ""
 }
 
-// SetSubject records which user the session belongs to ("" clears it), so Manager.DestroySubject can end
-// all of that user's sessions; call RenewToken too at login. The change is durable. A subject must be
-// valid UTF-8 of at most 255 bytes (the durable tier's column): Save returns ErrInvalidSubject for any
-// other, and writes nothing.
+// SetSubject records, durably, which user the session belongs to ("" clears it) for Manager.DestroySubject;
+// call RenewToken too at login. Save returns ErrInvalidSubject, writing nothing, unless subject is valid
+// UTF-8 of at most 255 bytes (the durable tier's column).
 func (s *Session) SetSubject(subject string) {
 	s.set(func() { s.subject, s.subjectSet = subject, true })
 }
 
-// RenewToken moves the session to a new token on Save, keeping its values, creation time and absolute
-// deadline, and deletes the old token from both tiers. Call it whenever the privilege level changes (login,
-// logout), so a token planted or seen before cannot ride the new privileges (OWASP session fixation). A
-// new session gets a fresh token anyway: there it does nothing.
+// RenewToken moves a stored session to a new token on Save, keeping values, creation time and deadline, and
+// deletes the old token from both tiers. Call it when the privilege level changes (login, logout), so a
+// token planted or seen before cannot ride the new privileges (OWASP session fixation).
 func (s *Session) RenewToken() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -208,10 +205,9 @@ func (s *Session) RenewToken() {
 	}
 }
 
-// Destroy replaces the session with a tombstone in both tiers now (see Store.Destroy), leaving an empty new
-// session: the response expires the cookie, unless the handler puts values, which start a new session
-// under a new token. The error wraps ErrUnavailable when neither tier took the tombstone; the session then
-// still exists.
+// Destroy replaces the session with a tombstone in both tiers now (Store.Destroy), leaving an empty new one:
+// the response expires the cookie, unless values put next start a new session under a new token. The
+// error wraps ErrUnavailable when neither tier took the tombstone, and the session lives on.
 func (s *Session) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -226,9 +222,8 @@ func (s *Session) Destroy(ctx context.Context) error {
 	return nil
 }
 
-// SetIdleTimeout sets how long this session lives without activity, in place of Config.IdleTimeout, and
-// its memcached TTL; choose d well above Config.TouchInterval, the precision of recorded activity. The
-// change is durable. It panics if d is not positive.
+// SetIdleTimeout durably sets this session's idle timeout and memcached TTL in place of Config.IdleTimeout;
+// choose d well above Config.TouchInterval, the precision of activity. It panics if d is not positive.
 func (s *Session) SetIdleTimeout(d time.Duration) {
 	if d <= 0 {
 		panic("core: Session.SetIdleTimeout expects a positive duration")
@@ -236,10 +231,9 @@ func (s *Session) SetIdleTimeout(d time.Duration) {
 	s.set(func() { s.expiry.idle = d })
 }
 
-// RememberMe gives this session a persistent cookie lasting until its deadline and, when lifetime is
-// positive, an absolute lifetime from its creation in place of Config.Lifetime (the deadline moves earlier
-// or later). With CookieConfig.SessionOnly it is the usual "remember me" box; pair it with SetIdleTimeout
-// for a longer idle timeout too. The choice is durable and survives RenewToken.
+// RememberMe durably gives this session a cookie persistent until its deadline and, if lifetime > 0, that
+// lifetime from creation in place of Config.Lifetime; it survives RenewToken. See the example for a login's
+// "remember me" box, with CookieConfig.SessionOnly and SetIdleTimeout.
 func (s *Session) RememberMe(lifetime time.Duration) {
 	s.set(func() {
 		s.expiry.persist = true
@@ -265,10 +259,9 @@ func (s *Session) deadlineLocked() time.Time {
 	return deadline
 }
 
-// IdleExpiry returns when the session expires if no further request arrives: its last recorded activity
-// plus its idle timeout (Config.IdleTimeout or SetIdleTimeout's), capped at Deadline. As reads record
-// activity once per TouchInterval, it may lie up to TouchInterval before now + the idle timeout; after a
-// write it is exact. A session this request creates was active now.
+// IdleExpiry returns when the session expires without further requests: last recorded activity (now for a
+// new session) plus its idle timeout, capped at Deadline. Reads record activity once per TouchInterval, so
+// it may lie that much before now + the idle timeout; after a write it is exact.
 func (s *Session) IdleExpiry() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
