@@ -23,7 +23,6 @@ type SessionInfo struct {
 	Info       map[string]string // what Session.SetDeviceInfo recorded, nil when nothing was
 }
 
-// sessionID derives the public id from a storage key.
 func sessionID(key string) string {
 	sum := sha256.Sum256([]byte("hybridsession session id\x00" + key))
 	return base64.RawURLEncoding.EncodeToString(sum[:16])
@@ -55,9 +54,9 @@ func (s *Session) SetDeviceInfo(info map[string]string) {
 	s.MarkDurable()
 }
 
-// deviceInfo reads SetDeviceInfo's pairs as []string (gob, this request) or []any of strings (JSON,
-// msgpack); anything else is dropped rather than trusted.
-func deviceInfo(values map[string]any) map[string]string {
+// deviceInfo reads SetDeviceInfo's pairs from decoded values as []string (gob, this request) or []any of
+// strings (JSON, msgpack); anything else, or a decoding error, yields nil.
+func deviceInfo(values map[string]any, err error) map[string]string {
 	pairs, _ := values[deviceKey].([]string)
 	if l, ok := values[deviceKey].([]any); ok {
 		pairs = make([]string, len(l))
@@ -67,7 +66,7 @@ func deviceInfo(values map[string]any) map[string]string {
 			}
 		}
 	}
-	if len(pairs) < 2 {
+	if len(pairs) < 2 || err != nil {
 		return nil
 	}
 	info := make(map[string]string, len(pairs)/2)
@@ -95,12 +94,9 @@ func (m *Manager) Sessions(ctx context.Context, subject string) ([]SessionInfo, 
 			if e.Subject != subject {
 				continue // memcached's copy may be ahead of the row
 			}
-			info := SessionInfo{ID: sessionID(l.Key), Created: e.Created, LastActive: e.ActiveAt,
-				Deadline: e.Deadline, IdleExpiry: e.ExpiresAt(), Persistent: e.Persistent}
-			if values, err := m.store.decode(e.Codec, e.Payload); err == nil {
-				info.Info = deviceInfo(values)
-			}
-			out = append(out, info)
+			out = append(out, SessionInfo{ID: sessionID(l.Key), Created: e.Created, LastActive: e.ActiveAt,
+				Deadline: e.Deadline, IdleExpiry: e.ExpiresAt(), Persistent: e.Persistent,
+				Info: deviceInfo(m.store.decode(e.Codec, e.Payload))})
 		}
 		if after = next; after == "" {
 			break

@@ -103,9 +103,7 @@ func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string)
 // cookieValue returns the unquoted value of the first cookie called name in a Cookie header, "" when there
 // is none. It scans in place: http.Request.Cookie allocates every cookie it parses.
 func cookieValue(line, name string) string {
-	for len(line) > 0 {
-		var part string
-		part, line, _ = strings.Cut(line, ";")
+	for part := range strings.SplitSeq(line, ";") {
 		if k, v, ok := strings.Cut(strings.TrimSpace(part), "="); ok && k == name {
 			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 				v = v[1 : len(v)-1]

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"slices"
@@ -124,8 +125,7 @@ func (s *Session) record(o op) {
 // Token returns the session's token, "" for a new session not saved yet. It is a secret: never log it.
 func (s *Session) Token() string { return locked(s, func() string { return s.token }) }
 
-// IsNew reports whether the session was not in the store when the request arrived, or was destroyed and
-// not saved since.
+// IsNew reports whether the session was not in the store at the request's start, or was destroyed since.
 func (s *Session) IsNew() bool { return locked(s, func() bool { return s.entry == nil }) }
 
 // Source reports where this request found the session: "memcached", "database" (memcached had lost it,
@@ -139,8 +139,7 @@ func (s *Session) Source() string {
 	return s.entry.source
 }
 
-// Get returns the value stored under key, nil when absent. Its dynamic type depends on the codec (see
-// JSON, Gob, Msgpack); Value converts it to the type you stored.
+// Get returns the value under key as the codec decoded it (see Value for the stored type), nil when absent.
 func (s *Session) Get(key string) any { return locked(s, func() any { return s.valuesLocked()[key] }) }
 
 // Keys returns the session's keys in sorted order.
@@ -248,15 +247,13 @@ func (s *Session) RememberMe(lifetime time.Duration) {
 func (s *Session) Deadline() time.Time { return locked(s, s.deadlineLocked) }
 
 func (s *Session) deadlineLocked() time.Time {
-	created := s.m.store.now()
-	deadline := created.Add(s.m.cfg.Lifetime)
-	if s.entry != nil {
-		created, deadline = s.entry.Created, s.entry.Deadline
+	switch {
+	case s.entry == nil:
+		return s.m.store.now().Add(cmp.Or(s.expiry.lifetime, s.m.cfg.Lifetime))
+	case s.expiry.lifetime > 0:
+		return s.entry.Created.Add(s.expiry.lifetime)
 	}
-	if s.expiry.lifetime > 0 {
-		deadline = created.Add(s.expiry.lifetime)
-	}
-	return deadline
+	return s.entry.Deadline
 }
 
 // IdleExpiry returns when the session expires without further requests: last recorded activity (now for a
