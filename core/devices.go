@@ -9,78 +9,64 @@ import (
 	"time"
 )
 
-// deviceKey is the session value holding SetDeviceInfo's metadata as a flat list of name, value pairs.
-const deviceKey = "hs.device"
+const deviceKey = "hs.device" // SetDeviceInfo's metadata as a flat list of name, value pairs
 
-// SessionInfo describes one session of a subject for a "devices" page (Manager.Sessions). It holds
-// neither the token nor the storage key, so its reader cannot take over the session.
+// SessionInfo describes one session of a subject for a "devices" page (Manager.Sessions), without the token
+// or storage key, so its reader cannot take over the session.
 type SessionInfo struct {
-	// ID identifies the session to RevokeSession and matches Session.ID. Derived one way from the
-	// storage key, it is safe to show and to put in a form.
-	ID         string
-	Created    time.Time // when the session was created (a login, usually)
-	LastActive time.Time // last recorded activity, precise to Config.TouchInterval
-	Deadline   time.Time // end of the absolute lifetime
-	IdleExpiry time.Time // when the session expires without further activity
-	Persistent bool      // a "remember me" cookie (Session.RememberMe)
-	// Info is what Session.SetDeviceInfo recorded, nil when nothing was.
-	Info map[string]string
+	ID         string            // for RevokeSession, as Session.ID; one-way from the key, safe to show
+	Created    time.Time         // when the session was created (a login, usually)
+	LastActive time.Time         // last recorded activity, precise to Config.TouchInterval
+	Deadline   time.Time         // end of the absolute lifetime
+	IdleExpiry time.Time         // when the session expires without further activity
+	Persistent bool              // a "remember me" cookie (Session.RememberMe)
+	Info       map[string]string // what Session.SetDeviceInfo recorded, nil when nothing was
 }
 
-// sessionID derives the public id from a storage key.
 func sessionID(key string) string {
 	sum := sha256.Sum256([]byte("hybridsession session id\x00" + key))
 	return base64.RawURLEncoding.EncodeToString(sum[:16])
 }
 
-// ID returns the session's public id, its SessionInfo.ID in Manager.Sessions; "" for a new session not
-// saved yet. Use it to mark "this device" on a devices page. Unlike Token it is not a secret.
+// ID returns the session's public id (SessionInfo.ID), to mark "this device" on a devices page; "" until
+// saved. Unlike Token it is not a secret.
 func (s *Session) ID() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.token == "" {
-		return ""
+	if token := s.Token(); token != "" {
+		key, _ := s.m.store.keys(token)
+		return sessionID(key)
 	}
-	key, _ := s.m.store.keys(s.token)
-	return sessionID(key)
+	return ""
 }
 
-// SetDeviceInfo records metadata of the application's choosing — user agent, IP address, a device
-// name — for Manager.Sessions to list (SessionInfo.Info), typically at login. It replaces what was
-// recorded before; a nil or empty info removes it. It is stored as the session value "hs.device", and
-// durably, so the devices page sees it at once.
+// SetDeviceInfo records metadata such as user agent, IP address or device name for Manager.Sessions
+// (SessionInfo.Info), typically at login, replacing what was recorded; an empty info removes it. It is
+// stored as the session value "hs.device", durably, so the devices page sees it at once.
 func (s *Session) SetDeviceInfo(info map[string]string) {
-	if len(info) == 0 {
-		if s.Pop(deviceKey) != nil {
-			s.MarkDurable()
-		}
-		return
-	}
 	pairs := make([]string, 0, 2*len(info))
 	for k, v := range info {
 		pairs = append(pairs, k, v)
 	}
-	s.Put(deviceKey, pairs)
+	if len(pairs) > 0 {
+		s.Put(deviceKey, pairs)
+	} else if s.Pop(deviceKey) == nil {
+		return
+	}
 	s.MarkDurable()
 }
 
-// deviceInfo reads SetDeviceInfo's pairs whatever the codec made of them: []string (gob, or this
-// request) or []any of strings (JSON, msgpack). Anything else is dropped rather than trusted.
-func deviceInfo(values map[string]any) map[string]string {
-	var pairs []string
-	switch l := values[deviceKey].(type) {
-	case []string:
-		pairs = l
-	case []any:
-		for _, x := range l {
-			str, ok := x.(string)
-			if !ok {
+// deviceInfo reads SetDeviceInfo's pairs from decoded values as []string (gob, this request) or []any of
+// strings (JSON, msgpack); anything else, or a decoding error, yields nil.
+func deviceInfo(values map[string]any, err error) map[string]string {
+	pairs, _ := values[deviceKey].([]string)
+	if l, ok := values[deviceKey].([]any); ok {
+		pairs = make([]string, len(l))
+		for i, x := range l {
+			if pairs[i], ok = x.(string); !ok {
 				return nil
 			}
-			pairs = append(pairs, str)
 		}
 	}
-	if len(pairs) < 2 {
+	if len(pairs) < 2 || err != nil {
 		return nil
 	}
 	info := make(map[string]string, len(pairs)/2)
@@ -90,11 +76,9 @@ func deviceInfo(values map[string]any) map[string]string {
 	return info
 }
 
-// Sessions lists the live sessions of subject (Session.SetSubject), oldest first, paging through the
-// database, where every session with a subject has a row. memcached's copies, which may be ahead of
-// the rows, overlay them: a session memcached holds as destroyed or expired is left out, and last
-// activity and device info come from the newest copy. It returns an error when the Store has no
-// durable tier, and one wrapping ErrUnavailable when the database could not answer.
+// Sessions lists the live sessions of subject (Session.SetSubject), oldest first, from the database rows
+// overlaid by memcached's newer copies: one held there as destroyed or expired is left out. It returns an
+// error without a durable tier, and one wrapping ErrUnavailable when the database could not answer.
 func (m *Manager) Sessions(ctx context.Context, subject string) ([]SessionInfo, error) {
 	if m.store.durable == nil {
 		return nil, errors.New("core: listing a subject's sessions needs a durable tier")
@@ -110,12 +94,9 @@ func (m *Manager) Sessions(ctx context.Context, subject string) ([]SessionInfo, 
 			if e.Subject != subject {
 				continue // memcached's copy may be ahead of the row
 			}
-			info := SessionInfo{ID: sessionID(l.Key), Created: e.Created, LastActive: e.ActiveAt,
-				Deadline: e.Deadline, IdleExpiry: e.ExpiresAt(), Persistent: e.Persistent}
-			if values, err := m.decode(e); err == nil {
-				info.Info = deviceInfo(values)
-			}
-			out = append(out, info)
+			out = append(out, SessionInfo{ID: sessionID(l.Key), Created: e.Created, LastActive: e.ActiveAt,
+				Deadline: e.Deadline, IdleExpiry: e.ExpiresAt(), Persistent: e.Persistent,
+				Info: deviceInfo(m.store.decode(e.Codec, e.Payload))})
 		}
 		if after = next; after == "" {
 			break
@@ -132,9 +113,8 @@ func (m *Manager) RevokeSession(ctx context.Context, subject, id string) (bool, 
 	return n > 0, err
 }
 
-// DestroyOtherSessions destroys every session of current's subject except current — "sign out all
-// other devices" — and returns how many it destroyed; a session without a subject has none. The error
-// wraps ErrUnavailable when some could not be destroyed; the count says how many were.
+// DestroyOtherSessions destroys every session of current's subject but current ("sign out all other
+// devices"; none without a subject) and returns how many; the error wraps ErrUnavailable for the rest.
 func (m *Manager) DestroyOtherSessions(ctx context.Context, current *Session) (int, error) {
 	keep := current.ID()
 	return m.store.destroyRows(ctx, current.Subject(), func(key string) bool { return sessionID(key) != keep })

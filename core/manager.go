@@ -17,50 +17,38 @@ import (
 
 // Config configures a Manager. Every field but Store is optional; a zero field takes its default.
 type Config struct {
-	// Store holds the sessions. Required.
-	Store *Store
-	// IdleTimeout is how long a session lives without activity, and its memcached TTL. Default 30m
-	// (OWASP suggests 15–30m). Reads record activity once per TouchInterval, so a session expires
-	// IdleTimeout−TouchInterval to IdleTimeout after its last request.
+	Store *Store // holds the sessions; required
+	// IdleTimeout is how long a session lives without activity, and its memcached TTL. Default 30m (OWASP:
+	// 15–30m). A session expires IdleTimeout−TouchInterval to IdleTimeout after its last request.
 	IdleTimeout time.Duration
-	// Lifetime is a session's absolute lifetime from creation, never extended, not even by RenewToken.
-	// Default 24h.
+	// Lifetime is the absolute lifetime from creation, never extended, not even by RenewToken. Default 24h.
 	Lifetime time.Duration
-	// TouchInterval is how often a session that is only read refreshes its activity and TTL (one
+	// TouchInterval is how often a session only read records its activity and refreshes its TTL (one
 	// memcached write). Default 1m, or IdleTimeout/2 when shorter; must be less than IdleTimeout.
 	TouchInterval time.Duration
-	// DurableKeys lists session keys whose changes go to the database at once, not at the next sync
-	// (a user id, a cart).
+	// DurableKeys lists keys whose changes go to the database at once, not at the next sync (a user id).
 	DurableKeys []string
-	// Cookie configures the session cookie.
-	Cookie CookieConfig
-	// TokenHeader, when set, carries the token in this request header for API and mobile clients; the
-	// cookie is then neither read nor written. "Authorization" is read as "Authorization: Bearer
-	// <token>", any other name (say "X-Session-Token") carries the bare token. Browsers never attach
-	// it by themselves, so CSRF does not apply, but page scripts can read it where the client keeps it
-	// (XSS can steal it). Default "": the cookie.
+	Cookie      CookieConfig // the session cookie
+	// TokenHeader, when set, carries the token in place of the cookie (API, mobile clients): "Authorization"
+	// as "Bearer <token>", any other name ("X-Session-Token") bare. Browsers never attach it by themselves
+	// (no CSRF), but page scripts can read it where the client keeps it (XSS). Default "": the cookie.
 	TokenHeader string
-	// TokenResponseHeader returns a new or renewed token ("" once destroyed); it is absent while the
-	// client's token is right. Cross-origin browsers need it in Access-Control-Expose-Headers.
-	// Default: TokenHeader, or "Session-Token" for Authorization.
+	// TokenResponseHeader returns a new or renewed token ("" once destroyed), absent while unchanged; expose it
+	// with Access-Control-Expose-Headers. Default: TokenHeader, or "Session-Token" for Authorization.
 	TokenResponseHeader string
 	// ErrorHandler answers, in Manager.Handler, a request whose session could not be loaded or saved.
 	// Default: StatusCode(err) with its status text; err is never shown to the client.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 }
 
-// CookieConfig configures the session cookie; every field is optional. The zero value is safe: a
-// cookie named "session" on path "/", HttpOnly, Secure, SameSite=Lax, persistent until the session's
-// absolute deadline.
+// CookieConfig configures the session cookie; its zero value is safe: "session" on path "/", HttpOnly,
+// Secure, SameSite=Lax, persistent until the session's absolute deadline.
 type CookieConfig struct {
-	// Name is the cookie's name, an HTTP token. Default "session". App servers that share sessions
-	// must use the same name.
-	Name   string
+	Name   string // an HTTP token, the same on app servers that share sessions; default "session"
 	Path   string // default "/"
 	Domain string // default none: host-only
-	// Insecure drops the Secure attribute so browsers send the cookie over plain HTTP: for local
-	// development without TLS only. When false, the first cookie set in answer to a plain-HTTP
-	// request logs a warning.
+	// Insecure drops the Secure attribute so browsers send the cookie over plain HTTP: for local development
+	// without TLS only. When false, the first cookie set in answer to a plain-HTTP request logs a warning.
 	Insecure bool
 	SameSite http.SameSite // default http.SameSiteLaxMode
 	// SessionOnly gives sessions without Session.RememberMe browser-session cookies (no Expires),
@@ -68,12 +56,10 @@ type CookieConfig struct {
 	SessionOnly bool
 }
 
-// maxRetries bounds Save's re-reads while other requests keep changing the session.
-const maxRetries = 16
+const maxRetries = 16 // bounds Save's re-reads while other requests keep changing the session
 
-// Manager loads and saves sessions for HTTP requests: tokens, cookies, timeouts, renewal, destruction
-// and the merging of concurrent changes. Handler serves net/http; framework adapters use Serve, or
-// LoadFrom and SaveTo. A Manager is safe for concurrent use.
+// Manager loads and saves sessions for HTTP requests, merging concurrent changes. Handler serves net/http;
+// framework adapters use Serve, or LoadFrom and SaveTo. A Manager is safe for concurrent use.
 type Manager struct {
 	store      *Store
 	cfg        Config
@@ -84,9 +70,6 @@ type Manager struct {
 
 // New validates cfg, fills its defaults and returns a Manager.
 func New(cfg Config) (*Manager, error) {
-	if cfg.Store == nil {
-		return nil, errors.New("core: Config.Store is required")
-	}
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 30*time.Minute)
 	cfg.Lifetime = cmp.Or(cfg.Lifetime, 24*time.Hour)
 	cfg.TouchInterval = cmp.Or(cfg.TouchInterval, min(time.Minute, cfg.IdleTimeout/2))
@@ -94,7 +77,10 @@ func New(cfg Config) (*Manager, error) {
 	cfg.Cookie.Path = cmp.Or(cfg.Cookie.Path, "/")
 	cfg.Cookie.SameSite = cmp.Or(cfg.Cookie.SameSite, http.SameSiteLaxMode)
 	if cfg.ErrorHandler == nil {
-		cfg.ErrorHandler = defaultErrorHandler
+		cfg.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, err error) {
+			code := StatusCode(err)
+			http.Error(w, http.StatusText(code), code)
+		}
 	}
 	bearer := http.CanonicalHeaderKey(cfg.TokenHeader) == "Authorization"
 	if bearer {
@@ -102,6 +88,8 @@ func New(cfg Config) (*Manager, error) {
 	}
 	cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, cfg.TokenHeader)
 	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("core: Config.Store is required")
 	case cfg.IdleTimeout < 0 || cfg.Lifetime < 0 || cfg.TouchInterval < 0:
 		return nil, errors.New("core: IdleTimeout, Lifetime and TouchInterval must not be negative")
 	case cfg.TouchInterval >= cfg.IdleTimeout:
@@ -118,9 +106,8 @@ func New(cfg Config) (*Manager, error) {
 // Store returns the Manager's Store (for Stats, List, metrics, scsstore).
 func (m *Manager) Store() *Store { return m.store }
 
-// Load returns the session of a token. A value not shaped like a token, or a token the store does not
-// know (expired, destroyed, forged), yields a new empty session: client-supplied tokens are never
-// adopted. The error wraps ErrUnavailable when the store could not answer.
+// Load returns a token's session; a malformed or unknown token (expired, destroyed, forged) gets a new empty
+// session, never adopted. The error wraps ErrUnavailable when the store could not answer.
 func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error) {
 	s := &Session{m: m}
 	if !validToken(cookieValue) {
@@ -136,11 +123,10 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	return s, nil
 }
 
-// Save writes the session's changes, if any; an unchanged session only refreshes its activity, at
-// most once per TouchInterval. When another request changed the session meanwhile, Save re-reads it
-// and re-applies this request's Put, Delete and Clear key by key, so concurrent requests that change
-// different keys keep each other's changes. It returns ErrTooLarge or an error wrapping ErrEncode
-// (nothing written), ErrConflict after 16 lost races, and errors wrapping ErrUnavailable.
+// Save writes the session's changes; an unchanged one only refreshes its activity, once per TouchInterval.
+// If another request changed the session meanwhile, Save re-reads it and replays this request's Put,
+// Delete and Clear, so requests changing different keys keep each other's changes. It returns ErrTooLarge
+// or ErrEncode (wrapped; nothing written), ErrConflict after 16 lost races, or wraps ErrUnavailable.
 func (m *Manager) Save(ctx context.Context, s *Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -161,7 +147,6 @@ func (m *Manager) Save(ctx context.Context, s *Session) error {
 	return err
 }
 
-// insert stores s as a new session under a new token.
 func (m *Manager) insert(ctx context.Context, s *Session) error {
 	now := m.store.now()
 	e := &entry{Envelope: envelope.Envelope{Created: now, Deadline: now.Add(m.cfg.Lifetime), IdleTimeout: m.cfg.IdleTimeout}}
@@ -169,8 +154,7 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 		e.Created, e.Deadline, e.Subject = s.entry.Created, s.entry.Deadline, s.entry.Subject
 		e.IdleTimeout, e.Persistent = s.entry.IdleTimeout, s.entry.Persistent
 	}
-	values := s.valuesLocked()
-	if _, err := m.prepare(e, s, values); err != nil {
+	if _, err := m.prepare(e, s, s.valuesLocked()); err != nil {
 		return err
 	}
 	var token string
@@ -182,14 +166,13 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 	if err != nil {
 		return err
 	}
-	s.token, s.entry, s.values, s.decoded = token, e, values, true
+	s.token, s.entry = token, e // valuesLocked left s.values decoded
 	s.ops, s.subjectSet, s.setCookie, s.expiry = nil, false, true, expiryChange{}
 	return nil
 }
 
-// renew writes this request's changes durably to the old token (merged with what it never saw), so the
-// session inserted under a fresh token has all the old one had, then destroys the old one. While the
-// database is unavailable the new session starts from this request's copy.
+// renew writes this request's changes durably to the old token, so the session inserted under a fresh
+// token has all the old one had, then destroys the old one; a database outage leaves this request's copy.
 func (m *Manager) renew(ctx context.Context, s *Session) error {
 	s.durable = true
 	err := m.update(ctx, s)
@@ -211,8 +194,8 @@ func (m *Manager) renew(ctx context.Context, s *Session) error {
 	return nil
 }
 
-// touch refreshes an unchanged session's activity once TouchInterval old. Failures do not fail the
-// request: the next request tries again; a conflict means another request wrote, which refreshed it.
+// touch refreshes an unchanged session's activity once TouchInterval old. Failures do not fail the request:
+// the next one tries again; a conflict means another request wrote, which refreshed it.
 func (m *Manager) touch(ctx context.Context, s *Session) {
 	if m.store.now().Sub(s.entry.ActiveAt) < m.cfg.TouchInterval {
 		return
@@ -223,8 +206,7 @@ func (m *Manager) touch(ctx context.Context, s *Session) {
 	}
 }
 
-// dropDestroyed forgets a session destroyed (or expired) while this request changed it: the
-// destruction wins. No cookie change: the destroying or renewing request sent the right one.
+// dropDestroyed forgets a session destroyed or expired meanwhile: the destruction wins, and sent the cookie.
 func (s *Session) dropDestroyed() {
 	s.entry, s.token, s.values, s.decoded, s.ops, s.subjectSet = nil, "", nil, false, nil, false
 }
@@ -277,16 +259,16 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 			s.dropDestroyed()
 			return nil
 		}
-		base, err := m.decode(e)
-		if err != nil {
-			base = map[string]any{} // corrupt payload: our changes on an empty map
+		if values, err = m.store.decode(e.Codec, e.Payload); err != nil {
+			values = map[string]any{} // corrupt payload: our changes on an empty map
 		}
-		values = s.replay(base)
+		for _, o := range s.ops {
+			o.applyTo(values)
+		}
 	}
 }
 
-// prepare writes this request's subject, expiry and values into e, and reports whether the cookie
-// must change (see expiryChange.apply).
+// prepare writes this request's subject, expiry and values into e; cookieChanged is expiryChange.apply's.
 func (m *Manager) prepare(e *entry, s *Session, values map[string]any) (cookieChanged bool, err error) {
 	if s.subjectSet {
 		e.Subject = s.subject
@@ -299,11 +281,8 @@ func (m *Manager) prepare(e *entry, s *Session, values map[string]any) (cookieCh
 	return cookieChanged, nil
 }
 
-func (m *Manager) decode(e *entry) (map[string]any, error) { return m.store.decode(e.Codec, e.Payload) }
-
-// DestroySubject destroys every session of subject (Session.SetSubject) in both tiers — "log out
-// everywhere", say after a password change — paging through the database, and returns how many. The
-// error wraps ErrUnavailable when a page or a session could not be destroyed; the count says how many were.
+// DestroySubject destroys every session of subject (Session.SetSubject) in both tiers, to "log out
+// everywhere" after a password change, and returns how many; the error wraps ErrUnavailable for the rest.
 func (m *Manager) DestroySubject(ctx context.Context, subject string) (int, error) {
 	return m.store.destroyRows(ctx, subject, func(string) bool { return true })
 }
@@ -318,9 +297,4 @@ func StatusCode(err error) int {
 		return http.StatusRequestEntityTooLarge
 	}
 	return http.StatusInternalServerError
-}
-
-func defaultErrorHandler(w http.ResponseWriter, _ *http.Request, err error) {
-	code := StatusCode(err)
-	http.Error(w, http.StatusText(code), code)
 }

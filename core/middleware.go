@@ -3,14 +3,16 @@ package core
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"strings"
+	"time"
 )
 
 type ctxKey struct{}
 
-// sessionCtx answers both FromContext's key and its session's Manager (Manager.FromContext), so
-// several Managers cost one context node each.
+// sessionCtx answers both FromContext's key and its Manager's: one context node per Manager.
 type sessionCtx struct {
 	context.Context
 	s *Session
@@ -23,10 +25,9 @@ func (c *sessionCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// FromContext returns the session the middleware stored in ctx, nil when there is none; with several
-// Managers, the innermost one's (see Manager.FromContext). ctx must be the request's context
-// (r.Context(), c.Request.Context() in gin, c.Request().Context() in echo): a *gin.Context forwards
-// lookups only with Engine.ContextWithFallback. Each adapter's Get takes the framework's context.
+// FromContext returns the session the innermost middleware stored in ctx, nil when none (Manager.FromContext
+// picks a Manager's). ctx is the request's: r.Context(), c.Request.Context() in gin (a *gin.Context forwards
+// only with Engine.ContextWithFallback), c.Request().Context() in echo; adapters' Get take their own.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(ctxKey{}).(*Session)
 	return s
@@ -39,16 +40,11 @@ func (m *Manager) FromContext(ctx context.Context) *Session {
 	return s
 }
 
-// Handler is net/http middleware: it loads the request's session into the request context
-// (FromContext), runs next, and saves the session and adds its cookie as the response header goes out:
-// on the first final WriteHeader, Write, Flush or Hijack, or when next returns having written nothing;
-// informational responses (103 Early Hints) pass through. Failures go to Config.ErrorHandler, never
-// after the handler's output: after a failed save next's output is discarded, and when it returns its
-// headers are cleared and the error handler answers. next's writer implements Unwrap, for
-// http.NewResponseController. Route paths that need no session (static assets) around Handler:
-//
-//	mux.Handle("/static/", static)
-//	mux.Handle("/", m.Handler(app))
+// Handler is net/http middleware: it loads the session into the request context (FromContext), runs next,
+// and saves the session and adds its cookie on the first final WriteHeader, Write, Flush or Hijack, or when
+// next returns having written nothing; 1xx responses pass through. Failures go to Config.ErrorHandler, never
+// after next's output: a failed save discards it, and clears its headers once next returns. next's writer
+// implements Unwrap (http.NewResponseController). Mount paths needing no session (static assets) outside.
 func (m *Manager) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
@@ -63,10 +59,9 @@ func (m *Manager) Handler(next http.Handler) http.Handler {
 	})
 }
 
-// Serve is Handler for adapters of frameworks built on net/http (echo) that answer failures their own
-// way. It returns the load error (next did not run) or the save error (next ran and its output was
-// discarded); the caller then answers on w, where only informational responses went out. A panic in
-// next propagates; the session is then saved only if the response had started.
+// Serve is Handler for frameworks on net/http (echo) that answer failures their own way: it returns the
+// load error (next did not run) or save error (next's output discarded, only 1xx sent), for the caller to
+// answer on w. A panic in next propagates; the session is then saved only if the response had started.
 func (m *Manager) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request)) error {
 	s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
 	if err != nil {
@@ -82,6 +77,117 @@ func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next
 		_ = m.SaveTo(r.Context(), s, true, nil) // logs a change made after the commit
 	}
 	return sw.err
+}
+
+// LoadFrom is Load of the token in the cookie or Config.TokenHeader, for adapters; header returns a request
+// header like r.Header.Get, copied if the framework reuses buffers (fasthttp): the Session keeps the token.
+// It returns the session and a copy of ctx carrying it (FromContext). Errors are Load's.
+func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, context.Context, error) {
+	var token string
+	if m.cfg.TokenHeader == "" {
+		token = cookieValue(header("Cookie"), m.cfg.Cookie.Name)
+	} else if token = strings.TrimSpace(header(m.cfg.TokenHeader)); m.bearer {
+		scheme, cred, ok := strings.Cut(token, " ") // Authorization: Bearer <token>
+		token = ""
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			token = strings.TrimSpace(cred)
+		}
+	}
+	s, err := m.Load(ctx, token)
+	if err != nil {
+		return nil, ctx, err
+	}
+	return s, &sessionCtx{Context: ctx, s: s}, nil
+}
+
+// cookieValue returns the unquoted value of the first cookie called name in a Cookie header, "" when there
+// is none. It scans in place: http.Request.Cookie allocates every cookie it parses.
+func cookieValue(line, name string) string {
+	for part := range strings.SplitSeq(line, ";") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(part), "="); ok && k == name {
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v
+		}
+	}
+	return ""
+}
+
+// isToken reports whether s is empty or an HTTP token (RFC 9110), as header and cookie names must be.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// SaveTo is Save for adapters, called just before the response header goes out. For a created, renewed or
+// destroyed session it then adds Set-Cookie (expired once destroyed), "Vary: Cookie" and `Cache-Control:
+// no-cache="Set-Cookie"`, so shared caches never hand a cookie to another user; in header mode,
+// Config.TokenResponseHeader, "Vary: <TokenHeader>" and "Cache-Control: no-store". https says if the request
+// came over HTTPS: the first Secure cookie set on plain HTTP is logged, as browsers drop it outside
+// localhost. On error (Save's) it adds nothing. Adapters call it again when the handler returns: it adds
+// nothing (addHeader may be nil), and logs and returns an error wrapping ErrChangedAfterCommit for a change
+// made since, which is lost.
+func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
+	s.mu.Lock()
+	sent, late := s.sent, !s.saved
+	s.mu.Unlock()
+	if sent {
+		if !late {
+			return nil
+		}
+		err := fmt.Errorf("%w (change the session before writing the response)", ErrChangedAfterCommit)
+		m.log.Warn("hybridsession: session changed after the response was committed; the change is lost", "error", err)
+		return err
+	}
+	if err := m.Save(ctx, s); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent = true
+	switch {
+	case !s.setCookie:
+	case m.cfg.TokenHeader != "":
+		addHeader(m.cfg.TokenResponseHeader, s.token)
+		addHeader("Vary", m.cfg.TokenHeader)
+		addHeader("Cache-Control", "no-store")
+	default:
+		c := m.cookie(s)
+		if c.Secure && c.Value != "" && !https && !m.warnedHTTP.Swap(true) {
+			m.log.Warn("hybridsession: a Secure session cookie was set on a plain-HTTP request; " +
+				"browsers drop it outside localhost and every request starts a new session. " +
+				"Serve HTTPS (behind a proxy: X-Forwarded-Proto: https), or set Cookie.Insecure for local development")
+		}
+		if v := c.String(); v != "" {
+			addHeader("Set-Cookie", v)
+		}
+		addHeader("Vary", "Cookie")
+		addHeader("Cache-Control", `no-cache="Set-Cookie"`)
+	}
+	return nil
+}
+
+// cookie returns s's cookie, an expired one once s was destroyed. s.mu is held.
+func (m *Manager) cookie(s *Session) *http.Cookie {
+	cc := m.cfg.Cookie
+	c := &http.Cookie{Name: cc.Name, Path: cc.Path, Domain: cc.Domain,
+		Secure: !cc.Insecure, HttpOnly: true, SameSite: cc.SameSite}
+	if s.token == "" || s.entry == nil {
+		c.MaxAge, c.Expires = -1, time.Unix(1, 0)
+		return c
+	}
+	c.Value = s.token
+	if !cc.SessionOnly || s.entry.Persistent {
+		// MaxAge rounds up: a browser must not drop the cookie before the deadline.
+		c.Expires = s.entry.Deadline.UTC()
+		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.now())+time.Second-1)/time.Second), 1)
+	}
+	return c
 }
 
 // saveWriter saves the session as the response header goes out, and discards output after a failed save.

@@ -1,15 +1,18 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"slices"
 	"sync"
+	"time"
+
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// Session is one user's session during one request: its values and this request's changes to them.
-// Get it from the Manager or an adapter, use it in the handler, and let the middleware Save it. Read
-// values typed with Value. A Session is safe for concurrent use by the goroutines of one request.
+// Session is one user's session during one request, from the Manager or an adapter and saved by the
+// middleware; Value reads typed values. It is safe for concurrent use by one request's goroutines.
 type Session struct {
 	m          *Manager
 	mu         sync.Mutex
@@ -25,8 +28,8 @@ type Session struct {
 	renew      bool // move to a new token on Save
 	setCookie  bool // Set-Cookie needed
 	saved      bool
-	expiry     expiryChange // per-session idle timeout, remember me
-	sent       bool         // SaveTo added the response headers
+	expiry     expiryChange
+	sent       bool // SaveTo added the response headers
 }
 
 type opKind uint8
@@ -43,8 +46,57 @@ type op struct {
 	value any
 }
 
-// valuesLocked returns the decoded values. A payload that cannot be decoded is logged and counted, and
-// the session continues with none; the next change overwrites it. s.mu is held.
+func (o op) applyTo(values map[string]any) {
+	switch o.kind {
+	case opPut:
+		values[o.key] = o.value
+	case opDelete:
+		delete(values, o.key)
+	case opClear:
+		clear(values)
+	}
+}
+
+// expiryChange is what a request changed about its session's expiry; Save applies it to the entry.
+type expiryChange struct {
+	lifetime time.Duration // > 0: Deadline = Created + lifetime
+	idle     time.Duration // > 0: the session's idle timeout
+	persist  bool          // RememberMe: persistent cookie
+}
+
+func (c expiryChange) pending() bool { return c.lifetime > 0 || c.idle > 0 || c.persist }
+
+// apply writes c into e and reports whether the cookie must change: a new deadline, or now persistent.
+func (c expiryChange) apply(e *entry) (cookieChanged bool) {
+	if d := e.Created.Add(c.lifetime); c.lifetime > 0 && !d.Equal(e.Deadline) {
+		e.Deadline, cookieChanged = d, true
+	}
+	if c.idle > 0 {
+		e.IdleTimeout = c.idle
+	}
+	if c.persist && !e.Persistent {
+		e.Persistent, cookieChanged = true, true
+	}
+	return cookieChanged
+}
+
+// locked returns f's result, computed with s.mu held.
+func locked[T any](s *Session, f func() T) T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return f()
+}
+
+// set runs f with s.mu held and marks the session as not saved.
+func (s *Session) set(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f()
+	s.saved = false
+}
+
+// valuesLocked returns the decoded values. A payload that cannot be decoded is logged and counted, and the
+// session continues with none; the next change overwrites it. s.mu is held.
 func (s *Session) valuesLocked() map[string]any {
 	if s.decoded {
 		return s.values
@@ -52,7 +104,7 @@ func (s *Session) valuesLocked() map[string]any {
 	s.decoded = true
 	var err error
 	if s.entry != nil {
-		if s.values, err = s.m.decode(s.entry); err != nil {
+		if s.values, err = s.m.store.decode(s.entry.Codec, s.entry.Payload); err != nil {
 			s.m.store.stats.corrupt.Add(1)
 			s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
 		}
@@ -63,44 +115,21 @@ func (s *Session) valuesLocked() map[string]any {
 	return s.values
 }
 
-// replay applies this request's ops to base, a fresh copy read after a conflict, and returns it.
-func (s *Session) replay(base map[string]any) map[string]any {
-	for _, o := range s.ops {
-		switch o.kind {
-		case opPut:
-			base[o.key] = o.value
-		case opDelete:
-			delete(base, o.key)
-		case opClear:
-			clear(base)
-		}
-	}
-	return base
-}
-
+// record applies o and keeps it for Save. s.mu is held.
 func (s *Session) record(o op) {
-	s.saved = false
+	o.applyTo(s.valuesLocked())
 	s.ops = append(s.ops, o)
 	s.durable = s.durable || o.kind != opClear && slices.Contains(s.m.cfg.DurableKeys, o.key)
 }
 
 // Token returns the session's token, "" for a new session not saved yet. It is a secret: never log it.
-func (s *Session) Token() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.token
-}
+func (s *Session) Token() string { return locked(s, func() string { return s.token }) }
 
-// IsNew reports whether the session was not in the store when the request arrived, or was destroyed
-// and not saved since.
-func (s *Session) IsNew() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.entry == nil
-}
+// IsNew reports whether the session was not in the store at the request's start, or was destroyed since.
+func (s *Session) IsNew() bool { return locked(s, func() bool { return s.entry == nil }) }
 
-// Source reports where this request found the session: "memcached", "database" (memcached had lost
-// it, or could not be asked), or "" for a new session, and after Save for one that was created.
+// Source reports where this request found the session: "memcached", "database" (memcached had lost it,
+// or could not be asked), or "" for a new session, and after Save for one that was created.
 func (s *Session) Source() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -110,31 +139,17 @@ func (s *Session) Source() string {
 	return s.entry.source
 }
 
-// Get returns the value stored under key, nil when absent. Its dynamic type depends on the codec
-// (see JSON, Gob, Msgpack); Value converts it to the type you stored.
-func (s *Session) Get(key string) any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.valuesLocked()[key]
-}
+// Get returns the value under key as the codec decoded it (see Value for the stored type), nil when absent.
+func (s *Session) Get(key string) any { return locked(s, func() any { return s.valuesLocked()[key] }) }
 
 // Keys returns the session's keys in sorted order.
 func (s *Session) Keys() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	keys := slices.AppendSeq(make([]string, 0, len(s.valuesLocked())), maps.Keys(s.values))
-	slices.Sort(keys)
-	return keys
+	return locked(s, func() []string { return slices.Sorted(maps.Keys(s.valuesLocked())) })
 }
 
-// Put stores value under key. The codec must be able to encode it; Save reports ErrEncode otherwise.
-// Keys in Config.DurableKeys make the change durable (written to the database on Save).
-func (s *Session) Put(key string, value any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.valuesLocked()[key] = value
-	s.record(op{kind: opPut, key: key, value: value})
-}
+// Put stores value under key. The codec must be able to encode it; Save reports ErrEncode otherwise. Keys
+// in Config.DurableKeys make the change durable (written to the database on Save).
+func (s *Session) Put(key string, value any) { s.set(func() { s.record(op{opPut, key, value}) }) }
 
 // Pop returns the value under key and deletes it, nil when absent (which is not a change).
 func (s *Session) Pop(key string) any {
@@ -142,8 +157,8 @@ func (s *Session) Pop(key string) any {
 	defer s.mu.Unlock()
 	v, ok := s.valuesLocked()[key]
 	if ok {
-		delete(s.values, key)
 		s.record(op{kind: opDelete, key: key})
+		s.saved = false
 	}
 	return v
 }
@@ -152,20 +167,11 @@ func (s *Session) Pop(key string) any {
 func (s *Session) Delete(key string) { s.Pop(key) }
 
 // Clear removes every value but keeps the session and its token.
-func (s *Session) Clear() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.valuesLocked())
-	s.record(op{kind: opClear})
-}
+func (s *Session) Clear() { s.set(func() { s.record(op{kind: opClear}) }) }
 
-// MarkDurable makes this request's Save write the session to the database at once instead of at the
-// next sync, for changes that must survive the loss of memcached within the next SyncInterval.
-func (s *Session) MarkDurable() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.durable, s.saved = true, false
-}
+// MarkDurable makes this request's Save write the session to the database at once instead of at the next
+// sync, for changes that must survive the loss of memcached within the next SyncInterval.
+func (s *Session) MarkDurable() { s.set(func() { s.durable = true }) }
 
 // Subject returns the user id set with SetSubject, "" when none.
 func (s *Session) Subject() string {
@@ -180,20 +186,16 @@ func (s *Session) Subject() string {
 	return ""
 }
 
-// SetSubject records which user the session belongs to ("" clears it), so Manager.DestroySubject can
-// end all of that user's sessions. The change is durable. Call RenewToken too when this is a login. A
-// subject must be valid UTF-8 of at most 255 bytes (the durable tier's column): Save returns
-// ErrInvalidSubject for any other, and writes nothing.
+// SetSubject records, durably, which user the session belongs to ("" clears it) for Manager.DestroySubject;
+// call RenewToken too at login. Save returns ErrInvalidSubject, writing nothing, unless subject is valid
+// UTF-8 of at most 255 bytes (the durable tier's column).
 func (s *Session) SetSubject(subject string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.subject, s.subjectSet, s.saved = subject, true, false
+	s.set(func() { s.subject, s.subjectSet = subject, true })
 }
 
-// RenewToken moves the session to a new token on Save, keeping its values, creation time and absolute
-// deadline, and deletes the old token from both tiers. Call it whenever the privilege level changes —
-// at login and logout — so a token planted or seen before cannot ride the new privileges (OWASP
-// session fixation). A new session gets a fresh token anyway: there it does nothing.
+// RenewToken moves a stored session to a new token on Save, keeping values, creation time and deadline, and
+// deletes the old token from both tiers. Call it when the privilege level changes (login, logout), so a
+// token planted or seen before cannot ride the new privileges (OWASP session fixation).
 func (s *Session) RenewToken() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -202,10 +204,9 @@ func (s *Session) RenewToken() {
 	}
 }
 
-// Destroy replaces the session with a tombstone in both tiers now (see Store.Destroy), leaving an empty
-// new session: the response expires the cookie, unless the handler puts values, which start a new
-// session under a new token. The error wraps ErrUnavailable when neither tier took the tombstone; the
-// session then still exists.
+// Destroy replaces the session with a tombstone in both tiers now (Store.Destroy), leaving an empty new one:
+// the response expires the cookie, unless values put next start a new session under a new token. The
+// error wraps ErrUnavailable when neither tier took the tombstone, and the session lives on.
 func (s *Session) Destroy(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -218,4 +219,58 @@ func (s *Session) Destroy(ctx context.Context) error {
 	s.subject, s.subjectSet, s.durable, s.renew, s.expiry = "", false, false, false, expiryChange{}
 	s.setCookie, s.saved = true, false
 	return nil
+}
+
+// SetIdleTimeout durably sets this session's idle timeout and memcached TTL in place of Config.IdleTimeout;
+// choose d well above Config.TouchInterval, the precision of activity. It panics if d is not positive.
+func (s *Session) SetIdleTimeout(d time.Duration) {
+	if d <= 0 {
+		panic("core: Session.SetIdleTimeout expects a positive duration")
+	}
+	s.set(func() { s.expiry.idle = d })
+}
+
+// RememberMe durably gives this session a cookie persistent until its deadline and, if lifetime > 0, that
+// lifetime from creation in place of Config.Lifetime; it survives RenewToken. See the example for a login's
+// "remember me" box, with CookieConfig.SessionOnly and SetIdleTimeout.
+func (s *Session) RememberMe(lifetime time.Duration) {
+	s.set(func() {
+		s.expiry.persist = true
+		if lifetime > 0 {
+			s.expiry.lifetime = lifetime
+		}
+	})
+}
+
+// Deadline returns the end of the session's absolute lifetime, which no activity extends: creation +
+// Config.Lifetime, or RememberMe's lifetime. A session this request creates counts as created now.
+func (s *Session) Deadline() time.Time { return locked(s, s.deadlineLocked) }
+
+func (s *Session) deadlineLocked() time.Time {
+	switch {
+	case s.entry == nil:
+		return s.m.store.now().Add(cmp.Or(s.expiry.lifetime, s.m.cfg.Lifetime))
+	case s.expiry.lifetime > 0:
+		return s.entry.Created.Add(s.expiry.lifetime)
+	}
+	return s.entry.Deadline
+}
+
+// IdleExpiry returns when the session expires without further requests: last recorded activity (now for a
+// new session) plus its idle timeout, capped at Deadline. Reads record activity once per TouchInterval, so
+// it may lie that much before now + the idle timeout; after a write it is exact.
+func (s *Session) IdleExpiry() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := envelope.Envelope{ActiveAt: s.m.store.now(), IdleTimeout: s.m.cfg.IdleTimeout, Deadline: s.deadlineLocked()}
+	switch {
+	case s.expiry.idle > 0:
+		e.IdleTimeout = s.expiry.idle
+	case s.entry != nil:
+		e.IdleTimeout = s.entry.IdleTimeout
+		if !s.entry.ActiveAt.IsZero() {
+			e.ActiveAt = s.entry.ActiveAt
+		}
+	}
+	return e.ExpiresAt()
 }
