@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,15 +15,13 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// insert stores e (Created, Deadline, IdleTimeout, Codec, Subject,
-// Persistent, Payload) as a new session under token, active now: the row
-// first (insert-if-absent), then memcached. While the database does not
-// answer, the copy alone holds it until the writer syncs it — unless
-// durable, or e has a Subject (DestroySubject finds sessions by their
-// rows): then it fails. It returns errExists when a live session or a
-// tombstone holds the key (a dead one is replaced), ErrTooLarge or
-// ErrInvalidSubject before writing, and an error wrapping ErrUnavailable
-// when no tier (or, durable, the database) took it.
+// insert stores e's header and payload as a new session under token, active
+// now: the row first (insert-if-absent), then memcached. While the database is
+// down the copy alone holds it until the writer syncs it, unless durable or e
+// has a Subject (DestroySubject finds sessions by their rows). Errors: errExists
+// when a live session or a tombstone holds the key (a dead one is replaced),
+// ErrTooLarge or ErrInvalidSubject before writing, ErrUnavailable wrapped when
+// no tier (or, durable, the database) took it.
 func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool) error {
 	if err := s.check(e); err != nil {
 		return err
@@ -34,14 +33,13 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 		Created: e.Created, Deadline: e.Deadline, IdleTimeout: e.IdleTimeout, ActiveAt: now,
 		Grace: s.grace(), Version: 1, Unsynced: s.durable != nil, Subject: e.Subject, Payload: e.Payload,
 	}
-	dbErr := errNoTier
+	dbErr, cacheErr := errNoTier, errNoTier
 	if s.durable != nil {
 		dbErr = s.insertRow(ctx, e)
-		if errors.Is(dbErr, errExists) || dbErr != nil && (durable || e.Subject != "") {
+		if dbErr != nil && (durable || e.Subject != "" || errors.Is(dbErr, errExists)) {
 			return dbErr
 		}
 	}
-	cacheErr := errNoTier
 	if s.mc != nil {
 		if cacheErr = s.addCopy(ctx, e, now, dbErr == nil); errors.Is(cacheErr, errExists) {
 			return cacheErr
@@ -59,8 +57,8 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	return nil
 }
 
-// rowExpiry is when a row holding v may be reaped: the session's expiry
-// plus the writer's grace, or a tombstone's deadline.
+// rowExpiry is when a row holding v may be reaped: the session's expiry plus
+// the writer's grace, or a tombstone's deadline.
 func rowExpiry(v *envelope.Envelope) time.Time {
 	if v.Destroyed {
 		return v.Deadline
@@ -71,8 +69,7 @@ func rowExpiry(v *envelope.Envelope) time.Time {
 // dead reports whether a row holding v is dead at now.
 func dead(v *envelope.Envelope, now time.Time) bool { return !now.Before(rowExpiry(v)) }
 
-// errNoTier stands for the failure of a tier the Store does not have.
-var errNoTier = errors.New("not configured")
+var errNoTier = errors.New("not configured") // the failure of a tier the Store does not have
 
 // insertRow writes e's row: insert-if-absent, or over a dead row.
 func (s *Store) insertRow(ctx context.Context, e *entry) error {
@@ -80,27 +77,21 @@ func (s *Store) insertRow(ctx context.Context, e *entry) error {
 	if err == nil && !applied {
 		rec, found, lerr := s.load(ctx, e.key)
 		var old envelope.Envelope
-		switch {
-		case lerr != nil:
-			return lerr
-		case found && s.open(rec.Payload, e.mkey, &old, true) == nil && dead(&old, s.now()):
-			applied, err = s.write(ctx, s.record(e.mkey, &e.Envelope, rec.Version))
-			e.Base = rec.Version
+		if lerr != nil || !found || s.open(rec.Payload, e.mkey, &old, true) != nil || !dead(&old, s.now()) {
+			return cmp.Or(lerr, errExists)
 		}
-		if err == nil && !applied {
-			return errExists
-		}
+		e.Base = rec.Version // kept on failure: the writer syncs the copy over the dead row
+		applied, err = s.write(ctx, s.record(e.mkey, &e.Envelope, rec.Version))
 	}
-	if err != nil {
-		return err
+	if err != nil || !applied {
+		return cmp.Or(err, errExists)
 	}
 	e.MarkSynced(e.Base+1, e.Version, s.now())
 	return nil
 }
 
-// addCopy writes a new session's copy: over whatever is there when the row
-// took the session (the row decides), else only over nothing, a dead copy
-// or a corrupt one.
+// addCopy writes a new session's copy: over whatever is there when the row took
+// the session (the row decides), else only over nothing, a dead or a corrupt copy.
 func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bool) error {
 	buf := s.seal(nil, e.mkey, &e.Envelope)
 	exp := cache.Expiration(now, copyExpiry(&e.Envelope))
@@ -113,11 +104,8 @@ func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bo
 		return err
 	}
 	it, err := s.mc.Get(ctx, e.mkey)
-	if err != nil {
-		return err
-	}
-	if it == nil {
-		return errExists // gone since the add: the caller tries again
+	if err != nil || it == nil {
+		return cmp.Or(err, errExists) // gone since the add: the caller tries again
 	}
 	var old envelope.Envelope
 	switch oerr := s.open(it.Value, e.mkey, &old, true); {
@@ -126,28 +114,21 @@ func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bo
 		oerr == nil && !old.Destroyed && now.Before(old.ExpiresAt()):
 		return errExists
 	}
-	return cmpErr(s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, it.CasID), errExists)
-}
-
-// cmpErr returns nil, a failure of memcached, or protocolErr for a
-// protocol answer.
-func cmpErr(err, protocolErr error) error {
-	if err == nil || errors.Is(err, cache.ErrUnavailable) {
-		return err
+	err = s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, it.CasID)
+	if err != nil && !errors.Is(err, cache.ErrUnavailable) {
+		return errExists // another copy came first
 	}
-	return protocolErr
+	return err
 }
 
-// update writes e, as read or inserted, with change c: activity now and,
-// unless c is a touch, a new version. memcached is written with
-// compare-and-swap and the row left to the writer, unless c.Durable; while
-// memcached is unavailable the row is written instead. It returns
-// ErrConflict when another writer changed the session since e was read,
-// ErrTooLarge or ErrInvalidSubject before writing, errDestroyed when the
-// session was destroyed meanwhile, and an error wrapping ErrUnavailable
-// when no tier (or, durable, the database) took it. On success e is what
-// was written (after a merge, with the others' changes too); after an
-// error read the session again.
+// update writes e, as read or inserted, with change c: activity now and, unless
+// c is a touch, a new version. memcached takes it by compare-and-swap and the
+// writer the row, unless c.Durable; while memcached is unavailable the row takes
+// it instead. Errors: ErrConflict when another writer changed the session since
+// e was read, ErrTooLarge or ErrInvalidSubject before writing, errDestroyed when
+// it was destroyed meanwhile, ErrUnavailable wrapped when no tier (or, durable,
+// the database) took it. On success e is what was written (merged with others'
+// changes, if any); after an error read the session again.
 func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	if err := s.check(e); err != nil {
 		return err
@@ -175,8 +156,7 @@ func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	return err
 }
 
-// note records in v the keys c changes, for a merge with the row (without
-// a durable tier there is none).
+// note records in v the keys c changes, for a merge with the row (if there is one).
 func (s *Store) note(v *envelope.Envelope, c change) {
 	switch {
 	case s.durable == nil:
@@ -207,18 +187,16 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	e.Lineage = newLineage() // the copy did not take this state
-	err = s.sync(ctx, e, &c)
-	if err == nil {
+	if err = s.sync(ctx, e, &c); err == nil {
 		e.via = viaRow
 	}
 	return err
 }
 
-// writeDurable writes e's row first (merging if the row moved), then its
-// copy. The row takes a state no copy held, so a new lineage: should
-// memcached not take it (a concurrent copy wins, the node is unreachable),
-// that copy's next sync merges with the row, and the keys written here,
-// recorded as written directly, stay.
+// writeDurable writes e's row first (merging if the row moved), then its copy.
+// The row takes a state no copy held, hence a new lineage: should memcached not
+// take it (a concurrent copy won, the node is unreachable), that copy's next sync
+// merges with the row, where the keys written here, noted as written directly, stay.
 func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	e.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
@@ -268,9 +246,9 @@ type readState struct{ lineage, version uint64 }
 
 func readOf(e *entry) readState { return readState{e.Lineage, e.Version} }
 
-// cas writes e's copy: compare-and-swap on the CAS id read or, unknown
-// (refilled, added), on the copy there now if it is still the one read.
-// Any other copy is a concurrent writer's: ErrConflict.
+// cas writes e's copy: compare-and-swap on the CAS id read or, unknown (refilled,
+// added), on the copy there now if it is still the one read. Any other copy is a
+// concurrent writer's: ErrConflict.
 func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time) error {
 	casID := e.casID
 	if e.via != viaCache {
@@ -279,7 +257,8 @@ func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time
 			return err
 		}
 		var cur envelope.Envelope
-		if it == nil || s.open(it.Value, e.mkey, &cur, true) != nil || cur.Lineage != read.lineage || cur.Version != read.version || cur.Destroyed {
+		if it == nil || s.open(it.Value, e.mkey, &cur, true) != nil || cur.Destroyed ||
+			(readState{cur.Lineage, cur.Version}) != read {
 			s.stats.conflicts.Add(1)
 			return ErrConflict
 		}
@@ -319,15 +298,13 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 		Version: e.Version + 1, Base: e.Base, SyncedVersion: e.SyncedVersion,
 		Unsynced: s.durable != nil, Subject: e.Subject,
 	}
-	cacheErr := errNoTier
+	cacheErr, dbErr := errNoTier, errNoTier
 	if s.mc != nil {
 		cacheErr = s.mc.Set(ctx, e.mkey, s.seal(nil, e.mkey, &t.Envelope), cache.Expiration(now, e.Deadline))
 	}
-	dbErr := errNoTier
 	if s.durable != nil {
-		dbErr = s.sync(ctx, t, nil)
-		if errors.Is(dbErr, errDestroyed) {
-			dbErr = nil
+		if dbErr = s.sync(ctx, t, nil); errors.Is(dbErr, errDestroyed) {
+			dbErr = nil // the row is a tombstone already
 		}
 	}
 	switch {
@@ -345,10 +322,10 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// destroyRows destroys every session of subject, among those which
-// reports, whose row is no tombstone and before its deadline, whatever
-// memcached holds (a server that cannot reach the copy serves the row). It
-// returns how many were alive, by the copy where there is one.
+// destroyRows destroys every session of subject, among those which reports,
+// whose row is no tombstone and before its deadline, whatever memcached holds (a
+// server that cannot reach the copy serves the row). It returns how many were
+// alive, by the copy where there is one.
 func (s *Store) destroyRows(ctx context.Context, subject string, which func(key string) bool) (int, error) {
 	if subject == "" || s.durable == nil {
 		return 0, nil
@@ -368,7 +345,8 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 		now := s.now()
 		for _, rec := range recs {
 			e := &entry{key: rec.Key, mkey: s.prefix + rec.Key}
-			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil || e.Destroyed || !now.Before(e.Deadline) {
+			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil ||
+				e.Destroyed || !now.Before(e.Deadline) {
 				continue
 			}
 			alive := now.Before(e.RowExpiresAt())
@@ -410,13 +388,11 @@ func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) durable.W
 	}}
 }
 
-// write applies one row write within DBTimeout; errors wrap ErrUnavailable.
+// write applies one row write, writeBatch several in one call, within
+// DBTimeout; errors wrap ErrUnavailable.
 func (s *Store) write(ctx context.Context, w durable.Write) (bool, error) {
 	applied, err := s.writeBatch(ctx, []durable.Write{w})
-	if err != nil {
-		return false, err
-	}
-	return applied[0], nil
+	return err == nil && applied[0], err
 }
 
 func (s *Store) writeBatch(ctx context.Context, ws []durable.Write) ([]bool, error) {
