@@ -6,8 +6,8 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// entry is one session as the Store keeps it, and where it was read from, so
-// that update can detect concurrent writers. Not for two goroutines at once.
+// entry is one session as the Store keeps it, and where it was read from, so that update can detect
+// concurrent writers. Not for two goroutines at once.
 type entry struct {
 	envelope.Envelope // as read or to be written
 
@@ -34,8 +34,7 @@ const (
 	srcDatabase = "database" // memcached did not have it, or could not be asked
 )
 
-// change says what an update changes, for merges with other servers' changes.
-// The zero change is a touch.
+// change says what an update changes, for merging with others' changes. The zero change is a touch.
 type change struct {
 	Keys    []string // session keys whose values this write puts or deletes
 	All     bool     // the whole payload changed (Clear, or an opaque payload): it wins a merge whole
@@ -43,8 +42,8 @@ type change struct {
 	Durable bool     // update writes the row before it returns, or fails with ErrUnavailable
 }
 
-// has reports whether c, a write being made now, changes key (AllKeys:
-// the whole payload; headerKey: the header). A nil c changes nothing.
+// has reports whether c, a write being made now, changes key (AllKeys: the whole payload;
+// headerKey: the header). A nil c changes nothing.
 func (c *change) has(key string) bool {
 	return c != nil && (c.All || key == headerKey && c.Header || slices.Contains(c.Keys, key))
 }

@@ -19,8 +19,8 @@ var (
 	errSuperseded = errors.New("core: the row holds a later state of this copy")
 )
 
-// noteWritten records in v that the row takes directly, at row version at, every
-// key v changed since its last sync: c's and the copy's earlier ones.
+// noteWritten records in v that the row takes directly, at row version at, every key v changed
+// since its last sync: c's and the copy's earlier ones.
 func noteWritten(v *envelope.Envelope, c change, at uint64) {
 	if c.All || v.WholeAt > v.SyncedVersion {
 		v.NoteWritten(envelope.AllKeys, at)
@@ -38,31 +38,28 @@ func noteWritten(v *envelope.Envelope, c change, at uint64) {
 	}
 }
 
-// sync writes e to its row, conditional on the row version e was built on; a
-// refused write is rebased on the row (merged key by key) and tried again.
-// direct, if not nil, is a change the row takes directly (a durable write, or one
-// around memcached): its keys are noted as written at the row version taking them.
-// On success e holds the row's state, synced. Errors: errSuperseded, errDestroyed
-// (a tombstone, or no row under a copy that had one), errLeave, ErrUnavailable wrapped.
+// sync writes e to its row, conditional on the row version e was built on; a refused write is
+// rebased on the row (merged key by key) and tried again. direct, if not nil, is a change the row
+// takes directly (a durable write, or one around memcached), its keys noted as written at the row
+// version taking them. On success e holds the row's state, synced. Errors: errSuperseded,
+// errDestroyed (a tombstone, or no row under a copy that had one), errLeave, ErrUnavailable wrapped.
 func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 	v := &e.Envelope
 	for range maxSyncAttempts {
 		if direct != nil {
 			noteWritten(v, *direct, v.Base+1)
 		}
-		applied, err := s.write(ctx, s.record(e.mkey, v, v.Base))
-		if err != nil {
+		if applied, err := s.write(ctx, s.record(e.mkey, v, v.Base)); err != nil || applied {
+			if applied {
+				v.MarkSynced(v.Base+1, v.Version, s.now())
+			}
 			return err
-		}
-		if applied {
-			v.MarkSynced(v.Base+1, v.Version, s.now())
-			return nil
 		}
 		rec, found, err := s.load(ctx, e.key)
-		if err != nil {
-			return err
+		if err == nil {
+			err = s.rebase(e, rec, found, direct)
 		}
-		if err := s.rebase(e, rec, found, direct); err != nil {
+		if err != nil {
 			return err
 		}
 	}
@@ -107,11 +104,10 @@ func (s *Store) rebase(e *entry, rec durable.Record, found bool, direct *change)
 	return nil
 }
 
-// merge puts into v, a copy whose write the row refused, the row's values for
-// every key v did not change since its last sync and for every key the row took
-// directly since v's base (such a write is later than any change of a copy built
-// before it) — except the keys of direct, the write being made now, later still —
-// and the row's header unless v alone changed it. v takes the row's written keys.
+// merge puts into v, a copy whose write the row refused, the row's values for every key v did not
+// change since its last sync and for every key the row took directly since v's base (later than
+// any change of a copy built before it) — except the keys of direct, the write being made now —
+// and the row's header unless v alone changed it. v takes the row's list of written keys.
 func (s *Store) merge(v, row *envelope.Envelope, direct *change) error {
 	since, base := v.SyncedVersion, v.Base
 	lost := func(k string) bool { return row.WrittenSince(k, base) && !direct.has(k) }
@@ -146,8 +142,8 @@ func (s *Store) merge(v, row *envelope.Envelope, direct *change) error {
 	return s.mergeKeys(v, row, func(k string) bool { return slices.Contains(mine, k) }, false)
 }
 
-// mergeKeys sets v's payload to the row's values with v's for the keys take
-// reports or, whole, to v's values with the row's for the keys take reports.
+// mergeKeys sets v's payload to the row's values with v's for the keys take reports or, whole, to
+// v's values with the row's for the keys take reports.
 func (s *Store) mergeKeys(v, row *envelope.Envelope, take func(string) bool, whole bool) error {
 	into, err := s.decode(row.Codec, row.Payload)
 	if err != nil {
@@ -174,7 +170,6 @@ func (s *Store) mergeKeys(v, row *envelope.Envelope, take func(string) bool, who
 	return nil
 }
 
-// decode decodes a payload with the Store's codec for id.
 func (s *Store) decode(id uint8, p []byte) (map[string]any, error) {
 	c := s.codecs[id]
 	if c == nil {

@@ -15,13 +15,12 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// insert stores e's header and payload as a new session under token, active
-// now: the row first (insert-if-absent), then memcached. While the database is
-// down the copy alone holds it until the writer syncs it, unless durable or e
-// has a Subject (DestroySubject finds sessions by their rows). Errors: errExists
-// when a live session or a tombstone holds the key (a dead one is replaced),
-// ErrTooLarge or ErrInvalidSubject before writing, ErrUnavailable wrapped when
-// no tier (or, durable, the database) took it.
+// insert stores e's header and payload as a new session under token, active now: the row first
+// (insert-if-absent), then memcached. While the database is down the copy alone holds it until the
+// writer syncs it, unless durable or e has a Subject (DestroySubject finds sessions by their rows).
+// Errors: errExists when a live session or a tombstone holds the key (a dead one is replaced),
+// ErrTooLarge or ErrInvalidSubject before writing, ErrUnavailable wrapped when no tier (or,
+// durable, the database) took it.
 func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool) error {
 	if err := s.check(e); err != nil {
 		return err
@@ -57,8 +56,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	return nil
 }
 
-// rowExpiry is when a row holding v may be reaped: the session's expiry plus
-// the writer's grace, or a tombstone's deadline.
+// rowExpiry is when a row holding v may be reaped: its expiry plus grace, or a tombstone's deadline.
 func rowExpiry(v *envelope.Envelope) time.Time {
 	if v.Destroyed {
 		return v.Deadline
@@ -66,7 +64,6 @@ func rowExpiry(v *envelope.Envelope) time.Time {
 	return v.RowExpiresAt()
 }
 
-// dead reports whether a row holding v is dead at now.
 func dead(v *envelope.Envelope, now time.Time) bool { return !now.Before(rowExpiry(v)) }
 
 var errNoTier = errors.New("not configured") // the failure of a tier the Store does not have
@@ -90,8 +87,8 @@ func (s *Store) insertRow(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// addCopy writes a new session's copy: over whatever is there when the row took
-// the session (the row decides), else only over nothing, a dead or a corrupt copy.
+// addCopy writes a new session's copy: over whatever is there when the row took the session (the
+// row decides), else only over nothing, a dead or a corrupt copy.
 func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bool) error {
 	buf := s.seal(nil, e.mkey, &e.Envelope)
 	exp := cache.Expiration(now, copyExpiry(&e.Envelope))
@@ -121,14 +118,12 @@ func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bo
 	return err
 }
 
-// update writes e, as read or inserted, with change c: activity now and, unless
-// c is a touch, a new version. memcached takes it by compare-and-swap and the
-// writer the row, unless c.Durable; while memcached is unavailable the row takes
-// it instead. Errors: ErrConflict when another writer changed the session since
-// e was read, ErrTooLarge or ErrInvalidSubject before writing, errDestroyed when
-// it was destroyed meanwhile, ErrUnavailable wrapped when no tier (or, durable,
-// the database) took it. On success e is what was written (merged with others'
-// changes, if any); after an error read the session again.
+// update writes e, as read or inserted, with change c: activity now and, unless c is a touch, a
+// new version. memcached takes it by compare-and-swap and the writer the row, unless c.Durable;
+// while memcached is unavailable the row takes it. Errors: ErrConflict when another writer changed
+// the session since e was read, ErrTooLarge or ErrInvalidSubject before writing, errDestroyed when
+// it was destroyed meanwhile, ErrUnavailable wrapped when no tier (or, durable, the database) took
+// it. On success e is what was written (merged with others' changes, if any); else read again.
 func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	if err := s.check(e); err != nil {
 		return err
@@ -173,8 +168,8 @@ func (s *Store) note(v *envelope.Envelope, c change) {
 	}
 }
 
-// writeCopy writes e's copy (compare-and-swap on the copy read) and
-// schedules its sync; when memcached fails it writes the row around it.
+// writeCopy writes e's copy (compare-and-swap on the copy read) and schedules its sync; when
+// memcached fails it writes the row around it.
 func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	err := s.cas(ctx, e, read, now)
 	switch {
@@ -193,10 +188,9 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 	return err
 }
 
-// writeDurable writes e's row first (merging if the row moved), then its copy.
-// The row takes a state no copy held, hence a new lineage: should memcached not
-// take it (a concurrent copy won, the node is unreachable), that copy's next sync
-// merges with the row, where the keys written here, noted as written directly, stay.
+// writeDurable writes e's row first (merging if the row moved), then its copy, under a new lineage
+// (a state no copy held): should memcached not take it (a concurrent copy won, the node is
+// unreachable), that copy's next sync merges with the row, where keys written here directly stay.
 func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	e.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
@@ -205,24 +199,22 @@ func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readS
 		}
 		return err
 	}
-	err := s.cas(ctx, e, read, now)
-	if errors.Is(err, cache.ErrUnavailable) {
-		e.via = viaRow
-		return nil
+	if err := s.cas(ctx, e, read, now); !errors.Is(err, cache.ErrUnavailable) {
+		return err
 	}
-	return err
+	e.via = viaRow
+	return nil
 }
 
-// bury replaces with a tombstone the copy under mkey whose row says the
-// session is gone: a copy a logout could not reach ends at its next write.
+// bury replaces with a tombstone the copy under mkey whose row says the session is gone: a copy a
+// logout could not reach ends at its next write.
 func (s *Store) bury(ctx context.Context, mkey string, v *envelope.Envelope, now time.Time) {
 	t := *v
 	t.Destroyed, t.Payload, t.Unsynced = true, nil, false
 	_ = s.mc.Set(ctx, mkey, s.seal(nil, mkey, &t), cache.Expiration(now, t.Deadline))
 }
 
-// writeRow writes a row-mode entry, conditional on the row version read,
-// without merge: on ErrConflict the caller re-reads.
+// writeRow writes a row-mode entry, conditional on the row version read; refused, ErrConflict.
 func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
 	if s.durable == nil {
 		return fmt.Errorf("%w: memcached", ErrUnavailable)
@@ -246,9 +238,8 @@ type readState struct{ lineage, version uint64 }
 
 func readOf(e *entry) readState { return readState{e.Lineage, e.Version} }
 
-// cas writes e's copy: compare-and-swap on the CAS id read or, unknown (refilled,
-// added), on the copy there now if it is still the one read. Any other copy is a
-// concurrent writer's: ErrConflict.
+// cas writes e's copy: compare-and-swap on the CAS id read or, unknown (refilled, added), on the
+// copy there now if it is still the one read. Any other copy is a concurrent writer's: ErrConflict.
 func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time) error {
 	casID := e.casID
 	if e.via != viaCache {
@@ -277,10 +268,9 @@ func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time
 	return err
 }
 
-// Delete destroys the session stored under token, if any: a tombstone in
-// both tiers until its absolute deadline (docs/consistency.md), written to
-// the row before Delete returns when the database answers, else by the
-// background writer. The error wraps ErrUnavailable when no tier took it.
+// Delete destroys the session stored under token, if any: a tombstone in both tiers until its
+// absolute deadline (docs/consistency.md), written to the row before Delete returns when the
+// database answers, else by the background writer. Errors wrap ErrUnavailable when no tier took it.
 func (s *Store) Delete(ctx context.Context, token string) error {
 	e, err := s.read(ctx, token)
 	if err != nil || e == nil {
@@ -292,12 +282,11 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 // destroy replaces e with a tombstone in both tiers; see Delete.
 func (s *Store) destroy(ctx context.Context, e *entry) error {
 	now := s.now()
-	t := &entry{key: e.key, mkey: e.mkey}
-	t.Envelope = envelope.Envelope{
+	t := &entry{key: e.key, mkey: e.mkey, Envelope: envelope.Envelope{
 		Destroyed: true, Lineage: newLineage(), Created: e.Created, Deadline: e.Deadline, ActiveAt: now,
 		Version: e.Version + 1, Base: e.Base, SyncedVersion: e.SyncedVersion,
 		Unsynced: s.durable != nil, Subject: e.Subject,
-	}
+	}}
 	cacheErr, dbErr := errNoTier, errNoTier
 	if s.mc != nil {
 		cacheErr = s.mc.Set(ctx, e.mkey, s.seal(nil, e.mkey, &t.Envelope), cache.Expiration(now, e.Deadline))
@@ -313,8 +302,7 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	case dbErr != nil && s.durable != nil:
 		s.writer.schedule(e.key, now)
 	case dbErr == nil && cacheErr != nil && s.mc != nil:
-		// The copy may live on where this server could not reach: the row
-		// is made due for a reaper now, which buries the copy (Reaper).
+		// A copy this server could not reach may live on: the row, due now, has a reaper bury it.
 		w := s.record(t.mkey, &t.Envelope, t.Base)
 		w.Record.ExpiresAt = now.Truncate(time.Millisecond)
 		_, _ = s.write(ctx, w)
@@ -322,10 +310,9 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// destroyRows destroys every session of subject, among those which reports,
-// whose row is no tombstone and before its deadline, whatever memcached holds (a
-// server that cannot reach the copy serves the row). It returns how many were
-// alive, by the copy where there is one.
+// destroyRows destroys every session of subject, among those which reports, whose row is no
+// tombstone and before its deadline, whatever memcached holds (a server that cannot reach the copy
+// serves the row). It returns how many were alive, by the copy where there is one.
 func (s *Store) destroyRows(ctx context.Context, subject string, which func(key string) bool) (int, error) {
 	if subject == "" || s.durable == nil {
 		return 0, nil
@@ -370,7 +357,8 @@ const listPage = 500 // rows per page of a listing
 // check refuses entries no tier can store.
 func (s *Store) check(e *entry) error {
 	if len(e.Subject) > envelope.MaxSubject || !utf8.ValidString(e.Subject) || strings.IndexByte(e.Subject, 0) >= 0 {
-		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8, no NUL)", ErrInvalidSubject, len(e.Subject), envelope.MaxSubject)
+		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8, no NUL)",
+			ErrInvalidSubject, len(e.Subject), envelope.MaxSubject)
 	}
 	if n := e.Size() + envelopeGrowth + s.ring.Overhead(); n > s.maxItem {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
@@ -388,8 +376,7 @@ func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) durable.W
 	}}
 }
 
-// write applies one row write, writeBatch several in one call, within
-// DBTimeout; errors wrap ErrUnavailable.
+// write and writeBatch apply row writes within DBTimeout; errors wrap ErrUnavailable.
 func (s *Store) write(ctx context.Context, w durable.Write) (bool, error) {
 	applied, err := s.writeBatch(ctx, []durable.Write{w})
 	return err == nil && applied[0], err
