@@ -6,9 +6,8 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// entry is one session as the Store keeps it: header fields and the
-// codec-encoded payload, plus where it was read from, so that update can
-// detect concurrent writers. Not for two goroutines at once.
+// entry is one session as the Store keeps it, and where it was read from, so that update can detect
+// concurrent writers. Not for two goroutines at once.
 type entry struct {
 	envelope.Envelope // as read or to be written
 
@@ -35,8 +34,7 @@ const (
 	srcDatabase = "database" // memcached did not have it, or could not be asked
 )
 
-// change says what an update changes, so that the Store can merge it with
-// other app servers' changes. The zero change is a touch.
+// change says what an update changes, for merging with others' changes. The zero change is a touch.
 type change struct {
 	Keys    []string // session keys whose values this write puts or deletes
 	All     bool     // the whole payload changed (Clear, or an opaque payload): it wins a merge whole
@@ -44,23 +42,13 @@ type change struct {
 	Durable bool     // update writes the row before it returns, or fails with ErrUnavailable
 }
 
-// has reports whether c, a write being made now, changes key (AllKeys:
-// the whole payload; headerKey: the header). A nil c changes nothing.
+// has reports whether c, a write being made now, changes key (AllKeys: the whole payload;
+// headerKey: the header). A nil c changes nothing.
 func (c *change) has(key string) bool {
-	switch {
-	case c == nil:
-		return false
-	case c.All, key == headerKey && c.Header:
-		return true
-	}
-	return slices.Contains(c.Keys, key)
+	return c != nil && (c.All || key == headerKey && c.Header || slices.Contains(c.Keys, key))
 }
 
 // changes reports whether c changes the session (anything but a touch).
 func (c change) changes() bool { return len(c.Keys) > 0 || c.All || c.Header }
 
-// headerKey is the name under which change.Header is noted in the
-// envelope's list of changed keys.
-const headerKey = "\x00header"
-
-// toEnvelope copies e's public fields into its envelope and returns it.
+const headerKey = "\x00header" // change.Header in the envelope's list of changed keys

@@ -12,22 +12,20 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// read returns the live session stored under token: memcached's copy when
-// it has one, else the row's, which then refills memcached (one row read,
-// one memcached write). It returns nil, nil when no tier holds a live
-// session (never stored, expired, destroyed, unreadable), and an error
-// wrapping ErrUnavailable when no tier that may hold it answered.
+// read returns the live session stored under token: memcached's copy, else the row's, which then
+// refills memcached. It returns nil, nil when no tier holds a live session (never stored, expired,
+// destroyed, unreadable), and ErrUnavailable wrapped when no tier that may hold it answered.
 func (s *Store) read(ctx context.Context, token string) (*entry, error) {
-	key, mkey := s.keys(token)
-	e := &entry{key: key, mkey: mkey}
+	e := &entry{}
+	e.key, e.mkey = s.keys(token)
 	now := s.now()
 	var cacheErr error
 	replace := false       // memcached holds something a refill may overwrite
 	var idledOut time.Time // the last activity of a copy that idled out
 	if s.mc != nil {
-		it, err := s.mc.Get(ctx, mkey)
+		it, err := s.mc.Get(ctx, e.mkey)
 		if err == nil && it != nil {
-			err = s.open(it.Value, mkey, &e.Envelope, true)
+			err = s.open(it.Value, e.mkey, &e.Envelope, true)
 			switch {
 			case err == nil && e.Destroyed:
 				s.stats.cacheHits.Add(1)
@@ -52,42 +50,25 @@ func (s *Store) read(ctx context.Context, token string) (*entry, error) {
 		}
 		return nil, nil
 	}
-	if found, err := s.readRow(ctx, e, now); err != nil || !found {
+	// Under a copy that idled out, a row with no later activity means the session idled out too; with
+	// later activity, the copy is stale (its node came back with old memory).
+	rec, found, err := s.load(ctx, e.key)
+	if err != nil || !found || s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil || e.Destroyed ||
+		!now.Before(e.RowExpiresAt()) || !e.ActiveAt.After(idledOut) {
 		return nil, err
 	}
-	// A row that knows of no activity after an idled-out copy's: the
-	// session idled out. Later activity means the copy is stale (its node
-	// came back with old memory).
-	if !e.ActiveAt.After(idledOut) {
-		return nil, nil
-	}
+	e.Changed, e.WholeAt = nil, 0 // the row holds what its writer noted as changed
+	e.MarkSynced(rec.Version, e.Version, now)
+	e.via, e.source = viaRow, srcDatabase
 	if s.mc != nil && cacheErr == nil {
 		s.refill(ctx, e, now, replace)
 	}
 	return e, nil
 }
 
-// readRow loads e's row into e. found is false when it holds no live
-// session.
-func (s *Store) readRow(ctx context.Context, e *entry, now time.Time) (found bool, err error) {
-	rec, ok, err := s.load(ctx, e.key)
-	if err != nil || !ok {
-		return false, err
-	}
-	if s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil || e.Destroyed || !now.Before(e.RowExpiresAt()) {
-		return false, nil
-	}
-	e.Changed, e.WholeAt = nil, 0 // the row holds what its writer noted as changed
-	e.MarkSynced(rec.Version, e.Version, now)
-	e.via, e.source = viaRow, srcDatabase
-	return true, nil
-}
-
-// refill writes e, just read from its row, to memcached as a new copy: a
-// new lineage built on the row, with this read as activity the row has not
-// seen. replace overwrites what memcached holds (dead or corrupt);
-// otherwise a copy refilled meanwhile by another request stays, and the
-// next update compares with it.
+// refill writes e, just read from its row, to memcached as a new copy: a new lineage on the row,
+// with this read as activity the row has not seen. replace overwrites what memcached holds (dead
+// or corrupt); else a copy another request refilled meanwhile stays, and update compares with it.
 func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace bool) {
 	e.Lineage, e.ActiveAt, e.Grace, e.Unsynced = newLineage(), now, s.grace(), true
 	buf, exp := s.seal(nil, e.mkey, &e.Envelope), cache.Expiration(now, copyExpiry(&e.Envelope))
@@ -117,16 +98,15 @@ func (s *Store) load(ctx context.Context, key string) (durable.Record, bool, err
 	return rec, found, nil
 }
 
-// listedEntry is one live session of a list page: its storage key and its
-// latest state (memcached's copy when it has a live one), not for update.
+// listedEntry is a live session of a list page: storage key and latest state (memcached's copy
+// when it has a live one); not for update.
 type listedEntry struct {
 	Key   string
 	Entry *entry
 }
 
-// list returns the live sessions among up to limit rows (of subject, when
-// not "") with storage keys after after, in key order, and the key to
-// continue from ("" at the end).
+// list returns the live sessions among up to limit rows (of subject, when not "") with storage keys
+// after after, in key order, and the key to continue from ("" at the end).
 func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]listedEntry, string, error) {
 	if s.durable == nil {
 		return nil, "", errors.New("core: listing needs a durable tier")
@@ -160,9 +140,8 @@ func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]l
 	return out, recs[len(recs)-1].Key, nil
 }
 
-// copies returns the readable memcached copies of recs' sessions by storage
-// key, and the keys whose copy is unknown: its node did not answer, or this
-// Store cannot read it (another key ring).
+// copies returns the readable memcached copies of recs' sessions by storage key, and the keys whose
+// copy is unknown: its node did not answer, or this Store cannot read it (another key ring).
 func (s *Store) copies(ctx context.Context, recs []durable.Record) (map[string]envelope.Envelope, map[string]bool) {
 	if s.mc == nil {
 		return nil, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/hybridsession/hybridsession/core/durable"
@@ -13,16 +14,13 @@ import (
 const maxSyncAttempts = 8 // merges with a row that keeps changing under sync
 
 var (
-	// errLeave: a row this Store cannot read (envelope.ErrUnreadable) is
-	// left as it is.
-	errLeave = errors.New("core: the row cannot be read here; left as it is")
-	// errSuperseded: the row holds a later state of this copy (another
-	// server's writer synced it first); nothing to write.
+	errLeave = errors.New("core: the row cannot be read here; left as it is") // envelope.ErrUnreadable
+	// errSuperseded: another server's writer synced a later state of this copy first.
 	errSuperseded = errors.New("core: the row holds a later state of this copy")
 )
 
-// noteWritten records in v that the row takes directly, at row version at,
-// every key v changed since its last sync: c's and the copy's earlier ones.
+// noteWritten records in v that the row takes directly, at row version at, every key v changed
+// since its last sync: c's and the copy's earlier ones.
 func noteWritten(v *envelope.Envelope, c change, at uint64) {
 	if c.All || v.WholeAt > v.SyncedVersion {
 		v.NoteWritten(envelope.AllKeys, at)
@@ -40,32 +38,28 @@ func noteWritten(v *envelope.Envelope, c change, at uint64) {
 	}
 }
 
-// sync writes e to its row, conditional on the row version e was built on;
-// a refused write is rebased on the row (merged key by key) and tried
-// again. direct, if not nil, is a change the row takes directly (a durable
-// write, or one around memcached): its keys are recorded as written at the
-// row version that takes them. On success e holds the row's state, synced.
-// Errors: errSuperseded, errDestroyed (a tombstone, or no row under a copy
-// that had one), errLeave, and ErrUnavailable wrapped.
+// sync writes e to its row, conditional on the row version e was built on; a refused write is
+// rebased on the row (merged key by key) and tried again. direct, if not nil, is a change the row
+// takes directly (a durable write, or one around memcached), its keys noted as written at the row
+// version taking them. On success e holds the row's state, synced. Errors: errSuperseded,
+// errDestroyed (a tombstone, or no row under a copy that had one), errLeave, ErrUnavailable wrapped.
 func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 	v := &e.Envelope
 	for range maxSyncAttempts {
 		if direct != nil {
 			noteWritten(v, *direct, v.Base+1)
 		}
-		applied, err := s.write(ctx, s.record(e.mkey, v, v.Base))
-		if err != nil {
+		if applied, err := s.write(ctx, s.record(e.mkey, v, v.Base)); err != nil || applied {
+			if applied {
+				v.MarkSynced(v.Base+1, v.Version, s.now())
+			}
 			return err
-		}
-		if applied {
-			v.MarkSynced(v.Base+1, v.Version, s.now())
-			return nil
 		}
 		rec, found, err := s.load(ctx, e.key)
-		if err != nil {
-			return err
+		if err == nil {
+			err = s.rebase(e, rec, found, direct)
 		}
-		if err := s.rebase(e, rec, found, direct); err != nil {
+		if err != nil {
 			return err
 		}
 	}
@@ -74,11 +68,10 @@ func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 
 // rebase makes e a state built on rec, the row that refused e's write:
 //   - a tombstone wins over everything, and a tombstone needs no merge;
-//   - a row that holds an earlier state of e's own lineage takes e as it is,
-//     and one that holds a later state needs nothing (errSuperseded);
-//   - any other row gets e's changes since its last sync, key by key, on top
-//     of the row's values, except where the row took a key directly since
-//     e's base (see merge).
+//   - a row holding an earlier state of e's own lineage takes e as it is, and
+//     one holding a later state needs nothing (errSuperseded);
+//   - any other row gets e's changes since its last sync, key by key, on top of
+//     the row's values, except keys the row took directly since e's base (merge).
 func (s *Store) rebase(e *entry, rec durable.Record, found bool, direct *change) error {
 	v := &e.Envelope
 	if !found {
@@ -111,13 +104,10 @@ func (s *Store) rebase(e *entry, rec durable.Record, found bool, direct *change)
 	return nil
 }
 
-// merge puts into v, a copy whose write the row refused, the row's values
-// for every key v did not change since its last sync (v.SyncedVersion) and
-// for every key the row took directly since v's base (a durable write or a
-// write around memcached is later than any change of a copy built before
-// it) — except the keys of direct, the write being made now, which is later
-// still — and the row's header unless v alone changed it. The result
-// carries the row's list of directly written keys.
+// merge puts into v, a copy whose write the row refused, the row's values for every key v did not
+// change since its last sync and for every key the row took directly since v's base (later than
+// any change of a copy built before it) — except the keys of direct, the write being made now —
+// and the row's header unless v alone changed it. v takes the row's list of written keys.
 func (s *Store) merge(v, row *envelope.Envelope, direct *change) error {
 	since, base := v.SyncedVersion, v.Base
 	lost := func(k string) bool { return row.WrittenSince(k, base) && !direct.has(k) }
@@ -144,7 +134,7 @@ func (s *Store) merge(v, row *envelope.Envelope, direct *change) error {
 		v.Payload, v.Codec = row.Payload, row.Codec // cannot tell keys apart: the direct write wins
 		return nil
 	case v.WholeAt > since:
-		return s.mergeKeys(v, row, func(k string) bool { return !lost(k) }, true)
+		return s.mergeKeys(v, row, lost, true)
 	case len(mine) == 0:
 		v.Payload, v.Codec = row.Payload, row.Codec
 		return nil
@@ -152,28 +142,21 @@ func (s *Store) merge(v, row *envelope.Envelope, direct *change) error {
 	return s.mergeKeys(v, row, func(k string) bool { return slices.Contains(mine, k) }, false)
 }
 
-// mergeKeys sets v's payload to the row's values with v's for the keys
-// ours reports (wholeOurs: starting from v's values, with the row's for the
-// keys ours does not report).
-func (s *Store) mergeKeys(v, row *envelope.Envelope, ours func(string) bool, wholeOurs bool) error {
-	rowValues, err := s.decode(row.Codec, row.Payload)
+// mergeKeys sets v's payload to the row's values with v's for the keys take reports or, whole, to
+// v's values with the row's for the keys take reports.
+func (s *Store) mergeKeys(v, row *envelope.Envelope, take func(string) bool, whole bool) error {
+	into, err := s.decode(row.Codec, row.Payload)
 	if err != nil {
 		return err
 	}
-	values, err := s.decode(v.Codec, v.Payload)
+	from, err := s.decode(v.Codec, v.Payload)
 	if err != nil {
 		return err
 	}
-	from, into, take := values, rowValues, ours
-	if wholeOurs {
-		from, into = rowValues, values
-		take = func(k string) bool { return !ours(k) }
+	if whole {
+		from, into = into, from
 	}
-	for k := range into {
-		if _, ok := from[k]; !ok && take(k) {
-			delete(into, k)
-		}
-	}
+	maps.DeleteFunc(into, func(k string, _ any) bool { return take(k) })
 	for k, val := range from {
 		if take(k) {
 			into[k] = val
@@ -187,7 +170,6 @@ func (s *Store) mergeKeys(v, row *envelope.Envelope, ours func(string) bool, who
 	return nil
 }
 
-// decode decodes a payload with the Store's codec for id.
 func (s *Store) decode(id uint8, p []byte) (map[string]any, error) {
 	c := s.codecs[id]
 	if c == nil {

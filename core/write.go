@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,15 +15,12 @@ import (
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
-// insert stores e (Created, Deadline, IdleTimeout, Codec, Subject,
-// Persistent, Payload) as a new session under token, active now: the row
-// first (insert-if-absent), then memcached. While the database does not
-// answer, the copy alone holds it until the writer syncs it — unless
-// durable, or e has a Subject (DestroySubject finds sessions by their
-// rows): then it fails. It returns errExists when a live session or a
-// tombstone holds the key (a dead one is replaced), ErrTooLarge or
-// ErrInvalidSubject before writing, and an error wrapping ErrUnavailable
-// when no tier (or, durable, the database) took it.
+// insert stores e's header and payload as a new session under token, active now: the row first
+// (insert-if-absent), then memcached. While the database is down the copy alone holds it until the
+// writer syncs it, unless durable or e has a Subject (DestroySubject finds sessions by their rows).
+// Errors: errExists when a live session or a tombstone holds the key (a dead one is replaced),
+// ErrTooLarge or ErrInvalidSubject before writing, ErrUnavailable wrapped when no tier (or,
+// durable, the database) took it.
 func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool) error {
 	if err := s.check(e); err != nil {
 		return err
@@ -34,14 +32,13 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 		Created: e.Created, Deadline: e.Deadline, IdleTimeout: e.IdleTimeout, ActiveAt: now,
 		Grace: s.grace(), Version: 1, Unsynced: s.durable != nil, Subject: e.Subject, Payload: e.Payload,
 	}
-	dbErr := errNoTier
+	dbErr, cacheErr := errNoTier, errNoTier
 	if s.durable != nil {
 		dbErr = s.insertRow(ctx, e)
-		if errors.Is(dbErr, errExists) || dbErr != nil && (durable || e.Subject != "") {
+		if dbErr != nil && (durable || e.Subject != "" || errors.Is(dbErr, errExists)) {
 			return dbErr
 		}
 	}
-	cacheErr := errNoTier
 	if s.mc != nil {
 		if cacheErr = s.addCopy(ctx, e, now, dbErr == nil); errors.Is(cacheErr, errExists) {
 			return cacheErr
@@ -59,8 +56,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	return nil
 }
 
-// rowExpiry is when a row holding v may be reaped: the session's expiry
-// plus the writer's grace, or a tombstone's deadline.
+// rowExpiry is when a row holding v may be reaped: its expiry plus grace, or a tombstone's deadline.
 func rowExpiry(v *envelope.Envelope) time.Time {
 	if v.Destroyed {
 		return v.Deadline
@@ -68,11 +64,9 @@ func rowExpiry(v *envelope.Envelope) time.Time {
 	return v.RowExpiresAt()
 }
 
-// dead reports whether a row holding v is dead at now.
 func dead(v *envelope.Envelope, now time.Time) bool { return !now.Before(rowExpiry(v)) }
 
-// errNoTier stands for the failure of a tier the Store does not have.
-var errNoTier = errors.New("not configured")
+var errNoTier = errors.New("not configured") // the failure of a tier the Store does not have
 
 // insertRow writes e's row: insert-if-absent, or over a dead row.
 func (s *Store) insertRow(ctx context.Context, e *entry) error {
@@ -80,27 +74,21 @@ func (s *Store) insertRow(ctx context.Context, e *entry) error {
 	if err == nil && !applied {
 		rec, found, lerr := s.load(ctx, e.key)
 		var old envelope.Envelope
-		switch {
-		case lerr != nil:
-			return lerr
-		case found && s.open(rec.Payload, e.mkey, &old, true) == nil && dead(&old, s.now()):
-			applied, err = s.write(ctx, s.record(e.mkey, &e.Envelope, rec.Version))
-			e.Base = rec.Version
+		if lerr != nil || !found || s.open(rec.Payload, e.mkey, &old, true) != nil || !dead(&old, s.now()) {
+			return cmp.Or(lerr, errExists)
 		}
-		if err == nil && !applied {
-			return errExists
-		}
+		e.Base = rec.Version // kept on failure: the writer syncs the copy over the dead row
+		applied, err = s.write(ctx, s.record(e.mkey, &e.Envelope, rec.Version))
 	}
-	if err != nil {
-		return err
+	if err != nil || !applied {
+		return cmp.Or(err, errExists)
 	}
 	e.MarkSynced(e.Base+1, e.Version, s.now())
 	return nil
 }
 
-// addCopy writes a new session's copy: over whatever is there when the row
-// took the session (the row decides), else only over nothing, a dead copy
-// or a corrupt one.
+// addCopy writes a new session's copy: over whatever is there when the row took the session (the
+// row decides), else only over nothing, a dead or a corrupt copy.
 func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bool) error {
 	buf := s.seal(nil, e.mkey, &e.Envelope)
 	exp := cache.Expiration(now, copyExpiry(&e.Envelope))
@@ -113,11 +101,8 @@ func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bo
 		return err
 	}
 	it, err := s.mc.Get(ctx, e.mkey)
-	if err != nil {
-		return err
-	}
-	if it == nil {
-		return errExists // gone since the add: the caller tries again
+	if err != nil || it == nil {
+		return cmp.Or(err, errExists) // gone since the add: the caller tries again
 	}
 	var old envelope.Envelope
 	switch oerr := s.open(it.Value, e.mkey, &old, true); {
@@ -126,28 +111,19 @@ func (s *Store) addCopy(ctx context.Context, e *entry, now time.Time, rowTook bo
 		oerr == nil && !old.Destroyed && now.Before(old.ExpiresAt()):
 		return errExists
 	}
-	return cmpErr(s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, it.CasID), errExists)
-}
-
-// cmpErr returns nil, a failure of memcached, or protocolErr for a
-// protocol answer.
-func cmpErr(err, protocolErr error) error {
-	if err == nil || errors.Is(err, cache.ErrUnavailable) {
-		return err
+	err = s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, it.CasID)
+	if err != nil && !errors.Is(err, cache.ErrUnavailable) {
+		return errExists // another copy came first
 	}
-	return protocolErr
+	return err
 }
 
-// update writes e, as read or inserted, with change c: activity now and,
-// unless c is a touch, a new version. memcached is written with
-// compare-and-swap and the row left to the writer, unless c.Durable; while
-// memcached is unavailable the row is written instead. It returns
-// ErrConflict when another writer changed the session since e was read,
-// ErrTooLarge or ErrInvalidSubject before writing, errDestroyed when the
-// session was destroyed meanwhile, and an error wrapping ErrUnavailable
-// when no tier (or, durable, the database) took it. On success e is what
-// was written (after a merge, with the others' changes too); after an
-// error read the session again.
+// update writes e, as read or inserted, with change c: activity now and, unless c is a touch, a
+// new version. memcached takes it by compare-and-swap and the writer the row, unless c.Durable;
+// while memcached is unavailable the row takes it. Errors: ErrConflict when another writer changed
+// the session since e was read, ErrTooLarge or ErrInvalidSubject before writing, errDestroyed when
+// it was destroyed meanwhile, ErrUnavailable wrapped when no tier (or, durable, the database) took
+// it. On success e is what was written (merged with others' changes, if any); else read again.
 func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	if err := s.check(e); err != nil {
 		return err
@@ -175,8 +151,7 @@ func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	return err
 }
 
-// note records in v the keys c changes, for a merge with the row (without
-// a durable tier there is none).
+// note records in v the keys c changes, for a merge with the row (if there is one).
 func (s *Store) note(v *envelope.Envelope, c change) {
 	switch {
 	case s.durable == nil:
@@ -193,8 +168,8 @@ func (s *Store) note(v *envelope.Envelope, c change) {
 	}
 }
 
-// writeCopy writes e's copy (compare-and-swap on the copy read) and
-// schedules its sync; when memcached fails it writes the row around it.
+// writeCopy writes e's copy (compare-and-swap on the copy read) and schedules its sync; when
+// memcached fails it writes the row around it.
 func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	err := s.cas(ctx, e, read, now)
 	switch {
@@ -207,18 +182,15 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	e.Lineage = newLineage() // the copy did not take this state
-	err = s.sync(ctx, e, &c)
-	if err == nil {
+	if err = s.sync(ctx, e, &c); err == nil {
 		e.via = viaRow
 	}
 	return err
 }
 
-// writeDurable writes e's row first (merging if the row moved), then its
-// copy. The row takes a state no copy held, so a new lineage: should
-// memcached not take it (a concurrent copy wins, the node is unreachable),
-// that copy's next sync merges with the row, and the keys written here,
-// recorded as written directly, stay.
+// writeDurable writes e's row first (merging if the row moved), then its copy, under a new lineage
+// (a state no copy held): should memcached not take it (a concurrent copy won, the node is
+// unreachable), that copy's next sync merges with the row, where keys written here directly stay.
 func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
 	e.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
@@ -227,24 +199,22 @@ func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readS
 		}
 		return err
 	}
-	err := s.cas(ctx, e, read, now)
-	if errors.Is(err, cache.ErrUnavailable) {
-		e.via = viaRow
-		return nil
+	if err := s.cas(ctx, e, read, now); !errors.Is(err, cache.ErrUnavailable) {
+		return err
 	}
-	return err
+	e.via = viaRow
+	return nil
 }
 
-// bury replaces with a tombstone the copy under mkey whose row says the
-// session is gone: a copy a logout could not reach ends at its next write.
+// bury replaces with a tombstone the copy under mkey whose row says the session is gone: a copy a
+// logout could not reach ends at its next write.
 func (s *Store) bury(ctx context.Context, mkey string, v *envelope.Envelope, now time.Time) {
 	t := *v
 	t.Destroyed, t.Payload, t.Unsynced = true, nil, false
 	_ = s.mc.Set(ctx, mkey, s.seal(nil, mkey, &t), cache.Expiration(now, t.Deadline))
 }
 
-// writeRow writes a row-mode entry, conditional on the row version read,
-// without merge: on ErrConflict the caller re-reads.
+// writeRow writes a row-mode entry, conditional on the row version read; refused, ErrConflict.
 func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
 	if s.durable == nil {
 		return fmt.Errorf("%w: memcached", ErrUnavailable)
@@ -268,9 +238,8 @@ type readState struct{ lineage, version uint64 }
 
 func readOf(e *entry) readState { return readState{e.Lineage, e.Version} }
 
-// cas writes e's copy: compare-and-swap on the CAS id read or, unknown
-// (refilled, added), on the copy there now if it is still the one read.
-// Any other copy is a concurrent writer's: ErrConflict.
+// cas writes e's copy: compare-and-swap on the CAS id read or, unknown (refilled, added), on the
+// copy there now if it is still the one read. Any other copy is a concurrent writer's: ErrConflict.
 func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time) error {
 	casID := e.casID
 	if e.via != viaCache {
@@ -279,7 +248,8 @@ func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time
 			return err
 		}
 		var cur envelope.Envelope
-		if it == nil || s.open(it.Value, e.mkey, &cur, true) != nil || cur.Lineage != read.lineage || cur.Version != read.version || cur.Destroyed {
+		if it == nil || s.open(it.Value, e.mkey, &cur, true) != nil || cur.Destroyed ||
+			(readState{cur.Lineage, cur.Version}) != read {
 			s.stats.conflicts.Add(1)
 			return ErrConflict
 		}
@@ -298,10 +268,9 @@ func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time
 	return err
 }
 
-// Delete destroys the session stored under token, if any: a tombstone in
-// both tiers until its absolute deadline (docs/consistency.md), written to
-// the row before Delete returns when the database answers, else by the
-// background writer. The error wraps ErrUnavailable when no tier took it.
+// Delete destroys the session stored under token, if any: a tombstone in both tiers until its
+// absolute deadline (docs/consistency.md), written to the row before Delete returns when the
+// database answers, else by the background writer. Errors wrap ErrUnavailable when no tier took it.
 func (s *Store) Delete(ctx context.Context, token string) error {
 	e, err := s.read(ctx, token)
 	if err != nil || e == nil {
@@ -313,21 +282,18 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 // destroy replaces e with a tombstone in both tiers; see Delete.
 func (s *Store) destroy(ctx context.Context, e *entry) error {
 	now := s.now()
-	t := &entry{key: e.key, mkey: e.mkey}
-	t.Envelope = envelope.Envelope{
+	t := &entry{key: e.key, mkey: e.mkey, Envelope: envelope.Envelope{
 		Destroyed: true, Lineage: newLineage(), Created: e.Created, Deadline: e.Deadline, ActiveAt: now,
 		Version: e.Version + 1, Base: e.Base, SyncedVersion: e.SyncedVersion,
 		Unsynced: s.durable != nil, Subject: e.Subject,
-	}
-	cacheErr := errNoTier
+	}}
+	cacheErr, dbErr := errNoTier, errNoTier
 	if s.mc != nil {
 		cacheErr = s.mc.Set(ctx, e.mkey, s.seal(nil, e.mkey, &t.Envelope), cache.Expiration(now, e.Deadline))
 	}
-	dbErr := errNoTier
 	if s.durable != nil {
-		dbErr = s.sync(ctx, t, nil)
-		if errors.Is(dbErr, errDestroyed) {
-			dbErr = nil
+		if dbErr = s.sync(ctx, t, nil); errors.Is(dbErr, errDestroyed) {
+			dbErr = nil // the row is a tombstone already
 		}
 	}
 	switch {
@@ -336,8 +302,7 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	case dbErr != nil && s.durable != nil:
 		s.writer.schedule(e.key, now)
 	case dbErr == nil && cacheErr != nil && s.mc != nil:
-		// The copy may live on where this server could not reach: the row
-		// is made due for a reaper now, which buries the copy (Reaper).
+		// A copy this server could not reach may live on: the row, due now, has a reaper bury it.
 		w := s.record(t.mkey, &t.Envelope, t.Base)
 		w.Record.ExpiresAt = now.Truncate(time.Millisecond)
 		_, _ = s.write(ctx, w)
@@ -345,10 +310,9 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	return nil
 }
 
-// destroyRows destroys every session of subject, among those which
-// reports, whose row is no tombstone and before its deadline, whatever
-// memcached holds (a server that cannot reach the copy serves the row). It
-// returns how many were alive, by the copy where there is one.
+// destroyRows destroys every session of subject, among those which reports, whose row is no
+// tombstone and before its deadline, whatever memcached holds (a server that cannot reach the copy
+// serves the row). It returns how many were alive, by the copy where there is one.
 func (s *Store) destroyRows(ctx context.Context, subject string, which func(key string) bool) (int, error) {
 	if subject == "" || s.durable == nil {
 		return 0, nil
@@ -368,7 +332,8 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 		now := s.now()
 		for _, rec := range recs {
 			e := &entry{key: rec.Key, mkey: s.prefix + rec.Key}
-			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil || e.Destroyed || !now.Before(e.Deadline) {
+			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil ||
+				e.Destroyed || !now.Before(e.Deadline) {
 				continue
 			}
 			alive := now.Before(e.RowExpiresAt())
@@ -392,7 +357,8 @@ const listPage = 500 // rows per page of a listing
 // check refuses entries no tier can store.
 func (s *Store) check(e *entry) error {
 	if len(e.Subject) > envelope.MaxSubject || !utf8.ValidString(e.Subject) || strings.IndexByte(e.Subject, 0) >= 0 {
-		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8, no NUL)", ErrInvalidSubject, len(e.Subject), envelope.MaxSubject)
+		return fmt.Errorf("%w: %d bytes (at most %d of UTF-8, no NUL)",
+			ErrInvalidSubject, len(e.Subject), envelope.MaxSubject)
 	}
 	if n := e.Size() + envelopeGrowth + s.ring.Overhead(); n > s.maxItem {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, s.maxItem)
@@ -410,13 +376,10 @@ func (s *Store) record(mkey string, v *envelope.Envelope, base uint64) durable.W
 	}}
 }
 
-// write applies one row write within DBTimeout; errors wrap ErrUnavailable.
+// write and writeBatch apply row writes within DBTimeout; errors wrap ErrUnavailable.
 func (s *Store) write(ctx context.Context, w durable.Write) (bool, error) {
 	applied, err := s.writeBatch(ctx, []durable.Write{w})
-	if err != nil {
-		return false, err
-	}
-	return applied[0], nil
+	return err == nil && applied[0], err
 }
 
 func (s *Store) writeBatch(ctx context.Context, ws []durable.Write) ([]bool, error) {
