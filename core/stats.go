@@ -18,8 +18,8 @@ type Stats struct {
 	// re-applies its changes). Merges counts copies merged key by key with a row that had moved on (a
 	// change written around a memcached node, or by a server that could not read the copy).
 	Conflicts, Merges uint64
-	// SyncPending is the number of sessions the background writer tracks now; SyncDropped counts those it
-	// could not track (SyncQueueSize).
+	// SyncPending is the number of sessions the background writer tracks now, a batch being written
+	// included; SyncDropped counts those it could not track (SyncQueueSize).
 	SyncPending int
 	SyncDropped uint64
 	// ReapExtended counts expired rows the reaper rewrote from a live memcached copy, ReapDeleted rows it

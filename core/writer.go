@@ -21,6 +21,7 @@ type writer struct {
 
 	mu     sync.Mutex
 	due    map[string]time.Time // storage key → when its row must be written
+	busy   int                  // keys taken by the batch being written
 	passMu sync.Mutex           // one pass at a time
 	stop   chan struct{}
 	done   chan struct{}
@@ -83,6 +84,7 @@ func (w *writer) take(until time.Time, all bool) []string {
 			delete(w.due, k)
 		}
 	}
+	w.busy += len(keys)
 	return keys
 }
 
@@ -96,6 +98,9 @@ func (w *writer) flush(ctx context.Context, all bool) error {
 		keys := w.take(until, all)
 		if len(keys) > 0 {
 			w.writeBatch(ctx, keys, all)
+			w.mu.Lock()
+			w.busy -= len(keys)
+			w.mu.Unlock()
 		}
 		if len(keys) < writerBatch {
 			break
@@ -263,5 +268,5 @@ func (w *writer) pendingCount() int {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.due)
+	return len(w.due) + w.busy
 }
