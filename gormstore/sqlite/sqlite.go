@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -95,6 +96,9 @@ func Open(path string) (*gorm.DB, error) {
 // its query), created with mode 0600 on first use — so sessions survive
 // restarts; an in-memory database gets a key that lives as long. Every app server
 // sharing the sessions needs the same keys: set the variable on each.
+// Start fails rather than store sessions unsealed or under a new key when
+// the variable is set but holds no valid key, or when the key file is
+// empty, malformed, a symbolic link, or readable by group or others.
 //
 // The session cookie is Secure, as with core.Config's defaults: browsers
 // send it over HTTPS and to http://localhost (Chrome, Firefox, curl;
@@ -137,11 +141,18 @@ func Start(path string, memcached ...string) (*core.Manager, func() error, error
 // SealKeysEnv names the environment variable Start reads seal keys from.
 const SealKeysEnv = "HYBRIDSESSION_SEAL_KEYS"
 
-// sealKeys returns Start's key ring: SealKeysEnv's when set, otherwise
-// the key in path + ".sealkey", created on first use.
+// sealKeys returns Start's key ring: SealKeysEnv's when it is set, otherwise
+// the key in path + ".sealkey", created on first use. Every doubtful source
+// is an error, never an unsealed or freshly keyed Store (OWASP: fail
+// securely): the variable set but holding no key, a key file that is empty
+// or malformed (a crash while it was written), a symbolic link, or readable
+// by anyone but its owner.
 func sealKeys(path string) ([][]byte, error) {
-	if v := os.Getenv(SealKeysEnv); v != "" {
+	if v, ok := os.LookupEnv(SealKeysEnv); ok {
 		keys, err := core.ParseSealKeys(v)
+		if err == nil && len(keys) == 0 {
+			err = errors.New("no key in it")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("gormstore/sqlite: %s: %w", SealKeysEnv, err)
 		}
@@ -153,17 +164,63 @@ func sealKeys(path string) ([][]byte, error) {
 		return [][]byte{core.NewSealKey()}, nil // the database dies with the process too
 	}
 	file += ".sealkey"
-	if b, err := os.ReadFile(file); err == nil {
-		keys, err := core.ParseSealKeys(strings.TrimSpace(string(b)))
-		if err != nil {
-			return nil, fmt.Errorf("gormstore/sqlite: %s: %w", file, err)
-		}
-		return keys, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
+	keys, err := readKeyFile(file)
+	if !errors.Is(err, os.ErrNotExist) {
+		return keys, err
+	}
+	return createKeyFile(file)
+}
+
+// readKeyFile reads the key ring kept in file, refusing a file that is a
+// symbolic link, is readable or writable by group or others, or holds no
+// valid key. A missing file is an error wrapping os.ErrNotExist.
+func readKeyFile(file string) ([][]byte, error) {
+	fi, err := os.Lstat(file)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("gormstore/sqlite: %w", err)
+	case fi.Mode()&os.ModeSymlink != 0:
+		return nil, fmt.Errorf("gormstore/sqlite: %s is a symbolic link; keep the key in a regular file", file)
+	case fi.Mode().Perm()&0o077 != 0:
+		return nil, fmt.Errorf("gormstore/sqlite: %s has mode %04o; the key must be private to its owner (chmod 600)",
+			file, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
 		return nil, fmt.Errorf("gormstore/sqlite: %w", err)
 	}
+	keys, err := core.ParseSealKeys(string(b))
+	if err == nil && len(keys) == 0 {
+		err = errors.New("no key in it; restore it from a backup, or delete it to start over with every user logged out")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gormstore/sqlite: %s: %w", file, err)
+	}
+	return keys, nil
+}
+
+// createKeyFile makes a new key and keeps it in file with mode 0600, whole
+// or not at all: it is written and flushed under a temporary name, then
+// linked into place, which fails if another process created file first (its
+// key is then used).
+func createKeyFile(file string) ([][]byte, error) {
 	key := core.NewSealKey()
-	if err := os.WriteFile(file, []byte(core.FormatSealKey(key)+"\n"), 0o600); err != nil {
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".sealkey-*") // mode 0600
+	if err != nil {
+		return nil, fmt.Errorf("gormstore/sqlite: keep the seal key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(core.FormatSealKey(key) + "\n")
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err = errors.Join(err, tmp.Close()); err == nil {
+		err = os.Link(tmp.Name(), file)
+	}
+	switch {
+	case errors.Is(err, os.ErrExist):
+		return readKeyFile(file)
+	case err != nil:
 		return nil, fmt.Errorf("gormstore/sqlite: keep the seal key: %w", err)
 	}
 	return [][]byte{key}, nil

@@ -24,7 +24,8 @@
 // the process list):
 //
 //	HYBRIDSESSION_SEAL_KEYS  comma-separated base64 32-byte keys, the sealing key first
-//	                         (core.ParseSealKeys); unset: a random key for this process
+//	                         (core.ParseSealKeys); unset: a random key for this process;
+//	                         set but blank or malformed: an error
 package setup
 
 import (
@@ -184,7 +185,11 @@ func Open(opts Options) (*Env, error) {
 		closeDB(db)
 		return nil, err
 	}
-	keys, err := core.ParseSealKeys(os.Getenv(EnvSealKeys))
+	v, set := os.LookupEnv(EnvSealKeys)
+	keys, err := core.ParseSealKeys(v)
+	if err == nil && set && len(keys) == 0 {
+		err = errors.New("set but holds no key") // a blank secret fails closed
+	}
 	if err != nil {
 		closeDB(db)
 		return nil, fmt.Errorf("setup: %s: %w", EnvSealKeys, err)
