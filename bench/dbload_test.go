@@ -34,9 +34,11 @@ const (
 //
 // Everything is counted on the PostgreSQL connections: db-stmts/session-h
 // (all statements, request path, background writer and reaper, per session
-// and hour), db-writes/session-h, onpath-stmts (on the request path in the
-// measured hour), rows/update (rows the reaper extended per statement that
-// wrote, when it wrote any), and mc-ops/req (memcached round trips per
+// and hour), db-writes/session-h (statements that wrote), rows/session-h
+// (rows written, Stats.DBWrites), rows/write (rows per writing statement),
+// onpath-stmts (on the request path in the measured hour), rows/update (rows
+// the reaper extended per statement that wrote, when it wrote any), and
+// mc-ops/req (memcached round trips per
 // request). logouts must be 0. Run it with -benchtime 1x.
 func BenchmarkDatabaseLoad(b *testing.B) {
 	for _, pop := range []string{"read-only", "modifying"} {
@@ -94,14 +96,14 @@ func runDatabaseLoad(b *testing.B, name string, modifying bool) {
 	pace := newWriterPace(st, clock.Now())
 	var c0 sqlSnap
 	var t0 int64
-	var ext0 uint64
+	var ext0, rows0 uint64
 	var reaperWrites int64
 	b.StartTimer()
 	for at := time.Duration(0); at < end; at += slot {
 		clock.ns.Store(start.Add(at).UnixNano())
 		if at == dbloadWarmup {
 			flushStore(b, st)
-			c0, t0, ext0 = counter.snap(), trips.Load(), st.Stats().ReapExtended
+			c0, t0, ext0, rows0 = counter.snap(), trips.Load(), st.Stats().ReapExtended, st.Stats().DBWrites
 		}
 		// Sessions of this slot: those logged in by now (logins spread
 		// over the warm-up) request; session u logs in at u/n of it.
@@ -148,6 +150,11 @@ func runDatabaseLoad(b *testing.B, name string, modifying bool) {
 	extended := st.Stats().ReapExtended - ext0
 	b.ReportMetric(float64(c.stmts)/sessionHours, "db-stmts/session-h")
 	b.ReportMetric(float64(c.writes)/sessionHours, "db-writes/session-h")
+	rows := float64(st.Stats().DBWrites - rows0)
+	b.ReportMetric(rows/sessionHours, "rows/session-h")
+	if c.writes > 0 {
+		b.ReportMetric(rows/float64(c.writes), "rows/write")
+	}
 	b.ReportMetric(float64(c.onPath), "onpath-stmts")
 	requests := float64(n) * float64(dbloadMeasure/dbloadClick)
 	b.ReportMetric(float64(trips.Load()-t0)/requests, "mc-ops/req")
