@@ -38,8 +38,8 @@ const (
 // (rows written, Stats.DBWrites), rows/write (rows per writing statement),
 // onpath-stmts (on the request path in the measured hour), rows/update (rows
 // the reaper extended per statement that wrote, when it wrote any), and
-// mc-ops/req (memcached round trips per
-// request). logouts must be 0. Run it with -benchtime 1x.
+// mc-ops/req (memcached round trips per request, the background writer's
+// included). logouts must be 0. Run it with -benchtime 1x.
 func BenchmarkDatabaseLoad(b *testing.B) {
 	for _, pop := range []string{"read-only", "modifying"} {
 		b.Run(pop, func(b *testing.B) {
