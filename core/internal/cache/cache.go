@@ -45,15 +45,6 @@ type Config struct {
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// NodeStats is one node's resolved address, as RemoveServer accepts it, and whether its breaker is open.
-type NodeStats struct {
-	Addr string
-	Open bool
-}
-
-// Counters count since New the operations that failed on the network and those an open breaker refused.
-type Counters struct{ Errors, ShortCircuits uint64 }
-
 // Cache is the memcached tier; protocol answers (miss, not stored, CAS conflict, SERVER_ERROR, malformed key) come
 // as gomemcache reports them. BreakerThreshold network errors or timeouts in a row open a node's breaker: its
 // operations fail at once with ErrUnavailable, and a probe pings it every BreakerCooldown until it answers. Safe
@@ -240,18 +231,20 @@ func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, ex
 	})
 }
 
-// Nodes returns the state of every node, sorted by Addr.
-func (c *Cache) Nodes() []NodeStats {
-	var out []NodeStats
-	for _, n := range c.ring.Load().servers {
-		out = append(out, NodeStats{n.str, n.open.Load()})
+// Nodes maps every node's resolved address, as RemoveServer accepts it, to whether its breaker is open.
+func (c *Cache) Nodes() map[string]bool {
+	servers := c.ring.Load().servers
+	out := make(map[string]bool, len(servers))
+	for _, n := range servers {
+		out[n.str] = n.open.Load()
 	}
-	slices.SortFunc(out, func(a, b NodeStats) int { return strings.Compare(a.Addr, b.Addr) })
 	return out
 }
 
-// Counters returns the cumulative counters.
-func (c *Cache) Counters() Counters { return Counters{c.errors.Load(), c.shortCircuits.Load()} }
+// Counters returns how many operations failed on the network, and how many an open breaker refused, since New.
+func (c *Cache) Counters() (errs, shortCircuits uint64) {
+	return c.errors.Load(), c.shortCircuits.Load()
+}
 
 // Close stops the probes, waiting up to about DialTimeout plus Timeout for one in progress, and closes idle
 // connections. It is idempotent. Do not use the Cache after Close: an open breaker would stay open.
