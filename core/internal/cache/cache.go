@@ -52,9 +52,9 @@ type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error
 type Cache struct {
 	cfg                   Config                    // with defaults: Logger, DialContext (wrapped in TLS)
 	ring                  atomic.Pointer[continuum] // replaced whole under mu
-	mu                    sync.Mutex                // serializes ring changes; guards closed
-	closed                bool
-	stop                  chan struct{} // closed by Close: stops the probes
+	mu                    sync.Mutex                // serializes ring changes, and Close with starting a probe
+	stop                  context.Context           // canceled by Close: stops the probes
+	cancel                context.CancelFunc
 	probes                sync.WaitGroup
 	errors, shortCircuits atomic.Uint64
 }
@@ -90,7 +90,8 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.TLS != nil {
 		cfg.DialContext = tlsDialer(cfg.DialContext, cfg.TLS)
 	}
-	c := &Cache{cfg: cfg, stop: make(chan struct{})}
+	c := &Cache{cfg: cfg}
+	c.stop, c.cancel = context.WithCancel(context.Background())
 	c.ring.Store(&continuum{})
 	for _, s := range cfg.Servers {
 		if err := c.AddServer(s, 0); err != nil {
@@ -135,7 +136,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 	if int(n.failures.Add(1)) >= c.cfg.BreakerThreshold && n.open.CompareAndSwap(false, true) {
 		c.cfg.Logger.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.str, "error", err)
 		c.mu.Lock() // orders probes.Add before Close's probes.Wait
-		if !c.closed {
+		if c.stop.Err() == nil {
 			c.probes.Add(1)
 			go c.probe(n)
 		}
@@ -153,7 +154,7 @@ func (c *Cache) probe(n *node) {
 	defer c.probes.Done()
 	for {
 		select {
-		case <-c.stop:
+		case <-c.stop.Done():
 			return
 		case <-time.After(c.cfg.BreakerCooldown):
 		}
@@ -250,10 +251,7 @@ func (c *Cache) Counters() (errs, shortCircuits uint64) {
 // connections. It is idempotent. Do not use the Cache after Close: an open breaker would stay open.
 func (c *Cache) Close() {
 	c.mu.Lock()
-	if !c.closed {
-		c.closed = true
-		close(c.stop)
-	}
+	c.cancel()
 	c.mu.Unlock()
 	c.probes.Wait()
 	for _, n := range c.ring.Load().servers {
