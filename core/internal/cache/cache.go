@@ -59,9 +59,8 @@ type Cache struct {
 	errors, shortCircuits atomic.Uint64
 }
 
-// node is one memcached server, with its own client and breaker. epoch counts the times the node was seen closing
-// pooled connections, as a restart does; tag puts it in the top 16 bits of memcached's CAS ids, which a restart
-// renumbers, and untag takes it out and reports whether it was the current epoch.
+// node is one memcached server, with its own client and breaker. epoch counts the times it was seen closing pooled
+// connections, as a restart does; tag puts it in the top 16 bits of CAS ids, which restarts renumber; untag checks it.
 type node struct {
 	name, network, str string // the address as added (the points hash it), and as resolved
 	points             []uint32
@@ -71,8 +70,6 @@ type node struct {
 	epoch              atomic.Uint32
 }
 
-func (n *node) Network() string                { return n.network }
-func (n *node) String() string                 { return n.str }
 func (n *node) tag(id uint64) uint64           { return id&casMask | uint64(n.epoch.Load()&0xffff)<<48 }
 func (n *node) untag(id uint64) (uint64, bool) { return id & casMask, n.tag(id) == id }
 
@@ -108,7 +105,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
 	} else if n.open.Load() {
 		c.shortCircuits.Add(1)
-		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n)
+		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n.str)
 	}
 	if c.cfg.Tracer != nil {
 		end := c.cfg.Tracer(ctx, op, n.str)
@@ -142,7 +139,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		}
 		c.mu.Unlock()
 	}
-	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n, err)
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n.str, err)
 }
 
 func isAny(err error, targets ...error) bool {
