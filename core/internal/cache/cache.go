@@ -14,7 +14,6 @@ import (
 	"math"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -362,9 +361,8 @@ func (c *Cache) newNode(addr string, weight int) (*node, error) {
 	n := &node{name: addr, network: a.Network(), str: a.String(), client: memcache.New(a.String())}
 	n.client.Timeout, n.client.MaxIdleConns, n.client.DialContext = c.cfg.Timeout, c.cfg.MaxIdleConns, c.cfg.DialContext
 	n.points = make([]uint32, 0, w*digestsPerWeight*4)
-	buf := make([]byte, 0, len(addr)+12)
 	for i := range w * digestsPerWeight {
-		d := md5.Sum(strconv.AppendInt(append(append(buf[:0], addr...), '-'), int64(i), 10))
+		d := md5.Sum(fmt.Appendf(nil, "%s-%d", addr, i))
 		for j := 0; j < md5.Size; j += 4 {
 			n.points = append(n.points, binary.LittleEndian.Uint32(d[j:]))
 		}
