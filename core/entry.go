@@ -42,8 +42,7 @@ type change struct {
 	Durable bool     // update writes the row before it returns, or fails with ErrUnavailable
 }
 
-// has reports whether c, a write being made now, changes key (AllKeys: the whole payload;
-// headerKey: the header). A nil c changes nothing.
+// has reports whether c, a write being made now, changes key (AllKeys: the payload; headerKey: the header); nil c: no.
 func (c *change) has(key string) bool {
 	return c != nil && (c.All || key == headerKey && c.Header || slices.Contains(c.Keys, key))
 }

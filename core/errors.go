@@ -27,10 +27,8 @@ var (
 	// ErrChangedAfterCommit is logged by Manager.SaveTo (which the middleware calls) when a handler changes
 	// a session after the middleware saved it for the response headers going out: the change is lost.
 	ErrChangedAfterCommit = errors.New("core: session changed after the response was committed")
-)
 
-// The Store's own answers; KV.Write reports the first two as ErrConflict.
-var (
+	// The Store's own answers; KV.Write reports the first two as ErrConflict.
 	errExists       = errors.New("core: session already exists") // insert: the key is taken
 	errDestroyed    = errors.New("core: session destroyed")      // update: destroyed since read
 	errUnknownCodec = errors.New("core: unknown codec")          // left unread, never overwritten

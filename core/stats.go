@@ -48,12 +48,8 @@ func (s *Store) Stats() Stats {
 		ReapExtended: c.reapExtended.Load(), ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(),
 	}
 	if s.mc != nil {
-		mc := s.mc.Counters()
-		st.CacheErrors = mc.Errors + mc.ShortCircuits
-		st.Nodes = map[string]bool{}
-		for _, n := range s.mc.Nodes() {
-			st.Nodes[n.Addr] = n.Open
-		}
+		errs, shortCircuits := s.mc.Counters()
+		st.CacheErrors, st.Nodes = errs+shortCircuits, s.mc.Nodes()
 	}
 	return st
 }

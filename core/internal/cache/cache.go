@@ -14,7 +14,6 @@ import (
 	"math"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,15 +44,6 @@ type Config struct {
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// NodeStats is one node's resolved address, as RemoveServer accepts it, and whether its breaker is open.
-type NodeStats struct {
-	Addr string
-	Open bool
-}
-
-// Counters count since New the operations that failed on the network and those an open breaker refused.
-type Counters struct{ Errors, ShortCircuits uint64 }
-
 // Cache is the memcached tier; protocol answers (miss, not stored, CAS conflict, SERVER_ERROR, malformed key) come
 // as gomemcache reports them. BreakerThreshold network errors or timeouts in a row open a node's breaker: its
 // operations fail at once with ErrUnavailable, and a probe pings it every BreakerCooldown until it answers. Safe
@@ -61,16 +51,15 @@ type Counters struct{ Errors, ShortCircuits uint64 }
 type Cache struct {
 	cfg                   Config                    // with defaults: Logger, DialContext (wrapped in TLS)
 	ring                  atomic.Pointer[continuum] // replaced whole under mu
-	mu                    sync.Mutex                // serializes ring changes; guards closed
-	closed                bool
-	stop                  chan struct{} // closed by Close: stops the probes
+	mu                    sync.Mutex                // serializes ring changes, and Close with starting a probe
+	stop                  context.Context           // canceled by Close: stops the probes
+	cancel                context.CancelFunc
 	probes                sync.WaitGroup
 	errors, shortCircuits atomic.Uint64
 }
 
-// node is one memcached server, with its own client and breaker. epoch counts the times the node was seen closing
-// pooled connections, as a restart does; tag puts it in the top 16 bits of memcached's CAS ids, which a restart
-// renumbers, and untag takes it out and reports whether it was the current epoch.
+// node is one memcached server, with its own client and breaker. epoch counts the times it was seen closing pooled
+// connections, as a restart does; tag puts it in the top 16 bits of CAS ids, which restarts renumber; untag checks it.
 type node struct {
 	name, network, str string // the address as added (the points hash it), and as resolved
 	points             []uint32
@@ -80,8 +69,6 @@ type node struct {
 	epoch              atomic.Uint32
 }
 
-func (n *node) Network() string                { return n.network }
-func (n *node) String() string                 { return n.str }
 func (n *node) tag(id uint64) uint64           { return id&casMask | uint64(n.epoch.Load()&0xffff)<<48 }
 func (n *node) untag(id uint64) (uint64, bool) { return id & casMask, n.tag(id) == id }
 
@@ -99,7 +86,8 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.TLS != nil {
 		cfg.DialContext = tlsDialer(cfg.DialContext, cfg.TLS)
 	}
-	c := &Cache{cfg: cfg, stop: make(chan struct{})}
+	c := &Cache{cfg: cfg}
+	c.stop, c.cancel = context.WithCancel(context.Background())
 	c.ring.Store(&continuum{})
 	for _, s := range cfg.Servers {
 		if err := c.AddServer(s, 0); err != nil {
@@ -116,7 +104,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
 	} else if n.open.Load() {
 		c.shortCircuits.Add(1)
-		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n)
+		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n.str)
 	}
 	if c.cfg.Tracer != nil {
 		end := c.cfg.Tracer(ctx, op, n.str)
@@ -144,13 +132,13 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 	if int(n.failures.Add(1)) >= c.cfg.BreakerThreshold && n.open.CompareAndSwap(false, true) {
 		c.cfg.Logger.Warn("hybridsession: memcached node unreachable; circuit breaker open", "node", n.str, "error", err)
 		c.mu.Lock() // orders probes.Add before Close's probes.Wait
-		if !c.closed {
+		if c.stop.Err() == nil {
 			c.probes.Add(1)
 			go c.probe(n)
 		}
 		c.mu.Unlock()
 	}
-	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n, err)
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, n.str, err)
 }
 
 func isAny(err error, targets ...error) bool {
@@ -162,7 +150,7 @@ func (c *Cache) probe(n *node) {
 	defer c.probes.Done()
 	for {
 		select {
-		case <-c.stop:
+		case <-c.stop.Done():
 			return
 		case <-time.After(c.cfg.BreakerCooldown):
 		}
@@ -240,27 +228,26 @@ func (c *Cache) CompareAndSwap(ctx context.Context, key string, value []byte, ex
 	})
 }
 
-// Nodes returns the state of every node, sorted by Addr.
-func (c *Cache) Nodes() []NodeStats {
-	var out []NodeStats
-	for _, n := range c.ring.Load().servers {
-		out = append(out, NodeStats{n.str, n.open.Load()})
+// Nodes maps every node's resolved address, as RemoveServer accepts it, to whether its breaker is open.
+func (c *Cache) Nodes() map[string]bool {
+	servers := c.ring.Load().servers
+	out := make(map[string]bool, len(servers))
+	for _, n := range servers {
+		out[n.str] = n.open.Load()
 	}
-	slices.SortFunc(out, func(a, b NodeStats) int { return strings.Compare(a.Addr, b.Addr) })
 	return out
 }
 
-// Counters returns the cumulative counters.
-func (c *Cache) Counters() Counters { return Counters{c.errors.Load(), c.shortCircuits.Load()} }
+// Counters returns how many operations failed on the network, and how many an open breaker refused, since New.
+func (c *Cache) Counters() (errs, shortCircuits uint64) {
+	return c.errors.Load(), c.shortCircuits.Load()
+}
 
 // Close stops the probes, waiting up to about DialTimeout plus Timeout for one in progress, and closes idle
 // connections. It is idempotent. Do not use the Cache after Close: an open breaker would stay open.
 func (c *Cache) Close() {
 	c.mu.Lock()
-	if !c.closed {
-		c.closed = true
-		close(c.stop)
-	}
+	c.cancel()
 	c.mu.Unlock()
 	c.probes.Wait()
 	for _, n := range c.ring.Load().servers {
@@ -374,9 +361,8 @@ func (c *Cache) newNode(addr string, weight int) (*node, error) {
 	n := &node{name: addr, network: a.Network(), str: a.String(), client: memcache.New(a.String())}
 	n.client.Timeout, n.client.MaxIdleConns, n.client.DialContext = c.cfg.Timeout, c.cfg.MaxIdleConns, c.cfg.DialContext
 	n.points = make([]uint32, 0, w*digestsPerWeight*4)
-	buf := make([]byte, 0, len(addr)+12)
 	for i := range w * digestsPerWeight {
-		d := md5.Sum(strconv.AppendInt(append(append(buf[:0], addr...), '-'), int64(i), 10))
+		d := md5.Sum(fmt.Appendf(nil, "%s-%d", addr, i))
 		for j := 0; j < md5.Size; j += 4 {
 			n.points = append(n.points, binary.LittleEndian.Uint32(d[j:]))
 		}

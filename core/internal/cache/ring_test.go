@@ -23,6 +23,10 @@ type Ring struct{ *Cache }
 
 var _ memcache.ServerSelector = (*Ring)(nil)
 
+// A node is the net.Addr of its resolved address.
+func (n *node) Network() string { return n.network }
+func (n *node) String() string  { return n.str }
+
 func (r *Ring) PickServer(key string) (net.Addr, error) {
 	if n := r.pick(key); n != nil {
 		return n, nil
