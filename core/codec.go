@@ -189,70 +189,55 @@ type msgpackChecker struct {
 	i int
 }
 
-var (
-	errTruncated = errors.New("truncated")
-	errTooDeep   = fmt.Errorf("nested deeper than %d", maxMsgpackDepth)
-	errTooLong   = errors.New("declared length exceeds the input")
-)
-
 func (c *msgpackChecker) value(depth int) error {
-	if c.i >= len(c.b) {
-		return errTruncated
-	}
-	t := c.b[c.i]
-	c.i++
+	t, err := c.uint(1)
+	var n, per uint64 // n bytes follow, or (per > 0) n items of per values each
 	switch {
+	case err != nil:
+		return err
 	case t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3: // fixint, nil, false, true
 		return nil
 	case t <= 0x8f: // fixmap: a key and a value per item
-		return c.items(uint64(t&0x0f)*2, depth)
+		n, per = t&0x0f, 2
 	case t <= 0x9f: // fixarray
-		return c.items(uint64(t&0x0f), depth)
+		n, per = t&0x0f, 1
 	case t <= 0xbf: // fixstr
-		return c.skip(uint64(t & 0x1f))
+		n = t & 0x1f
 	case t == 0xc1:
 		return errors.New("reserved type byte")
 	case t <= 0xc6: // bin 8, 16, 32
-		return c.sized(1<<(t-0xc4), 0, 0, depth)
+		n, err = c.uint(1 << (t - 0xc4))
 	case t <= 0xc9: // ext 8, 16, 32: length, type, data
-		return c.sized(1<<(t-0xc7), 1, 0, depth)
+		n, err = c.uint(1 << (t - 0xc7))
+		n++
 	case t <= 0xcb: // float 32, 64
-		return c.skip(4 << (t - 0xca))
+		n = 4 << (t - 0xca)
 	case t <= 0xcf: // uint 8 to 64
-		return c.skip(1 << (t - 0xcc))
+		n = 1 << (t - 0xcc)
 	case t <= 0xd3: // int 8 to 64
-		return c.skip(1 << (t - 0xd0))
+		n = 1 << (t - 0xd0)
 	case t <= 0xd8: // fixext 1 to 16, plus the type byte
-		return c.skip(1 + 1<<(t-0xd4))
+		n = 1 + 1<<(t-0xd4)
 	case t <= 0xdb: // str 8, 16, 32
-		return c.sized(1<<(t-0xd9), 0, 0, depth)
+		n, err = c.uint(1 << (t - 0xd9))
 	case t <= 0xdd: // array 16, 32
-		return c.sized(2<<(t-0xdc), 0, 1, depth)
+		n, err = c.uint(2 << (t - 0xdc))
+		per = 1
+	default: // map 16, 32
+		n, err = c.uint(2 << (t - 0xde))
+		per = 2
 	}
-	return c.sized(2<<(t-0xde), 0, 2, depth) // map 16, 32
-}
-
-// sized reads a big-endian length of size bytes, then skips extra bytes plus that length, or, for a container
-// (per > 0), checks per values per item.
-func (c *msgpackChecker) sized(size int, extra, per uint64, depth int) error {
-	if len(c.b)-c.i < size {
-		return errTruncated
-	}
-	n := bigEndian(c.b[c.i : c.i+size])
-	c.i += size
-	if per > 0 {
-		return c.items(n*per, depth)
-	}
-	return c.skip(n + extra)
-}
-
-// items checks n values nested one level below depth.
-func (c *msgpackChecker) items(n uint64, depth int) error {
-	if n > uint64(len(c.b)-c.i) {
-		return errTooLong
-	}
-	if n > 0 && depth >= maxMsgpackDepth {
-		return errTooDeep
+	n *= max(per, 1) // bytes to skip, or values to check
+	switch {
+	case err != nil:
+		return err
+	case n > uint64(len(c.b)-c.i): // every value takes at least a byte
+		return errors.New("declared length exceeds the input")
+	case per == 0:
+		c.i += int(n)
+		return nil
+	case n > 0 && depth >= maxMsgpackDepth:
+		return fmt.Errorf("nested deeper than %d", maxMsgpackDepth)
 	}
 	for ; n > 0; n-- {
 		if err := c.value(depth + 1); err != nil {
@@ -262,12 +247,13 @@ func (c *msgpackChecker) items(n uint64, depth int) error {
 	return nil
 }
 
-func (c *msgpackChecker) skip(n uint64) error {
-	if n > uint64(len(c.b)-c.i) {
-		return errTooLong
+// uint reads a big-endian unsigned integer of size bytes.
+func (c *msgpackChecker) uint(size uint64) (uint64, error) {
+	if uint64(len(c.b)-c.i) < size {
+		return 0, errors.New("truncated")
 	}
-	c.i += int(n)
-	return nil
+	c.i += int(size)
+	return bigEndian(c.b[c.i-int(size) : c.i]), nil
 }
 
 func bigEndian(b []byte) (n uint64) {

@@ -40,6 +40,17 @@ func intIs(s *Session, key string, want int) bool {
 	return ok && n == want
 }
 
+// Reading an integer as int or int64 allocates nothing, whichever number type the codec returned.
+func TestValueIntAllocatesNothing(t *testing.T) {
+	s := &Session{decoded: true, entry: &entry{Envelope: envelope.Envelope{Codec: Msgpack.ID()}},
+		values: map[string]any{"i": int64(1 << 40), "u": uint64(7), "f": 3.0, "i8": int8(-5)}}
+	for key := range s.values {
+		if n := testing.AllocsPerRun(100, func() { Value[int](s, key); Value[int64](s, key) }); n != 0 {
+			t.Errorf("Value of %q as int and int64 allocates %v times", key, n)
+		}
+	}
+}
+
 func TestCodecsRefuseUnencodable(t *testing.T) {
 	for _, c := range []Codec{JSON, Gob, Msgpack} {
 		if _, err := c.Encode(map[string]any{"ch": make(chan int)}); err == nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
-	"unsafe"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -29,18 +28,19 @@ func Value[T any](s *Session, key string) (T, bool) {
 }
 
 // convert converts v to a T, apart from Value so that a T stored as a T allocates nothing; nor does an integer
-// (int64, uint64 or float64 from the codecs) read as int or int64.
+// read as int or int64.
 func convert[T any](v any, isJSON bool) (T, bool) {
 	var zero T
-	switch any(zero).(type) {
-	case int:
-		if n, ok := exactInt(v); ok && int64(int(n)) == n {
-			i := int(n)
-			return *(*T)(unsafe.Pointer(&i)), true // T is int
-		}
-	case int64:
-		if n, ok := exactInt(v); ok {
-			return *(*T)(unsafe.Pointer(&n)), true // T is int64
+	if n, ok := exactInt(reflect.ValueOf(v)); ok {
+		switch p := any(&zero).(type) {
+		case *int:
+			if int64(int(n)) == n {
+				*p = int(n)
+				return zero, true
+			}
+		case *int64:
+			*p = n
+			return zero, true
 		}
 	}
 	var t T
@@ -57,15 +57,16 @@ func convert[T any](v any, isJSON bool) (T, bool) {
 	return t, true
 }
 
-// exactInt returns v as an int64 when it is an int64, uint64 or float64 holding exactly that integer.
-func exactInt(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case uint64:
-		return int64(n), n <= math.MaxInt64
-	case float64:
-		return int64(n), n == math.Trunc(n) && n >= -(1<<63) && n < 1<<63
+// exactInt returns v as an int64 when it is an integer or a float holding exactly an integer that fits.
+func exactInt(v reflect.Value) (int64, bool) {
+	switch {
+	case v.CanInt():
+		return v.Int(), true
+	case v.CanUint():
+		return int64(v.Uint()), v.Uint() <= math.MaxInt64
+	case v.CanFloat():
+		f := v.Float()
+		return int64(f), f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63
 	}
 	return 0, false
 }
@@ -90,7 +91,7 @@ func convertNumber(v any, dst reflect.Value) bool {
 		}
 		dst.SetUint(src.Uint())
 	default:
-		i, ok := toInt64(src)
+		i, ok := exactInt(src)
 		if !ok || dst.CanInt() && dst.OverflowInt(i) || dst.CanUint() && (i < 0 || dst.OverflowUint(uint64(i))) {
 			return false
 		}
@@ -101,15 +102,4 @@ func convertNumber(v any, dst reflect.Value) bool {
 
 func isNumber(k reflect.Kind) bool {
 	return k >= reflect.Int && k <= reflect.Float64 && k != reflect.Uintptr
-}
-
-// toInt64 converts v, an integer or a whole float, to int64 when it fits exactly.
-func toInt64(v reflect.Value) (int64, bool) {
-	switch {
-	case v.CanInt():
-		return v.Int(), true
-	case v.CanUint():
-		return exactInt(v.Uint())
-	}
-	return exactInt(v.Float())
 }
