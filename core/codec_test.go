@@ -74,6 +74,15 @@ func TestValueConvertsExactlyOrNot(t *testing.T) {
 	if v, ok := Value[uint8](s, "neg"); ok || v != 0 {
 		t.Fatalf("-1 as uint8 = %d, %v; want no conversion", v, ok)
 	}
+	// Under msgpack (and gob) too: a number that does not fit is refused, not wrapped by re-encoding.
+	mp := &Session{decoded: true, entry: &entry{Envelope: envelope.Envelope{Codec: Msgpack.ID()}},
+		values: map[string]any{"300": int64(300), "max": uint64(math.MaxUint64)}}
+	if v, ok := Value[uint8](mp, "300"); ok || v != 0 {
+		t.Fatalf("msgpack 300 as uint8 = %d, %v; want no conversion", v, ok)
+	}
+	if v, ok := Value[int](mp, "max"); ok || v != 0 {
+		t.Fatalf("msgpack MaxUint64 as int = %d, %v; want no conversion", v, ok)
+	}
 	if v, ok := Value[string](s, "f"); ok || v != "" {
 		t.Fatal("a number converted to a string")
 	}

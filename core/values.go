@@ -44,8 +44,8 @@ func convert[T any](v any, isJSON bool) (T, bool) {
 		}
 	}
 	var t T
-	if convertNumber(v, reflect.ValueOf(&t).Elem()) {
-		return t, true
+	if dst := reflect.ValueOf(&t).Elem(); isNumber(reflect.ValueOf(v).Kind()) && isNumber(dst.Kind()) {
+		return t, convertNumber(v, dst) // never re-encoded: msgpack would wrap what does not fit
 	}
 	marshal, unmarshal := msgpack.Marshal, msgpack.Unmarshal
 	if isJSON {
@@ -71,13 +71,10 @@ func exactInt(v reflect.Value) (int64, bool) {
 	return 0, false
 }
 
-// convertNumber sets dst to v when both are numbers and v fits in dst exactly (into a float: within its range),
-// and reports whether it did.
+// convertNumber sets dst to the number v when v fits in dst exactly (into a float: within its range), and
+// reports whether it did.
 func convertNumber(v any, dst reflect.Value) bool {
 	src := reflect.ValueOf(v)
-	if !isNumber(src.Kind()) || !isNumber(dst.Kind()) {
-		return false
-	}
 	switch {
 	case dst.CanFloat():
 		f := src.Convert(reflect.TypeFor[float64]()).Float()
