@@ -206,9 +206,9 @@ func (m *Manager) touch(ctx context.Context, s *Session) {
 	}
 }
 
-// dropDestroyed forgets a session destroyed or expired meanwhile: the destruction wins, and sent the cookie.
+// dropDestroyed forgets the stored session: Destroy's, or one destroyed meanwhile (which sent the cookie).
 func (s *Session) dropDestroyed() {
-	s.entry, s.token, s.values, s.decoded, s.ops, s.subjectSet = nil, "", nil, false, nil, false
+	s.entry, s.token, s.values, s.decoded, s.ops, s.subject, s.subjectSet = nil, "", nil, false, nil, "", false
 }
 
 // change describes this request's changes for Store.update.
