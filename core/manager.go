@@ -130,7 +130,10 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 func (m *Manager) Save(ctx context.Context, s *Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var err error
+	return m.saveLocked(ctx, s)
+}
+
+func (m *Manager) saveLocked(ctx context.Context, s *Session) (err error) {
 	switch {
 	case s.saved, s.entry == nil && len(s.ops) == 0 && !s.subjectSet && !s.expiry.pending():
 		// saved already, or a new session nobody wrote to: no store, no cookie
