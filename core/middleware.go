@@ -167,16 +167,15 @@ func (m *Manager) cookie(s *Session) *http.Cookie {
 	cc := m.cfg.Cookie
 	c := &http.Cookie{Name: cc.Name, Path: cc.Path, Domain: cc.Domain,
 		Secure: !cc.Insecure, HttpOnly: true, SameSite: cc.SameSite}
-	if s.token == "" || s.entry == nil {
+	switch {
+	case s.entry == nil: // destroyed, and s.token is ""
 		c.MaxAge, c.Expires = -1, time.Unix(1, 0)
-		return c
-	}
-	c.Value = s.token
-	if !cc.SessionOnly || s.entry.Persistent {
+	case !cc.SessionOnly || s.entry.Persistent:
 		// MaxAge rounds up: a browser must not drop the cookie before the deadline.
 		c.Expires = s.entry.Deadline.UTC()
 		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.now())+time.Second-1)/time.Second), 1)
 	}
+	c.Value = s.token
 	return c
 }
 

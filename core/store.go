@@ -220,8 +220,7 @@ func copyExpiry(v *envelope.Envelope) time.Time {
 	return rowExpiry(v).Add(time.Second)
 }
 
-// grace is how far a row this Store writes may lag the session's activity: SyncInterval, or 0 when every
-// write goes to the row.
+// grace is how far this Store's rows may lag activity: SyncInterval, or 0 when every write goes to the row.
 func (s *Store) grace() time.Duration {
 	if s.mc == nil || s.writeThrough {
 		return 0
