@@ -111,12 +111,12 @@ type SealConfig struct {
 
 // fill sets the defaults of zero fields and validates cfg; NewReaper sets Reaper's.
 func (cfg *StoreConfig) fill() error {
-	if len(cfg.Memcached.Servers) == 0 && cfg.Durable == nil {
-		return errors.New("core: no memcached servers and no durable tier configured")
-	}
-	if err := cfg.Memcached.fill(); err != nil {
-		return err
-	}
+	mc := &cfg.Memcached
+	mc.KeyPrefix = cmp.Or(mc.KeyPrefix, "hs:")
+	mc.Timeout = cmp.Or(mc.Timeout, 100*time.Millisecond)
+	mc.MaxItemSize = cmp.Or(mc.MaxItemSize, 1<<20-1<<10)
+	mc.BreakerThreshold = cmp.Or(mc.BreakerThreshold, 3)
+	mc.BreakerCooldown = cmp.Or(mc.BreakerCooldown, 2*time.Second)
 	cfg.SyncInterval = cmp.Or(cfg.SyncInterval, 2*time.Minute)
 	cfg.SyncQueueSize = cmp.Or(cfg.SyncQueueSize, 100000)
 	cfg.DBTimeout = cmp.Or(cfg.DBTimeout, 3*time.Second)
@@ -125,26 +125,17 @@ func (cfg *StoreConfig) fill() error {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	if cfg.SyncInterval < 0 || cfg.SyncQueueSize < 0 || cfg.DBTimeout < 0 || cfg.Reaper.Batch < 0 {
-		return errors.New("core: StoreConfig.SyncInterval, SyncQueueSize, DBTimeout and Reaper.Batch must not be negative")
-	}
-	return nil
-}
-
-func (c *MemcachedConfig) fill() error {
-	c.KeyPrefix = cmp.Or(c.KeyPrefix, "hs:")
-	if len(c.KeyPrefix) > 200 {
+	switch {
+	case len(mc.Servers) == 0 && cfg.Durable == nil:
+		return errors.New("core: no memcached servers and no durable tier configured")
+	case len(mc.KeyPrefix) > 200:
 		return errors.New("core: MemcachedConfig.KeyPrefix longer than 200 bytes")
-	}
-	if strings.ContainsFunc(c.KeyPrefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+	case strings.ContainsFunc(mc.KeyPrefix, func(r rune) bool { return r <= ' ' || r == 0x7f }):
 		return errors.New("core: MemcachedConfig.KeyPrefix contains a space or control byte")
-	}
-	c.Timeout = cmp.Or(c.Timeout, 100*time.Millisecond)
-	c.MaxItemSize = cmp.Or(c.MaxItemSize, 1<<20-1<<10)
-	c.BreakerThreshold = cmp.Or(c.BreakerThreshold, 3)
-	c.BreakerCooldown = cmp.Or(c.BreakerCooldown, 2*time.Second)
-	if c.Timeout < 0 || c.BreakerCooldown < 0 || c.MaxItemSize < 0 || c.BreakerThreshold < 0 {
+	case mc.Timeout < 0 || mc.BreakerCooldown < 0 || mc.MaxItemSize < 0 || mc.BreakerThreshold < 0:
 		return errors.New("core: MemcachedConfig durations and counts must not be negative")
+	case cfg.SyncInterval < 0 || cfg.SyncQueueSize < 0 || cfg.DBTimeout < 0 || cfg.Reaper.Batch < 0:
+		return errors.New("core: StoreConfig.SyncInterval, SyncQueueSize, DBTimeout and Reaper.Batch must not be negative")
 	}
 	return nil
 }

@@ -130,7 +130,10 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 func (m *Manager) Save(ctx context.Context, s *Session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var err error
+	return m.saveLocked(ctx, s)
+}
+
+func (m *Manager) saveLocked(ctx context.Context, s *Session) (err error) {
 	switch {
 	case s.saved, s.entry == nil && len(s.ops) == 0 && !s.subjectSet && !s.expiry.pending():
 		// saved already, or a new session nobody wrote to: no store, no cookie
@@ -206,9 +209,9 @@ func (m *Manager) touch(ctx context.Context, s *Session) {
 	}
 }
 
-// dropDestroyed forgets a session destroyed or expired meanwhile: the destruction wins, and sent the cookie.
+// dropDestroyed forgets the stored session: Destroy's, or one destroyed meanwhile (which sent the cookie).
 func (s *Session) dropDestroyed() {
-	s.entry, s.token, s.values, s.decoded, s.ops, s.subjectSet = nil, "", nil, false, nil, false
+	s.entry, s.token, s.values, s.decoded, s.ops, s.subject, s.subjectSet = nil, "", nil, false, nil, "", false
 }
 
 // change describes this request's changes for Store.update.

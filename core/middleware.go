@@ -47,13 +47,7 @@ func (m *Manager) FromContext(ctx context.Context) *Session {
 // implements Unwrap (http.NewResponseController). Mount paths needing no session (static assets) outside.
 func (m *Manager) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
-		if err == nil {
-			if err = m.serve(w, r.WithContext(ctx), s, next.ServeHTTP); err != nil {
-				clear(w.Header()) // they described the response not sent
-			}
-		}
-		if err != nil {
+		if err := m.serve(w, r, next.ServeHTTP, true); err != nil {
 			m.cfg.ErrorHandler(w, r, err)
 		}
 	})
@@ -63,18 +57,22 @@ func (m *Manager) Handler(next http.Handler) http.Handler {
 // load error (next did not run) or save error (next's output discarded, only 1xx sent), for the caller to
 // answer on w. A panic in next propagates; the session is then saved only if the response had started.
 func (m *Manager) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request)) error {
+	return m.serve(w, r, next, false)
+}
+
+// serve is Serve; clearHeaders clears the headers of the response a failed save discarded.
+func (m *Manager) serve(w http.ResponseWriter, r *http.Request, next http.HandlerFunc, clearHeaders bool) error {
 	s, ctx, err := m.LoadFrom(r.Context(), r.Header.Get)
 	if err != nil {
 		return err
 	}
-	return m.serve(w, r.WithContext(ctx), s, next)
-}
-
-func (m *Manager) serve(w http.ResponseWriter, r *http.Request, s *Session, next http.HandlerFunc) error {
+	r = r.WithContext(ctx)
 	sw := &saveWriter{ResponseWriter: w, r: r, s: s}
 	next(sw, r)
 	if sw.commit() {
 		_ = m.SaveTo(r.Context(), s, true, nil) // logs a change made after the commit
+	} else if clearHeaders {
+		clear(w.Header())
 	}
 	return sw.err
 }
@@ -116,12 +114,9 @@ func cookieValue(line, name string) string {
 
 // isToken reports whether s is empty or an HTTP token (RFC 9110), as header and cookie names must be.
 func isToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
+	return !strings.ContainsFunc(s, func(r rune) bool {
+		return r <= ' ' || r >= 0x7f || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r)
+	})
 }
 
 // SaveTo is Save for adapters, called just before the response header goes out. For a created, renewed or
@@ -134,21 +129,18 @@ func isToken(s string) bool {
 // made since, which is lost.
 func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
 	s.mu.Lock()
-	sent, late := s.sent, !s.saved
-	s.mu.Unlock()
-	if sent {
-		if !late {
+	defer s.mu.Unlock()
+	if s.sent {
+		if s.saved {
 			return nil
 		}
 		err := fmt.Errorf("%w (change the session before writing the response)", ErrChangedAfterCommit)
 		m.log.Warn("hybridsession: session changed after the response was committed; the change is lost", "error", err)
 		return err
 	}
-	if err := m.Save(ctx, s); err != nil {
+	if err := m.saveLocked(ctx, s); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.sent = true
 	switch {
 	case !s.setCookie:
@@ -163,9 +155,7 @@ func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader 
 				"browsers drop it outside localhost and every request starts a new session. " +
 				"Serve HTTPS (behind a proxy: X-Forwarded-Proto: https), or set Cookie.Insecure for local development")
 		}
-		if v := c.String(); v != "" {
-			addHeader("Set-Cookie", v)
-		}
+		addHeader("Set-Cookie", c.String()) // never "": New checked the name
 		addHeader("Vary", "Cookie")
 		addHeader("Cache-Control", `no-cache="Set-Cookie"`)
 	}
@@ -177,16 +167,15 @@ func (m *Manager) cookie(s *Session) *http.Cookie {
 	cc := m.cfg.Cookie
 	c := &http.Cookie{Name: cc.Name, Path: cc.Path, Domain: cc.Domain,
 		Secure: !cc.Insecure, HttpOnly: true, SameSite: cc.SameSite}
-	if s.token == "" || s.entry == nil {
+	switch {
+	case s.entry == nil: // destroyed, and s.token is ""
 		c.MaxAge, c.Expires = -1, time.Unix(1, 0)
-		return c
-	}
-	c.Value = s.token
-	if !cc.SessionOnly || s.entry.Persistent {
+	case !cc.SessionOnly || s.entry.Persistent:
 		// MaxAge rounds up: a browser must not drop the cookie before the deadline.
 		c.Expires = s.entry.Deadline.UTC()
 		c.MaxAge = max(int((s.entry.Deadline.Sub(m.store.now())+time.Second-1)/time.Second), 1)
 	}
+	c.Value = s.token
 	return c
 }
 
@@ -210,11 +199,9 @@ func (w *saveWriter) commit() bool {
 }
 
 func (w *saveWriter) WriteHeader(code int) {
-	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		if !w.done { // the handler may change the session until the real response
-			w.ResponseWriter.WriteHeader(code)
-		}
-	} else if w.commit() {
+	// A 1xx response passes unsaved, before the real one: the handler may change the session until then.
+	informational := code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols
+	if informational && !w.done || !informational && w.commit() {
 		w.ResponseWriter.WriteHeader(code)
 	}
 }

@@ -115,11 +115,12 @@ func (s *Session) valuesLocked() map[string]any {
 	return s.values
 }
 
-// record applies o and keeps it for Save. s.mu is held.
+// record applies o, keeps it for Save and marks the session not saved. s.mu is held.
 func (s *Session) record(o op) {
 	o.applyTo(s.valuesLocked())
 	s.ops = append(s.ops, o)
 	s.durable = s.durable || o.kind != opClear && slices.Contains(s.m.cfg.DurableKeys, o.key)
+	s.saved = false
 }
 
 // Token returns the session's token, "" for a new session not saved yet. It is a secret: never log it.
@@ -158,7 +159,6 @@ func (s *Session) Pop(key string) any {
 	v, ok := s.valuesLocked()[key]
 	if ok {
 		s.record(op{kind: opDelete, key: key})
-		s.saved = false
 	}
 	return v
 }
@@ -177,13 +177,10 @@ func (s *Session) MarkDurable() { s.set(func() { s.durable = true }) }
 func (s *Session) Subject() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.subjectSet:
-		return s.subject
-	case s.entry != nil:
-		return s.entry.Subject
+	if s.subjectSet || s.entry == nil {
+		return s.subject // "" unless set (dropDestroyed clears it)
 	}
-	return ""
+	return s.entry.Subject
 }
 
 // SetSubject records, durably, which user the session belongs to ("" clears it) for Manager.DestroySubject;
@@ -215,8 +212,8 @@ func (s *Session) Destroy(ctx context.Context) error {
 			return err
 		}
 	}
-	s.token, s.entry, s.values, s.decoded, s.ops = "", nil, map[string]any{}, true, nil
-	s.subject, s.subjectSet, s.durable, s.renew, s.expiry = "", false, false, false, expiryChange{}
+	s.dropDestroyed()
+	s.durable, s.renew, s.expiry = false, false, expiryChange{}
 	s.setCookie, s.saved = true, false
 	return nil
 }

@@ -2,13 +2,12 @@ package core
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 	"unsafe"
@@ -62,9 +61,11 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 		return nil, fmt.Errorf("core: StoreConfig.Seal.Keys: %w", err)
 	}
 	s := &Store{
-		durable: cfg.Durable, ring: ring, codec: cfg.Codec, warn: rateLimited{logger: cfg.Logger}, now: cfg.Clock,
+		durable: cfg.Durable, ring: ring, codec: cfg.Codec, now: cfg.Clock,
 		prefix: cfg.Memcached.KeyPrefix, maxItem: cfg.Memcached.MaxItemSize, dbTimeout: cfg.DBTimeout,
 		syncInterval: cfg.SyncInterval, writeThrough: cfg.WriteThrough && cfg.Durable != nil,
+		warn: rateLimited{logger: cfg.Logger, next: map[string]time.Time{}, n: map[string]int{}},
+		bufs: sync.Pool{New: func() any { return new([]byte) }},
 	}
 	for _, c := range append(cfg.Codecs, cfg.Codec) {
 		s.codecs[c.ID()] = c
@@ -147,13 +148,8 @@ func StorageKey(token string) string {
 
 // keys returns token's storage key and memcached key, the former a suffix of the latter: one allocation.
 func (s *Store) keys(token string) (key, mkey string) {
-	var sum [sha256.Size]byte
-	if len(token) <= 64 { // hash a copy on the stack: []byte(token) would allocate
-		var b [64]byte
-		sum = sha256.Sum256(b[:copy(b[:], token)])
-	} else {
-		sum = sha256.Sum256([]byte(token))
-	}
+	var buf [64]byte // hash a copy on the stack: []byte(token) would allocate
+	sum := sha256.Sum256(append(buf[:0], token...))
 	b := make([]byte, 0, len(s.prefix)+43) // 43: a storage key's length
 	b = append(b, s.prefix...)
 	b = base64.RawURLEncoding.AppendEncode(b, sum[:])
@@ -190,19 +186,10 @@ func (s *Store) open(b []byte, mkey string, e *envelope.Envelope, inPlace bool) 
 }
 
 // buffer returns a buffer for an envelope that does not outlive its write; put it back in s.bufs.
-func (s *Store) buffer() *[]byte {
-	if b, ok := s.bufs.Get().(*[]byte); ok {
-		return b
-	}
-	return new([]byte)
-}
+func (s *Store) buffer() *[]byte { return s.bufs.Get().(*[]byte) }
 
-// newLineage returns a random lineage id (see envelope.Envelope.Lineage).
-func newLineage() uint64 {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
-	return binary.LittleEndian.Uint64(b[:]) | 1
-}
+// newLineage returns a random, non-zero lineage id (see envelope.Envelope.Lineage).
+func newLineage() uint64 { return rand.Uint64() | 1 }
 
 // rateLimited logs each kind of message at most once a minute, with its number of occurrences since.
 type rateLimited struct {
@@ -215,9 +202,6 @@ type rateLimited struct {
 func (r *rateLimited) log(kind, msg string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.next == nil {
-		r.next, r.n = map[string]time.Time{}, map[string]int{}
-	}
 	r.n[kind]++
 	now := time.Now()
 	if now.Before(r.next[kind]) {
@@ -236,8 +220,7 @@ func copyExpiry(v *envelope.Envelope) time.Time {
 	return rowExpiry(v).Add(time.Second)
 }
 
-// grace is how far a row this Store writes may lag the session's activity: SyncInterval, or 0 when every
-// write goes to the row.
+// grace is how far this Store's rows may lag activity: SyncInterval, or 0 when every write goes to the row.
 func (s *Store) grace() time.Duration {
 	if s.mc == nil || s.writeThrough {
 		return 0
