@@ -116,10 +116,10 @@ func (w *writer) close(ctx context.Context) error {
 	return w.flush(ctx, true)
 }
 
-// copyRead is a copy read for a sync, and which one it was.
+// copyRead is a copy read for a sync, and its lineage as read (a merge gives e a new one; sync keeps Version).
 type copyRead struct {
-	e    entry
-	read readState
+	e       entry
+	lineage uint64
 }
 
 // writeBatch syncs keys' copies: one GetMulti, one Tier.Write, a merge for each row that refused, and a
@@ -127,10 +127,7 @@ type copyRead struct {
 func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	s := w.s
 	now := s.now()
-	copies, failed := w.read(ctx, keys, now, all)
-	for _, k := range failed {
-		w.schedule(k, now.Add(retryDelay))
-	}
+	copies := w.read(ctx, keys, now, all)
 	if len(copies) == 0 {
 		return
 	}
@@ -158,25 +155,21 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	w.confirm(ctx, synced)
 }
 
-// read returns the copies of keys with something their rows lack, and the keys memcached could not be
+// read returns the copies of keys with something their rows lack, retrying later those memcached could not be
 // asked about. Unless all, a copy another server synced since it was scheduled waits for its new due time.
-func (w *writer) read(ctx context.Context, keys []string, now time.Time, all bool) ([]copyRead, []string) {
+func (w *writer) read(ctx context.Context, keys []string, now time.Time, all bool) []copyRead {
 	s := w.s
 	mkeys := make([]string, len(keys))
 	for i, k := range keys {
 		mkeys[i] = s.prefix + k
 	}
 	items, err := s.mc.GetMulti(ctx, mkeys)
-	if err != nil && len(items) == 0 {
-		return nil, keys
-	}
 	var out []copyRead
-	var failed []string
 	for i, k := range keys {
 		it := items[mkeys[i]]
 		if it == nil {
 			if err != nil {
-				failed = append(failed, k) // its node may not have answered
+				w.schedule(k, now.Add(retryDelay)) // its node may not have answered
 			}
 			continue
 		}
@@ -184,14 +177,14 @@ func (w *writer) read(ctx context.Context, keys []string, now time.Time, all boo
 		if s.open(it.Value, mkeys[i], &p.e.Envelope, false) != nil || !p.e.Unsynced {
 			continue
 		}
-		p.read = readOf(&p.e)
+		p.lineage = p.e.Lineage
 		if due := p.e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !p.e.SyncedAt.IsZero() {
 			w.schedule(k, due) // synced meanwhile by another app server
 			continue
 		}
 		out = append(out, p)
 	}
-	return out, failed
+	return out
 }
 
 // resync handles a copy whose row refused the batch's write: the current copy, still the same (lineage,
@@ -206,10 +199,10 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	}
 	cur := entry{key: p.e.key, mkey: p.e.mkey}
 	if it == nil || s.open(it.Value, cur.mkey, &cur.Envelope, false) != nil || !cur.Unsynced ||
-		cur.Lineage != p.read.lineage || cur.Version < p.read.version {
+		cur.Lineage != p.lineage || cur.Version < p.e.Version {
 		return errSuperseded
 	}
-	p.e, p.read = cur, readOf(&cur)
+	p.e = cur
 	err = s.sync(ctx, &p.e, nil)
 	switch {
 	case err == nil, errors.Is(err, errSuperseded):
@@ -229,9 +222,6 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 // an unconfirmed copy's next sync finds its own earlier state in the row and replaces it (rebase).
 func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 	s := w.s
-	if len(ps) == 0 {
-		return
-	}
 	mkeys := make([]string, len(ps))
 	for i := range ps {
 		mkeys[i] = ps[i].e.mkey
@@ -242,17 +232,17 @@ func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 		p := &ps[i]
 		it := items[p.e.mkey]
 		var cur envelope.Envelope
-		if it == nil || s.open(it.Value, p.e.mkey, &cur, false) != nil || cur.Lineage != p.read.lineage {
+		if it == nil || s.open(it.Value, p.e.mkey, &cur, false) != nil || cur.Lineage != p.lineage {
 			continue
 		}
 		next := &p.e.Envelope
 		switch {
-		case !p.e.merged && cur.Version >= p.read.version:
+		case !p.e.merged && cur.Version >= p.e.Version:
 			// Keep what the copy gained since it was read: changes, or a touch (ActiveAt, not the version).
 			cur.MarkSynced(next.Base, next.SyncedVersion, next.SyncedAt)
 			cur.Unsynced = cur.Unsynced || cur.ActiveAt.After(next.ActiveAt)
 			next = &cur
-		case p.e.merged && cur.Version == p.read.version:
+		case p.e.merged && cur.Version == p.e.Version:
 			next.ActiveAt = maxTime(next.ActiveAt, cur.ActiveAt)
 		default:
 			continue
