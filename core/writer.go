@@ -167,22 +167,18 @@ func (w *writer) read(ctx context.Context, keys []string, now time.Time, all boo
 	var out []copyRead
 	for i, k := range keys {
 		it := items[mkeys[i]]
-		if it == nil {
-			if err != nil {
-				w.schedule(k, now.Add(retryDelay)) // its node may not have answered
-			}
+		if it == nil && err != nil {
+			w.schedule(k, now.Add(retryDelay)) // its node may not have answered
+		}
+		e := entry{key: k, mkey: mkeys[i]}
+		if it == nil || s.open(it.Value, e.mkey, &e.Envelope, false) != nil || !e.Unsynced {
 			continue
 		}
-		p := copyRead{e: entry{key: k, mkey: mkeys[i]}}
-		if s.open(it.Value, mkeys[i], &p.e.Envelope, false) != nil || !p.e.Unsynced {
-			continue
-		}
-		p.lineage = p.e.Lineage
-		if due := p.e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !p.e.SyncedAt.IsZero() {
+		if due := e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !e.SyncedAt.IsZero() {
 			w.schedule(k, due) // synced meanwhile by another app server
 			continue
 		}
-		out = append(out, p)
+		out = append(out, copyRead{e: e, lineage: e.Lineage})
 	}
 	return out
 }
