@@ -50,7 +50,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	case cacheErr != nil:
 		e.via = viaRow
 	case dbErr != nil:
-		s.writer.schedule(e.key, now.Add(s.syncInterval))
+		s.writer.schedule(e.mkey, now.Add(s.syncInterval))
 	}
 	return nil
 }
@@ -173,7 +173,7 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read *entry, 
 	err := s.cas(ctx, e, read, now)
 	switch {
 	case err == nil:
-		s.writer.schedule(e.key, e.SyncedAt.Add(s.syncInterval))
+		s.writer.schedule(e.mkey, e.SyncedAt.Add(s.syncInterval))
 		return nil
 	case !errors.Is(err, cache.ErrUnavailable):
 		return err
@@ -292,7 +292,7 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	case dbErr != nil && cacheErr != nil:
 		return fmt.Errorf("%w: destroy: %w", ErrUnavailable, errors.Join(dbErr, cacheErr))
 	case dbErr != nil:
-		s.writer.schedule(e.key, now) // nil without a durable tier: nothing to schedule
+		s.writer.schedule(e.mkey, now) // nil without a durable tier: nothing to schedule
 	case cacheErr != nil && s.mc != nil:
 		// A copy this server could not reach may live on: the row, due now, has a reaper bury it.
 		w := s.record(t.mkey, &t.Envelope, t.Base)

@@ -20,7 +20,7 @@ type writer struct {
 	tick  time.Duration
 
 	mu     sync.Mutex
-	due    map[string]time.Time // storage key → when its row must be written
+	due    map[string]time.Time // memcached key → when its row must be written
 	busy   int                  // keys taken by the batch being written
 	passMu sync.Mutex           // one pass at a time
 	stop   chan struct{}
@@ -55,16 +55,16 @@ func newWriter(s *Store, limit int) *writer {
 	return w
 }
 
-// schedule makes key's row due by at; a nil writer does nothing.
-func (w *writer) schedule(key string, at time.Time) {
+// schedule makes the row of the session under memcached key mkey due by at; a nil writer does nothing.
+func (w *writer) schedule(mkey string, at time.Time) {
 	if w == nil {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch old, ok := w.due[key]; {
+	switch old, ok := w.due[mkey]; {
 	case ok && at.Before(old), !ok && len(w.due) < w.limit:
-		w.due[key] = at
+		w.due[mkey] = at
 	case !ok:
 		w.s.stats.syncDropped.Add(1)
 	}
@@ -139,7 +139,7 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	if err != nil {
 		s.warn.log("sync", "hybridsession: background sync failed; retrying", err)
 		for _, p := range copies {
-			w.schedule(p.e.key, now.Add(retryDelay))
+			w.schedule(p.e.mkey, now.Add(retryDelay))
 		}
 		return
 	}
@@ -155,22 +155,18 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	w.confirm(ctx, synced)
 }
 
-// read returns the copies of keys with something their rows lack, retrying later those memcached could not be
-// asked about. Unless all, a copy another server synced since it was scheduled waits for its new due time.
-func (w *writer) read(ctx context.Context, keys []string, now time.Time, all bool) []copyRead {
+// read returns the copies under mkeys with something their rows lack; those memcached could not be asked
+// about are retried later. Unless all, a copy another server synced since is rescheduled to its new due time.
+func (w *writer) read(ctx context.Context, mkeys []string, now time.Time, all bool) []copyRead {
 	s := w.s
-	mkeys := make([]string, len(keys))
-	for i, k := range keys {
-		mkeys[i] = s.prefix + k
-	}
 	items, err := s.mc.GetMulti(ctx, mkeys)
 	var out []copyRead
-	for i, k := range keys {
-		it := items[mkeys[i]]
+	for _, k := range mkeys {
+		it := items[k]
 		if it == nil && err != nil {
 			w.schedule(k, now.Add(retryDelay)) // its node may not have answered
 		}
-		e := entry{key: k, mkey: mkeys[i]}
+		e := entry{key: k[len(s.prefix):], mkey: k}
 		if it == nil || s.open(it.Value, e.mkey, &e.Envelope, false) != nil || !e.Unsynced {
 			continue
 		}
@@ -190,7 +186,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	s := w.s
 	it, err := s.mc.Get(ctx, p.e.mkey)
 	if err != nil {
-		w.schedule(p.e.key, now.Add(retryDelay))
+		w.schedule(p.e.mkey, now.Add(retryDelay))
 		return err
 	}
 	cur := entry{key: p.e.key, mkey: p.e.mkey}
@@ -205,7 +201,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	case errors.Is(err, errDestroyed):
 		s.bury(ctx, p.e.mkey, &p.e.Envelope, now)
 	case errors.Is(err, ErrUnavailable):
-		w.schedule(p.e.key, now.Add(retryDelay))
+		w.schedule(p.e.mkey, now.Add(retryDelay))
 	default:
 		s.warn.log("sync", "hybridsession: background sync failed", err)
 	}
