@@ -79,7 +79,7 @@ func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace boo
 	switch err := write(ctx, e.mkey, buf, exp); {
 	case err == nil:
 		e.via = viaAdded
-		s.writer.schedule(e.key, now.Add(s.syncInterval))
+		s.writer.schedule(e.mkey, now.Add(s.syncInterval))
 	case errors.Is(err, memcache.ErrNotStored):
 		e.via = viaAdded
 	}

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,22 +15,15 @@ import (
 const maxSyncAttempts = 8 // merges with a row that keeps changing under sync
 
 var (
-	errLeave = errors.New("core: the row cannot be read here; left as it is") // envelope.ErrUnreadable
-	// errSuperseded: another server's writer synced a later state of this copy first.
-	errSuperseded = errors.New("core: the row holds a later state of this copy")
+	errLeave      = errors.New("core: the row cannot be read here; left as it is") // envelope.ErrUnreadable
+	errSuperseded = errors.New("core: the row holds a later state of this copy")   // another writer synced it first
 )
 
 // noteWritten records in v that the row takes directly, at row version at, every key v changed
-// since its last sync: c's and the copy's earlier ones.
-func noteWritten(v *envelope.Envelope, c change, at uint64) {
-	if c.All || v.WholeAt > v.SyncedVersion {
+// since its last sync: the write's own (update noted them) and the copy's earlier ones.
+func noteWritten(v *envelope.Envelope, at uint64) {
+	if v.WholeAt > v.SyncedVersion {
 		v.NoteWritten(envelope.AllKeys, at)
-	}
-	for _, k := range c.Keys {
-		v.NoteWritten(k, at)
-	}
-	if c.Header {
-		v.NoteWritten(headerKey, at)
 	}
 	for _, ch := range v.Changed {
 		if ch.Version > v.SyncedVersion {
@@ -47,7 +41,7 @@ func (s *Store) sync(ctx context.Context, e *entry, direct *change) error {
 	v := &e.Envelope
 	for range maxSyncAttempts {
 		if direct != nil {
-			noteWritten(v, *direct, v.Base+1)
+			noteWritten(v, v.Base+1)
 		}
 		if applied, err := s.write(ctx, s.record(e.mkey, v, v.Base)); err != nil || applied {
 			if applied {
@@ -127,30 +121,25 @@ func (s *Store) merge(v, row *envelope.Envelope, direct *change) error {
 	}
 	v.ActiveAt = maxTime(v.ActiveAt, row.ActiveAt)
 	v.Written, v.WrittenFloor = row.Written, row.WrittenFloor
-	switch {
-	case v.WholeAt > since && (!row.AnyWrittenSince(base) || direct.has(envelope.AllKeys)):
+	switch whole := v.WholeAt > since; {
+	case whole && (!row.AnyWrittenSince(base) || direct.has(envelope.AllKeys)):
 		return nil // the copy's whole payload, unchallenged
-	case v.WholeAt > since && (opaqueCodec(v.Codec) || row.WrittenFloor > base):
-		v.Payload, v.Codec = row.Payload, row.Codec // cannot tell keys apart: the direct write wins
-		return nil
-	case v.WholeAt > since:
+	case whole && !opaqueCodec(v.Codec) && row.WrittenFloor <= base:
 		return s.mergeKeys(v, row, lost, true)
-	case len(mine) == 0:
-		v.Payload, v.Codec = row.Payload, row.Codec
-		return nil
+	case !whole && len(mine) > 0:
+		return s.mergeKeys(v, row, func(k string) bool { return slices.Contains(mine, k) }, false)
 	}
-	return s.mergeKeys(v, row, func(k string) bool { return slices.Contains(mine, k) }, false)
+	// The row's payload: v kept no key of its own, or changed it whole and its keys cannot be told apart.
+	v.Payload, v.Codec = row.Payload, row.Codec
+	return nil
 }
 
 // mergeKeys sets v's payload to the row's values with v's for the keys take reports or, whole, to
 // v's values with the row's for the keys take reports.
 func (s *Store) mergeKeys(v, row *envelope.Envelope, take func(string) bool, whole bool) error {
-	into, err := s.decode(row.Codec, row.Payload)
-	if err != nil {
-		return err
-	}
+	into, rowErr := s.decode(row.Codec, row.Payload)
 	from, err := s.decode(v.Codec, v.Payload)
-	if err != nil {
+	if err := cmp.Or(rowErr, err); err != nil {
 		return err
 	}
 	if whole {

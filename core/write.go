@@ -50,9 +50,8 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	case cacheErr != nil:
 		e.via = viaRow
 	case dbErr != nil:
-		s.writer.schedule(e.key, now.Add(s.syncInterval))
+		s.writer.schedule(e.mkey, now.Add(s.syncInterval))
 	}
-	e.source = ""
 	return nil
 }
 
@@ -139,11 +138,11 @@ func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	var err error
 	switch {
 	case next.via == viaRow || s.mc == nil:
-		err = s.writeRow(ctx, &next, c)
+		err = s.writeRow(ctx, &next)
 	case c.Durable && s.durable != nil:
-		err = s.writeDurable(ctx, &next, c, readOf(e), now)
+		err = s.writeDurable(ctx, &next, c, e, now)
 	default:
-		err = s.writeCopy(ctx, &next, c, readOf(e), now)
+		err = s.writeCopy(ctx, &next, c, e, now)
 	}
 	if err == nil {
 		*e = next
@@ -170,11 +169,11 @@ func (s *Store) note(v *envelope.Envelope, c change) {
 
 // writeCopy writes e's copy (compare-and-swap on the copy read) and schedules its sync; when
 // memcached fails it writes the row around it.
-func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
+func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read *entry, now time.Time) error {
 	err := s.cas(ctx, e, read, now)
 	switch {
 	case err == nil:
-		s.writer.schedule(e.key, e.SyncedAt.Add(s.syncInterval))
+		s.writer.schedule(e.mkey, e.SyncedAt.Add(s.syncInterval))
 		return nil
 	case !errors.Is(err, cache.ErrUnavailable):
 		return err
@@ -191,7 +190,7 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read readStat
 // writeDurable writes e's row first (merging if the row moved), then its copy, under a new lineage
 // (a state no copy held): should memcached not take it (a concurrent copy won, the node is
 // unreachable), that copy's next sync merges with the row, where keys written here directly stay.
-func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read readState, now time.Time) error {
+func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read *entry, now time.Time) error {
 	e.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
 		if errors.Is(err, errDestroyed) {
@@ -214,13 +213,11 @@ func (s *Store) bury(ctx context.Context, mkey string, v *envelope.Envelope, now
 	_ = s.mc.Set(ctx, mkey, s.seal(nil, mkey, &t), cache.Expiration(now, t.Deadline))
 }
 
-// writeRow writes a row-mode entry, conditional on the row version read; refused, ErrConflict.
-func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
-	if s.durable == nil {
-		return fmt.Errorf("%w: memcached", ErrUnavailable)
-	}
+// writeRow writes a row-mode entry (viaRow needs a durable tier), conditional on the row version read.
+// Refused: ErrConflict.
+func (s *Store) writeRow(ctx context.Context, e *entry) error {
 	e.Lineage = newLineage()
-	noteWritten(&e.Envelope, c, e.Base+1)
+	noteWritten(&e.Envelope, e.Base+1)
 	applied, err := s.write(ctx, s.record(e.mkey, &e.Envelope, e.Base))
 	switch {
 	case err != nil:
@@ -233,14 +230,9 @@ func (s *Store) writeRow(ctx context.Context, e *entry, c change) error {
 	return nil
 }
 
-// readState identifies the copy an entry was read as.
-type readState struct{ lineage, version uint64 }
-
-func readOf(e *entry) readState { return readState{e.Lineage, e.Version} }
-
-// cas writes e's copy: compare-and-swap on the CAS id read or, unknown (refilled, added), on the
-// copy there now if it is still the one read. Any other copy is a concurrent writer's: ErrConflict.
-func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time) error {
+// cas writes e's copy: compare-and-swap on the CAS id read or, unknown (refilled, added), on the copy
+// there now if it is still read's. Any other copy is a concurrent writer's: ErrConflict.
+func (s *Store) cas(ctx context.Context, e, read *entry, now time.Time) error {
 	casID := e.casID
 	if e.via != viaCache {
 		it, err := s.mc.Get(ctx, e.mkey)
@@ -249,7 +241,7 @@ func (s *Store) cas(ctx context.Context, e *entry, read readState, now time.Time
 		}
 		var cur envelope.Envelope
 		if it == nil || s.open(it.Value, e.mkey, &cur, true) != nil || cur.Destroyed ||
-			(readState{cur.Lineage, cur.Version}) != read {
+			cur.Lineage != read.Lineage || cur.Version != read.Version {
 			s.stats.conflicts.Add(1)
 			return ErrConflict
 		}
@@ -299,9 +291,9 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	switch {
 	case dbErr != nil && cacheErr != nil:
 		return fmt.Errorf("%w: destroy: %w", ErrUnavailable, errors.Join(dbErr, cacheErr))
-	case dbErr != nil && s.durable != nil:
-		s.writer.schedule(e.key, now)
-	case dbErr == nil && cacheErr != nil && s.mc != nil:
+	case dbErr != nil:
+		s.writer.schedule(e.mkey, now) // nil without a durable tier: nothing to schedule
+	case cacheErr != nil && s.mc != nil:
 		// A copy this server could not reach may live on: the row, due now, has a reaper bury it.
 		w := s.record(t.mkey, &t.Envelope, t.Base)
 		w.Record.ExpiresAt = now.Truncate(time.Millisecond)

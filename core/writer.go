@@ -20,7 +20,7 @@ type writer struct {
 	tick  time.Duration
 
 	mu     sync.Mutex
-	due    map[string]time.Time // storage key → when its row must be written
+	due    map[string]time.Time // memcached key → when its row must be written
 	busy   int                  // keys taken by the batch being written
 	passMu sync.Mutex           // one pass at a time
 	stop   chan struct{}
@@ -55,16 +55,16 @@ func newWriter(s *Store, limit int) *writer {
 	return w
 }
 
-// schedule makes key's row due by at; a nil writer does nothing.
-func (w *writer) schedule(key string, at time.Time) {
+// schedule makes the row of the session under memcached key mkey due by at; a nil writer does nothing.
+func (w *writer) schedule(mkey string, at time.Time) {
 	if w == nil {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch old, ok := w.due[key]; {
+	switch old, ok := w.due[mkey]; {
 	case ok && at.Before(old), !ok && len(w.due) < w.limit:
-		w.due[key] = at
+		w.due[mkey] = at
 	case !ok:
 		w.s.stats.syncDropped.Add(1)
 	}
@@ -116,10 +116,10 @@ func (w *writer) close(ctx context.Context) error {
 	return w.flush(ctx, true)
 }
 
-// copyRead is a copy read for a sync, and which one it was.
+// copyRead is a copy read for a sync, and its lineage as read (a merge gives e a new one; sync keeps Version).
 type copyRead struct {
-	e    entry
-	read readState
+	e       entry
+	lineage uint64
 }
 
 // writeBatch syncs keys' copies: one GetMulti, one Tier.Write, a merge for each row that refused, and a
@@ -127,10 +127,7 @@ type copyRead struct {
 func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	s := w.s
 	now := s.now()
-	copies, failed := w.read(ctx, keys, now, all)
-	for _, k := range failed {
-		w.schedule(k, now.Add(retryDelay))
-	}
+	copies := w.read(ctx, keys, now, all)
 	if len(copies) == 0 {
 		return
 	}
@@ -142,7 +139,7 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	if err != nil {
 		s.warn.log("sync", "hybridsession: background sync failed; retrying", err)
 		for _, p := range copies {
-			w.schedule(p.e.key, now.Add(retryDelay))
+			w.schedule(p.e.mkey, now.Add(retryDelay))
 		}
 		return
 	}
@@ -158,40 +155,28 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	w.confirm(ctx, synced)
 }
 
-// read returns the copies of keys with something their rows lack, and the keys memcached could not be
-// asked about. Unless all, a copy another server synced since it was scheduled waits for its new due time.
-func (w *writer) read(ctx context.Context, keys []string, now time.Time, all bool) ([]copyRead, []string) {
+// read returns the copies under mkeys with something their rows lack; those memcached could not be asked
+// about are retried later. Unless all, a copy another server synced since is rescheduled to its new due time.
+func (w *writer) read(ctx context.Context, mkeys []string, now time.Time, all bool) []copyRead {
 	s := w.s
-	mkeys := make([]string, len(keys))
-	for i, k := range keys {
-		mkeys[i] = s.prefix + k
-	}
 	items, err := s.mc.GetMulti(ctx, mkeys)
-	if err != nil && len(items) == 0 {
-		return nil, keys
-	}
 	var out []copyRead
-	var failed []string
-	for i, k := range keys {
-		it := items[mkeys[i]]
-		if it == nil {
-			if err != nil {
-				failed = append(failed, k) // its node may not have answered
-			}
+	for _, k := range mkeys {
+		it := items[k]
+		if it == nil && err != nil {
+			w.schedule(k, now.Add(retryDelay)) // its node may not have answered
+		}
+		e := entry{key: k[len(s.prefix):], mkey: k}
+		if it == nil || s.open(it.Value, e.mkey, &e.Envelope, false) != nil || !e.Unsynced {
 			continue
 		}
-		p := copyRead{e: entry{key: k, mkey: mkeys[i]}}
-		if s.open(it.Value, mkeys[i], &p.e.Envelope, false) != nil || !p.e.Unsynced {
-			continue
-		}
-		p.read = readOf(&p.e)
-		if due := p.e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !p.e.SyncedAt.IsZero() {
+		if due := e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !e.SyncedAt.IsZero() {
 			w.schedule(k, due) // synced meanwhile by another app server
 			continue
 		}
-		out = append(out, p)
+		out = append(out, copyRead{e: e, lineage: e.Lineage})
 	}
-	return out, failed
+	return out
 }
 
 // resync handles a copy whose row refused the batch's write: the current copy, still the same (lineage,
@@ -201,22 +186,22 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	s := w.s
 	it, err := s.mc.Get(ctx, p.e.mkey)
 	if err != nil {
-		w.schedule(p.e.key, now.Add(retryDelay))
+		w.schedule(p.e.mkey, now.Add(retryDelay))
 		return err
 	}
 	cur := entry{key: p.e.key, mkey: p.e.mkey}
 	if it == nil || s.open(it.Value, cur.mkey, &cur.Envelope, false) != nil || !cur.Unsynced ||
-		cur.Lineage != p.read.lineage || cur.Version < p.read.version {
+		cur.Lineage != p.lineage || cur.Version < p.e.Version {
 		return errSuperseded
 	}
-	p.e, p.read = cur, readOf(&cur)
+	p.e = cur
 	err = s.sync(ctx, &p.e, nil)
 	switch {
 	case err == nil, errors.Is(err, errSuperseded):
 	case errors.Is(err, errDestroyed):
 		s.bury(ctx, p.e.mkey, &p.e.Envelope, now)
 	case errors.Is(err, ErrUnavailable):
-		w.schedule(p.e.key, now.Add(retryDelay))
+		w.schedule(p.e.mkey, now.Add(retryDelay))
 	default:
 		s.warn.log("sync", "hybridsession: background sync failed", err)
 	}
@@ -229,9 +214,6 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 // an unconfirmed copy's next sync finds its own earlier state in the row and replaces it (rebase).
 func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 	s := w.s
-	if len(ps) == 0 {
-		return
-	}
 	mkeys := make([]string, len(ps))
 	for i := range ps {
 		mkeys[i] = ps[i].e.mkey
@@ -242,17 +224,17 @@ func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 		p := &ps[i]
 		it := items[p.e.mkey]
 		var cur envelope.Envelope
-		if it == nil || s.open(it.Value, p.e.mkey, &cur, false) != nil || cur.Lineage != p.read.lineage {
+		if it == nil || s.open(it.Value, p.e.mkey, &cur, false) != nil || cur.Lineage != p.lineage {
 			continue
 		}
 		next := &p.e.Envelope
 		switch {
-		case !p.e.merged && cur.Version >= p.read.version:
+		case !p.e.merged && cur.Version >= p.e.Version:
 			// Keep what the copy gained since it was read: changes, or a touch (ActiveAt, not the version).
 			cur.MarkSynced(next.Base, next.SyncedVersion, next.SyncedAt)
 			cur.Unsynced = cur.Unsynced || cur.ActiveAt.After(next.ActiveAt)
 			next = &cur
-		case p.e.merged && cur.Version == p.read.version:
+		case p.e.merged && cur.Version == p.e.Version:
 			next.ActiveAt = maxTime(next.ActiveAt, cur.ActiveAt)
 		default:
 			continue
