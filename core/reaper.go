@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core/durable"
-	"github.com/hybridsession/hybridsession/core/internal/cache"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
@@ -140,12 +139,7 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 // whether that failed.
 func (r *Reaper) unburied(ctx context.Context, key string, copies map[string]envelope.Envelope, now time.Time) bool {
 	c, ok := copies[key]
-	if !ok || c.Destroyed {
-		return false
-	}
-	mkey := r.store.prefix + key
-	c.Destroyed, c.Payload, c.Unsynced = true, nil, false
-	return r.store.mc.Set(ctx, mkey, r.store.seal(nil, mkey, &c), cache.Expiration(now, c.Deadline)) != nil
+	return ok && !c.Destroyed && r.store.bury(ctx, r.store.prefix+key, &c, now) != nil
 }
 
 // byCopy keeps a row whose memcached copy is alive (or a tombstone) with the copy's state, merged as a sync

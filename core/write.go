@@ -194,7 +194,7 @@ func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read *entr
 	e.Lineage = newLineage()
 	if err := s.sync(ctx, e, &c); err != nil {
 		if errors.Is(err, errDestroyed) {
-			s.bury(ctx, e.mkey, &e.Envelope, now)
+			_ = s.bury(ctx, e.mkey, &e.Envelope, now)
 		}
 		return err
 	}
@@ -206,11 +206,11 @@ func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read *entr
 }
 
 // bury replaces with a tombstone the copy under mkey whose row says the session is gone: a copy a
-// logout could not reach ends at its next write.
-func (s *Store) bury(ctx context.Context, mkey string, v *envelope.Envelope, now time.Time) {
+// logout could not reach ends at its next write, or at the reaper's next pass.
+func (s *Store) bury(ctx context.Context, mkey string, v *envelope.Envelope, now time.Time) error {
 	t := *v
 	t.Destroyed, t.Payload, t.Unsynced = true, nil, false
-	_ = s.mc.Set(ctx, mkey, s.seal(nil, mkey, &t), cache.Expiration(now, t.Deadline))
+	return s.mc.Set(ctx, mkey, s.seal(nil, mkey, &t), cache.Expiration(now, t.Deadline))
 }
 
 // writeRow writes a row-mode entry (viaRow needs a durable tier), conditional on the row version read.

@@ -199,7 +199,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	switch {
 	case err == nil, errors.Is(err, errSuperseded):
 	case errors.Is(err, errDestroyed):
-		s.bury(ctx, p.e.mkey, &p.e.Envelope, now)
+		_ = s.bury(ctx, p.e.mkey, &p.e.Envelope, now)
 	case errors.Is(err, ErrUnavailable):
 		w.schedule(p.e.mkey, now.Add(retryDelay))
 	default:
