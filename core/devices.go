@@ -7,6 +7,9 @@ import (
 	"errors"
 	"slices"
 	"time"
+
+	"github.com/hybridsession/hybridsession/core/durable"
+	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
 const deviceKey = "hs.device" // SetDeviceInfo's metadata as a flat list of name, value pairs
@@ -84,23 +87,21 @@ func (m *Manager) Sessions(ctx context.Context, subject string) ([]SessionInfo, 
 		return nil, errors.New("core: listing a subject's sessions needs a durable tier")
 	}
 	out := []SessionInfo{}
-	for after := ""; subject != ""; {
-		page, next, err := m.store.list(ctx, subject, after, listPage)
-		if err != nil {
-			return nil, err
+	if subject == "" {
+		return out, nil
+	}
+	err := m.store.each(ctx, subject, func(rec durable.Record, row, cp *envelope.Envelope) error {
+		e, _ := latest(row, cp, m.store.now())
+		if e == nil || e.Subject != subject {
+			return nil // memcached's copy may be ahead of the row
 		}
-		for _, l := range page {
-			e := l.Entry
-			if e.Subject != subject {
-				continue // memcached's copy may be ahead of the row
-			}
-			out = append(out, SessionInfo{ID: sessionID(l.Key), Created: e.Created, LastActive: e.ActiveAt,
-				Deadline: e.Deadline, IdleExpiry: e.ExpiresAt(), Persistent: e.Persistent,
-				Info: deviceInfo(m.store.decode(e.Codec, e.Payload))})
-		}
-		if after = next; after == "" {
-			break
-		}
+		out = append(out, SessionInfo{ID: sessionID(rec.Key), Created: e.Created, LastActive: e.ActiveAt,
+			Deadline: e.Deadline, IdleExpiry: e.ExpiresAt(), Persistent: e.Persistent,
+			Info: deviceInfo(m.store.decode(e.Codec, e.Payload))})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortStableFunc(out, func(a, b SessionInfo) int { return a.Created.Compare(b.Created) })
 	return out, nil

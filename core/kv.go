@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
 )
 
@@ -50,7 +51,7 @@ func (kv *KV) Read(ctx context.Context, key string) (*KVItem, error) {
 	if err != nil || e == nil {
 		return nil, err
 	}
-	it := &KVItem{Lag: kv.lag(e), e: *e}
+	it := &KVItem{Lag: kv.lag(e.source), e: *e}
 	if e.Codec == kv.codec {
 		it.Value = e.Payload
 		if it.Value == nil {
@@ -115,25 +116,16 @@ func (kv *KV) Delete(ctx context.Context, key string) error {
 // memcached GetMulti per 500 rows, for iteration (scsstore's All), not the request path. The error wraps
 // ErrUnavailable when a tier could not answer; without a database List returns an error.
 func (kv *KV) List(ctx context.Context, fn func(storageKey string, val []byte, lag time.Duration)) error {
-	for after := ""; ; {
-		page, next, err := kv.store.list(ctx, "", after, listPage)
-		if err != nil {
-			return err
+	return kv.store.each(ctx, "", func(rec durable.Record, row, cp *envelope.Envelope) error {
+		if e, src := latest(row, cp, kv.store.now()); e != nil && e.Codec == kv.codec {
+			fn(rec.Key, e.Payload, kv.lag(src))
 		}
-		for _, le := range page {
-			if le.Entry.Codec == kv.codec {
-				fn(le.Key, le.Entry.Payload, kv.lag(le.Entry))
-			}
-		}
-		if next == "" {
-			return nil
-		}
-		after = next
-	}
+		return nil
+	})
 }
 
-func (kv *KV) lag(e *entry) time.Duration {
-	if e.source == srcDatabase {
+func (kv *KV) lag(source string) time.Duration {
+	if source == srcDatabase {
 		return kv.store.syncInterval
 	}
 	return 0

@@ -98,46 +98,53 @@ func (s *Store) load(ctx context.Context, key string) (durable.Record, bool, err
 	return rec, found, nil
 }
 
-// listedEntry is a live session of a list page: storage key and latest state (memcached's copy
-// when it has a live one); not for update.
-type listedEntry struct {
-	Key   string
-	Entry *entry
+// each calls fn, in storage-key order, with every readable row of subject ("" every row), page by page,
+// and memcached's readable copy of it (nil when there is none or its node did not answer). It stops at
+// fn's first error and returns it; a failed page is an error wrapping ErrUnavailable.
+func (s *Store) each(ctx context.Context, subject string,
+	fn func(rec durable.Record, row, cp *envelope.Envelope) error) error {
+	if s.durable == nil {
+		return errors.New("core: listing needs a durable tier")
+	}
+	for after := ""; ; {
+		lctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
+		recs, err := s.durable.List(lctx, subject, after, listPage)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		copies, _ := s.copies(ctx, recs)
+		for _, rec := range recs {
+			var row envelope.Envelope
+			if s.open(rec.Payload, s.prefix+rec.Key, &row, false) != nil {
+				continue
+			}
+			var c *envelope.Envelope
+			if cc, ok := copies[rec.Key]; ok {
+				c = &cc
+			}
+			if err := fn(rec, &row, c); err != nil {
+				return err
+			}
+		}
+		after = recs[len(recs)-1].Key
+	}
 }
 
-// list returns the live sessions among up to limit rows (of subject, when not "") with storage keys
-// after after, in key order, and the key to continue from ("" at the end).
-func (s *Store) list(ctx context.Context, subject, after string, limit int) ([]listedEntry, string, error) {
-	if s.durable == nil {
-		return nil, "", errors.New("core: listing needs a durable tier")
+// latest returns the listed session's latest state — memcached's copy when it knows at least what the row
+// does — with where it came from, or nil when the session is not alive.
+func latest(row, cp *envelope.Envelope, now time.Time) (*envelope.Envelope, string) {
+	e, src, alive := row, srcDatabase, now.Before(row.RowExpiresAt())
+	if cp != nil && (cp.Destroyed || !cp.ActiveAt.Before(row.ActiveAt)) {
+		e, src, alive = cp, srcCache, cp.Destroyed || now.Before(cp.ExpiresAt())
 	}
-	lctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
-	recs, err := s.durable.List(lctx, subject, after, limit)
-	cancel()
-	if err != nil {
-		return nil, after, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
+	if !alive || e.Destroyed || !now.Before(e.Deadline) {
+		return nil, ""
 	}
-	if len(recs) == 0 {
-		return nil, "", nil
-	}
-	copies, _ := s.copies(ctx, recs)
-	now := s.now()
-	var out []listedEntry
-	for _, rec := range recs {
-		e := &entry{key: rec.Key, source: srcDatabase}
-		if s.open(rec.Payload, s.prefix+rec.Key, &e.Envelope, false) != nil {
-			continue
-		}
-		alive := now.Before(e.RowExpiresAt())
-		if c, ok := copies[rec.Key]; ok && (c.Destroyed || !c.ActiveAt.Before(e.ActiveAt)) {
-			e.Envelope, e.source = c, srcCache // the copy knows at least what the row does
-			alive = c.Destroyed || now.Before(c.ExpiresAt())
-		}
-		if alive && !e.Destroyed && now.Before(e.Deadline) {
-			out = append(out, listedEntry{Key: rec.Key, Entry: e})
-		}
-	}
-	return out, recs[len(recs)-1].Key, nil
+	return e, src
 }
 
 // copies returns the readable memcached copies of recs' sessions by storage key, and the keys whose

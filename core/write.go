@@ -309,39 +309,27 @@ func (s *Store) destroyRows(ctx context.Context, subject string, which func(key 
 	if subject == "" || s.durable == nil {
 		return 0, nil
 	}
-	n, after := 0, ""
-	for {
-		lctx, cancel := context.WithTimeout(ctx, s.dbTimeout)
-		recs, err := s.durable.List(lctx, subject, after, listPage)
-		cancel()
-		if err != nil {
-			return n, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
-		}
-		if len(recs) == 0 {
-			return n, nil
-		}
-		copies, _ := s.copies(ctx, recs)
+	n := 0
+	err := s.each(ctx, subject, func(rec durable.Record, row, cp *envelope.Envelope) error {
 		now := s.now()
-		for _, rec := range recs {
-			e := &entry{key: rec.Key, mkey: s.prefix + rec.Key}
-			if !which(rec.Key) || s.open(rec.Payload, e.mkey, &e.Envelope, false) != nil ||
-				e.Destroyed || !now.Before(e.Deadline) {
-				continue
-			}
-			alive := now.Before(e.RowExpiresAt())
-			if c, ok := copies[rec.Key]; ok {
-				alive = !c.Destroyed && now.Before(c.ExpiresAt())
-			}
-			e.Base = rec.Version
-			if err := s.destroy(ctx, e); err != nil {
-				return n, err
-			}
-			if alive {
-				n++
-			}
+		if !which(rec.Key) || row.Destroyed || !now.Before(row.Deadline) {
+			return nil
 		}
-		after = recs[len(recs)-1].Key
-	}
+		alive := now.Before(row.RowExpiresAt())
+		if cp != nil {
+			alive = !cp.Destroyed && now.Before(cp.ExpiresAt())
+		}
+		e := &entry{key: rec.Key, mkey: s.prefix + rec.Key, Envelope: *row}
+		e.Base = rec.Version
+		if err := s.destroy(ctx, e); err != nil {
+			return err
+		}
+		if alive {
+			n++
+		}
+		return nil
+	})
+	return n, err
 }
 
 const listPage = 500 // rows per page of a listing
