@@ -162,7 +162,10 @@ func (m *Manager) insert(ctx context.Context, s *Session) error {
 	}
 	var token string
 	err := errExists
-	for errors.Is(err, errExists) { // repeats only with a broken random source (2^-256)
+	for i := 0; errors.Is(err, errExists); i++ { // a taken token: 2^-256, unless the random source is broken
+		if i == maxRetries {
+			return fmt.Errorf("core: %d fresh tokens were all taken: %w", i, ErrConflict)
+		}
 		token = NewToken()
 		err = m.store.insert(ctx, token, e, s.durable || s.expiry.pending())
 	}
