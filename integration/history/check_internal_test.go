@@ -230,6 +230,17 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(1, "read", "T", "T", true, kv("u", "a"), nil)
 			s.op(2, "read", "T", "", false, nil, nil)
 		}, []string{"I1"}},
+		{"absent after a read at the expiry of a fast clock", func(s *synthetic) {
+			// A reaper whose clock is 0.5 s fast deleted the row as the read found the copy.
+			s.login(0, "T").Skew = 500 * time.Millisecond
+			s.op(sec(idleTimeout)-0.2, "read", "T", "T", true, kv("u", "a"), nil)
+			s.op(sec(idleTimeout)+0.1, "read", "T", "", false, nil, nil)
+		}, nil},
+		{"absent after a read before the expiry, clocks agreeing", func(s *synthetic) {
+			s.login(0, "T")
+			s.op(sec(idleTimeout)-0.2, "read", "T", "T", true, kv("u", "a"), nil)
+			s.op(sec(idleTimeout)+0.1, "read", "T", "", false, nil, nil)
+		}, []string{"I1"}},
 		{"active session absent after a cache loss", func(s *synthetic) {
 			s.login(0, "T")
 			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))

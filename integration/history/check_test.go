@@ -711,11 +711,18 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		return
 	}
 	lin := ti.lin
-	var alive time.Time // the session must be alive before this, on op's app server's clock
+	var alive time.Time   // the session must be alive before this, on op's app server's clock
+	var expires time.Time // IdleTimeout after the latest activity counted so far
 	var from *opRec
 	for _, o := range ti.ops {
 		if !o.ok() || !o.End.Before(op.Start) {
 			continue
+		}
+		if from != nil && !lin.scs && !o.Start.Add(m.maxSkew).Before(expires) {
+			// o came when the fastest clock had the session expired: a reaper there may have deleted its
+			// row, and o found memcached's copy by a slower clock. Skew moves the timeout by the skew.
+			m.excused["I1 activity at a skewed expiry"]++
+			return
 		}
 		active := o.Start // a change or a touch records activity; a read without a touch had one within TouchInterval
 		if !o.wrote() && o != ti.created {
@@ -742,6 +749,9 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		}
 		if until.After(alive) {
 			alive, from = until, o
+		}
+		if e := active.Add(lin.idle); e.After(expires) {
+			expires = e
 		}
 	}
 	if from == nil {
