@@ -339,6 +339,26 @@ func TestCheckerJudges(t *testing.T) {
 			s.fault(3.5, 3.5, flush)
 			s.op(4, "read", "T", "T", true, kv("u", "a"), nil)
 		}, []string{"I4"}},
+		{"change to a stale copy lost to the write around it", func(s *synthetic) {
+			// Server 0 could not reach the node: its change went to the row directly; server 1,
+			// still on the copy, changed the same key before the copy's sync merged it.
+			// The database refusing meanwhile deferred that sync to the writer's retry.
+			s.login(0, "T")
+			s.fault(0.5, 1.5, faultRec{Kind: "blackhole", Unavail: true, Servers: []int{0}})
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b")).Source = "database"
+			s.op(1.2, "read", "T", "T", true, kv("u", "a"), nil).Server = 1
+			s.fault(1.3, 3, db)
+			s.op(3.5, "put", "T", "T", true, kv("u", "a"), kv("k", "c")).Server = 1
+			s.op(3.6, "read", "T", "T", true, kv("u", "a", "k", "b"), nil).Server = 1
+		}, nil},
+		{"change to an up-to-date copy lost to an earlier write around it", func(s *synthetic) {
+			s.login(0, "T")
+			s.fault(0.5, 1.5, faultRec{Kind: "blackhole", Unavail: true, Servers: []int{0}})
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b")).Source = "database"
+			s.op(1.2, "read", "T", "T", true, kv("u", "a"), nil).Server = 1
+			s.op(4, "put", "T", "T", true, kv("u", "a", "k", "b"), kv("k", "c")).Server = 1
+			s.op(4.1, "read", "T", "T", true, kv("u", "a", "k", "b"), nil).Server = 1
+		}, []string{"I4"}},
 		{"durable change lost in a cache loss", func(s *synthetic) {
 			s.login(0, "T")
 			s.op(1, "dput", "T", "T", true, kv("u", "a"), kv("d0", "b")).Durable = true

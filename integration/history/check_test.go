@@ -636,8 +636,15 @@ func (m *model) judgeValues(op *opRec, ti *tokenInfo) {
 					continue
 				}
 				if got != "" {
-					if src := m.writes[got]; !src.ok() || !src.End.Before(w.Start) {
+					src := m.writes[got]
+					if !src.ok() || !src.End.Before(w.Start) {
 						continue // concurrent with w, or newer, or of unknown fate
+					}
+					if (src.Durable || src.Source == "database") && m.staleAfter(ti, src.End, src, w) {
+						// w changed a copy that missed src's write around it: the row took src
+						// directly, which counts as later than the copy's changes (I4).
+						m.excused["I4 change to a stale copy, lost to a write around it"]++
+						continue
 					}
 				}
 				if m.staleAfter(ti, w.End, w, op) {
