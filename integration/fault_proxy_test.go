@@ -61,7 +61,8 @@ func startProxy(t *testing.T, srv *toxiproxy.ApiServer, name, upstream string) *
 	if err := p.Start(); err != nil {
 		t.Fatalf("toxiproxy %s: %v", name, err)
 	}
-	fp := &faultProxy{t: t, p: p, Addr: p.Listen} // Start resolved Listen to the bound port
+	fp := &faultProxy{t: t, p: p, Addr: p.Listen}         // Start resolved Listen to the bound port
+	t.Cleanup(func() { memcachedtest.ReleasePort(port) }) // after Stop
 	t.Cleanup(p.Stop)
 	return fp
 }

@@ -100,6 +100,7 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if lastErr = s.start(); lastErr == nil {
+			t.Cleanup(func() { ReleasePort(port) }) // runs after Kill
 			t.Cleanup(s.Kill)
 			return s
 		}

@@ -38,6 +38,21 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// ReleasePort hands back a port FreePort gave out, once nothing listens on it
+// (a test's cleanup), so that a long run — a soak of thousands of fault
+// histories in one process — does not use up the ports below the ephemeral
+// range and fall back to ones an outgoing connection may take. A port
+// FreePort did not give out is ignored. Start releases its servers' ports
+// when their test ends.
+func ReleasePort(port int) {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	if lock, ok := portsGiven[port]; ok {
+		lock.Close()
+		delete(portsGiven, port)
+	}
+}
+
 // freePortIn returns a free port in [first, end) that no process has
 // reserved, and reserves it; false when 100 random tries found none.
 func freePortIn(first, end int) (int, bool) {

@@ -70,3 +70,28 @@ func TestFreePortReservedAcrossProcesses(t *testing.T) {
 		t.Errorf("another process was handed port %d, which this one holds", p)
 	}
 }
+
+// ReleasePort hands a port back: its cross-process lock is free again and
+// this process may give it out once more.
+func TestReleasePort(t *testing.T) {
+	p, ok := freePortIn(20000, 30000)
+	if !ok {
+		t.Fatal("no free port in [20000, 30000)")
+	}
+	if lock := reserve(p); lock != nil {
+		lock.Close()
+		t.Fatalf("port %d from FreePort is not locked", p)
+	}
+	ReleasePort(p)
+	lock := reserve(p)
+	if lock == nil {
+		t.Fatalf("port %d is still locked after ReleasePort", p)
+	}
+	lock.Close()
+	portsMu.Lock()
+	_, given := portsGiven[p]
+	portsMu.Unlock()
+	if given {
+		t.Fatalf("port %d is still marked given after ReleasePort", p)
+	}
+}

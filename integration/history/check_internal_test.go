@@ -145,6 +145,13 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(2.5, "replay", "T", "T", true, kv("u", "a"), nil)
 			s.op(12, "replay", "T", "T", true, kv("u", "a"), nil) // a live session again
 		}, nil},
+		{"destroyed while the database refused, tombstone lost before the writer's retry, read long after", func(s *synthetic) {
+			s.login(0, "T")
+			s.fault(0.5, 2, db)
+			s.destroy(1, "T")
+			s.fault(3, 3, flush) // the database answers again, the writer retries later
+			s.op(12, "replay", "T", "T", true, kv("u", "a"), nil)
+		}, nil},
 		{"destroyed while the database refused, no cache fault", func(s *synthetic) {
 			s.login(0, "T")
 			s.fault(0.5, 2, db)

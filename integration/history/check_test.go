@@ -479,14 +479,15 @@ func (m *model) judgeFound(op *opRec, ti *tokenInfo) {
 // fault).
 func (m *model) logoutLostWithDatabaseDown(d, r *opRec) bool {
 	end := m.dbWindow(d.Start, d.End)
-	if end.IsZero() || m.cacheThreat(d.Start, r.End, r.End) == nil {
+	if end.IsZero() {
 		return false
 	}
 	landed := end.Add(retryDelay + m.maxTick + dbTimeout + slackLag)
 	if !m.queueLost(d.Server, d.Start, landed).IsZero() {
 		landed = never
 	}
-	return r.Start.Before(landed)
+	// Lost before it landed, the logout is gone for good: the row serves the session to any later r.
+	return m.cacheThreat(d.Start, minTime(landed, r.End), r.End) != nil
 }
 
 // staleAfter reports whether r may have been served a copy of ti that

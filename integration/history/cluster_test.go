@@ -158,9 +158,11 @@ func startProxy(t testing.TB, srv *toxiproxy.ApiServer, name, upstream string) *
 		}
 		p := toxiproxy.NewProxy(srv, name, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), upstream)
 		if err = p.Start(); err == nil {
+			t.Cleanup(func() { memcachedtest.ReleasePort(port) }) // after Stop
 			t.Cleanup(p.Stop)
 			return &proxy{p: p, Addr: p.Listen}
 		}
+		memcachedtest.ReleasePort(port)
 	}
 	t.Fatalf("toxiproxy %s: %v", name, err)
 	return nil
