@@ -720,7 +720,7 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 	}
 	lin := ti.lin
 	var alive time.Time   // the session must be alive before this, on op's app server's clock
-	var expires time.Time // IdleTimeout after the latest activity counted so far
+	var expires time.Time // IdleTimeout after the latest activity so far
 	var from *opRec
 	for _, o := range ti.ops {
 		if !o.ok() || !o.End.Before(op.Start) {
@@ -735,6 +735,9 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		active := o.Start // a change or a touch records activity; a read without a touch had one within TouchInterval
 		if !o.wrote() && o != ti.created {
 			active = active.Add(-touchInterval)
+		}
+		if e := active.Add(lin.idle); e.After(expires) {
+			expires = e
 		}
 		held := m.held(o, ti)
 		if m.cacheThreat(active, held, op.Start) != nil || !held.Before(active.Add(lin.idle-memcachedTick)) {
@@ -757,9 +760,6 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		}
 		if until.After(alive) {
 			alive, from = until, o
-		}
-		if e := active.Add(lin.idle); e.After(expires) {
-			expires = e
 		}
 	}
 	if from == nil {
