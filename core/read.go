@@ -20,7 +20,7 @@ func (s *Store) read(ctx context.Context, token string) (*entry, error) {
 	e.key, e.mkey = s.keys(token)
 	now := s.now()
 	var cacheErr error
-	replace := false       // memcached holds something a refill may overwrite
+	var replace uint64     // CAS id of what memcached holds that a refill may overwrite (dead or corrupt)
 	var idledOut time.Time // the last activity of a copy that idled out
 	if s.mc != nil {
 		it, err := s.mc.Get(ctx, e.mkey)
@@ -35,9 +35,9 @@ func (s *Store) read(ctx context.Context, token string) (*entry, error) {
 				e.via, e.casID, e.source = viaCache, it.CasID, srcCache
 				return e, nil
 			case err == nil:
-				idledOut, replace = e.ActiveAt, true
+				idledOut, replace = e.ActiveAt, it.CasID
 			case !errors.Is(err, envelope.ErrUnreadable):
-				err, replace = nil, true // corrupt
+				err, replace = nil, it.CasID // corrupt
 			}
 		}
 		if cacheErr = err; err == nil || errors.Is(err, envelope.ErrUnreadable) {
@@ -67,20 +67,24 @@ func (s *Store) read(ctx context.Context, token string) (*entry, error) {
 }
 
 // refill writes e, just read from its row, to memcached as a new copy: a new lineage on the row,
-// with this read as activity the row has not seen. replace overwrites what memcached holds (dead
-// or corrupt); else a copy another request refilled meanwhile stays, and update compares with it.
-func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace bool) {
+// with this read as activity the row has not seen. It writes over nothing, or by compare-and-swap
+// over the dead or corrupt entry read (CAS id replace), never over what was written since (a
+// logout's tombstone, a copy another request refilled): update then compares with that.
+func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace uint64) {
 	e.Lineage, e.ActiveAt, e.Grace, e.Unsynced = newLineage(), now, s.grace(), true
 	buf, exp := s.seal(nil, e.mkey, &e.Envelope), cache.Expiration(now, copyExpiry(&e.Envelope))
-	write := s.mc.Add
-	if replace {
-		write = s.mc.Set
+	err := memcache.ErrCacheMiss
+	if replace != 0 {
+		err = s.mc.CompareAndSwap(ctx, e.mkey, buf, exp, replace)
 	}
-	switch err := write(ctx, e.mkey, buf, exp); {
+	if errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrNotStored) {
+		err = s.mc.Add(ctx, e.mkey, buf, exp) // nothing there (evicted meanwhile)
+	}
+	switch {
 	case err == nil:
 		e.via = viaAdded
 		s.writer.schedule(e.mkey, now.Add(s.syncInterval))
-	case errors.Is(err, memcache.ErrNotStored):
+	case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCASConflict):
 		e.via = viaAdded
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bradfitz/gomemcache/memcache"
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
@@ -383,5 +384,55 @@ func TestReaperBuriesCopyALogoutCouldNotReach(t *testing.T) {
 	a.reap()
 	if a.alive(token) {
 		t.Fatal("the logged-out session came back")
+	}
+}
+
+// pausingLoad holds the next Load, once armed, after it has read the row:
+// a request is then between its row load and its refill of memcached.
+type pausingLoad struct {
+	durable.Tier
+	armed           atomic.Bool
+	loaded, release chan struct{}
+}
+
+func (p *pausingLoad) Load(ctx context.Context, key string) (durable.Record, bool, error) {
+	rec, found, err := p.Tier.Load(ctx, key)
+	if p.armed.CompareAndSwap(true, false) {
+		close(p.loaded)
+		<-p.release
+	}
+	return rec, found, err
+}
+
+// A read that met a corrupt (or idled-out) copy refills memcached from the
+// row by compare-and-swap over the entry it read, so a logout whose
+// tombstone lands between that read's row load and its refill is kept.
+func TestRefillNeverOverwritesALogout(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	c := newClock()
+	db := &pausingLoad{Tier: durabletest.NewMemory(), loaded: make(chan struct{}), release: make(chan struct{})}
+	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
+	b := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
+	token := login(a)
+	raw := memcache.New(mc.Addr)
+	if err := raw.Set(&memcache.Item{Key: "hs:" + core.StorageKey(token), Value: []byte("garbage"), Expiration: 3600}); err != nil {
+		t.Fatal(err)
+	}
+	db.armed.Store(true)
+	served := make(chan error, 1)
+	go func() {
+		_, err := a.m.Load(context.Background(), token)
+		served <- err
+	}()
+	<-db.loaded
+	if err := b.store.Delete(context.Background(), token); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	close(db.release)
+	if err := <-served; err != nil {
+		t.Fatalf("the read concurrent with the logout: %v", err)
+	}
+	if a.alive(token) || b.alive(token) {
+		t.Fatal("the logged-out session is served again: the read's refill overwrote the logout's tombstone")
 	}
 }
