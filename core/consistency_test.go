@@ -283,6 +283,26 @@ func TestClockSkewOrdersNoWrites(t *testing.T) {
 	}
 }
 
+// A change made on an app server whose clock is right reaches the row
+// within SyncInterval even when the session was last synced by a server
+// whose clock runs ahead: no row is due further off than SyncInterval on
+// the scheduling server's own clock.
+func TestSyncByFastClockDelaysNoRowWrite(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	c := newClock()
+	db := durabletest.NewMemory()
+	fast := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db, skew: 10 * time.Minute})
+	b := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
+	token := login(fast) // its row is written with the fast clock's sync time
+	b.request(token, func(s *core.Session) { s.Put("k", "v") })
+	c.advance(2*time.Minute + time.Second) // the default SyncInterval, and a tick
+	b.store.WriterPass()
+	mc.Restart() // only the row is left
+	if got := b.value(token, "k"); got != "v" {
+		t.Fatalf("the row has %q, want the change made one SyncInterval ago", got)
+	}
+}
+
 // An app server that cannot read another's copy (sealed with a key it does
 // not hold yet, or a newer format) serves and writes the row instead and
 // never overwrites the copy; the copy's next sync merges both changes.

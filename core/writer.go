@@ -29,7 +29,7 @@ type writer struct {
 
 const (
 	writerBatch   = 2000            // sessions per GetMulti and Tier.Write
-	retryDelay    = 5 * time.Second // after a failed batch
+	retryDelay    = 5 * time.Second // after a failed batch, or SyncInterval if shorter
 	maxWriterTick = time.Minute     // longest wait between passes
 )
 
@@ -55,10 +55,15 @@ func newWriter(s *Store, limit int) *writer {
 	return w
 }
 
-// schedule makes the row of the session under memcached key mkey due by at; a nil writer does nothing.
+// schedule makes the row of the session under memcached key mkey due by at, and never later than
+// SyncInterval from now on this server's clock (a due time reckoned from another server's sync, or a retry,
+// waits no longer); a nil writer does nothing.
 func (w *writer) schedule(mkey string, at time.Time) {
 	if w == nil {
 		return
+	}
+	if limit := w.s.now().Add(w.s.syncInterval); at.After(limit) {
+		at = limit
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -170,8 +175,10 @@ func (w *writer) read(ctx context.Context, mkeys []string, now time.Time, all bo
 		if it == nil || s.open(it.Value, e.mkey, &e.Envelope, false) != nil || !e.Unsynced {
 			continue
 		}
-		if due := e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !e.SyncedAt.IsZero() {
-			w.schedule(k, due) // synced meanwhile by another app server
+		// Synced meanwhile by another app server: due again SyncInterval after that sync, unless its time is
+		// ahead of this server's clock (a fast clock's, not to be waited for).
+		if due := e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !e.SyncedAt.After(now) {
+			w.schedule(k, due)
 			continue
 		}
 		out = append(out, copyRead{e: e, lineage: e.Lineage})
