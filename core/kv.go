@@ -35,7 +35,8 @@ func NewKV(s *Store, codec uint8) *KV {
 type KVItem struct {
 	// Value is the stored value (empty, not nil, for an empty one), or nil for an entry of another codec.
 	Value []byte
-	// Lag is how far Value may lag the key's latest write: SyncInterval when read from the database, else 0.
+	// Lag is how far Value may lag the key's latest write: SyncInterval when read from the database behind
+	// memcached (write-behind), else 0.
 	Lag time.Duration
 
 	e entry
@@ -126,7 +127,7 @@ func (kv *KV) List(ctx context.Context, fn func(storageKey string, val []byte, l
 
 func (kv *KV) lag(source string) time.Duration {
 	if source == srcDatabase {
-		return kv.store.syncInterval
+		return kv.store.grace()
 	}
 	return 0
 }
