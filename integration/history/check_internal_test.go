@@ -248,6 +248,22 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(sec(idleTimeout)-0.2, "read", "T", "T", true, kv("u", "a"), nil)
 			s.op(sec(idleTimeout)+0.1, "read", "T", "", false, nil, nil)
 		}, []string{"I1"}},
+		{"scs session absent after a commit at the expiry of a fast clock", func(s *synthetic) {
+			// A reaper whose clock is 0.5 s fast deleted the row as the
+			// commit's read found it; the commit then found it gone.
+			c := s.op(0, "scs-new", "", "S", false, nil, kv("s", "a"))
+			c.ScsExpiry, c.Skew = s.at(sec(idleTimeout)), 500*time.Millisecond
+			w := s.op(sec(idleTimeout)-0.2, "scs-write", "S", "S", true, kv("s", "a"), kv("s", "b"))
+			w.ScsExpiry, w.Source = s.at(2*sec(idleTimeout)-0.2), ""
+			s.op(sec(idleTimeout)+1, "scs-read", "S", "", false, nil, nil)
+		}, nil},
+		{"scs session absent after a commit before the expiry, clocks agreeing", func(s *synthetic) {
+			c := s.op(0, "scs-new", "", "S", false, nil, kv("s", "a"))
+			c.ScsExpiry = s.at(sec(idleTimeout))
+			w := s.op(sec(idleTimeout)-0.2, "scs-write", "S", "S", true, kv("s", "a"), kv("s", "b"))
+			w.ScsExpiry, w.Source = s.at(2*sec(idleTimeout)-0.2), ""
+			s.op(sec(idleTimeout)+1, "scs-read", "S", "", false, nil, nil)
+		}, []string{"I1"}},
 		{"active session absent after a cache loss", func(s *synthetic) {
 			s.login(0, "T")
 			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
@@ -358,6 +374,27 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(3.5, "put", "T", "T", true, kv("u", "a"), kv("k", "c")).Server = 1
 			s.op(3.6, "read", "T", "T", true, kv("u", "a", "k", "b"), nil).Server = 1
 		}, nil},
+		{"change to a stale copy lost to the write around it, read after a renewal", func(s *synthetic) {
+			// As above, and the session renewed since: the copy's first use
+			// is among the old token's requests, not the new one's.
+			s.login(0, "T")
+			s.fault(0.5, 1.5, faultRec{Kind: "blackhole", Unavail: true, Servers: []int{0}})
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b")).Source = "database"
+			s.op(1.2, "read", "T", "T", true, kv("u", "a"), nil).Server = 1
+			s.fault(1.3, 3, db)
+			s.op(3.5, "put", "T", "T", true, kv("u", "a"), kv("k", "c")).Server = 1
+			s.op(3.6, "renew", "T", "R", true, kv("u", "a", "k", "b"), nil).Renew = true
+			s.op(3.7, "read", "R", "R", true, kv("u", "a", "k", "b"), nil).Server = 1
+		}, nil},
+		{"change to an up-to-date copy lost to an earlier write around it, read after a renewal", func(s *synthetic) {
+			s.login(0, "T")
+			s.fault(0.5, 1.5, faultRec{Kind: "blackhole", Unavail: true, Servers: []int{0}})
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b")).Source = "database"
+			s.op(1.2, "read", "T", "T", true, kv("u", "a"), nil).Server = 1
+			s.op(4, "put", "T", "T", true, kv("u", "a", "k", "b"), kv("k", "c")).Server = 1
+			s.op(4.1, "renew", "T", "R", true, kv("u", "a", "k", "c"), nil).Renew = true
+			s.op(4.2, "read", "R", "R", true, kv("u", "a", "k", "b"), nil).Server = 1
+		}, []string{"I4"}},
 		{"change to an up-to-date copy lost to an earlier write around it", func(s *synthetic) {
 			s.login(0, "T")
 			s.fault(0.5, 1.5, faultRec{Kind: "blackhole", Unavail: true, Servers: []int{0}})

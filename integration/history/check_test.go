@@ -641,9 +641,10 @@ func (m *model) judgeValues(op *opRec, ti *tokenInfo) {
 					if !src.ok() || !src.End.Before(w.Start) {
 						continue // concurrent with w, or newer, or of unknown fate
 					}
-					if (src.Durable || src.Source == "database") && m.staleAfter(ti, src.End, src, w) {
+					if (src.Durable || src.Source == "database") && m.staleAfter(t, src.End, src, w) {
 						// w changed a copy that missed src's write around it: the row took src
-						// directly, which counts as later than the copy's changes (I4).
+						// directly, which counts as later than the copy's changes (I4). That
+						// copy is w's token's (t), whatever token op read.
 						m.excused["I4 change to a stale copy, lost to a write around it"]++
 						continue
 					}
@@ -726,9 +727,9 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		if !o.ok() || !o.End.Before(op.Start) {
 			continue
 		}
-		if from != nil && !lin.scs && !o.Start.Add(m.maxSkew).Before(expires) {
+		if from != nil && !o.Start.Add(m.maxSkew).Before(expires) {
 			// o came when the fastest clock had the session expired: a reaper there may have deleted its
-			// row, and o found memcached's copy by a slower clock. Skew moves the timeout by the skew.
+			// row, and o found it by a slower clock. Skew moves the timeout by the skew.
 			m.excused["I1 activity at a skewed expiry"]++
 			return
 		}
@@ -736,7 +737,11 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		if !o.wrote() && o != ti.created {
 			active = active.Add(-touchInterval)
 		}
-		if e := active.Add(lin.idle); e.After(expires) {
+		e := active.Add(lin.idle)
+		if lin.scs {
+			e = o.ScsExpiry // zero when o committed nothing
+		}
+		if e.After(expires) {
 			expires = e
 		}
 		held := m.held(o, ti)
