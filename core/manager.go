@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
@@ -48,7 +46,7 @@ type CookieConfig struct {
 	Path   string // default "/"
 	Domain string // default none: host-only
 	// Insecure drops the Secure attribute so browsers send the cookie over plain HTTP: for local development
-	// without TLS only. When false, the first cookie set in answer to a plain-HTTP request logs a warning.
+	// without TLS only. When false, a cookie set in answer to a plain-HTTP request logs a warning (once a minute).
 	Insecure bool
 	SameSite http.SameSite // default http.SameSiteLaxMode
 	// SessionOnly gives sessions without Session.RememberMe browser-session cookies (no Expires),
@@ -61,11 +59,9 @@ const maxRetries = 16 // bounds Save's re-reads while other requests keep changi
 // Manager loads and saves sessions for HTTP requests, merging concurrent changes. Handler serves net/http;
 // framework adapters use Serve, or LoadFrom and SaveTo. A Manager is safe for concurrent use.
 type Manager struct {
-	store      *Store
-	cfg        Config
-	log        *slog.Logger
-	bearer     bool        // the token header is Authorization: Bearer
-	warnedHTTP atomic.Bool // the plain-HTTP Secure cookie warning was logged
+	store  *Store
+	cfg    Config
+	bearer bool // the token header is Authorization: Bearer
 }
 
 // New validates cfg, fills its defaults and returns a Manager.
@@ -100,7 +96,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("core: invalid token header name %q or %q", cfg.TokenHeader, cfg.TokenResponseHeader)
 	}
 	cfg.DurableKeys = slices.Clone(cfg.DurableKeys)
-	return &Manager{store: cfg.Store, cfg: cfg, log: cfg.Store.warn.logger, bearer: bearer}, nil
+	return &Manager{store: cfg.Store, cfg: cfg, bearer: bearer}, nil
 }
 
 // Store returns the Manager's Store (for Stats, List, metrics, scsstore).
@@ -195,7 +191,7 @@ func (m *Manager) renew(ctx context.Context, s *Session) error {
 	}
 	s.renew = false
 	if err := m.store.destroy(ctx, oldEntry); err != nil {
-		m.log.Warn("hybridsession: RenewToken could not destroy the old token", "error", err)
+		m.store.warn.log("renew", "hybridsession: RenewToken could not destroy the old token", err)
 	}
 	return nil
 }
@@ -208,7 +204,7 @@ func (m *Manager) touch(ctx context.Context, s *Session) {
 	}
 	err := m.store.update(ctx, s.entry, change{})
 	if err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, errDestroyed) {
-		m.log.Warn("hybridsession: could not refresh session activity", "error", err)
+		m.store.warn.log("touch", "hybridsession: could not refresh session activity", err)
 	}
 }
 

@@ -123,8 +123,8 @@ func isToken(s string) bool {
 // destroyed session it then adds Set-Cookie (expired once destroyed), "Vary: Cookie" and `Cache-Control:
 // no-cache="Set-Cookie"`, so shared caches never hand a cookie to another user; in header mode,
 // Config.TokenResponseHeader, "Vary: <TokenHeader>" and "Cache-Control: no-store". https says if the request
-// came over HTTPS: the first Secure cookie set on plain HTTP is logged, as browsers drop it outside
-// localhost. On error (Save's) it adds nothing. Adapters call it again when the handler returns: it adds
+// came over HTTPS: a Secure cookie set on plain HTTP is logged (once a minute), as browsers drop it
+// outside localhost. On error (Save's) it adds nothing. Adapters call it again when the handler returns: it adds
 // nothing (addHeader may be nil), and logs and returns an error wrapping ErrChangedAfterCommit for a change
 // made since, which is lost.
 func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
@@ -135,7 +135,7 @@ func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader 
 			return nil
 		}
 		err := fmt.Errorf("%w (change the session before writing the response)", ErrChangedAfterCommit)
-		m.log.Warn("hybridsession: session changed after the response was committed; the change is lost", "error", err)
+		m.store.warn.log("commit", "hybridsession: session changed after the response was committed; the change is lost", err)
 		return err
 	}
 	if err := m.saveLocked(ctx, s); err != nil {
@@ -150,10 +150,10 @@ func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader 
 		addHeader("Cache-Control", "no-store")
 	default:
 		c := m.cookie(s)
-		if c.Secure && c.Value != "" && !https && !m.warnedHTTP.Swap(true) {
-			m.log.Warn("hybridsession: a Secure session cookie was set on a plain-HTTP request; " +
-				"browsers drop it outside localhost and every request starts a new session. " +
-				"Serve HTTPS (behind a proxy: X-Forwarded-Proto: https), or set Cookie.Insecure for local development")
+		if c.Secure && c.Value != "" && !https {
+			m.store.warn.log("http", "hybridsession: a Secure session cookie was set on a plain-HTTP request; "+
+				"browsers drop it outside localhost and every request starts a new session. "+
+				"Serve HTTPS (behind a proxy: X-Forwarded-Proto: https), or set Cookie.Insecure for local development", nil)
 		}
 		addHeader("Set-Cookie", c.String()) // never "": New checked the name
 		addHeader("Vary", "Cookie")

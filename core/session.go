@@ -95,8 +95,8 @@ func (s *Session) set(f func()) {
 	s.saved = false
 }
 
-// valuesLocked returns the decoded values. A payload that cannot be decoded is logged and counted, and the
-// session continues with none; the next change overwrites it. s.mu is held.
+// valuesLocked returns the decoded values. A payload that cannot be decoded is counted and logged (once a
+// minute), and the session continues with none; the next change overwrites it. s.mu is held.
 func (s *Session) valuesLocked() map[string]any {
 	if s.decoded {
 		return s.values
@@ -106,7 +106,7 @@ func (s *Session) valuesLocked() map[string]any {
 	if s.entry != nil {
 		if s.values, err = s.m.store.decode(s.entry.Codec, s.entry.Payload); err != nil {
 			s.m.store.stats.corrupt.Add(1)
-			s.m.log.Warn("hybridsession: session values cannot be decoded; continuing with none", "error", err)
+			s.m.store.warn.log("decode", "hybridsession: session values cannot be decoded; continuing with none", err)
 		}
 	}
 	if s.values == nil {

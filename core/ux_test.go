@@ -260,7 +260,7 @@ func TestStatusCodeTooLarge(t *testing.T) {
 	}
 }
 
-func TestPlainHTTPSecureCookieWarnsOnce(t *testing.T) {
+func TestPlainHTTPSecureCookieWarnsOnceAMinute(t *testing.T) {
 	var logs bytes.Buffer
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	st, err := core.NewStore(core.StoreConfig{
@@ -292,6 +292,58 @@ func TestPlainHTTPSecureCookieWarnsOnce(t *testing.T) {
 	req("http://localhost/", "")
 	if n := strings.Count(logs.String(), "plain-HTTP"); n != 1 {
 		t.Fatalf("%d warnings, want exactly 1:\n%s", n, logs.String())
+	}
+}
+
+// failingDecode is msgpack whose Decode fails: a codec that can no longer
+// read what it wrote (a library upgrade gone wrong).
+type failingDecode struct{ core.Codec }
+
+func (failingDecode) ID() uint8 { return 64 }
+func (failingDecode) Decode([]byte) (map[string]any, error) {
+	return nil, errors.New("cannot decode")
+}
+
+// A stored payload its codec cannot decode is counted on every request and
+// logged once a minute, not once per request.
+func TestUndecodablePayloadLoggedOnceAMinute(t *testing.T) {
+	var logs bytes.Buffer
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	st, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
+		Seal:      core.SealConfig{Keys: [][]byte{core.NewSealKey()}},
+		Codec:     failingDecode{core.Msgpack},
+		Logger:    slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(context.Background()) })
+	m, err := core.New(core.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, _ := m.Load(ctx, "")
+	s.Put("k", "v")
+	if err := m.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	const requests = 50
+	for range requests {
+		s, err := m.Load(ctx, s.Token())
+		if err != nil || s.IsNew() {
+			t.Fatalf("load: %v (new: %v)", err, s.IsNew())
+		}
+		if v := s.Get("k"); v != nil {
+			t.Fatalf("an undecodable payload gave %v", v)
+		}
+	}
+	if n := strings.Count(logs.String(), "cannot be decoded"); n != 1 {
+		t.Errorf("%d warnings for %d requests, want 1:\n%s", n, requests, logs.String())
+	}
+	if got := st.Stats().Corrupt; got != requests {
+		t.Errorf("Stats.Corrupt = %d, want %d", got, requests)
 	}
 }
 
