@@ -57,19 +57,11 @@ func (s *Session) SetDeviceInfo(info map[string]string) {
 	s.MarkDurable()
 }
 
-// deviceInfo reads SetDeviceInfo's pairs from decoded values as []string (gob, this request) or []any of
-// strings (JSON, msgpack); anything else, or a decoding error, yields nil.
+// deviceInfo reads SetDeviceInfo's pairs from decoded values, as any codec returns a []string; anything else,
+// or a decoding error, yields nil.
 func deviceInfo(values map[string]any, err error) map[string]string {
-	pairs, _ := values[deviceKey].([]string)
-	if l, ok := values[deviceKey].([]any); ok {
-		pairs = make([]string, len(l))
-		for i, x := range l {
-			if pairs[i], ok = x.(string); !ok {
-				return nil
-			}
-		}
-	}
-	if len(pairs) < 2 || err != nil {
+	pairs, ok := convert[[]string](values[deviceKey], false)
+	if !ok || len(pairs) < 2 || err != nil {
 		return nil
 	}
 	info := make(map[string]string, len(pairs)/2)

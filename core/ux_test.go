@@ -273,6 +273,9 @@ func TestPlainHTTPSecureCookieWarnsOnceAMinute(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close(context.Background()) })
 	m, err := core.New(core.Config{Store: st}) // a Secure cookie
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		core.FromContext(r.Context()).Put("k", "v")
 	}))
@@ -348,7 +351,13 @@ func TestUndecodablePayloadLoggedOnceAMinute(t *testing.T) {
 }
 
 func TestDevicesListRevokeAndLogOutOthers(t *testing.T) {
-	m, clock := uxManager(t, nil)
+	for _, codec := range []core.Codec{core.Msgpack, core.JSON, core.Gob} {
+		t.Run(fmt.Sprintf("codec%d", codec.ID()), func(t *testing.T) { testDevices(t, codec) })
+	}
+}
+
+func testDevices(t *testing.T, codec core.Codec) {
+	m, clock := uxManager(t, nil, codec)
 	ctx := context.Background()
 	login := func(subject, ua string) *core.Session {
 		s, _ := m.Load(ctx, "")
