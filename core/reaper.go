@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,12 +48,7 @@ func (s *Store) NewReaper(cfg ReaperConfig) (*Reaper, error) {
 	if s.durable == nil {
 		return nil, errors.New("core: NewReaper: the Store has no durable tier")
 	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = time.Minute
-	}
-	if cfg.Batch <= 0 {
-		cfg.Batch = 500
-	}
+	cfg.Interval, cfg.Batch = cmp.Or(max(cfg.Interval, 0), time.Minute), cmp.Or(max(cfg.Batch, 0), 500)
 	return &Reaper{store: s, cfg: cfg}, nil
 }
 

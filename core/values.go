@@ -43,14 +43,12 @@ func convert[T any](v any, isJSON bool) (T, bool) {
 			return zero, true
 		}
 	}
-	var t T
-	if dst := reflect.ValueOf(&t).Elem(); isNumber(reflect.ValueOf(v).Kind()) && isNumber(dst.Kind()) {
-		return t, convertNumber(v, dst) // never re-encoded: msgpack would wrap what does not fit
-	}
 	marshal, unmarshal := msgpack.Marshal, msgpack.Unmarshal
-	if isJSON {
+	if isJSON || isNumber(reflect.ValueOf(v).Kind()) && isNumber(reflect.TypeFor[T]().Kind()) {
+		// encoding/json refuses a number that does not fit (300 as uint8, 1.5 as int); msgpack would wrap it.
 		marshal, unmarshal = json.Marshal, json.Unmarshal
 	}
+	var t T
 	if b, err := marshal(v); err != nil || unmarshal(b, &t) != nil {
 		return zero, false
 	}
@@ -69,32 +67,6 @@ func exactInt(v reflect.Value) (int64, bool) {
 		return int64(f), f == math.Trunc(f) && f >= -(1<<63) && f < 1<<63
 	}
 	return 0, false
-}
-
-// convertNumber sets dst to the number v when v fits in dst exactly (into a float: within its range), and
-// reports whether it did.
-func convertNumber(v any, dst reflect.Value) bool {
-	src := reflect.ValueOf(v)
-	switch {
-	case dst.CanFloat():
-		f := src.Convert(reflect.TypeFor[float64]()).Float()
-		if dst.OverflowFloat(f) {
-			return false
-		}
-		dst.SetFloat(f)
-	case src.CanUint() && dst.CanUint():
-		if dst.OverflowUint(src.Uint()) {
-			return false
-		}
-		dst.SetUint(src.Uint())
-	default:
-		i, ok := exactInt(src)
-		if !ok || dst.CanInt() && dst.OverflowInt(i) || dst.CanUint() && (i < 0 || dst.OverflowUint(uint64(i))) {
-			return false
-		}
-		dst.Set(reflect.ValueOf(i).Convert(dst.Type()))
-	}
-	return true
 }
 
 func isNumber(k reflect.Kind) bool {

@@ -99,7 +99,9 @@ func failures(c *Cache) int32 { return c.ring.Load().servers[0].failures.Load() 
 
 func TestProtocolAnswers(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	c := newCache(t, testConfig(mc.Addr))
+	cfg := testConfig(mc.Addr)
+	cfg.Timeout = 2 * time.Second // a 2 MiB write on a loaded machine: only protocol answers are tested here
+	c := newCache(t, cfg)
 	ctx := context.Background()
 
 	if it, err := c.Get(ctx, "k"); it != nil || err != nil {
