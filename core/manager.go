@@ -35,7 +35,8 @@ type Config struct {
 	// with Access-Control-Expose-Headers. Default: TokenHeader, or "Session-Token" for Authorization.
 	TokenResponseHeader string
 	// ErrorHandler answers, in Manager.Handler, a request whose session could not be loaded or saved.
-	// Default: StatusCode(err) with its status text; err is never shown to the client.
+	// Default: StatusCode(err) with its status text; err is never shown to the client (the Manager logs it,
+	// once a minute per kind, through StoreConfig.Logger).
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 }
 
@@ -124,7 +125,7 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 // Delete and Clear, so requests changing different keys keep each other's changes. It returns ErrTooLarge
 // or ErrEncode (wrapped; nothing written), ErrConflict after 16 lost races, or wraps ErrUnavailable.
 func (m *Manager) Save(ctx context.Context, s *Session) error {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	return m.saveLocked(ctx, s)
 }

@@ -26,7 +26,7 @@ func (c *sessionCtx) Value(key any) any {
 }
 
 // FromContext returns the session the innermost middleware stored in ctx, nil when none (Manager.FromContext
-// picks a Manager's). ctx is the request's: r.Context(), c.Request.Context() in gin (a *gin.Context forwards
+// picks a Manager's); a method called on that nil panics with a message naming the missing middleware. ctx is the request's: r.Context(), c.Request.Context() in gin (a *gin.Context forwards
 // only with Engine.ContextWithFallback), c.Request().Context() in echo; adapters' Get take their own.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(ctxKey{}).(*Session)
@@ -79,7 +79,8 @@ func (m *Manager) serve(w http.ResponseWriter, r *http.Request, next http.Handle
 
 // LoadFrom is Load of the token in the cookie or Config.TokenHeader, for adapters; header returns a request
 // header like r.Header.Get, copied if the framework reuses buffers (fasthttp): the Session keeps the token.
-// It returns the session and a copy of ctx carrying it (FromContext). Errors are Load's.
+// It returns the session and a copy of ctx carrying it (FromContext). Errors are Load's, and logged (once a
+// minute per Store) for the error handlers.
 func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string) (*Session, context.Context, error) {
 	var token string
 	if m.cfg.TokenHeader == "" {
@@ -93,6 +94,7 @@ func (m *Manager) LoadFrom(ctx context.Context, header func(name string) string)
 	}
 	s, err := m.Load(ctx, token)
 	if err != nil {
+		m.store.warn.log("load", "hybridsession: session could not be loaded", err)
 		return nil, ctx, err
 	}
 	return s, &sessionCtx{Context: ctx, s: s}, nil
@@ -124,11 +126,11 @@ func isToken(s string) bool {
 // no-cache="Set-Cookie"`, so shared caches never hand a cookie to another user; in header mode,
 // Config.TokenResponseHeader, "Vary: <TokenHeader>" and "Cache-Control: no-store". https says if the request
 // came over HTTPS: a Secure cookie set on plain HTTP is logged (once a minute), as browsers drop it
-// outside localhost. On error (Save's) it adds nothing. Adapters call it again when the handler returns: it adds
+// outside localhost. On error (Save's, logged once a minute per Store) it adds nothing. Adapters call it again when the handler returns: it adds
 // nothing (addHeader may be nil), and logs and returns an error wrapping ErrChangedAfterCommit for a change
 // made since, which is lost.
 func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	if s.sent {
 		if s.saved {
@@ -139,6 +141,7 @@ func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader 
 		return err
 	}
 	if err := m.saveLocked(ctx, s); err != nil {
+		m.store.warn.log("save", "hybridsession: session could not be saved", err)
 		return err
 	}
 	s.sent = true

@@ -80,16 +80,25 @@ func (c expiryChange) apply(e *entry) (cookieChanged bool) {
 	return cookieChanged
 }
 
+// lock locks s.mu. A nil s, which FromContext returns where no session middleware ran, panics naming the fix.
+func (s *Session) lock() {
+	if s == nil {
+		panic("core: nil *Session: no session middleware ran for this request; wrap the handler with " +
+			"Manager.Handler or mount the adapter's middleware on this route")
+	}
+	s.mu.Lock()
+}
+
 // locked returns f's result, computed with s.mu held.
 func locked[T any](s *Session, f func() T) T {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	return f()
 }
 
 // set runs f with s.mu held and marks the session as not saved.
 func (s *Session) set(f func()) {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	f()
 	s.saved = false
@@ -132,7 +141,7 @@ func (s *Session) IsNew() bool { return locked(s, func() bool { return s.entry =
 // Source reports where this request found the session: "memcached", "database" (memcached had lost it,
 // or could not be asked), or "" for a new session, and after Save for one that was created.
 func (s *Session) Source() string {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	if s.entry == nil {
 		return ""
@@ -154,7 +163,7 @@ func (s *Session) Put(key string, value any) { s.set(func() { s.record(op{opPut,
 
 // Pop returns the value under key and deletes it, nil when absent (which is not a change).
 func (s *Session) Pop(key string) any {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	v, ok := s.valuesLocked()[key]
 	if ok {
@@ -175,7 +184,7 @@ func (s *Session) MarkDurable() { s.set(func() { s.durable = true }) }
 
 // Subject returns the user id set with SetSubject, "" when none.
 func (s *Session) Subject() string {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	if s.subjectSet || s.entry == nil {
 		return s.subject // "" unless set (dropDestroyed clears it)
@@ -194,7 +203,7 @@ func (s *Session) SetSubject(subject string) {
 // deletes the old token from both tiers. Call it when the privilege level changes (login, logout), so a
 // token planted or seen before cannot ride the new privileges (OWASP session fixation).
 func (s *Session) RenewToken() {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	if s.entry != nil {
 		s.renew, s.saved = true, false
@@ -205,7 +214,7 @@ func (s *Session) RenewToken() {
 // the response expires the cookie, unless values put next start a new session under a new token. The
 // error wraps ErrUnavailable when neither tier took the tombstone, and the session lives on.
 func (s *Session) Destroy(ctx context.Context) error {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	if s.entry != nil {
 		if err := s.m.store.destroy(ctx, s.entry); err != nil {
@@ -257,7 +266,7 @@ func (s *Session) deadlineLocked() time.Time {
 // new session) plus its idle timeout, capped at Deadline. Reads record activity once per TouchInterval, so
 // it may lie that much before now + the idle timeout; after a write it is exact.
 func (s *Session) IdleExpiry() time.Time {
-	s.mu.Lock()
+	s.lock()
 	defer s.mu.Unlock()
 	e := envelope.Envelope{ActiveAt: s.m.store.now(), IdleTimeout: s.m.cfg.IdleTimeout, Deadline: s.deadlineLocked()}
 	switch {

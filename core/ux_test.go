@@ -350,6 +350,64 @@ func TestUndecodablePayloadLoggedOnceAMinute(t *testing.T) {
 	}
 }
 
+// A handler run without the session middleware gets a panic that names
+// the fix, not a bare nil-pointer dereference.
+func TestNilSessionPanicNamesTheMiddleware(t *testing.T) {
+	s := core.FromContext(context.Background())
+	defer func() {
+		if msg := fmt.Sprint(recover()); !strings.Contains(msg, "Manager.Handler") {
+			t.Fatalf("panic %q does not name the middleware", msg)
+		}
+	}()
+	s.Put("k", "v")
+}
+
+// The default error handling answers with a status only, and the cause
+// reaches the Store's logger, once a minute per kind.
+func TestRequestFailuresAreLogged(t *testing.T) {
+	var logs bytes.Buffer
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	st, err := core.NewStore(core.StoreConfig{
+		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
+		Seal:      core.SealConfig{Keys: [][]byte{core.NewSealKey()}},
+		Logger:    slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(context.Background()) })
+	m, err := core.New(core.Config{Store: st, Cookie: core.CookieConfig{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		core.FromContext(r.Context()).Put("big", strings.Repeat("x", 2<<20))
+	}))
+	for range 5 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		if rec.Code != http.StatusRequestEntityTooLarge || strings.Contains(rec.Body.String(), "bytes") {
+			t.Fatalf("status %d, body %q: want 413 with no detail", rec.Code, rec.Body.String())
+		}
+	}
+	if n := strings.Count(logs.String(), "could not be saved"); n != 1 || !strings.Contains(logs.String(), "too large") {
+		t.Fatalf("%d save warnings for 5 failed requests, want 1 naming the cause:\n%s", n, logs.String())
+	}
+	mc.Stop() // loads fail from now on
+	for range 5 {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.AddCookie(&http.Cookie{Name: "session", Value: core.NewToken()})
+		h.ServeHTTP(rec, r)
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Fatalf("status %d with memcached down, want 503", rec.Code)
+		}
+	}
+	if n := strings.Count(logs.String(), "could not be loaded"); n != 1 {
+		t.Fatalf("%d load warnings for 5 failed requests, want 1:\n%s", n, logs.String())
+	}
+}
+
 func TestDevicesListRevokeAndLogOutOthers(t *testing.T) {
 	for _, codec := range []core.Codec{core.Msgpack, core.JSON, core.Gob} {
 		t.Run(fmt.Sprintf("codec%d", codec.ID()), func(t *testing.T) { testDevices(t, codec) })

@@ -16,7 +16,7 @@ import (
 // codec (under gob, register it). Strings are never parsed as numbers. An absent key, or a value that does not
 // convert, gives T's zero value and false.
 func Value[T any](s *Session, key string) (T, bool) {
-	s.mu.Lock()
+	s.lock()
 	v := s.valuesLocked()[key]
 	isJSON := s.entry != nil && s.entry.Codec == JSON.ID() ||
 		s.entry == nil && s.m != nil && s.m.store.codec.ID() == JSON.ID()
