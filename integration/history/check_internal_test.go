@@ -162,7 +162,7 @@ func TestCheckerJudges(t *testing.T) {
 			s.login(0, "T")
 			s.fault(0.5, 2, db)
 			s.destroy(1, "T")
-			land := 2 + sec(dbSettle+retryDelay+writerTick(syncInterval)+dbTimeout+slackLag)
+			land := 2 + sec(dbSettle+min(retryDelay, syncInterval)+writerTick(syncInterval)+dbTimeout+slackLag)
 			s.fault(land+0.1, land+0.1, flush)
 			s.op(land+0.2, "replay", "T", "T", true, kv("u", "a"), nil)
 		}, []string{"I2"}},

@@ -104,6 +104,7 @@ type model struct {
 	excused, judged map[string]int
 
 	maxSync, maxTick time.Duration // over every configuration the history ran
+	retry            time.Duration // the writer's wait after a failed batch: retryDelay, or maxSync if shorter
 	minSkew, maxSkew time.Duration // over every app server
 	spread           time.Duration // maxSkew - minSkew
 	staleWindow      time.Duration // how long a copy left stale may be served after its first use
@@ -128,7 +129,7 @@ func newModel(h *history) *model {
 		}
 		first = false
 	}
-	m.maxTick = writerTick(m.maxSync)
+	m.maxTick, m.retry = writerTick(m.maxSync), min(retryDelay, m.maxSync)
 	m.spread = m.maxSkew - m.minSkew
 	m.staleWindow = m.maxSync + touchInterval + m.maxTick + m.spread + slackTight
 	m.build()
@@ -359,7 +360,7 @@ func (m *model) held(o *opRec, ti *tokenInfo) time.Time {
 	for range 8 {
 		moved := false
 		if end := m.dbWindow(o.Start, t); !end.IsZero() {
-			if nt := minTime(end.Add(retryDelay+m.maxTick+dbTimeout+slackLag), m.rescue(ti, end)); nt.After(t) {
+			if nt := minTime(end.Add(m.retry+m.maxTick+dbTimeout+slackLag), m.rescue(ti, end)); nt.After(t) {
 				t, moved = nt, true
 			}
 		}
@@ -482,7 +483,7 @@ func (m *model) logoutLostWithDatabaseDown(d, r *opRec) bool {
 	if end.IsZero() {
 		return false
 	}
-	landed := end.Add(retryDelay + m.maxTick + dbTimeout + slackLag)
+	landed := end.Add(m.retry + m.maxTick + dbTimeout + slackLag)
 	if !m.queueLost(d.Server, d.Start, landed).IsZero() {
 		landed = never
 	}
@@ -524,7 +525,7 @@ func (m *model) staleAfter(ti *tokenInfo, at time.Time, w, r *opRec) bool {
 			continue
 		}
 		if end := m.dbWindow(from, until); !end.IsZero() {
-			until = maxTime(until, end.Add(retryDelay+m.maxTick+dbTimeout+m.staleWindow))
+			until = maxTime(until, end.Add(m.retry+m.maxTick+dbTimeout+m.staleWindow))
 		}
 		if r.Start.Before(until) {
 			return true

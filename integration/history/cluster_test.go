@@ -55,7 +55,8 @@ const (
 	breakerCool = 200 * time.Millisecond
 	dbTimeout   = time.Second // StoreConfig.DBTimeout
 	// retryDelay is how long the background writer waits after a failed
-	// batch before it tries again (core's retryDelay).
+	// batch before it tries again (core's retryDelay), or SyncInterval if
+	// shorter.
 	retryDelay = 5 * time.Second
 	// memcachedTick: memcached's clock counts whole seconds, so an item
 	// may vanish up to a second before its TTL.

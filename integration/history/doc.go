@@ -57,8 +57,9 @@
 // absolute deadlines pass within a history; remembered sessions idle out
 // after 12s and end at 20s, beyond every history and partition. What does
 // not scale stays real: memcached's one-second clock, MemcachedConfig's
-// 150ms timeout and 200ms breaker cooldown, a DBTimeout of 1s, the
-// writer's retry delay of 5s after a failed batch.
+// 150ms timeout and 200ms breaker cooldown, a DBTimeout of 1s. The
+// writer's retry after a failed batch (5s, or SyncInterval if shorter)
+// scales with SyncInterval.
 //
 // # The judgements
 //
