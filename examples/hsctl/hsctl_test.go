@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 	"github.com/hybridsession/hybridsession/memcachedtest"
@@ -124,6 +126,102 @@ func TestStats(t *testing.T) {
 	defer empty.Close()
 	if err := dispatch(ctx, []string{"stats", "-url", empty.URL}, &bad, &bad); err == nil || !strings.Contains(err.Error(), "no hybridsession metrics") {
 		t.Errorf("stats of an endpoint without our metrics: %v", err)
+	}
+}
+
+func TestPassDuration(t *testing.T) {
+	for _, tc := range []struct {
+		seconds float64
+		want    time.Duration
+		ok      bool
+	}{
+		{0, 0, true},
+		{0.031, 31 * time.Millisecond, true},
+		{3600, time.Hour, true},
+		{-1, 0, false},
+		{math.NaN(), 0, false},
+		{math.Inf(1), 0, false},
+		{time.Duration(math.MaxInt64).Seconds(), 0, false}, // a duration measured from a zero time
+		{1e10, 0, false},
+	} {
+		if got, ok := passDuration(tc.seconds); ok != tc.ok || got.Round(time.Millisecond) != tc.want {
+			t.Errorf("passDuration(%g) = %v, %v; want %v, %v", tc.seconds, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// heldReaps is a durable tier whose Reap calls each wait until the test
+// closes the channel they send on entered, then claim no row.
+type heldReaps struct {
+	durable.Tier
+	entered chan chan struct{}
+}
+
+func (h *heldReaps) Reap(context.Context, time.Time, int, durable.Judge) (int, error) {
+	release := make(chan struct{})
+	h.entered <- release
+	<-release
+	return 0, nil
+}
+
+// TestStatsReaperPassOfLostStart: two reapers share a metrics.Durable and
+// their passes overlap, the second starting before the first ends; the
+// first's end clears the pass's start time, so the second's duration is
+// measured from a zero time and saturates. hsctl stats once printed it as
+// "0 rows in -2562047h47m16s"; it prints no negative duration.
+func TestStatsReaperPassOfLostStart(t *testing.T) {
+	tier := &heldReaps{Tier: durabletest.NewMemory(), entered: make(chan chan struct{})}
+	observed := metrics.NewDurable(tier, nil)
+	judge := func(context.Context, []durable.Record) ([]durable.Verdict, error) { return nil, nil }
+	now := time.Now()
+	done := make(chan error, 2)
+	var release [2]chan struct{}
+	for i := range release {
+		go func() {
+			_, err := observed.Reap(context.Background(), now.Add(time.Duration(i)*time.Second), 10, judge)
+			done <- err
+		}()
+		release[i] = <-tier.entered
+	}
+	for _, r := range release {
+		close(r)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("LastReapPass: %+v", observed.LastReapPass())
+
+	store, err := core.NewStore(core.StoreConfig{
+		Durable: observed, Seal: core.SealConfig{Keys: [][]byte{core.NewSealKey()}}, Reaper: core.ReaperConfig{Interval: -1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close(context.Background())
+	c, err := metrics.NewCollector(metrics.Config{Store: store, Reaper: observed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	var buf bytes.Buffer
+	if err := dispatch(context.Background(), []string{"stats", "-url", srv.URL}, &buf, &buf); err != nil {
+		t.Fatalf("stats: %v (%s)", err, buf.String())
+	}
+	out := buf.String()
+	var line string
+	for l := range strings.Lines(out) {
+		if strings.HasPrefix(l, "reaper: ") {
+			line = l
+		}
+	}
+	if !strings.HasPrefix(line, "reaper: last pass ended ") || !strings.Contains(line, " 0 rows") || strings.Contains(line, " in -") {
+		t.Errorf("reaper line %q, want its 0 rows and no negative duration", line)
+	}
+	if d := observed.LastReapPass().Duration; d == time.Duration(math.MaxInt64) && !strings.Contains(line, "duration unknown") {
+		t.Errorf("reaper line %q, want the saturated duration shown as unknown", line)
 	}
 }
 

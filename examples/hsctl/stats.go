@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -193,10 +194,27 @@ func printStats(w io.Writer, mfs map[string]*dto.MetricFamily, now time.Time) {
 		dur := samples(mfs, "hybridsession_reaper_last_pass_duration_seconds")
 		line := fmt.Sprintf("reaper: last pass ended %s ago", now.Sub(at).Round(time.Second))
 		if len(rows) > 0 && len(dur) > 0 {
-			line += fmt.Sprintf(", %.0f rows in %s", rows[0].value, time.Duration(dur[0].value*1e9).Round(time.Millisecond))
+			line += fmt.Sprintf(", %.0f rows", rows[0].value)
+			if d, ok := passDuration(dur[0].value); ok {
+				line += " in " + d.Round(time.Millisecond).String()
+			} else {
+				line += fmt.Sprintf(" (duration unknown: the endpoint reported %gs)", dur[0].value)
+			}
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// passDuration converts a pass's reported duration in seconds, false when
+// it is no duration a pass can have taken: negative, not a number, or
+// beyond a time.Duration — as the largest one is, which is what a
+// duration measured from a zero start time saturates to.
+func passDuration(seconds float64) (time.Duration, bool) {
+	ns := seconds * float64(time.Second)
+	if !(ns >= 0 && ns < math.MaxInt64) { // float64(math.MaxInt64) is 2⁶³: ns converts without overflow
+		return 0, false
+	}
+	return time.Duration(ns), true
 }
 
 func percent(hits, misses float64) string {
