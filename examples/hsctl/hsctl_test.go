@@ -3,10 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"math"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -21,16 +22,98 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-func TestDispatch(t *testing.T) {
+// hsctl runs the command line args as main does and returns its exit
+// status and output.
+func hsctl(t *testing.T, args ...string) (status int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := dispatch(context.Background(), nil, &out, &errOut); !errors.Is(err, errUsage) || !strings.Contains(errOut.String(), "hsctl reap") {
-		t.Errorf("no command: %v, %q; want the usage", err, errOut.String())
+	status = execute(context.Background(), args, &out, &errOut)
+	return status, out.String(), errOut.String()
+}
+
+// TestHelp: help asked for, in every form, is usage on stdout and exit
+// status 0.
+func TestHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"hsctl reap", "hsctl migrate", "hsctl stats", "hsctl version", "exit status:"}},
+		{[]string{"-h"}, []string{"hsctl reap", "exit status:"}},
+		{[]string{"-help"}, []string{"hsctl reap", "exit status:"}},
+		{[]string{"help"}, []string{"hsctl reap", "hsctl help", "exit status:"}},
+		{[]string{"help", "help"}, []string{"hsctl reap"}},
+		{[]string{"help", "reap"}, []string{"usage: hsctl reap", "-dsn", "-memcached", "-once", setup.EnvSealKeys, "exit status:"}},
+		{[]string{"help", "migrate"}, []string{"usage: hsctl migrate", "-dsn", "-table", "exit status:"}},
+		{[]string{"help", "stats"}, []string{"usage: hsctl stats", "-url", "-watch", "exit status:"}},
+		{[]string{"reap", "-h"}, []string{"usage: hsctl reap", "-interval"}},
+		{[]string{"migrate", "--help"}, []string{"usage: hsctl migrate", "-table"}},
+		{[]string{"-h", "stats"}, []string{"usage: hsctl stats"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			status, out, errOut := hsctl(t, tc.args...)
+			if status != exitOK || errOut != "" {
+				t.Errorf("status %d, stderr %q; want 0 and nothing", status, errOut)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+		})
 	}
-	if err := dispatch(context.Background(), []string{"frobnicate"}, &out, &errOut); !errors.Is(err, errUsage) {
-		t.Errorf("unknown command: %v, want errUsage", err)
+}
+
+// TestUsageErrors: a command line hsctl does not understand is explained
+// on stderr, with exit status 2, and nothing on stdout.
+func TestUsageErrors(t *testing.T) {
+	dsn := filepath.Join(t.TempDir(), "sessions.db")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "hsctl reap"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"help", "frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"help", "reap", "migrate"}, "help takes one command"},
+		{[]string{"version", "-v"}, "version takes no arguments"},
+		{[]string{"reap", "-nosuch"}, "flag provided but not defined: -nosuch"},
+		{[]string{"stats", "extra"}, `unexpected argument "extra"`},
+		{[]string{"reap", "-dsn", dsn, "-interval", "0"}, "-interval and -batch must be positive"},
+		{[]string{"reap", "-dsn", dsn, "-batch", "-1"}, "-interval and -batch must be positive"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			status, out, errOut := hsctl(t, tc.args...)
+			if status != exitUsage || out != "" || !strings.Contains(errOut, tc.want) {
+				t.Errorf("status %d, stdout %q, stderr:\n%s\nwant 2, nothing, and %q", status, out, errOut, tc.want)
+			}
+		})
 	}
-	if err := dispatch(context.Background(), []string{"reap", "-interval", "0"}, &out, &errOut); err == nil {
-		t.Error("reap -interval 0: no error")
+}
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "-version", "--version"} {
+		status, out, errOut := hsctl(t, arg)
+		if want := version() + "\n"; status != exitOK || out != want || errOut != "" {
+			t.Errorf("%s: %d, %q, %q; want 0, %q", arg, status, out, errOut, want)
+		}
+	}
+	_, out, _ := hsctl(t, "version")
+	if !strings.Contains(out, runtime.Version()) {
+		t.Errorf("version %q does not name %s", out, runtime.Version())
+	}
+	for _, tc := range []struct {
+		bi   *debug.BuildInfo
+		ok   bool
+		want string
+	}{
+		{nil, false, "hsctl (devel), built with " + runtime.Version()},
+		{&debug.BuildInfo{}, true, "hsctl (devel), built with " + runtime.Version()},
+		{&debug.BuildInfo{GoVersion: "go1.99.1", Main: debug.Module{Version: "v1.2.3"}}, true, "hsctl v1.2.3, built with go1.99.1"},
+	} {
+		if got := versionLine(tc.bi, tc.ok); got != tc.want {
+			t.Errorf("versionLine(%+v, %v) = %q, want %q", tc.bi, tc.ok, got, tc.want)
+		}
 	}
 }
 

@@ -10,32 +10,31 @@ import (
 	"github.com/hybridsession/hybridsession/gormstore"
 )
 
-// migrateCmd is "hsctl migrate": it creates the sessions table and its
-// indexes, or adds what is missing (gormstore.New's migration), and says
-// how many rows the table holds.
-func migrateCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("hsctl migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+const migrateAbout = `Creates the sessions table and its indexes, or adds what is missing
+(gormstore.New's migration), and prints how many rows the table holds.
+`
+
+// migrateFlags defines "hsctl migrate"'s flags and returns the command.
+func migrateFlags(fs *flag.FlagSet) runFunc {
 	opts := setup.Options{Name: "hsctl"}
 	opts.AddFlags(fs, "")
 	table := fs.String("table", gormstore.DefaultTableName, "the sessions table")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(_ context.Context, stdout, _ io.Writer) error {
+		db, err := setup.OpenDSN(opts.DSN)
+		if err != nil {
+			return err
+		}
+		if sqlDB, err := db.DB(); err == nil {
+			defer sqlDB.Close()
+		}
+		if _, err := gormstore.New(db, gormstore.Config{TableName: *table}); err != nil {
+			return fmt.Errorf("migrating %s: %w", *table, err)
+		}
+		var rows int64
+		if err := db.Table(*table).Count(&rows).Error; err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "table %s ready on %s: %d rows\n", *table, db.Dialector.Name(), rows)
+		return nil
 	}
-	db, err := setup.OpenDSN(opts.DSN)
-	if err != nil {
-		return err
-	}
-	if sqlDB, err := db.DB(); err == nil {
-		defer sqlDB.Close()
-	}
-	if _, err := gormstore.New(db, gormstore.Config{TableName: *table}); err != nil {
-		return fmt.Errorf("migrating %s: %w", *table, err)
-	}
-	var rows int64
-	if err := db.Table(*table).Count(&rows).Error; err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "table %s ready on %s: %d rows\n", *table, db.Dialector.Name(), rows)
-	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,10 +17,19 @@ import (
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 )
 
-// reapCmd is "hsctl reap".
-func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("hsctl reap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+const reapAbout = `Runs the reaper: deletes the database rows of dead sessions and of
+tombstones past their deadline (after appending each dead session to
+-archive FILE, when given) and rewrites the expired rows of sessions still
+alive in memcached with memcached's copy. A pass every -interval until
+interrupted, or one pass with -once (for cron: exit status 1 if it failed).
+Each pass prints a summary line; a long one reports its progress on stderr.
+
+It needs the app servers' seal keys in ` + setup.EnvSealKeys + ` (comma-separated
+base64 keys, as theirs): it leaves rows sealed with a key it does not hold.
+`
+
+// reapFlags defines "hsctl reap"'s flags and returns the command.
+func reapFlags(fs *flag.FlagSet) runFunc {
 	opts := setup.Options{Name: "hsctl"}
 	opts.AddFlags(fs, "")
 	once := fs.Bool("once", false, "make one pass and exit (for cron)")
@@ -29,11 +37,13 @@ func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	batch := fs.Int("batch", 500, "rows per database transaction and memcached GetMulti")
 	archive := fs.String("archive", "", "append each archived session to this file as a JSON line")
 	progress := fs.Duration("progress", 2*time.Second, "during a long pass, print the rows examined so far this often (0: never)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if *interval <= 0 || *batch <= 0 {
+			return refusef("reap: -interval and -batch must be positive")
+		}
+		cfg := config{once: *once, interval: *interval, batch: *batch, archive: *archive, progress: *progress, progressOut: stderr}
+		return run(ctx, opts, cfg, stdout)
 	}
-	cfg := config{once: *once, interval: *interval, batch: *batch, archive: *archive, progress: *progress, progressOut: stderr}
-	return run(ctx, opts, cfg, stdout)
 }
 
 type config struct {
@@ -52,9 +62,6 @@ type config struct {
 // the pass's error; otherwise failed passes are reported and the next one
 // follows.
 func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) error {
-	if cfg.interval <= 0 || cfg.batch <= 0 {
-		return errors.New("-interval and -batch must be positive")
-	}
 	env, err := setup.Open(opts)
 	if err != nil {
 		return err

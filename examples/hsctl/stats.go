@@ -17,32 +17,36 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// statsCmd is "hsctl stats": it scrapes -url once, or every -watch, and
-// prints the cluster's figures.
-func statsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("hsctl stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+const statsAbout = `Scrapes a Prometheus endpoint serving the metrics module's collector (the
+cluster demo's /metrics), once or every -watch, and prints per app server
+the hit ratio, hits, misses, database reads, writes and errors, memcached
+errors and the background writer's sessions pending and dropped; then each
+memcached node's breaker and the reaper's last pass. It uses no database.
+`
+
+// statsFlags defines "hsctl stats"'s flags and returns the command: it
+// scrapes -url once, or every -watch, and prints the cluster's figures.
+func statsFlags(fs *flag.FlagSet) runFunc {
 	url := fs.String("url", "http://127.0.0.1:8080/metrics", "a Prometheus endpoint serving hybridsession's metrics (the cluster demo's /metrics)")
 	watch := fs.Duration("watch", 0, "scrape again this often until interrupted (0: once)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	for {
-		mfs, err := scrape(ctx, client, *url)
-		if err != nil {
-			return err
+	return func(ctx context.Context, stdout, _ io.Writer) error {
+		client := &http.Client{Timeout: 10 * time.Second}
+		for {
+			mfs, err := scrape(ctx, client, *url)
+			if err != nil {
+				return err
+			}
+			printStats(stdout, mfs, time.Now())
+			if *watch <= 0 {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(*watch):
+			}
+			fmt.Fprintln(stdout)
 		}
-		printStats(stdout, mfs, time.Now())
-		if *watch <= 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(*watch):
-		}
-		fmt.Fprintln(stdout)
 	}
 }
 
