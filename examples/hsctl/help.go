@@ -7,13 +7,15 @@ import (
 	"runtime"
 	"runtime/debug"
 	"text/tabwriter"
+
+	"github.com/hybridsession/hybridsession/examples/internal/setup"
 )
 
 // exitStatusText ends every usage text.
 const exitStatusText = `exit status:
   0  done
-  1  failed: a database, memcached or endpoint hsctl could not use, a reaper pass that failed
-  2  nothing done: an unknown command or flag, a bad flag value
+  1  failed: a database, table, memcached or endpoint hsctl could not use, a reaper pass that failed
+  2  nothing done: an unknown command or flag, a bad flag value, no database, no seal keys
 `
 
 // writeUsage writes hsctl's usage: its commands, how to get help on one,
@@ -29,8 +31,10 @@ func writeUsage(w io.Writer) {
 	fmt.Fprint(w, "  hsctl version\n")
 	fmt.Fprintf(w, `
 "hsctl help <command>" (or "hsctl <command> -h") describes a command and its flags.
+reap and migrate need a database: -dsn, or %s. reap also needs
+the app servers' seal keys in %s.
 
-%s`, exitStatusText)
+%s`, setup.EnvDSN, setup.EnvSealKeys, exitStatusText)
 }
 
 // writeCommandUsage writes cmd's usage: its synopsis, what it does, its

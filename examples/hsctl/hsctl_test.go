@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
+	"maps"
 	"math"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -34,6 +37,7 @@ func hsctl(t *testing.T, args ...string) (status int, stdout, stderr string) {
 // TestHelp: help asked for, in every form, is usage on stdout and exit
 // status 0.
 func TestHelp(t *testing.T) {
+	t.Setenv(setup.EnvDSN, "postgres://app:s3cret@db/app") // help must not show it
 	for _, tc := range []struct {
 		args []string
 		want []string
@@ -43,10 +47,10 @@ func TestHelp(t *testing.T) {
 		{[]string{"-help"}, []string{"hsctl reap", "exit status:"}},
 		{[]string{"help"}, []string{"hsctl reap", "hsctl help", "exit status:"}},
 		{[]string{"help", "help"}, []string{"hsctl reap"}},
-		{[]string{"help", "reap"}, []string{"usage: hsctl reap", "-dsn", "-memcached", "-once", setup.EnvSealKeys, "exit status:"}},
+		{[]string{"help", "reap"}, []string{"usage: hsctl reap", "-dsn", "-table", "-memcached", "-once", setup.EnvSealKeys, "exit status:"}},
 		{[]string{"help", "migrate"}, []string{"usage: hsctl migrate", "-dsn", "-table", "exit status:"}},
 		{[]string{"help", "stats"}, []string{"usage: hsctl stats", "-url", "-watch", "exit status:"}},
-		{[]string{"reap", "-h"}, []string{"usage: hsctl reap", "-interval"}},
+		{[]string{"reap", "-h"}, []string{"usage: hsctl reap", "-table"}},
 		{[]string{"migrate", "--help"}, []string{"usage: hsctl migrate", "-table"}},
 		{[]string{"-h", "stats"}, []string{"usage: hsctl stats"}},
 	} {
@@ -60,6 +64,9 @@ func TestHelp(t *testing.T) {
 					t.Errorf("stdout lacks %q:\n%s", w, out)
 				}
 			}
+			if strings.Contains(out, "s3cret") {
+				t.Errorf("stdout shows %s:\n%s", setup.EnvDSN, out)
+			}
 		})
 	}
 }
@@ -68,6 +75,7 @@ func TestHelp(t *testing.T) {
 // on stderr, with exit status 2, and nothing on stdout.
 func TestUsageErrors(t *testing.T) {
 	dsn := filepath.Join(t.TempDir(), "sessions.db")
+	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(core.NewSealKey()))
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -81,6 +89,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"stats", "extra"}, `unexpected argument "extra"`},
 		{[]string{"reap", "-dsn", dsn, "-interval", "0"}, "-interval and -batch must be positive"},
 		{[]string{"reap", "-dsn", dsn, "-batch", "-1"}, "-interval and -batch must be positive"},
+		{[]string{"migrate", "-dsn", dsn, "-table", "no such"}, "-table: gormstore: invalid configuration"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			status, out, errOut := hsctl(t, tc.args...)
@@ -89,6 +98,12 @@ func TestUsageErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// unsetenv unsets the environment variable key for the rest of the test.
+func unsetenv(t *testing.T, key string) {
+	t.Setenv(key, "") // restored after the test
+	os.Unsetenv(key)
 }
 
 func TestVersion(t *testing.T) {
@@ -117,21 +132,64 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+// TestDatabaseFlags: the database commands take the same database flags.
+func TestDatabaseFlags(t *testing.T) {
+	var want map[string]string // flag → usage
+	for _, name := range []string{"reap", "migrate"} {
+		cmd, _ := lookup(name)
+		fs := flag.NewFlagSet(name, flag.ContinueOnError)
+		cmd.flags(fs)
+		got := map[string]string{}
+		for _, f := range []string{"dsn", "table"} {
+			if fl := fs.Lookup(f); fl != nil {
+				got[f] = fl.Usage + " default " + fl.DefValue
+			}
+		}
+		if len(got) != 2 || (want != nil && !maps.Equal(got, want)) {
+			t.Errorf("%s's database flags: %v, want -dsn and -table as %v", name, got, want)
+		}
+		want = got
+	}
+}
+
+// TestRefusesWithoutDatabase: with neither -dsn nor HYBRIDSESSION_DSN the
+// database commands do nothing (no ./sessions.db) and exit with status 2.
+func TestRefusesWithoutDatabase(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(core.NewSealKey()))
+	for _, env := range []string{"unset", "", " "} {
+		if t.Setenv(setup.EnvDSN, env); env == "unset" {
+			unsetenv(t, setup.EnvDSN)
+		}
+		for _, args := range [][]string{{"reap", "-once", "-memcached", ""}, {"migrate"}, {"migrate", "-dsn", ""}} {
+			status, out, errOut := hsctl(t, args...)
+			if status != exitUsage || out != "" || !strings.Contains(errOut, "no database: give -dsn or set "+setup.EnvDSN) {
+				t.Errorf("%s=%q, %q: status %d, stdout %q, stderr %q; want 2 and no database", setup.EnvDSN, env, args, status, out, errOut)
+			}
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Errorf("files made: %v", entries)
+	}
+}
+
 func TestMigrate(t *testing.T) {
 	dsn := filepath.Join(t.TempDir(), "sessions.db")
 	for i := range 2 { // creating, then finding it in place
-		var out bytes.Buffer
-		err := dispatch(context.Background(), []string{"migrate", "-dsn", dsn, "-table", "hsctl_sessions"}, &out, &out)
-		if err != nil {
-			t.Fatalf("run %d: %v (%s)", i+1, err, out.String())
+		status, out, errOut := hsctl(t, "migrate", "-dsn", dsn, "-table", "hsctl_sessions")
+		if status != exitOK {
+			t.Fatalf("run %d: status %d (%s)", i+1, status, errOut)
 		}
-		if want := "table hsctl_sessions ready on sqlite: 0 rows\n"; out.String() != want {
-			t.Errorf("run %d: %q, want %q", i+1, out.String(), want)
+		if want := "table hsctl_sessions ready on sqlite: 0 rows\n"; out != want {
+			t.Errorf("run %d: %q, want %q", i+1, out, want)
 		}
 	}
-	var out bytes.Buffer
-	if err := dispatch(context.Background(), []string{"migrate", "-dsn", dsn, "-table", "no such"}, &out, &out); err == nil {
-		t.Error("migrate -table 'no such': no error")
+	// From the environment, and without seal keys: migrate needs none.
+	unsetenv(t, setup.EnvSealKeys)
+	t.Setenv(setup.EnvDSN, dsn)
+	if status, out, errOut := hsctl(t, "migrate"); status != exitOK || out != "table hybrid_sessions ready on sqlite: 0 rows\n" {
+		t.Errorf("migrate with %s: %d, %q, %q", setup.EnvDSN, status, out, errOut)
 	}
 }
 
@@ -289,11 +347,10 @@ func TestStatsReaperPassOfLostStart(t *testing.T) {
 	reg.MustRegister(c)
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	defer srv.Close()
-	var buf bytes.Buffer
-	if err := dispatch(context.Background(), []string{"stats", "-url", srv.URL}, &buf, &buf); err != nil {
-		t.Fatalf("stats: %v (%s)", err, buf.String())
+	status, out, errOut := hsctl(t, "stats", "-url", srv.URL)
+	if status != exitOK {
+		t.Fatalf("stats: %d, %s", status, errOut)
 	}
-	out := buf.String()
 	var line string
 	for l := range strings.Lines(out) {
 		if strings.HasPrefix(l, "reaper: ") {
@@ -310,11 +367,10 @@ func TestStatsReaperPassOfLostStart(t *testing.T) {
 
 // TestReapProgress: a pass of many batches reports its progress.
 func TestReapProgress(t *testing.T) {
-	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(core.NewSealKey())) // the app servers' and the reaper's
+	keys := sealKeysForTest(t)
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	dir := t.TempDir()
-	opts := setup.Options{Name: "hsctl", Memcached: mc.Addr, DSN: filepath.Join(dir, "sessions.db")}
-	env, err := setup.Open(opts)
+	dsn := filepath.Join(t.TempDir(), "sessions.db")
+	env, err := setup.Open(setup.Options{Name: "hsctl", Memcached: mc.Addr, DSN: dsn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,8 +381,9 @@ func TestReapProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, progress bytes.Buffer
-	cfg := config{once: true, interval: time.Minute, batch: 1, progress: time.Nanosecond, progressOut: &progress}
-	if err := run(context.Background(), opts, cfg, &out); err != nil {
+	cfg := reapConfig(dsn, mc.Addr, keys)
+	cfg.batch, cfg.progress, cfg.progressOut = 1, time.Nanosecond, &progress
+	if err := run(context.Background(), cfg, &out); err != nil {
 		t.Fatalf("run: %v (%s)", err, out.String())
 	}
 	if !strings.Contains(out.String(), "examined=5 ") || !strings.Contains(out.String(), "deleted=5 ") {

@@ -2,7 +2,7 @@
 // creates or migrates the sessions table, and prints a running cluster's
 // statistics.
 //
-//	hsctl reap    -memcached 10.0.0.1:11211,10.0.0.2:11211 -dsn 'postgres://...' [-once] [-interval 1m]
+//	hsctl reap    -dsn 'postgres://...' -memcached 10.0.0.1:11211,10.0.0.2:11211 [-table hybrid_sessions] [-once] [-interval 1m]
 //	hsctl migrate -dsn 'postgres://...' [-table hybrid_sessions]
 //	hsctl stats   -url http://127.0.0.1:8080/metrics [-watch 5s]
 //	hsctl version
@@ -21,8 +21,8 @@
 // deleted, errors and duration; a long pass also prints its
 // progress to stderr every -progress. Any number of reapers may run
 // against one database at once. The reaper needs the app servers' seal
-// keys (HYBRIDSESSION_SEAL_KEYS): it leaves rows sealed with a key it does
-// not hold.
+// keys (HYBRIDSESSION_SEAL_KEYS) and refuses to start without them: it
+// would leave every row sealed with a key it does not hold.
 //
 // stats scrapes a Prometheus endpoint that serves the metrics module's
 // collector (the cluster demo's /metrics) and prints, per app server, the
@@ -30,13 +30,16 @@
 // background writer's state, each memcached node's breaker, and the
 // reaper's last pass.
 //
-// The -memcached and -dsn flags default to HYBRIDSESSION_MEMCACHED and
-// HYBRIDSESSION_DSN, as in the samples.
+// The database commands, reap and migrate, take the same database flags:
+// -dsn (default HYBRIDSESSION_DSN; hsctl never picks a database itself)
+// and -table. reap's -memcached defaults to HYBRIDSESSION_MEMCACHED, as in
+// the samples.
 //
 // Exit status: 0 when the command did its work; 1 when it failed (a
-// database, memcached or endpoint it could not use, a reaper pass that
-// failed); 2 when it did nothing because the command line is wrong (an
-// unknown command or flag, a bad flag value).
+// database, table, memcached or endpoint it could not use, a reaper pass that
+// failed); 2 when it did nothing because the command line or the
+// environment is wrong or incomplete (an unknown command or flag, a bad
+// flag value, no database, no seal keys).
 package main
 
 import (
@@ -54,15 +57,15 @@ import (
 const (
 	exitOK      = 0 // the command did its work
 	exitFailure = 1 // the command failed
-	exitUsage   = 2 // nothing was done: the command line is wrong
+	exitUsage   = 2 // nothing was done: the command line or environment is wrong
 )
 
 // errUsage reports a command line hsctl does not understand, already
 // explained on stderr (exit status 2).
 var errUsage = errors.New("usage")
 
-// refusal is a command line a command will not run with, such as a bad
-// flag value: nothing was done (exit status 2).
+// refusal is a command line or environment a command will not run with,
+// such as one naming no database: nothing was done (exit status 2).
 type refusal struct{ msg string }
 
 func (r *refusal) Error() string { return r.msg }
@@ -113,9 +116,9 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"reap", "[-once] [-interval 1m] [-batch 500] [-archive FILE] [-progress 2s] [-memcached ...] [-dsn ...]",
+		{"reap", "-dsn DATABASE [-table T] [-memcached host:port,...] [-once] [-interval 1m] [-batch 500] [-archive FILE] [-progress 2s]",
 			reapAbout, reapFlags},
-		{"migrate", "[-dsn ...] [-table hybrid_sessions]", migrateAbout, migrateFlags},
+		{"migrate", "-dsn DATABASE [-table T]", migrateAbout, migrateFlags},
 		{"stats", "[-url http://127.0.0.1:8080/metrics] [-watch 0]", statsAbout, statsFlags},
 	}
 }
