@@ -18,29 +18,82 @@ import (
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
 )
 
-// reapCmd is "hsctl reap".
-func reapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("hsctl reap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	opts := setup.Options{Name: "hsctl"}
-	opts.AddFlags(fs, "")
+const reapAbout = `Runs the reaper: deletes the database rows of dead sessions and of
+tombstones past their deadline (after appending each dead session to
+-archive FILE, when given) and rewrites the expired rows of sessions still
+alive in memcached with memcached's copy. A pass every -interval until
+interrupted, or one pass with -once (for cron: exit status 1 if it failed).
+Each pass prints a summary line; a long one reports its progress on stderr.
+
+It needs the app servers' seal keys in ` + setup.EnvSealKeys + ` (comma-separated
+base64 keys, as theirs) and refuses to start without them. The table must
+exist (hsctl migrate creates it). -memcached "" reaps a database-only
+deployment: every expired row is judged from the database alone.
+`
+
+// reapFlags defines "hsctl reap"'s flags and returns the command.
+func reapFlags(fs *flag.FlagSet) runFunc {
+	db := addDatabaseFlags(fs)
+	memcached := fs.String("memcached", envOr(setup.EnvMemcached, setup.DefaultMemcached),
+		"memcached servers, comma-separated host:port, as the app servers'; empty: database-only (env "+setup.EnvMemcached+")")
 	once := fs.Bool("once", false, "make one pass and exit (for cron)")
 	interval := fs.Duration("interval", time.Minute, "time between passes")
 	batch := fs.Int("batch", 500, "rows per database transaction and memcached GetMulti")
 	archive := fs.String("archive", "", "append each archived session to this file as a JSON line")
 	progress := fs.Duration("progress", 2*time.Second, "during a long pass, print the rows examined so far this often (0: never)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		if err := db.check("reap"); err != nil {
+			return err
+		}
+		if *interval <= 0 || *batch <= 0 {
+			return refusef("reap: -interval and -batch must be positive")
+		}
+		keys, err := sealKeys("reap")
+		if err != nil {
+			return err
+		}
+		cfg := config{db: *db, memcached: *memcached, keys: keys, once: *once, interval: *interval, batch: *batch,
+			archive: *archive, progress: *progress, progressOut: stderr}
+		return run(ctx, cfg, stdout)
 	}
-	cfg := config{once: *once, interval: *interval, batch: *batch, archive: *archive, progress: *progress, progressOut: stderr}
-	return run(ctx, opts, cfg, stdout)
 }
 
+// envOr returns the environment variable key when it is set, even to "",
+// and def otherwise.
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}
+
+// sealKeys returns the key ring in HYBRIDSESSION_SEAL_KEYS, refusing to go
+// on when it is unset, blank or malformed: a reaper without the app
+// servers' keys can read no row.
+func sealKeys(cmd string) ([][]byte, error) {
+	v, ok := os.LookupEnv(setup.EnvSealKeys)
+	if !ok {
+		return nil, refusef("%s: %s is not set: give it the app servers' seal keys", cmd, setup.EnvSealKeys)
+	}
+	keys, err := core.ParseSealKeys(v)
+	if err == nil && len(keys) == 0 {
+		err = errors.New("set but holds no key")
+	}
+	if err != nil {
+		return nil, refusef("%s: %s: %v", cmd, setup.EnvSealKeys, err)
+	}
+	return keys, nil
+}
+
+// config is what a reaper run needs, checked by reapFlags' command.
 type config struct {
-	once     bool
-	interval time.Duration
-	batch    int
-	archive  string
+	db        database
+	memcached string   // comma-separated host:port; "": database-only
+	keys      [][]byte // the app servers' seal keys
+	once      bool
+	interval  time.Duration
+	batch     int
+	archive   string
 	// progress is how often a pass in progress reports its rows to
 	// progressOut; 0 or a nil progressOut: never.
 	progress    time.Duration
@@ -51,25 +104,22 @@ type config struct {
 // ends, writing a summary line per pass to out. With cfg.once it returns
 // the pass's error; otherwise failed passes are reported and the next one
 // follows.
-func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) error {
-	if cfg.interval <= 0 || cfg.batch <= 0 {
-		return errors.New("-interval and -batch must be positive")
-	}
-	env, err := setup.Open(opts)
+func run(ctx context.Context, cfg config, out io.Writer) error {
+	db, tier, err := cfg.db.open("reap", false)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), setup.ShutdownTimeout)
-		defer cancel()
-		_ = env.Close(cctx)
-	}()
-	durable := &progressDurable{Tier: env.Durable, every: cfg.progress, out: cfg.progressOut}
+	defer closeDB(db)
+	servers := setup.SplitServers(cfg.memcached)
+	if len(servers) == 0 {
+		slog.Warn("reap: no memcached servers: judging every expired row from the database alone, " +
+			"which is right only when the app servers run database-only too")
+	}
+	durable := &progressDurable{Tier: tier, every: cfg.progress, out: cfg.progressOut}
 	store, err := core.NewStore(core.StoreConfig{
-		Memcached: core.MemcachedConfig{Servers: setup.SplitServers(opts.Memcached)},
+		Memcached: core.MemcachedConfig{Servers: servers},
 		Durable:   durable,
-		Logger:    env.Options.Logger,
-		Seal:      env.SealConfig(),
+		Seal:      core.SealConfig{Keys: cfg.keys},
 		Reaper:    core.ReaperConfig{Interval: -1}, // none in the Store: this command is the reaper
 	})
 	if err != nil {
@@ -94,7 +144,12 @@ func run(ctx context.Context, opts setup.Options, cfg config, out io.Writer) err
 	if err != nil {
 		return err
 	}
+	return passes(ctx, cfg, store, reaper, durable, &archivedN, out)
+}
 
+// passes runs the reaper's passes for run and prints their summaries.
+func passes(ctx context.Context, cfg config, store *core.Store, reaper *core.Reaper, durable *progressDurable,
+	archivedN *atomic.Int64, out io.Writer) error {
 	t := time.NewTicker(cfg.interval)
 	defer t.Stop()
 	for {

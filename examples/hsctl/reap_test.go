@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/examples/internal/setup"
+	"github.com/hybridsession/hybridsession/gormstore"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 )
 
@@ -50,8 +52,22 @@ func newSession(t *testing.T, durable durable.Tier, now time.Time, user string) 
 	return s.Token()
 }
 
+// sealKeysForTest sets HYBRIDSESSION_SEAL_KEYS to a new key, the app
+// servers' and the reaper's, and returns it.
+func sealKeysForTest(t *testing.T) [][]byte {
+	key := core.NewSealKey()
+	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(key))
+	return [][]byte{key}
+}
+
+// reapConfig is a configuration for one pass over the default table.
+func reapConfig(dsn, memcached string, keys [][]byte) config {
+	return config{db: database{dsn: dsn, table: gormstore.DefaultTableName}, memcached: memcached, keys: keys,
+		once: true, interval: time.Minute, batch: 10}
+}
+
 func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
-	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(core.NewSealKey())) // the app servers' and the reaper's
+	keys := sealKeysForTest(t)
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	dir := t.TempDir()
 	opts := setup.Options{Name: "reaper", Memcached: mc.Addr, DSN: filepath.Join(dir, "sessions.db")}
@@ -68,8 +84,9 @@ func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
 
 	archive := filepath.Join(dir, "archive.jsonl")
 	var out bytes.Buffer
-	cfg := config{once: true, interval: time.Minute, batch: 10, archive: archive}
-	if err := run(context.Background(), opts, cfg, &out); err != nil {
+	cfg := reapConfig(opts.DSN, mc.Addr, keys)
+	cfg.archive = archive
+	if err := run(context.Background(), cfg, &out); err != nil {
 		t.Fatalf("run: %v (output %q)", err, out.String())
 	}
 	summary := out.String()
@@ -99,7 +116,7 @@ func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
 
 	// A second pass finds nothing left to do.
 	out.Reset()
-	if err := run(context.Background(), opts, cfg, &out); err != nil {
+	if err := run(context.Background(), cfg, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "examined=0 ") {
@@ -111,7 +128,7 @@ func TestOnceArchivesAndDeletesDeadSessions(t *testing.T) {
 // session alive (its activity never reached the row: the app server that
 // held the sync is gone) is rewritten from memcached's copy, not deleted.
 func TestOnceExtendsLiveSession(t *testing.T) {
-	t.Setenv(setup.EnvSealKeys, core.FormatSealKey(core.NewSealKey()))
+	keys := sealKeysForTest(t)
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	opts := setup.Options{Name: "reaper", Memcached: mc.Addr, DSN: filepath.Join(t.TempDir(), "sessions.db")}
 	env, err := setup.Open(opts)
@@ -126,10 +143,6 @@ func TestOnceExtendsLiveSession(t *testing.T) {
 	// An app server read it 5 minutes ago: memcached has a live copy
 	// whose activity the row does not know. Its clock stays there, so its
 	// background writer never finds the sync due (as if it had crashed).
-	keys, err := core.ParseSealKeys(os.Getenv(setup.EnvSealKeys))
-	if err != nil {
-		t.Fatal(err)
-	}
 	readAt := time.Now().Add(-5 * time.Minute)
 	app, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}}, Durable: env.Durable,
@@ -149,8 +162,7 @@ func TestOnceExtendsLiveSession(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	cfg := config{once: true, interval: time.Minute, batch: 10}
-	if err := run(context.Background(), opts, cfg, &out); err != nil {
+	if err := run(context.Background(), reapConfig(opts.DSN, mc.Addr, keys), &out); err != nil {
 		t.Fatalf("run: %v (output %q)", err, out.String())
 	}
 	for _, want := range []string{"examined=1 ", "extended=1 ", "archived=0 ", "deleted=0 ", "errors=0 "} {
@@ -164,10 +176,69 @@ func TestOnceExtendsLiveSession(t *testing.T) {
 	}
 }
 
-func TestFlagValidation(t *testing.T) {
-	err := run(context.Background(), setup.Options{}, config{interval: 0, batch: 1}, &bytes.Buffer{})
-	if err == nil {
-		t.Fatal("run accepted -interval 0")
+// TestReapTable: -table names the table reap works on; the default
+// table is left alone, and a table that does not exist is an error.
+func TestReapTable(t *testing.T) {
+	sealKeysForTest(t)
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	dsn := filepath.Join(t.TempDir(), "sessions.db")
+	db, err := setup.OpenDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeDB(db)
+	for _, table := range []string{"hsctl_sessions", gormstore.DefaultTableName} {
+		tier, err := gormstore.New(db, gormstore.Config{TableName: table})
+		if err != nil {
+			t.Fatal(err)
+		}
+		newSession(t, tier, time.Now().Add(-48*time.Hour), "old") // past its 24h lifetime
+	}
+	count := func(table string) (n int64) {
+		t.Helper()
+		if err := db.Table(table).Count(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	status, out, errOut := hsctl(t, "reap", "-once", "-dsn", dsn, "-table", "hsctl_sessions", "-memcached", mc.Addr)
+	if status != exitOK || !strings.Contains(out, "examined=1 ") || !strings.Contains(out, "deleted=1 ") {
+		t.Errorf("reap -table hsctl_sessions: status %d, %q, %q; want 0, one row examined and deleted", status, out, errOut)
+	}
+	if a, b := count("hsctl_sessions"), count(gormstore.DefaultTableName); a != 0 || b != 1 {
+		t.Errorf("rows left: hsctl_sessions %d, %s %d; want 0 and 1", a, gormstore.DefaultTableName, b)
+	}
+
+	status, out, errOut = hsctl(t, "reap", "-once", "-dsn", dsn, "-table", "missing", "-memcached", mc.Addr)
+	if want := "reap: the sqlite database has no table missing"; status != exitFailure || out != "" || !strings.Contains(errOut, want) {
+		t.Errorf("reap -table missing: status %d, %q, %q; want 1 and %q", status, out, errOut, want)
+	}
+	if db.Migrator().HasTable("missing") {
+		t.Error("reap -table missing created it")
+	}
+}
+
+// TestReapRefusesWithoutSealKeys: without the app servers' seal keys reap
+// does nothing (not even open the database) and exits with status 2.
+func TestReapRefusesWithoutSealKeys(t *testing.T) {
+	dsn := filepath.Join(t.TempDir(), "sessions.db")
+	for _, tc := range []struct{ env, want string }{
+		{"unset", setup.EnvSealKeys + " is not set"},
+		{"", setup.EnvSealKeys + ": set but holds no key"},
+		{" , ", setup.EnvSealKeys + ": set but holds no key"},
+		{"not-a-key", setup.EnvSealKeys + ": core: seal key 1 is not base64 of 32 bytes"},
+	} {
+		if t.Setenv(setup.EnvSealKeys, tc.env); tc.env == "unset" {
+			unsetenv(t, setup.EnvSealKeys)
+		}
+		status, out, errOut := hsctl(t, "reap", "-once", "-dsn", dsn, "-memcached", "")
+		if status != exitUsage || out != "" || !strings.Contains(errOut, "hsctl: reap: "+tc.want) {
+			t.Errorf("%s=%q: status %d, %q, %q; want 2 and %q", setup.EnvSealKeys, tc.env, status, out, errOut, tc.want)
+		}
+	}
+	if _, err := os.Stat(dsn); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the database: %v, want none made", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,32 +17,36 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// statsCmd is "hsctl stats": it scrapes -url once, or every -watch, and
-// prints the cluster's figures.
-func statsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("hsctl stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+const statsAbout = `Scrapes a Prometheus endpoint serving the metrics module's collector (the
+cluster demo's /metrics), once or every -watch, and prints per app server
+the hit ratio, hits, misses, database reads, writes and errors, memcached
+errors and the background writer's sessions pending and dropped; then each
+memcached node's breaker and the reaper's last pass. It uses no database.
+`
+
+// statsFlags defines "hsctl stats"'s flags and returns the command: it
+// scrapes -url once, or every -watch, and prints the cluster's figures.
+func statsFlags(fs *flag.FlagSet) runFunc {
 	url := fs.String("url", "http://127.0.0.1:8080/metrics", "a Prometheus endpoint serving hybridsession's metrics (the cluster demo's /metrics)")
 	watch := fs.Duration("watch", 0, "scrape again this often until interrupted (0: once)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	for {
-		mfs, err := scrape(ctx, client, *url)
-		if err != nil {
-			return err
+	return func(ctx context.Context, stdout, _ io.Writer) error {
+		client := &http.Client{Timeout: 10 * time.Second}
+		for {
+			mfs, err := scrape(ctx, client, *url)
+			if err != nil {
+				return err
+			}
+			printStats(stdout, mfs, time.Now())
+			if *watch <= 0 {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(*watch):
+			}
+			fmt.Fprintln(stdout)
 		}
-		printStats(stdout, mfs, time.Now())
-		if *watch <= 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(*watch):
-		}
-		fmt.Fprintln(stdout)
 	}
 }
 
@@ -193,10 +198,27 @@ func printStats(w io.Writer, mfs map[string]*dto.MetricFamily, now time.Time) {
 		dur := samples(mfs, "hybridsession_reaper_last_pass_duration_seconds")
 		line := fmt.Sprintf("reaper: last pass ended %s ago", now.Sub(at).Round(time.Second))
 		if len(rows) > 0 && len(dur) > 0 {
-			line += fmt.Sprintf(", %.0f rows in %s", rows[0].value, time.Duration(dur[0].value*1e9).Round(time.Millisecond))
+			line += fmt.Sprintf(", %.0f rows", rows[0].value)
+			if d, ok := passDuration(dur[0].value); ok {
+				line += " in " + d.Round(time.Millisecond).String()
+			} else {
+				line += fmt.Sprintf(" (duration unknown: the endpoint reported %gs)", dur[0].value)
+			}
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// passDuration converts a pass's reported duration in seconds, false when
+// it is no duration a pass can have taken: negative, not a number, or
+// beyond a time.Duration — as the largest one is, which is what a
+// duration measured from a zero start time saturates to.
+func passDuration(seconds float64) (time.Duration, bool) {
+	ns := seconds * float64(time.Second)
+	if !(ns >= 0 && ns < math.MaxInt64) { // float64(math.MaxInt64) is 2⁶³: ns converts without overflow
+		return 0, false
+	}
+	return time.Duration(ns), true
 }
 
 func percent(hits, misses float64) string {
