@@ -185,8 +185,8 @@ func TestCartWithCookieJar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if items, _ := core.Value[[]string](s, "cart"); len(items) != 2 {
-		t.Errorf("stored cart = %q, want 2 items", items)
+	if items, _ := core.Value[[]string](s, "cart"); len(items) != 2 || s.Source() != "database" {
+		t.Errorf("stored cart = %q from %q, want 2 items from the in-memory durable tier", items, s.Source())
 	}
 }
 
