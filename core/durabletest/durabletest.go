@@ -1,9 +1,15 @@
-// Package durabletest is the conformance suite for implementations of
-// durable.Tier, the durable (database) tier of hybridsession, and Memory, an
-// in-memory implementation for tests.
+// Package durabletest holds Memory, the in-memory durable tier for testing
+// applications, and the conformance suite for implementations of
+// durable.Tier, the durable (database) tier of hybridsession.
 //
-// Every implementation runs the suite from its own tests, once per database
-// it supports:
+// To test handlers that use sessions without memcached or a database, build
+// the Store on NewMemory alone: every session then lives in the Memory, and
+// nothing needs starting (docs/testing.md):
+//
+//	store, err := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory()})
+//
+// Every implementation of durable.Tier runs the suite from its own tests,
+// once per database it supports:
 //
 //	func TestDurable(t *testing.T) {
 //		durabletest.Run(t, func(t *testing.T) durable.Tier {

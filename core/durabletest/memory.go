@@ -13,10 +13,13 @@ import (
 	"github.com/hybridsession/hybridsession/core/durable"
 )
 
-// Memory is a durable.Tier that keeps its rows in a map: a durable tier for
-// tests and examples that cannot start a database. It passes Run, so code
-// tested against it sees the same semantics as with gormstore: conditional
-// writes, listing in Key order and reaping with verdicts.
+// Memory is a durable.Tier that keeps its rows in a map: the store for
+// testing applications, as scs's memstore is. A core.Store whose only tier
+// is a Memory needs no memcached and no database, so an application's
+// handler tests start nothing (docs/testing.md); examples use it too. It
+// passes Run, so code tested against it sees the same semantics as with
+// gormstore: conditional writes, listing in Key order and reaping with
+// verdicts.
 //
 // Memory keeps nothing across restarts and shares nothing between
 // processes: do not use it in production. It is safe for concurrent use by
@@ -38,7 +41,8 @@ type Memory struct {
 
 var _ durable.Tier = (*Memory)(nil)
 
-// NewMemory returns an empty Memory.
+// NewMemory returns an empty Memory. Give each test its own, so that tests
+// share no sessions.
 func NewMemory() *Memory {
 	return &Memory{rows: map[string]durable.Record{}, claimed: map[string]bool{}}
 }
