@@ -3,6 +3,8 @@ package metrics
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -109,12 +111,22 @@ type Durable struct {
 	next   durable.Tier
 	tracer trace.Tracer // nil: no spans
 
-	mu        sync.Mutex
-	passNow   time.Time // the now argument of the pass in progress
-	passStart time.Time
-	passRows  int
-	last      ReapPass
+	mu     sync.Mutex
+	passes map[int64]*reapProgress // the reaper passes in progress, by their now in Unix nanoseconds
+	last   ReapPass
 }
+
+// reapProgress is a reaper pass in progress: when its first batch started
+// and the rows its batches claimed so far.
+type reapProgress struct {
+	start time.Time
+	rows  int
+}
+
+// maxPasses bounds Durable.passes: a pass whose reaper stopped between two
+// batches never ends, and the one with the earliest now is forgotten to
+// make room.
+const maxPasses = 64
 
 var _ durable.Tier = (*Durable)(nil)
 
@@ -150,8 +162,9 @@ func (d *Durable) Unwrap() durable.Tier { return d.next }
 
 // LastReapPass returns the reaper's last complete pass through this
 // Durable: the pass ends with a batch that examined fewer rows than its
-// limit, or failed. Several reapers (one per Store) sharing this Durable
-// are counted as one.
+// limit, or failed. When several reapers (one per Store) share this
+// Durable, it is the pass that ended last; each pass is timed and counted
+// on its own, told apart by the now its batches share.
 func (d *Durable) LastReapPass() ReapPass {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -226,11 +239,7 @@ func (d *Durable) List(ctx context.Context, subject, after string, limit int) ([
 // for a later pass (durable.Leave), or failed.
 func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
 	ctx, span := d.start(ctx, "db Reap", "Reap")
-	d.mu.Lock()
-	if !now.Equal(d.passNow) || d.passStart.IsZero() {
-		d.passNow, d.passStart, d.passRows = now, time.Now(), 0
-	}
-	d.mu.Unlock()
+	pass := d.startBatch(now)
 	left := -1 // rows the batch left; -1: judge not called
 	n, err := d.next.Reap(ctx, now, limit, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		vs, err := judge(ctx, batch)
@@ -246,13 +255,42 @@ func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge dura
 		span.SetAttributes(attribute.Int("hybridsession.examined", n))
 	}
 	end(span, err)
-	d.mu.Lock()
-	d.passRows += n
-	if err != nil || n < limit || left == n {
-		t := time.Now()
-		d.last = ReapPass{End: t, Duration: t.Sub(d.passStart), Examined: d.passRows, Err: err}
-		d.passStart = time.Time{}
-	}
-	d.mu.Unlock()
+	d.endBatch(now, pass, n, err != nil || n < limit || left == n, err)
 	return n, err
+}
+
+// startBatch returns the pass of a reaper batch called with now, starting
+// one when it is the pass's first batch.
+func (d *Durable) startBatch(now time.Time) *reapProgress {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := now.UnixNano()
+	if p := d.passes[key]; p != nil {
+		return p
+	}
+	if d.passes == nil {
+		d.passes = map[int64]*reapProgress{}
+	}
+	if len(d.passes) >= maxPasses {
+		delete(d.passes, slices.Min(slices.Collect(maps.Keys(d.passes))))
+	}
+	p := &reapProgress{start: time.Now()}
+	d.passes[key] = p
+	return p
+}
+
+// endBatch adds a batch's n rows to its pass and, when the batch ended the
+// pass, makes the pass the last one.
+func (d *Durable) endBatch(now time.Time, p *reapProgress, n int, ended bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p.rows += n
+	if !ended {
+		return
+	}
+	t := time.Now()
+	d.last = ReapPass{End: t, Duration: t.Sub(p.start), Examined: p.rows, Err: err}
+	if key := now.UnixNano(); d.passes[key] == p {
+		delete(d.passes, key)
+	}
 }

@@ -249,3 +249,60 @@ func TestLastReapPass(t *testing.T) {
 		t.Errorf("spans %v, db Write batch sizes %v; want two db Write of 3 and 1 rows and four db Reap", spans, sizes)
 	}
 }
+
+// oneRowTier is a durable tier whose every Reap claims one row and judges it;
+// the rest of durable.Tier is not called.
+type oneRowTier struct{ durable.Tier }
+
+func (oneRowTier) Reap(ctx context.Context, _ time.Time, _ int, judge durable.Judge) (int, error) {
+	if _, err := judge(ctx, make([]durable.Record, 1)); err != nil {
+		return 0, err
+	}
+	return 1, nil
+}
+
+// TestLastReapPassOfInterleavedReapers: two reapers (two Stores) share one
+// Durable, and their passes interleave. Each pass is timed and counted from
+// its own first batch: neither resets the other's, and a pass ending after
+// another ended has a duration, not time.Sub of a zero start.
+func TestLastReapPassOfInterleavedReapers(t *testing.T) {
+	ctx := context.Background()
+	del := func(_ context.Context, rows []durable.Record) ([]durable.Verdict, error) {
+		return make([]durable.Verdict, len(rows)), nil // durable.Delete
+	}
+	a, b := time.Now(), time.Now().Add(time.Millisecond)
+
+	t.Run("concurrent batches", func(t *testing.T) {
+		d := metrics.NewDurable(oneRowTier{}, nil)
+		entered, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			// A short batch (1 row of 2): the whole of reaper A's pass, held in its judge.
+			d.Reap(ctx, a, 2, func(ctx context.Context, rows []durable.Record) ([]durable.Verdict, error) {
+				close(entered)
+				<-release
+				return del(ctx, rows)
+			})
+		}()
+		<-entered
+		d.Reap(ctx, b, 2, del) // reaper B's whole pass, while A's batch runs
+		close(release)
+		<-done
+		if pass := d.LastReapPass(); pass.Duration < 0 || pass.Duration > time.Minute || pass.Examined != 1 {
+			t.Errorf("last pass %+v, want reaper A's: 1 row, a duration under a minute", pass)
+		}
+	})
+
+	t.Run("alternating batches", func(t *testing.T) {
+		d := metrics.NewDurable(oneRowTier{}, nil)
+		d.Reap(ctx, a, 1, del) // A: a full batch, the pass goes on
+		d.Reap(ctx, b, 2, del) // B: a short batch, its pass ends
+		if pass := d.LastReapPass(); pass.Examined != 1 {
+			t.Errorf("after B's pass: last pass %+v, want 1 row", pass)
+		}
+		d.Reap(ctx, a, 2, del) // A: a short batch, its pass of two batches ends
+		if pass := d.LastReapPass(); pass.Examined != 2 {
+			t.Errorf("after A's pass: last pass %+v, want its 2 rows", pass)
+		}
+	})
+}
