@@ -2,7 +2,9 @@ package metrics
 
 import (
 	"errors"
+	"fmt"
 	"maps"
+	"slices"
 
 	"github.com/hybridsession/hybridsession/core"
 )
@@ -19,8 +21,8 @@ type Config struct {
 
 	// Labels are added to every metric: Prometheus constant labels,
 	// OpenTelemetry attributes. Set them to tell several Stores in one
-	// process apart (e.g. {"app": "checkout"}). "node" is reserved.
-	// Optional.
+	// process apart (e.g. {"app": "checkout"}). The metrics' own labels,
+	// "node" and "outcome", are reserved. Optional.
 	Labels map[string]string
 }
 
@@ -31,8 +33,10 @@ func (c Config) check() (Config, error) {
 	if c.Store == nil {
 		return c, errNoStore
 	}
-	if _, ok := c.Labels[nodeLabel]; ok {
-		return c, errors.New(`metrics: Config.Labels must not contain "node"`)
+	for _, l := range reservedLabels {
+		if _, ok := c.Labels[l]; ok {
+			return c, fmt.Errorf("metrics: Config.Labels must not contain %q", l)
+		}
 	}
 	c.Labels = maps.Clone(c.Labels)
 	return c, nil
@@ -45,4 +49,12 @@ func (c *Config) read() *snapshot {
 		s.reap, s.hasReaps = c.Reaper.LastReapPass(), true
 	}
 	return s
+}
+
+// table returns the stats exported for c: reapStats too with a Reaper.
+func (c *Config) table() []stat {
+	if c.Reaper == nil {
+		return stats
+	}
+	return append(slices.Clip(stats), reapStats...)
 }

@@ -92,15 +92,10 @@ func TestCollector(t *testing.T) {
 	}
 
 	want := `
-# HELP hybridsession_cache_hits_total memcached reads that found a live or destroyed session.
-# TYPE hybridsession_cache_hits_total counter
-hybridsession_cache_hits_total{app="shop"} 2
-# HELP hybridsession_cache_misses_total memcached reads that found no live or destroyed session (corrupt, unreadable and expired entries included).
-# TYPE hybridsession_cache_misses_total counter
-hybridsession_cache_misses_total{app="shop"} 1
-# HELP hybridsession_cache_hit_ratio Cache hits / (hits + misses) since the Store started; alert on rate() of the counters instead.
-# TYPE hybridsession_cache_hit_ratio gauge
-hybridsession_cache_hit_ratio{app="shop"} 0.6666666666666666
+# HELP hybridsession_cache_reads_total memcached reads of a session: outcome=hit found a live or destroyed session, outcome=miss none (corrupt, unreadable and expired entries included).
+# TYPE hybridsession_cache_reads_total counter
+hybridsession_cache_reads_total{app="shop",outcome="hit"} 2
+hybridsession_cache_reads_total{app="shop",outcome="miss"} 1
 # HELP hybridsession_db_reads_total Rows loaded from the durable tier (memcached misses and fallbacks).
 # TYPE hybridsession_db_reads_total counter
 hybridsession_db_reads_total{app="shop"} 1
@@ -110,15 +105,27 @@ hybridsession_db_writes_total{app="shop"} 1
 # HELP hybridsession_memcached_breaker_open 1 while the node's circuit breaker is open (its sessions are served from the database), else 0.
 # TYPE hybridsession_memcached_breaker_open gauge
 hybridsession_memcached_breaker_open{app="shop",node="` + f.mc.Addr + `"} 0
+# HELP hybridsession_reaper_rows_total Expired rows the reaper acted on: outcome=extended rewrote from a live memcached copy (activity that had not reached the row), outcome=deleted deleted (dead sessions, tombstones past their deadline).
+# TYPE hybridsession_reaper_rows_total counter
+hybridsession_reaper_rows_total{app="shop",outcome="deleted"} 0
+hybridsession_reaper_rows_total{app="shop",outcome="extended"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"hybridsession_cache_hits_total", "hybridsession_cache_misses_total", "hybridsession_cache_hit_ratio",
-		"hybridsession_db_reads_total", "hybridsession_db_writes_total", "hybridsession_memcached_breaker_open"); err != nil {
+		"hybridsession_cache_reads_total", "hybridsession_db_reads_total", "hybridsession_db_writes_total",
+		"hybridsession_memcached_breaker_open", "hybridsession_reaper_rows_total"); err != nil {
 		t.Error(err)
 	}
-	// 16 from Stats, 3 of the reaper's last pass, 1 for the one node.
-	if n := testutil.CollectAndCount(c); n != 20 {
-		t.Errorf("collector exports %d metrics, want 20", n)
+	// 15 series from Stats, 3 of the reaper's last pass, 1 for the one node.
+	if n := testutil.CollectAndCount(c); n != 19 {
+		t.Errorf("collector exports %d series, want 19", n)
+	}
+	// Removed: ratios are computed in queries; sibling counters are one
+	// metric with a label.
+	for _, gone := range []string{"hybridsession_cache_hit_ratio", "hybridsession_cache_hits_total", "hybridsession_cache_misses_total",
+		"hybridsession_reaper_extended_total", "hybridsession_reaper_deleted_total"} {
+		if n, err := testutil.GatherAndCount(reg, gone); err != nil || n != 0 {
+			t.Errorf("%s: %d series, %v; want none", gone, n, err)
+		}
 	}
 	if v := gauge(t, reg, "hybridsession_reaper_last_pass_timestamp_seconds"); v == 0 {
 		t.Error("reaper_last_pass_timestamp_seconds = 0 after a pass")
@@ -163,8 +170,13 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("NewCollector without a Store: no error")
 	}
 	f := newFixture(t, core.MemcachedConfig{})
-	if _, err := metrics.NewCollector(metrics.Config{Store: f.store, Labels: map[string]string{"node": "x"}}); err == nil {
-		t.Error(`NewCollector with label "node": no error`)
+	for _, l := range []string{"node", "outcome"} {
+		if _, err := metrics.NewCollector(metrics.Config{Store: f.store, Labels: map[string]string{l: "x"}}); err == nil {
+			t.Errorf("NewCollector with label %q: no error", l)
+		}
+	}
+	if _, err := metrics.NewCollector(metrics.Config{Store: f.store, Labels: map[string]string{"app": "x"}}); err != nil {
+		t.Errorf(`NewCollector with label "app": %v`, err)
 	}
 }
 
@@ -180,8 +192,8 @@ func TestTwoCollectorsOneRegistry(t *testing.T) {
 			t.Fatalf("register %s: %v", app, err)
 		}
 	}
-	if n, err := testutil.GatherAndCount(reg, "hybridsession_cache_hits_total"); err != nil || n != 2 {
-		t.Errorf("cache_hits_total series = %d, %v; want 2", n, err)
+	if n, err := testutil.GatherAndCount(reg, "hybridsession_cache_reads_total"); err != nil || n != 4 {
+		t.Errorf("cache_reads_total series = %d, %v; want 4 (hit and miss of each)", n, err)
 	}
 }
 
@@ -206,15 +218,25 @@ func TestOTel(t *testing.T) {
 			got[m.Name] = m.Data
 		}
 	}
-	hits, ok := got["hybridsession.cache.hits"].(metricdata.Sum[int64])
-	if !ok || !hits.IsMonotonic || len(hits.DataPoints) != 1 || hits.DataPoints[0].Value != 2 {
-		t.Errorf("hybridsession.cache.hits = %+v, want one monotonic sum of 2", got["hybridsession.cache.hits"])
-	} else if v, _ := hits.DataPoints[0].Attributes.Value("app"); v.AsString() != "shop" {
-		t.Errorf("app attribute = %q", v.AsString())
+	reads, ok := got["hybridsession.cache.reads"].(metricdata.Sum[int64])
+	byOutcome := map[string]int64{}
+	for _, dp := range reads.DataPoints {
+		outcome, _ := dp.Attributes.Value("outcome")
+		byOutcome[outcome.AsString()] = dp.Value
+		if v, _ := dp.Attributes.Value("app"); v.AsString() != "shop" {
+			t.Errorf("app attribute = %q", v.AsString())
+		}
 	}
-	ratio, ok := got["hybridsession.cache.hit_ratio"].(metricdata.Gauge[float64])
-	if !ok || len(ratio.DataPoints) != 1 || ratio.DataPoints[0].Value < 0.66 || ratio.DataPoints[0].Value > 0.67 {
-		t.Errorf("hybridsession.cache.hit_ratio = %+v, want 2/3", got["hybridsession.cache.hit_ratio"])
+	if !ok || !reads.IsMonotonic || len(reads.DataPoints) != 2 || byOutcome["hit"] != 2 || byOutcome["miss"] != 1 {
+		t.Errorf("hybridsession.cache.reads = %+v, want monotonic sums of 2 hits and 1 miss", got["hybridsession.cache.reads"])
+	}
+	for _, gone := range []string{"hybridsession.cache.hit_ratio", "hybridsession.cache.hits", "hybridsession.reaper.extended"} {
+		if _, ok := got[gone]; ok {
+			t.Errorf("%s is still exported", gone)
+		}
+	}
+	if rows, ok := got["hybridsession.reaper.rows"].(metricdata.Sum[int64]); !ok || len(rows.DataPoints) != 2 {
+		t.Errorf("hybridsession.reaper.rows = %+v, want an extended and a deleted sum", got["hybridsession.reaper.rows"])
 	}
 	open, ok := got["hybridsession.memcached.breaker_open"].(metricdata.Gauge[float64])
 	if !ok || len(open.DataPoints) != 1 || !open.DataPoints[0].Attributes.HasValue(attribute.Key("node")) {
@@ -234,8 +256,8 @@ func TestOTel(t *testing.T) {
 	}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			if m.Name == "hybridsession.cache.hits" {
-				if s := m.Data.(metricdata.Sum[int64]); len(s.DataPoints) > 0 && s.DataPoints[0].Value != 2 {
+			if m.Name == "hybridsession.cache.reads" {
+				if s := m.Data.(metricdata.Sum[int64]); len(s.DataPoints) > 0 {
 					t.Errorf("after Unregister: %+v", s)
 				}
 			}

@@ -10,14 +10,14 @@ import (
 // differ.
 type Collector struct {
 	cfg   Config
-	descs []*prometheus.Desc // stats, then reapStats
+	descs []*prometheus.Desc // of table()
 	nodes []*prometheus.Desc // nodeStats
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
 
 // NewCollector returns a Collector for cfg. It returns an error when
-// cfg.Store is nil or cfg.Labels uses the reserved label "node".
+// cfg.Store is nil or cfg.Labels uses a reserved label (see Config.Labels).
 func NewCollector(cfg Config) (*Collector, error) {
 	cfg, err := cfg.check()
 	if err != nil {
@@ -25,13 +25,12 @@ func NewCollector(cfg Config) (*Collector, error) {
 	}
 	c := &Collector{cfg: cfg}
 	labels := prometheus.Labels(cfg.Labels)
-	for _, st := range stats {
-		c.descs = append(c.descs, prometheus.NewDesc(Namespace+"_"+st.name, st.help, nil, labels))
-	}
-	if cfg.Reaper != nil {
-		for _, st := range reapStats {
-			c.descs = append(c.descs, prometheus.NewDesc(Namespace+"_"+st.name, st.help, nil, labels))
+	for _, st := range c.cfg.table() {
+		var variable []string
+		if st.label != "" {
+			variable = []string{st.label}
 		}
+		c.descs = append(c.descs, prometheus.NewDesc(Namespace+"_"+st.name, st.help, variable, labels))
 	}
 	for _, st := range nodeStats {
 		c.nodes = append(c.nodes, prometheus.NewDesc(Namespace+"_"+st.name, st.help, []string{nodeLabel}, labels))
@@ -52,12 +51,13 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect reads the Store's Stats once and sends every metric.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.cfg.read()
-	for i, st := range stats {
-		ch <- prometheus.MustNewConstMetric(c.descs[i], valueType(st.kind), st.value(s))
-	}
-	if s.hasReaps {
-		for i, st := range reapStats {
-			ch <- prometheus.MustNewConstMetric(c.descs[len(stats)+i], valueType(st.kind), st.value(s))
+	for i, st := range c.cfg.table() {
+		for _, se := range st.series {
+			var lv []string
+			if st.label != "" {
+				lv = []string{se.value}
+			}
+			ch <- prometheus.MustNewConstMetric(c.descs[i], valueType(st.kind), se.read(s), lv...)
 		}
 	}
 	for addr, open := range s.Nodes {
