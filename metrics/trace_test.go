@@ -3,7 +3,10 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The wrapper is a durable tier like any other: it passes the conformance suite.
@@ -34,6 +38,7 @@ func TestTracing(t *testing.T) {
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, Tracer: metrics.NewTracer(tp).StartCacheOp},
 		Durable:   metrics.NewDurable(durabletest.NewMemory(), tp),
+		Reaper:    core.ReaperConfig{Interval: -1},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -43,11 +48,14 @@ func TestTracing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
+	host, port, _ := net.SplitHostPort(mc.Addr)
+	portNum, _ := strconv.Atoi(port)
 
-	// A new session: a database Write, then a memcached set. A read of a
+	// The request's span: every span of the Store's calls is its child.
+	ctx, request := tp.Tracer("test").Start(context.Background(), "request")
+	// A new session: a database write, then a memcached set. A read of a
 	// token nobody has: a memcached get (a miss, not an error) and a
-	// database Load.
+	// database load.
 	s, _ := m.Load(ctx, "")
 	s.Put("k", "v")
 	if err := m.Save(ctx, s); err != nil {
@@ -56,44 +64,72 @@ func TestTracing(t *testing.T) {
 	if _, err := m.Load(ctx, core.NewToken()); err != nil {
 		t.Fatal(err)
 	}
-	names := map[string]int{}
+	request.End()
+
+	spans := map[string]tracetest.SpanStub{}
 	for _, sp := range exp.GetSpans() {
-		names[sp.Name]++
-		if sp.Name == "memcached get" {
-			if sp.Status.Code == codes.Error {
-				t.Errorf("a miss set the span status to %v", sp.Status)
-			}
-			if !hasAttr(sp.Attributes, "server.address", mc.Addr) {
-				t.Errorf("memcached get attributes %v lack server.address=%s", sp.Attributes, mc.Addr)
-			}
+		if sp.Name == "request" {
+			continue
+		}
+		spans[sp.Name] = sp
+		if sp.Parent.SpanID() != request.SpanContext().SpanID() {
+			t.Errorf("span %q has parent %v, want the request's span", sp.Name, sp.Parent.SpanID())
+		}
+		if sp.SpanKind != trace.SpanKindClient {
+			t.Errorf("span %q is of kind %v, want client", sp.Name, sp.SpanKind)
+		}
+		if sp.Status.Code == codes.Error {
+			t.Errorf("span %q failed: %v", sp.Name, sp.Status)
 		}
 	}
-	for _, want := range []string{"memcached set", "memcached get", "db Write", "db Load"} {
-		if names[want] == 0 {
-			t.Errorf("no %q span; got %v", want, names)
+	for _, want := range []string{"set", "get", "write", "load"} {
+		if _, ok := spans[want]; !ok {
+			t.Errorf("no %q span; got %v", want, slices.Collect(maps.Keys(spans)))
+		}
+	}
+	get := spans["get"].Attributes
+	for _, kv := range []attribute.KeyValue{
+		attribute.String("db.system.name", "memcached"), attribute.String("db.operation.name", "get"),
+		attribute.String("server.address", host), attribute.Int("server.port", portNum),
+		attribute.String("db.response.status_code", "NOT_FOUND"),
+	} {
+		if !slices.Contains(get, kv) {
+			t.Errorf("the get span's attributes %v lack %v", get, kv)
+		}
+	}
+	load := spans["load"].Attributes
+	for _, kv := range []attribute.KeyValue{
+		attribute.String("db.system.name", "other_sql"), attribute.String("db.operation.name", "load"),
+		attribute.Bool("hybridsession.found", false),
+	} {
+		if !slices.Contains(load, kv) {
+			t.Errorf("the load span's attributes %v lack %v", load, kv)
+		}
+	}
+	for _, sp := range spans {
+		for _, kv := range sp.Attributes {
+			if kv.Key == "memcached.result" || kv.Key == "error.type" {
+				t.Errorf("span %q has %v", sp.Name, kv)
+			}
 		}
 	}
 
-	// A dead node: the failure is an error span.
+	// A dead node: the failure is an error span with an error.type.
 	exp.Reset()
 	mc.Kill()
-	_, _ = m.Load(ctx, core.NewToken())
+	_, _ = m.Load(context.Background(), core.NewToken())
 	failed := false
 	for _, sp := range exp.GetSpans() {
-		failed = failed || (sp.Name == "memcached get" && sp.Status.Code == codes.Error)
-	}
-	if !failed {
-		t.Errorf("no failed memcached get span after the node died: %v", exp.GetSpans())
-	}
-}
-
-func hasAttr(kvs []attribute.KeyValue, k, v string) bool {
-	for _, kv := range kvs {
-		if string(kv.Key) == k && kv.Value.AsString() == v {
-			return true
+		if sp.Name == "get" && sp.Status.Code == codes.Error {
+			failed = true
+			if !slices.ContainsFunc(sp.Attributes, func(kv attribute.KeyValue) bool { return kv.Key == "error.type" && kv.Value.AsString() != "" }) {
+				t.Errorf("the failed get span's attributes %v lack error.type", sp.Attributes)
+			}
 		}
 	}
-	return false
+	if !failed {
+		t.Errorf("no failed get span after the node died: %v", exp.GetSpans())
+	}
 }
 
 // BenchmarkLoadHit is a cache-hit Load with tracing off (nil Tracer, the
@@ -236,17 +272,29 @@ func TestLastReapPass(t *testing.T) {
 	}
 
 	spans := map[string]int{}
-	var sizes []int64 // of the db Write spans, in order
+	var sizes []int64 // of the write spans, in order; none for a single row
 	for _, sp := range exp.GetSpans() {
 		spans[sp.Name]++
 		for _, kv := range sp.Attributes {
-			if sp.Name == "db Write" && kv.Key == "db.operation.batch.size" {
+			if sp.Name == "write" && kv.Key == "db.operation.batch.size" {
 				sizes = append(sizes, kv.Value.AsInt64())
 			}
 		}
 	}
-	if spans["db Write"] != 2 || spans["db Reap"] != 4 || !slices.Equal(sizes, []int64{3, 1}) {
-		t.Errorf("spans %v, db Write batch sizes %v; want two db Write of 3 and 1 rows and four db Reap", spans, sizes)
+	if spans["write"] != 2 || spans["reap"] != 4 || !slices.Equal(sizes, []int64{3}) {
+		t.Errorf("spans %v, write batch sizes %v; want two writes, of 3 rows and of 1, and four reaps", spans, sizes)
+	}
+	failed := 0
+	for _, sp := range exp.GetSpans() {
+		if sp.Status.Code == codes.Error {
+			failed++
+			if sp.Name != "reap" || !slices.Contains(sp.Attributes, attribute.String("error.type", "_OTHER")) || !strings.Contains(sp.Status.Description, "boom") {
+				t.Errorf("failed span %q: attributes %v, status %v; want the reap of error.type _OTHER, boom", sp.Name, sp.Attributes, sp.Status)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d failed spans, want the one reap", failed)
 	}
 }
 
