@@ -14,12 +14,15 @@ import (
 )
 
 // Durable wraps a durable.Tier: it records an OpenTelemetry span around
-// every call when it has a TracerProvider, and remembers the reaper's last
-// complete pass (see LastReapPass) either way. It is a durable.Tier itself:
-// give it to core.StoreConfig.Durable in place of the one it wraps.
+// every call when it has a TracerProvider, times the calls for the latency
+// histogram of every Collector and RegisterOTel given it in
+// Config.Durable, and remembers the reaper's last complete pass (see
+// LastReapPass). It is a durable.Tier itself: give it to
+// core.StoreConfig.Durable in place of the one it wraps.
 type Durable struct {
 	next   durable.Tier
 	tracer trace.Tracer // nil: no spans
+	timing recorders
 
 	mu     sync.Mutex
 	passes map[int64]*reapProgress // the reaper passes in progress, by their now in Unix nanoseconds
@@ -52,8 +55,9 @@ type ReapPass struct {
 	Err error
 }
 
-// NewDurable wraps d. With a nil tp it records no spans (and costs one
-// mutex per reaper batch, nothing per request); otherwise each call is a
+// NewDurable wraps d. With a nil tp it records no spans (and, until a
+// histogram is attached, costs one mutex per reaper batch and nothing per
+// request); otherwise each call is a
 // client span, a child of the span in the call's context, following
 // OpenTelemetry's semantic conventions for database clients: named after
 // the operation ("load", "write", "list", "reap"), with
@@ -86,65 +90,94 @@ func (d *Durable) LastReapPass() ReapPass {
 	return d.last
 }
 
-// start starts the span of a call to the operation op, named op.
-func (d *Durable) start(ctx context.Context, op string) (context.Context, trace.Span) {
-	if d.tracer == nil {
-		return ctx, nil
-	}
-	ctx, span := d.tracer.Start(ctx, op, clientKind)
-	if span.IsRecording() {
-		span.SetAttributes(semconv.DBSystemNameOtherSQL, semconv.DBOperationName(op))
-	}
-	return ctx, span
+// dbCall is a call to the wrapped tier in progress.
+type dbCall struct {
+	ctx   context.Context // the call's, with its span
+	op    string
+	span  trace.Span // nil: none recorded
+	recs  []recorder // nil: not timed
+	start time.Time
 }
 
-func end(span trace.Span, err error) {
-	if span == nil {
+// start starts the span of a call to the operation op, named op, and when
+// timed, times it for the histograms attached.
+func (d *Durable) start(ctx context.Context, op string, timed bool) dbCall {
+	c := dbCall{ctx: ctx, op: op}
+	if d.tracer != nil {
+		var span trace.Span
+		c.ctx, span = d.tracer.Start(ctx, op, clientKind)
+		if span.IsRecording() {
+			span.SetAttributes(semconv.DBSystemNameOtherSQL, semconv.DBOperationName(op))
+			c.span = span
+		}
+	}
+	if timed {
+		if c.recs = d.timing.load(); len(c.recs) > 0 {
+			c.start = time.Now()
+		}
+	}
+	return c
+}
+
+// end records the call's duration and ends its span, as failed when err is
+// not nil.
+func (c *dbCall) end(err error) {
+	var et string
+	if err != nil {
+		et = errorType(err)
+	}
+	if len(c.recs) > 0 {
+		tc := call{op: c.op, took: time.Since(c.start), errorType: et}
+		for _, r := range c.recs {
+			r.record(c.ctx, tc)
+		}
+	}
+	if c.span == nil {
 		return
 	}
 	if err != nil {
-		failed(span, errorType(err), err)
+		failed(c.span, et, err)
 	}
-	span.End()
+	c.span.End()
 }
 
 // Load calls the wrapped Load in a span.
 func (d *Durable) Load(ctx context.Context, key string) (durable.Record, bool, error) {
-	ctx, span := d.start(ctx, "load")
-	rec, found, err := d.next.Load(ctx, key)
-	if span != nil {
-		span.SetAttributes(attribute.Bool("hybridsession.found", found))
+	c := d.start(ctx, "load", true)
+	rec, found, err := d.next.Load(c.ctx, key)
+	if c.span != nil {
+		c.span.SetAttributes(attribute.Bool("hybridsession.found", found))
 	}
-	end(span, err)
+	c.end(err)
 	return rec, found, err
 }
 
 // Write calls the wrapped Write in a span, with the batch's size and the
 // number of writes that applied.
 func (d *Durable) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
-	ctx, span := d.start(ctx, "write")
-	applied, err := d.next.Write(ctx, batch)
-	if span != nil {
+	c := d.start(ctx, "write", true)
+	applied, err := d.next.Write(c.ctx, batch)
+	if c.span != nil {
 		n := 0
 		for _, ok := range applied {
 			if ok {
 				n++
 			}
 		}
-		span.SetAttributes(attribute.Int("hybridsession.applied", n))
+		c.span.SetAttributes(attribute.Int("hybridsession.applied", n))
 		if len(batch) > 1 {
-			span.SetAttributes(semconv.DBOperationBatchSize(len(batch)))
+			c.span.SetAttributes(semconv.DBOperationBatchSize(len(batch)))
 		}
 	}
-	end(span, err)
+	c.end(err)
 	return applied, err
 }
 
 // List calls the wrapped List in a span.
 func (d *Durable) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
-	ctx, span := d.start(ctx, "list")
-	recs, err := d.next.List(ctx, subject, after, limit)
-	end(span, err)
+	c := d.start(ctx, "list", true)
+	recs, err := d.next.List(c.ctx, subject, after, limit)
+	c.end(err)
 	return recs, err
 }
 
@@ -153,10 +186,10 @@ func (d *Durable) List(ctx context.Context, subject, after string, limit int) ([
 // batch that claimed fewer rows than its limit, left every row it claimed
 // for a later pass (durable.Leave), or failed.
 func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
-	ctx, span := d.start(ctx, "reap")
+	c := d.start(ctx, "reap", false) // not timed: the batch holds the judge's work
 	pass := d.startBatch(now)
 	left := -1 // rows the batch left; -1: judge not called
-	n, err := d.next.Reap(ctx, now, limit, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
+	n, err := d.next.Reap(c.ctx, now, limit, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
 		vs, err := judge(ctx, batch)
 		left = 0
 		for _, v := range vs {
@@ -166,10 +199,10 @@ func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge dura
 		}
 		return vs, err
 	})
-	if span != nil {
-		span.SetAttributes(attribute.Int("hybridsession.examined", n))
+	if c.span != nil {
+		c.span.SetAttributes(attribute.Int("hybridsession.examined", n))
 	}
-	end(span, err)
+	c.end(err)
 	d.endBatch(now, pass, n, err != nil || n < limit || left == n, err)
 	return n, err
 }

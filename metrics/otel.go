@@ -3,11 +3,12 @@ package metrics
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
-	"sort"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/embedded"
 )
 
 // RegisterOTel creates an OpenTelemetry observable instrument for every
@@ -16,24 +17,67 @@ import (
 // Store's Stats once per collection. Names are dotted
 // (hybridsession.cache.reads with an "outcome" attribute,
 // hybridsession.memcached.breaker_open with a "node" attribute).
-// Unregister the returned Registration to stop observing. It returns an
-// error when cfg is invalid or meter refuses an instrument.
+//
+// With Config.Tracer or Config.Durable, the calls they time are recorded
+// as they end in the semantic conventions' histogram
+// db.client.operation.duration (seconds), with db.system.name (memcached,
+// or other_sql for the durable tier), db.operation.name, server.address
+// and server.port of a memcached node, and error.type of a failure.
+//
+// Unregister the returned Registration to stop observing and recording.
+// It returns an error when cfg is invalid or meter refuses an instrument.
 func RegisterOTel(cfg Config, meter metric.Meter) (metric.Registration, error) {
 	cfg, err := cfg.check()
 	if err != nil {
 		return nil, err
 	}
-	keys := make([]string, 0, len(cfg.Labels))
-	for k := range cfg.Labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var base []attribute.KeyValue
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(cfg.Labels)) {
 		base = append(base, attribute.String(k, cfg.Labels[k]))
 	}
-	common := metric.WithAttributes(base...)
+	r := &registration{timed: cfg.timed()}
+	if len(r.timed) > 0 {
+		hist, err := meter.Float64Histogram("db.client.operation.duration", metric.WithUnit("s"),
+			metric.WithDescription("Duration of database client operations."),
+			metric.WithExplicitBucketBoundaries(latencyBuckets...))
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range r.timed {
+			r.recs = append(r.recs, &otelLatency{hist: hist, base: append(slices.Clip(base), t.l.system)})
+		}
+	}
+	if r.stats, err = observeStats(cfg, meter, base); err != nil {
+		return nil, err
+	}
+	for i, t := range r.timed {
+		t.calls.attach(r.recs[i])
+	}
+	return r, nil
+}
 
+// registration is what RegisterOTel registered: the callback observing
+// the Stats, and the histogram's recorders attached to Config.Tracer and
+// Config.Durable.
+type registration struct {
+	embedded.Registration
+	stats metric.Registration
+	timed []timedCalls
+	recs  []*otelLatency // recs[i] is attached to timed[i]
+}
+
+// Unregister detaches the recorders and unregisters the callback.
+func (r *registration) Unregister() error {
+	for i, t := range r.timed {
+		t.calls.detach(r.recs[i])
+	}
+	return r.stats.Unregister()
+}
+
+// observeStats registers a callback observing cfg's stats on meter, each
+// series with the attributes base and its label's.
+func observeStats(cfg Config, meter metric.Meter, base []attribute.KeyValue) (metric.Registration, error) {
+	common := metric.WithAttributes(base...)
 	table := cfg.table()
 	var (
 		errs  []error

@@ -5,13 +5,16 @@ import (
 )
 
 // Collector is a prometheus.Collector over a Store's Stats: every scrape
-// reads Stats once. Register it with a prometheus.Registerer; several
+// reads Stats once. With Config.Tracer and Config.Durable it also exports
+// latency histograms of the memcached operations and the database calls,
+// recorded as they end. Register it with a prometheus.Registerer; several
 // Collectors (one per Store) may share a registry when their Config.Labels
 // differ.
 type Collector struct {
-	cfg   Config
-	descs []*prometheus.Desc // of table()
-	nodes []*prometheus.Desc // nodeStats
+	cfg       Config
+	descs     []*prometheus.Desc // of table()
+	nodes     []*prometheus.Desc // nodeStats
+	latencies []*promLatency     // of timed()
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -35,6 +38,11 @@ func NewCollector(cfg Config) (*Collector, error) {
 	for _, st := range nodeStats {
 		c.nodes = append(c.nodes, prometheus.NewDesc(Namespace+"_"+st.name, st.help, []string{nodeLabel}, labels))
 	}
+	for _, t := range cfg.timed() {
+		l := newPromLatency(t.l, cfg.Labels)
+		t.calls.attach(l)
+		c.latencies = append(c.latencies, l)
+	}
 	return c, nil
 }
 
@@ -46,9 +54,13 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.nodes {
 		ch <- d
 	}
+	for _, l := range c.latencies {
+		l.vec.Describe(ch)
+	}
 }
 
-// Collect reads the Store's Stats once and sends every metric.
+// Collect reads the Store's Stats once and sends every metric, the latency
+// histograms too.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.cfg.read()
 	for i, st := range c.cfg.table() {
@@ -64,6 +76,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for j, st := range nodeStats {
 			ch <- prometheus.MustNewConstMetric(c.nodes[j], prometheus.GaugeValue, st.value(open), addr)
 		}
+	}
+	for _, l := range c.latencies {
+		l.vec.Collect(ch)
 	}
 }
 

@@ -5,6 +5,9 @@ import (
 	"time"
 
 	"github.com/hybridsession/hybridsession/core"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
 
 // Namespace is the prefix of every metric name: hybridsession_ in
@@ -66,11 +69,12 @@ func u(v uint64) float64 { return float64(v) }
 
 // Labels (attributes) of the metrics; Config.Labels may use none of them.
 const (
-	nodeLabel    = "node"    // a memcached node, "host:port"
-	outcomeLabel = "outcome" // what became of a read or a row
+	nodeLabel      = "node"      // a memcached node, "host:port"
+	outcomeLabel   = "outcome"   // what became of a read or a row
+	operationLabel = "operation" // a latency histogram's operation
 )
 
-var reservedLabels = []string{nodeLabel, outcomeLabel}
+var reservedLabels = []string{nodeLabel, outcomeLabel, operationLabel}
 
 // stats lists every metric of the Store. Per-node metrics are in nodeStats,
 // the reaper's pass in reapStats. A ratio (the hit ratio) is computed in
@@ -106,12 +110,38 @@ var nodeStats = []nodeStat{
 }
 
 // reapStats are gauges about the reaper's last complete pass, present only
-// when Config.Reaper is set.
+// when Config.Durable is set.
 var reapStats = []stat{
 	one("reaper_last_pass_timestamp_seconds", gauge, "s", "Unix time the reaper's last complete pass ended (0 before the first).", func(s *snapshot) float64 { return unixSeconds(s.reap.End) }),
 	one("reaper_last_pass_duration_seconds", gauge, "s", "Wall time of the reaper's last complete pass.", func(s *snapshot) float64 { return s.reap.Duration.Seconds() }),
 	one("reaper_last_pass_rows", gauge, "{row}", "Rows the reaper's last complete pass examined.", func(s *snapshot) float64 { return float64(s.reap.Examined) }),
 }
+
+// latency is a histogram of call durations in seconds, recorded as the
+// calls end (Stats does not carry them), labelled operation=.
+// OpenTelemetry has one instrument for both, db.client.operation.duration
+// of the semantic conventions, with the latency's db.system.name.
+type latency struct {
+	name, help string
+	ops        []string // the operations the core makes, whose series exist from the start
+	system     attribute.KeyValue
+}
+
+var (
+	// cacheLatency is fed by Config.Tracer.
+	cacheLatency = latency{"cache_operation_duration_seconds",
+		"Duration of memcached operations, from the request to the answer or failure (timeouts included), whether on the request path, of the background writer or of the reaper.",
+		[]string{"get", "get_multi", "add", "set", "cas"}, semconv.DBSystemNameMemcached}
+	// dbLatency is fed by Config.Durable. A reaper batch is left out: it
+	// holds the judging of its rows (memcached reads, the archive hook).
+	dbLatency = latency{"db_operation_duration_seconds",
+		"Duration of durable tier calls (load, write, list; not the reaper's batches), failures included.",
+		[]string{"load", "write", "list"}, semconv.DBSystemNameOtherSQL}
+)
+
+// latencyBuckets are the histograms' upper bounds in seconds: 100µs,
+// doubling up to 3.3s.
+var latencyBuckets = prometheus.ExponentialBuckets(100e-6, 2, 16)
 
 func b2f(b bool) float64 {
 	if b {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
 	"go.opentelemetry.io/otel/attribute"
@@ -18,9 +19,11 @@ import (
 // scope is the instrumentation scope name of the spans.
 const scope = "github.com/hybridsession/hybridsession/metrics"
 
-// Tracer records an OpenTelemetry span for every memcached operation of a
-// Store. Set its StartCacheOp as core.MemcachedConfig.Tracer; leave that
-// field nil for no tracing at no cost.
+// Tracer times every memcached operation of a Store and records an
+// OpenTelemetry span for it. Set its StartCacheOp as
+// core.MemcachedConfig.Tracer; leave that field nil for neither, at no
+// cost. The durations go to the latency histogram of every Collector and
+// RegisterOTel given the Tracer in Config.Tracer.
 //
 // The spans follow OpenTelemetry's semantic conventions for database
 // clients: client spans named after the operation ("get", "get_multi",
@@ -32,33 +35,57 @@ const scope = "github.com/hybridsession/hybridsession/metrics"
 // network error, a timeout, a SERVER_ERROR line, a malformed key — sets
 // error.type and the span's status to Error.
 type Tracer struct {
-	tracer trace.Tracer
+	tracer trace.Tracer // nil: no spans
+	timing recorders
 }
 
-// NewTracer returns a Tracer that records spans with tp's tracer.
-// It panics when tp is nil (pass otel.GetTracerProvider() for the global one).
+// NewTracer returns a Tracer that records spans with tp's tracer, or none
+// when tp is nil (to time the operations for the histograms alone; pass
+// otel.GetTracerProvider() for the global provider).
 func NewTracer(tp trace.TracerProvider) *Tracer {
-	if tp == nil {
-		panic("metrics: NewTracer needs a TracerProvider")
+	t := &Tracer{}
+	if tp != nil {
+		t.tracer = tp.Tracer(scope, trace.WithSchemaURL(semconv.SchemaURL))
 	}
-	return &Tracer{tracer: tp.Tracer(scope, trace.WithSchemaURL(semconv.SchemaURL))}
+	return t
 }
 
-// StartCacheOp starts the span of one memcached operation; see
-// core.MemcachedConfig.Tracer. A span the sampler drops costs its Start
-// and nothing more.
+// StartCacheOp starts timing one memcached operation and its span; see
+// core.MemcachedConfig.Tracer. With no span recorded (no TracerProvider,
+// or the sampler dropped it) and no histogram, it costs a Start and
+// nothing more.
 func (t *Tracer) StartCacheOp(ctx context.Context, op, addr string) func(error) {
-	_, span := t.tracer.Start(ctx, op, clientKind)
-	if !span.IsRecording() {
+	var span trace.Span
+	if t.tracer != nil {
+		ctx, span = t.tracer.Start(ctx, op, clientKind)
+		if span.IsRecording() {
+			span.SetAttributes(semconv.DBSystemNameMemcached, semconv.DBOperationName(op))
+			span.SetAttributes(serverAttributes(addr)...)
+		} else {
+			span = nil
+		}
+	}
+	recs := t.timing.load()
+	if span == nil && len(recs) == 0 {
 		return noEnd
 	}
-	span.SetAttributes(semconv.DBSystemNameMemcached, semconv.DBOperationName(op))
-	span.SetAttributes(serverAttributes(addr)...)
+	start := time.Now()
 	return func(err error) {
-		if code := answerCode(err); code != "" {
+		c := call{op: op, addr: addr, took: time.Since(start)}
+		code := answerCode(err)
+		if err != nil && code == "" {
+			c.errorType = cacheErrorType(err)
+		}
+		for _, r := range recs {
+			r.record(ctx, c)
+		}
+		if span == nil {
+			return
+		}
+		if code != "" {
 			span.SetAttributes(semconv.DBResponseStatusCode(code))
 		} else if err != nil {
-			failed(span, cacheErrorType(err), err)
+			failed(span, c.errorType, err)
 		}
 		span.End()
 	}
