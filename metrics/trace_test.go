@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -189,7 +190,8 @@ func BenchmarkStartCacheOp(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			tr := metrics.NewTracer(bc.tp)
 			if bc.timed {
-				store, err := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory(), Reaper: core.ReaperConfig{Interval: -1}})
+				store, err := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory(), Reaper: core.ReaperConfig{Interval: -1},
+					Logger: slog.New(slog.DiscardHandler)})
 				if err != nil {
 					b.Fatal(err)
 				}
