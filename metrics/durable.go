@@ -119,26 +119,26 @@ func (d *Durable) start(ctx context.Context, op string, timed bool) dbCall {
 	return c
 }
 
-// end records the call's duration and ends its span, as failed when err is
-// not nil.
+// end ends the call's span, as failed when err is not nil, and records
+// its duration.
 func (c *dbCall) end(err error) {
 	var et string
 	if err != nil {
 		et = errorType(err)
 	}
+	var took time.Duration
 	if len(c.recs) > 0 {
-		tc := call{op: c.op, took: time.Since(c.start), errorType: et}
-		for _, r := range c.recs {
-			r.record(c.ctx, tc)
+		took = time.Since(c.start)
+	}
+	if c.span != nil {
+		if err != nil {
+			failed(c.span, et, err)
 		}
+		c.span.End()
 	}
-	if c.span == nil {
-		return
+	for _, r := range c.recs {
+		r.record(c.ctx, call{op: c.op, took: took, errorType: et})
 	}
-	if err != nil {
-		failed(c.span, et, err)
-	}
-	c.span.End()
 }
 
 // Load calls the wrapped Load in a span.

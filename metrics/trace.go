@@ -76,18 +76,17 @@ func (t *Tracer) StartCacheOp(ctx context.Context, op, addr string) func(error) 
 		if err != nil && code == "" {
 			c.errorType = cacheErrorType(err)
 		}
+		if span != nil {
+			if code != "" {
+				span.SetAttributes(semconv.DBResponseStatusCode(code))
+			} else if err != nil {
+				failed(span, c.errorType, err)
+			}
+			span.End()
+		}
 		for _, r := range recs {
 			r.record(ctx, c)
 		}
-		if span == nil {
-			return
-		}
-		if code != "" {
-			span.SetAttributes(semconv.DBResponseStatusCode(code))
-		} else if err != nil {
-			failed(span, c.errorType, err)
-		}
-		span.End()
 	}
 }
 
