@@ -2,7 +2,9 @@ package metrics
 
 import (
 	"errors"
+	"fmt"
 	"maps"
+	"slices"
 
 	"github.com/hybridsession/hybridsession/core"
 )
@@ -12,15 +14,22 @@ type Config struct {
 	// Store is the Store whose Stats are exported. Required.
 	Store *core.Store
 
-	// Reaper, when set, is the Store's durable tier wrapped with NewDurable:
-	// it sees the reaper's batches and adds the reaper_last_pass metrics
-	// (Stats does not carry them). Optional.
-	Reaper *Durable
+	// Tracer, when set, is the Tracer whose StartCacheOp is the Store's
+	// core.MemcachedConfig.Tracer: it times every memcached operation for
+	// the cache_operation_duration_seconds histogram (Stats does not carry
+	// durations). Optional.
+	Tracer *Tracer
+
+	// Durable, when set, is the Store's durable tier wrapped with
+	// NewDurable: it times the database calls for the
+	// db_operation_duration_seconds histogram and sees the reaper's batches
+	// for the reaper_last_pass metrics (Stats carries neither). Optional.
+	Durable *Durable
 
 	// Labels are added to every metric: Prometheus constant labels,
 	// OpenTelemetry attributes. Set them to tell several Stores in one
-	// process apart (e.g. {"app": "checkout"}). "node" is reserved.
-	// Optional.
+	// process apart (e.g. {"app": "checkout"}). The metrics' own labels,
+	// "node", "outcome" and "operation", are reserved. Optional.
 	Labels map[string]string
 }
 
@@ -31,8 +40,10 @@ func (c Config) check() (Config, error) {
 	if c.Store == nil {
 		return c, errNoStore
 	}
-	if _, ok := c.Labels[nodeLabel]; ok {
-		return c, errors.New(`metrics: Config.Labels must not contain "node"`)
+	for _, l := range reservedLabels {
+		if _, ok := c.Labels[l]; ok {
+			return c, fmt.Errorf("metrics: Config.Labels must not contain %q", l)
+		}
 	}
 	c.Labels = maps.Clone(c.Labels)
 	return c, nil
@@ -41,8 +52,34 @@ func (c Config) check() (Config, error) {
 // read takes one snapshot of everything exported.
 func (c *Config) read() *snapshot {
 	s := &snapshot{Stats: c.Store.Stats()}
-	if c.Reaper != nil {
-		s.reap, s.hasReaps = c.Reaper.LastReapPass(), true
+	if c.Durable != nil {
+		s.reap, s.hasReaps = c.Durable.LastReapPass(), true
 	}
 	return s
+}
+
+// table returns the stats exported for c: reapStats too with a Durable.
+func (c *Config) table() []stat {
+	if c.Durable == nil {
+		return stats
+	}
+	return append(slices.Clip(stats), reapStats...)
+}
+
+// timedCalls is a source of calls and the histogram they go to.
+type timedCalls struct {
+	calls *recorders
+	l     latency
+}
+
+// timed returns the sources of calls c has: its Tracer, its Durable.
+func (c *Config) timed() []timedCalls {
+	var out []timedCalls
+	if c.Tracer != nil {
+		out = append(out, timedCalls{&c.Tracer.timing, cacheLatency})
+	}
+	if c.Durable != nil {
+		out = append(out, timedCalls{&c.Durable.timing, dbLatency})
+	}
+	return out
 }

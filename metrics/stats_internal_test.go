@@ -2,6 +2,8 @@ package metrics
 
 import (
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -28,12 +30,14 @@ func TestEveryStatsCounterExported(t *testing.T) {
 	}
 	seen := map[float64]string{}
 	for _, st := range stats {
-		got := st.value(&s)
-		if name, ok := fields[got]; ok {
-			if prev, dup := seen[got]; dup {
-				t.Errorf("%s and %s both export Stats.%s", prev, st.name, name)
+		for _, se := range st.series {
+			got, id := se.read(&s), st.name+"{"+se.value+"}"
+			if name, ok := fields[got]; ok {
+				if prev, dup := seen[got]; dup {
+					t.Errorf("%s and %s both export Stats.%s", prev, id, name)
+				}
+				seen[got] = id
 			}
-			seen[got] = st.name
 		}
 	}
 	for val, name := range fields {
@@ -45,7 +49,8 @@ func TestEveryStatsCounterExported(t *testing.T) {
 
 func TestOTelNames(t *testing.T) {
 	for in, want := range map[string]string{
-		"cache_hits_total":                   "hybridsession.cache.hits",
+		"cache_reads_total":                  "hybridsession.cache.reads",
+		"reaper_rows_total":                  "hybridsession.reaper.rows",
 		"sync_pending":                       "hybridsession.sync.pending",
 		"reaper_last_pass_duration_seconds":  "hybridsession.reaper.last_pass_duration",
 		"memcached_breaker_open":             "hybridsession.memcached.breaker_open",
@@ -57,13 +62,22 @@ func TestOTelNames(t *testing.T) {
 	}
 }
 
-func TestHitRatio(t *testing.T) {
-	for _, tc := range []struct {
-		hits, misses uint64
-		want         float64
-	}{{0, 0, 0}, {3, 1, 0.75}, {0, 5, 0}, {2, 0, 1}} {
-		if got := hitRatio(tc.hits, tc.misses); got != tc.want {
-			t.Errorf("hitRatio(%d, %d) = %v, want %v", tc.hits, tc.misses, got, tc.want)
+// TestStatsTable: every name has its type's suffix, every labelled stat has
+// distinct values, and no unlabelled stat has more than one series.
+func TestStatsTable(t *testing.T) {
+	for _, st := range append(slices.Clip(stats), reapStats...) {
+		if total := strings.HasSuffix(st.name, "_total"); total != (st.kind == counter) {
+			t.Errorf("%s: a counter's name, and only a counter's, ends in _total", st.name)
+		}
+		if st.label == "" && len(st.series) != 1 {
+			t.Errorf("%s: %d series without a label", st.name, len(st.series))
+		}
+		values := map[string]bool{}
+		for _, se := range st.series {
+			if st.label != "" && (se.value == "" || values[se.value]) {
+				t.Errorf("%s: %s=%q empty or repeated", st.name, st.label, se.value)
+			}
+			values[se.value] = true
 		}
 	}
 }

@@ -3,256 +3,164 @@ package metrics
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
-	"github.com/hybridsession/hybridsession/core/durable"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
 
 // scope is the instrumentation scope name of the spans.
 const scope = "github.com/hybridsession/hybridsession/metrics"
 
-// Tracer records an OpenTelemetry span for every memcached operation of a
-// Store. Set its StartCacheOp as core.MemcachedConfig.Tracer; leave that
-// field nil for no tracing at no cost.
+// Tracer times every memcached operation of a Store and records an
+// OpenTelemetry span for it. Set its StartCacheOp as
+// core.MemcachedConfig.Tracer; leave that field nil for neither, at no
+// cost. The durations go to the latency histogram of every Collector and
+// RegisterOTel given the Tracer in Config.Tracer.
 //
-// The spans are client spans named "memcached <op>" with the attributes
-// db.system.name=memcached, db.operation.name and server.address. A miss,
-// "not stored" or a CAS conflict is an answer, recorded as the attribute
-// memcached.result; only failures (network errors, timeouts) set the span's
-// status to Error.
+// The spans follow OpenTelemetry's semantic conventions for database
+// clients: client spans named after the operation ("get", "get_multi",
+// "add", "set", "cas"), children of the span in the context the Store
+// serves, with db.system.name=memcached, db.operation.name, server.address
+// (the node's host, or its unix socket path) and server.port. A miss, "not
+// stored" or a CAS conflict is an answer, not a failure: it is recorded as
+// db.response.status_code (NOT_FOUND, NOT_STORED, EXISTS). A failure — a
+// network error, a timeout, a SERVER_ERROR line, a malformed key — sets
+// error.type and the span's status to Error.
 type Tracer struct {
-	tracer trace.Tracer
+	tracer trace.Tracer // nil: no spans
+	timing recorders
 }
 
-// NewTracer returns a Tracer that records spans with tp's tracer.
-// It panics when tp is nil (pass otel.GetTracerProvider() for the global one).
+// NewTracer returns a Tracer that records spans with tp's tracer, or none
+// when tp is nil (to time the operations for the histograms alone; pass
+// otel.GetTracerProvider() for the global provider).
 func NewTracer(tp trace.TracerProvider) *Tracer {
-	if tp == nil {
-		panic("metrics: NewTracer needs a TracerProvider")
+	t := &Tracer{}
+	if tp != nil {
+		t.tracer = tp.Tracer(scope, trace.WithSchemaURL(semconv.SchemaURL))
 	}
-	return &Tracer{tracer: tp.Tracer(scope)}
+	return t
 }
 
-var (
-	attrMemcached = attribute.String("db.system.name", "memcached")
-)
-
-// StartCacheOp starts the span of one memcached operation; see
-// core.MemcachedConfig.Tracer. A span the sampler drops costs its Start and nothing
-// more.
+// StartCacheOp starts timing one memcached operation and its span; see
+// core.MemcachedConfig.Tracer. With no span recorded (no TracerProvider,
+// or the sampler dropped it) and no histogram, it costs a Start and
+// nothing more.
 func (t *Tracer) StartCacheOp(ctx context.Context, op, addr string) func(error) {
-	_, span := t.tracer.Start(ctx, cacheSpanName(op), clientKind)
-	if !span.IsRecording() {
+	var span trace.Span
+	if t.tracer != nil {
+		ctx, span = t.tracer.Start(ctx, op, clientKind)
+		if span.IsRecording() {
+			span.SetAttributes(semconv.DBSystemNameMemcached, semconv.DBOperationName(op))
+			span.SetAttributes(serverAttributes(addr)...)
+		} else {
+			span = nil
+		}
+	}
+	recs := t.timing.load()
+	if span == nil && len(recs) == 0 {
 		return noEnd
 	}
-	span.SetAttributes(attrMemcached, attribute.String("db.operation.name", op), attribute.String("server.address", addr))
+	start := time.Now()
 	return func(err error) {
-		switch {
-		case err == nil:
-		case protocolAnswer(err):
-			span.SetAttributes(attribute.String("memcached.result", err.Error()))
-		default:
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "memcached unavailable")
+		c := call{op: op, addr: addr, took: time.Since(start)}
+		code := answerCode(err)
+		if err != nil && code == "" {
+			c.errorType = cacheErrorType(err)
 		}
-		span.End()
+		if span != nil {
+			if code != "" {
+				span.SetAttributes(semconv.DBResponseStatusCode(code))
+			} else if err != nil {
+				failed(span, c.errorType, err)
+			}
+			span.End()
+		}
+		for _, r := range recs {
+			r.record(ctx, c)
+		}
 	}
 }
 
-// protocolAnswer reports whether err, handed to a tracer's end, is the
-// node's answer rather than a failure to reach it: a miss, "not stored", a
-// CAS conflict, a refused key, or a SERVER_ERROR line (out of memory, item
-// too large), which gomemcache reports as an unexpected response line. The
-// Store counts the same answers as successes of the node.
-func protocolAnswer(err error) bool {
-	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrNotStored) ||
-		errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrMalformedKey) ||
-		errors.Is(err, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR")
+// serverAttributes returns server.address and server.port of a node's
+// "host:port", or server.address and network.transport=unix of a unix
+// socket's path.
+func serverAttributes(addr string) []attribute.KeyValue {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return []attribute.KeyValue{semconv.ServerAddress(addr), semconv.NetworkTransportUnix}
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return []attribute.KeyValue{semconv.ServerAddress(host)}
+	}
+	return []attribute.KeyValue{semconv.ServerAddress(host), semconv.ServerPort(port)}
+}
+
+// answerCode returns the memcached response of a protocol answer handed to
+// a tracer's end — a miss, "not stored", a CAS conflict — and "" for nil or
+// a failure. The Store counts the same answers as successes of the node.
+func answerCode(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, memcache.ErrCacheMiss):
+		return "NOT_FOUND"
+	case errors.Is(err, memcache.ErrNotStored):
+		return "NOT_STORED"
+	case errors.Is(err, memcache.ErrCASConflict):
+		return "EXISTS"
+	}
+	return ""
+}
+
+// failed marks span as failed with err: error.type, and the status Error
+// with err's message.
+func failed(span trace.Span, errorType string, err error) {
+	span.SetAttributes(semconv.ErrorTypeKey.String(errorType))
+	span.SetStatus(codes.Error, err.Error())
+}
+
+// cacheErrorType is errorType for a memcached failure, which may also be
+// SERVER_ERROR (the node's answer when it cannot store an item; gomemcache
+// reports some such lines as unexpected response lines) or malformed_key.
+func cacheErrorType(err error) string {
+	switch {
+	case errors.Is(err, memcache.ErrServerError) || strings.Contains(err.Error(), "SERVER_ERROR"):
+		return "SERVER_ERROR"
+	case errors.Is(err, memcache.ErrMalformedKey):
+		return "malformed_key"
+	}
+	return errorType(err)
+}
+
+// errorType classifies a failure for the error.type attribute with few
+// values: timeout, canceled, the value of an ErrorType() string method in
+// err's chain, else _OTHER.
+func errorType(err error) string {
+	var ne net.Error
+	var et interface{ ErrorType() string }
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.As(err, &et) && et.ErrorType() != "":
+		return et.ErrorType()
+	}
+	return semconv.ErrorTypeOther.Value.AsString()
 }
 
 var (
 	clientKind = trace.WithSpanKind(trace.SpanKindClient)
 	noEnd      = func(error) {}
 )
-
-// cacheSpanName returns "memcached "+op without allocating for the
-// operations core.MemcachedConfig.Tracer lists.
-func cacheSpanName(op string) string {
-	switch op {
-	case "get":
-		return "memcached get"
-	case "get_multi":
-		return "memcached get_multi"
-	case "add":
-		return "memcached add"
-	case "set":
-		return "memcached set"
-	case "cas":
-		return "memcached cas"
-	case "delete":
-		return "memcached delete"
-	}
-	return "memcached " + op
-}
-
-// Durable wraps a durable.Tier: it records an OpenTelemetry span around
-// every call when it has a TracerProvider, and remembers the reaper's last
-// complete pass (see LastReapPass) either way. It is a durable.Tier itself:
-// give it to core.StoreConfig.Durable in place of the one it wraps.
-type Durable struct {
-	next   durable.Tier
-	tracer trace.Tracer // nil: no spans
-
-	mu        sync.Mutex
-	passNow   time.Time // the now argument of the pass in progress
-	passStart time.Time
-	passRows  int
-	last      ReapPass
-}
-
-var _ durable.Tier = (*Durable)(nil)
-
-// ReapPass describes the reaper's last complete pass, as seen by Durable.
-type ReapPass struct {
-	// End is when the pass's last batch returned; zero before the first pass.
-	End time.Time
-	// Duration is the wall time from the pass's first batch to its end.
-	Duration time.Duration
-	// Examined counts the rows the pass's batches claimed.
-	Examined int
-	// Err is the error that ended the pass early, nil when it ran out of rows.
-	Err error
-}
-
-// NewDurable wraps d. With a nil tp it records no spans (and costs one
-// mutex per reaper batch, nothing per request); otherwise each call is a
-// client span named "db <Method>" (db.operation.name=<Method>), with the
-// error recorded on failure. It panics when d is nil.
-func NewDurable(d durable.Tier, tp trace.TracerProvider) *Durable {
-	if d == nil {
-		panic("metrics: NewDurable needs a durable.Tier")
-	}
-	w := &Durable{next: d}
-	if tp != nil {
-		w.tracer = tp.Tracer(scope)
-	}
-	return w
-}
-
-// Unwrap returns the wrapped durable tier.
-func (d *Durable) Unwrap() durable.Tier { return d.next }
-
-// LastReapPass returns the reaper's last complete pass through this
-// Durable: the pass ends with a batch that examined fewer rows than its
-// limit, or failed. Several reapers (one per Store) sharing this Durable
-// are counted as one.
-func (d *Durable) LastReapPass() ReapPass {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.last
-}
-
-var attrDB = attribute.String("db.system.name", "hybridsession.durable")
-
-// start starts the span called name ("db <method>") of a call to method.
-func (d *Durable) start(ctx context.Context, name, method string) (context.Context, trace.Span) {
-	if d.tracer == nil {
-		return ctx, nil
-	}
-	ctx, span := d.tracer.Start(ctx, name, clientKind)
-	if span.IsRecording() {
-		span.SetAttributes(attrDB, attribute.String("db.operation.name", method))
-	}
-	return ctx, span
-}
-
-func end(span trace.Span, err error) {
-	if span == nil {
-		return
-	}
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
-}
-
-// Load calls the wrapped Load in a span.
-func (d *Durable) Load(ctx context.Context, key string) (durable.Record, bool, error) {
-	ctx, span := d.start(ctx, "db Load", "Load")
-	rec, found, err := d.next.Load(ctx, key)
-	if span != nil {
-		span.SetAttributes(attribute.Bool("hybridsession.found", found))
-	}
-	end(span, err)
-	return rec, found, err
-}
-
-// Write calls the wrapped Write in a span, with the batch's size and the
-// number of writes that applied.
-func (d *Durable) Write(ctx context.Context, batch []durable.Write) ([]bool, error) {
-	ctx, span := d.start(ctx, "db Write", "Write")
-	applied, err := d.next.Write(ctx, batch)
-	if span != nil {
-		n := 0
-		for _, ok := range applied {
-			if ok {
-				n++
-			}
-		}
-		span.SetAttributes(attribute.Int("db.operation.batch.size", len(batch)), attribute.Int("hybridsession.applied", n))
-	}
-	end(span, err)
-	return applied, err
-}
-
-// List calls the wrapped List in a span.
-func (d *Durable) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
-	ctx, span := d.start(ctx, "db List", "List")
-	recs, err := d.next.List(ctx, subject, after, limit)
-	end(span, err)
-	return recs, err
-}
-
-// Reap calls the wrapped Reap in a span and keeps track of the reaper's
-// passes: the batches of one pass share its now, and a pass ends with a
-// batch that claimed fewer rows than its limit, left every row it claimed
-// for a later pass (durable.Leave), or failed.
-func (d *Durable) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
-	ctx, span := d.start(ctx, "db Reap", "Reap")
-	d.mu.Lock()
-	if !now.Equal(d.passNow) || d.passStart.IsZero() {
-		d.passNow, d.passStart, d.passRows = now, time.Now(), 0
-	}
-	d.mu.Unlock()
-	left := -1 // rows the batch left; -1: judge not called
-	n, err := d.next.Reap(ctx, now, limit, func(ctx context.Context, batch []durable.Record) ([]durable.Verdict, error) {
-		vs, err := judge(ctx, batch)
-		left = 0
-		for _, v := range vs {
-			if v.Action == durable.Leave {
-				left++
-			}
-		}
-		return vs, err
-	})
-	if span != nil {
-		span.SetAttributes(attribute.Int("hybridsession.examined", n))
-	}
-	end(span, err)
-	d.mu.Lock()
-	d.passRows += n
-	if err != nil || n < limit || left == n {
-		t := time.Now()
-		d.last = ReapPass{End: t, Duration: t.Sub(d.passStart), Examined: d.passRows, Err: err}
-		d.passStart = time.Time{}
-	}
-	d.mu.Unlock()
-	return n, err
-}

@@ -2,14 +2,14 @@ package metrics_test
 
 import (
 	"context"
-	"errors"
+	"log/slog"
+	"maps"
+	"net"
 	"slices"
-	"strings"
+	"strconv"
 	"testing"
-	"time"
 
 	"github.com/hybridsession/hybridsession/core"
-	"github.com/hybridsession/hybridsession/core/durable"
 	"github.com/hybridsession/hybridsession/core/durabletest"
 	"github.com/hybridsession/hybridsession/memcachedtest"
 	"github.com/hybridsession/hybridsession/metrics"
@@ -17,15 +17,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
-
-// The wrapper is a durable tier like any other: it passes the conformance suite.
-func TestDurableConformance(t *testing.T) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewInMemoryExporter()))
-	durabletest.Run(t, func(t *testing.T) durable.Tier {
-		return metrics.NewDurable(durabletest.NewMemory(), tp)
-	})
-}
 
 func TestTracing(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
@@ -34,6 +27,7 @@ func TestTracing(t *testing.T) {
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}, Tracer: metrics.NewTracer(tp).StartCacheOp},
 		Durable:   metrics.NewDurable(durabletest.NewMemory(), tp),
+		Reaper:    core.ReaperConfig{Interval: -1},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -43,11 +37,14 @@ func TestTracing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
+	host, port, _ := net.SplitHostPort(mc.Addr)
+	portNum, _ := strconv.Atoi(port)
 
-	// A new session: a database Write, then a memcached set. A read of a
+	// The request's span: every span of the Store's calls is its child.
+	ctx, request := tp.Tracer("test").Start(context.Background(), "request")
+	// A new session: a database write, then a memcached set. A read of a
 	// token nobody has: a memcached get (a miss, not an error) and a
-	// database Load.
+	// database load.
 	s, _ := m.Load(ctx, "")
 	s.Put("k", "v")
 	if err := m.Save(ctx, s); err != nil {
@@ -56,44 +53,72 @@ func TestTracing(t *testing.T) {
 	if _, err := m.Load(ctx, core.NewToken()); err != nil {
 		t.Fatal(err)
 	}
-	names := map[string]int{}
+	request.End()
+
+	spans := map[string]tracetest.SpanStub{}
 	for _, sp := range exp.GetSpans() {
-		names[sp.Name]++
-		if sp.Name == "memcached get" {
-			if sp.Status.Code == codes.Error {
-				t.Errorf("a miss set the span status to %v", sp.Status)
-			}
-			if !hasAttr(sp.Attributes, "server.address", mc.Addr) {
-				t.Errorf("memcached get attributes %v lack server.address=%s", sp.Attributes, mc.Addr)
-			}
+		if sp.Name == "request" {
+			continue
+		}
+		spans[sp.Name] = sp
+		if sp.Parent.SpanID() != request.SpanContext().SpanID() {
+			t.Errorf("span %q has parent %v, want the request's span", sp.Name, sp.Parent.SpanID())
+		}
+		if sp.SpanKind != trace.SpanKindClient {
+			t.Errorf("span %q is of kind %v, want client", sp.Name, sp.SpanKind)
+		}
+		if sp.Status.Code == codes.Error {
+			t.Errorf("span %q failed: %v", sp.Name, sp.Status)
 		}
 	}
-	for _, want := range []string{"memcached set", "memcached get", "db Write", "db Load"} {
-		if names[want] == 0 {
-			t.Errorf("no %q span; got %v", want, names)
+	for _, want := range []string{"set", "get", "write", "load"} {
+		if _, ok := spans[want]; !ok {
+			t.Errorf("no %q span; got %v", want, slices.Collect(maps.Keys(spans)))
+		}
+	}
+	get := spans["get"].Attributes
+	for _, kv := range []attribute.KeyValue{
+		attribute.String("db.system.name", "memcached"), attribute.String("db.operation.name", "get"),
+		attribute.String("server.address", host), attribute.Int("server.port", portNum),
+		attribute.String("db.response.status_code", "NOT_FOUND"),
+	} {
+		if !slices.Contains(get, kv) {
+			t.Errorf("the get span's attributes %v lack %v", get, kv)
+		}
+	}
+	load := spans["load"].Attributes
+	for _, kv := range []attribute.KeyValue{
+		attribute.String("db.system.name", "other_sql"), attribute.String("db.operation.name", "load"),
+		attribute.Bool("hybridsession.found", false),
+	} {
+		if !slices.Contains(load, kv) {
+			t.Errorf("the load span's attributes %v lack %v", load, kv)
+		}
+	}
+	for _, sp := range spans {
+		for _, kv := range sp.Attributes {
+			if kv.Key == "memcached.result" || kv.Key == "error.type" {
+				t.Errorf("span %q has %v", sp.Name, kv)
+			}
 		}
 	}
 
-	// A dead node: the failure is an error span.
+	// A dead node: the failure is an error span with an error.type.
 	exp.Reset()
 	mc.Kill()
-	_, _ = m.Load(ctx, core.NewToken())
+	_, _ = m.Load(context.Background(), core.NewToken())
 	failed := false
 	for _, sp := range exp.GetSpans() {
-		failed = failed || (sp.Name == "memcached get" && sp.Status.Code == codes.Error)
-	}
-	if !failed {
-		t.Errorf("no failed memcached get span after the node died: %v", exp.GetSpans())
-	}
-}
-
-func hasAttr(kvs []attribute.KeyValue, k, v string) bool {
-	for _, kv := range kvs {
-		if string(kv.Key) == k && kv.Value.AsString() == v {
-			return true
+		if sp.Name == "get" && sp.Status.Code == codes.Error {
+			failed = true
+			if !slices.ContainsFunc(sp.Attributes, func(kv attribute.KeyValue) bool { return kv.Key == "error.type" && kv.Value.AsString() != "" }) {
+				t.Errorf("the failed get span's attributes %v lack error.type", sp.Attributes)
+			}
 		}
 	}
-	return false
+	if !failed {
+		t.Errorf("no failed get span after the node died: %v", exp.GetSpans())
+	}
 }
 
 // BenchmarkLoadHit is a cache-hit Load with tracing off (nil Tracer, the
@@ -149,103 +174,37 @@ func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { ret
 func (discard) Shutdown(context.Context) error                             { return nil }
 
 // BenchmarkStartCacheOp is the CPU a Tracer adds to one memcached
-// operation, without the round trip: unsampled and recorded.
+// operation, without the round trip: no span and no histogram, unsampled,
+// timed for a Collector's histogram alone, and recorded.
 func BenchmarkStartCacheOp(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		tp   *sdktrace.TracerProvider
+		name  string
+		tp    trace.TracerProvider
+		timed bool
 	}{
-		{"unsampled", sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))},
-		{"recorded", sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sdktrace.NewSimpleSpanProcessor(discard{})))},
+		{"off", nil, false},
+		{"unsampled", sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample())), false},
+		{"histogram", nil, true},
+		{"recorded", sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sdktrace.NewSimpleSpanProcessor(discard{}))), false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			tr := metrics.NewTracer(bc.tp)
+			if bc.timed {
+				store, err := core.NewStore(core.StoreConfig{Durable: durabletest.NewMemory(), Reaper: core.ReaperConfig{Interval: -1},
+					Logger: slog.New(slog.DiscardHandler)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer store.Close(context.Background())
+				if _, err := metrics.NewCollector(metrics.Config{Store: store, Tracer: tr}); err != nil {
+					b.Fatal(err)
+				}
+			}
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
 				tr.StartCacheOp(ctx, "get", "127.0.0.1:11211")(nil)
 			}
 		})
-	}
-}
-
-// TestLastReapPass drives the wrapper as the reaper does: a pass is the
-// batches that share one now, and it ends with a short batch, a batch whose
-// rows were all left for later, or an error.
-func TestLastReapPass(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	d := metrics.NewDurable(durabletest.NewMemory(), sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp)))
-	ctx := context.Background()
-	now := time.Now().Truncate(time.Millisecond)
-	var batch []durable.Write
-	for _, k := range []string{"a", "b", "c"} {
-		batch = append(batch, durable.Write{Record: durable.Record{
-			Key: strings.Repeat(k, 43), Payload: []byte("x"), Version: 1,
-			ExpiresAt: now.Add(-time.Minute), Deadline: now.Add(time.Hour),
-		}})
-	}
-	applied, err := d.Write(ctx, batch)
-	if err != nil || len(applied) != 3 || !applied[0] || !applied[1] || !applied[2] {
-		t.Fatalf("Write = %v, %v; want three inserts", applied, err)
-	}
-	if pass := d.LastReapPass(); !pass.End.IsZero() {
-		t.Fatalf("LastReapPass before any pass = %+v", pass)
-	}
-	verdicts := func(a durable.Action) durable.Judge {
-		return func(_ context.Context, rows []durable.Record) ([]durable.Verdict, error) {
-			out := make([]durable.Verdict, len(rows))
-			for i := range out {
-				out[i].Action = a
-			}
-			return out, nil
-		}
-	}
-
-	// A full batch whose rows are all left ends the pass.
-	if n, err := d.Reap(ctx, now, 2, verdicts(durable.Leave)); n != 2 || err != nil {
-		t.Fatalf("Reap = %d, %v; want 2 rows claimed", n, err)
-	}
-	if pass := d.LastReapPass(); pass.End.IsZero() || pass.Examined != 2 || pass.Err != nil {
-		t.Errorf("after a batch that left every row: last pass %+v, want an ended pass of 2 rows", pass)
-	}
-
-	// Two batches of one pass (one now): a full one, then a short one.
-	later := now.Add(time.Second)
-	first := d.LastReapPass()
-	if n, err := d.Reap(ctx, later, 2, verdicts(durable.Delete)); n != 2 || err != nil {
-		t.Fatalf("Reap = %d, %v; want 2 rows claimed", n, err)
-	}
-	if pass := d.LastReapPass(); pass != first {
-		t.Errorf("after the first, full batch of a pass: last pass %+v, want the previous one %+v", pass, first)
-	}
-	if n, err := d.Reap(ctx, later, 2, verdicts(durable.Delete)); n != 1 || err != nil {
-		t.Fatalf("Reap = %d, %v; want the last row claimed", n, err)
-	}
-	if pass := d.LastReapPass(); pass.Examined != 3 || !pass.End.After(first.End) {
-		t.Errorf("after the short batch: last pass %+v, want 3 rows, ended after %v", pass, first.End)
-	}
-
-	// A failed batch ends the pass with its error.
-	if _, err := d.Write(ctx, batch[:1]); err != nil {
-		t.Fatal(err)
-	}
-	boom := errors.New("boom")
-	d.Reap(ctx, later.Add(time.Second), 2, func(context.Context, []durable.Record) ([]durable.Verdict, error) { return nil, boom })
-	if pass := d.LastReapPass(); !errors.Is(pass.Err, boom) {
-		t.Errorf("after a failed batch: last pass %+v, want its error", pass)
-	}
-
-	spans := map[string]int{}
-	var sizes []int64 // of the db Write spans, in order
-	for _, sp := range exp.GetSpans() {
-		spans[sp.Name]++
-		for _, kv := range sp.Attributes {
-			if sp.Name == "db Write" && kv.Key == "db.operation.batch.size" {
-				sizes = append(sizes, kv.Value.AsInt64())
-			}
-		}
-	}
-	if spans["db Write"] != 2 || spans["db Reap"] != 4 || !slices.Equal(sizes, []int64{3, 1}) {
-		t.Errorf("spans %v, db Write batch sizes %v; want two db Write of 3 and 1 rows and four db Reap", spans, sizes)
 	}
 }

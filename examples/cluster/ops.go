@@ -74,7 +74,9 @@ func newOpsPanel(env *setup.Env, n *nodes, names map[*core.Store]string) (*opsPa
 	for _, s := range env.Stores() {
 		cfg := metrics.Config{Store: s, Labels: map[string]string{"server": p.name(s)}}
 		if cfg.Labels["server"] == "reaper" {
-			cfg.Reaper = env.Observed
+			// The Stores share one wrapped tier: its reaper passes, and the
+			// database calls of every Store, are exported once, here.
+			cfg.Durable = env.Observed
 		}
 		c, err := metrics.NewCollector(cfg)
 		if err != nil {

@@ -101,14 +101,19 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Errorf("db_writes_total summed = %v, want at least 2 (login, cart)", v)
 	}
 	// The cart add and the four state reads at least, all from memcached.
-	if v := sum(mfs, "hybridsession_cache_hits_total"); v < 5 {
-		t.Errorf("cache_hits_total summed = %v, want at least 5", v)
+	hits := 0.0
+	for _, f := range frameworks {
+		v, _ := value(mfs, "hybridsession_cache_reads_total", map[string]string{"server": f, "outcome": "hit"})
+		hits += v
+	}
+	if hits < 5 {
+		t.Errorf("cache_reads_total{outcome=\"hit\"} summed = %v, want at least 5", hits)
 	}
 	if v := sum(mfs, "hybridsession_db_reads_total"); v != 0 {
 		t.Errorf("db_reads_total summed = %v, want 0: memcached had every session", v)
 	}
-	if v, ok := value(mfs, "hybridsession_cache_hit_ratio", map[string]string{"server": frameworks[0]}); !ok || v != 1 {
-		t.Errorf("cache_hit_ratio{server=%q} = %v, want 1", frameworks[0], v)
+	if v, ok := value(mfs, "hybridsession_cache_reads_total", map[string]string{"server": frameworks[0], "outcome": "miss"}); !ok || v != 0 {
+		t.Errorf("cache_reads_total{server=%q,outcome=\"miss\"} = %v (present %v), want 0", frameworks[0], v, ok)
 	}
 	// The in-process reaper makes a pass at start.
 	deadline := time.Now().Add(10 * time.Second)

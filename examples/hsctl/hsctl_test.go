@@ -210,7 +210,7 @@ func TestStats(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = store.Close(context.Background()) })
-		c, err := metrics.NewCollector(metrics.Config{Store: store, Reaper: durable, Labels: map[string]string{"server": name}})
+		c, err := metrics.NewCollector(metrics.Config{Store: store, Durable: durable, Labels: map[string]string{"server": name}})
 		if err != nil {
 			t.Fatal(err)
 		}

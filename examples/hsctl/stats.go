@@ -68,7 +68,7 @@ func scrape(ctx context.Context, client *http.Client, url string) (map[string]*d
 	if err != nil {
 		return nil, fmt.Errorf("%s: not Prometheus text format: %w", url, err)
 	}
-	if _, ok := mfs["hybridsession_cache_hits_total"]; !ok {
+	if _, ok := mfs["hybridsession_cache_reads_total"]; !ok {
 		return nil, fmt.Errorf("%s: no hybridsession metrics (is the metrics module's Collector registered?)", url)
 	}
 	return mfs, nil
@@ -103,31 +103,35 @@ func samples(mfs map[string]*dto.MetricFamily, name string) []series {
 // serverLabel tells the Stores of one endpoint apart; "" when there is one.
 const serverLabel = "server"
 
-// columns are the per-server figures hsctl stats prints.
-var columns = []struct{ head, metric string }{
-	{"hits", "hybridsession_cache_hits_total"},
-	{"misses", "hybridsession_cache_misses_total"},
-	{"db reads", "hybridsession_db_reads_total"},
-	{"db writes", "hybridsession_db_writes_total"},
-	{"db errors", "hybridsession_db_errors_total"},
-	{"cache errors", "hybridsession_cache_errors_total"},
-	{"sync pending", "hybridsession_sync_pending"},
-	{"sync dropped", "hybridsession_sync_dropped_total"},
+// columns are the per-server figures hsctl stats prints: a metric's
+// series, those with the outcome label's value when outcome is set.
+var columns = []struct{ head, metric, outcome string }{
+	{"hits", "hybridsession_cache_reads_total", "hit"},
+	{"misses", "hybridsession_cache_reads_total", "miss"},
+	{"db reads", "hybridsession_db_reads_total", ""},
+	{"db writes", "hybridsession_db_writes_total", ""},
+	{"db errors", "hybridsession_db_errors_total", ""},
+	{"cache errors", "hybridsession_cache_errors_total", ""},
+	{"sync pending", "hybridsession_sync_pending", ""},
+	{"sync dropped", "hybridsession_sync_dropped_total", ""},
 }
 
 // printStats writes a table per app server, a total, the memcached nodes
 // and the reaper's last pass.
 func printStats(w io.Writer, mfs map[string]*dto.MetricFamily, now time.Time) {
-	values := map[string]map[string]float64{} // server → metric → value
+	values := map[string]map[string]float64{} // server → column head → value
 	var servers []string
 	for _, c := range columns {
 		for _, s := range samples(mfs, c.metric) {
+			if s.labels["outcome"] != c.outcome {
+				continue
+			}
 			srv := s.labels[serverLabel]
 			if values[srv] == nil {
 				values[srv] = map[string]float64{}
 				servers = append(servers, srv)
 			}
-			values[srv][c.metric] = s.value
+			values[srv][c.head] = s.value
 		}
 	}
 	slices.Sort(servers)
@@ -139,9 +143,9 @@ func printStats(w io.Writer, mfs map[string]*dto.MetricFamily, now time.Time) {
 	fmt.Fprintln(tw, head)
 	total := map[string]float64{}
 	row := func(name string, v map[string]float64) {
-		line := name + "\t" + percent(v["hybridsession_cache_hits_total"], v["hybridsession_cache_misses_total"]) + "\t"
+		line := name + "\t" + percent(v["hits"], v["misses"]) + "\t"
 		for _, c := range columns {
-			line += fmt.Sprintf("%.0f\t", v[c.metric])
+			line += fmt.Sprintf("%.0f\t", v[c.head])
 		}
 		fmt.Fprintln(tw, line)
 	}

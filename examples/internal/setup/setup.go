@@ -142,7 +142,8 @@ type Env struct {
 	// for a while; it passes every call through until Cut.
 	Outage *Outage
 	// Observed wraps Outage: the tier the Stores use. It remembers the
-	// reaper's last pass, for the metrics (see the metrics module).
+	// reaper's last pass and times the database calls, for the metrics
+	// (see the metrics module).
 	Observed *metrics.Durable
 
 	sealKeys [][]byte
