@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,12 +45,14 @@ type serverOpts struct {
 	skew         time.Duration
 	seal         core.SealConfig
 	idle         time.Duration
+	dial         func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func newServer(t *testing.T, c *clock, o serverOpts) *server {
 	t.Helper()
 	st, err := core.NewStore(core.StoreConfig{
-		Memcached:    core.MemcachedConfig{Servers: o.servers, Timeout: 200 * time.Millisecond, BreakerThreshold: 1000},
+		Memcached: core.MemcachedConfig{Servers: o.servers, Timeout: 200 * time.Millisecond, BreakerThreshold: 1000,
+			DialContext: o.dial},
 		Durable:      o.durable,
 		SyncInterval: o.syncInterval,
 		Seal:         o.seal,
@@ -94,6 +97,16 @@ func (s *server) alive(token string) bool {
 		s.t.Fatalf("load: %v", err)
 	}
 	return !sess.IsNew()
+}
+
+// source returns where token's session was found.
+func (s *server) source(token string) string {
+	s.t.Helper()
+	sess, err := s.m.Load(context.Background(), token)
+	if err != nil {
+		s.t.Fatalf("load: %v", err)
+	}
+	return sess.Source()
 }
 
 // value returns the string under key in token's session.
@@ -300,6 +313,39 @@ func TestSyncByFastClockDelaysNoRowWrite(t *testing.T) {
 	mc.Restart() // only the row is left
 	if got := b.value(token, "k"); got != "v" {
 		t.Fatalf("the row has %q, want the change made one SyncInterval ago", got)
+	}
+}
+
+// A change an app server wrote around a node it could not reach is in the
+// node's copy once the node answers that server again: its writer merges
+// the stale copy with the row, though the copy has nothing unsynced, so
+// other servers stop serving what the change replaced.
+func TestWriteAroundNodeReachesItsCopyOnceTheNodeAnswers(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	c := newClock()
+	db := durabletest.NewMemory()
+	var cut atomic.Bool
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if cut.Load() {
+			return nil, errors.New("cut off from memcached")
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
+	d := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db, dial: dial})
+	token := login(a)
+	cut.Store(true)
+	d.request(token, func(s *core.Session) { s.Put("k", "v") }) // written to the row only
+	if got := a.value(token, "k"); got != "" {
+		t.Fatalf("the copy has %q before the node answered the writer: the test did not cut it off", got)
+	}
+	cut.Store(false)
+	d.store.WriterPass()
+	if got := a.value(token, "k"); got != "v" {
+		t.Fatalf("the copy has %q once the node answers again, want the change written around it", got)
+	}
+	if src := a.source(token); src != "memcached" {
+		t.Fatalf("served from %q, want memcached", src)
 	}
 }
 

@@ -71,7 +71,7 @@ func (s *Store) read(ctx context.Context, token string) (*entry, error) {
 // over the dead or corrupt entry read (CAS id replace), never over what was written since (a
 // logout's tombstone, a copy another request refilled): update then compares with that.
 func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace uint64) {
-	e.Lineage, e.ActiveAt, e.Grace, e.Unsynced = newLineage(), now, s.grace(), true
+	e.Lineage, e.ActiveAt, e.Grace, e.Unsynced = newLineage(), now, s.grace, true
 	buf, exp := s.seal(nil, e.mkey, &e.Envelope), cache.Expiration(now, copyExpiry(&e.Envelope))
 	err := memcache.ErrCacheMiss
 	if replace != 0 {
@@ -83,7 +83,7 @@ func (s *Store) refill(ctx context.Context, e *entry, now time.Time, replace uin
 	switch {
 	case err == nil:
 		e.via = viaAdded
-		s.writer.schedule(e.mkey, now.Add(s.syncInterval))
+		s.writer.schedule(e.mkey, now.Add(s.syncInterval), 0)
 	case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCASConflict):
 		e.via = viaAdded
 	}
@@ -126,11 +126,7 @@ func (s *Store) each(ctx context.Context, subject string,
 			if s.open(rec.Payload, s.prefix+rec.Key, &row, false) != nil {
 				continue
 			}
-			var c *envelope.Envelope
-			if cc, ok := copies[rec.Key]; ok {
-				c = &cc
-			}
-			if err := fn(rec, &row, c); err != nil {
+			if err := fn(rec, &row, copies[rec.Key]); err != nil {
 				return err
 			}
 		}
@@ -153,7 +149,7 @@ func latest(row, cp *envelope.Envelope, now time.Time) (*envelope.Envelope, stri
 
 // copies returns the readable memcached copies of recs' sessions by storage key, and the keys whose
 // copy is unknown: its node did not answer, or this Store cannot read it (another key ring).
-func (s *Store) copies(ctx context.Context, recs []durable.Record) (map[string]envelope.Envelope, map[string]bool) {
+func (s *Store) copies(ctx context.Context, recs []durable.Record) (map[string]*envelope.Envelope, map[string]bool) {
 	if s.mc == nil {
 		return nil, nil
 	}
@@ -162,12 +158,12 @@ func (s *Store) copies(ctx context.Context, recs []durable.Record) (map[string]e
 		mkeys[i] = s.prefix + rec.Key
 	}
 	items, err := s.mc.GetMulti(ctx, mkeys)
-	out, unknown := make(map[string]envelope.Envelope, len(items)), map[string]bool{}
+	out, unknown := make(map[string]*envelope.Envelope, len(items)), map[string]bool{}
 	for i, rec := range recs {
-		var v envelope.Envelope
+		v := new(envelope.Envelope)
 		if it := items[mkeys[i]]; it == nil {
 			unknown[rec.Key] = err != nil // a node that failed may hold it
-		} else if err := s.open(it.Value, mkeys[i], &v, false); err == nil {
+		} else if err := s.open(it.Value, mkeys[i], v, false); err == nil {
 			out[rec.Key] = v
 		} else if errors.Is(err, envelope.ErrUnreadable) {
 			unknown[rec.Key] = true

@@ -30,7 +30,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	e.Envelope = envelope.Envelope{
 		Codec: e.Codec, Persistent: e.Persistent, Lineage: newLineage(),
 		Created: e.Created, Deadline: e.Deadline, IdleTimeout: e.IdleTimeout, ActiveAt: now,
-		Grace: s.grace(), Version: 1, Unsynced: s.durable != nil, Subject: e.Subject, Payload: e.Payload,
+		Grace: s.grace, Version: 1, Unsynced: s.durable != nil, Subject: e.Subject, Payload: e.Payload,
 	}
 	dbErr, cacheErr := errNoTier, errNoTier
 	if s.durable != nil {
@@ -50,7 +50,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	case cacheErr != nil:
 		e.via = viaRow
 	case dbErr != nil:
-		s.writer.schedule(e.mkey, now.Add(s.syncInterval))
+		s.writer.schedule(e.mkey, now.Add(s.syncInterval), 0)
 	}
 	return nil
 }
@@ -134,7 +134,7 @@ func (s *Store) update(ctx context.Context, e *entry, c change) error {
 	}
 	c.Durable = c.Durable || s.writeThrough
 	now := s.now()
-	next.ActiveAt, next.Grace, next.Unsynced, next.merged = now, s.grace(), s.durable != nil, false
+	next.ActiveAt, next.Grace, next.Unsynced, next.merged = now, s.grace, s.durable != nil, false
 	var err error
 	switch {
 	case next.via == viaRow || s.mc == nil:
@@ -173,7 +173,7 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read *entry, 
 	err := s.cas(ctx, e, read, now)
 	switch {
 	case err == nil:
-		s.writer.schedule(e.mkey, e.SyncedAt.Add(s.syncInterval))
+		s.writer.schedule(e.mkey, e.SyncedAt.Add(s.syncInterval), 0)
 		return nil
 	case !errors.Is(err, cache.ErrUnavailable):
 		return err
@@ -183,6 +183,7 @@ func (s *Store) writeCopy(ctx context.Context, e *entry, c change, read *entry, 
 	e.Lineage = newLineage() // the copy did not take this state
 	if err = s.sync(ctx, e, &c); err == nil {
 		e.via = viaRow
+		s.writer.schedule(e.mkey, now, e.Base)
 	}
 	return err
 }
@@ -202,6 +203,7 @@ func (s *Store) writeDurable(ctx context.Context, e *entry, c change, read *entr
 		return err
 	}
 	e.via = viaRow
+	s.writer.schedule(e.mkey, now, e.Base)
 	return nil
 }
 
@@ -227,6 +229,7 @@ func (s *Store) writeRow(ctx context.Context, e *entry) error {
 		return ErrConflict
 	}
 	e.MarkSynced(e.Base+1, e.Version, s.now())
+	s.writer.schedule(e.mkey, e.SyncedAt, e.Base) // the copy, if there is one, was not written
 	return nil
 }
 
@@ -292,7 +295,7 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 	case dbErr != nil && cacheErr != nil:
 		return fmt.Errorf("%w: destroy: %w", ErrUnavailable, errors.Join(dbErr, cacheErr))
 	case dbErr != nil:
-		s.writer.schedule(e.mkey, now) // nil without a durable tier: nothing to schedule
+		s.writer.schedule(e.mkey, now, 0) // nil without a durable tier: nothing to schedule
 	case cacheErr != nil && s.mc != nil:
 		// A copy this server could not reach may live on: the row, due now, has a reaper bury it.
 		w := s.record(t.mkey, &t.Envelope, t.Base)

@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +23,7 @@ type writer struct {
 
 	mu     sync.Mutex
 	due    map[string]time.Time // memcached key → when its row must be written
+	stale  map[string]uint64    // memcached key → a row version written around its copy
 	busy   int                  // keys taken by the batch being written
 	passMu sync.Mutex           // one pass at a time
 	stop   chan struct{}
@@ -35,7 +38,7 @@ const (
 
 func newWriter(s *Store, limit int) *writer {
 	w := &writer{
-		s: s, limit: limit, due: map[string]time.Time{},
+		s: s, limit: limit, due: map[string]time.Time{}, stale: map[string]uint64{},
 		tick: min(max(s.syncInterval/8, 10*time.Millisecond), maxWriterTick),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -57,8 +60,10 @@ func newWriter(s *Store, limit int) *writer {
 
 // schedule makes the row of the session under memcached key mkey due by at, and never later than
 // SyncInterval from now on this server's clock (a due time reckoned from another server's sync, or a retry,
-// waits no longer); a nil writer does nothing.
-func (w *writer) schedule(mkey string, at time.Time) {
+// waits no longer). row, when not 0, is a row version written around the copy (its node did not answer):
+// once the node answers, a copy built on an earlier version is merged with the row though it has nothing
+// unsynced, so it stops serving what those writes replaced. A nil writer does nothing.
+func (w *writer) schedule(mkey string, at time.Time, row uint64) {
 	if w == nil {
 		return
 	}
@@ -72,21 +77,27 @@ func (w *writer) schedule(mkey string, at time.Time) {
 		w.due[mkey] = at
 	case !ok:
 		w.s.stats.syncDropped.Add(1)
+		return
+	}
+	if row != 0 {
+		w.stale[mkey] = max(w.stale[mkey], row)
 	}
 }
 
-// take removes and returns up to writerBatch keys due before until (any, with all).
-func (w *writer) take(until time.Time, all bool) []string {
+// take removes and returns up to writerBatch keys due before until (any, with all), each with the row
+// version written around its copy (0: none).
+func (w *writer) take(until time.Time, all bool) map[string]uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var keys []string
+	keys := map[string]uint64{}
 	for k, at := range w.due {
 		if len(keys) == writerBatch {
 			break
 		}
 		if all || at.Before(until) {
-			keys = append(keys, k)
+			keys[k] = w.stale[k]
 			delete(w.due, k)
+			delete(w.stale, k)
 		}
 	}
 	w.busy += len(keys)
@@ -129,7 +140,7 @@ type copyRead struct {
 
 // writeBatch syncs keys' copies: one GetMulti, one Tier.Write, a merge for each row that refused, and a
 // confirmation of each synced copy.
-func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
+func (w *writer) writeBatch(ctx context.Context, keys map[string]uint64, all bool) {
 	s := w.s
 	now := s.now()
 	copies := w.read(ctx, keys, now, all)
@@ -144,7 +155,7 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	if err != nil {
 		s.warn.log("sync", "hybridsession: background sync failed; retrying", err)
 		for _, p := range copies {
-			w.schedule(p.e.mkey, now.Add(retryDelay))
+			w.schedule(p.e.mkey, now.Add(retryDelay), 0)
 		}
 		return
 	}
@@ -160,25 +171,28 @@ func (w *writer) writeBatch(ctx context.Context, keys []string, all bool) {
 	w.confirm(ctx, synced)
 }
 
-// read returns the copies under mkeys with something their rows lack; those memcached could not be asked
-// about are retried later. Unless all, a copy another server synced since is rescheduled to its new due time.
-func (w *writer) read(ctx context.Context, mkeys []string, now time.Time, all bool) []copyRead {
+// read returns the copies under mkeys (with the row versions written around them) that their rows lack
+// something of; those memcached could not be asked about are retried later. Unless all, a copy another
+// server synced since is rescheduled to its new due time.
+func (w *writer) read(ctx context.Context, mkeys map[string]uint64, now time.Time, all bool) []copyRead {
 	s := w.s
-	items, err := s.mc.GetMulti(ctx, mkeys)
+	items, err := s.mc.GetMulti(ctx, slices.Collect(maps.Keys(mkeys)))
 	var out []copyRead
-	for _, k := range mkeys {
+	for k, stale := range mkeys {
 		it := items[k]
 		if it == nil && err != nil {
-			w.schedule(k, now.Add(retryDelay)) // its node may not have answered
+			w.schedule(k, now.Add(retryDelay), stale) // its node may not have answered
+			continue
 		}
 		e := entry{key: k[len(s.prefix):], mkey: k}
-		if it == nil || s.open(it.Value, e.mkey, &e.Envelope, false) != nil || !e.Unsynced {
+		if it == nil || s.open(it.Value, e.mkey, &e.Envelope, false) != nil || !e.Unsynced && e.Base >= stale {
 			continue
 		}
 		// Synced meanwhile by another app server: due again SyncInterval after that sync, unless its time is
-		// ahead of this server's clock (a fast clock's, not to be waited for).
-		if due := e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !e.SyncedAt.After(now) {
-			w.schedule(k, due)
+		// ahead of this server's clock (a fast clock's, not to be waited for) or writes went around it.
+		if due := e.SyncedAt.Add(s.syncInterval); !all && due.After(now.Add(w.tick)) && !e.SyncedAt.After(now) &&
+			e.Base >= stale {
+			w.schedule(k, due, 0)
 			continue
 		}
 		out = append(out, copyRead{e: e, lineage: e.Lineage})
@@ -193,11 +207,11 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	s := w.s
 	it, err := s.mc.Get(ctx, p.e.mkey)
 	if err != nil {
-		w.schedule(p.e.mkey, now.Add(retryDelay))
+		w.schedule(p.e.mkey, now.Add(retryDelay), 0)
 		return err
 	}
 	cur := entry{key: p.e.key, mkey: p.e.mkey}
-	if it == nil || s.open(it.Value, cur.mkey, &cur.Envelope, false) != nil || !cur.Unsynced ||
+	if it == nil || s.open(it.Value, cur.mkey, &cur.Envelope, false) != nil || !cur.Unsynced && p.e.Unsynced ||
 		cur.Lineage != p.lineage || cur.Version < p.e.Version {
 		return errSuperseded
 	}
@@ -208,7 +222,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	case errors.Is(err, errDestroyed):
 		_ = s.bury(ctx, p.e.mkey, &p.e.Envelope, now)
 	case errors.Is(err, ErrUnavailable):
-		w.schedule(p.e.mkey, now.Add(retryDelay))
+		w.schedule(p.e.mkey, now.Add(retryDelay), 0)
 	default:
 		s.warn.log("sync", "hybridsession: background sync failed", err)
 	}
@@ -242,7 +256,9 @@ func (w *writer) confirm(ctx context.Context, ps []copyRead) {
 			cur.Unsynced = cur.Unsynced || cur.ActiveAt.After(next.ActiveAt)
 			next = &cur
 		case p.e.merged && cur.Version == p.e.Version:
-			next.ActiveAt = maxTime(next.ActiveAt, cur.ActiveAt)
+			if cur.ActiveAt.After(next.ActiveAt) {
+				next.ActiveAt = cur.ActiveAt
+			}
 		default:
 			continue
 		}
