@@ -15,7 +15,8 @@ import (
 // Codec turns a session's values into bytes and back. Its ID is written into every envelope, and a Store decodes
 // with no codec but the one named there: keep an old codec in StoreConfig.Codecs while sessions written with it
 // live. Implementations must be safe for concurrent use; Decode must not keep data after it returns and must
-// return an error, never panic, on malformed input.
+// return an error, never panic, on malformed input. The Store takes a nil map from Decode for an empty one, and
+// nothing but the error from a failed Decode.
 type Codec interface {
 	// ID is the codec's stable id. Ids 1 to 63 are reserved for hybridsession; use 64 to 255.
 	ID() uint8
@@ -56,19 +57,9 @@ func (msgpackCodec) ID() uint8 { return 3 }
 
 func (jsonCodec) Encode(values map[string]any) ([]byte, error) { return json.Marshal(values) }
 
-func (jsonCodec) Decode(data []byte) (map[string]any, error) {
-	var m map[string]any
-	return decoded(&m, json.Unmarshal(data, &m))
-}
-
-// decoded returns what Decode returns for *m and err: nil on error, never a nil map otherwise.
-func decoded(m *map[string]any, err error) (map[string]any, error) {
-	if err != nil {
-		return nil, err
-	} else if *m == nil {
-		*m = map[string]any{}
-	}
-	return *m, nil
+func (jsonCodec) Decode(data []byte) (m map[string]any, err error) {
+	err = json.Unmarshal(data, &m)
+	return m, err
 }
 
 func (gobCodec) Encode(values map[string]any) ([]byte, error) {
@@ -91,7 +82,8 @@ func (gobCodec) Decode(data []byte) (m map[string]any, err error) {
 	}
 	// A nil map would be sized from the count the input declares, which hostile input sets to billions.
 	m = map[string]any{}
-	return decoded(&m, gob.NewDecoder(bytes.NewReader(data)).Decode(&m))
+	err = gob.NewDecoder(bytes.NewReader(data)).Decode(&m)
+	return m, err
 }
 
 // checkGobFraming checks that every message of the gob stream declares a length within data: encoding/gob reads
@@ -148,7 +140,7 @@ func (msgpackCodec) Decode(data []byte) (map[string]any, error) {
 	st.dec.Reset(&st.r)
 	m, err := st.dec.DecodeMap()
 	widenInts(m)
-	return decoded(&m, err)
+	return m, err
 }
 
 // widenInts turns the sized integers msgpack decodes (int8, uint16, ...) into int64 and uint64, nested ones too.

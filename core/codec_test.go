@@ -137,10 +137,12 @@ func fuzzCodec(f *testing.F, c Codec) {
 			f.Add(in)
 		}
 	}
+	s := &Store{}
+	s.codecs[c.ID()] = c
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := c.Decode(data)
-		if err == nil && m == nil {
-			t.Fatal("nil map without error")
+		m, err := s.decode(c.ID(), data)
+		if err == nil && m == nil || err != nil && m != nil {
+			t.Fatalf("decode = %v, %v: want a map or an error", m, err)
 		}
 	})
 }

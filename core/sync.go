@@ -119,7 +119,9 @@ func (s *Store) merge(v, row *envelope.Envelope, direct *change) error {
 	if !header {
 		v.Subject, v.IdleTimeout, v.Deadline, v.Persistent = row.Subject, row.IdleTimeout, row.Deadline, row.Persistent
 	}
-	v.ActiveAt = maxTime(v.ActiveAt, row.ActiveAt)
+	if row.ActiveAt.After(v.ActiveAt) {
+		v.ActiveAt = row.ActiveAt
+	}
 	v.Written, v.WrittenFloor = row.Written, row.WrittenFloor
 	switch whole := v.WholeAt > since; {
 	case whole && (!row.AnyWrittenSince(base) || direct.has(envelope.AllKeys)):
@@ -167,5 +169,11 @@ func (s *Store) decode(id uint8, p []byte) (map[string]any, error) {
 	if len(p) == 0 {
 		return map[string]any{}, nil
 	}
-	return c.Decode(p)
+	m, err := c.Decode(p)
+	if err != nil {
+		return nil, err
+	} else if m == nil {
+		m = map[string]any{} // a codec's null
+	}
+	return m, nil
 }

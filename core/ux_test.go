@@ -350,6 +350,38 @@ func TestUndecodablePayloadLoggedOnceAMinute(t *testing.T) {
 	}
 }
 
+// nullDecode is msgpack whose Decode returns a nil map and no error: a
+// codec's "null", which the Store takes for an empty map.
+type nullDecode struct{ core.Codec }
+
+func (nullDecode) ID() uint8                             { return 65 }
+func (nullDecode) Decode([]byte) (map[string]any, error) { return nil, nil }
+
+// A codec that decodes to a nil map does not crash a request that has to
+// replay its changes on a re-read session.
+func TestCodecNilMapIsAnEmptySession(t *testing.T) {
+	m, _ := uxManager(t, nil, nullDecode{core.Msgpack})
+	ctx := context.Background()
+	s, _ := m.Load(ctx, "")
+	s.Put("k", "v")
+	if err := m.Save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := m.Load(ctx, s.Token())
+	b, _ := m.Load(ctx, s.Token())
+	a.Put("a", 1)
+	b.Put("b", 2)
+	if err := m.Save(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Save(ctx, b); err != nil { // a conflict: b re-reads and replays its change
+		t.Fatal(err)
+	}
+	if got := b.Get("b"); got != 2 {
+		t.Fatalf("b's change after the replay: %v", got)
+	}
+}
+
 // A handler run without the session middleware gets a panic that names
 // the fix, not a bare nil-pointer dereference.
 func TestNilSessionPanicNamesTheMiddleware(t *testing.T) {
