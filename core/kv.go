@@ -127,7 +127,7 @@ func (kv *KV) List(ctx context.Context, fn func(storageKey string, val []byte, l
 
 func (kv *KV) lag(source string) time.Duration {
 	if source == srcDatabase {
-		return kv.store.grace()
+		return kv.store.grace
 	}
 	return 0
 }

@@ -95,7 +95,7 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 	for i, rec := range batch {
 		var row envelope.Envelope
 		err := s.open(rec.Payload, s.prefix+rec.Key, &row, false)
-		switch c, ok := copies[rec.Key]; {
+		switch c := copies[rec.Key]; {
 		case errors.Is(err, envelope.ErrUnreadable) && !now.Before(rec.Deadline):
 			out[i] = reapDelete // past its absolute deadline, whatever it holds
 		case errors.Is(err, envelope.ErrUnreadable):
@@ -105,14 +105,14 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 			out[i] = durable.Verdict{Action: durable.Keep, Record: rec}
 		case err != nil:
 			out[i] = reapDelete // corrupt: nothing to keep
-		case row.Destroyed && !dead(&row, now) && (unknown[rec.Key] || r.unburied(ctx, rec.Key, copies, now)):
+		case row.Destroyed && !dead(&row, now) && (unknown[rec.Key] || r.unburied(ctx, rec.Key, c, now)):
 			out[i] = reapLeave // a copy may still serve the logged-out session: ask again next pass
 		case row.Destroyed:
 			out[i] = r.byRow(rec, &row, now)
 		case unknown[rec.Key]:
 			out[i] = reapLeave
-		case ok && (c.Destroyed || now.Before(c.ExpiresAt())):
-			out[i] = r.byCopy(rec, &row, &c, now, n)
+		case c != nil && (c.Destroyed || now.Before(c.ExpiresAt())):
+			out[i] = r.byCopy(rec, &row, c, now, n)
 		case now.Before(row.RowExpiresAt()):
 			out[i] = r.byRow(rec, &row, now)
 		case r.cfg.Archive != nil && r.cfg.Archive(ctx, r.archived(rec.Key, &row)) != nil:
@@ -131,11 +131,10 @@ func (r *Reaper) judge(ctx context.Context, now time.Time, batch []durable.Recor
 	return out
 }
 
-// unburied turns a live copy of a tombstone row into a tombstone (its logout could not reach it) and reports
-// whether that failed.
-func (r *Reaper) unburied(ctx context.Context, key string, copies map[string]envelope.Envelope, now time.Time) bool {
-	c, ok := copies[key]
-	return ok && !c.Destroyed && r.store.bury(ctx, r.store.prefix+key, &c, now) != nil
+// unburied turns c, a live copy of a tombstone row, into a tombstone (its logout could not reach it) and
+// reports whether that failed.
+func (r *Reaper) unburied(ctx context.Context, key string, c *envelope.Envelope, now time.Time) bool {
+	return c != nil && !c.Destroyed && r.store.bury(ctx, r.store.prefix+key, c, now) != nil
 }
 
 // byCopy keeps a row whose memcached copy is alive (or a tombstone) with the copy's state, merged as a sync
@@ -196,11 +195,4 @@ func (r *Reaper) start() {
 func (r *Reaper) stop() {
 	r.cancel()
 	<-r.done
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }

@@ -42,6 +42,7 @@ type Store struct {
 
 	syncInterval time.Duration
 	writeThrough bool
+	grace        time.Duration // how far rows may lag activity: SyncInterval, or 0 when every write goes to the row
 	dbTimeout    time.Duration
 	maxItem      int
 	bufs         sync.Pool // *[]byte for envelopes memcached copies before returning
@@ -88,6 +89,9 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	}
 	if s.durable != nil && s.mc != nil {
 		s.writer = newWriter(s, cfg.SyncQueueSize)
+	}
+	if s.mc != nil && !s.writeThrough {
+		s.grace = s.syncInterval
 	}
 	if s.durable != nil && cfg.Reaper.Interval >= 0 {
 		s.reaper, _ = s.NewReaper(cfg.Reaper)
@@ -169,7 +173,7 @@ func (s *Store) open(b []byte, mkey string, e *envelope.Envelope, inPlace bool) 
 	ad := unsafe.Slice(unsafe.StringData(mkey), len(mkey))
 	err := s.ring.Open(b, ad, ad[len(s.prefix):], e, inPlace)
 	if err == nil && e.Lineage == 0 { // written by a release before format 3
-		e.Grace = s.grace()
+		e.Grace = s.grace
 	}
 	if err == nil && !e.Destroyed && s.codecs[e.Codec] == nil && !opaqueCodec(e.Codec) {
 		err = fmt.Errorf("%w: %w: id %d", envelope.ErrUnreadable, errUnknownCodec, e.Codec)
@@ -218,12 +222,4 @@ func copyExpiry(v *envelope.Envelope) time.Time {
 		return v.Deadline
 	}
 	return rowExpiry(v).Add(time.Second)
-}
-
-// grace is how far this Store's rows may lag activity: SyncInterval, or 0 when every write goes to the row.
-func (s *Store) grace() time.Duration {
-	if s.mc == nil || s.writeThrough {
-		return 0
-	}
-	return s.syncInterval
 }
