@@ -243,6 +243,23 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(sec(idleTimeout)-0.2, "read", "T", "T", true, kv("u", "a"), nil)
 			s.op(sec(idleTimeout)+0.1, "read", "T", "", false, nil, nil)
 		}, nil},
+		{"absent after a read at the expiry of a fast clock, earlier activity lost to a ring change", func(s *synthetic) {
+			// The activity before the read counts for nothing (a ring
+			// change could lose it), but it still set the expiry the fast
+			// clock's reaper went by.
+			s.fault(0, 1.5, faultRec{Kind: "ring-add", Ring: true})
+			s.login(0.1, "T").Skew = 500 * time.Millisecond
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
+			s.op(1+sec(idleTimeout)-0.2, "read", "T", "T", true, kv("u", "a", "k", "b"), nil)
+			s.op(1+sec(idleTimeout)+0.1, "read", "T", "", false, nil, nil)
+		}, nil},
+		{"absent after a read before the expiry, earlier activity lost to a ring change, clocks agreeing", func(s *synthetic) {
+			s.fault(0, 1.5, faultRec{Kind: "ring-add", Ring: true})
+			s.login(0.1, "T")
+			s.op(1, "put", "T", "T", true, kv("u", "a"), kv("k", "b"))
+			s.op(1+sec(idleTimeout)-0.2, "read", "T", "T", true, kv("u", "a", "k", "b"), nil)
+			s.op(1+sec(idleTimeout)+0.1, "read", "T", "", false, nil, nil)
+		}, []string{"I1"}},
 		{"absent after a read before the expiry, clocks agreeing", func(s *synthetic) {
 			s.login(0, "T")
 			s.op(sec(idleTimeout)-0.2, "read", "T", "T", true, kv("u", "a"), nil)

@@ -728,9 +728,10 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		if !o.ok() || !o.End.Before(op.Start) {
 			continue
 		}
-		if from != nil && !o.Start.Add(m.maxSkew).Before(expires) {
+		if !expires.IsZero() && !o.Start.Add(m.maxSkew).Before(expires) {
 			// o came when the fastest clock had the session expired: a reaper there may have deleted its
-			// row, and o found it by a slower clock. Skew moves the timeout by the skew.
+			// row, and o found it by a slower clock. Skew moves the timeout by the skew. Every earlier
+			// activity set that expiry, also one whose state may be lost with a copy.
 			m.excused["I1 activity at a skewed expiry"]++
 			return
 		}
