@@ -4,7 +4,7 @@ go 1.26.0
 
 require (
 	github.com/go-sql-driver/mysql v1.8.1
-	github.com/hybridsession/hybridsession v0.0.0
+	github.com/hybridsession/hybridsession v0.1.0
 	github.com/libtnb/sqlite v1.3.0
 	gorm.io/driver/mysql v1.6.0
 	gorm.io/driver/postgres v1.6.3
@@ -35,5 +35,3 @@ require (
 	modernc.org/memory v1.12.1 // indirect
 	modernc.org/sqlite v1.62.0 // indirect
 )
-
-replace github.com/hybridsession/hybridsession => ../

@@ -3,8 +3,8 @@ module github.com/hybridsession/hybridsession/adapters/echo5session
 go 1.26.0
 
 require (
-	github.com/hybridsession/hybridsession v0.0.0
-	github.com/hybridsession/hybridsession/gormstore v0.0.0
+	github.com/hybridsession/hybridsession v0.1.0
+	github.com/hybridsession/hybridsession/gormstore v0.1.0
 	github.com/labstack/echo/v5 v5.4.4
 )
 
@@ -38,9 +38,4 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 	modernc.org/sqlite v1.62.0 // indirect
-)
-
-replace (
-	github.com/hybridsession/hybridsession => ../..
-	github.com/hybridsession/hybridsession/gormstore => ../../gormstore
 )

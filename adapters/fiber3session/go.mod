@@ -4,8 +4,8 @@ go 1.26.0
 
 require (
 	github.com/gofiber/fiber/v3 v3.1.0
-	github.com/hybridsession/hybridsession v0.0.0
-	github.com/hybridsession/hybridsession/gormstore v0.0.0
+	github.com/hybridsession/hybridsession v0.1.0
+	github.com/hybridsession/hybridsession/gormstore v0.1.0
 )
 
 require (
@@ -47,9 +47,4 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 	modernc.org/sqlite v1.62.0 // indirect
-)
-
-replace (
-	github.com/hybridsession/hybridsession => ../..
-	github.com/hybridsession/hybridsession/gormstore => ../../gormstore
 )
