@@ -9,7 +9,7 @@ GO        ?= go
 PKGS      := github.com/hybridsession/hybridsession/...
 TESTFLAGS ?= -race -count=1 -timeout 10m
 
-.PHONY: test demo bench vet fmt fuzz soak check-sizes check-memcached
+.PHONY: test demo bench vet fmt fuzz soak release-check check-sizes check-memcached
 
 test: check-memcached
 	$(GO) test $(TESTFLAGS) $(PKGS)
@@ -48,6 +48,14 @@ PARALLEL ?= 2
 soak: check-memcached
 	cd integration && HISTORY_SEEDS=$(SEEDS) HISTORY_FIRST=$(FIRST) HISTORY_PARALLEL=$(PARALLEL) HISTORY_DB=$(DB) \
 		$(GO) test -count=1 -v -timeout 0 -parallel $(PARALLEL) -run '^TestHistories$$' ./history
+
+# The release as users will get it (docs/releasing.md): every module served
+# at the release version from a local module proxy, and an app per adapter
+# and database fetched from it, built and run outside the repository.
+# PostgreSQL and MySQL apps run when their DSNs are set. VERSION=vX.Y.Z
+# tries another version than the one the go.mod files require.
+release-check: check-memcached
+	./scripts/release-check.sh
 
 # No tracked file over 1 MiB: module zips are downloaded whole by every user.
 MAXFILE ?= 1048576
