@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 start=$SECONDS
 
-version=${VERSION:-$(go run ./scripts/modproxy version)}
+modproxy() { GOWORK=off go run -C scripts/modproxy . "$@"; }
+version=${VERSION:-$(modproxy version)}
 inherited_proxy=$(go env GOPROXY)
 shared_modcache=$(go env GOMODCACHE)
 memcached_bin=$(./scripts/ensure-memcached.sh)
@@ -33,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "release-check: $version, from a module proxy in $work/proxy"
-go run ./scripts/modproxy build -out "$work/proxy" -version "$version"
+modproxy build -out "$work/proxy" -version "$version"
 
 # Every go command below runs as a user's would, outside the repository:
 # no go.work, go.mod and go.sum written as needed, our unpublished modules

@@ -7,6 +7,7 @@
 //	go run ./scripts/modproxy modules          # "dir<TAB>module path", one a line
 //	go run ./scripts/modproxy version          # the version the go.mod files require of each other
 //	go run ./scripts/modproxy build -out DIR [-version vX.Y.Z]
+//	go run ./scripts/modproxy bump vX.Y.Z      # require siblings at vX.Y.Z; go.work's replaces follow
 //
 // The published modules are those of the tracked go.mod files, except the
 // tools under scripts/. build zips each module from its tracked files as
@@ -46,6 +47,7 @@ const usage = `usage:
   modproxy modules                          list the published modules: dir<TAB>path
   modproxy version                          print the version the go.mod files require of each other
   modproxy build -out DIR [-version vX.Y.Z] write a file-based module proxy serving every module
+  modproxy bump vX.Y.Z                      make every go.mod require its siblings at vX.Y.Z, go.work replace them at it
 `
 
 func main() {
@@ -96,12 +98,30 @@ func run(args []string, stdout io.Writer) error {
 				return err
 			}
 		}
-		if !semver.IsValid(*version) || semver.Canonical(*version) != *version || semver.Build(*version) != "" {
-			return fmt.Errorf("build: %q is not a canonical semantic version such as v1.2.3", *version)
+		if err := checkVersion(*version); err != nil {
+			return err
 		}
 		return buildProxy(root, mods, *version, *out)
+	case "bump":
+		if len(args) != 2 {
+			return errors.New(usage)
+		}
+		if err := checkVersion(args[1]); err != nil {
+			return err
+		}
+		return bump(root, mods, args[1])
 	}
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+}
+
+func checkVersion(v string) error {
+	if !semver.IsValid(v) || semver.Canonical(v) != v || semver.Build(v) != "" {
+		return fmt.Errorf("%q is not a canonical semantic version such as v1.2.3", v)
+	}
+	if major := semver.Major(v); major != "v0" && major != "v1" {
+		return fmt.Errorf("%s needs /%s module paths first", v, major)
+	}
+	return nil
 }
 
 // A mod is one published module.
@@ -262,6 +282,56 @@ func goModAt(mods []*mod, m *mod, version string) ([]byte, error) {
 		}
 	}
 	return f.Format()
+}
+
+// bump makes every go.mod require its siblings at version, and go.work
+// replace each sibling at version (instead of the version it had) with its
+// directory.
+func bump(root string, mods []*mod, version string) error {
+	for _, m := range mods {
+		gomod, err := goModAt(mods, m, version)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(m.abs, "go.mod"), gomod, 0o644); err != nil {
+			return err
+		}
+	}
+	name := filepath.Join(root, "go.work")
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	wf, err := modfile.ParseWork(name, data, nil)
+	if err != nil {
+		return err
+	}
+	for _, m := range mods {
+		found := false
+		for _, r := range wf.Replace {
+			if r.Old.Path != m.path {
+				continue
+			}
+			// Edit the version in place, keeping the block and its comments.
+			if r.Old.Version == "" || len(r.Syntax.Token) < 4 || r.Syntax.Token[len(r.Syntax.Token)-3] != r.Old.Version {
+				return fmt.Errorf("go.work: cannot read the replacement of %s", m.path)
+			}
+			r.Syntax.Token[len(r.Syntax.Token)-3] = version
+			r.Old.Version = version
+			found = true
+		}
+		if !found {
+			dir := "./"
+			if m.dir != "." {
+				dir += m.dir
+			}
+			if err := wf.AddReplace(m.path, version, dir, ""); err != nil {
+				return err
+			}
+		}
+	}
+	wf.Cleanup()
+	return os.WriteFile(name, modfile.Format(wf.Syntax), 0o644)
 }
 
 // writeZip writes m's module zip to dst: its tracked files as they are in
