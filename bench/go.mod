@@ -16,6 +16,7 @@ require (
 	github.com/hybridsession/hybridsession/adapters/fibersession v0.1.0
 	github.com/hybridsession/hybridsession/adapters/ginsession v0.1.0
 	github.com/hybridsession/hybridsession/gormstore v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/sqlite v0.1.0
 	github.com/hybridsession/hybridsession/scsstore v0.1.0
 	github.com/jackc/pgx/v5 v5.10.0
 	github.com/labstack/echo/v4 v4.16.0

@@ -7,6 +7,8 @@ require (
 	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/hybridsession/hybridsession v0.1.0
 	github.com/hybridsession/hybridsession/gormstore v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/gormtest v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/sqlite v0.1.0
 	github.com/hybridsession/hybridsession/scsstore v0.1.0
 	github.com/rs/zerolog v1.28.0
 	gorm.io/driver/postgres v1.6.3

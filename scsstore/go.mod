@@ -8,6 +8,8 @@ require (
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/hybridsession/hybridsession v0.1.0
 	github.com/hybridsession/hybridsession/gormstore v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/gormtest v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/sqlite v0.1.0
 	gorm.io/gorm v1.31.2
 )
 

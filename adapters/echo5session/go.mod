@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/hybridsession/hybridsession v0.1.0
 	github.com/hybridsession/hybridsession/gormstore v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/gormtest v0.1.0
 	github.com/labstack/echo/v5 v5.4.4
 )
 
@@ -14,6 +15,7 @@ require (
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/go-sql-driver/mysql v1.8.1 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/hybridsession/hybridsession/gormstore/sqlite v0.1.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/pgx/v5 v5.10.0 // indirect

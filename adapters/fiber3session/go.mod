@@ -6,6 +6,7 @@ require (
 	github.com/gofiber/fiber/v3 v3.1.0
 	github.com/hybridsession/hybridsession v0.1.0
 	github.com/hybridsession/hybridsession/gormstore v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/gormtest v0.1.0
 )
 
 require (
@@ -17,6 +18,7 @@ require (
 	github.com/gofiber/schema v1.7.0 // indirect
 	github.com/gofiber/utils/v2 v2.0.2 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/hybridsession/hybridsession/gormstore/sqlite v0.1.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/pgx/v5 v5.10.0 // indirect
