@@ -8,6 +8,8 @@
 #
 #   scripts/release-check.sh            # at the version the go.mod files require
 #   VERSION=v0.2.0 scripts/release-check.sh
+#   FLOORS=1 scripts/release-check.sh   # build each app with the oldest Go its go line
+#                                       # admits, fetched as a toolchain module
 #
 # Third-party modules come from this machine's module cache when it has them,
 # else from the proxy GOPROXY already names. PostgreSQL and MySQL apps are
@@ -85,8 +87,15 @@ app() {
 		# shellcheck disable=SC2086
 		go get $pkgs 2>get.log || { cat get.log >&2; exit 1; }
 		go mod tidy 2>tidy.log || { cat tidy.log >&2; exit 1; }
-		go build -ldflags='-s -w' -o app .
-		echo "release-check: $name built in $((SECONDS - t0))s; its go.mod says $(grep '^go ' go.mod)"
+		local lang toolchain=local
+		lang=$(sed -n 's/^go //p' go.mod)
+		if [ -n "${FLOORS:-}" ]; then
+			# The oldest Go the go line admits: go 1.24 is go1.24.0.
+			toolchain=go$lang
+			[[ $lang =~ ^[0-9]+\.[0-9]+$ ]] && toolchain=go$lang.0
+		fi
+		GOTOOLCHAIN=$toolchain go build -ldflags='-s -w' -o app .
+		echo "release-check: $name built in $((SECONDS - t0))s with $(GOTOOLCHAIN=$toolchain go env GOVERSION); its go.mod says go $lang"
 		[ "$mode" = build ] || ./app 2>app.log || { cat app.log >&2; exit 1; }
 	)
 }
