@@ -17,7 +17,6 @@
 # are set. Needs memcached (scripts/ensure-memcached.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 start=$SECONDS
 
 modproxy() { GOWORK=off go run -C scripts/modproxy . "$@"; }

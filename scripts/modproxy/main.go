@@ -114,6 +114,9 @@ func run(args []string, stdout io.Writer) error {
 	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 }
 
+// checkVersion returns an error unless v can be every module's version: a
+// canonical semantic version without build metadata, major v0 or v1 (v2
+// and up need /v2 module paths).
 func checkVersion(v string) error {
 	if !semver.IsValid(v) || semver.Canonical(v) != v || semver.Build(v) != "" {
 		return fmt.Errorf("%q is not a canonical semantic version such as v1.2.3", v)
