@@ -113,7 +113,7 @@ done
 
 # The operations command, installed as the docs say.
 GOBIN="$work/bin" GOFLAGS=-trimpath go install "github.com/hybridsession/hybridsession/examples/hsctl@$version"
-(cd "$work" && "$work/bin/hsctl" migrate -memcached "" -dsn "$work/hsctl.db")
+(cd "$work" && "$work/bin/hsctl" migrate -dsn "$work/hsctl.db")
 echo "release-check: hsctl installed and ran"
 
 echo "release-check: $version passed in $((SECONDS - start))s"
