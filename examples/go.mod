@@ -8,15 +8,16 @@ require (
 	github.com/gin-gonic/gin v1.12.0
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/gofiber/fiber/v3 v3.1.0
-	github.com/hybridsession/hybridsession v0.0.0
-	github.com/hybridsession/hybridsession/adapters/echo5session v0.0.0
-	github.com/hybridsession/hybridsession/adapters/echosession v0.0.0
-	github.com/hybridsession/hybridsession/adapters/fiber3session v0.0.0
-	github.com/hybridsession/hybridsession/adapters/fibersession v0.0.0
-	github.com/hybridsession/hybridsession/adapters/ginsession v0.0.0
-	github.com/hybridsession/hybridsession/gormstore v0.0.0
-	github.com/hybridsession/hybridsession/metrics v0.0.0
-	github.com/hybridsession/hybridsession/scsstore v0.0.0
+	github.com/hybridsession/hybridsession v0.1.0
+	github.com/hybridsession/hybridsession/adapters/echo5session v0.1.0
+	github.com/hybridsession/hybridsession/adapters/echosession v0.1.0
+	github.com/hybridsession/hybridsession/adapters/fiber3session v0.1.0
+	github.com/hybridsession/hybridsession/adapters/fibersession v0.1.0
+	github.com/hybridsession/hybridsession/adapters/ginsession v0.1.0
+	github.com/hybridsession/hybridsession/gormstore v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/sqlite v0.1.0
+	github.com/hybridsession/hybridsession/metrics v0.1.0
+	github.com/hybridsession/hybridsession/scsstore v0.1.0
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/labstack/echo/v5 v5.4.4
 	github.com/prometheus/client_golang v1.24.1
@@ -89,11 +90,11 @@ require (
 	go.opentelemetry.io/otel/metric v1.46.0 // indirect
 	go.opentelemetry.io/otel/trace v1.46.0 // indirect
 	golang.org/x/arch v0.22.0 // indirect
-	golang.org/x/crypto v0.58.0 // indirect
-	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/crypto v0.54.0 // indirect
+	golang.org/x/net v0.57.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
-	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/text v0.40.0 // indirect
 	golang.org/x/time v0.15.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 	gorm.io/driver/mysql v1.6.0 // indirect
@@ -102,16 +103,4 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 	modernc.org/sqlite v1.62.0 // indirect
-)
-
-replace (
-	github.com/hybridsession/hybridsession => ../
-	github.com/hybridsession/hybridsession/adapters/echo5session => ../adapters/echo5session
-	github.com/hybridsession/hybridsession/adapters/echosession => ../adapters/echosession
-	github.com/hybridsession/hybridsession/adapters/fiber3session => ../adapters/fiber3session
-	github.com/hybridsession/hybridsession/adapters/fibersession => ../adapters/fibersession
-	github.com/hybridsession/hybridsession/adapters/ginsession => ../adapters/ginsession
-	github.com/hybridsession/hybridsession/gormstore => ../gormstore
-	github.com/hybridsession/hybridsession/metrics => ../metrics
-	github.com/hybridsession/hybridsession/scsstore => ../scsstore
 )

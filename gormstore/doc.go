@@ -4,8 +4,9 @@
 // out.
 //
 // Open the database with the sub-package of its kind — each links only its
-// own driver: gormstore/sqlite (pure Go, no cgo), gormstore/postgres (pgx)
-// or gormstore/mysql (go-sql-driver/mysql) — or with gorm.Open as usual.
+// own driver: gormstore/sqlite (pure Go, no cgo; a module of its own, since
+// its driver needs a newer Go than the rest), gormstore/postgres (pgx) or
+// gormstore/mysql (go-sql-driver/mysql) — or with gorm.Open as usual.
 // The smallest complete use, with the embedded SQLite default:
 //
 //	db, err := sqlite.Open("sessions.db")

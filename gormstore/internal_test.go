@@ -5,11 +5,11 @@ import (
 	"testing"
 
 	"github.com/hybridsession/hybridsession/core/durable"
-	"github.com/libtnb/sqlite"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+	"gorm.io/gorm/utils/tests"
 )
 
 // TestNoPlaceholderAfterParenthesis checks the rule stated on queries: a
@@ -25,7 +25,9 @@ func TestNoPlaceholderAfterParenthesis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lite, err := gorm.Open(sqlite.Open(t.TempDir()+"/x.db"), quiet)
+	// The SQLite driver quotes names with backticks, as GORM's dummy
+	// dialector does; this module does not link the driver.
+	lite, err := gorm.Open(tests.DummyDialector{}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,9 +55,6 @@ func TestNoPlaceholderAfterParenthesis(t *testing.T) {
 				}
 			}
 		}
-	}
-	if sqlDB, err := lite.DB(); err == nil {
-		sqlDB.Close()
 	}
 }
 

@@ -5,9 +5,11 @@ go 1.26.0
 require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0
 	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
-	github.com/hybridsession/hybridsession v0.0.0
-	github.com/hybridsession/hybridsession/gormstore v0.0.0
-	github.com/hybridsession/hybridsession/scsstore v0.0.0
+	github.com/hybridsession/hybridsession v0.1.0
+	github.com/hybridsession/hybridsession/gormstore v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/gormtest v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/sqlite v0.1.0
+	github.com/hybridsession/hybridsession/scsstore v0.1.0
 	github.com/rs/zerolog v1.28.0
 	gorm.io/driver/postgres v1.6.3
 	gorm.io/gorm v1.31.2
@@ -21,7 +23,6 @@ require (
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/go-sql-driver/mysql v1.8.1 // indirect
 	github.com/golang/protobuf v1.5.2 // indirect
-	github.com/google/go-cmp v0.6.0 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/gorilla/mux v1.8.0 // indirect
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
@@ -54,10 +55,4 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 	modernc.org/sqlite v1.62.0 // indirect
-)
-
-replace (
-	github.com/hybridsession/hybridsession => ../
-	github.com/hybridsession/hybridsession/gormstore => ../gormstore
-	github.com/hybridsession/hybridsession/scsstore => ../scsstore
 )

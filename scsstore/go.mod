@@ -6,8 +6,10 @@ require (
 	github.com/alexedwards/scs/v2 v2.9.0
 	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/hashicorp/golang-lru/v2 v2.0.7
-	github.com/hybridsession/hybridsession v0.0.0
-	github.com/hybridsession/hybridsession/gormstore v0.0.0
+	github.com/hybridsession/hybridsession v0.1.0
+	github.com/hybridsession/hybridsession/gormstore v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/gormtest v0.1.0
+	github.com/hybridsession/hybridsession/gormstore/sqlite v0.1.0
 	gorm.io/gorm v1.31.2
 )
 
@@ -37,9 +39,4 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 	modernc.org/sqlite v1.62.0 // indirect
-)
-
-replace (
-	github.com/hybridsession/hybridsession => ../
-	github.com/hybridsession/hybridsession/gormstore => ../gormstore
 )

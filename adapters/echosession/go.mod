@@ -3,7 +3,7 @@ module github.com/hybridsession/hybridsession/adapters/echosession
 go 1.25.0
 
 require (
-	github.com/hybridsession/hybridsession v0.0.0
+	github.com/hybridsession/hybridsession v0.1.0
 	github.com/labstack/echo/v4 v4.16.0
 )
 
@@ -22,5 +22,3 @@ require (
 	golang.org/x/text v0.40.0 // indirect
 	golang.org/x/time v0.15.0 // indirect
 )
-
-replace github.com/hybridsession/hybridsession => ../..

@@ -5,7 +5,7 @@ go 1.24
 require (
 	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/gofiber/fiber/v2 v2.52.15
-	github.com/hybridsession/hybridsession v0.0.0
+	github.com/hybridsession/hybridsession v0.1.0
 	github.com/valyala/fasthttp v1.51.0
 )
 
@@ -23,5 +23,3 @@ require (
 	github.com/vmihailenco/tagparser/v2 v2.0.0 // indirect
 	golang.org/x/sys v0.28.0 // indirect
 )
-
-replace github.com/hybridsession/hybridsession => ../..

@@ -7,6 +7,10 @@
 // set, a missing DSN fails the test instead of skipping it — a CI run that
 // silently tests only SQLite proves nothing about the servers.
 //
+// It is a module of its own, which also holds gormstore's tests on those
+// databases, so that the gormstore module itself does not require the
+// SQLite driver (and the Go version it needs).
+//
 //	for _, b := range gormtest.Backends(t) {
 //		t.Run(b.Name, func(t *testing.T) {
 //			db := b.Open(t)

@@ -1,4 +1,4 @@
-package gormstore_test
+package sqlite_test
 
 import (
 	"context"
@@ -13,7 +13,9 @@ import (
 	"github.com/hybridsession/hybridsession/gormstore/sqlite"
 )
 
-func Example() {
+// Open a database and put gormstore's Store, the durable tier, on it: the
+// versioned writes, loads and reaping that core.Store drives.
+func ExampleOpen() {
 	dir, err := os.MkdirTemp("", "gormstore-example")
 	if err != nil {
 		log.Fatal(err)

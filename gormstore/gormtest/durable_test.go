@@ -1,4 +1,4 @@
-package gormstore_test
+package gormtest_test
 
 import (
 	"strings"
