@@ -339,7 +339,7 @@ func TestStatsReaperPassOfLostStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close(context.Background())
-	c, err := metrics.NewCollector(metrics.Config{Store: store, Reaper: observed})
+	c, err := metrics.NewCollector(metrics.Config{Store: store, Durable: observed})
 	if err != nil {
 		t.Fatal(err)
 	}
