@@ -260,22 +260,36 @@ func TestStatusCodeTooLarge(t *testing.T) {
 	}
 }
 
-func TestPlainHTTPSecureCookieWarnsOnceAMinute(t *testing.T) {
-	var logs bytes.Buffer
+// loggedManager returns a Manager on a sealed Store on the returned
+// memcached alone, whose log goes to the returned buffer, with codec (nil: the default) and mod
+// applied to the Manager's Config.
+func loggedManager(t *testing.T, codec core.Codec, mod func(*core.Config)) (*core.Manager, *memcachedtest.Server, *bytes.Buffer) {
+	t.Helper()
+	logs := new(bytes.Buffer)
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	st, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
 		Seal:      core.SealConfig{Keys: [][]byte{core.NewSealKey()}}, // no warning of its own
-		Logger:    slog.New(slog.NewTextHandler(&logs, nil)),
+		Codec:     codec,
+		Logger:    slog.New(slog.NewTextHandler(logs, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: st}) // a Secure cookie
+	cfg := core.Config{Store: st}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := core.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, mc, logs
+}
+
+func TestPlainHTTPSecureCookieWarnsOnceAMinute(t *testing.T) {
+	m, _, logs := loggedManager(t, nil, nil) // a Secure cookie
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		core.FromContext(r.Context()).Put("k", "v")
 	}))
@@ -310,22 +324,7 @@ func (failingDecode) Decode([]byte) (map[string]any, error) {
 // A stored payload its codec cannot decode is counted on every request and
 // logged once a minute, not once per request.
 func TestUndecodablePayloadLoggedOnceAMinute(t *testing.T) {
-	var logs bytes.Buffer
-	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	st, err := core.NewStore(core.StoreConfig{
-		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
-		Seal:      core.SealConfig{Keys: [][]byte{core.NewSealKey()}},
-		Codec:     failingDecode{core.Msgpack},
-		Logger:    slog.New(slog.NewTextHandler(&logs, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _, logs := loggedManager(t, failingDecode{core.Msgpack}, nil)
 	ctx := context.Background()
 	s, _ := m.Load(ctx, "")
 	s.Put("k", "v")
@@ -345,7 +344,7 @@ func TestUndecodablePayloadLoggedOnceAMinute(t *testing.T) {
 	if n := strings.Count(logs.String(), "cannot be decoded"); n != 1 {
 		t.Errorf("%d warnings for %d requests, want 1:\n%s", n, requests, logs.String())
 	}
-	if got := st.Stats().Corrupt; got != requests {
+	if got := m.Store().Stats().Corrupt; got != requests {
 		t.Errorf("Stats.Corrupt = %d, want %d", got, requests)
 	}
 }
@@ -397,21 +396,7 @@ func TestNilSessionPanicNamesTheMiddleware(t *testing.T) {
 // The default error handling answers with a status only, and the cause
 // reaches the Store's logger, once a minute per kind.
 func TestRequestFailuresAreLogged(t *testing.T) {
-	var logs bytes.Buffer
-	mc := memcachedtest.Start(t, memcachedtest.Options{})
-	st, err := core.NewStore(core.StoreConfig{
-		Memcached: core.MemcachedConfig{Servers: []string{mc.Addr}},
-		Seal:      core.SealConfig{Keys: [][]byte{core.NewSealKey()}},
-		Logger:    slog.New(slog.NewTextHandler(&logs, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close(context.Background()) })
-	m, err := core.New(core.Config{Store: st, Cookie: core.CookieConfig{Insecure: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, mc, logs := loggedManager(t, nil, func(c *core.Config) { c.Cookie.Insecure = true })
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		core.FromContext(r.Context()).Put("big", strings.Repeat("x", 2<<20))
 	}))
