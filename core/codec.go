@@ -35,8 +35,8 @@ var JSON Codec = jsonCodec{}
 
 // Gob is the encoding/gob codec. It round-trips Go types exactly, structs included, but every concrete type other
 // than the basic ones must be registered with gob.Register in every process using the session; Encode fails with
-// ErrEncode on an unregistered type. encoding/gob sizes a nested map from the count its input declares: register
-// map types only when sessions are sealed (StoreConfig.Seal), so the decoder only sees bytes your servers wrote.
+// ErrEncode on an unregistered type. encoding/gob sizes a nested map, and a slice up to about 10 MiB, from the count
+// its input declares: use gob with sealing (StoreConfig.Seal), so the decoder only sees bytes your servers wrote.
 var Gob Codec = gobCodec{}
 
 // Msgpack is the MessagePack codec (github.com/vmihailenco/msgpack/v5), the compact default. Integers come back
