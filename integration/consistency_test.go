@@ -268,13 +268,18 @@ func TestHungDatabaseDoesNotBlockLogin(t *testing.T) {
 	}
 }
 
-// A subject over 255 bytes (here 200 two-byte characters) is refused with a
-// named error, not cut inside a character and reported as an outage; the
-// stored session is untouched.
-func TestLongSubjectRefused(t *testing.T) {
+// A subject a database cannot store — over 255 bytes (here 200 two-byte
+// characters), or holding a NUL byte, which PostgreSQL refuses — is refused
+// with a named error before anything is written, not cut inside a character
+// or retried as an outage; the stored session is untouched.
+func TestUnstorableSubjectRefused(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		st := newStack(t, b)
-		for _, cache := range []bool{true, false} {
+		for _, c := range []struct {
+			cache   bool
+			subject string
+		}{{true, strings.Repeat("é", 200)}, {false, strings.Repeat("é", 200)}, {true, "ada\x00"}, {false, "ada\x00"}} {
+			cache := c.cache
 			m := st.manager(t, func(c *core.StoreConfig) {
 				if !cache {
 					c.Memcached = core.MemcachedConfig{}
@@ -282,7 +287,7 @@ func TestLongSubjectRefused(t *testing.T) {
 			}, nil)
 			token := put(t, m, "", "user", "alice")
 			s := load(t, m, token)
-			s.SetSubject(strings.Repeat("é", 200))
+			s.SetSubject(c.subject)
 			err := m.Save(context.Background(), s)
 			if !errors.Is(err, core.ErrInvalidSubject) || errors.Is(err, core.ErrUnavailable) {
 				t.Errorf("memcached=%v: Save = %v, want ErrInvalidSubject and not ErrUnavailable", cache, err)
@@ -293,6 +298,41 @@ func TestLongSubjectRefused(t *testing.T) {
 			if got := load(t, m, token); got.IsNew() || getString(got, "user") != "alice" || got.Subject() != "" {
 				t.Errorf("memcached=%v: the stored session changed: new=%v subject=%q", cache, got.IsNew(), got.Subject())
 			}
+		}
+	})
+}
+
+// "Sign out all other devices" reaches every session of a subject however
+// many pages of rows they fill (the listing pages by 500), on every
+// database: 1,005 sessions, 1,004 destroyed, the current one kept.
+func TestDestroyOtherSessionsCoversEveryPage(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, nil, nil)
+		ctx := context.Background()
+		tokens := make([]string, 1005)
+		for i := range tokens {
+			s := load(t, m, "")
+			s.SetSubject("ada")
+			if err := m.Save(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			tokens[i] = s.Token()
+		}
+		n, err := m.DestroyOtherSessions(ctx, load(t, m, tokens[0]))
+		if err != nil || n != len(tokens)-1 {
+			t.Fatalf("DestroyOtherSessions = %d, %v; want %d, nil", n, err, len(tokens)-1)
+		}
+		for _, token := range tokens[1:] {
+			if !load(t, m, token).IsNew() {
+				t.Fatal("a session of the subject survived DestroyOtherSessions")
+			}
+		}
+		if load(t, m, tokens[0]).IsNew() {
+			t.Fatal("the current session was destroyed")
+		}
+		if list, err := m.Sessions(ctx, "ada"); err != nil || len(list) != 1 {
+			t.Fatalf("Sessions = %d sessions, %v; want the current one", len(list), err)
 		}
 	})
 }
