@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"testing/fstest"
 
 	"github.com/hybridsession/hybridsession/core"
 	"github.com/hybridsession/hybridsession/core/durabletest"
@@ -35,7 +36,10 @@ func ExampleManager_Handler() {
 		s.Put("visits", n)
 		fmt.Fprintf(w, "visit %d", n)
 	})
-	h := m.Handler(mux)
+	static := http.FileServerFS(fstest.MapFS{"static/app.css": {Data: []byte("body{}")}})
+	root := http.NewServeMux()
+	root.Handle("/static/", static) // routed around the middleware: no session
+	root.Handle("/", m.Handler(mux))
 
 	var cookie *http.Cookie
 	for range 3 {
@@ -44,18 +48,23 @@ func ExampleManager_Handler() {
 			req.AddCookie(cookie)
 		}
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		root.ServeHTTP(rec, req)
 		if cs := rec.Result().Cookies(); len(cs) > 0 {
 			cookie = cs[0]
 		}
 		fmt.Println(rec.Code, rec.Body.String())
 	}
 	fmt.Println(cookie.Name, cookie.HttpOnly, cookie.Secure)
+
+	rec := httptest.NewRecorder()
+	root.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "https://example.com/static/app.css", nil))
+	fmt.Println(rec.Code, "cookies:", len(rec.Result().Cookies()))
 	// Output:
 	// 200 visit 1
 	// 200 visit 2
 	// 200 visit 3
 	// session true true
+	// 200 cookies: 0
 }
 
 // Log in: a new token for the new privilege level, the user id as the

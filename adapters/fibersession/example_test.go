@@ -28,7 +28,7 @@ func Example() {
 		panic(err)
 	}
 
-	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app := fiber.New()
 	app.Use(fibersession.New(m, fibersession.Config{}))
 	app.Get("/", func(c *fiber.Ctx) error {
 		s := fibersession.Get(c)

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"fmt"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,14 +16,21 @@ import (
 // tiers and the Manager; pass memcached servers after the path (none here,
 // so that the example runs anywhere: database only).
 func ExampleStart() {
-	dir, _ := os.MkdirTemp("", "example")
+	dir, err := os.MkdirTemp("", "example")
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer os.RemoveAll(dir)
 
 	m, closeSessions, err := sqlite.Start(filepath.Join(dir, "sessions.db"))
 	if err != nil {
-		panic(err)
+		log.Fatal(err)
 	}
-	defer closeSessions()
+	defer func() {
+		if err := closeSessions(); err != nil { // writes pending rows, closes the database
+			log.Print(err)
+		}
+	}()
 
 	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := core.FromContext(r.Context())
