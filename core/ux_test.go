@@ -381,6 +381,27 @@ func TestCodecNilMapIsAnEmptySession(t *testing.T) {
 	}
 }
 
+// A value of a type gob was never told of (gob.Register) fails the save
+// with ErrEncode naming the type, answered 500 and logged with that cause.
+func TestUnregisteredGobTypeIsNamed(t *testing.T) {
+	type unregistered struct{ N int }
+	m, _, logs := loggedManager(t, core.Gob, func(c *core.Config) { c.Cookie.Insecure = true })
+	s, _ := m.Load(context.Background(), "")
+	s.Put("v", unregistered{1})
+	err := m.Save(context.Background(), s)
+	if !errors.Is(err, core.ErrEncode) || !strings.Contains(err.Error(), "unregistered") {
+		t.Fatalf("Save = %v, want ErrEncode naming the type", err)
+	}
+	h := m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		core.FromContext(r.Context()).Put("v", unregistered{2})
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(logs.String(), "not registered") {
+		t.Fatalf("status %d, log %q: want 500 and the cause logged", rec.Code, logs.String())
+	}
+}
+
 // A handler run without the session middleware gets a panic that names
 // the fix, not a bare nil-pointer dereference.
 func TestNilSessionPanicNamesTheMiddleware(t *testing.T) {
