@@ -3,6 +3,7 @@ package core
 import (
 	"encoding/gob"
 	"math"
+	"runtime"
 	"testing"
 	"time"
 
@@ -139,10 +140,20 @@ func fuzzCodec(f *testing.F, c Codec) {
 	}
 	s := &Store{}
 	s.codecs[c.ID()] = c
+	limit := func(n int) uint64 { return 64*uint64(n) + 256<<10 } // docs/security.md's bound
+	if c == Gob {
+		limit = func(n int) uint64 { return 64*uint64(n) + 256<<10 + gobSliceAlloc }
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		m, err := s.decode(c.ID(), data)
+		runtime.ReadMemStats(&after)
 		if err == nil && m == nil || err != nil && m != nil {
 			t.Fatalf("decode = %v, %v: want a map or an error", m, err)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > limit(len(data)) {
+			t.Fatalf("decoding %d bytes allocated %d, over the bound %d", len(data), alloc, limit(len(data)))
 		}
 	})
 }
