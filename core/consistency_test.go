@@ -324,28 +324,45 @@ func TestWriteAroundNodeReachesItsCopyOnceTheNodeAnswers(t *testing.T) {
 	mc := memcachedtest.Start(t, memcachedtest.Options{})
 	c := newClock()
 	db := durabletest.NewMemory()
-	var cut atomic.Bool
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if cut.Load() {
-			return nil, errors.New("cut off from memcached")
-		}
-		return (&net.Dialer{}).DialContext(ctx, network, addr)
-	}
+	var link cutNet
 	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
-	d := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db, dial: dial})
+	d := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db, dial: link.dial})
 	token := login(a)
-	cut.Store(true)
+	link.cut.Store(true)
 	d.request(token, func(s *core.Session) { s.Put("k", "v") }) // written to the row only
 	if got := a.value(token, "k"); got != "" {
 		t.Fatalf("the copy has %q before the node answered the writer: the test did not cut it off", got)
 	}
-	cut.Store(false)
+	link.cut.Store(false)
 	d.store.WriterPass()
 	if got := a.value(token, "k"); got != "v" {
 		t.Fatalf("the copy has %q once the node answers again, want the change written around it", got)
 	}
 	if src := a.source(token); src != "memcached" {
 		t.Fatalf("served from %q, want memcached", src)
+	}
+}
+
+// The merge of a copy a write went around waits out a database outage: a
+// batch the database refused keeps the copy marked for its retry.
+func TestWriteAroundRepairSurvivesADatabaseOutage(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{})
+	c := newClock()
+	db := &downDB{Tier: durabletest.NewMemory()}
+	var link cutNet
+	a := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db})
+	d := newServer(t, c, serverOpts{servers: []string{mc.Addr}, durable: db, dial: link.dial})
+	token := login(a)
+	link.cut.Store(true)
+	d.request(token, func(s *core.Session) { s.Put("k", "v") }) // written to the row only
+	link.cut.Store(false)
+	db.down.Store(true)
+	d.store.WriterPass() // the node answers, the database does not
+	db.down.Store(false)
+	c.advance(6 * time.Second) // past the writer's retry delay
+	d.store.WriterPass()
+	if got := a.value(token, "k"); got != "v" {
+		t.Fatalf("the copy has %q after the outage, want the change written around it", got)
 	}
 }
 

@@ -132,10 +132,11 @@ func (w *writer) close(ctx context.Context) error {
 	return w.flush(ctx, true)
 }
 
-// copyRead is a copy read for a sync, and its lineage as read (a merge gives e a new one; sync keeps Version).
+// copyRead is a copy read for a sync, its lineage as read (a merge gives e a new one; sync keeps Version), and
+// the row version written around it (0: none), kept by a retry.
 type copyRead struct {
-	e       entry
-	lineage uint64
+	e              entry
+	lineage, stale uint64
 }
 
 // writeBatch syncs keys' copies: one GetMulti, one Tier.Write, a merge for each row that refused, and a
@@ -155,7 +156,7 @@ func (w *writer) writeBatch(ctx context.Context, keys map[string]uint64, all boo
 	if err != nil {
 		s.warn.log("sync", "hybridsession: background sync failed; retrying", err)
 		for _, p := range copies {
-			w.schedule(p.e.mkey, now.Add(retryDelay), 0)
+			w.schedule(p.e.mkey, now.Add(retryDelay), p.stale)
 		}
 		return
 	}
@@ -195,7 +196,7 @@ func (w *writer) read(ctx context.Context, mkeys map[string]uint64, now time.Tim
 			w.schedule(k, due, 0)
 			continue
 		}
-		out = append(out, copyRead{e: e, lineage: e.Lineage})
+		out = append(out, copyRead{e: e, lineage: e.Lineage, stale: stale})
 	}
 	return out
 }
@@ -207,7 +208,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	s := w.s
 	it, err := s.mc.Get(ctx, p.e.mkey)
 	if err != nil {
-		w.schedule(p.e.mkey, now.Add(retryDelay), 0)
+		w.schedule(p.e.mkey, now.Add(retryDelay), p.stale)
 		return err
 	}
 	cur := entry{key: p.e.key, mkey: p.e.mkey}
@@ -222,7 +223,7 @@ func (w *writer) resync(ctx context.Context, p *copyRead, now time.Time) error {
 	case errors.Is(err, errDestroyed):
 		_ = s.bury(ctx, p.e.mkey, &p.e.Envelope, now)
 	case errors.Is(err, ErrUnavailable):
-		w.schedule(p.e.mkey, now.Add(retryDelay), 0)
+		w.schedule(p.e.mkey, now.Add(retryDelay), p.stale)
 	default:
 		s.warn.log("sync", "hybridsession: background sync failed", err)
 	}
