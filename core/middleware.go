@@ -25,9 +25,9 @@ func (c *sessionCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// FromContext returns the session the innermost middleware stored in ctx, nil when none (Manager.FromContext
-// picks a Manager's); a method called on that nil panics with a message naming the missing middleware. ctx is the request's: r.Context(), c.Request.Context() in gin (a *gin.Context forwards
-// only with Engine.ContextWithFallback), c.Request().Context() in echo; adapters' Get take their own.
+// FromContext returns the session the innermost middleware stored in ctx, or nil, whose methods panic naming the
+// middleware to mount; Manager.FromContext picks a Manager's, adapters' Get their own. ctx is the request's:
+// r.Context(), c.Request.Context() in gin (the *gin.Context with ContextWithFallback), c.Request().Context() in echo.
 func FromContext(ctx context.Context) *Session {
 	s, _ := ctx.Value(ctxKey{}).(*Session)
 	return s
@@ -125,10 +125,10 @@ func isToken(s string) bool {
 // destroyed session it then adds Set-Cookie (expired once destroyed), "Vary: Cookie" and `Cache-Control:
 // no-cache="Set-Cookie"`, so shared caches never hand a cookie to another user; in header mode,
 // Config.TokenResponseHeader, "Vary: <TokenHeader>" and "Cache-Control: no-store". https says if the request
-// came over HTTPS: a Secure cookie set on plain HTTP is logged (once a minute), as browsers drop it
-// outside localhost. On error (Save's, logged once a minute per Store) it adds nothing. Adapters call it again when the handler returns: it adds
-// nothing (addHeader may be nil), and logs and returns an error wrapping ErrChangedAfterCommit for a change
-// made since, which is lost.
+// came over HTTPS: a Secure cookie set on plain HTTP is logged, as browsers drop it outside localhost. On error
+// (Save's) it adds nothing. Adapters call it again when the handler returns: it adds nothing (addHeader may be
+// nil), and returns an error wrapping ErrChangedAfterCommit for a change made since, which is lost. Warnings
+// and errors are logged at most once a minute per kind.
 func (m *Manager) SaveTo(ctx context.Context, s *Session, https bool, addHeader func(name, value string)) error {
 	s.lock()
 	defer s.mu.Unlock()
