@@ -265,6 +265,22 @@ func TestCheckerJudges(t *testing.T) {
 			s.op(sec(idleTimeout)-0.2, "read", "T", "T", true, kv("u", "a"), nil)
 			s.op(sec(idleTimeout)+0.1, "read", "T", "", false, nil, nil)
 		}, []string{"I1"}},
+		{"absent at the deadline of a fast clock, read by a slow one", func(s *synthetic) {
+			// The creator's clock set the deadline; a reaper on a clock
+			// 0.5 s ahead of the reader's deleted the row at it.
+			s.login(0, "T")
+			for at := 1.5; at < sec(lifetime); at += 1.5 {
+				s.op(at, "read", "T", "T", true, kv("u", "a"), nil)
+			}
+			s.op(sec(lifetime)+0.1, "read", "T", "", false, nil, nil).Skew = -500 * time.Millisecond
+		}, nil},
+		{"absent before the deadline, clocks agreeing", func(s *synthetic) {
+			s.login(0, "T")
+			for at := 1.5; at < sec(lifetime); at += 1.5 {
+				s.op(at, "read", "T", "T", true, kv("u", "a"), nil)
+			}
+			s.op(sec(lifetime)-0.4, "read", "T", "", false, nil, nil)
+		}, []string{"I1"}},
 		{"scs session absent after a commit at the expiry of a fast clock", func(s *synthetic) {
 			// A reaper whose clock is 0.5 s fast deleted the row as the
 			// commit's read found it; the commit then found it gone.

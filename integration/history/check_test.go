@@ -759,9 +759,12 @@ func (m *model) judgeAbsent(op *opRec, ti *tokenInfo) {
 		} else {
 			// The row expires IdleTimeout plus SyncInterval after the
 			// activity it knows of, which lags by the writer's tick at
-			// most; the app servers' clocks spread it.
+			// most; the app servers' clocks spread it. At the latest it
+			// expires at the deadline, which the creator's clock set and
+			// the fastest clock's reaper reaches first: on op's clock,
+			// that much sooner than op's own (seed 110999).
 			until = active.Add(m.minSkew + lin.idle - m.maxTick - m.spread)
-			if d := lin.root.Start.Add(lin.root.Skew + lin.life); d.Before(until) {
+			if d := lin.root.Start.Add(lin.root.Skew + lin.life + op.Skew - m.maxSkew); d.Before(until) {
 				until = d
 			}
 		}
