@@ -113,6 +113,7 @@ type model struct {
 func check(h *history) []violation { return newModel(h).out }
 
 func newModel(h *history) *model {
+	h.rec.close()
 	m := &model{h: h, ops: append([]*opRec(nil), h.rec.ops...), faults: h.rec.faults,
 		tokens: map[string]*tokenInfo{}, writes: map[string]*opRec{}, noCache: h.p.noMemcached,
 		excused: map[string]int{}, judged: map[string]int{}}

@@ -109,21 +109,26 @@ func (l *storeLog) logger(id int) *slog.Logger {
 	return slog.New(h).With("srv", id)
 }
 
-// cacheErrors logs, for HISTORY_TRACE, every memcached operation of app
-// server srv that failed (misses and other protocol answers are not
-// failures).
-type cacheErrors struct {
-	log *storeLog
+// cacheFaults records every memcached operation of app server srv that
+// failed (protocol answers are not failures) as that server's node being
+// unreachable for the operation's span, and logs it for HISTORY_TRACE.
+type cacheFaults struct {
+	c   *cluster
 	srv int
 }
 
-func (c cacheErrors) StartCacheOp(_ context.Context, op, addr string) func(error) {
+func (f cacheFaults) StartCacheOp(_ context.Context, op, addr string) func(error) {
+	start := time.Now()
 	return func(err error) {
 		if err == nil || errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrNotStored) ||
-			errors.Is(err, memcache.ErrCASConflict) {
+			errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrServerError) {
 			return
 		}
-		fmt.Fprintf(c.log, "srv=%d memcached %s %s: %v\n", c.srv, op, addr, err)
+		f.c.rec.observe(&faultRec{Kind: "mc-failed", Target: addr, Servers: []int{f.srv}, Server: -1,
+			Start: start, End: time.Now(), Unavail: true, Note: op})
+		if f.c.log != nil {
+			fmt.Fprintf(f.c.log, "srv=%d memcached %s %s: %v\n", f.srv, op, addr, err)
+		}
 	}
 }
 
@@ -245,6 +250,7 @@ func (n *node) raw() *memcache.Client {
 type crashable struct {
 	durable.Tier
 	dead *atomic.Bool
+	rec  *recorder
 }
 
 var errCrashed = errors.New("history: app server crashed")
@@ -253,7 +259,32 @@ func (c crashable) Write(ctx context.Context, batch []durable.Write) ([]bool, er
 	if c.dead.Load() {
 		return nil, errCrashed
 	}
-	return c.Tier.Write(ctx, batch)
+	start := time.Now()
+	applied, err := c.Tier.Write(ctx, batch)
+	c.observe(ctx, start, err)
+	return applied, err
+}
+
+func (c crashable) Load(ctx context.Context, key string) (durable.Record, bool, error) {
+	start := time.Now()
+	rec, found, err := c.Tier.Load(ctx, key)
+	c.observe(ctx, start, err)
+	return rec, found, err
+}
+
+func (c crashable) List(ctx context.Context, subject, after string, limit int) ([]durable.Record, error) {
+	start := time.Now()
+	recs, err := c.Tier.List(ctx, subject, after, limit)
+	c.observe(ctx, start, err)
+	return recs, err
+}
+
+// observe records a failed call the caller did not cancel as the
+// database refusing for its span.
+func (c crashable) observe(ctx context.Context, start time.Time, err error) {
+	if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		c.rec.observe(&faultRec{Kind: "db-failed", Target: "db", Server: -1, Start: start, End: time.Now(), DB: true})
+	}
 }
 
 func (c crashable) Reap(ctx context.Context, now time.Time, limit int, judge durable.Judge) (int, error) {
@@ -304,13 +335,15 @@ type cluster struct {
 	keys      [2][]byte   // seal keys k1, k2
 	log       *storeLog   // nil unless traced
 	archiveOK func() bool // the reaper's archive hook succeeds when true
+	rec       *recorder   // takes the failures the app servers see
 	// noMemcached runs the app servers on the database alone.
 	noMemcached bool
 }
 
-func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool, rng *rand.Rand, bigSkew bool, archiveOK func() bool) *cluster {
+func newCluster(t testing.TB, b gormtest.Backend, nServers int, noMemcached bool, rng *rand.Rand, bigSkew bool, rec *recorder,
+	archiveOK func() bool) *cluster {
 	t.Helper()
-	c := &cluster{t: t, backend: b.Name, tox: newToxiproxy(), spare: 2, archiveOK: archiveOK, noMemcached: noMemcached,
+	c := &cluster{t: t, backend: b.Name, tox: newToxiproxy(), spare: 2, archiveOK: archiveOK, noMemcached: noMemcached, rec: rec,
 		keys: [2][]byte{core.NewSealKey(), core.NewSealKey()}}
 	if os.Getenv(envTrace) != "" {
 		c.log = &storeLog{epoch: time.Now()}
@@ -470,10 +503,6 @@ func (c *cluster) startServer(s *server, addrs []string) {
 		addrs = nil
 	}
 	archiveOK := c.archiveOK
-	var tracer func(context.Context, string, string) func(error)
-	if c.log != nil {
-		tracer = cacheErrors{log: c.log, srv: s.id}.StartCacheOp
-	}
 	store, err := core.NewStore(core.StoreConfig{
 		Memcached: core.MemcachedConfig{
 			Servers:          addrs,
@@ -481,10 +510,10 @@ func (c *cluster) startServer(s *server, addrs []string) {
 			BreakerThreshold: 3,
 			BreakerCooldown:  breakerCool,
 			DialContext:      c.dialer(s),
-			Tracer:           tracer,
+			Tracer:           cacheFaults{c: c, srv: s.id}.StartCacheOp,
 		},
 		Seal:         core.SealConfig{Keys: c.sealKeys(s.cfg.sealStep)},
-		Durable:      crashable{Tier: d, dead: s.dead},
+		Durable:      crashable{Tier: d, dead: s.dead, rec: c.rec},
 		SyncInterval: s.cfg.sync,
 		DBTimeout:    dbTimeout,
 		Reaper: core.ReaperConfig{

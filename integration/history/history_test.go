@@ -174,10 +174,12 @@ func fmtMap(m map[string]string) string {
 
 // recorder collects a history.
 type recorder struct {
-	mu     sync.Mutex
-	nextID int
-	ops    []*opRec
-	faults []*faultRec
+	mu       sync.Mutex
+	nextID   int
+	ops      []*opRec
+	faults   []*faultRec
+	observed int  // faults no one injected: an app server saw a tier fail
+	closed   bool // the history is over: the checker reads it
 }
 
 func (r *recorder) newOp(client, srv int, kind, token string) *opRec {
@@ -197,6 +199,25 @@ func (r *recorder) fault(f *faultRec) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.faults = append(r.faults, f)
+}
+
+// observe records a failure an app server saw, injected or not: on a
+// loaded machine memcached and the database time out by themselves, and
+// the checker must judge the faults that happened.
+func (r *recorder) observe(f *faultRec) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		r.faults = append(r.faults, f)
+		r.observed++
+	}
+}
+
+// close ends the history: the app servers still running record no more.
+func (r *recorder) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
 }
 
 // profile weights a history's operations and faults towards some
@@ -340,7 +361,7 @@ func newHistory(t testing.TB, seed uint64, b gormtest.Backend) *history {
 	h := &history{t: t, seed: seed, p: p, stop: make(chan struct{}), faultStat: map[string]int{}}
 	h.archiveRng = rand.New(rand.NewPCG(seed, 7))
 	setup := rand.New(rand.NewPCG(seed, 1))
-	h.c = newCluster(t, b, 3, p.noMemcached, setup, p.bigSkew, func() bool {
+	h.c = newCluster(t, b, 3, p.noMemcached, setup, p.bigSkew, &h.rec, func() bool {
 		h.archiveMu.Lock()
 		defer h.archiveMu.Unlock()
 		return h.archiveRng.Float64() >= h.p.archiveFail
