@@ -74,7 +74,7 @@ type MemcachedConfig struct {
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLS, when set, speaks TLS (memcached -Z, 1.5.13 and later) to every node, verifying against TLS.RootCAs
 	// (system roots when nil; TLS.Certificates for mutual TLS). Optional. Default plain text: sessions are
-	// still sealed, but storage keys and sizes show on the network.
+	// still sealed, but storage keys and sizes show on the network. InsecureSkipVerify is allowed and logged at Warn.
 	TLS *tls.Config
 	// Tracer, when set, is called before each memcached operation op ("get", "get_multi", "add", "set",
 	// "cas") on node addr with the context it serves; end is called once with the result: nil, a protocol

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hybridsession/hybridsession/core/internal/envelope"
@@ -43,7 +44,10 @@ type Config struct {
 // CookieConfig configures the session cookie; its zero value is safe: "session" on path "/", HttpOnly,
 // Secure, SameSite=Lax, persistent until the session's absolute deadline.
 type CookieConfig struct {
-	Name   string // an HTTP token, the same on app servers that share sessions; default "session"
+	// Name is an HTTP token, the same on app servers that share sessions; default "session". A session loads only in
+	// Managers of the name (or TokenHeader) it was created under. New refuses names browsers drop (RFC 6265bis): a
+	// "__Secure-" one with Insecure, a "__Host-" one (immune to cookie tossing) also with a Domain or a Path but "/".
+	Name   string
 	Path   string // default "/"
 	Domain string // default none: host-only
 	// Insecure drops the Secure attribute so browsers send the cookie over plain HTTP: for local development
@@ -62,7 +66,8 @@ const maxRetries = 16 // bounds Save's re-reads while other requests keep changi
 type Manager struct {
 	store  *Store
 	cfg    Config
-	bearer bool // the token header is Authorization: Bearer
+	bearer bool   // the token header is Authorization: Bearer
+	scope  string // TokenHeader, or the cookie name: what a session it loads must have been created under
 }
 
 // New validates cfg, fills its defaults and returns a Manager.
@@ -84,6 +89,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, "Session-Token")
 	}
 	cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, cfg.TokenHeader)
+	scope, name := cmp.Or(http.CanonicalHeaderKey(cfg.TokenHeader), cfg.Cookie.Name), strings.ToLower(cfg.Cookie.Name)
 	switch {
 	case cfg.Store == nil:
 		return nil, errors.New("core: Config.Store is required")
@@ -91,13 +97,17 @@ func New(cfg Config) (*Manager, error) {
 		return nil, errors.New("core: IdleTimeout, Lifetime and TouchInterval must not be negative")
 	case cfg.TouchInterval >= cfg.IdleTimeout:
 		return nil, errors.New("core: TouchInterval must be less than IdleTimeout")
-	case !isToken(cfg.Cookie.Name):
-		return nil, fmt.Errorf("core: invalid cookie name %q", cfg.Cookie.Name)
-	case !isToken(cfg.TokenHeader) || !isToken(cfg.TokenResponseHeader):
-		return nil, fmt.Errorf("core: invalid token header name %q or %q", cfg.TokenHeader, cfg.TokenResponseHeader)
+	case !isToken(cfg.Cookie.Name) || !isToken(cfg.TokenHeader) || !isToken(cfg.TokenResponseHeader) ||
+		len(scope) > envelope.MaxSubject:
+		return nil, fmt.Errorf("core: invalid cookie name %q or token header name %q or %q (HTTP tokens, at most 255 bytes)",
+			cfg.Cookie.Name, cfg.TokenHeader, cfg.TokenResponseHeader)
+	case strings.HasPrefix(name, "__host-") && (cfg.Cookie.Insecure || cfg.Cookie.Path != "/" || cfg.Cookie.Domain != ""),
+		strings.HasPrefix(name, "__secure-") && cfg.Cookie.Insecure:
+		return nil, fmt.Errorf(`core: cookie %q: browsers drop a __Secure- cookie without Secure, and a __Host- one also `+
+			`with a Path other than "/" or a Domain (RFC 6265bis)`, cfg.Cookie.Name)
 	}
 	cfg.DurableKeys = slices.Clone(cfg.DurableKeys)
-	return &Manager{store: cfg.Store, cfg: cfg, bearer: bearer}, nil
+	return &Manager{store: cfg.Store, cfg: cfg, bearer: bearer, scope: scope}, nil
 }
 
 // Store returns the Manager's Store (for Stats, List, metrics, scsstore).
@@ -114,8 +124,8 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	if err != nil {
 		return nil, err
 	}
-	if e != nil && !opaqueCodec(e.Codec) {
-		s.token, s.entry = cookieValue, e
+	if e != nil && !opaqueCodec(e.Codec) && (e.Scope == m.scope || e.Scope == "") { // "": before format 4
+		s.token, s.entry, s.subject = cookieValue, e, e.Subject
 	}
 	return s, nil
 }
@@ -241,7 +251,7 @@ func (m *Manager) update(ctx context.Context, s *Session) error {
 		err = m.store.update(ctx, e, c)
 		switch {
 		case err == nil:
-			s.entry, s.values, s.decoded = e, values, !e.merged
+			s.entry, s.values, s.decoded, s.subject = e, values, !e.merged, e.Subject
 			s.ops, s.subjectSet, s.durable, s.expiry = nil, false, false, expiryChange{}
 			s.setCookie = s.setCookie || cookieChanged
 			return nil
@@ -277,7 +287,7 @@ func (m *Manager) prepare(e *entry, s *Session, values map[string]any) (cookieCh
 		e.Subject = s.subject
 	}
 	cookieChanged = s.expiry.apply(e)
-	e.Codec = m.store.codec.ID()
+	e.Codec, e.Scope = m.store.codec.ID(), m.scope
 	if e.Payload, err = m.store.codec.Encode(values); err != nil {
 		return false, fmt.Errorf("%w: %w", ErrEncode, err)
 	}

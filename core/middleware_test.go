@@ -117,10 +117,21 @@ func TestNewValidatesConfig(t *testing.T) {
 		{Store: store, Cookie: core.CookieConfig{Name: "bad name"}},
 		{Store: store, TokenHeader: "X-Token:"},
 		{Store: store, TokenHeader: "Authorization", TokenResponseHeader: "Session Token"},
+		{Store: store, Cookie: core.CookieConfig{Name: strings.Repeat("n", 256)}}, // over the envelope's scope limit
+		// Cookies browsers would drop (RFC 6265bis prefixes, matched without regard to case).
+		{Store: store, Cookie: core.CookieConfig{Name: "__Host-s", Insecure: true}},
+		{Store: store, Cookie: core.CookieConfig{Name: "__host-s", Path: "/app"}},
+		{Store: store, Cookie: core.CookieConfig{Name: "__HOST-s", Domain: "example.com"}},
+		{Store: store, Cookie: core.CookieConfig{Name: "__Secure-s", Insecure: true}},
 	}
 	for i, cfg := range bad {
 		if _, err := core.New(cfg); err == nil {
 			t.Errorf("config %d accepted", i)
+		}
+	}
+	for _, cc := range []core.CookieConfig{{Name: "__Host-session"}, {Name: "__Secure-s", Path: "/app", Domain: "example.com"}} {
+		if _, err := core.New(core.Config{Store: store, Cookie: cc}); err != nil {
+			t.Errorf("%+v refused: %v", cc, err)
 		}
 	}
 	if _, err := core.NewStore(core.StoreConfig{}); err == nil {
@@ -227,6 +238,11 @@ func TestHeaderToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := s.Token()
+	s2, _ := named.Load(ctx, "")
+	s2.Put("k", 2)
+	if err := named.Save(ctx, s2); err != nil {
+		t.Fatal(err)
+	}
 	if got.Get("Session-Token") != tok || got.Get("Set-Cookie") != "" || got.Get("Cache-Control") != "no-store" {
 		t.Errorf("SaveTo added %v, want the token in Session-Token and no cookie", got)
 	}
@@ -240,8 +256,10 @@ func TestHeaderToken(t *testing.T) {
 		{bearer, "Basic " + tok, false},
 		{bearer, tok, false},
 		{bearer, "", false},
-		{named, " " + tok + " ", true},
-		{named, "Bearer " + tok, false},
+		{named, " " + s2.Token() + " ", true},
+		{named, "Bearer " + s2.Token(), false},
+		{named, tok, false}, // another Manager's token (issue 23, finding 3)
+		{bearer, "Bearer " + s2.Token(), false},
 	}
 	for _, tt := range tests {
 		s, _, err := tt.m.LoadFrom(ctx, func(name string) string {

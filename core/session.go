@@ -22,7 +22,7 @@ type Session struct {
 	decoded    bool
 	ops        []op      // this request's changes, replayed on a CAS conflict
 	keysBuf    [4]string // backs change.Keys for the common few keys
-	subject    string
+	subject    string    // the stored session's, or SetSubject's
 	subjectSet bool
 	durable    bool // write to the database on Save
 	renew      bool // move to a new token on Save
@@ -183,14 +183,7 @@ func (s *Session) Clear() { s.set(func() { s.record(op{kind: opClear}) }) }
 func (s *Session) MarkDurable() { s.set(func() { s.durable = true }) }
 
 // Subject returns the user id set with SetSubject, "" when none.
-func (s *Session) Subject() string {
-	s.lock()
-	defer s.mu.Unlock()
-	if s.subjectSet || s.entry == nil {
-		return s.subject // "" unless set (dropDestroyed clears it)
-	}
-	return s.entry.Subject
-}
+func (s *Session) Subject() string { return locked(s, func() string { return s.subject }) }
 
 // SetSubject records, durably, which user the session belongs to ("" clears it) for Manager.DestroySubject;
 // call RenewToken too at login. Save returns ErrInvalidSubject, writing nothing, unless subject is valid
@@ -240,12 +233,7 @@ func (s *Session) SetIdleTimeout(d time.Duration) {
 // lifetime from creation in place of Config.Lifetime; it survives RenewToken. See the example for a login's
 // "remember me" box, with CookieConfig.SessionOnly and SetIdleTimeout.
 func (s *Session) RememberMe(lifetime time.Duration) {
-	s.set(func() {
-		s.expiry.persist = true
-		if lifetime > 0 {
-			s.expiry.lifetime = lifetime
-		}
-	})
+	s.set(func() { s.expiry.persist, s.expiry.lifetime = true, cmp.Or(max(lifetime, 0), s.expiry.lifetime) })
 }
 
 // Deadline returns the end of the session's absolute lifetime, which no activity extends: creation +

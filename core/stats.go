@@ -48,8 +48,7 @@ func (s *Store) Stats() Stats {
 		ReapExtended: c.reapExtended.Load(), ReapDeleted: c.reapDeleted.Load(), ReapErrors: c.reapErrors.Load(),
 	}
 	if s.mc != nil {
-		errs, shortCircuits := s.mc.Counters()
-		st.CacheErrors, st.Nodes = errs+shortCircuits, s.mc.Nodes()
+		st.CacheErrors, st.Nodes = s.mc.Errors(), s.mc.Nodes()
 	}
 	return st
 }

@@ -78,7 +78,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	}
 	if m := cfg.Memcached; len(m.Servers) > 0 {
 		s.mc, err = cache.New(cache.Config{
-			Servers: m.Servers, Timeout: m.Timeout, DialTimeout: m.Timeout,
+			Servers: m.Servers, Timeout: m.Timeout,
 			MaxIdleConns:     64, // per node: above the usual peak of parallel requests per app server
 			BreakerThreshold: m.BreakerThreshold, BreakerCooldown: m.BreakerCooldown,
 			DialContext: m.DialContext, TLS: m.TLS, Tracer: m.Tracer, Logger: cfg.Logger,

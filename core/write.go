@@ -28,7 +28,7 @@ func (s *Store) insert(ctx context.Context, token string, e *entry, durable bool
 	now := s.now()
 	e.key, e.mkey = s.keys(token)
 	e.Envelope = envelope.Envelope{
-		Codec: e.Codec, Persistent: e.Persistent, Lineage: newLineage(),
+		Codec: e.Codec, Persistent: e.Persistent, Lineage: newLineage(), Scope: e.Scope,
 		Created: e.Created, Deadline: e.Deadline, IdleTimeout: e.IdleTimeout, ActiveAt: now,
 		Grace: s.grace, Version: 1, Unsynced: s.durable != nil, Subject: e.Subject, Payload: e.Payload,
 	}

@@ -7,6 +7,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -431,5 +432,151 @@ func TestReaperWithoutTheKeyKeepsRows(t *testing.T) {
 	st.clock.Advance(time.Minute) // the postponement: one reaper Interval
 	if rep := reapOnce(t, m.Store(), core.ReaperConfig{}); rep.Deleted != 1 {
 		t.Fatalf("reaper with the key: %+v, want the dead row deleted", rep)
+	}
+}
+
+// TestAttackTokenOfAnotherManagerIsANewSession: an app with a user area and
+// an admin area, two Managers on one Store under different cookie names.
+// A user's token presented as the admin cookie gets a new, empty admin
+// session — from memcached's copy and from the row alike — and the admin's
+// token gets nothing in the user area (issue 23, finding 3). A session from
+// before format 4 carries no scope and loads in either until it is written.
+func TestAttackTokenOfAnotherManagerIsANewSession(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		st := newStack(t, b)
+		store := st.store(t, sealed(core.NewSealKey()))
+		newManager := func(cookie string) *core.Manager {
+			m, err := core.New(core.Config{Store: store, Cookie: core.CookieConfig{Name: cookie, Insecure: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		user, admin := newManager("session"), newManager("admin")
+		login := func(m *core.Manager, who string) string {
+			s := load(t, m, "")
+			s.Put("user", who)
+			if err := m.Save(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			return s.Token()
+		}
+		ut, at := login(user, "mallory"), login(admin, "root")
+		check := func(where string) {
+			t.Helper()
+			for _, c := range []struct {
+				m     *core.Manager
+				token string
+				want  string // "": a new session
+			}{{user, ut, "mallory"}, {admin, ut, ""}, {admin, at, "root"}, {user, at, ""}} {
+				s := load(t, c.m, c.token)
+				if got := getString(s, "user"); got != c.want || s.IsNew() != (c.want == "") {
+					t.Errorf("%s: token of user %q in the %s Manager: user=%q new=%t, want %q", where, c.want, map[bool]string{true: "user", false: "admin"}[c.m == user], got, s.IsNew(), c.want)
+				}
+			}
+		}
+		check("memcached")
+		flushAll(t, st)
+		check("database")
+
+		// A session written before format 4 (a plain format-3 envelope here, on an unsealed Store) has no scope.
+		plain := st.store(t, nil)
+		legacyUser, err := core.New(core.Config{Store: plain, Cookie: core.CookieConfig{Insecure: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		legacyAdmin, err := core.New(core.Config{Store: plain, Cookie: core.CookieConfig{Name: "admin", Insecure: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := core.NewToken()
+		newRawMemcached(t, st.mc.Addr).set(t, mkey(old), forge(t, map[string]any{"user": "old"}))
+		for _, m := range []*core.Manager{legacyUser, legacyAdmin} {
+			if s := load(t, m, old); getString(s, "user") != "old" {
+				t.Fatalf("a format-3 session in a Manager: %v, want it loaded", s.Get("user"))
+			}
+		}
+	})
+}
+
+// TestAttackEnvelopeUnderAnotherPrefixIsAMiss: two applications share
+// memcached and the seal keys under different key prefixes; app A's sealed
+// envelope copied under app B's prefix, same storage key, does not open in
+// B, which counts it as corrupt (issue 23, finding 4). The control: under
+// the prefix it was sealed for, the same bytes open.
+func TestAttackEnvelopeUnderAnotherPrefixIsAMiss(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		key := core.NewSealKey()
+		st := newStack(t, b)
+		prefixed := func(p string) func(*core.StoreConfig) {
+			return func(c *core.StoreConfig) { c.Memcached.KeyPrefix, c.Seal.Keys, c.Durable = p, [][]byte{key}, nil }
+		}
+		a := st.manager(t, prefixed("a:"), nil)
+		bApp := st.manager(t, prefixed("b:"), nil)
+		s := load(t, a, "")
+		s.Put("user", "victim")
+		if err := a.Save(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		raw := newRawMemcached(t, st.mc.Addr)
+		it, err := raw.c.Get("a:" + core.StorageKey(s.Token()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.set(t, "b:"+core.StorageKey(s.Token()), it.Value)
+		if got := load(t, bApp, s.Token()); !got.IsNew() || got.Get("user") != nil {
+			t.Fatalf("app A's envelope under app B's prefix: user=%v, want a new session", got.Get("user"))
+		}
+		if n := bApp.Store().Stats().Corrupt; n != 1 {
+			t.Errorf("app B's Stats.Corrupt = %d, want 1", n)
+		}
+		other := core.NewToken() // control: the prefix, not the storage key alone, is what B checked
+		raw.set(t, "a:"+core.StorageKey(other), it.Value)
+		if got := load(t, a, s.Token()); getString(got, "user") != "victim" {
+			t.Fatalf("app A's own envelope: user=%v", got.Get("user"))
+		}
+	})
+}
+
+// TestAttackEditedExpiryDoesNotRevive: an UPDATE of the row's plain
+// expires_at column does not bring back a session that idled out; the
+// idle timeout is enforced from the sealed envelope (issue 23, finding 7).
+// The control: before its idle timeout the same session is served from
+// the row.
+func TestAttackEditedExpiryDoesNotRevive(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		st := newStack(t, b)
+		m := st.manager(t, sealed(core.NewSealKey()), func(c *core.Config) { c.IdleTimeout = 10 * time.Minute })
+		s := load(t, m, "")
+		s.Put("user", "victim")
+		s.MarkDurable()
+		if err := m.Save(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		token := s.Token()
+		flushAll(t, st)
+		st.clock.Advance(9 * time.Minute)
+		if got := load(t, m, token); getString(got, "user") != "victim" {
+			t.Fatalf("before the idle timeout: user=%v, want the session from its row", got.Get("user"))
+		}
+		flushAll(t, st)
+		st.clock.Advance(time.Hour) // idle well past IdleTimeout + SyncInterval
+		far := st.clock.Now().Add(24 * time.Hour).UnixMilli()
+		res := st.db.Table(st.table).Where(map[string]any{"key": core.StorageKey(token)}).Update("expires_at", far)
+		if res.Error != nil || res.RowsAffected != 1 {
+			t.Fatalf("update expires_at: %v, %d rows", res.Error, res.RowsAffected)
+		}
+		if got := load(t, m, token); !got.IsNew() {
+			t.Fatalf("idled out, expires_at edited: user=%v, want a new session", got.Get("user"))
+		}
+	})
+}
+
+// flushAll empties the stack's memcached, as a restart or flush_all does.
+func flushAll(t *testing.T, st *stack) {
+	t.Helper()
+	if err := memcache.New(st.mc.Addr).FlushAll(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -483,6 +483,7 @@ type envelope struct {
 	SyncedAt                        time.Time
 	SyncedVersion, WholeAt          uint64
 	Changed                         []string
+	Scope                           string // the creating Manager's (format 4; encode writes format 3, unscoped)
 	Subject                         string
 	Payload                         []byte
 }
@@ -555,12 +556,12 @@ func (e envelope) encode() []byte {
 	return append(b, e.Payload...)
 }
 
-var errNotPlain = errors.New("not a plain format-3 envelope")
+var errNotPlain = errors.New("not a plain format-3 or format-4 envelope")
 
-// decodeEnvelope decodes a plain format-3 envelope.
+// decodeEnvelope decodes a plain format-3 or format-4 envelope.
 func decodeEnvelope(b []byte) (envelope, error) {
 	var e envelope
-	if len(b) < 13 || string(b[:3]) != "hs\x03" {
+	if len(b) < 13 || string(b[:3]) != "hs\x03" && string(b[:3]) != "hs\x04" {
 		return e, errNotPlain
 	}
 	e.Codec = b[3]
@@ -602,6 +603,9 @@ func decodeEnvelope(b []byte) (envelope, error) {
 	for n := next(); n > 0 && !bad; n-- {
 		str()
 		next()
+	}
+	if b[2] == 4 {
+		e.Scope = str()
 	}
 	e.Subject = str()
 	if bad {

@@ -30,7 +30,6 @@ var ErrUnavailable = errors.New("cache: memcached unavailable")
 type Config struct {
 	Servers          []string      // "host:port", or a unix socket path containing "/"
 	Timeout          time.Duration // deadline of each network read and write, and of a dial
-	DialTimeout      time.Duration // bounds connecting to a node when DialContext is nil
 	MaxIdleConns     int           // idle connections kept per node; 0 means gomemcache's default, 2
 	BreakerThreshold int           // failures in a row that open a node's breaker
 	BreakerCooldown  time.Duration // how long an open breaker waits between probes
@@ -49,13 +48,13 @@ type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error
 // operations fail at once with ErrUnavailable, and a probe pings it every BreakerCooldown until it answers. Safe
 // for concurrent use; ctx goes to the Tracer only.
 type Cache struct {
-	cfg                   Config                    // with defaults: Logger, DialContext (wrapped in TLS)
-	ring                  atomic.Pointer[continuum] // replaced whole under mu
-	mu                    sync.Mutex                // serializes ring changes, and Close with starting a probe
-	stop                  context.Context           // canceled by Close: stops the probes
-	cancel                context.CancelFunc
-	probes                sync.WaitGroup
-	errors, shortCircuits atomic.Uint64
+	cfg    Config                    // with defaults: Logger, DialContext (wrapped in TLS)
+	ring   atomic.Pointer[continuum] // replaced whole under mu
+	mu     sync.Mutex                // serializes ring changes, and Close with starting a probe
+	stop   context.Context           // canceled by Close: stops the probes
+	cancel context.CancelFunc
+	probes sync.WaitGroup
+	errors atomic.Uint64 // failed operations, those an open breaker refused included
 }
 
 // node is one memcached server, with its own client and breaker. epoch counts the times it was seen closing pooled
@@ -76,15 +75,19 @@ const casMask = 1<<48 - 1
 
 // New returns a Cache of cfg.Servers, contacting none; it fails for a bad setting or an unresolvable address.
 func New(cfg Config) (*Cache, error) {
-	if cfg.Timeout <= 0 || cfg.DialTimeout <= 0 || cfg.BreakerThreshold <= 0 || cfg.BreakerCooldown <= 0 {
-		return nil, errors.New("cache: Timeout, DialTimeout, BreakerThreshold and BreakerCooldown must be positive")
+	if cfg.Timeout <= 0 || cfg.BreakerThreshold <= 0 || cfg.BreakerCooldown <= 0 {
+		return nil, errors.New("cache: Timeout, BreakerThreshold and BreakerCooldown must be positive")
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.DialContext == nil {
-		cfg.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
+		cfg.DialContext = (&net.Dialer{Timeout: cfg.Timeout}).DialContext
 	}
 	if cfg.TLS != nil {
 		cfg.DialContext = tlsDialer(cfg.DialContext, cfg.TLS)
+		if cfg.TLS.InsecureSkipVerify {
+			cfg.Logger.Warn("hybridsession: MemcachedConfig.TLS.InsecureSkipVerify is set: memcached's certificates are not " +
+				"verified, so anyone on the network path can read and alter its traffic (docs/security.md)")
+		}
 	}
 	c := &Cache{cfg: cfg}
 	c.stop, c.cancel = context.WithCancel(context.Background())
@@ -103,7 +106,7 @@ func (c *Cache) do(ctx context.Context, n *node, op string, f func(*node) error)
 	if n == nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, memcache.ErrNoServers)
 	} else if n.open.Load() {
-		c.shortCircuits.Add(1)
+		c.errors.Add(1)
 		return fmt.Errorf("%w: %s: circuit breaker open", ErrUnavailable, n.str)
 	}
 	if c.cfg.Tracer != nil {
@@ -238,12 +241,10 @@ func (c *Cache) Nodes() map[string]bool {
 	return out
 }
 
-// Counters returns how many operations failed on the network, and how many an open breaker refused, since New.
-func (c *Cache) Counters() (errs, shortCircuits uint64) {
-	return c.errors.Load(), c.shortCircuits.Load()
-}
+// Errors returns how many operations failed since New, on the network or refused by an open breaker.
+func (c *Cache) Errors() uint64 { return c.errors.Load() }
 
-// Close stops the probes, waiting up to about DialTimeout plus Timeout for one in progress, and closes idle
+// Close stops the probes, waiting up to about twice Timeout for one in progress, and closes idle
 // connections. It is idempotent. Do not use the Cache after Close: an open breaker would stay open.
 func (c *Cache) Close() {
 	c.mu.Lock()

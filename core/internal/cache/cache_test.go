@@ -3,12 +3,15 @@ package cache
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"math"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,7 +26,6 @@ func testConfig(servers ...string) Config {
 	return Config{
 		Servers:          servers,
 		Timeout:          100 * time.Millisecond,
-		DialTimeout:      100 * time.Millisecond,
 		MaxIdleConns:     4,
 		BreakerThreshold: 2,
 		BreakerCooldown:  20 * time.Millisecond,
@@ -86,14 +88,6 @@ func node0(t *testing.T, c *Cache) nodeState {
 	panic("unreachable")
 }
 
-// counters is what Counters returns, as one comparable value.
-type counters struct{ Errors, ShortCircuits uint64 }
-
-func countersOf(c *Cache) counters {
-	errs, shortCircuits := c.Counters()
-	return counters{errs, shortCircuits}
-}
-
 // failures returns the consecutive failures of the first node.
 func failures(c *Cache) int32 { return c.ring.Load().servers[0].failures.Load() }
 
@@ -140,8 +134,8 @@ func TestProtocolAnswers(t *testing.T) {
 	if err := c.Set(ctx, "bad key", []byte("v"), 60); !errors.Is(err, memcache.ErrMalformedKey) {
 		t.Fatalf("Set(bad key) = %v, want ErrMalformedKey", err)
 	}
-	if got := countersOf(c); got != (counters{}) {
-		t.Errorf("Counters() = %+v after protocol answers only, want zero", got)
+	if got := c.Errors(); got != 0 {
+		t.Errorf("Errors() = %d after protocol answers only, want 0", got)
 	}
 	if n := node0(t, c); n.Open || n.Addr != mc.Addr || failures(c) != 0 {
 		t.Errorf("node = %+v, %d failures", n, failures(c))
@@ -204,8 +198,8 @@ func TestBreakerOpensShortCircuitsAndCloses(t *testing.T) {
 			t.Fatalf("Set with the breaker open = %v, want ErrUnavailable", err)
 		}
 	}
-	if got, want := countersOf(c), (counters{Errors: 2, ShortCircuits: 5}); got != want {
-		t.Fatalf("Counters() = %+v, want %+v", got, want)
+	if got := c.Errors(); got != 2+5 {
+		t.Fatalf("Errors() = %d, want 2 failures and 5 short circuits", got)
 	}
 
 	mc.Restart()
@@ -258,12 +252,12 @@ func TestPausedNodeCostsOneTimeoutPerOp(t *testing.T) {
 	if !node0(t, c).Open {
 		t.Fatal("breaker not open after BreakerThreshold timeouts")
 	}
-	before := countersOf(c)
+	before := c.Errors()
 	if _, err := c.Get(ctx, "k"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Get with the breaker open = %v", err)
 	}
-	if after := countersOf(c); after.ShortCircuits != before.ShortCircuits+1 || after.Errors != before.Errors {
-		t.Fatalf("Get with the breaker open: counters %+v -> %+v, want one short circuit", before, after)
+	if after := c.Errors(); after != before+1 {
+		t.Fatalf("Get with the breaker open: Errors %d -> %d, want one more (a short circuit)", before, after)
 	}
 
 	mc.Resume()
@@ -284,8 +278,8 @@ func TestStaleConnectionRetried(t *testing.T) {
 	if err := c.Set(ctx, "k", []byte("v"), 60); err != nil {
 		t.Fatalf("Set after a restart: %v, want a retry on a fresh connection", err)
 	}
-	if got := countersOf(c); got.Errors != 0 {
-		t.Errorf("Errors = %d, want 0", got.Errors)
+	if got := c.Errors(); got != 0 {
+		t.Errorf("Errors = %d, want 0", got)
 	}
 }
 
@@ -347,6 +341,28 @@ func TestTLS(t *testing.T) {
 	waitFor(t, "the probe to close the breaker over TLS", func() bool { return !node0(t, c).Open })
 	if err := c.Set(ctx, "k", []byte("v"), 60); err != nil {
 		t.Fatalf("Set over TLS after the restart: %v", err)
+	}
+}
+
+// TestInsecureSkipVerifyWarned: a TLS config that verifies nothing (here it
+// talks to memcached -Z's self-signed certificate without its CA) works,
+// and New says so once, at Warn; a verifying config says nothing.
+func TestInsecureSkipVerifyWarned(t *testing.T) {
+	mc := memcachedtest.Start(t, memcachedtest.Options{TLS: true})
+	for _, insecure := range []bool{true, false} {
+		var logged bytes.Buffer
+		cfg := testConfig(mc.Addr)
+		cfg.Logger = slog.New(slog.NewTextHandler(&logged, nil))
+		if cfg.TLS = mc.TLS.ClientConfig(false); insecure {
+			cfg.TLS = &tls.Config{InsecureSkipVerify: true}
+		}
+		c := newCache(t, cfg)
+		if err := c.Set(context.Background(), "k", []byte("v"), 60); err != nil {
+			t.Fatalf("insecure=%t: Set over TLS: %v", insecure, err)
+		}
+		if warned := strings.Count(logged.String(), "level=WARN msg=\"hybridsession: MemcachedConfig.TLS.InsecureSkipVerify"); warned != map[bool]int{true: 1}[insecure] {
+			t.Errorf("insecure=%t: %d warnings in %q", insecure, warned, logged.String())
+		}
 	}
 }
 
