@@ -3,6 +3,8 @@ package core
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -67,7 +69,7 @@ type Manager struct {
 	store  *Store
 	cfg    Config
 	bearer bool   // the token header is Authorization: Bearer
-	scope  string // TokenHeader, or the cookie name: what a session it loads must have been created under
+	scope  uint64 // hashes TokenHeader, or the cookie name: what a session it loads must have been created under
 }
 
 // New validates cfg, fills its defaults and returns a Manager.
@@ -89,7 +91,8 @@ func New(cfg Config) (*Manager, error) {
 		cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, "Session-Token")
 	}
 	cfg.TokenResponseHeader = cmp.Or(cfg.TokenResponseHeader, cfg.TokenHeader)
-	scope, name := cmp.Or(http.CanonicalHeaderKey(cfg.TokenHeader), cfg.Cookie.Name), strings.ToLower(cfg.Cookie.Name)
+	name := strings.ToLower(cfg.Cookie.Name)
+	sum := sha256.Sum256([]byte(cmp.Or(http.CanonicalHeaderKey(cfg.TokenHeader), cfg.Cookie.Name))) // see Manager.scope
 	switch {
 	case cfg.Store == nil:
 		return nil, errors.New("core: Config.Store is required")
@@ -97,9 +100,8 @@ func New(cfg Config) (*Manager, error) {
 		return nil, errors.New("core: IdleTimeout, Lifetime and TouchInterval must not be negative")
 	case cfg.TouchInterval >= cfg.IdleTimeout:
 		return nil, errors.New("core: TouchInterval must be less than IdleTimeout")
-	case !isToken(cfg.Cookie.Name) || !isToken(cfg.TokenHeader) || !isToken(cfg.TokenResponseHeader) ||
-		len(scope) > envelope.MaxSubject:
-		return nil, fmt.Errorf("core: invalid cookie name %q or token header name %q or %q (HTTP tokens, at most 255 bytes)",
+	case !isToken(cfg.Cookie.Name) || !isToken(cfg.TokenHeader) || !isToken(cfg.TokenResponseHeader):
+		return nil, fmt.Errorf("core: invalid cookie name %q, token header name %q or token response header name %q",
 			cfg.Cookie.Name, cfg.TokenHeader, cfg.TokenResponseHeader)
 	case strings.HasPrefix(name, "__host-") && (cfg.Cookie.Insecure || cfg.Cookie.Path != "/" || cfg.Cookie.Domain != ""),
 		strings.HasPrefix(name, "__secure-") && cfg.Cookie.Insecure:
@@ -107,7 +109,7 @@ func New(cfg Config) (*Manager, error) {
 			`with a Path other than "/" or a Domain (RFC 6265bis)`, cfg.Cookie.Name)
 	}
 	cfg.DurableKeys = slices.Clone(cfg.DurableKeys)
-	return &Manager{store: cfg.Store, cfg: cfg, bearer: bearer, scope: scope}, nil
+	return &Manager{store: cfg.Store, cfg: cfg, bearer: bearer, scope: binary.BigEndian.Uint64(sum[:]) | 1}, nil
 }
 
 // Store returns the Manager's Store (for Stats, List, metrics, scsstore).
@@ -124,7 +126,7 @@ func (m *Manager) Load(ctx context.Context, cookieValue string) (*Session, error
 	if err != nil {
 		return nil, err
 	}
-	if e != nil && !opaqueCodec(e.Codec) && (e.Scope == m.scope || e.Scope == "") { // "": before format 4
+	if e != nil && !opaqueCodec(e.Codec) && (e.Scope == m.scope || e.Scope == 0) { // 0: before format 4
 		s.token, s.entry, s.subject = cookieValue, e, e.Subject
 	}
 	return s, nil

@@ -117,7 +117,6 @@ func TestNewValidatesConfig(t *testing.T) {
 		{Store: store, Cookie: core.CookieConfig{Name: "bad name"}},
 		{Store: store, TokenHeader: "X-Token:"},
 		{Store: store, TokenHeader: "Authorization", TokenResponseHeader: "Session Token"},
-		{Store: store, Cookie: core.CookieConfig{Name: strings.Repeat("n", 256)}}, // over the envelope's scope limit
 		// Cookies browsers would drop (RFC 6265bis prefixes, matched without regard to case).
 		{Store: store, Cookie: core.CookieConfig{Name: "__Host-s", Insecure: true}},
 		{Store: store, Cookie: core.CookieConfig{Name: "__host-s", Path: "/app"}},

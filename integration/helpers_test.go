@@ -483,7 +483,7 @@ type envelope struct {
 	SyncedAt                        time.Time
 	SyncedVersion, WholeAt          uint64
 	Changed                         []string
-	Scope                           string // the creating Manager's (format 4; encode writes format 3, unscoped)
+	Scope                           uint64 // names the creating Manager (format 4; encode writes format 3, unscoped)
 	Subject                         string
 	Payload                         []byte
 }
@@ -605,7 +605,7 @@ func decodeEnvelope(b []byte) (envelope, error) {
 		next()
 	}
 	if b[2] == 4 {
-		e.Scope = str()
+		e.Scope = next()
 	}
 	e.Subject = str()
 	if bad {

@@ -20,8 +20,8 @@ import (
 
 // Format 4: "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2 unsynced), 8-byte big-endian lineage,
 // varints created, deadline, idle, active, grace, version, base, syncedAt, syncedVersion, wholeAt, Changed (count,
-// then per key: length, bytes, version), WrittenFloor, Written (as Changed), scope and subject (each length, bytes),
-// the payload; times in Unix ms (0: the zero time), durations in ms. Format 3 is format 4 without the scope. Sealed: "hs", sealedFormat (AES-256-GCM, v1), the 4-byte
+// then per key: length, bytes, version), WrittenFloor, Written (as Changed), scope, subject (length, bytes), the
+// payload; times in Unix ms (0: the zero time), durations in ms. Format 3 is format 4 without the scope. Sealed: "hs", sealedFormat (AES-256-GCM, v1), the 4-byte
 // sealing key id, a random 12-byte nonce, the plain envelope sealed with the caller's associated data, 16-byte tag.
 const (
 	magic0, magic1 = 'h', 's'
@@ -37,7 +37,7 @@ const (
 	maxMs       = 1 << 53
 	maxDurMs    = maxMs / 2000
 	maxDuration = maxDurMs * time.Millisecond
-	MaxSubject  = 255            // bounds a subject (the database column is varchar(255)) and a scope
+	MaxSubject  = 255            // bounds a subject: the database column is varchar(255)
 	MaxChanged  = 64             // bounds Written, and Changed (past it the whole payload counts as changed)
 	AllKeys     = "\x00all"      // the key Written uses for a direct write of the whole payload
 	Overhead    = headerLen + 16 // what sealing adds to an envelope's size
@@ -83,7 +83,7 @@ type Envelope struct {
 	// WrittenFloor. A merge never overwrites such a key from a copy built on an earlier row version.
 	Written      []Changed
 	WrittenFloor uint64
-	Scope        string // the namespace of the Manager that created the session; "" before format 4 and for KVs
+	Scope        uint64 // names the Manager that created the session (a hash of its cookie name); 0: none (KVs, format 3)
 	Subject      string
 	Payload      []byte
 }
@@ -188,8 +188,7 @@ func (e *Envelope) Append(dst []byte) []byte {
 	}
 	dst = binary.AppendUvarint(appendKeys(dst, e.Changed), e.WrittenFloor)
 	dst = appendKeys(dst, e.Written)
-	dst = append(binary.AppendUvarint(dst, uint64(len(e.Scope))), e.Scope...)
-	dst = append(binary.AppendUvarint(dst, uint64(len(e.Subject))), e.Subject...)
+	dst = append(binary.AppendUvarint(binary.AppendUvarint(dst, e.Scope), uint64(len(e.Subject))), e.Subject...)
 	return append(dst, e.Payload...)
 }
 
@@ -223,8 +222,8 @@ func Decode(b []byte, e *Envelope) error {
 	e.Created, e.Deadline, e.IdleTimeout, e.ActiveAt, e.Grace = d.time(), d.time(), d.duration(), d.time(), d.duration()
 	e.Version, e.Base, e.SyncedAt, e.SyncedVersion, e.WholeAt = d.uvarint(), d.uvarint(), d.time(), d.uvarint(), d.uvarint()
 	e.Changed, e.WrittenFloor, e.Written = d.keys(e.Changed[:0]), d.uvarint(), d.keys(e.Written[:0])
-	if e.Scope = ""; b[2] == format {
-		e.Scope = string(d.bytes(MaxSubject))
+	if e.Scope = 0; b[2] == format {
+		e.Scope = d.uvarint()
 	}
 	return d.finish(e)
 }

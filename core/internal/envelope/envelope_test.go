@@ -17,7 +17,7 @@ func sample() Envelope {
 		Grace: 2 * time.Minute, Version: 9, Base: 4, SyncedAt: at.Add(30 * time.Second), SyncedVersion: 7, WholeAt: 8,
 		Changed: []Changed{{"cart", 9}, {"\x00header", 8}},
 		Written: []Changed{{"user", 3}}, WrittenFloor: 2,
-		Subject: "ada", Payload: []byte{0, 1, 0xff},
+		Scope: 0x5c09e_0f_a_1234567, Subject: "ada", Payload: []byte{0, 1, 0xff},
 	}
 }
 
@@ -28,6 +28,29 @@ func key(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestFormat3HasNoScope: an envelope of format 3 (this release's first
+// builds) decodes with scope 0, its subject and payload where they were.
+func TestFormat3HasNoScope(t *testing.T) {
+	want := sample()
+	want.Scope = 0
+	b := want.Append(nil)
+	// Format 3 is format 4 without the scope, here a single 0 byte before the subject.
+	at := len(b) - len(want.Payload) - len(want.Subject) - 2
+	if b[at] != 0 || int(b[at+1]) != len(want.Subject) {
+		t.Fatalf("no empty scope before the subject at byte %d: % x", at, b[at:])
+	}
+	old := append(append([]byte{}, b[:at]...), b[at+1:]...)
+	old[2] = 3
+	var got Envelope
+	got.Scope = 42 // Decode must reset it
+	if err := Decode(old, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("format 3:\n got %+v\nwant %+v", got, want)
+	}
 }
 
 func TestRoundTrip(t *testing.T) {
