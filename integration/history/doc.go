@@ -43,7 +43,13 @@
 //     database outage during a deploy followed by a memcached loss; an app
 //     server crashing inside its partition. After the history every fault
 //     heals, every token is read from every app server, the writers run,
-//     memcached loses everything, and every token is read again.
+//     memcached loses everything, and every token is read again. Besides
+//     the injected faults, the recorder takes every tier failure an app
+//     server saw: a memcached operation that failed (its node unreachable
+//     to that server for the operation's span) and a database call that
+//     erred (the database refusing for that span). A loaded machine times
+//     out by itself, and the checker judges the faults that happened;
+//     the run's summary counts these apart.
 //   - check_test.go: the model and the judgements.
 //   - seeds_test.go: TestHistories; the CI seeds, the soak, and the open
 //     core bugs the judge can attribute a violation to (knownBugs).
