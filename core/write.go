@@ -296,8 +296,8 @@ func (s *Store) destroy(ctx context.Context, e *entry) error {
 		return fmt.Errorf("%w: destroy: %w", ErrUnavailable, errors.Join(dbErr, cacheErr))
 	case dbErr != nil:
 		s.writer.schedule(e.mkey, now, 0) // nil without a durable tier: nothing to schedule
-	case cacheErr != nil && s.mc != nil:
-		// A copy this server could not reach may live on: the row, due now, has a reaper bury it.
+	case s.mc != nil && (cacheErr != nil || e.source != srcCache):
+		// A copy not reached (its node failed; or read from the row: another ring's node) may live on: a reaper buries it.
 		w := s.record(t.mkey, &t.Envelope, t.Base)
 		w.Record.ExpiresAt = now.Truncate(time.Millisecond)
 		_, _ = s.write(ctx, w)

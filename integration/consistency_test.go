@@ -948,6 +948,49 @@ func TestStaleCopyKeepsDurableChangeWrittenAround(t *testing.T) {
 	}
 }
 
+// I2 when a logout reads the session from its row: app server B has not
+// applied an AddServer, so the session A created on the added node is not
+// on B's ring; B reads it from the row and destroys it, its tombstone going
+// to the wrong node. The row is then due for the reapers, whose next pass
+// on a server that reaches the copy turns it into a tombstone, though no
+// request writes to it again (seed 120160: the copy's own sync was lost
+// with its app server's queue, restarted while the database refused).
+func TestLogoutReadFromTheRowReachesTheCopyByAReaperPass(t *testing.T) {
+	ctx := context.Background()
+	st := newStack(t, backends(t)[0])
+	extra := memcachedtest.Start(t, memcachedtest.Options{})
+	p := newPlacement(t, st.mc.Addr, extra.Addr)
+	a := st.manager(t, nil, nil)
+	b := st.manager(t, nil, nil) // never applies the AddServer
+	if err := a.Store().AddServer(extra.Addr, 0); err != nil {
+		t.Fatal(err)
+	}
+	token := loginOn(t, a, p, 1) // its copy is on the added node only
+	s := load(t, b, token)
+	if s.Source() != "database" {
+		t.Fatalf("setup: B found the session in %q, want the database", s.Source())
+	}
+	if err := s.Destroy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if load(t, a, token).IsNew() {
+		t.Fatal("setup: A should serve the copy B could not reach until a reaper pass")
+	}
+	st.clock.Advance(time.Millisecond)
+	r, err := a.Store().NewReaper(core.ReaperConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range []*core.Manager{a, b} {
+		if s := load(t, m, token); !s.IsNew() {
+			t.Errorf("app server %d serves the destroyed session after a reaper pass (user=%v)", i, s.Get("user"))
+		}
+	}
+}
+
 // I2 during a rolling AddServer: app server B, which has not applied it,
 // destroys a session on the key's previous owner, while app server A,
 // which has, holds a live copy on the new owner that B cannot reach. A may
