@@ -281,6 +281,22 @@ func TestCheckerJudges(t *testing.T) {
 			}
 			s.op(sec(lifetime)-0.4, "read", "T", "", false, nil, nil)
 		}, []string{"I1"}},
+		{"destroyed by subject after it idled out on a fast clock, served by a slow one", func(s *synthetic) {
+			// Its activity was recorded on a clock 0.4 s slow; a reaper on
+			// a clock that agrees with DestroySubject's deleted the row at
+			// its idle expiry, so DestroySubject found nothing, and the
+			// slow clock still serves the copy, within its idle timeout.
+			l := s.login(0, "T")
+			l.SetSubject, l.Skew = "u", -400*time.Millisecond
+			s.op(sec(idleTimeout)-0.3, "dsubject", "", "", false, nil, nil).DSubject = "u"
+			s.op(sec(idleTimeout)-0.25, "read", "T", "T", true, kv("u", "a"), nil).Skew = -400 * time.Millisecond
+		}, nil},
+		{"destroyed by subject while alive on every clock, then served", func(s *synthetic) {
+			l := s.login(0, "T")
+			l.SetSubject, l.Skew = "u", -400*time.Millisecond
+			s.op(sec(idleTimeout)-1, "dsubject", "", "", false, nil, nil).DSubject = "u"
+			s.op(sec(idleTimeout)-0.95, "read", "T", "T", true, kv("u", "a"), nil).Skew = -400 * time.Millisecond
+		}, []string{"I2"}},
 		{"scs session absent after a commit at the expiry of a fast clock", func(s *synthetic) {
 			// A reaper whose clock is 0.5 s fast deleted the row as the
 			// commit's read found it; the commit then found it gone.

@@ -210,11 +210,37 @@ func (m *model) build() {
 			}
 			// DestroySubject finds the sessions whose rows carry the
 			// subject: those acknowledged before it began, once their rows
-			// were written.
-			sure := op.ok() && ti.created.End.Before(op.Start) && m.held(ti.created, ti).Before(op.Start)
+			// were written, and not yet reaped.
+			sure := op.ok() && ti.created.End.Before(op.Start) && m.held(ti.created, ti).Before(op.Start) &&
+				!m.mayHaveExpired(ti, op.Start)
 			m.destroyer(ti, op, sure)
 		}
 	}
+}
+
+// mayHaveExpired reports whether ti's session may have idled out or
+// passed its deadline by t on the fastest app server's clock, whose reaper
+// may then have deleted its row (seed 131551: DestroySubject did not find
+// it, and a slower clock still served the copy, within the skew).
+func (m *model) mayHaveExpired(ti *tokenInfo, t time.Time) bool {
+	lin := ti.lin
+	if lin.scs || !lin.root.Start.Add(lin.root.Skew+lin.life-m.maxSkew).After(t) {
+		return !lin.scs
+	}
+	var active time.Time // the latest activity recorded, on its recorder's clock, at the earliest
+	for _, o := range ti.ops {
+		if !o.ok() || !o.Start.Before(t) {
+			continue
+		}
+		a := o.Start.Add(o.Skew)
+		if !o.wrote() && o != ti.created {
+			a = a.Add(-touchInterval) // a read records activity once per TouchInterval
+		}
+		if a.After(active) {
+			active = a
+		}
+	}
+	return !active.IsZero() && !active.Add(lin.idle-m.maxSkew).After(t)
 }
 
 func (m *model) destroyer(ti *tokenInfo, op *opRec, acked bool) {
