@@ -18,11 +18,11 @@ import (
 	"time"
 )
 
-// Format 4: "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2 unsynced), 8-byte big-endian lineage,
-// varints created, deadline, idle, active, grace, version, base, syncedAt, syncedVersion, wholeAt, Changed (count,
-// then per key: length, bytes, version), WrittenFloor, Written (as Changed), scope, subject (length, bytes), the
-// payload; times in Unix ms (0: the zero time), durations in ms. Format 3 is format 4 without the scope. Sealed: "hs", sealedFormat (AES-256-GCM, v1), the 4-byte
-// sealing key id, a random 12-byte nonce, the plain envelope sealed with the caller's associated data, 16-byte tag.
+// Format 4 (3 lacks the scope): "hs", format, codec, flags (bit 0 persistent, 1 destroyed, 2 unsynced), 8-byte
+// big-endian lineage, varints created, deadline, idle, active, grace, version, base, syncedAt, syncedVersion, wholeAt,
+// Changed (count, then per key: length, bytes, version), WrittenFloor, Written (as Changed), scope, subject (length,
+// bytes), the payload; times in Unix ms (0: the zero time), durations in ms. Sealed: "hs", sealedFormat (AES-256-GCM,
+// v1), the 4-byte key id, a random 12-byte nonce, the plain envelope sealed with the caller's associated data, the tag.
 const (
 	magic0, magic1 = 'h', 's'
 	format         = 4
